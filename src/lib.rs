@@ -1,0 +1,17 @@
+//! canaryd: canary rollouts with anytime-valid statistics and automatic rollback.
+//!
+//! The crate has two halves. The **pure core** ([`policy`], [`stats`], [`engine`],
+//! [`time`]) takes time as an argument and performs no I/O; it builds without
+//! the default `daemon` feature, and the simulator links it that way. The
+//! **shell** (behind `daemon`) reads clocks, files and sockets and carries out
+//! the core's decisions. See ARCHITECTURE.md for the map.
+
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod policy;
+pub mod stats;
+pub mod time;
+
+#[cfg(feature = "daemon")]
+pub mod cli;

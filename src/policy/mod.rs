@@ -1,0 +1,2 @@
+//! The rollout policy language.
+pub mod node;
