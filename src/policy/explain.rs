@@ -1,0 +1,372 @@
+//! `policy explain`: a compiled policy in plain language. Each step with its
+//! cumulative time, each trigger and gate in words, how `alpha` is split, and
+//! the fastest possible promotion. Pure: it formats, it does not print.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::model::*;
+use super::units::{format_latency_ms, format_percent};
+use crate::time::format_duration as dur;
+
+pub fn explain(policy: &Policy) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let a = &policy.analysis;
+    let _ = writeln!(w, "policy {}", policy.name);
+    if let Some(d) = &policy.description {
+        let _ = writeln!(w, "  {d}");
+    }
+    let _ = writeln!(
+        w,
+        "change type {}; evaluated every {}; a step advances once its bake is over, its canary has served {} requests, and the gates its next weight needs are shown",
+        policy.change_type.as_str(),
+        dur(a.interval),
+        a.min_samples
+    );
+    let _ = writeln!(
+        w,
+        "after each weight change the first {} of data is left out of comparisons (warm-up){}",
+        dur(a.warmup),
+        if a.sample_ratio_check {
+            "; evidence that the observed split differs from the set weight pauses the rollout"
+        } else {
+            ""
+        }
+    );
+    if policy.change_type == ChangeType::Emergency {
+        let _ = writeln!(
+            w,
+            "emergency: for the first {} bakes, approvals and gates are skipped (triggers stay armed); a reason and a ticket are required, and a post-incident review is opened",
+            dur(policy.emergency.bypass_for)
+        );
+    }
+    if let Some(e) = &policy.experiment {
+        let _ = writeln!(
+            w,
+            "experiment: the canary never gets more than {}% of traffic; after {} the rollout ends `concluded` with a report and traffic back to baseline, never a promotion",
+            e.weight.percent(),
+            dur(e.duration)
+        );
+    }
+
+    let _ = writeln!(
+        w,
+        "\nsteps (time from start on the fastest path; approval waits not counted):"
+    );
+    let mut t = Duration::ZERO;
+    let mut weight = 0u8;
+    for (i, step) in policy.steps.iter().enumerate() {
+        match step {
+            Step::SetWeight(wt) => {
+                let _ = write!(
+                    w,
+                    "  {:>2}. at {:<10} set the canary to {}% of traffic",
+                    i + 1,
+                    dur(t),
+                    wt.percent()
+                );
+                let needed: Vec<&str> = policy
+                    .gates
+                    .iter()
+                    .filter(|g| {
+                        g.before > Weight::new(weight).unwrap_or(Weight::ZERO) && g.before <= *wt
+                    })
+                    .map(|g| g.name.as_str())
+                    .collect();
+                if !needed.is_empty() {
+                    let _ = write!(w, ", once gate {} is shown", needed.join(" and "));
+                }
+                let _ = writeln!(w);
+                weight = wt.percent();
+            }
+            Step::Bake(d) => {
+                let _ = writeln!(
+                    w,
+                    "  {:>2}. at {:<10} bake {} (until {})",
+                    i + 1,
+                    dur(t),
+                    dur(*d),
+                    dur(t + *d)
+                );
+                t += *d;
+            }
+            Step::Approval(ap) => {
+                let _ = write!(
+                    w,
+                    "  {:>2}. at {:<10} wait for approval by {}",
+                    i + 1,
+                    dur(t),
+                    ap.roles.join(" and ")
+                );
+                if ap.distinct && ap.roles.len() > 1 {
+                    let _ = write!(
+                        w,
+                        " (a different person for each role, none of them the starter)"
+                    );
+                } else if ap.distinct {
+                    let _ = write!(w, " (not the starter)");
+                }
+                if let Some(to) = ap.timeout {
+                    let what = match ap.on_timeout {
+                        OnTimeout::Rollback => {
+                            "traffic goes back to baseline and the rollout ends inconclusive"
+                        }
+                        OnTimeout::Pause => "the rollout pauses",
+                    };
+                    let _ = write!(w, "; after {} without every approval, {what}", dur(to));
+                }
+                let _ = writeln!(w);
+            }
+        }
+    }
+    if weight < 100 && policy.change_type != ChangeType::Experiment {
+        let _ = writeln!(
+            w,
+            "      at {:<10} promote: the canary takes all traffic",
+            dur(t)
+        );
+    }
+    let approvals = policy
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Approval(_)))
+        .count();
+    let _ = writeln!(
+        w,
+        "fastest possible promotion: {} after start{}, if every step reaches {} canary requests in time",
+        dur(t),
+        if approvals > 0 {
+            " plus the approval waits"
+        } else {
+            ""
+        },
+        a.min_samples
+    );
+    let _ = writeln!(
+        w,
+        "a gate not shown within {} (approval waits not counted) ends the rollout inconclusive, traffic back to baseline",
+        dur(a.max_duration)
+    );
+
+    let _ = writeln!(
+        w,
+        "\ntriggers (each stays armed in every state, also while paused or awaiting approval):"
+    );
+    if policy.triggers.is_empty() {
+        let _ = writeln!(w, "  none");
+    }
+    let share = policy.alpha_per_trigger();
+    for t in &policy.triggers {
+        let kind = if t.is_statistical() {
+            format!("statistical, alpha share {}", fmt_prob(share))
+        } else {
+            "objective".to_owned()
+        };
+        let action = match t.action {
+            Action::Rollback => "roll back",
+            Action::Pause => "pause",
+        };
+        let _ = writeln!(
+            w,
+            "  - {} ({kind}): {action} {}",
+            t.name,
+            describe_trigger(policy, t)
+        );
+    }
+    let k = policy.statistical_triggers().count();
+    if k > 0 {
+        let _ = writeln!(
+            w,
+            "alpha: the {k} statistical trigger{} share alpha = {}: each fires when its e-value reaches {}/{} = {} (Bonferroni over e-values), so the chance that any of them rolls back a healthy canary over the whole rollout, watched at every interval, is at most {}",
+            if k == 1 { "" } else { "s" },
+            fmt_prob(a.alpha),
+            k,
+            fmt_prob(a.alpha),
+            fmt_num(k as f64 / a.alpha),
+            fmt_prob(a.alpha)
+        );
+    }
+    if policy.triggers.iter().any(|t| !t.is_statistical()) {
+        let _ = writeln!(
+            w,
+            "objective triggers fire exactly as written and are outside alpha; the simulator reports how often they fire on healthy traffic"
+        );
+    }
+
+    if !policy.gates.is_empty() {
+        let _ = writeln!(
+            w,
+            "\ngates (shown by an anytime-valid confidence bound at level alpha):"
+        );
+        for g in &policy.gates {
+            let _ = writeln!(
+                w,
+                "  - {}: before any step sets {}% or more, show {}",
+                g.name,
+                g.before.percent(),
+                describe_gate(policy, g)
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\non rollback: an incident ({}) with the evidence{}",
+        policy.incident.severity,
+        if policy.incident.notify.is_empty() {
+            String::new()
+        } else {
+            let urls: Vec<&str> = policy
+                .incident
+                .notify
+                .iter()
+                .map(|n| match n {
+                    Notify::Webhook(u) => u.as_str(),
+                })
+                .collect();
+            format!(", notifying {}", urls.join(", "))
+        }
+    );
+    out
+}
+
+fn metric_words(policy: &Policy, name: &str, quantile: Option<f64>) -> String {
+    match policy.metric(name) {
+        Some(Metric::Ratio {
+            numerator,
+            denominator,
+            group_by,
+        }) => {
+            let g = group_by
+                .as_ref()
+                .map(|g| format!(" by {g}"))
+                .unwrap_or_default();
+            format!("`{name}` ({numerator} / {denominator}{g})")
+        }
+        Some(Metric::Latency { signal }) => match quantile {
+            Some(q) => format!("p{} of `{name}` ({signal})", fmt_num(q * 100.0)),
+            None => format!("`{name}` ({signal})"),
+        },
+        Some(Metric::Mean { signal }) => format!("the mean of `{name}` ({signal})"),
+        None => format!("`{name}`"),
+    }
+}
+
+fn bound_words(policy: &Policy, metric: &str, v: f64) -> String {
+    match policy.metric(metric) {
+        Some(Metric::Ratio { .. }) => format_percent(v),
+        Some(Metric::Latency { .. }) => format_latency_ms(v),
+        _ => fmt_num(v),
+    }
+}
+
+fn describe_trigger(policy: &Policy, t: &Trigger) -> String {
+    let metric = t.metric.as_deref().unwrap_or("");
+    let m = metric_words(policy, metric, t.quantile);
+    match &t.rule {
+        TriggerRule::VsBaseline(Regression::RelativeDrop(x)) => format!(
+            "on evidence that the canary's {m} is more than {} below baseline's",
+            format_percent(*x)
+        ),
+        TriggerRule::VsBaseline(Regression::RelativeIncrease(x)) => format!(
+            "on evidence that the canary's {m} is more than {} above baseline's",
+            format_percent(*x)
+        ),
+        TriggerRule::Threshold {
+            bound,
+            sustained_for: None,
+        } => match bound {
+            Bound::Above(v) => format!(
+                "on evidence that the canary's {m} is above {}",
+                bound_words(policy, metric, *v)
+            ),
+            Bound::Below(v) => format!(
+                "on evidence that the canary's {m} is below {}",
+                bound_words(policy, metric, *v)
+            ),
+        },
+        TriggerRule::Threshold {
+            bound,
+            sustained_for: Some(d),
+        } => match bound {
+            Bound::Above(v) => format!(
+                "when the canary's {m} stays above {} in every interval for {} running",
+                bound_words(policy, metric, *v),
+                dur(*d)
+            ),
+            Bound::Below(v) => format!(
+                "when the canary's {m} stays below {} in every interval for {} running",
+                bound_words(policy, metric, *v),
+                dur(*d)
+            ),
+        },
+        TriggerRule::BurnRate { slo, windows } => {
+            let ws: Vec<String> = windows
+                .iter()
+                .map(|bw| {
+                    format!(
+                        "over both the last {} and the last {} at more than {}x the sustainable rate (error ratio above {})",
+                        dur(bw.long),
+                        dur(bw.short),
+                        fmt_num(bw.factor),
+                        format_percent(bw.factor * (1.0 - slo))
+                    )
+                })
+                .collect();
+            format!(
+                "when the canary burns the error budget of a {} SLO on {m} {}",
+                format_percent(*slo),
+                ws.join(", or ")
+            )
+        }
+        TriggerRule::Disparity { min_ratio } => format!(
+            "on evidence that, for the canary, the lowest group's {m} divided by the highest group's is below {}",
+            fmt_num(*min_ratio)
+        ),
+        TriggerRule::NoData { for_duration } => {
+            if t.metric.is_some() {
+                format!(
+                    "when the canary has had no data for {m} for {}",
+                    dur(*for_duration)
+                )
+            } else {
+                format!(
+                    "when the canary has served no requests for {}",
+                    dur(*for_duration)
+                )
+            }
+        }
+    }
+}
+
+fn describe_gate(policy: &Policy, g: &Gate) -> String {
+    let m = metric_words(policy, &g.metric, g.quantile);
+    match g.requirement {
+        GateRequirement::MinGain(x) => format!(
+            "that the canary's {m} is at least {} above baseline's",
+            format_percent(x)
+        ),
+        GateRequirement::MaxIncrease(x) => format!(
+            "that the canary's {m} is less than {} above baseline's",
+            format_percent(x)
+        ),
+        GateRequirement::MaxDrop(x) => format!(
+            "that the canary's {m} is less than {} below baseline's",
+            format_percent(x)
+        ),
+    }
+}
+
+/// A probability as a percentage: 0.01 → `1%`, 0.0033 → `0.333%`.
+fn fmt_prob(p: f64) -> String {
+    let pct = p * 100.0;
+    let digits = if pct >= 1.0 { 2 } else { 3 };
+    let rounded = format!("{pct:.*}", digits);
+    let trimmed = rounded.trim_end_matches('0').trim_end_matches('.');
+    format!("{trimmed}%")
+}
+
+fn fmt_num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
