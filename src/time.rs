@@ -63,7 +63,7 @@ pub fn format_duration(d: Duration) -> String {
     if total_ms == 0 {
         return "0s".to_string();
     }
-    if total_ms % 1000 != 0 && total_ms < 60_000 {
+    if !total_ms.is_multiple_of(1000) && total_ms < 60_000 {
         return format!("{total_ms}ms");
     }
     let mut secs = d.as_secs();

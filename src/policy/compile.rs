@@ -82,7 +82,8 @@ pub fn load_yaml(sink: &mut Sink, bytes: &[u8]) -> Option<Node> {
     budget.max_aliases = 1_000;
     budget.max_anchors = 1_000;
     budget.max_recorded_anchor_events = 100_000;
-    budget.max_documents = 1;
+    // Two, so that a second document gets the parser's own clear message.
+    budget.max_documents = 2;
     let options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
@@ -117,6 +118,13 @@ fn yaml_message(raw: &str) -> String {
         Some(i) => &first_line[..i],
         None => first_line,
     };
+    if let Some(what) = first_line.strip_prefix("budget breached: ") {
+        // The breach reads like `Depth { depth: 33 }`: keep the limit's name.
+        let limit = what.split([' ', '{']).next().unwrap_or(what);
+        return format!(
+            "file exceeds a safety limit on YAML size or structure ({limit}); policies are small documents with few anchors"
+        );
+    }
     let msg = msg.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
     let msg = msg.replace(
         "; use from_str_multiple or from_str_multiple_with_options",

@@ -245,7 +245,7 @@ pub fn integer(sink: &mut Sink, node: &Node, path: &Path, min: i128, max: i128) 
 }
 
 fn range_text(min: i128, max: i128) -> String {
-    if max == i128::MAX {
+    if max >= i128::from(u64::MAX) {
         format!("at least {min}")
     } else {
         format!("from {min} to {max}")

@@ -29,9 +29,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => (2, 60_000),
             "s" => (3, 1_000),
             "ms" => (4, 1),
-            "" => {
+            "" if tail.is_empty() => {
                 return Err(format!("missing unit in `{s}`: {expected}"));
             }
+            "" => return Err(format!("{expected}, found `{s}`")),
             other => {
                 return Err(format!(
                     "unknown duration unit `{other}` in `{s}`: use ms, s, m, h or d"
