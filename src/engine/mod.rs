@@ -1,2 +1,15 @@
-//! One rollout's state machine: time and observations in, effects out. Pure:
-//! it never sleeps, reads a clock, or does I/O.
+//! One rollout's state machine: time, data and commands in, effects out.
+//! Pure: it never sleeps, reads a clock, or does I/O. The daemon persists each
+//! effect before acting on it; the simulator applies effects to its model.
+//!
+//! - `types.rs`: phases, inputs, commands, effects, events.
+//! - `analysis.rs`: what the state machine asks of the statistics.
+//! - `rollout.rs`: the state machine itself.
+
+pub mod analysis;
+pub mod rollout;
+pub mod types;
+
+pub use analysis::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
+pub use rollout::{ApprovalWait, Approved, CHECKPOINT_VERSION, Checkpoint, ENGINE, Rollout};
+pub use types::*;

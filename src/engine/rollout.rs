@@ -1,0 +1,969 @@
+//! One rollout's state machine: `handle(now, input)` in, `poll_effect()` out.
+//!
+//! Time only moves when a caller says so. Each `handle` first accounts for
+//! the time since the previous call (bake progress, active time), then applies
+//! the input, then re-evaluates everything that depends on time and data:
+//! triggers (armed in every non-terminal phase), deadlines, and step
+//! progression. The same inputs at the same instants give the same effects.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::analysis::{Analysis, Assessment, TriggerVerdict};
+use super::types::*;
+use crate::policy::{Action, ChangeType, OnTimeout, Policy, Step, Weight};
+use crate::time::{Timestamp, format_duration};
+
+/// The actor name the engine uses for its own decisions.
+pub const ENGINE: &str = "canaryd";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound = "A: Analysis")]
+pub struct Rollout<A: Analysis> {
+    spec: RolloutSpec,
+    /// Pinned at start: reloading policies never changes a running rollout.
+    policy: Policy,
+    analysis: A,
+    phase: Phase,
+    /// Where `resume` returns to.
+    resume_to: Option<Phase>,
+    reason: String,
+    started_at: Timestamp,
+    /// The last instant `handle` was called with.
+    now: Timestamp,
+    /// Index of the step being worked on; `steps.len()` once all are done.
+    step: usize,
+    /// The weight the router confirmed.
+    weight: Weight,
+    /// A weight asked of the router and not yet confirmed.
+    pending_weight: Option<Weight>,
+    /// Time spent in the current bake step (only while progressing).
+    bake_elapsed: Duration,
+    /// Time counted against `maxDuration` (approval waits and pauses excluded).
+    active: Duration,
+    approval: Option<ApprovalWait>,
+    /// Gates shown so far; a shown gate stays shown.
+    gates_shown: BTreeSet<String>,
+    /// `promote --override-gates`: gates count as shown from then on.
+    gates_overridden: bool,
+    /// `promote` skips the rest of the current bake.
+    skip_bake: bool,
+    /// `promote --full`: remaining bakes skipped, weights straight to 100%.
+    full_promote: bool,
+    /// After a gap in time, no step advances before data from after it.
+    fresh_data_after: Option<Timestamp>,
+    last_data_end: Option<Timestamp>,
+    /// Pause triggers that already paused the rollout since they last fired.
+    pause_triggers_acted: BTreeSet<String>,
+    /// Whether the sample-ratio guard already paused this stage.
+    srm_acted: bool,
+    latest: Assessment<A::Evidence>,
+    /// The trigger (and its evidence) that ended the rollout, if one did.
+    fired: Option<(String, Option<A::Evidence>)>,
+    effects: VecDeque<Effect<A::Evidence>>,
+}
+
+/// An approval step being waited on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalWait {
+    pub step: usize,
+    pub since: Timestamp,
+    pub deadline: Option<Timestamp>,
+    /// Role to the approval given for it.
+    pub given: BTreeMap<String, Approved>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approved {
+    pub actor: String,
+    pub at: Timestamp,
+    pub reason: String,
+    pub ticket: Option<String>,
+}
+
+/// A versioned, serializable copy of a rollout's whole state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound = "A: Analysis")]
+pub struct Checkpoint<A: Analysis> {
+    pub version: u32,
+    pub rollout: Rollout<A>,
+}
+
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+impl<A: Analysis> Rollout<A> {
+    /// A new rollout in `pending`. Emergency changes need a reason and a
+    /// ticket; experiments need the policy's `spec.experiment`.
+    pub fn new(
+        spec: RolloutSpec,
+        policy: Policy,
+        analysis: A,
+        now: Timestamp,
+    ) -> Result<Self, Rejected> {
+        let invalid = |message: String| Rejected {
+            kind: RejectKind::Invalid,
+            message,
+        };
+        if spec.change_type == ChangeType::Emergency {
+            if spec.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                return Err(invalid("reason: an emergency change needs a reason".into()));
+            }
+            if spec.ticket.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                return Err(invalid("ticket: an emergency change needs a ticket".into()));
+            }
+        }
+        if spec.change_type == ChangeType::Experiment && policy.experiment.is_none() {
+            return Err(invalid(format!(
+                "change_type: policy `{}` has no spec.experiment, so it cannot run as an experiment",
+                policy.name
+            )));
+        }
+        let latest = Assessment::empty(policy.triggers.len(), policy.gates.len());
+        Ok(Rollout {
+            spec,
+            policy,
+            analysis,
+            phase: Phase::Pending,
+            resume_to: None,
+            reason: "created".into(),
+            started_at: now,
+            now,
+            step: 0,
+            weight: Weight::ZERO,
+            pending_weight: None,
+            bake_elapsed: Duration::ZERO,
+            active: Duration::ZERO,
+            approval: None,
+            gates_shown: BTreeSet::new(),
+            gates_overridden: false,
+            skip_bake: false,
+            full_promote: false,
+            fresh_data_after: None,
+            last_data_end: None,
+            pause_triggers_acted: BTreeSet::new(),
+            srm_acted: false,
+            latest,
+            fired: None,
+            effects: VecDeque::new(),
+        })
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint<A> {
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            rollout: self.clone(),
+        }
+    }
+
+    pub fn restore(checkpoint: Checkpoint<A>) -> Result<Self, String> {
+        if checkpoint.version != CHECKPOINT_VERSION {
+            return Err(format!(
+                "checkpoint version {} is not supported (expected {CHECKPOINT_VERSION})",
+                checkpoint.version
+            ));
+        }
+        Ok(checkpoint.rollout)
+    }
+
+    pub fn spec(&self) -> &RolloutSpec {
+        &self.spec
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    pub fn weight(&self) -> Weight {
+        self.weight
+    }
+
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    pub fn latest(&self) -> &Assessment<A::Evidence> {
+        &self.latest
+    }
+
+    pub fn gates_shown(&self) -> &BTreeSet<String> {
+        &self.gates_shown
+    }
+
+    pub fn approval(&self) -> Option<&ApprovalWait> {
+        self.approval.as_ref()
+    }
+
+    /// The trigger that ended the rollout, with its evidence.
+    pub fn fired(&self) -> Option<&(String, Option<A::Evidence>)> {
+        self.fired.as_ref()
+    }
+
+    pub fn analysis(&self) -> &A {
+        &self.analysis
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect<A::Evidence>> {
+        self.effects.pop_front()
+    }
+
+    /// The next instant at which time alone changes something; the caller
+    /// should `handle(Tick)` then (or earlier, at its analysis interval).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        if self.phase.is_terminal() {
+            return None;
+        }
+        let mut candidates = Vec::new();
+        if let Some(until) = self.bypass_until()
+            && until > self.now
+        {
+            candidates.push(until);
+        }
+        if let Some(end) = self.experiment_end() {
+            candidates.push(end);
+        }
+        if let Some(deadline) = self.approval.as_ref().and_then(|a| a.deadline) {
+            candidates.push(deadline);
+        }
+        if self.phase == Phase::Progressing {
+            if let Some(Step::Bake(d)) = self.policy.steps.get(self.step) {
+                candidates.push(self.now + d.saturating_sub(self.bake_elapsed));
+            }
+            let left = self
+                .policy
+                .analysis
+                .max_duration
+                .saturating_sub(self.active);
+            candidates.push(self.now + left);
+        }
+        candidates.into_iter().min()
+    }
+
+    /// Apply one input at `now`. A refused command changes nothing.
+    pub fn handle(&mut self, now: Timestamp, input: Input<A::Snapshot>) -> Result<(), Rejected> {
+        let now = now.max(self.now);
+        if let Input::Command { command } = &input {
+            self.validate(command)?;
+        }
+        self.account_time(now);
+        if self.phase == Phase::Pending {
+            self.start(now);
+        }
+        match input {
+            Input::Tick => {}
+            Input::Data { snapshot } => self.observe(now, &snapshot),
+            Input::Command { command } => self.apply(now, command),
+            Input::RouterAck { weight, error } => self.router_ack(now, weight, error),
+        }
+        if !self.phase.is_terminal() {
+            self.latest = self.analysis.assess(now);
+            self.act_on_readings(now);
+        }
+        self.evaluate(now);
+        Ok(())
+    }
+
+    fn bypass_until(&self) -> Option<Timestamp> {
+        (self.spec.change_type == ChangeType::Emergency)
+            .then(|| self.started_at + self.policy.emergency.bypass_for)
+    }
+
+    fn bypass_active(&self, now: Timestamp) -> bool {
+        self.bypass_until().is_some_and(|until| now < until)
+    }
+
+    fn experiment_end(&self) -> Option<Timestamp> {
+        if self.spec.change_type != ChangeType::Experiment {
+            return None;
+        }
+        self.policy
+            .experiment
+            .as_ref()
+            .map(|e| self.started_at + e.duration)
+    }
+
+    /// Bakes and `maxDuration` run on wall-clock time while progressing.
+    fn account_time(&mut self, now: Timestamp) {
+        let delta = now.saturating_since(self.now);
+        // A gap longer than two intervals means nobody was watching (the
+        // daemon was down): the step waits for data from after the gap.
+        if delta > self.policy.analysis.interval * 2 && self.phase != Phase::Pending {
+            self.fresh_data_after = Some(now);
+        }
+        if self.phase == Phase::Progressing && self.pending_weight.is_none() {
+            self.active += delta;
+            if matches!(self.policy.steps.get(self.step), Some(Step::Bake(_))) {
+                self.bake_elapsed += delta;
+            }
+        }
+        self.now = now;
+    }
+
+    fn start(&mut self, now: Timestamp) {
+        self.started_at = now;
+        self.transition(
+            now,
+            Phase::Progressing,
+            ENGINE,
+            None,
+            "rollout started".into(),
+        );
+        if self.spec.change_type == ChangeType::Emergency {
+            let reason = self.spec.reason.clone().unwrap_or_default();
+            let ticket = self.spec.ticket.clone().unwrap_or_default();
+            self.effects.push_back(Effect::OpenReview {
+                reason,
+                ticket,
+                at: now,
+            });
+            self.notify(
+                now,
+                ENGINE,
+                None,
+                format!(
+                    "emergency change: bakes, approvals and gates are bypassed until {}; triggers stay armed",
+                    format_duration(self.policy.emergency.bypass_for)
+                ),
+            );
+        }
+    }
+
+    fn observe(&mut self, now: Timestamp, snapshot: &A::Snapshot) {
+        if self.phase.is_terminal() {
+            return;
+        }
+        let (start, end) = A::span(snapshot);
+        self.analysis.observe(snapshot, self.weight);
+        self.last_data_end = Some(self.last_data_end.map_or(end, |e| e.max(end)));
+        if let Some(after) = self.fresh_data_after
+            && start >= after
+        {
+            self.fresh_data_after = None;
+        }
+        let _ = now;
+    }
+
+    fn router_ack(&mut self, now: Timestamp, weight: Weight, error: Option<String>) {
+        if let Some(err) = error {
+            self.notify(
+                now,
+                ENGINE,
+                None,
+                format!("router failed to set weight {}%: {err}", weight.percent()),
+            );
+            return;
+        }
+        if self.pending_weight == Some(weight) {
+            self.pending_weight = None;
+        }
+        let changed = self.weight != weight;
+        self.weight = weight;
+        if changed {
+            self.analysis.stage_started(now, weight);
+            self.srm_acted = false;
+            self.notify(
+                now,
+                ENGINE,
+                None,
+                format!("canary weight is now {}%", weight.percent()),
+            );
+        }
+        if self.phase == Phase::RollingBack && weight == Weight::ZERO {
+            let reason = self.reason.clone();
+            self.transition(now, Phase::RolledBack, ENGINE, None, reason);
+        }
+    }
+
+    /// Refuse commands that do not apply, before anything changes.
+    fn validate(&self, command: &Command) -> Result<(), Rejected> {
+        let conflict = |message: String| Rejected {
+            kind: RejectKind::Conflict,
+            message,
+        };
+        let invalid = |message: String| Rejected {
+            kind: RejectKind::Invalid,
+            message,
+        };
+        let by = command.actor();
+        if by.reason.trim().is_empty() {
+            return Err(invalid("reason: every command needs a reason".into()));
+        }
+        if self.phase.is_terminal() {
+            return Err(conflict(format!(
+                "rollout {} is already {}; `{}` no longer applies",
+                self.spec.id,
+                self.phase.as_str(),
+                command.name()
+            )));
+        }
+        match command {
+            Command::Pause { .. } if self.phase == Phase::Paused => {
+                Err(conflict("rollout is already paused".into()))
+            }
+            Command::Pause { .. } if self.phase == Phase::RollingBack => Err(conflict(
+                "rollout is rolling back; it cannot be paused".into(),
+            )),
+            Command::Resume { .. } if self.phase != Phase::Paused => Err(conflict(format!(
+                "rollout is {}, not paused; nothing to resume",
+                self.phase.as_str()
+            ))),
+            Command::Promote { .. } if self.phase == Phase::RollingBack => Err(conflict(
+                "rollout is rolling back; it cannot be promoted".into(),
+            )),
+            Command::Promote { .. } if self.phase == Phase::Paused => Err(conflict(
+                "rollout is paused; resume it before promoting".into(),
+            )),
+            Command::Promote {
+                override_gates: true,
+                by,
+                ..
+            } if by.ticket.is_none() => {
+                Err(invalid("ticket: --override-gates needs a ticket".into()))
+            }
+            Command::Abort { .. } if self.phase == Phase::RollingBack => {
+                Err(conflict("rollout is already rolling back".into()))
+            }
+            Command::Approve { role, by } => self.validate_approval(role, &by.name),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_approval(&self, role: &str, actor: &str) -> Result<(), Rejected> {
+        let conflict = |message: String| Rejected {
+            kind: RejectKind::Conflict,
+            message,
+        };
+        let invalid = |message: String| Rejected {
+            kind: RejectKind::Invalid,
+            message,
+        };
+        let Some(wait) = &self.approval else {
+            return Err(conflict(format!(
+                "rollout is {} and is not waiting for an approval",
+                self.phase.as_str()
+            )));
+        };
+        let Some(Step::Approval(step)) = self.policy.steps.get(wait.step) else {
+            return Err(conflict("rollout is not waiting for an approval".into()));
+        };
+        if !step.roles.iter().any(|r| r == role) {
+            return Err(invalid(format!(
+                "role: this approval needs {}; `{role}` is not one of them",
+                step.roles.join(", ")
+            )));
+        }
+        if let Some(given) = wait.given.get(role) {
+            return Err(conflict(format!(
+                "role `{role}` was already approved by {}",
+                given.actor
+            )));
+        }
+        if step.distinct {
+            if actor == self.spec.started_by {
+                return Err(invalid(format!(
+                    "actor: {actor} started this rollout and may not approve it (distinct approvals)"
+                )));
+            }
+            if let Some((other_role, _)) = wait.given.iter().find(|(_, a)| a.actor == actor) {
+                return Err(invalid(format!(
+                    "actor: {actor} already approved as `{other_role}`; each role needs a different person (distinct approvals)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, now: Timestamp, command: Command) {
+        let by = command.actor().clone();
+        let ticket = by.ticket.clone();
+        match command {
+            Command::Pause { .. } => {
+                self.pause(
+                    now,
+                    &by.name,
+                    ticket,
+                    format!("paused by {}: {}", by.name, by.reason),
+                );
+            }
+            Command::Resume { .. } => {
+                let to = self.resume_to.take().unwrap_or(Phase::Progressing);
+                self.transition(
+                    now,
+                    to,
+                    &by.name,
+                    ticket,
+                    format!("resumed by {}: {}", by.name, by.reason),
+                );
+            }
+            Command::Promote {
+                full,
+                override_gates,
+                ..
+            } => {
+                self.skip_bake = true;
+                self.full_promote |= full;
+                self.gates_overridden |= override_gates;
+                let what = match (full, override_gates) {
+                    (true, true) => "promote to 100% with gates overridden",
+                    (true, false) => "promote to 100%",
+                    (false, true) => "promote to the next step with gates overridden",
+                    (false, false) => "promote to the next step",
+                };
+                self.notify(
+                    now,
+                    &by.name,
+                    ticket,
+                    format!("{what} by {}: {}", by.name, by.reason),
+                );
+            }
+            Command::Abort { .. } => {
+                self.end_with_traffic_to_baseline(
+                    now,
+                    Phase::Aborted,
+                    &by.name,
+                    ticket,
+                    format!("aborted by {}: {}", by.name, by.reason),
+                );
+            }
+            Command::Approve { role, .. } => {
+                let Some(wait) = self.approval.as_mut() else {
+                    return;
+                };
+                wait.given.insert(
+                    role.clone(),
+                    Approved {
+                        actor: by.name.clone(),
+                        at: now,
+                        reason: by.reason.clone(),
+                        ticket: ticket.clone(),
+                    },
+                );
+                self.notify(
+                    now,
+                    &by.name,
+                    ticket,
+                    format!("approved as `{role}` by {}: {}", by.name, by.reason),
+                );
+            }
+        }
+    }
+
+    /// Triggers are armed in every non-terminal phase.
+    fn act_on_readings(&mut self, now: Timestamp) {
+        let newly_shown: Vec<String> = self
+            .policy
+            .gates
+            .iter()
+            .zip(&self.latest.gates)
+            .filter(|(gate, reading)| reading.shown && !self.gates_shown.contains(&gate.name))
+            .map(|(gate, _)| gate.name.clone())
+            .collect();
+        for name in newly_shown {
+            self.notify(now, ENGINE, None, format!("gate `{name}` shown"));
+            self.gates_shown.insert(name);
+        }
+        let mut pause_reason = None;
+        for i in 0..self.policy.triggers.len() {
+            let trigger = &self.policy.triggers[i];
+            let reading = self.latest.triggers.get(i).cloned().unwrap_or_default();
+            if reading.verdict != TriggerVerdict::Fired {
+                self.pause_triggers_acted.remove(&trigger.name);
+                continue;
+            }
+            match trigger.action {
+                Action::Rollback => {
+                    if self.phase != Phase::RollingBack {
+                        let name = trigger.name.clone();
+                        self.rollback(now, name, reading.evidence);
+                    }
+                    return;
+                }
+                Action::Pause => {
+                    if !self.pause_triggers_acted.contains(&trigger.name) {
+                        self.pause_triggers_acted.insert(trigger.name.clone());
+                        pause_reason.get_or_insert(format!("trigger `{}` fired", trigger.name));
+                    }
+                }
+            }
+        }
+        if pause_reason.is_none()
+            && self.policy.analysis.sample_ratio_check
+            && !self.srm_acted
+            && let Some(_evidence) = &self.latest.sample_ratio_mismatch
+        {
+            self.srm_acted = true;
+            pause_reason = Some(format!(
+                "sample ratio mismatch: the observed split differs from the set weight {}% (triggers stay armed)",
+                self.weight.percent()
+            ));
+        }
+        if let Some(reason) = pause_reason
+            && matches!(self.phase, Phase::Progressing | Phase::AwaitingApproval)
+        {
+            self.pause(now, ENGINE, None, reason);
+        }
+    }
+
+    fn rollback(&mut self, now: Timestamp, trigger: String, evidence: Option<A::Evidence>) {
+        self.fired = Some((trigger.clone(), evidence.clone()));
+        self.approval = None;
+        self.pending_weight = Some(Weight::ZERO);
+        let reason = format!("trigger `{trigger}` fired");
+        self.transition(now, Phase::RollingBack, ENGINE, None, reason);
+        self.effects.push_back(Effect::Rollback {
+            trigger: trigger.clone(),
+            evidence: evidence.clone(),
+            dry_run: self.spec.dry_run,
+        });
+        self.effects.push_back(Effect::OpenIncident {
+            trigger,
+            severity: self.policy.incident.severity.clone(),
+            notify: self.policy.incident.notify.clone(),
+            evidence,
+            at: now,
+        });
+        self.effects.push_back(Effect::Checkpoint);
+    }
+
+    fn pause(&mut self, now: Timestamp, actor: &str, ticket: Option<String>, reason: String) {
+        if !matches!(self.phase, Phase::Progressing | Phase::AwaitingApproval) {
+            return;
+        }
+        self.resume_to = Some(self.phase);
+        self.transition(now, Phase::Paused, actor, ticket, reason);
+    }
+
+    /// Abort, conclude or give up: canary weight to 0 at once, terminal.
+    fn end_with_traffic_to_baseline(
+        &mut self,
+        now: Timestamp,
+        to: Phase,
+        actor: &str,
+        ticket: Option<String>,
+        reason: String,
+    ) {
+        self.approval = None;
+        self.pending_weight = None;
+        self.transition(now, to, actor, ticket, reason);
+        if self.weight != Weight::ZERO {
+            self.effects.push_back(Effect::SetWeight {
+                weight: Weight::ZERO,
+                dry_run: self.spec.dry_run,
+            });
+        }
+    }
+
+    /// Time-driven endings and step progression.
+    fn evaluate(&mut self, now: Timestamp) {
+        if self.phase.is_terminal() {
+            return;
+        }
+        if let Some(end) = self.experiment_end()
+            && now >= end
+        {
+            let reason = format!(
+                "experiment ended after {}",
+                format_duration(now.saturating_since(self.started_at))
+            );
+            self.end_with_traffic_to_baseline(now, Phase::Concluded, ENGINE, None, reason);
+            return;
+        }
+        if self.phase == Phase::RollingBack {
+            return;
+        }
+        if let Some(wait) = &self.approval
+            && let Some(deadline) = wait.deadline
+            && now >= deadline
+            && self.phase == Phase::AwaitingApproval
+        {
+            let missing = self.missing_roles().join(", ");
+            let on_timeout = match self.policy.steps.get(wait.step) {
+                Some(Step::Approval(a)) => a.on_timeout,
+                _ => OnTimeout::Rollback,
+            };
+            match on_timeout {
+                OnTimeout::Rollback => {
+                    let reason = format!("approval timed out waiting for {missing}");
+                    self.end_with_traffic_to_baseline(
+                        now,
+                        Phase::Inconclusive,
+                        ENGINE,
+                        None,
+                        reason,
+                    );
+                    return;
+                }
+                OnTimeout::Pause => {
+                    if let Some(w) = self.approval.as_mut() {
+                        w.deadline = None;
+                    }
+                    self.pause(
+                        now,
+                        ENGINE,
+                        None,
+                        format!("approval timed out waiting for {missing}"),
+                    );
+                    return;
+                }
+            }
+        }
+        if self.spec.change_type != ChangeType::Experiment
+            && self.active >= self.policy.analysis.max_duration
+        {
+            let reason = format!(
+                "not finished within maxDuration {}: {}",
+                format_duration(self.policy.analysis.max_duration),
+                self.waiting_for(now)
+            );
+            self.end_with_traffic_to_baseline(now, Phase::Inconclusive, ENGINE, None, reason);
+            return;
+        }
+        if self.phase == Phase::AwaitingApproval && self.missing_roles().is_empty() {
+            self.approval = None;
+            self.step += 1;
+            self.transition(
+                now,
+                Phase::Progressing,
+                ENGINE,
+                None,
+                "every approval given".into(),
+            );
+        }
+        if self.phase == Phase::Progressing {
+            self.progress(now);
+        }
+    }
+
+    fn missing_roles(&self) -> Vec<String> {
+        let Some(wait) = &self.approval else {
+            return Vec::new();
+        };
+        match self.policy.steps.get(wait.step) {
+            Some(Step::Approval(a)) => a
+                .roles
+                .iter()
+                .filter(|r| !wait.given.contains_key(*r))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Walk the steps as far as time, data and gates allow.
+    fn progress(&mut self, now: Timestamp) {
+        // Bounded: each pass either advances `step` or returns.
+        for _ in 0..=self.policy.steps.len() {
+            if self.pending_weight.is_some() {
+                return;
+            }
+            let bypass = self.bypass_active(now);
+            let Some(step) = self.policy.steps.get(self.step).cloned() else {
+                self.try_promote(now, bypass);
+                return;
+            };
+            match step {
+                Step::SetWeight(w) => {
+                    let target = if self.full_promote && !self.is_experiment() {
+                        Weight::FULL
+                    } else {
+                        self.cap(w)
+                    };
+                    if target > self.weight
+                        && self.weight > Weight::ZERO
+                        && !bypass
+                        && !self.stage_has_data()
+                    {
+                        return;
+                    }
+                    if !bypass && !self.gates_allow(target) {
+                        return;
+                    }
+                    self.step += 1;
+                    self.bake_elapsed = Duration::ZERO;
+                    self.skip_bake = false;
+                    if target != self.weight {
+                        self.request_weight(now, target);
+                        return;
+                    }
+                }
+                Step::Bake(d) => {
+                    if bypass || self.skip_bake || self.full_promote || self.bake_elapsed >= d {
+                        self.step += 1;
+                        self.bake_elapsed = Duration::ZERO;
+                        self.skip_bake = false;
+                    } else {
+                        return;
+                    }
+                }
+                Step::Approval(a) => {
+                    if bypass {
+                        self.step += 1;
+                        continue;
+                    }
+                    let deadline = a.timeout.map(|t| now + t);
+                    self.approval = Some(ApprovalWait {
+                        step: self.step,
+                        since: now,
+                        deadline,
+                        given: BTreeMap::new(),
+                    });
+                    let reason = format!("waiting for approval by {}", a.roles.join(", "));
+                    self.transition(now, Phase::AwaitingApproval, ENGINE, None, reason);
+                    self.effects.push_back(Effect::AwaitApproval {
+                        step: self.step,
+                        roles: a.roles.clone(),
+                        distinct: a.distinct,
+                        deadline,
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn is_experiment(&self) -> bool {
+        self.spec.change_type == ChangeType::Experiment
+    }
+
+    /// Experiments never go above their experiment weight.
+    fn cap(&self, w: Weight) -> Weight {
+        match (&self.policy.experiment, self.is_experiment()) {
+            (Some(e), true) => w.min(e.weight),
+            _ => w,
+        }
+    }
+
+    /// The current stage has `minSamples` canary requests, and fresh data
+    /// since any gap.
+    fn stage_has_data(&self) -> bool {
+        self.fresh_data_after.is_none()
+            && self.latest.canary_requests_in_stage >= self.policy.analysis.min_samples
+    }
+
+    fn gates_allow(&self, target: Weight) -> bool {
+        self.gates_overridden
+            || self
+                .policy
+                .gates
+                .iter()
+                .filter(|g| g.before <= target)
+                .all(|g| self.gates_shown.contains(&g.name))
+    }
+
+    fn try_promote(&mut self, now: Timestamp, bypass: bool) {
+        if self.is_experiment() {
+            return; // an experiment ends at its deadline, never promotes
+        }
+        if self.weight < Weight::FULL && !bypass && !self.stage_has_data() {
+            return;
+        }
+        if !bypass && !self.gates_allow(Weight::FULL) {
+            return;
+        }
+        let reason = if self.gates_overridden {
+            "every step done (gates overridden by an operator)".to_owned()
+        } else {
+            "every step done".to_owned()
+        };
+        self.transition(now, Phase::Promoted, ENGINE, None, reason);
+        self.effects.push_back(Effect::Promote {
+            dry_run: self.spec.dry_run,
+        });
+    }
+
+    fn request_weight(&mut self, now: Timestamp, weight: Weight) {
+        self.pending_weight = Some(weight);
+        self.notify(
+            now,
+            ENGINE,
+            None,
+            format!("setting canary weight to {}%", weight.percent()),
+        );
+        self.effects.push_back(Effect::SetWeight {
+            weight,
+            dry_run: self.spec.dry_run,
+        });
+    }
+
+    /// What the rollout is waiting for, in words (for inconclusive endings
+    /// and status).
+    pub fn waiting_for(&self, now: Timestamp) -> String {
+        if self.pending_weight.is_some() {
+            return "waiting for the router".into();
+        }
+        match self.policy.steps.get(self.step) {
+            Some(Step::Bake(d)) => format!(
+                "baking, {} of {}",
+                format_duration(self.bake_elapsed),
+                format_duration(*d)
+            ),
+            Some(Step::Approval(_)) => format!(
+                "waiting for approval by {}",
+                self.missing_roles().join(", ")
+            ),
+            Some(Step::SetWeight(w)) => self.held_because(self.cap(*w), now),
+            None => self.held_because(Weight::FULL, now),
+        }
+    }
+
+    fn held_because(&self, target: Weight, _now: Timestamp) -> String {
+        let missing: Vec<&str> = self
+            .policy
+            .gates
+            .iter()
+            .filter(|g| g.before <= target && !self.gates_shown.contains(&g.name))
+            .map(|g| g.name.as_str())
+            .collect();
+        if !missing.is_empty() && !self.gates_overridden {
+            return format!("gate {} not shown", missing.join(", "));
+        }
+        if self.fresh_data_after.is_some() {
+            return "waiting for fresh data after a gap".into();
+        }
+        format!(
+            "{} of {} canary requests in this step",
+            self.latest.canary_requests_in_stage, self.policy.analysis.min_samples
+        )
+    }
+
+    fn transition(
+        &mut self,
+        now: Timestamp,
+        to: Phase,
+        actor: &str,
+        ticket: Option<String>,
+        reason: String,
+    ) {
+        let from = self.phase;
+        self.phase = to;
+        self.reason = reason.clone();
+        let message = format!("{} -> {}: {reason}", from.as_str(), to.as_str());
+        self.notify(now, actor, ticket, message);
+        self.effects.push_back(Effect::Checkpoint);
+    }
+
+    fn notify(&mut self, now: Timestamp, actor: &str, ticket: Option<String>, message: String) {
+        self.effects.push_back(Effect::Notify(Event {
+            at: now,
+            phase: self.phase,
+            step: self.step,
+            weight: self.weight,
+            actor: actor.to_owned(),
+            ticket,
+            message,
+        }));
+    }
+}
