@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch. Persistable and totally ordered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(u64);
 
@@ -91,7 +93,10 @@ mod tests {
     fn timestamp_arithmetic_saturates() {
         let t = Timestamp::from_millis(1_000);
         assert_eq!((t - Duration::from_secs(5)).as_millis(), 0);
-        assert_eq!(t.saturating_since(Timestamp::from_millis(5_000)), Duration::ZERO);
+        assert_eq!(
+            t.saturating_since(Timestamp::from_millis(5_000)),
+            Duration::ZERO
+        );
         assert_eq!((t + Duration::from_secs(1)).as_millis(), 2_000);
     }
 }

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "canaryd", version, about = "Canary rollouts with anytime-valid statistics and automatic rollback")]
+#[command(
+    name = "canaryd",
+    version,
+    about = "Canary rollouts with anytime-valid statistics and automatic rollback"
+)]
 pub struct Cli {}
 
 pub fn main() -> ExitCode {
