@@ -212,8 +212,8 @@ pub struct LikelihoodGrid {
     log_lik: Vec<f64>,
 }
 
-const GRID_HALF: i32 = 60;
-const GRID_STEP: f64 = 0.1;
+const GRID_HALF: i32 = 30;
+const GRID_STEP: f64 = 0.2;
 const GRID_SCALE: f64 = 0.02;
 
 fn grid_point(i: usize) -> f64 {
