@@ -1,2 +1,93 @@
 //! Metric windows and anytime-valid sequential tests. Pure: every function
-//! takes `now`; nothing here reads a clock or does I/O.
+//! takes `now` (or the interval it is handed); nothing here reads a clock or
+//! does I/O, and every piece of state is serde so the engine can checkpoint
+//! and restore it and replay an identical trace.
+//!
+//! Map of the module:
+//! - [`snapshot`]: the input, one [`IntervalSnapshot`] per analysis interval
+//!   (per-arm counters, per-group counters, latency histograms).
+//! - [`histogram`]: latency histograms as plain bucket counts.
+//! - [`window`]: sliding windows and per-step totals over snapshots.
+//! - [`mixture`]: the numerical primitives (grid mixtures with restarts,
+//!   normal mixtures, beta-binomial, Wald).
+//! - [`sequential`]: the statistical triggers and gates (e-processes).
+//! - [`objective`]: the non-statistical triggers, applied exactly as written.
+//! - [`forecast`]: expected time to detect, and the SPRT oracle.
+//! - [`evidence`]: what every verdict carries.
+//!
+//! **The alpha rule.** A policy with `K` statistical triggers and rollout
+//! budget `alpha` gives each trigger `alpha / K` ([`alpha_share`]); each
+//! trigger's e-process fires when `ln E ≥ ln(K / alpha)`. By Ville's
+//! inequality each trigger falsely fires with probability at most `alpha / K`
+//! over the whole rollout, and by the union bound the rollout falsely rolls
+//! back with probability at most `alpha`, whatever the dependence between
+//! triggers and whenever the engine looks. Gates and the sample-ratio check
+//! have their own budgets (they do not roll back).
+
+pub mod evidence;
+pub mod forecast;
+pub mod histogram;
+pub mod mixture;
+pub mod objective;
+pub mod sequential;
+pub mod snapshot;
+pub mod window;
+
+pub use evidence::{ArmCounts, Evidence, Interval, Status, Verdict};
+pub use forecast::{DetectionForecast, oracle_min_samples, wald_expected_samples};
+pub use histogram::{LatencyHistogram, Layout};
+pub use objective::{BurnRate, BurnWindow, NoData, SustainedQuantile};
+pub use sequential::{
+    ChangeDetection, Direction, Disparity, GateKind, QuantileGate, QuantileThreshold,
+    QuantileVsBaseline, RatioGate, RatioMethod, RatioThreshold, RatioVsBaseline, SampleRatioCheck,
+    StatTest, Warmup,
+};
+pub use snapshot::{ArmData, IntervalSnapshot};
+pub use window::Windows;
+
+use thiserror::Error;
+
+/// Errors from constructing tests or combining data. Data problems that are
+/// part of normal operation (no traffic, zero counts) are not errors: they
+/// show up in verdicts as `Collecting` or in the evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StatsError {
+    #[error("{name}: expected {expected}, got {value}")]
+    InvalidParameter {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("latency histograms have different bucket layouts")]
+    LayoutMismatch,
+}
+
+/// Each statistical trigger's share of the rollout's false-rollback budget:
+/// Bonferroni on e-values, `alpha / k`. `k = 0` is treated as 1.
+pub fn alpha_share(alpha: f64, k: usize) -> f64 {
+    alpha / k.max(1) as f64
+}
+
+pub(crate) fn check_unit_open(name: &'static str, value: f64) -> Result<f64, StatsError> {
+    if value.is_finite() && value > 0.0 && value < 1.0 {
+        Ok(value)
+    } else {
+        Err(StatsError::InvalidParameter {
+            name,
+            value: value.to_string(),
+            expected: "a number in (0, 1)",
+        })
+    }
+}
+
+pub(crate) fn check_positive(name: &'static str, value: f64) -> Result<f64, StatsError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(StatsError::InvalidParameter {
+            name,
+            value: value.to_string(),
+            expected: "a positive number",
+        })
+    }
+}

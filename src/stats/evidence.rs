@@ -1,0 +1,111 @@
+//! What every verdict carries: per-arm counts, the estimate with its
+//! anytime-valid interval, the statistic and the boundary it is compared
+//! with, and the window it covers. Plain data (serde); every number in it is
+//! finite, because JSON cannot carry NaN or infinity and an incident record
+//! must never show one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// Where a test stands after an interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The interval was excluded (warm-up after a weight change).
+    Excluded,
+    /// Not enough data yet to run the test (burn-in); nothing accumulates.
+    Collecting,
+    /// The test runs and has not crossed its boundary.
+    Monitoring,
+    /// The boundary was crossed: the trigger fires (or the gate is shown).
+    Crossed,
+}
+
+/// One arm's counts behind a verdict: the exposure (denominator: requests,
+/// impressions, latency observations) and the events (numerator: errors,
+/// clicks, exceedances).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmCounts {
+    pub exposure: u64,
+    pub events: u64,
+}
+
+impl ArmCounts {
+    pub fn add(&mut self, exposure: u64, events: u64) {
+        self.exposure = self.exposure.saturating_add(exposure);
+        self.events = self.events.saturating_add(events);
+    }
+}
+
+/// A confidence interval; `None` bounds are unbounded in that direction.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// Coverage, simultaneously over all times (e.g. 0.99).
+    pub level: f64,
+}
+
+impl Interval {
+    pub fn unbounded(level: f64) -> Self {
+        Interval {
+            lower: None,
+            upper: None,
+            level: finite(level),
+        }
+    }
+
+    /// Builds an interval, dropping non-finite bounds.
+    pub fn new(lower: f64, upper: f64, level: f64) -> Self {
+        Interval {
+            lower: lower.is_finite().then_some(lower),
+            upper: upper.is_finite().then_some(upper),
+            level: finite(level),
+        }
+    }
+}
+
+/// The evidence behind a verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// What was estimated, e.g. "rate ratio canary/baseline of errors/requests".
+    pub estimand: String,
+    /// Per-arm totals over the window the test covers.
+    pub baseline: ArmCounts,
+    pub canary: ArmCounts,
+    /// Point estimate of the estimand (0 when there is no data).
+    pub estimate: f64,
+    /// Anytime-valid interval for the estimand.
+    pub interval: Interval,
+    /// Natural log of the test's e-value (or e-detector) now.
+    pub log_e_value: f64,
+    /// The boundary it is compared with: `ln(K / alpha)` plus, for tests with
+    /// change detection, nothing more (restarts are paid inside the mixture).
+    pub log_boundary: f64,
+    /// First and last instant of the data the test has consumed.
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+}
+
+/// A test's answer for one interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub status: Status,
+    pub evidence: Evidence,
+}
+
+impl Verdict {
+    pub fn crossed(&self) -> bool {
+        self.status == Status::Crossed
+    }
+}
+
+/// Replaces NaN with 0 and clamps infinities to ±f64::MAX.
+pub fn finite(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(-f64::MAX, f64::MAX)
+    }
+}

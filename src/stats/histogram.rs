@@ -1,0 +1,338 @@
+//! Latency histograms whose state is plain counts, so checkpoints are serde
+//! and a restore replays bit-for-bit.
+//!
+//! Two layouts share one type. `LogLinear` is HDR-style: values are integer
+//! microseconds, exact below 128 µs, then 64 sub-buckets per power of two
+//! (relative bucket width at most 1/64 ≈ 1.6%). `Bucketed` carries explicit
+//! upper bounds, as Prometheus histograms report them. Every query that a
+//! decision depends on comes in two flavours, the count *surely* above a
+//! threshold and the count *possibly* above it, so callers can take the bound
+//! that is least favourable to the decision they are about to make. We chose
+//! this over the `hdrhistogram` crate's V2 serialization (which would pull in
+//! flate2/nom/base64) because a dense `Vec<u64>` is trivially serializable and
+//! merges by addition; an `hdrhistogram::Histogram` converts losslessly enough
+//! through [`LatencyHistogram::from_hdr`].
+//!
+//! Memory: a log-linear histogram grows to the index of its largest value;
+//! values up to 10 s need about 1,200 buckets (≈ 10 KiB). Values are clamped at
+//! [`MAX_LATENCY_US`] (about 12.7 days). This module never reads a clock.
+
+use serde::{Deserialize, Serialize};
+
+use super::StatsError;
+
+/// Largest representable latency in microseconds; larger values are clamped.
+pub const MAX_LATENCY_US: u64 = (1 << 40) - 1;
+
+const SUB_BITS: u32 = 7;
+const EXACT_BELOW: u64 = 1 << SUB_BITS; // 128
+const HALF: u64 = EXACT_BELOW / 2; // 64
+
+/// Which values share a bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// HDR-style log-linear buckets over integer microseconds.
+    LogLinear,
+    /// Explicit, strictly increasing inclusive upper bounds in µs (Prometheus
+    /// `le`); bucket `i` holds values in `(upper[i-1], upper[i]]`. The last
+    /// bound is `u64::MAX` (the `+Inf` bucket).
+    Bucketed { upper_bounds_us: Vec<u64> },
+}
+
+/// A latency distribution as bucket counts. See the module docs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    layout: Layout,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn log_linear_index(value_us: u64) -> usize {
+    let v = value_us.min(MAX_LATENCY_US);
+    if v < EXACT_BELOW {
+        return v as usize;
+    }
+    let exponent = 63 - v.leading_zeros(); // floor(log2 v) >= SUB_BITS
+    let shift = exponent - (SUB_BITS - 1);
+    (u64::from(shift) * HALF + (v >> shift)) as usize
+}
+
+fn log_linear_bounds(index: usize) -> (u64, u64) {
+    let idx = index as u64;
+    if idx < EXACT_BELOW {
+        return (idx, idx);
+    }
+    let shift = idx / HALF - 1;
+    let mantissa = idx - shift * HALF;
+    let low = mantissa << shift;
+    let high = ((mantissa + 1) << shift) - 1;
+    (low, high)
+}
+
+impl LatencyHistogram {
+    /// An empty log-linear histogram.
+    pub fn new() -> Self {
+        LatencyHistogram {
+            layout: Layout::LogLinear,
+            counts: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// An empty histogram with explicit bucket upper bounds in milliseconds
+    /// (Prometheus `le` values). A `+Inf` bucket is added when missing.
+    pub fn with_bucket_bounds_ms(upper_bounds_ms: &[f64]) -> Result<Self, StatsError> {
+        let mut upper = Vec::with_capacity(upper_bounds_ms.len() + 1);
+        for (i, &b) in upper_bounds_ms.iter().enumerate() {
+            if b.is_nan() || b < 0.0 {
+                return Err(StatsError::InvalidParameter {
+                    name: "bucket bound",
+                    value: format!("{b} at index {i}"),
+                    expected: "a non-negative number of milliseconds",
+                });
+            }
+            let us = if b.is_infinite() {
+                u64::MAX
+            } else {
+                ms_to_us(b)
+            };
+            if upper.last().is_some_and(|&prev| us <= prev) {
+                return Err(StatsError::InvalidParameter {
+                    name: "bucket bound",
+                    value: format!("{b} at index {i}"),
+                    expected: "strictly increasing bounds",
+                });
+            }
+            upper.push(us);
+        }
+        if upper.last() != Some(&u64::MAX) {
+            upper.push(u64::MAX);
+        }
+        let counts = vec![0; upper.len()];
+        Ok(LatencyHistogram {
+            layout: Layout::Bucketed {
+                upper_bounds_us: upper,
+            },
+            counts,
+            total: 0,
+        })
+    }
+
+    /// Converts an `hdrhistogram` histogram (values in µs) into the log-linear
+    /// layout. Each recorded value lands in the bucket of its equivalent value.
+    pub fn from_hdr(hdr: &hdrhistogram::Histogram<u64>) -> Self {
+        let mut h = Self::new();
+        for v in hdr.iter_recorded() {
+            h.record_n_us(v.value_iterated_to(), v.count_at_value());
+        }
+        h
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Number of observations.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Records one latency in microseconds.
+    #[inline]
+    pub fn record_us(&mut self, value_us: u64) {
+        self.record_n_us(value_us, 1);
+    }
+
+    /// Records a latency given in milliseconds; negative and NaN become 0.
+    #[inline]
+    pub fn record_ms(&mut self, value_ms: f64) {
+        self.record_us(ms_to_us(value_ms));
+    }
+
+    /// Records `n` observations of one latency in microseconds.
+    #[inline]
+    pub fn record_n_us(&mut self, value_us: u64, n: u64) {
+        let idx = match &self.layout {
+            Layout::LogLinear => log_linear_index(value_us),
+            Layout::Bucketed { upper_bounds_us } => upper_bounds_us
+                .partition_point(|&ub| ub < value_us)
+                .min(upper_bounds_us.len() - 1),
+        };
+        if idx >= self.counts.len() {
+            self.counts.resize(idx + 1, 0);
+        }
+        self.counts[idx] = self.counts[idx].saturating_add(n);
+        self.total = self.total.saturating_add(n);
+    }
+
+    /// Adds `n` observations to bucket `index` of a bucketed histogram (for
+    /// sources that report per-bucket deltas).
+    pub fn add_to_bucket(&mut self, index: usize, n: u64) -> Result<(), StatsError> {
+        if index >= self.counts.len() || !matches!(self.layout, Layout::Bucketed { .. }) {
+            return Err(StatsError::InvalidParameter {
+                name: "bucket index",
+                value: index.to_string(),
+                expected: "an index of an explicit bucket",
+            });
+        }
+        self.counts[index] = self.counts[index].saturating_add(n);
+        self.total = self.total.saturating_add(n);
+        Ok(())
+    }
+
+    /// Adds another histogram's counts into this one; layouts must match.
+    pub fn merge(&mut self, other: &LatencyHistogram) -> Result<(), StatsError> {
+        if self.layout != other.layout {
+            if self.total == 0 && self.counts.iter().all(|&c| c == 0) {
+                self.layout = other.layout.clone();
+                self.counts = vec![0; other.counts.len()];
+            } else {
+                return Err(StatsError::LayoutMismatch);
+            }
+        }
+        if other.counts.len() > self.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (a, &b) in self.counts.iter_mut().zip(&other.counts) {
+            *a = a.saturating_add(b);
+        }
+        self.total = self.total.saturating_add(other.total);
+        Ok(())
+    }
+
+    fn bounds(&self, index: usize) -> (u64, u64) {
+        match &self.layout {
+            Layout::LogLinear => log_linear_bounds(index),
+            Layout::Bucketed { upper_bounds_us } => {
+                let low = if index == 0 {
+                    0
+                } else {
+                    upper_bounds_us[index - 1].saturating_add(1)
+                };
+                (low, upper_bounds_us[index])
+            }
+        }
+    }
+
+    /// Observations whose bucket lies entirely above `threshold_us`.
+    pub fn count_surely_above_us(&self, threshold_us: u64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| self.bounds(i).0 > threshold_us)
+            .map(|(_, &c)| c)
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Observations whose bucket reaches above `threshold_us`.
+    pub fn count_possibly_above_us(&self, threshold_us: u64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| self.bounds(i).1 > threshold_us)
+            .map(|(_, &c)| c)
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// The bounds `(lowest, highest)` in µs of the bucket holding the
+    /// `q`-quantile (rank `ceil(q·n)`), or `None` when empty.
+    pub fn quantile_bounds_us(&self, q: f64) -> Option<(u64, u64)> {
+        if self.total == 0 || q.is_nan() {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen = seen.saturating_add(c);
+            if seen >= rank {
+                return Some(self.bounds(i));
+            }
+        }
+        None
+    }
+
+    /// Midpoint estimate of the `q`-quantile in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        self.quantile_bounds_us(q)
+            .map(|(lo, hi)| (lo as f64 + hi as f64) / 2000.0)
+    }
+}
+
+/// Milliseconds to integer microseconds, clamped to the representable range.
+pub fn ms_to_us(ms: f64) -> u64 {
+    if ms.is_nan() || ms <= 0.0 {
+        0
+    } else {
+        (ms * 1000.0).round().min(MAX_LATENCY_US as f64) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_linear_buckets_tile_the_line() {
+        let mut prev_high = None;
+        for idx in 0..2000 {
+            let (lo, hi) = log_linear_bounds(idx);
+            assert!(lo <= hi);
+            if let Some(p) = prev_high {
+                assert_eq!(lo, p + 1, "gap at {idx}");
+            }
+            assert_eq!(log_linear_index(lo), idx);
+            assert_eq!(log_linear_index(hi), idx);
+            if lo >= EXACT_BELOW {
+                assert!((hi - lo + 1) as f64 / lo as f64 <= 1.0 / 64.0 + 1e-12);
+            }
+            prev_high = Some(hi);
+        }
+    }
+
+    #[test]
+    fn quantiles_and_exceedances_bracket_the_truth() {
+        let mut h = LatencyHistogram::new();
+        for i in 1..=1000u64 {
+            h.record_ms(i as f64); // 1..1000 ms
+        }
+        let (lo, hi) = h.quantile_bounds_us(0.95).unwrap();
+        assert!(lo <= 950_000 && 950_000 <= hi, "{lo}..{hi}");
+        let sure = h.count_surely_above_us(200_000);
+        let maybe = h.count_possibly_above_us(200_000);
+        assert!(sure <= 800 && 800 <= maybe, "{sure} {maybe}");
+        assert!(maybe - sure <= 10);
+    }
+
+    #[test]
+    fn bucketed_layout_takes_bounds_from_le() {
+        let mut h = LatencyHistogram::with_bucket_bounds_ms(&[50.0, 100.0, 250.0]).unwrap();
+        h.record_ms(120.0);
+        h.record_ms(300.0);
+        h.record_ms(10.0);
+        assert_eq!(h.count_surely_above_us(100_000), 2);
+        assert_eq!(h.count_possibly_above_us(200_000), 2);
+        assert_eq!(h.count_surely_above_us(200_000), 1);
+        assert_eq!(h.quantile_bounds_us(0.5), Some((100_001, 250_000)));
+        assert!(LatencyHistogram::with_bucket_bounds_ms(&[5.0, 1.0]).is_err());
+        let mut other = LatencyHistogram::new();
+        other.record_ms(1.0);
+        assert_eq!(h.merge(&other), Err(StatsError::LayoutMismatch));
+    }
+
+    #[test]
+    fn hdr_conversion_keeps_counts() {
+        let mut hdr = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for v in [100u64, 5_000, 5_000, 250_000] {
+            hdr.record(v).unwrap();
+        }
+        let h = LatencyHistogram::from_hdr(&hdr);
+        assert_eq!(h.total(), 4);
+        assert_eq!(h.count_surely_above_us(10_000), 1);
+    }
+}

@@ -1,0 +1,477 @@
+//! Numerical primitives of the sequential tests, all in log space: the
+//! restart mixture (an e-detector with an honest bounded-horizon guarantee),
+//! a log-likelihood grid for count confidence sequences, normal-mixture
+//! boundaries (Howard et al. 2021), and beta-binomial e-values (Lindon–Malek).
+//! Pure functions of their inputs; nothing here knows about arms or signals.
+//!
+//! Numerics: counts enter only as multipliers of finite logarithms, so zero,
+//! tiny and huge (1e12) counts stay finite; probabilities are clamped into
+//! `[1e-15, 1 − 1e-15]` before any logarithm.
+
+use serde::{Deserialize, Serialize};
+use statrs::function::beta::ln_beta;
+
+const P_FLOOR: f64 = 1e-15;
+
+/// `ln Σ exp(x_i)`, stable; `-inf`-free: an empty input gives `f64::MIN`.
+pub fn log_sum_exp(xs: impl IntoIterator<Item = f64> + Clone) -> f64 {
+    let m = xs.clone().into_iter().fold(f64::MIN, f64::max);
+    if m <= f64::MIN {
+        return f64::MIN;
+    }
+    let s: f64 = xs.into_iter().map(|x| (x - m).exp()).sum();
+    m + s.ln()
+}
+
+/// `ln σ(x) = −ln(1 + e^{−x})`, stable for all finite `x`.
+#[inline]
+pub fn ln_sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        -(-x).exp().ln_1p()
+    } else {
+        x - x.exp().ln_1p()
+    }
+}
+
+/// Logit of a probability clamped away from 0 and 1.
+pub fn logit(p: f64) -> f64 {
+    let p = clamp_p(p);
+    (p / (1.0 - p)).ln()
+}
+
+pub fn clamp_p(p: f64) -> f64 {
+    if p.is_nan() {
+        0.5
+    } else {
+        p.clamp(P_FLOOR, 1.0 - P_FLOOR)
+    }
+}
+
+/// Log-likelihood of `x` successes in `n` Bernoulli trials at log-odds `l`.
+#[inline]
+pub fn bernoulli_log_lik(x: f64, n: f64, l: f64) -> f64 {
+    let mut out = 0.0;
+    if x > 0.0 {
+        out += x * ln_sigmoid(l);
+    }
+    if n - x > 0.0 {
+        out += (n - x) * ln_sigmoid(-l);
+    }
+    out
+}
+
+/// Where the restart mixture places its restart points.
+///
+/// With `restarts = R > 0` and spacing `every` intervals, the process is
+/// `Z_t = ½·Σ_g w_g Π_{i≤t} LR_{g,i} + (½/R)·Σ_{j=1..R} Σ_g w_g Π_{j·every ≤ i ≤ t} LR_{g,i}`,
+/// a mixture (weights summing to at most 1) of test supermartingales that
+/// start at different times, hence itself a test supermartingale: by Ville,
+/// `P(∃t: Z_t ≥ 1/α) ≤ α` over the **whole** horizon, not just in average
+/// run length as for a CUSUM-type e-detector. A change that starts at any time
+/// is picked up by the next restart point, paying `ln(2R)` extra evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDetection {
+    /// Number of restart points after the start (0 disables change detection).
+    pub restarts: u32,
+    /// Intervals between restart points.
+    pub every: u64,
+}
+
+impl ChangeDetection {
+    /// No restarts: a plain mixture e-process.
+    pub const OFF: ChangeDetection = ChangeDetection {
+        restarts: 0,
+        every: 1,
+    };
+
+    /// Spreads at most `max_restarts` restart points evenly over a horizon of
+    /// `horizon_intervals` (the rollout's maxDuration / interval).
+    pub fn over_horizon(horizon_intervals: u64, max_restarts: u32) -> Self {
+        if max_restarts == 0 || horizon_intervals < 2 {
+            return Self::OFF;
+        }
+        let every = horizon_intervals
+            .div_ceil(u64::from(max_restarts) + 1)
+            .max(1);
+        let restarts =
+            (horizon_intervals.saturating_sub(1) / every).min(u64::from(max_restarts)) as u32;
+        ChangeDetection { restarts, every }
+    }
+
+    /// Extra log-evidence a change caught by a restart slot must gather.
+    pub fn log_restart_cost(&self) -> f64 {
+        if self.restarts == 0 {
+            0.0
+        } else {
+            (2.0 * f64::from(self.restarts)).ln()
+        }
+    }
+
+    /// Extra log-evidence a change present from the start must gather.
+    pub fn log_start_cost(&self) -> f64 {
+        if self.restarts == 0 {
+            0.0
+        } else {
+            std::f64::consts::LN_2
+        }
+    }
+}
+
+/// A mixture over alternatives and restart points of products of
+/// per-interval likelihood ratios; see [`ChangeDetection`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestartMixture {
+    log_alt_weights: Vec<f64>,
+    change: ChangeDetection,
+    /// Per activated slot: log prior weight, then per-alternative log products.
+    slot_log_weights: Vec<f64>,
+    slots: Vec<Vec<f64>>,
+    steps: u64,
+    max_log_e: f64,
+}
+
+impl RestartMixture {
+    /// `alternatives` equally weighted alternatives.
+    pub fn new(alternatives: usize, change: ChangeDetection) -> Self {
+        let g = alternatives.max(1);
+        let first = if change.restarts == 0 {
+            0.0
+        } else {
+            -std::f64::consts::LN_2
+        };
+        RestartMixture {
+            log_alt_weights: vec![-(g as f64).ln(); g],
+            change,
+            slot_log_weights: vec![first],
+            slots: vec![vec![0.0; g]],
+            steps: 0,
+            max_log_e: 0.0,
+        }
+    }
+
+    pub fn alternatives(&self) -> usize {
+        self.log_alt_weights.len()
+    }
+
+    /// Feeds one interval: `log_lr[g]` is the log likelihood ratio of
+    /// alternative `g` against the null for this interval's data. The
+    /// alternatives and the null must be fixed before the interval's data.
+    pub fn update(&mut self, log_lr: &[f64]) {
+        let c = self.change;
+        if c.restarts > 0
+            && self.steps > 0
+            && self.steps.is_multiple_of(c.every)
+            && self.slots.len() <= c.restarts as usize
+        {
+            self.slot_log_weights
+                .push(-(2.0 * f64::from(c.restarts)).ln());
+            self.slots.push(vec![0.0; self.log_alt_weights.len()]);
+        }
+        for slot in &mut self.slots {
+            for (acc, &l) in slot.iter_mut().zip(log_lr) {
+                if l.is_finite() {
+                    *acc += l;
+                }
+            }
+        }
+        self.steps += 1;
+        self.max_log_e = self.max_log_e.max(self.log_e());
+    }
+
+    /// `ln Z_t`.
+    pub fn log_e(&self) -> f64 {
+        let terms = self
+            .slots
+            .iter()
+            .zip(&self.slot_log_weights)
+            .flat_map(|(slot, &sw)| {
+                slot.iter()
+                    .zip(&self.log_alt_weights)
+                    .map(move |(&acc, &aw)| sw + aw + acc)
+            });
+        let v: Vec<f64> = terms.collect();
+        log_sum_exp(v.iter().copied())
+    }
+
+    /// Largest `ln Z` seen so far (the always-valid p-value is `exp(−max)`).
+    pub fn max_log_e(&self) -> f64 {
+        self.max_log_e
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+}
+
+/// Log-likelihood of a log-odds shift `δ` over a fixed grid, accumulated
+/// interval by interval; inverting the grid mixture gives a confidence
+/// sequence for `δ` (each `δ` gets its own test martingale
+/// `Σ_i π_i L(δ_i) / L(δ)`, valid under any predictable baseline log-odds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LikelihoodGrid {
+    log_lik: Vec<f64>,
+}
+
+const GRID_HALF: i32 = 30;
+const GRID_STEP: f64 = 0.2;
+const GRID_SCALE: f64 = 0.02;
+
+fn grid_point(i: usize) -> f64 {
+    GRID_SCALE * ((i as i32 - GRID_HALF) as f64 * GRID_STEP).sinh()
+}
+
+impl Default for LikelihoodGrid {
+    fn default() -> Self {
+        LikelihoodGrid {
+            log_lik: vec![0.0; (2 * GRID_HALF + 1) as usize],
+        }
+    }
+}
+
+impl LikelihoodGrid {
+    /// Adds an interval: `x` successes of `n` at log-odds `base + δ`.
+    pub fn update(&mut self, x: f64, n: f64, base: f64) {
+        for (i, l) in self.log_lik.iter_mut().enumerate() {
+            *l += bernoulli_log_lik(x, n, base + grid_point(i));
+        }
+    }
+
+    /// Maximum-likelihood grid point.
+    pub fn estimate(&self) -> f64 {
+        let mut best = (0, f64::MIN);
+        for (i, &l) in self.log_lik.iter().enumerate() {
+            if l > best.1 {
+                best = (i, l);
+            }
+        }
+        grid_point(best.0)
+    }
+
+    /// Confidence sequence for `δ` at level `1 − alpha`, widened to the next
+    /// grid point outside; `None` when it reaches the end of the grid.
+    pub fn interval(&self, alpha: f64) -> (Option<f64>, Option<f64>) {
+        let n = self.log_lik.len();
+        let log_prior = -(n as f64).ln();
+        let mix = log_sum_exp(self.log_lik.iter().map(|&l| l + log_prior));
+        let cut = mix - (1.0 / alpha).ln();
+        let inside: Vec<usize> = (0..n).filter(|&i| self.log_lik[i] > cut).collect();
+        let (Some(&lo), Some(&hi)) = (inside.first(), inside.last()) else {
+            return (None, None);
+        };
+        let lower = (lo > 0).then(|| grid_point(lo - 1));
+        let upper = (hi + 1 < n).then(|| grid_point(hi + 1));
+        (lower, upper)
+    }
+}
+
+/// Howard's tuning of the normal mixture precision: tightest at `v_opt`.
+pub fn normal_mixture_rho(v_opt: f64, alpha: f64) -> f64 {
+    let l = 2.0 * (1.0 / alpha).ln();
+    v_opt / (l + (1.0 + l).ln())
+}
+
+/// Two-sided normal mixture: `ln m(s, v)`.
+pub fn normal_mixture_log_m(s: f64, v: f64, rho: f64) -> f64 {
+    0.5 * (rho / (v + rho)).ln() + s * s / (2.0 * (v + rho))
+}
+
+/// One-sided (half-normal, λ ≥ 0) normal mixture: `ln m(s, v)`.
+pub fn one_sided_normal_mixture_log_m(s: f64, v: f64, rho: f64) -> f64 {
+    let z = s / (v + rho).sqrt();
+    0.5 * (4.0 * rho / (v + rho)).ln() + s * s / (2.0 * (v + rho)) + ln_std_normal_cdf(z)
+}
+
+/// Two-sided normal-mixture boundary `u(v)`: `|S_v| < u(v)` for all `v`
+/// with probability `1 − alpha`.
+pub fn normal_mixture_bound(v: f64, rho: f64, alpha: f64) -> f64 {
+    ((v + rho) * ((1.0 + v / rho).ln() + 2.0 * (1.0 / alpha).ln())).sqrt()
+}
+
+fn ln_std_normal_cdf(z: f64) -> f64 {
+    // Φ(z) = erfc(−z/√2)/2; for very negative z use the asymptotic expansion.
+    if z > -30.0 {
+        (0.5 * statrs::function::erf::erfc(-z / std::f64::consts::SQRT_2))
+            .max(f64::MIN_POSITIVE)
+            .ln()
+    } else {
+        -0.5 * z * z - (-z).ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+    }
+}
+
+/// Beta-binomial (Dirichlet-multinomial, d = 2) log e-value of the point
+/// null `θ = θ0` with prior `Beta(kθ0, k(1−θ0))` (statistics.md §2.7).
+pub fn beta_binomial_log_e(x: u64, n: u64, theta0: f64, k: f64) -> f64 {
+    beta_binomial_log_e_at(x, n, theta0, k, theta0)
+}
+
+/// One-sided version for `H0: θ ≤ θ0`: divides by the maximum null
+/// likelihood at `θ̂ = min(θ0, x/n)`.
+pub fn beta_binomial_one_sided_log_e(x: u64, n: u64, theta0: f64, k: f64) -> f64 {
+    let hat = if n == 0 {
+        theta0
+    } else {
+        theta0.min(x as f64 / n as f64)
+    };
+    beta_binomial_log_e_at(x, n, theta0, k, hat)
+}
+
+fn beta_binomial_log_e_at(x: u64, n: u64, theta0: f64, k: f64, theta_null: f64) -> f64 {
+    let (xf, nf) = (x.min(n) as f64, n as f64);
+    let a = k * clamp_p(theta0);
+    let b = k * (1.0 - clamp_p(theta0));
+    ln_beta(a + xf, b + nf - xf)
+        - ln_beta(a, b)
+        - xlogy(xf, theta_null)
+        - xlogy(nf - xf, 1.0 - theta_null)
+}
+
+fn xlogy(x: f64, y: f64) -> f64 {
+    if x == 0.0 { 0.0 } else { x * clamp_p(y).ln() }
+}
+
+/// Confidence sequence for a Bernoulli rate from the conjugate `Beta(a, b)`
+/// mixture: `{p : ln B(a+x, b+n−x) − ln B(a, b) − x ln p − (n−x) ln(1−p) < ln(1/alpha)}`,
+/// an interval because the log-likelihood is concave in `p`.
+pub fn rate_confidence_sequence(x: u64, n: u64, a: f64, b: f64, alpha: f64) -> (f64, f64) {
+    let (xf, nf) = (x.min(n) as f64, n as f64);
+    let log_marg = ln_beta(a + xf, b + nf - xf) - ln_beta(a, b);
+    let cut = log_marg - (1.0 / alpha).ln();
+    let loglik = |p: f64| xlogy(xf, p) + xlogy(nf - xf, 1.0 - p);
+    let hat = if n == 0 { 0.5 } else { xf / nf };
+    // Inside the set: loglik(p) > cut. loglik is maximal at `hat`.
+    let lower = if x == 0 || loglik(P_FLOOR) > cut {
+        0.0
+    } else {
+        bisect(P_FLOOR, hat, |p| loglik(p) > cut)
+    };
+    let upper = if x >= n || loglik(1.0 - P_FLOOR) > cut {
+        1.0
+    } else {
+        1.0 - bisect(P_FLOOR, 1.0 - hat, |q| loglik(1.0 - q) > cut)
+    };
+    (lower, upper)
+}
+
+/// Log e-value of the rate CS at a candidate `p` (≥ ln(1/alpha) ⇔ `p` is
+/// excluded at level alpha).
+pub fn rate_log_e(x: u64, n: u64, a: f64, b: f64, p: f64) -> f64 {
+    let (xf, nf) = (x.min(n) as f64, n as f64);
+    ln_beta(a + xf, b + nf - xf) - ln_beta(a, b) - xlogy(xf, p) - xlogy(nf - xf, 1.0 - p)
+}
+
+/// Smallest point of `[lo, hi]` where the monotone predicate `inside` turns
+/// true (assumes false at `lo`, true at `hi`); 100 halvings.
+pub fn bisect(mut lo: f64, mut hi: f64, inside: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if inside(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+        if hi - lo <= 1e-15 * hi.abs().max(1e-300) {
+            break;
+        }
+    }
+    hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) {
+        assert!((a - b).abs() <= tol * b.abs().max(1.0), "{a} vs {b}");
+    }
+
+    #[test]
+    fn statistics_md_section_7_vectors() {
+        close(
+            beta_binomial_log_e(30, 100, 0.2, 100.0),
+            1.0479541721886,
+            1e-10,
+        );
+        close(
+            beta_binomial_one_sided_log_e(30, 100, 0.2, 100.0),
+            1.0479541721886,
+            1e-10,
+        );
+        close(
+            beta_binomial_one_sided_log_e(15, 100, 0.2, 100.0),
+            -0.7312359319678,
+            1e-10,
+        );
+        let rho = normal_mixture_rho(1000.0, 0.05);
+        close(rho, 126.0056097925634, 1e-12);
+        close(
+            normal_mixture_bound(1000.0, rho, 0.05),
+            95.98173584209,
+            1e-10,
+        );
+        let rho1 = normal_mixture_rho(1000.0, 0.10);
+        close(rho1, 158.00634906851, 1e-10);
+        close(
+            one_sided_normal_mixture_log_m(100.0, 1000.0, rho1),
+            4.01335313121511,
+            1e-10,
+        );
+        // Information-time mSPRT: Δ̂ = 0.01, V = 1e-5, τ² = 1e-4 → S = Δ̂/V, v = 1/V, ρ = 1/τ².
+        let (d, var, tau2) = (0.01, 1e-5, 1e-4);
+        close(
+            normal_mixture_log_m(d / var, 1.0 / var, 1.0 / tau2),
+            3.34650690905536,
+            1e-10,
+        );
+        let half = normal_mixture_bound(1.0 / var, 1.0 / tau2, 0.05) * var;
+        close(half, 0.00960640192887, 1e-9);
+    }
+
+    #[test]
+    fn log_space_helpers_stay_finite() {
+        assert!(ln_sigmoid(-1e6).is_finite() && ln_sigmoid(1e6) == 0.0);
+        close(ln_sigmoid(0.0), -std::f64::consts::LN_2, 1e-15);
+        assert_eq!(log_sum_exp(Vec::<f64>::new()), f64::MIN);
+        close(log_sum_exp([0.0, 0.0]), std::f64::consts::LN_2, 1e-15);
+        assert!(bernoulli_log_lik(1e12, 1e12, logit(1e-9)).is_finite());
+        assert!(beta_binomial_log_e(0, 0, 0.05, 100.0).abs() < 1e-12);
+        assert!(beta_binomial_log_e(1_000_000_000_000, 1_000_000_000_000, 0.05, 100.0).is_finite());
+    }
+
+    #[test]
+    fn rate_cs_brackets_the_mle_and_handles_edges() {
+        let (lo, hi) = rate_confidence_sequence(50, 1000, 0.5, 0.5, 0.05);
+        assert!(
+            lo < 0.05 && 0.05 < hi && lo > 0.02 && hi < 0.09,
+            "{lo} {hi}"
+        );
+        // The set boundary is where the e-value crosses 1/alpha.
+        close(
+            rate_log_e(50, 1000, 0.5, 0.5, hi),
+            (1.0f64 / 0.05).ln(),
+            1e-6,
+        );
+        close(
+            rate_log_e(50, 1000, 0.5, 0.5, lo),
+            (1.0f64 / 0.05).ln(),
+            1e-6,
+        );
+        assert_eq!(rate_confidence_sequence(0, 0, 0.5, 0.5, 0.05), (0.0, 1.0));
+        let (lo, hi) = rate_confidence_sequence(0, 1_000_000_000_000, 0.5, 0.5, 0.05);
+        assert_eq!(lo, 0.0);
+        assert!(hi > 0.0 && hi < 1e-10);
+    }
+
+    #[test]
+    fn change_detection_spreads_restarts() {
+        let c = ChangeDetection::over_horizon(5760, 31);
+        assert_eq!(c.every, 180);
+        assert_eq!(c.restarts, 31);
+        let mut m = RestartMixture::new(2, c);
+        for _ in 0..(180 * 40) {
+            m.update(&[0.0, 0.0]);
+        }
+        // All-zero evidence: the activated weights sum to at most 1.
+        assert!(m.log_e() <= 1e-12);
+        close(m.log_e(), 0.0, 1e-12);
+    }
+}

@@ -1,0 +1,324 @@
+//! Objective (non-statistical) triggers, applied exactly as written over
+//! [`Windows`]: sustained quantile thresholds, multi-window burn rates and
+//! no-data detection. They are outside `alpha`; the simulator measures how
+//! often they fire on healthy traffic. Where latency is bucketed, the bucket
+//! bound least favourable to firing decides.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::evidence::{ArmCounts, finite};
+use super::histogram::ms_to_us;
+use super::window::Windows;
+use super::{StatsError, check_positive, check_unit_open};
+use crate::time::Timestamp;
+
+/// The outcome of an objective check, with what it measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveVerdict {
+    pub fired: bool,
+    /// What was measured (p95 lower bound in ms, burn rate, requests).
+    pub observed: f64,
+    /// The limit it is compared with.
+    pub limit: f64,
+    pub canary: ArmCounts,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+}
+
+/// `threshold: {above: T, for: D}` on a latency quantile: fires when every
+/// interval of the last `D` had its canary quantile above `T` (the bucket's
+/// lowest value must exceed `T`) and the intervals tile at least `D`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SustainedQuantile {
+    pub signal: String,
+    pub quantile: f64,
+    pub above_ms: f64,
+    pub for_ms: u64,
+}
+
+impl SustainedQuantile {
+    pub fn new(
+        signal: &str,
+        quantile: f64,
+        above_ms: f64,
+        for_: Duration,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("quantile", quantile)?;
+        check_positive("threshold.above", above_ms)?;
+        Ok(SustainedQuantile {
+            signal: signal.to_string(),
+            quantile,
+            above_ms,
+            for_ms: u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
+        let t = ms_to_us(self.above_ms);
+        let mut observed = f64::MAX;
+        let mut canary = ArmCounts::default();
+        let mut covered_from: Option<Timestamp> = None;
+        let mut fired = false;
+        for s in windows.intervals().rev().filter(|s| s.end <= now) {
+            if let Some(from) = covered_from {
+                if s.end != from {
+                    break; // a gap: the condition did not hold throughout
+                }
+            }
+            let Some(h) = s.canary.latency.get(&self.signal) else {
+                break;
+            };
+            let Some((lo, _)) = h.quantile_bounds_us(self.quantile) else {
+                break;
+            };
+            if lo <= t {
+                observed = observed.min(lo as f64 / 1000.0);
+                break;
+            }
+            observed = observed.min(lo as f64 / 1000.0);
+            canary.add(h.total(), h.count_surely_above_us(t));
+            covered_from = Some(s.start);
+            if now.as_millis().saturating_sub(s.start.as_millis()) >= self.for_ms {
+                fired = true;
+                break;
+            }
+        }
+        ObjectiveVerdict {
+            fired,
+            observed: if observed == f64::MAX {
+                0.0
+            } else {
+                finite(observed)
+            },
+            limit: self.above_ms,
+            canary,
+            window_start: covered_from.unwrap_or(now),
+            window_end: now,
+        }
+    }
+}
+
+/// One long/short window pair of a burn-rate alert.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BurnWindow {
+    pub long: Duration,
+    pub short: Duration,
+    pub factor: f64,
+}
+
+/// `burnRate: {slo, windows}`: burn rate = error ratio / (1 − slo); fires when
+/// for some pair both the long and the short window exceed `factor`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BurnRate {
+    pub numerator: String,
+    pub denominator: String,
+    pub slo: f64,
+    pub windows: Vec<BurnWindow>,
+}
+
+impl BurnRate {
+    pub fn new(
+        numerator: &str,
+        denominator: &str,
+        slo: f64,
+        windows: Vec<BurnWindow>,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("slo", slo)?;
+        for w in &windows {
+            check_positive("factor", w.factor)?;
+        }
+        Ok(BurnRate {
+            numerator: numerator.to_string(),
+            denominator: denominator.to_string(),
+            slo,
+            windows,
+        })
+    }
+
+    fn burn(
+        &self,
+        windows: &Windows,
+        now: Timestamp,
+        len: Duration,
+    ) -> Result<(f64, ArmCounts, Timestamp), StatsError> {
+        let s = windows.sum_over(now, len)?;
+        let n = s.canary.counter(&self.denominator);
+        let x = s.canary.counter(&self.numerator).min(n);
+        let ratio = if n == 0 { 0.0 } else { x as f64 / n as f64 };
+        Ok((
+            ratio / (1.0 - self.slo),
+            ArmCounts {
+                exposure: n,
+                events: x,
+            },
+            s.start,
+        ))
+    }
+
+    pub fn evaluate(
+        &self,
+        windows: &Windows,
+        now: Timestamp,
+    ) -> Result<ObjectiveVerdict, StatsError> {
+        let mut best = ObjectiveVerdict {
+            fired: false,
+            observed: 0.0,
+            limit: self.windows.first().map_or(0.0, |w| w.factor),
+            canary: ArmCounts::default(),
+            window_start: now,
+            window_end: now,
+        };
+        for w in &self.windows {
+            let (long, counts, start) = self.burn(windows, now, w.long)?;
+            let (short, _, _) = self.burn(windows, now, w.short)?;
+            let level = long.min(short);
+            let fired = long > w.factor && short > w.factor;
+            if (fired && !best.fired)
+                || (fired == best.fired
+                    && level / w.factor > best.observed / best.limit.max(1e-300))
+            {
+                best = ObjectiveVerdict {
+                    fired,
+                    observed: finite(level),
+                    limit: w.factor,
+                    canary: counts,
+                    window_start: start,
+                    window_end: now,
+                };
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// `noData: {for: D}`: fires when the canary saw no `signal` (requests) in
+/// the last `D`, counted from `since` (when monitoring began) at the earliest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoData {
+    pub signal: String,
+    pub for_ms: u64,
+}
+
+impl NoData {
+    pub fn new(signal: &str, for_: Duration) -> Self {
+        NoData {
+            signal: signal.to_string(),
+            for_ms: u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn evaluate(
+        &self,
+        windows: &Windows,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> ObjectiveVerdict {
+        let last_seen = windows
+            .intervals()
+            .rev()
+            .find(|s| s.canary.counter(&self.signal) > 0)
+            .map(|s| s.end)
+            .unwrap_or(since)
+            .max(since);
+        let silent_ms = now.as_millis().saturating_sub(last_seen.as_millis());
+        ObjectiveVerdict {
+            fired: silent_ms >= self.for_ms,
+            observed: silent_ms as f64 / 1000.0,
+            limit: self.for_ms as f64 / 1000.0,
+            canary: ArmCounts::default(),
+            window_start: last_seen,
+            window_end: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::snapshot::IntervalSnapshot;
+
+    fn minute(i: u64, p95_ms: f64, req: u64, err: u64) -> IntervalSnapshot {
+        let mut s = IntervalSnapshot::new(
+            Timestamp::from_millis(i * 60_000),
+            Timestamp::from_millis((i + 1) * 60_000),
+        );
+        let h = s.canary.latency_mut("latency_ms");
+        for _ in 0..94 {
+            h.record_ms(p95_ms / 2.0);
+        }
+        for _ in 0..6 {
+            h.record_ms(p95_ms * 1.01);
+        }
+        s.canary.add("requests", req);
+        s.canary.add("errors", err);
+        s
+    }
+
+    #[test]
+    fn sustained_threshold_needs_every_interval_and_full_coverage() {
+        let rule = SustainedQuantile::new("latency_ms", 0.95, 200.0, Duration::from_secs(15 * 60))
+            .unwrap();
+        let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
+        for i in 0..14 {
+            w.push(minute(i, 300.0, 100, 0)).unwrap();
+        }
+        let now = Timestamp::from_millis(14 * 60_000);
+        assert!(!rule.evaluate(&w, now).fired, "14 minutes are not 15");
+        w.push(minute(14, 300.0, 100, 0)).unwrap();
+        let v = rule.evaluate(&w, Timestamp::from_millis(15 * 60_000));
+        assert!(v.fired, "{v:?}");
+        w.push(minute(15, 150.0, 100, 0)).unwrap();
+        assert!(!rule.evaluate(&w, Timestamp::from_millis(16 * 60_000)).fired);
+    }
+
+    #[test]
+    fn burn_rate_needs_both_windows() {
+        let rule = BurnRate::new(
+            "errors",
+            "requests",
+            0.995,
+            vec![BurnWindow {
+                long: Duration::from_secs(3600),
+                short: Duration::from_secs(300),
+                factor: 14.4,
+            }],
+        )
+        .unwrap();
+        let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
+        for i in 0..60 {
+            w.push(minute(i, 10.0, 1000, 1)).unwrap();
+        }
+        let now = Timestamp::from_millis(60 * 60_000);
+        assert!(!rule.evaluate(&w, now).unwrap().fired);
+        // An hour at 10% errors: both windows burn at 10% / 0.5% = 20 > 14.4.
+        for i in 60..120 {
+            w.push(minute(i, 10.0, 1000, 100)).unwrap();
+        }
+        let v = rule
+            .evaluate(&w, Timestamp::from_millis(120 * 60_000))
+            .unwrap();
+        assert!(v.fired && (v.observed - 20.0).abs() < 1e-9, "{v:?}");
+    }
+
+    #[test]
+    fn no_data_counts_from_the_last_request() {
+        let rule = NoData::new("requests", Duration::from_secs(600));
+        let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
+        w.push(minute(0, 10.0, 5, 0)).unwrap();
+        for i in 1..10 {
+            w.push(minute(i, 10.0, 0, 0)).unwrap();
+        }
+        assert!(
+            !rule
+                .evaluate(&w, Timestamp::EPOCH, Timestamp::from_millis(10 * 60_000))
+                .fired
+        );
+        w.push(minute(10, 10.0, 0, 0)).unwrap();
+        assert!(
+            rule.evaluate(&w, Timestamp::EPOCH, Timestamp::from_millis(11 * 60_000))
+                .fired
+        );
+    }
+}

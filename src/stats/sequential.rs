@@ -1,0 +1,1374 @@
+//! The statistical triggers and gates: anytime-valid e-processes fed one
+//! interval at a time, each owning its state (serde) and answering with a
+//! [`Verdict`] that carries its evidence.
+//!
+//! Which test runs where:
+//! - **Ratio vs baseline** (`vsBaseline` on a ratio metric, and the ratio
+//!   gates): rare events (pooled rate below 2% when the choice is made) use
+//!   the exposure-conditioned count test of statistics.md §2.9, exact for
+//!   Poisson counts under any shared diurnal factor and any measured split;
+//!   common events (CTR) use the normal-mixture mSPRT on information time
+//!   (§2.2), stratified per interval (each interval's contrast is a concurrent
+//!   comparison, so a split that changes with load does not bias it), with a
+//!   burn-in because its validity is asymptotic. The conditional binomial is
+//!   only approximately right for non-rare Bernoulli data (it tests an odds
+//!   ratio, not a rate ratio), which is why common events go to the normal
+//!   test. `RatioMethod::Auto` makes the choice once, from data seen before
+//!   the test starts, so the choice is predictable and the guarantee holds.
+//! - **Canary-alone thresholds** (`threshold: {above}` on a ratio, and on a
+//!   latency quantile through `P(latency > T) ≤ 1 − q ⇔ q-quantile ≤ T`):
+//!   a grid mixture of Bernoulli likelihood ratios against the threshold.
+//!   Each interval's factor has expectation ≤ 1 whenever the canary's rate is
+//!   at most the threshold *in that interval*, so diurnal swings below the
+//!   threshold cannot fire it.
+//! - **Quantile vs baseline** (`vsBaseline: {relativeIncrease: X}` on p95):
+//!   an exceedance two-arm count test at a threshold `T` frozen in advance
+//!   (the baseline's q-quantile estimated at the end of a burn-in, or given):
+//!   canary events are latencies surely above `(1+X)·T`, baseline events are
+//!   latencies possibly above `T`, and the null is "the canary's exceedance
+//!   rate is at most the baseline's". If the canary's latency is at most
+//!   `(1+X)` times the baseline's around the q-quantile at every moment, the
+//!   null holds in every interval, so the test stays exact under diurnal load
+//!   and a drifting split. It tests the tail at `T`, not the quantile itself;
+//!   with `T` at the baseline's q-quantile the two statements coincide.
+//! - **Disparity** (`disparity: {minRatio}` over groups): per-group rate
+//!   confidence sequences (conjugate beta mixture) with a union bound over at
+//!   most `max_groups` groups; fires when `min_i UCB_i < minRatio · max_j LCB_j`.
+//!   This assumes each group's rate is stationary within the step.
+//! - **Sample-ratio check**: two-sided grid mixture on the canary's share of
+//!   requests against the set weight, per interval.
+//!
+//! Late changes: every trigger's mixture restarts at evenly spaced points of
+//! the rollout horizon (see [`ChangeDetection`]), so a regression that starts
+//! hours in is caught about as fast as one present from the start, while the
+//! false-fire probability over the whole horizon stays at most the trigger's
+//! alpha share. Gates use no restarts (`ChangeDetection::OFF`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
+pub use super::mixture::ChangeDetection;
+use super::mixture::{
+    LikelihoodGrid, RestartMixture, bernoulli_log_lik, clamp_p, logit, normal_mixture_bound,
+    normal_mixture_rho, rate_confidence_sequence, rate_log_e,
+};
+use super::snapshot::IntervalSnapshot;
+use super::{StatsError, check_positive, check_unit_open};
+use crate::time::Timestamp;
+
+/// Which side of the null the alternative lies on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Evidence that the canary's value is above the null (larger is worse
+    /// for triggers; `minGain` for gates).
+    Increase,
+    /// Evidence that the canary's value is below the null.
+    Decrease,
+}
+
+impl Direction {
+    fn sign(self) -> f64 {
+        match self {
+            Direction::Increase => 1.0,
+            Direction::Decrease => -1.0,
+        }
+    }
+}
+
+/// How a ratio metric is compared with the baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RatioMethod {
+    /// Decide once `auto_decide_exposure` canary denominators were seen: pooled
+    /// rate below [`RARE_RATE`] → `Count`, otherwise `Normal`.
+    Auto,
+    /// Exposure-conditioned count test (rare events).
+    Count,
+    /// Normal-mixture mSPRT on information time (common events).
+    Normal,
+}
+
+/// Pooled rate below which `RatioMethod::Auto` picks the count test.
+pub const RARE_RATE: f64 = 0.02;
+
+/// The alternatives of a grid mixture: the design effect times powers of two.
+pub fn design_grid(design: f64) -> Vec<f64> {
+    (-3..=3).map(|k| design * 2f64.powi(k)).collect()
+}
+
+fn log_boundary(alpha: f64) -> f64 {
+    (1.0 / alpha).ln()
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Span {
+    start: Option<Timestamp>,
+    end: Timestamp,
+}
+
+impl Span {
+    fn cover(&mut self, snap: &IntervalSnapshot) {
+        if self.start.is_none() {
+            self.start = Some(snap.start);
+        }
+        self.end = self.end.max(snap.end);
+    }
+}
+
+/// Two-arm exposure-conditioned count test (statistics.md §2.9): given an
+/// interval's events, the canary's share is Binomial with success log-odds
+/// `logit(r) + δ`, `r` the canary's share of exposure in that interval and
+/// `δ` the log rate ratio. Tests `δ ≤ δ0` (Increase) or `δ ≥ δ0` (Decrease).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoArmCount {
+    direction: Direction,
+    null_log_ratio: f64,
+    etas: Vec<f64>,
+    mixture: RestartMixture,
+    grid: LikelihoodGrid,
+    baseline: ArmCounts,
+    canary: ArmCounts,
+    scratch: Vec<f64>,
+}
+
+impl TwoArmCount {
+    /// `design_log_ratio` is the log rate ratio the grid is centred on (e.g.
+    /// twice the tolerance).
+    pub fn new(
+        direction: Direction,
+        null_log_ratio: f64,
+        design_log_ratio: f64,
+        change: ChangeDetection,
+    ) -> Self {
+        let design = (design_log_ratio - null_log_ratio).abs().max(1e-3);
+        let etas = design_grid(design);
+        TwoArmCount {
+            direction,
+            null_log_ratio,
+            mixture: RestartMixture::new(etas.len(), change),
+            scratch: vec![0.0; etas.len()],
+            etas,
+            grid: LikelihoodGrid::default(),
+            baseline: ArmCounts::default(),
+            canary: ArmCounts::default(),
+        }
+    }
+
+    /// Feeds one interval's exposures and events.
+    pub fn update(
+        &mut self,
+        canary_exposure: u64,
+        canary_events: u64,
+        baseline_exposure: u64,
+        baseline_events: u64,
+    ) {
+        self.canary.add(canary_exposure, canary_events);
+        self.baseline.add(baseline_exposure, baseline_events);
+        if canary_exposure == 0 || baseline_exposure == 0 {
+            // No comparison is possible; the factor is 1.
+            self.scratch.iter_mut().for_each(|l| *l = 0.0);
+            self.mixture.update(&self.scratch);
+            return;
+        }
+        let r = canary_exposure as f64 / (canary_exposure as f64 + baseline_exposure as f64);
+        let x = canary_events as f64;
+        let n = x + baseline_events as f64;
+        let base = logit(r);
+        let null = base + self.null_log_ratio;
+        let l0 = bernoulli_log_lik(x, n, null);
+        let s = self.direction.sign();
+        for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
+            *out = bernoulli_log_lik(x, n, null + s * eta) - l0;
+        }
+        self.mixture.update(&self.scratch);
+        if n > 0.0 {
+            self.grid.update(x, n, base);
+        }
+    }
+
+    pub fn log_e(&self) -> f64 {
+        self.mixture.log_e()
+    }
+
+    pub fn max_log_e(&self) -> f64 {
+        self.mixture.max_log_e()
+    }
+
+    /// Rate ratio estimate and its confidence sequence at `alpha`.
+    pub fn ratio_interval(&self, alpha: f64) -> (f64, Interval) {
+        if self.canary.events + self.baseline.events == 0 {
+            return (1.0, Interval::unbounded(1.0 - alpha));
+        }
+        let (lo, hi) = self.grid.interval(alpha);
+        let est = self.grid.estimate().exp();
+        let lower = lo.map(f64::exp).unwrap_or(0.0);
+        let upper = hi.map(f64::exp).unwrap_or(f64::INFINITY);
+        (est, Interval::new(lower, upper, 1.0 - alpha))
+    }
+
+    pub fn counts(&self) -> (ArmCounts, ArmCounts) {
+        (self.baseline, self.canary)
+    }
+}
+
+/// Normal-mixture mSPRT on information time for the contrast
+/// `s·(p_c − f·p_b)`, stratified per interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct NormalContrast {
+    direction: Direction,
+    null_ratio: f64,
+    design_contrast: f64,
+    lambdas: Vec<f64>,
+    mixture: RestartMixture,
+    /// Σ d_b / v_b and Σ 1 / v_b since the test started.
+    s: f64,
+    v: f64,
+    overdispersion: f64,
+    scratch: Vec<f64>,
+}
+
+const VARIANCE_PRIOR_WEIGHT: f64 = 100.0;
+
+impl NormalContrast {
+    fn update(&mut self, xc: u64, nc: u64, xb: u64, nb: u64, pooled_before: f64) {
+        if nc == 0 || nb == 0 {
+            self.scratch.iter_mut().for_each(|l| *l = 0.0);
+            self.mixture.update(&self.scratch);
+            return;
+        }
+        let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
+        let f = self.null_ratio;
+        let d = self.direction.sign() * (xc / nc - f * xb / nb);
+        let p =
+            (xc + xb + VARIANCE_PRIOR_WEIGHT * pooled_before) / (nc + nb + VARIANCE_PRIOR_WEIGHT);
+        let unit = if p < 1.0 { p * (1.0 - p) } else { p };
+        let var = (unit.max(1e-12) * (1.0 / nc + f * f / nb) * self.overdispersion).max(1e-300);
+        let (si, vi) = (d / var, 1.0 / var);
+        self.s += si;
+        self.v += vi;
+        for (out, &lam) in self.scratch.iter_mut().zip(&self.lambdas) {
+            *out = lam * si - 0.5 * lam * lam * vi;
+        }
+        self.mixture.update(&self.scratch);
+    }
+
+    /// Estimate and anytime-valid interval of the contrast (two-sided normal
+    /// mixture, tuned to the design effect).
+    fn contrast_interval(&self, alpha: f64) -> (f64, f64, f64) {
+        if self.v <= 0.0 {
+            return (0.0, f64::NEG_INFINITY, f64::INFINITY);
+        }
+        let rho = 1.0 / (self.design_contrast * self.design_contrast).max(1e-300);
+        let rho = rho.max(normal_mixture_rho(1e-300, alpha));
+        let half = normal_mixture_bound(self.v, rho, alpha) / self.v;
+        let est = self.s / self.v;
+        (est, est - half, est + half)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum RatioEngine {
+    Collecting,
+    Count(TwoArmCount),
+    Normal(NormalContrast),
+}
+
+/// A ratio metric (numerator/denominator signals) of the canary against the
+/// baseline's: `vsBaseline` triggers and the ratio gates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RatioVsBaseline {
+    numerator: String,
+    denominator: String,
+    direction: Direction,
+    null_ratio: f64,
+    design_ratio: f64,
+    alpha: f64,
+    change: ChangeDetection,
+    method: RatioMethod,
+    auto_decide_exposure: u64,
+    burn_in_exposure: u64,
+    overdispersion: f64,
+    engine: RatioEngine,
+    baseline: ArmCounts,
+    canary: ArmCounts,
+    span: Span,
+    crossed: bool,
+}
+
+impl RatioVsBaseline {
+    /// General form: evidence that `rate_c / rate_b` is above (Increase) or
+    /// below (Decrease) `null_ratio`, tuned for `design_ratio`, at level
+    /// `alpha` (this test's share).
+    pub fn new(
+        numerator: &str,
+        denominator: &str,
+        direction: Direction,
+        null_ratio: f64,
+        design_ratio: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_positive("null ratio", null_ratio)?;
+        check_positive("design ratio", design_ratio)?;
+        check_unit_open("alpha", alpha)?;
+        Ok(RatioVsBaseline {
+            numerator: numerator.to_string(),
+            denominator: denominator.to_string(),
+            direction,
+            null_ratio,
+            design_ratio,
+            alpha,
+            change,
+            method: RatioMethod::Auto,
+            auto_decide_exposure: 200,
+            burn_in_exposure: 1000,
+            overdispersion: 1.0,
+            engine: RatioEngine::Collecting,
+            baseline: ArmCounts::default(),
+            canary: ArmCounts::default(),
+            span: Span::default(),
+            crossed: false,
+        })
+    }
+
+    /// Trigger `vsBaseline: {relativeIncrease: x}` (larger is worse).
+    pub fn relative_increase(
+        numerator: &str,
+        denominator: &str,
+        x: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_positive("relativeIncrease", x)?;
+        Self::new(
+            numerator,
+            denominator,
+            Direction::Increase,
+            1.0 + x,
+            1.0 + 2.0 * x,
+            alpha,
+            change,
+        )
+    }
+
+    /// Trigger `vsBaseline: {relativeDrop: x}` (smaller is worse).
+    pub fn relative_drop(
+        numerator: &str,
+        denominator: &str,
+        x: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("relativeDrop", x)?;
+        let design = (1.0 - 2.0 * x).max((1.0 - x) / 2.0);
+        Self::new(
+            numerator,
+            denominator,
+            Direction::Decrease,
+            1.0 - x,
+            design,
+            alpha,
+            change,
+        )
+    }
+
+    /// A ratio gate (no restarts; shown once its boundary is crossed).
+    pub fn gate(
+        numerator: &str,
+        denominator: &str,
+        kind: GateKind,
+        alpha: f64,
+    ) -> Result<Self, StatsError> {
+        let (direction, null, design) = kind.ratio_null()?;
+        Self::new(
+            numerator,
+            denominator,
+            direction,
+            null,
+            design,
+            alpha,
+            ChangeDetection::OFF,
+        )
+    }
+
+    /// Chooses the method (default `Auto`).
+    pub fn with_method(mut self, method: RatioMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Denominators per arm the normal test waits for (default 1,000) and the
+    /// canary denominators after which `Auto` decides (default 200).
+    pub fn with_burn_in(mut self, burn_in_exposure: u64, auto_decide_exposure: u64) -> Self {
+        self.burn_in_exposure = burn_in_exposure;
+        self.auto_decide_exposure = auto_decide_exposure;
+        self
+    }
+
+    /// Variance inflation for the normal test when requests are correlated
+    /// within users or hosts (estimate it from A/A runs; default 1).
+    pub fn with_overdispersion(mut self, phi: f64) -> Self {
+        self.overdispersion = if phi.is_finite() && phi >= 1.0 {
+            phi
+        } else {
+            1.0
+        };
+        self
+    }
+
+    /// The method in use, once chosen.
+    pub fn method_in_use(&self) -> Option<RatioMethod> {
+        match self.engine {
+            RatioEngine::Collecting => None,
+            RatioEngine::Count(_) => Some(RatioMethod::Count),
+            RatioEngine::Normal(_) => Some(RatioMethod::Normal),
+        }
+    }
+
+    fn pooled_rate(&self) -> f64 {
+        let n = self.canary.exposure as f64 + self.baseline.exposure as f64;
+        if n == 0.0 {
+            0.0
+        } else {
+            (self.canary.events as f64 + self.baseline.events as f64) / n
+        }
+    }
+
+    fn baseline_rate(&self) -> f64 {
+        if self.baseline.exposure == 0 {
+            self.pooled_rate()
+        } else {
+            self.baseline.events as f64 / self.baseline.exposure as f64
+        }
+    }
+
+    fn maybe_start(&mut self) {
+        if !matches!(self.engine, RatioEngine::Collecting) {
+            return;
+        }
+        let method = match self.method {
+            RatioMethod::Auto if self.canary.exposure < self.auto_decide_exposure => return,
+            RatioMethod::Auto if self.pooled_rate() < RARE_RATE => RatioMethod::Count,
+            RatioMethod::Auto => RatioMethod::Normal,
+            m => m,
+        };
+        match method {
+            RatioMethod::Count | RatioMethod::Auto => {
+                self.engine = RatioEngine::Count(TwoArmCount::new(
+                    self.direction,
+                    self.null_ratio.ln(),
+                    self.design_ratio.ln(),
+                    self.change,
+                ));
+            }
+            RatioMethod::Normal => {
+                if self.canary.exposure < self.burn_in_exposure
+                    || self.baseline.exposure < self.burn_in_exposure
+                {
+                    return;
+                }
+                let design =
+                    ((self.design_ratio - self.null_ratio).abs() * self.baseline_rate()).max(1e-9);
+                let lambdas = design_grid(design);
+                self.engine = RatioEngine::Normal(NormalContrast {
+                    direction: self.direction,
+                    null_ratio: self.null_ratio,
+                    design_contrast: design,
+                    mixture: RestartMixture::new(lambdas.len(), self.change),
+                    scratch: vec![0.0; lambdas.len()],
+                    lambdas,
+                    s: 0.0,
+                    v: 0.0,
+                    overdispersion: self.overdispersion,
+                });
+            }
+        }
+    }
+
+    /// Feeds one (admitted) interval and answers.
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        let xc = snap.canary.counter(&self.numerator);
+        let nc = snap.canary.counter(&self.denominator);
+        let xb = snap.baseline.counter(&self.numerator);
+        let nb = snap.baseline.counter(&self.denominator);
+        let pooled_before = self.pooled_rate();
+        let started = !matches!(self.engine, RatioEngine::Collecting);
+        match &mut self.engine {
+            RatioEngine::Collecting => {}
+            RatioEngine::Count(t) => t.update(nc, xc, nb, xb),
+            RatioEngine::Normal(t) => t.update(xc, nc, xb, nb, pooled_before),
+        }
+        self.canary.add(nc, xc);
+        self.baseline.add(nb, xb);
+        if started {
+            self.span.cover(snap);
+        }
+        self.maybe_start();
+        self.verdict(started)
+    }
+
+    /// The current answer without feeding data (e.g. for an excluded interval).
+    pub fn current(&self, status_if_running: Status) -> Verdict {
+        let started = !matches!(self.engine, RatioEngine::Collecting);
+        let mut v = self.clone().verdict(started);
+        if v.status != Status::Crossed {
+            v.status = status_if_running;
+        }
+        v
+    }
+
+    fn log_e(&self) -> f64 {
+        match &self.engine {
+            RatioEngine::Collecting => 0.0,
+            RatioEngine::Count(t) => t.log_e(),
+            RatioEngine::Normal(t) => t.mixture.log_e(),
+        }
+    }
+
+    fn max_log_e(&self) -> f64 {
+        match &self.engine {
+            RatioEngine::Collecting => 0.0,
+            RatioEngine::Count(t) => t.max_log_e(),
+            RatioEngine::Normal(t) => t.mixture.max_log_e(),
+        }
+    }
+
+    fn verdict(&mut self, started: bool) -> Verdict {
+        let boundary = log_boundary(self.alpha);
+        if self.max_log_e() >= boundary {
+            self.crossed = true;
+        }
+        let status = if self.crossed {
+            Status::Crossed
+        } else if started {
+            Status::Monitoring
+        } else {
+            Status::Collecting
+        };
+        let (estimate, interval) = match &self.engine {
+            RatioEngine::Count(t) => t.ratio_interval(self.alpha),
+            RatioEngine::Normal(t) => {
+                let pb = self.baseline_rate().max(1e-300);
+                let (est, lo, hi) = t.contrast_interval(self.alpha);
+                // Contrast s·(p_c − f·p_b) → ratio f + s·contrast/p_b (delta method).
+                let s = self.direction.sign();
+                let to_ratio = |c: f64| self.null_ratio + s * c / pb;
+                let (a, b) = (to_ratio(lo), to_ratio(hi));
+                (
+                    to_ratio(est).max(0.0),
+                    Interval::new(a.min(b).max(0.0), a.max(b), 1.0 - self.alpha),
+                )
+            }
+            RatioEngine::Collecting => (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha)),
+        };
+        let (baseline, canary) = match &self.engine {
+            RatioEngine::Count(t) => t.counts(),
+            _ => (self.baseline, self.canary),
+        };
+        Verdict {
+            status,
+            evidence: Evidence {
+                estimand: format!(
+                    "rate ratio canary/baseline of {}/{}",
+                    self.numerator, self.denominator
+                ),
+                baseline,
+                canary,
+                estimate: finite(estimate),
+                interval,
+                log_e_value: finite(self.log_e()),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+            },
+        }
+    }
+
+    fn naive_ratio(&self) -> f64 {
+        let rc = self.canary.events as f64 / (self.canary.exposure.max(1)) as f64;
+        let rb = self.baseline.events as f64 / (self.baseline.exposure.max(1)) as f64;
+        if rb > 0.0 { rc / rb } else { 1.0 }
+    }
+}
+
+/// Gate kinds (`vsBaseline` under `gates`). `alpha` for gates is the
+/// false-promotion budget, separate from the triggers' false-rollback budget.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GateKind {
+    /// Shown when the LCB of canary/baseline exceeds `1 + x`.
+    MinGain(f64),
+    /// Shown when the UCB of canary/baseline is below `1 + x`.
+    MaxIncrease(f64),
+    /// Shown when the LCB of canary/baseline exceeds `1 − x`.
+    MaxDrop(f64),
+}
+
+impl GateKind {
+    /// (direction of the evidence sought, null ratio, design ratio).
+    fn ratio_null(self) -> Result<(Direction, f64, f64), StatsError> {
+        Ok(match self {
+            GateKind::MinGain(x) => {
+                check_positive("minGain", x)?;
+                (Direction::Increase, 1.0 + x, 1.0 + 2.0 * x)
+            }
+            GateKind::MaxIncrease(x) => {
+                check_positive("maxIncrease", x)?;
+                (Direction::Decrease, 1.0 + x, 1.0)
+            }
+            GateKind::MaxDrop(x) => {
+                check_unit_open("maxDrop", x)?;
+                (Direction::Increase, 1.0 - x, 1.0)
+            }
+        })
+    }
+}
+
+/// Canary-alone test of `H0: rate ≤ p0` with a grid mixture of Bernoulli
+/// likelihood ratios (alternatives at odds `p0`'s odds × e^η).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct OneSampleRate {
+    null_logit: f64,
+    etas: Vec<f64>,
+    mixture: RestartMixture,
+    counts: ArmCounts,
+    scratch: Vec<f64>,
+}
+
+impl OneSampleRate {
+    fn new(p0: f64, change: ChangeDetection) -> Self {
+        let p1 = (2.0 * p0).min((1.0 + p0) / 2.0);
+        let etas = design_grid(logit(p1) - logit(p0));
+        OneSampleRate {
+            null_logit: logit(p0),
+            mixture: RestartMixture::new(etas.len(), change),
+            scratch: vec![0.0; etas.len()],
+            etas,
+            counts: ArmCounts::default(),
+        }
+    }
+
+    fn update(&mut self, exposure: u64, events: u64) {
+        let events = events.min(exposure);
+        self.counts.add(exposure, events);
+        let (x, n) = (events as f64, exposure as f64);
+        let l0 = bernoulli_log_lik(x, n, self.null_logit);
+        for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
+            *out = bernoulli_log_lik(x, n, self.null_logit + eta) - l0;
+        }
+        self.mixture.update(&self.scratch);
+    }
+
+    fn interval(&self, alpha: f64) -> (f64, Interval) {
+        let ArmCounts {
+            exposure: n,
+            events: x,
+        } = self.counts;
+        let est = if n == 0 { 0.0 } else { x as f64 / n as f64 };
+        let (lo, hi) = rate_confidence_sequence(x, n, 0.5, 0.5, alpha);
+        (est, Interval::new(lo, hi, 1.0 - alpha))
+    }
+}
+
+/// `threshold: {above: p0}` on a ratio metric: evidence that the canary's
+/// rate is above `p0`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RatioThreshold {
+    numerator: String,
+    denominator: String,
+    above: f64,
+    alpha: f64,
+    test: OneSampleRate,
+    span: Span,
+    crossed: bool,
+}
+
+impl RatioThreshold {
+    pub fn new(
+        numerator: &str,
+        denominator: &str,
+        above: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("threshold.above", above)?;
+        check_unit_open("alpha", alpha)?;
+        Ok(RatioThreshold {
+            numerator: numerator.to_string(),
+            denominator: denominator.to_string(),
+            above,
+            alpha,
+            test: OneSampleRate::new(above, change),
+            span: Span::default(),
+            crossed: false,
+        })
+    }
+
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        self.test.update(
+            snap.canary.counter(&self.denominator),
+            snap.canary.counter(&self.numerator),
+        );
+        self.span.cover(snap);
+        self.verdict(Status::Monitoring)
+    }
+
+    pub fn current(&self, status_if_running: Status) -> Verdict {
+        let mut me = self.clone();
+        me.verdict(status_if_running)
+    }
+
+    fn verdict(&mut self, running: Status) -> Verdict {
+        let boundary = log_boundary(self.alpha);
+        self.crossed |= self.test.mixture.max_log_e() >= boundary;
+        let (estimate, interval) = self.test.interval(self.alpha);
+        Verdict {
+            status: if self.crossed {
+                Status::Crossed
+            } else {
+                running
+            },
+            evidence: Evidence {
+                estimand: format!(
+                    "canary rate of {}/{} (threshold {})",
+                    self.numerator, self.denominator, self.above
+                ),
+                baseline: ArmCounts::default(),
+                canary: self.test.counts,
+                estimate: finite(estimate),
+                interval,
+                log_e_value: finite(self.test.mixture.log_e()),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+            },
+        }
+    }
+}
+
+/// `threshold: {above: T}` on a latency quantile `q` (without `for`):
+/// evidence that the canary's `P(latency > T) > 1 − q`. Exceedances are
+/// counted only when the whole bucket lies above `T` (least favourable to
+/// firing).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantileThreshold {
+    signal: String,
+    quantile: f64,
+    threshold_us: u64,
+    alpha: f64,
+    test: OneSampleRate,
+    span: Span,
+    crossed: bool,
+}
+
+impl QuantileThreshold {
+    pub fn new(
+        signal: &str,
+        quantile: f64,
+        above_ms: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("quantile", quantile)?;
+        check_positive("threshold.above", above_ms)?;
+        check_unit_open("alpha", alpha)?;
+        Ok(QuantileThreshold {
+            signal: signal.to_string(),
+            quantile,
+            threshold_us: super::histogram::ms_to_us(above_ms),
+            alpha,
+            test: OneSampleRate::new(1.0 - quantile, change),
+            span: Span::default(),
+            crossed: false,
+        })
+    }
+
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        let (n, x) = snap
+            .canary
+            .latency
+            .get(&self.signal)
+            .map(|h| (h.total(), h.count_surely_above_us(self.threshold_us)))
+            .unwrap_or((0, 0));
+        self.test.update(n, x);
+        self.span.cover(snap);
+        self.verdict(Status::Monitoring)
+    }
+
+    pub fn current(&self, status_if_running: Status) -> Verdict {
+        let mut me = self.clone();
+        me.verdict(status_if_running)
+    }
+
+    fn verdict(&mut self, running: Status) -> Verdict {
+        let boundary = log_boundary(self.alpha);
+        self.crossed |= self.test.mixture.max_log_e() >= boundary;
+        let (estimate, interval) = self.test.interval(self.alpha);
+        Verdict {
+            status: if self.crossed {
+                Status::Crossed
+            } else {
+                running
+            },
+            evidence: Evidence {
+                estimand: format!(
+                    "canary P({} > {}ms), null at most {}",
+                    self.signal,
+                    self.threshold_us as f64 / 1000.0,
+                    1.0 - self.quantile
+                ),
+                baseline: ArmCounts::default(),
+                canary: self.test.counts,
+                estimate: finite(estimate),
+                interval,
+                log_e_value: finite(self.test.mixture.log_e()),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+            },
+        }
+    }
+}
+
+/// `vsBaseline: {relativeIncrease: x}` on a latency quantile (trigger), and
+/// the latency `maxIncrease` gate: a two-arm exceedance count test at a
+/// threshold `T` fixed in advance. See the module docs for the null.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantileVsBaseline {
+    signal: String,
+    quantile: f64,
+    factor: f64,
+    direction: Direction,
+    alpha: f64,
+    change: ChangeDetection,
+    burn_in: u64,
+    threshold_us: Option<u64>,
+    baseline_hist: super::histogram::LatencyHistogram,
+    test: Option<TwoArmCount>,
+    span: Span,
+    crossed: bool,
+}
+
+/// Latency gates (`vsBaseline` on a quantile under `gates`).
+pub type QuantileGate = QuantileVsBaseline;
+
+impl QuantileVsBaseline {
+    /// Trigger: evidence that the canary's tail beyond `(1+x)·T` is heavier
+    /// than the baseline's beyond `T`.
+    pub fn relative_increase(
+        signal: &str,
+        quantile: f64,
+        x: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_positive("relativeIncrease", x)?;
+        Self::build(
+            signal,
+            quantile,
+            1.0 + x,
+            Direction::Increase,
+            alpha,
+            change,
+        )
+    }
+
+    /// Gate `maxIncrease: x`: shown on evidence that the canary's tail beyond
+    /// `(1+x)·T` is lighter than the baseline's beyond `T`.
+    pub fn max_increase_gate(
+        signal: &str,
+        quantile: f64,
+        x: f64,
+        alpha: f64,
+    ) -> Result<Self, StatsError> {
+        check_positive("maxIncrease", x)?;
+        Self::build(
+            signal,
+            quantile,
+            1.0 + x,
+            Direction::Decrease,
+            alpha,
+            ChangeDetection::OFF,
+        )
+    }
+
+    fn build(
+        signal: &str,
+        quantile: f64,
+        factor: f64,
+        direction: Direction,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("quantile", quantile)?;
+        check_unit_open("alpha", alpha)?;
+        Ok(QuantileVsBaseline {
+            signal: signal.to_string(),
+            quantile,
+            factor,
+            direction,
+            alpha,
+            change,
+            burn_in: 1000,
+            threshold_us: None,
+            baseline_hist: super::histogram::LatencyHistogram::new(),
+            test: None,
+            span: Span::default(),
+            crossed: false,
+        })
+    }
+
+    /// Fixes `T` in advance (e.g. the baseline's p95 before the rollout)
+    /// instead of estimating it from the first `burn_in` baseline samples.
+    pub fn with_threshold_ms(mut self, t_ms: f64) -> Self {
+        self.threshold_us = Some(super::histogram::ms_to_us(t_ms));
+        self
+    }
+
+    /// Baseline observations used to estimate `T` (default 1,000).
+    pub fn with_burn_in(mut self, n: u64) -> Self {
+        self.burn_in = n;
+        self
+    }
+
+    /// The threshold in use, once fixed.
+    pub fn threshold_ms(&self) -> Option<f64> {
+        self.threshold_us.map(|t| t as f64 / 1000.0)
+    }
+
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        let hc = snap.canary.latency.get(&self.signal);
+        let hb = snap.baseline.latency.get(&self.signal);
+        if let (Some(t), Some(test)) = (self.threshold_us, self.test.as_mut()) {
+            let tc = (t as f64 * self.factor).round() as u64;
+            let (nc, nb) = (hc.map_or(0, |h| h.total()), hb.map_or(0, |h| h.total()));
+            // Count so that bucketing never helps the decision being made.
+            let (xc, xb) = match self.direction {
+                Direction::Increase => (
+                    hc.map_or(0, |h| h.count_surely_above_us(tc)),
+                    hb.map_or(0, |h| h.count_possibly_above_us(t)),
+                ),
+                Direction::Decrease => (
+                    hc.map_or(0, |h| h.count_possibly_above_us(tc)),
+                    hb.map_or(0, |h| h.count_surely_above_us(t)),
+                ),
+            };
+            test.update(nc, xc, nb, xb);
+            self.span.cover(snap);
+        } else if let Some(h) = hb {
+            // Burn-in: estimate T from the baseline only; this interval's data
+            // is not used by the test.
+            if self.baseline_hist.merge(h).is_err() {
+                self.baseline_hist = h.clone();
+            }
+            if self.threshold_us.is_none() && self.baseline_hist.total() >= self.burn_in {
+                self.threshold_us = self
+                    .baseline_hist
+                    .quantile_bounds_us(self.quantile)
+                    .map(|(lo, hi)| (lo + hi) / 2);
+            }
+        }
+        if self.threshold_us.is_some() && self.test.is_none() {
+            let design = match self.direction {
+                Direction::Increase => std::f64::consts::LN_2,
+                Direction::Decrease => -std::f64::consts::LN_2,
+            };
+            self.test = Some(TwoArmCount::new(self.direction, 0.0, design, self.change));
+            self.baseline_hist = super::histogram::LatencyHistogram::new();
+        }
+        let running = if self.span.start.is_some() {
+            Status::Monitoring
+        } else {
+            Status::Collecting
+        };
+        self.verdict(running)
+    }
+
+    pub fn current(&self, status_if_running: Status) -> Verdict {
+        let mut me = self.clone();
+        me.verdict(status_if_running)
+    }
+
+    fn verdict(&mut self, running: Status) -> Verdict {
+        let boundary = log_boundary(self.alpha);
+        let (log_e, max_log_e) = self
+            .test
+            .as_ref()
+            .map_or((0.0, 0.0), |t| (t.log_e(), t.max_log_e()));
+        self.crossed |= max_log_e >= boundary;
+        let (estimate, interval) = self
+            .test
+            .as_ref()
+            .map_or((1.0, Interval::unbounded(1.0 - self.alpha)), |t| {
+                t.ratio_interval(self.alpha)
+            });
+        let (baseline, canary) = self
+            .test
+            .as_ref()
+            .map_or_else(Default::default, |t| t.counts());
+        Verdict {
+            status: if self.crossed {
+                Status::Crossed
+            } else {
+                running
+            },
+            evidence: Evidence {
+                estimand: format!(
+                    "ratio canary P({s} > {f}·T) / baseline P({s} > T), T = {t}ms (q{q})",
+                    s = self.signal,
+                    f = self.factor,
+                    t = self.threshold_ms().unwrap_or(0.0),
+                    q = self.quantile
+                ),
+                baseline,
+                canary,
+                estimate: finite(estimate),
+                interval,
+                log_e_value: finite(log_e),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+            },
+        }
+    }
+}
+
+/// `disparity: {minRatio: m}` on a grouped ratio metric of the canary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Disparity {
+    numerator: String,
+    denominator: String,
+    min_ratio: f64,
+    alpha: f64,
+    max_groups: usize,
+    groups: BTreeMap<String, ArmCounts>,
+    ignored_groups: u64,
+    span: Span,
+    crossed: bool,
+}
+
+const JEFFREYS: f64 = 0.5;
+
+impl Disparity {
+    /// `max_groups` bounds memory and fixes the union bound (each group's
+    /// confidence sequence runs at `alpha / max_groups`); groups beyond it are
+    /// ignored and counted.
+    pub fn new(
+        numerator: &str,
+        denominator: &str,
+        min_ratio: f64,
+        alpha: f64,
+        max_groups: usize,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("minRatio", min_ratio)?;
+        check_unit_open("alpha", alpha)?;
+        Ok(Disparity {
+            numerator: numerator.to_string(),
+            denominator: denominator.to_string(),
+            min_ratio,
+            alpha,
+            max_groups: max_groups.max(2),
+            groups: BTreeMap::new(),
+            ignored_groups: 0,
+            span: Span::default(),
+            crossed: false,
+        })
+    }
+
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        if let Some(dens) = snap.canary.groups.get(&self.denominator) {
+            for (g, &n) in dens {
+                let x = snap.canary.group_counter(&self.numerator, g).min(n);
+                if let Some(c) = self.groups.get_mut(g) {
+                    c.add(n, x);
+                } else if self.groups.len() < self.max_groups {
+                    let mut c = ArmCounts::default();
+                    c.add(n, x);
+                    self.groups.insert(g.clone(), c);
+                } else {
+                    self.ignored_groups += 1;
+                }
+            }
+        }
+        self.span.cover(snap);
+        self.verdict(Status::Monitoring)
+    }
+
+    pub fn current(&self, status_if_running: Status) -> Verdict {
+        let mut me = self.clone();
+        me.verdict(status_if_running)
+    }
+
+    fn group_alpha(&self) -> f64 {
+        self.alpha / self.max_groups as f64
+    }
+
+    fn verdict(&mut self, running: Status) -> Verdict {
+        let a = self.group_alpha();
+        let boundary = log_boundary(a);
+        let cs: Vec<(&String, ArmCounts, f64, f64)> = self
+            .groups
+            .iter()
+            .filter(|(_, c)| c.exposure > 0)
+            .map(|(g, c)| {
+                let (lo, hi) =
+                    rate_confidence_sequence(c.events, c.exposure, JEFFREYS, JEFFREYS, a);
+                (g, *c, lo, hi)
+            })
+            .collect();
+        let mut stat = f64::MIN;
+        let (mut lower, mut upper, mut estimate) = (0.0, 1.0, 1.0);
+        if cs.len() >= 2 {
+            let rate = |c: &ArmCounts| c.events as f64 / c.exposure as f64;
+            let min_ucb = cs
+                .iter()
+                .min_by(|a, b| a.3.total_cmp(&b.3))
+                .map(|t| t.3)
+                .unwrap_or(1.0);
+            let max_lcb = cs
+                .iter()
+                .max_by(|a, b| a.2.total_cmp(&b.2))
+                .map(|t| t.2)
+                .unwrap_or(0.0);
+            let min_lcb = cs.iter().map(|t| t.2).fold(1.0, f64::min);
+            let max_ucb = cs.iter().map(|t| t.3).fold(0.0, f64::max);
+            let min_rate = cs.iter().map(|t| rate(&t.1)).fold(f64::MAX, f64::min);
+            let max_rate = cs.iter().map(|t| rate(&t.1)).fold(0.0, f64::max);
+            estimate = if max_rate > 0.0 {
+                min_rate / max_rate
+            } else {
+                1.0
+            };
+            lower = if max_ucb > 0.0 {
+                min_lcb / max_ucb
+            } else {
+                0.0
+            };
+            upper = if max_lcb > 0.0 {
+                (min_ucb / max_lcb).min(1.0)
+            } else {
+                1.0
+            };
+            // Statistic: for the pair (lowest rate, highest rate), the least
+            // evidence against any null point with p_i ≥ m·p_j.
+            let lo_g = cs.iter().min_by(|a, b| rate(&a.1).total_cmp(&rate(&b.1)));
+            let hi_g = cs.iter().max_by(|a, b| rate(&a.1).total_cmp(&rate(&b.1)));
+            if let (Some(i), Some(j)) = (lo_g, hi_g) {
+                stat = self.pair_statistic(i.1, j.1);
+            }
+        }
+        let fire = cs.len() >= 2 && upper < self.min_ratio;
+        let canary = cs.iter().fold(ArmCounts::default(), |mut acc, t| {
+            acc.add(t.1.exposure, t.1.events);
+            acc
+        });
+        let n_groups = cs.len();
+        drop(cs);
+        self.crossed |= fire;
+        Verdict {
+            status: if self.crossed {
+                Status::Crossed
+            } else {
+                running
+            },
+            evidence: Evidence {
+                estimand: format!(
+                    "canary min/max group rate of {}/{} over {} groups",
+                    self.numerator, self.denominator, n_groups
+                ),
+                baseline: ArmCounts::default(),
+                canary,
+                estimate: finite(estimate),
+                interval: Interval::new(lower, upper, 1.0 - self.alpha),
+                log_e_value: finite(stat.max(-1e300)),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+            },
+        }
+    }
+
+    /// `min_c max(ℓ_i(c), ℓ_j(c/m))` over the boundary of the null
+    /// `p_i ≥ m·p_j`, where ℓ is the log e-value of the rate CS.
+    fn pair_statistic(&self, i: ArmCounts, j: ArmCounts) -> f64 {
+        let m = self.min_ratio;
+        let (pi, pj) = (
+            i.events as f64 / i.exposure as f64,
+            j.events as f64 / j.exposure as f64,
+        );
+        if pi >= m * pj {
+            return 0.0;
+        }
+        let li = |c: f64| rate_log_e(i.events, i.exposure, JEFFREYS, JEFFREYS, clamp_p(c));
+        let lj = |c: f64| rate_log_e(j.events, j.exposure, JEFFREYS, JEFFREYS, clamp_p(c / m));
+        let c = super::mixture::bisect(pi, m * pj, |c| li(c) >= lj(c));
+        li(c).max(lj(c))
+    }
+}
+
+/// Sample-ratio check: evidence that the observed canary share of requests
+/// differs from the set weight. Fires (→ pause) at `ln E ≥ ln(1/alpha)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleRatioCheck {
+    signal: String,
+    alpha: f64,
+    etas: Vec<f64>,
+    mixture: RestartMixture,
+    grid: LikelihoodGrid,
+    baseline: ArmCounts,
+    canary: ArmCounts,
+    span: Span,
+    scratch: Vec<f64>,
+    crossed: bool,
+}
+
+impl SampleRatioCheck {
+    /// `signal` is the request counter (`requests`).
+    pub fn new(signal: &str, alpha: f64, change: ChangeDetection) -> Result<Self, StatsError> {
+        check_unit_open("alpha", alpha)?;
+        let mut etas: Vec<f64> = (0..6).map(|k| 0.025 * 2f64.powi(k)).collect();
+        let neg: Vec<f64> = etas.iter().map(|e| -e).collect();
+        etas.extend(neg);
+        Ok(SampleRatioCheck {
+            signal: signal.to_string(),
+            alpha,
+            mixture: RestartMixture::new(etas.len(), change),
+            scratch: vec![0.0; etas.len()],
+            etas,
+            grid: LikelihoodGrid::default(),
+            baseline: ArmCounts::default(),
+            canary: ArmCounts::default(),
+            span: Span::default(),
+            crossed: false,
+        })
+    }
+
+    /// Feeds an interval whose traffic was routed at `canary_weight` (a
+    /// fraction in (0, 1); intervals at weight 0 or 1 carry no information).
+    pub fn observe(&mut self, snap: &IntervalSnapshot, canary_weight: f64) -> Verdict {
+        let c = snap.canary.counter(&self.signal);
+        let b = snap.baseline.counter(&self.signal);
+        self.canary.add(c, c);
+        self.baseline.add(b, b);
+        self.span.cover(snap);
+        if canary_weight > 0.0 && canary_weight < 1.0 {
+            let (x, n) = (c as f64, (c + b) as f64);
+            let l = logit(canary_weight);
+            let l0 = bernoulli_log_lik(x, n, l);
+            for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
+                *out = bernoulli_log_lik(x, n, l + eta) - l0;
+            }
+            self.mixture.update(&self.scratch);
+            if n > 0.0 {
+                self.grid.update(x, n, l);
+            }
+        }
+        let boundary = log_boundary(self.alpha);
+        self.crossed |= self.mixture.max_log_e() >= boundary;
+        let (lo, hi) = self.grid.interval(self.alpha);
+        Verdict {
+            status: if self.crossed {
+                Status::Crossed
+            } else {
+                Status::Monitoring
+            },
+            evidence: Evidence {
+                estimand: "odds ratio of observed canary share to set weight".to_string(),
+                baseline: self.baseline,
+                canary: self.canary,
+                estimate: finite(self.grid.estimate().exp()),
+                interval: Interval::new(
+                    lo.map_or(0.0, f64::exp),
+                    hi.map_or(f64::INFINITY, f64::exp),
+                    1.0 - self.alpha,
+                ),
+                log_e_value: finite(self.mixture.log_e()),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+            },
+        }
+    }
+}
+
+/// Excludes the first `intervals` intervals after each weight change (and
+/// any interval that straddles the change) from the comparative tests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warmup {
+    intervals: u32,
+    changed_at: Option<Timestamp>,
+    seen_since_change: u32,
+}
+
+impl Warmup {
+    pub fn new(intervals: u32) -> Self {
+        Warmup {
+            intervals,
+            changed_at: None,
+            seen_since_change: 0,
+        }
+    }
+
+    /// The router applied a new weight at `now`.
+    pub fn on_weight_change(&mut self, now: Timestamp) {
+        self.changed_at = Some(now);
+        self.seen_since_change = 0;
+    }
+
+    /// Whether `snap` may enter the comparative tests.
+    pub fn admits(&mut self, snap: &IntervalSnapshot) -> bool {
+        let Some(at) = self.changed_at else {
+            return true;
+        };
+        if snap.start < at {
+            return false;
+        }
+        if self.seen_since_change < self.intervals {
+            self.seen_since_change += 1;
+            return false;
+        }
+        true
+    }
+}
+
+/// One statistical trigger or gate, whatever its kind, so the engine can keep
+/// them in one list and checkpoint them together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StatTest {
+    RatioVsBaseline(RatioVsBaseline),
+    RatioThreshold(RatioThreshold),
+    QuantileThreshold(QuantileThreshold),
+    QuantileVsBaseline(QuantileVsBaseline),
+    Disparity(Disparity),
+}
+
+/// Alias used for gates built with [`RatioVsBaseline::gate`].
+pub type RatioGate = RatioVsBaseline;
+
+impl StatTest {
+    /// Feeds one admitted interval.
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        match self {
+            StatTest::RatioVsBaseline(t) => t.observe(snap),
+            StatTest::RatioThreshold(t) => t.observe(snap),
+            StatTest::QuantileThreshold(t) => t.observe(snap),
+            StatTest::QuantileVsBaseline(t) => t.observe(snap),
+            StatTest::Disparity(t) => t.observe(snap),
+        }
+    }
+
+    /// The answer for an interval excluded by warm-up (no data is fed).
+    pub fn excluded(&self) -> Verdict {
+        match self {
+            StatTest::RatioVsBaseline(t) => t.current(Status::Excluded),
+            StatTest::RatioThreshold(t) => t.current(Status::Excluded),
+            StatTest::QuantileThreshold(t) => t.current(Status::Excluded),
+            StatTest::QuantileVsBaseline(t) => t.current(Status::Excluded),
+            StatTest::Disparity(t) => t.current(Status::Excluded),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The input of the statistics layer: one snapshot per analysis interval with
+//! both arms' data. Sources and the simulator build these; the stats layer
+//! only reads them. Counters are plain `u64`, so a snapshot is serde and can
+//! be journaled as-is.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::StatsError;
+use super::histogram::LatencyHistogram;
+use crate::time::Timestamp;
+
+/// One arm's data for one interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArmData {
+    /// Signal name (`requests`, `errors`, `clicks`, ...) to count.
+    pub counters: BTreeMap<String, u64>,
+    /// Signal name to group to count (for `groupBy` metrics).
+    pub groups: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Latency signal name (`latency_ms`) to histogram.
+    pub latency: BTreeMap<String, LatencyHistogram>,
+}
+
+impl ArmData {
+    /// Count of a signal; absent signals count as zero.
+    pub fn counter(&self, signal: &str) -> u64 {
+        self.counters.get(signal).copied().unwrap_or(0)
+    }
+
+    /// Count of a signal within one group.
+    pub fn group_counter(&self, signal: &str, group: &str) -> u64 {
+        self.groups
+            .get(signal)
+            .and_then(|g| g.get(group))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Adds to a counter.
+    pub fn add(&mut self, signal: &str, n: u64) {
+        match self.counters.get_mut(signal) {
+            Some(c) => *c = c.saturating_add(n),
+            None => {
+                self.counters.insert(signal.to_string(), n);
+            }
+        }
+    }
+
+    /// Adds to a counter within a group.
+    pub fn add_group(&mut self, signal: &str, group: &str, n: u64) {
+        let g = self.groups.entry(signal.to_string()).or_default();
+        let c = g.entry(group.to_string()).or_insert(0);
+        *c = c.saturating_add(n);
+    }
+
+    /// The histogram of a latency signal, created (log-linear) on first use.
+    /// Hold the returned reference to record many values cheaply.
+    pub fn latency_mut(&mut self, signal: &str) -> &mut LatencyHistogram {
+        self.latency.entry(signal.to_string()).or_default()
+    }
+
+    /// Adds another arm's data into this one.
+    pub fn merge(&mut self, other: &ArmData) -> Result<(), StatsError> {
+        for (k, &v) in &other.counters {
+            self.add(k, v);
+        }
+        for (sig, groups) in &other.groups {
+            for (g, &v) in groups {
+                self.add_group(sig, g, v);
+            }
+        }
+        for (sig, h) in &other.latency {
+            match self.latency.get_mut(sig) {
+                Some(mine) => mine.merge(h)?,
+                None => {
+                    self.latency.insert(sig.clone(), h.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Both arms' data for the interval `[start, end)`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IntervalSnapshot {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub baseline: ArmData,
+    pub canary: ArmData,
+}
+
+impl IntervalSnapshot {
+    pub fn new(start: Timestamp, end: Timestamp) -> Self {
+        IntervalSnapshot {
+            start,
+            end,
+            ..Default::default()
+        }
+    }
+
+    /// Length of the interval in milliseconds.
+    pub fn length_ms(&self) -> u64 {
+        self.end.as_millis().saturating_sub(self.start.as_millis())
+    }
+}
