@@ -7,9 +7,11 @@
 //! - `rollout.rs`: the state machine itself.
 
 pub mod analysis;
+pub mod monitor;
 pub mod rollout;
 pub mod types;
 
 pub use analysis::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
+pub use monitor::{Monitor, ObjectiveEvidence, TriggerEvidence};
 pub use rollout::{ApprovalWait, Approved, CHECKPOINT_VERSION, Checkpoint, ENGINE, Rollout};
 pub use types::*;

@@ -1,0 +1,620 @@
+//! The policy-driven [`Analysis`]: builds one statistics test per trigger and
+//! gate of a compiled policy, feeds them interval snapshots, and reports
+//! readings with their evidence. This is what the daemon and the simulator
+//! run; it is glue, the statistics live in `crate::stats`.
+//!
+//! Budgets: the `K` statistical triggers share `alpha` (each runs at
+//! `alpha / K`, Bonferroni over e-values, see `Policy::alpha_per_trigger`);
+//! the `G` gates share a separate false-promotion budget `alpha` (each at
+//! `alpha / G`); the sample-ratio guard runs at [`SRM_ALPHA`] and only
+//! pauses. Statistical triggers restart their mixtures at up to
+//! [`MAX_RESTARTS`] points over the rollout's horizon (`maxDuration`), so a
+//! regression that starts late is caught about as fast as an early one.
+//!
+//! Warm-up: after each weight change, the first `warmup` of data is kept out
+//! of the comparative tests (vsBaseline, gates, sample ratio); canary-alone
+//! and objective checks see every interval.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::analysis::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
+use crate::policy::{
+    Bound, Gate, GateRequirement, Metric, Policy, Regression, Trigger, TriggerRule, Weight,
+};
+use crate::stats::{
+    self, ArmCounts, BurnRate, ChangeDetection, Disparity, GateKind, IntervalSnapshot, NoData,
+    QuantileThreshold, QuantileVsBaseline, RatioThreshold, RatioVsBaseline, SampleRatioCheck,
+    StatTest, Status, SustainedQuantile, Verdict, Warmup, Windows,
+};
+use crate::time::Timestamp;
+
+/// Budget of the sample-ratio guard: a false pause costs an operator's look,
+/// so it is kept rare and apart from the rollback budget.
+pub const SRM_ALPHA: f64 = 0.001;
+/// Restart points of the change-detecting mixtures over the horizon.
+pub const MAX_RESTARTS: u32 = 31;
+/// Groups a disparity test keeps (and splits its budget over).
+pub const MAX_GROUPS: usize = 16;
+/// The request counter every source provides.
+pub const REQUESTS: &str = "requests";
+
+/// What a reading rests on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TriggerEvidence {
+    /// An anytime-valid test: counts, estimate with its confidence interval,
+    /// log e-value against its log boundary, window.
+    Statistical(stats::Evidence),
+    /// A rule applied exactly as written: what was measured against the limit.
+    Objective(ObjectiveEvidence),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveEvidence {
+    /// What was measured, in words.
+    pub measured: String,
+    pub observed: f64,
+    pub limit: f64,
+    pub canary: ArmCounts,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+}
+
+/// One trigger's check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "check")]
+enum Check {
+    /// An e-process; `comparative` ones skip warm-up intervals.
+    Statistical {
+        test: Box<StatTest>,
+        comparative: bool,
+        last: Option<Verdict>,
+    },
+    SustainedQuantile(SustainedQuantile),
+    /// A ratio (or its complement, for `below`) above a bound in every
+    /// interval for a duration.
+    SustainedRatio {
+        numerator: String,
+        denominator: String,
+        above: f64,
+        for_ms: u64,
+    },
+    BurnRate(BurnRate),
+    NoData(NoData),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct GateCheck {
+    test: StatTest,
+    last: Option<Verdict>,
+}
+
+/// A counter added to each snapshot: `name = denominator − numerator`, so a
+/// `below` bound on a rate becomes an `above` bound on its complement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Complement {
+    name: String,
+    numerator: String,
+    denominator: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Monitor {
+    checks: Vec<Check>,
+    gates: Vec<GateCheck>,
+    srm: Option<SampleRatioCheck>,
+    /// Evidence of a broken split in the current stage (the check restarts
+    /// with each weight, so a fixed split is judged on its own).
+    srm_evidence: Option<stats::Evidence>,
+    change: ChangeDetection,
+    complements: Vec<Complement>,
+    windows: Windows,
+    warmup: Warmup,
+    stage_requests: u64,
+    /// When data started to count (for no-data checks).
+    since: Option<Timestamp>,
+}
+
+impl Monitor {
+    /// Build the checks for a compiled policy. Fails only for combinations
+    /// the policy compiler already rejects; the message names the trigger.
+    pub fn new(policy: &Policy) -> Result<Monitor, String> {
+        let a = &policy.analysis;
+        let interval_ms = a.interval.as_millis().max(1) as u64;
+        let horizon = (a.max_duration.as_millis() as u64).div_ceil(interval_ms);
+        let change = ChangeDetection::over_horizon(horizon, MAX_RESTARTS);
+        let trigger_alpha = policy.alpha_per_trigger();
+        let gate_alpha = a.alpha / policy.gates.len().max(1) as f64;
+        let mut complements = Vec::new();
+        let mut checks = Vec::new();
+        let mut longest = a.interval;
+        for t in &policy.triggers {
+            let check = build_check(policy, t, trigger_alpha, change, &mut complements)
+                .map_err(|e| format!("trigger `{}`: {e}", t.name))?;
+            longest = longest.max(check_window(t));
+            checks.push(check);
+        }
+        let gates = policy
+            .gates
+            .iter()
+            .map(|g| {
+                build_gate(policy, g, gate_alpha)
+                    .map(|test| GateCheck { test, last: None })
+                    .map_err(|e| format!("gate `{}`: {e}", g.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let srm = if a.sample_ratio_check {
+            Some(SampleRatioCheck::new(REQUESTS, SRM_ALPHA, change).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let warmup_intervals = a.warmup.as_millis().div_ceil(u128::from(interval_ms));
+        Ok(Monitor {
+            checks,
+            gates,
+            srm,
+            srm_evidence: None,
+            change,
+            complements,
+            windows: Windows::for_longest_window(longest, a.interval),
+            warmup: Warmup::new(u32::try_from(warmup_intervals).unwrap_or(u32::MAX)),
+            stage_requests: 0,
+            since: None,
+        })
+    }
+
+    fn with_complements(&self, snap: &IntervalSnapshot) -> IntervalSnapshot {
+        let mut s = snap.clone();
+        for c in &self.complements {
+            for arm in [&mut s.baseline, &mut s.canary] {
+                let n = arm.counter(&c.denominator);
+                let x = arm.counter(&c.numerator).min(n);
+                arm.add(&c.name, n - x);
+            }
+        }
+        s
+    }
+}
+
+fn check_window(t: &Trigger) -> Duration {
+    match &t.rule {
+        TriggerRule::Threshold {
+            sustained_for: Some(d),
+            ..
+        } => *d,
+        TriggerRule::BurnRate { windows, .. } => {
+            windows.iter().map(|w| w.long).max().unwrap_or_default()
+        }
+        TriggerRule::NoData { for_duration } => *for_duration,
+        _ => Duration::ZERO,
+    }
+}
+
+fn complement(complements: &mut Vec<Complement>, numerator: &str, denominator: &str) -> String {
+    let name = format!("{denominator}-minus-{numerator}");
+    if !complements.iter().any(|c| c.name == name) {
+        complements.push(Complement {
+            name: name.clone(),
+            numerator: numerator.to_owned(),
+            denominator: denominator.to_owned(),
+        });
+    }
+    name
+}
+
+fn build_check(
+    policy: &Policy,
+    t: &Trigger,
+    alpha: f64,
+    change: ChangeDetection,
+    complements: &mut Vec<Complement>,
+) -> Result<Check, String> {
+    let metric = t.metric.as_deref().and_then(|m| policy.metric(m));
+    let stat = |test: Result<StatTest, stats::StatsError>, comparative: bool| {
+        test.map(|test| Check::Statistical {
+            test: Box::new(test),
+            comparative,
+            last: None,
+        })
+        .map_err(|e| e.to_string())
+    };
+    match (&t.rule, metric) {
+        (TriggerRule::NoData { for_duration }, m) => {
+            let signal = match m {
+                Some(Metric::Ratio { denominator, .. }) => denominator.as_str(),
+                _ => REQUESTS,
+            };
+            Ok(Check::NoData(NoData::new(signal, *for_duration)))
+        }
+        (
+            TriggerRule::VsBaseline(r),
+            Some(Metric::Ratio {
+                numerator,
+                denominator,
+                ..
+            }),
+        ) => {
+            let test = match r {
+                Regression::RelativeIncrease(x) => {
+                    RatioVsBaseline::relative_increase(numerator, denominator, *x, alpha, change)
+                }
+                Regression::RelativeDrop(x) => {
+                    RatioVsBaseline::relative_drop(numerator, denominator, *x, alpha, change)
+                }
+            };
+            stat(test.map(StatTest::RatioVsBaseline), true)
+        }
+        (
+            TriggerRule::VsBaseline(Regression::RelativeIncrease(x)),
+            Some(Metric::Latency { signal }),
+        ) => {
+            let q = t.quantile.ok_or("a latency trigger needs a quantile")?;
+            let test = QuantileVsBaseline::relative_increase(signal, q, *x, alpha, change);
+            stat(test.map(StatTest::QuantileVsBaseline), true)
+        }
+        (
+            TriggerRule::Threshold {
+                bound,
+                sustained_for: None,
+            },
+            Some(Metric::Ratio {
+                numerator,
+                denominator,
+                ..
+            }),
+        ) => {
+            let test = match bound {
+                Bound::Above(p) => RatioThreshold::new(numerator, denominator, *p, alpha, change),
+                Bound::Below(p) => {
+                    let name = complement(complements, numerator, denominator);
+                    RatioThreshold::new(&name, denominator, 1.0 - p, alpha, change)
+                }
+            };
+            stat(test.map(StatTest::RatioThreshold), false)
+        }
+        (
+            TriggerRule::Threshold {
+                bound: Bound::Above(ms),
+                sustained_for: None,
+            },
+            Some(Metric::Latency { signal }),
+        ) => {
+            let q = t.quantile.ok_or("a latency trigger needs a quantile")?;
+            let test = QuantileThreshold::new(signal, q, *ms, alpha, change);
+            stat(test.map(StatTest::QuantileThreshold), false)
+        }
+        (
+            TriggerRule::Threshold {
+                bound: Bound::Above(ms),
+                sustained_for: Some(d),
+            },
+            Some(Metric::Latency { signal }),
+        ) => {
+            let q = t.quantile.ok_or("a latency trigger needs a quantile")?;
+            SustainedQuantile::new(signal, q, *ms, *d)
+                .map(Check::SustainedQuantile)
+                .map_err(|e| e.to_string())
+        }
+        (
+            TriggerRule::Threshold {
+                bound,
+                sustained_for: Some(d),
+            },
+            Some(Metric::Ratio {
+                numerator,
+                denominator,
+                ..
+            }),
+        ) => {
+            let (numerator, above) = match bound {
+                Bound::Above(p) => (numerator.clone(), *p),
+                Bound::Below(p) => (complement(complements, numerator, denominator), 1.0 - p),
+            };
+            Ok(Check::SustainedRatio {
+                numerator,
+                denominator: denominator.clone(),
+                above,
+                for_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            })
+        }
+        (
+            TriggerRule::BurnRate { slo, windows },
+            Some(Metric::Ratio {
+                numerator,
+                denominator,
+                ..
+            }),
+        ) => {
+            let windows = windows
+                .iter()
+                .map(|w| stats::BurnWindow {
+                    long: w.long,
+                    short: w.short,
+                    factor: w.factor,
+                })
+                .collect();
+            BurnRate::new(numerator, denominator, *slo, windows)
+                .map(Check::BurnRate)
+                .map_err(|e| e.to_string())
+        }
+        (
+            TriggerRule::Disparity { min_ratio },
+            Some(Metric::Ratio {
+                numerator,
+                denominator,
+                group_by: Some(_),
+            }),
+        ) => {
+            // minRatio 1 can never be shown false by evidence; the compiler
+            // allows it, the test needs it inside (0, 1).
+            let m = min_ratio.min(1.0 - 1e-9);
+            let test = Disparity::new(numerator, denominator, m, alpha, MAX_GROUPS);
+            stat(test.map(StatTest::Disparity), false)
+        }
+        (rule, m) => Err(format!(
+            "{} on a {} metric is not supported",
+            rule_name(rule),
+            m.map_or("missing", Metric::kind_name)
+        )),
+    }
+}
+
+fn rule_name(rule: &TriggerRule) -> &'static str {
+    match rule {
+        TriggerRule::VsBaseline(Regression::RelativeDrop(_)) => "vsBaseline.relativeDrop",
+        TriggerRule::VsBaseline(Regression::RelativeIncrease(_)) => "vsBaseline.relativeIncrease",
+        TriggerRule::Threshold {
+            bound: Bound::Above(_),
+            ..
+        } => "threshold.above",
+        TriggerRule::Threshold {
+            bound: Bound::Below(_),
+            ..
+        } => "threshold.below",
+        TriggerRule::BurnRate { .. } => "burnRate",
+        TriggerRule::Disparity { .. } => "disparity",
+        TriggerRule::NoData { .. } => "noData",
+    }
+}
+
+fn build_gate(policy: &Policy, g: &Gate, alpha: f64) -> Result<StatTest, String> {
+    let kind = match g.requirement {
+        GateRequirement::MinGain(x) => GateKind::MinGain(x),
+        GateRequirement::MaxIncrease(x) => GateKind::MaxIncrease(x),
+        GateRequirement::MaxDrop(x) => GateKind::MaxDrop(x),
+    };
+    match (policy.metric(&g.metric), g.requirement) {
+        (
+            Some(Metric::Ratio {
+                numerator,
+                denominator,
+                ..
+            }),
+            _,
+        ) => RatioVsBaseline::gate(numerator, denominator, kind, alpha)
+            .map(StatTest::RatioVsBaseline)
+            .map_err(|e| e.to_string()),
+        (Some(Metric::Latency { signal }), GateRequirement::MaxIncrease(x)) => {
+            let q = g.quantile.ok_or("a latency gate needs a quantile")?;
+            QuantileVsBaseline::max_increase_gate(signal, q, x, alpha)
+                .map(StatTest::QuantileVsBaseline)
+                .map_err(|e| e.to_string())
+        }
+        (m, _) => Err(format!(
+            "this requirement on a {} metric is not supported",
+            m.map_or("missing", Metric::kind_name)
+        )),
+    }
+}
+
+fn verdict_of(status: Status) -> TriggerVerdict {
+    match status {
+        Status::Crossed => TriggerVerdict::Fired,
+        Status::Monitoring => TriggerVerdict::Ok,
+        Status::Collecting | Status::Excluded => TriggerVerdict::Inconclusive,
+    }
+}
+
+fn statistical_reading(v: &Verdict) -> TriggerReading<TriggerEvidence> {
+    TriggerReading {
+        verdict: verdict_of(v.status),
+        estimate: Some(v.evidence.estimate),
+        boundary: Some(v.evidence.log_boundary),
+        samples: v.evidence.canary.exposure,
+        evidence: Some(TriggerEvidence::Statistical(v.evidence.clone())),
+    }
+}
+
+fn objective_reading(
+    v: stats::objective::ObjectiveVerdict,
+    measured: String,
+    has_data: bool,
+) -> TriggerReading<TriggerEvidence> {
+    TriggerReading {
+        verdict: if v.fired {
+            TriggerVerdict::Fired
+        } else if has_data {
+            TriggerVerdict::Ok
+        } else {
+            TriggerVerdict::Inconclusive
+        },
+        estimate: Some(v.observed),
+        boundary: Some(v.limit),
+        samples: v.canary.exposure,
+        evidence: Some(TriggerEvidence::Objective(ObjectiveEvidence {
+            measured,
+            observed: v.observed,
+            limit: v.limit,
+            canary: v.canary,
+            window_start: v.window_start,
+            window_end: v.window_end,
+        })),
+    }
+}
+
+/// Every interval of the last `for_ms` had the canary's rate above `above`,
+/// and the intervals tile that span without gaps.
+fn sustained_ratio(
+    windows: &Windows,
+    now: Timestamp,
+    numerator: &str,
+    denominator: &str,
+    above: f64,
+    for_ms: u64,
+) -> stats::objective::ObjectiveVerdict {
+    let mut canary = ArmCounts::default();
+    let mut covered_from: Option<Timestamp> = None;
+    let mut lowest = f64::MAX;
+    let mut fired = false;
+    for s in windows.intervals().rev().filter(|s| s.end <= now) {
+        if covered_from.is_some_and(|from| s.end != from) {
+            break;
+        }
+        let n = s.canary.counter(denominator);
+        let x = s.canary.counter(numerator).min(n);
+        if n == 0 {
+            break;
+        }
+        let rate = x as f64 / n as f64;
+        lowest = lowest.min(rate);
+        if rate <= above {
+            break;
+        }
+        canary.add(n, x);
+        covered_from = Some(s.start);
+        if now.as_millis().saturating_sub(s.start.as_millis()) >= for_ms {
+            fired = true;
+            break;
+        }
+    }
+    stats::objective::ObjectiveVerdict {
+        fired,
+        observed: if lowest == f64::MAX { 0.0 } else { lowest },
+        limit: above,
+        canary,
+        window_start: covered_from.unwrap_or(now),
+        window_end: now,
+    }
+}
+
+impl Analysis for Monitor {
+    type Snapshot = IntervalSnapshot;
+    type Evidence = TriggerEvidence;
+
+    fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
+        self.stage_requests = 0;
+        self.warmup.on_weight_change(now);
+        if self.srm.is_some() {
+            self.srm = SampleRatioCheck::new(REQUESTS, SRM_ALPHA, self.change).ok();
+            self.srm_evidence = None;
+        }
+        self.windows.start_step(now);
+        self.since.get_or_insert(now);
+    }
+
+    fn observe(&mut self, snapshot: &IntervalSnapshot, weight: Weight) {
+        let snap = self.with_complements(snapshot);
+        self.since.get_or_insert(snap.start);
+        self.stage_requests = self
+            .stage_requests
+            .saturating_add(snap.canary.counter(REQUESTS));
+        let admitted = self.warmup.admits(&snap);
+        for check in &mut self.checks {
+            if let Check::Statistical {
+                test,
+                comparative,
+                last,
+            } = check
+            {
+                *last = Some(if admitted || !*comparative {
+                    test.observe(&snap)
+                } else {
+                    test.excluded()
+                });
+            }
+        }
+        for gate in &mut self.gates {
+            gate.last = Some(if admitted {
+                gate.test.observe(&snap)
+            } else {
+                gate.test.excluded()
+            });
+        }
+        if admitted && let Some(srm) = &mut self.srm {
+            let v = srm.observe(&snap, weight.fraction());
+            if v.crossed() && self.srm_evidence.is_none() {
+                self.srm_evidence = Some(v.evidence);
+            }
+        }
+        // Windows only fail on mismatched histogram layouts between intervals
+        // of one source; such an interval is left out of the objective checks.
+        let _ = self.windows.push(snap);
+    }
+
+    fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
+        let since = self.since.unwrap_or(now);
+        let has_data = self.windows.intervals().next().is_some();
+        let triggers = self
+            .checks
+            .iter()
+            .map(|check| match check {
+                Check::Statistical { last: Some(v), .. } => statistical_reading(v),
+                Check::Statistical { last: None, .. } => TriggerReading::default(),
+                Check::SustainedQuantile(rule) => objective_reading(
+                    rule.evaluate(&self.windows, now),
+                    format!(
+                        "lowest canary p{} bound (ms) over consecutive intervals above {}ms",
+                        rule.quantile * 100.0,
+                        rule.above_ms
+                    ),
+                    has_data,
+                ),
+                Check::SustainedRatio { numerator, denominator, above, for_ms } => objective_reading(
+                    sustained_ratio(&self.windows, now, numerator, denominator, *above, *for_ms),
+                    format!("lowest canary {numerator}/{denominator} over consecutive intervals above {above}"),
+                    has_data,
+                ),
+                Check::BurnRate(rule) => match rule.evaluate(&self.windows, now) {
+                    Ok(v) => objective_reading(
+                        v,
+                        format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
+                        has_data,
+                    ),
+                    Err(_) => TriggerReading::default(),
+                },
+                Check::NoData(rule) => {
+                    let v = rule.evaluate(&self.windows, since, now);
+                    let measured = format!("seconds without canary {}", rule.signal);
+                    let mut r = objective_reading(v, measured, true);
+                    if r.verdict == TriggerVerdict::Ok && !has_data {
+                        r.verdict = TriggerVerdict::Inconclusive;
+                    }
+                    r
+                }
+            })
+            .collect();
+        let gates = self
+            .gates
+            .iter()
+            .map(|g| GateReading {
+                shown: g.last.as_ref().is_some_and(Verdict::crossed),
+                evidence: g
+                    .last
+                    .as_ref()
+                    .map(|v| TriggerEvidence::Statistical(v.evidence.clone())),
+            })
+            .collect();
+        Assessment {
+            triggers,
+            gates,
+            sample_ratio_mismatch: self.srm_evidence.clone().map(TriggerEvidence::Statistical),
+            canary_requests_in_stage: self.stage_requests,
+        }
+    }
+
+    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
+        (snapshot.start, snapshot.end)
+    }
+}
