@@ -9,70 +9,8 @@ use canaryd::engine::*;
 use canaryd::policy::{Weight, parse_policy};
 use canaryd::time::{Timestamp, format_duration};
 use expect_test::{Expect, expect};
-use serde::{Deserialize, Serialize};
-
-/// Readings chosen by the test: which triggers fire and which gates are
-/// shown from this snapshot on, and how many canary requests it holds.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Scripted {
-    stage_requests: u64,
-    fired: Vec<usize>,
-    shown: Vec<usize>,
-    srm: bool,
-    triggers: usize,
-    gates: usize,
-    last_end: u64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Snap {
-    start: u64,
-    end: u64,
-    requests: u64,
-    fire: Vec<usize>,
-    show: Vec<usize>,
-    srm: bool,
-}
-
-impl Analysis for Scripted {
-    type Snapshot = Snap;
-    type Evidence = String;
-
-    fn stage_started(&mut self, _now: Timestamp, _weight: Weight) {
-        self.stage_requests = 0;
-    }
-
-    fn observe(&mut self, s: &Snap, _weight: Weight) {
-        self.stage_requests += s.requests;
-        self.fired = s.fire.clone();
-        self.shown.extend(&s.show);
-        self.srm = s.srm;
-        self.last_end = s.end;
-    }
-
-    fn assess(&mut self, _now: Timestamp) -> Assessment<String> {
-        let mut a = Assessment::empty(self.triggers, self.gates);
-        for &i in &self.fired {
-            a.triggers[i].verdict = TriggerVerdict::Fired;
-            a.triggers[i].evidence = Some(format!("evidence for trigger {i}"));
-        }
-        for &i in &self.shown {
-            a.gates[i].shown = true;
-        }
-        if self.srm {
-            a.sample_ratio_mismatch = Some("split 9% vs 5%".into());
-        }
-        a.canary_requests_in_stage = self.stage_requests;
-        a
-    }
-
-    fn span(s: &Snap) -> (Timestamp, Timestamp) {
-        (
-            Timestamp::from_millis(s.start * 1000),
-            Timestamp::from_millis(s.end * 1000),
-        )
-    }
-}
+mod support;
+use support::scripted::{Scripted, Snap};
 
 struct Run {
     rollout: Rollout<Scripted>,

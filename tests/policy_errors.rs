@@ -448,3 +448,34 @@ fn all_problems_in_a_file_at_once() {
     "#]],
     );
 }
+
+#[test]
+fn latency_rules_point_the_right_way() {
+    check(
+        &edit(
+            "threshold: { above: 200ms, for: 15m }",
+            "vsBaseline: { relativeDrop: 5% }",
+        ),
+        expect![[r#"
+            p.yaml:22:7: spec.triggers[1].vsBaseline.relativeDrop: `latency` is a latency: a drop is an improvement, not a regression; use `relativeIncrease`
+        "#]],
+    );
+    check(
+        &edit(
+            "threshold: { above: 200ms, for: 15m }",
+            "threshold: { below: 20ms }",
+        ),
+        expect![[r#"
+            p.yaml:22:7: spec.triggers[1].threshold.below: `latency` is a latency: a latency trigger fires when it is too high; use `above`
+        "#]],
+    );
+    check(
+        &edit(
+            "metric: ctr\n      vsBaseline: { minGain: 2% }",
+            "metric: latency\n      quantile: 0.5\n      vsBaseline: { maxDrop: 2% }",
+        ),
+        expect![[r#"
+            p.yaml:27:7: spec.gates[0].vsBaseline.maxDrop: `latency` is a latency: a latency gate bounds its increase; use `maxIncrease`
+        "#]],
+    );
+}

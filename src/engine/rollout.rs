@@ -668,7 +668,10 @@ impl<A: Analysis> Rollout<A> {
 
     /// Time-driven endings and step progression.
     fn evaluate(&mut self, now: Timestamp) {
-        if self.phase.is_terminal() {
+        // A rollback under way outranks every deadline: the evidence of harm
+        // decides the outcome, even when it arrives with the data that also
+        // crosses the experiment's end.
+        if self.phase.is_terminal() || self.phase == Phase::RollingBack {
             return;
         }
         if let Some(end) = self.experiment_end()
@@ -679,9 +682,6 @@ impl<A: Analysis> Rollout<A> {
                 format_duration(now.saturating_since(self.started_at))
             );
             self.end_with_traffic_to_baseline(now, Phase::Concluded, ENGINE, None, reason);
-            return;
-        }
-        if self.phase == Phase::RollingBack {
             return;
         }
         if let Some(wait) = &self.approval

@@ -283,7 +283,12 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Policy> {
     if let (Some(triggers), Some(gates)) = (&triggers, &gates) {
         check_unique_names(sink, triggers, gates);
     }
-    if let (Some(Some(experiment)), Some(steps)) = (&experiment, &steps) {
+    // A policy that *is* an experiment must not name weights above the cap;
+    // one that can also run as an experiment (`--change-type`) is capped
+    // by the engine.
+    if let (Some(ChangeType::Experiment), Some(Some(experiment)), Some(steps)) =
+        (change_type, &experiment, &steps)
+    {
         for s in steps {
             if let Step::SetWeight(w) = s.value
                 && w > experiment.value.weight
@@ -1219,9 +1224,26 @@ fn check_triggers(sink: &mut Sink, metrics: &Located<Metric>, triggers: &[At<Tri
         };
         check_quantile(sink, t, metric, trig.quantile, needs_quantile(&trig.rule));
         let kind = metric.kind_name();
+        let metric_path = t.path.key("metric");
         match (&trig.rule, metric) {
+            (TriggerRule::VsBaseline(Regression::RelativeDrop(_)), Metric::Latency { .. }) => {
+                sink.error(t.pos, &t.path.key("vsBaseline").key("relativeDrop"), format!(
+                    "`{metric_name}` is a latency: a drop is an improvement, not a regression; use `relativeIncrease`"
+                ));
+            }
+            (
+                TriggerRule::Threshold {
+                    bound: Bound::Below(_),
+                    ..
+                },
+                Metric::Latency { .. },
+            ) => {
+                sink.error(t.pos, &t.path.key("threshold").key("below"), format!(
+                    "`{metric_name}` is a latency: a latency trigger fires when it is too high; use `above`"
+                ));
+            }
             (TriggerRule::BurnRate { .. }, m) if !matches!(m, Metric::Ratio { .. }) => {
-                sink.error(t.metric_pos, &t.path.key("metric"), format!(
+                sink.error(t.metric_pos, &metric_path, format!(
                     "a `burnRate` trigger needs a ratio metric (bad events / all events); `{metric_name}` is a {kind} metric"
                 ));
             }
@@ -1232,7 +1254,7 @@ fn check_triggers(sink: &mut Sink, metrics: &Located<Metric>, triggers: &[At<Tri
                 },
             ) => {}
             (TriggerRule::Disparity { .. }, _) => {
-                sink.error(t.metric_pos, &t.path.key("metric"), format!(
+                sink.error(t.metric_pos, &metric_path, format!(
                     "a `disparity` trigger needs a ratio metric with `groupBy`; `{metric_name}` has no groups"
                 ));
             }
@@ -1300,6 +1322,20 @@ fn check_gates(sink: &mut Sink, metrics: &Located<Metric>, gates: &[At<Gate>]) {
     for g in gates {
         if let Some(metric) = lookup_metric(sink, metrics, &g.value.metric, g) {
             check_quantile(sink, g, metric, g.value.quantile, true);
+            let name = &g.value.metric;
+            match (metric, g.value.requirement) {
+                (Metric::Latency { .. }, GateRequirement::MinGain(_)) => sink.error(
+                    g.pos,
+                    &g.path.key("vsBaseline").key("minGain"),
+                    format!("`{name}` is a latency: a latency gate bounds its increase; use `maxIncrease`"),
+                ),
+                (Metric::Latency { .. }, GateRequirement::MaxDrop(_)) => sink.error(
+                    g.pos,
+                    &g.path.key("vsBaseline").key("maxDrop"),
+                    format!("`{name}` is a latency: a latency gate bounds its increase; use `maxIncrease`"),
+                ),
+                _ => {}
+            }
         }
     }
 }
