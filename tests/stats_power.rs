@@ -327,12 +327,10 @@ fn late_change_delay(onset: u64, change: ChangeDetection, seed: u64) -> Power {
             }
             out
         });
-        if let Some(at) = res.crossed_at {
-            if at >= onset {
-                detected += 1;
-                mins += (at + 1 - onset) as f64 * INTERVAL_MS as f64 / 60_000.0;
-                req += canary_after as f64;
-            }
+        if let Some(at) = res.crossed_at.filter(|&at| at >= onset) {
+            detected += 1;
+            mins += (at + 1 - onset) as f64 * INTERVAL_MS as f64 / 60_000.0;
+            req += canary_after as f64;
         }
     }
     let d = detected.max(1) as f64;
