@@ -965,10 +965,12 @@ impl QuantileVsBaseline {
                 self.baseline_hist = h.clone();
             }
             if self.threshold_us.is_none() && self.baseline_hist.total() >= self.burn_in {
+                // The top of the bucket holding the quantile: bucket edges then
+                // align with T, so the baseline's exceedance count is exact.
                 self.threshold_us = self
                     .baseline_hist
                     .quantile_bounds_us(self.quantile)
-                    .map(|(lo, hi)| (lo + hi) / 2);
+                    .map(|(_, hi)| hi);
             }
         }
         if self.threshold_us.is_some() && self.test.is_none() {
@@ -1370,5 +1372,162 @@ impl StatTest {
             StatTest::QuantileVsBaseline(t) => t.current(Status::Excluded),
             StatTest::Disparity(t) => t.current(Status::Excluded),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic interval: counts exactly at their expectations.
+    fn snap(i: u64, nc: u64, nb: u64, pc: f64, pb: f64) -> IntervalSnapshot {
+        let mut s = IntervalSnapshot::new(
+            Timestamp::from_millis(i * 30_000),
+            Timestamp::from_millis((i + 1) * 30_000),
+        );
+        for (arm, n, p) in [(&mut s.canary, nc, pc), (&mut s.baseline, nb, pb)] {
+            arm.add("requests", n);
+            arm.add("errors", (n as f64 * p).round() as u64);
+            let h = arm.latency_mut("latency_ms");
+            h.record_n_us(600_000, (n as f64 * p).round() as u64);
+            h.record_n_us(50_000, n - (n as f64 * p).round() as u64);
+        }
+        s
+    }
+
+    fn crossed_within(t: &mut RatioVsBaseline, n: u64, pc: f64, pb: f64) -> Option<u64> {
+        (0..n).find(|&i| t.observe(&snap(i, 1000, 19_000, pc, pb)).crossed())
+    }
+
+    #[test]
+    fn auto_picks_count_for_rare_and_normal_for_common_events() {
+        let c = ChangeDetection::OFF;
+        let mut rare =
+            RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c).unwrap();
+        rare.observe(&snap(0, 1000, 19_000, 0.005, 0.005));
+        assert_eq!(rare.method_in_use(), Some(RatioMethod::Count));
+        let mut common =
+            RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c).unwrap();
+        common.observe(&snap(0, 1000, 19_000, 0.05, 0.05));
+        assert_eq!(common.method_in_use(), Some(RatioMethod::Normal));
+    }
+
+    #[test]
+    fn increase_and_drop_fire_on_their_own_side_only() {
+        let c = ChangeDetection::over_horizon(400, 15);
+        for method in [RatioMethod::Count, RatioMethod::Normal] {
+            let inc = || {
+                RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c)
+                    .unwrap()
+                    .with_method(method)
+            };
+            let drop = || {
+                RatioVsBaseline::relative_drop("errors", "requests", 0.1, 0.01, c)
+                    .unwrap()
+                    .with_method(method)
+            };
+            assert!(
+                crossed_within(&mut inc(), 400, 0.015, 0.01).is_some(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut inc(), 400, 0.006, 0.01).is_none(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut drop(), 400, 0.006, 0.01).is_some(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut drop(), 400, 0.015, 0.01).is_none(),
+                "{method:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gates_are_shown_on_the_right_evidence() {
+        let gate = |k| RatioVsBaseline::gate("errors", "requests", k, 0.05).unwrap();
+        assert!(crossed_within(&mut gate(GateKind::MinGain(0.05)), 400, 0.013, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MinGain(0.05)), 400, 0.0104, 0.01).is_none());
+        assert!(crossed_within(&mut gate(GateKind::MaxIncrease(0.2)), 400, 0.01, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MaxIncrease(0.2)), 400, 0.013, 0.01).is_none());
+        assert!(crossed_within(&mut gate(GateKind::MaxDrop(0.2)), 400, 0.01, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MaxDrop(0.2)), 400, 0.007, 0.01).is_none());
+        assert!(RatioVsBaseline::gate("e", "r", GateKind::MaxDrop(1.5), 0.05).is_err());
+    }
+
+    #[test]
+    fn latency_vs_baseline_freezes_t_after_burn_in_then_compares_tails() {
+        let mut t = QuantileVsBaseline::relative_increase(
+            "latency_ms",
+            0.95,
+            0.1,
+            0.01,
+            ChangeDetection::OFF,
+        )
+        .unwrap()
+        .with_burn_in(10_000);
+        // Baseline: 4% at 600 ms, rest at 50 ms → p95 in the 50 ms bucket.
+        let v = t.observe(&snap(0, 1000, 19_000, 0.04, 0.04));
+        assert_eq!(v.status, Status::Collecting);
+        let th = t.threshold_ms().unwrap();
+        assert!((th - 50.0).abs() < 1.0, "{th}");
+        // Canary: 20% of requests at 600 ms vs the baseline's 4% → fires.
+        let fired = (1..100).any(|i| t.observe(&snap(i, 1000, 19_000, 0.2, 0.04)).crossed());
+        assert!(fired);
+        let mut gate = QuantileVsBaseline::max_increase_gate("latency_ms", 0.95, 0.1, 0.05)
+            .unwrap()
+            .with_threshold_ms(100.0);
+        let shown = (0..100).any(|i| gate.observe(&snap(i, 1000, 19_000, 0.02, 0.04)).crossed());
+        assert!(shown);
+    }
+
+    #[test]
+    fn sample_ratio_check_fires_on_a_skewed_split() {
+        let mut srm = SampleRatioCheck::new("requests", 0.001, ChangeDetection::OFF).unwrap();
+        let mut fired = None;
+        for i in 0..200 {
+            // Router delivers 6% while the weight says 5%.
+            if srm.observe(&snap(i, 600, 9_400, 0.0, 0.0), 0.05).crossed() {
+                fired = Some(i);
+                break;
+            }
+        }
+        assert!(fired.is_some_and(|i| i < 20), "{fired:?}");
+        let mut ok = SampleRatioCheck::new("requests", 0.001, ChangeDetection::OFF).unwrap();
+        assert!((0..200).all(|i| !ok.observe(&snap(i, 500, 9_500, 0.0, 0.0), 0.05).crossed()));
+    }
+
+    #[test]
+    fn warmup_excludes_the_straddling_and_the_next_interval() {
+        let mut w = Warmup::new(1);
+        assert!(w.admits(&snap(0, 1, 1, 0.0, 0.0)));
+        w.on_weight_change(Timestamp::from_millis(45_000)); // inside interval 1
+        assert!(!w.admits(&snap(1, 1, 1, 0.0, 0.0)));
+        assert!(!w.admits(&snap(2, 1, 1, 0.0, 0.0)));
+        assert!(w.admits(&snap(3, 1, 1, 0.0, 0.0)));
+    }
+
+    #[test]
+    fn disparity_fires_on_a_clear_gap_and_reports_evidence() {
+        let mut d = Disparity::new("approvals", "requests", 0.8, 0.01, 4).unwrap();
+        let mut last = None;
+        for i in 0..200 {
+            let mut s = snap(i, 0, 0, 0.0, 0.0);
+            for (g, rate) in [("a", 0.15), ("b", 0.3)] {
+                s.canary.add_group("requests", g, 100);
+                s.canary.add_group("approvals", g, (100.0 * rate) as u64);
+            }
+            let v = d.observe(&s);
+            if v.crossed() {
+                last = Some(v);
+                break;
+            }
+        }
+        let v = last.expect("fires");
+        assert!((v.evidence.estimate - 0.5).abs() < 1e-9);
+        assert!(v.evidence.interval.upper.unwrap() < 0.8);
+        assert!(v.evidence.log_e_value >= v.evidence.log_boundary - 0.5);
     }
 }
