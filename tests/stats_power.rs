@@ -311,7 +311,7 @@ fn power_p95_vs_baseline_and_disparity() {
 fn late_change_delay(onset: u64, change: ChangeDetection, seed: u64) -> Power {
     let sc = steady(200.0, 0.05);
     let runs = power_runs();
-    let (mut detected, mut req, mut mins) = (0, 0.0, 0.0);
+    let (mut detected, mut req, mut mins, mut near) = (0, 0.0, 0.0, 0u64);
     for r in 0..runs {
         let mut rng = Rng::new(seed ^ (r as u64) << 8);
         let mut t = StatTest::RatioVsBaseline(
@@ -328,11 +328,29 @@ fn late_change_delay(onset: u64, change: ChangeDetection, seed: u64) -> Power {
             out
         });
         if let Some(at) = res.crossed_at.filter(|&at| at >= onset) {
+            // The evidence points at a segment that starts near the onset.
+            let since = res
+                .last
+                .as_ref()
+                .unwrap()
+                .evidence
+                .evidence_since
+                .as_millis()
+                / INTERVAL_MS;
+            let slack = if change.restarts == 0 {
+                onset
+            } else {
+                change.every
+            };
+            near += u64::from(since + slack >= onset && since <= onset + 4 * slack);
             detected += 1;
             mins += (at + 1 - onset) as f64 * INTERVAL_MS as f64 / 60_000.0;
             req += canary_after as f64;
         }
     }
+    println!(
+        "LATE onset {onset}: evidence_since within [onset − spacing, onset + 4·spacing] in {near}/{detected} detections"
+    );
     let d = detected.max(1) as f64;
     Power {
         detected,

@@ -164,13 +164,14 @@ impl TwoArmCount {
         canary_events: u64,
         baseline_exposure: u64,
         baseline_events: u64,
+        at: Timestamp,
     ) {
         self.canary.add(canary_exposure, canary_events);
         self.baseline.add(baseline_exposure, baseline_events);
         if canary_exposure == 0 || baseline_exposure == 0 {
             // No comparison is possible; the factor is 1.
             self.scratch.iter_mut().for_each(|l| *l = 0.0);
-            self.mixture.update(&self.scratch);
+            self.mixture.update(&self.scratch, at);
             return;
         }
         let r = canary_exposure as f64 / (canary_exposure as f64 + baseline_exposure as f64);
@@ -183,7 +184,7 @@ impl TwoArmCount {
         for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
             *out = bernoulli_log_lik(x, n, null + s * eta) - l0;
         }
-        self.mixture.update(&self.scratch);
+        self.mixture.update(&self.scratch, at);
         if n > 0.0 {
             self.grid.update(x, n, base);
         }
@@ -233,10 +234,11 @@ struct NormalContrast {
 const VARIANCE_PRIOR_WEIGHT: f64 = 100.0;
 
 impl NormalContrast {
-    fn update(&mut self, xc: u64, nc: u64, xb: u64, nb: u64, pooled_before: f64) {
+    #[allow(clippy::too_many_arguments)]
+    fn update(&mut self, xc: u64, nc: u64, xb: u64, nb: u64, pooled_before: f64, at: Timestamp) {
         if nc == 0 || nb == 0 {
             self.scratch.iter_mut().for_each(|l| *l = 0.0);
-            self.mixture.update(&self.scratch);
+            self.mixture.update(&self.scratch, at);
             return;
         }
         let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
@@ -252,7 +254,7 @@ impl NormalContrast {
         for (out, &lam) in self.scratch.iter_mut().zip(&self.lambdas) {
             *out = lam * si - 0.5 * lam * lam * vi;
         }
-        self.mixture.update(&self.scratch);
+        self.mixture.update(&self.scratch, at);
     }
 
     /// Estimate and anytime-valid interval of the contrast (two-sided normal
@@ -498,8 +500,8 @@ impl RatioVsBaseline {
         let started = !matches!(self.engine, RatioEngine::Collecting);
         match &mut self.engine {
             RatioEngine::Collecting => {}
-            RatioEngine::Count(t) => t.update(nc, xc, nb, xb),
-            RatioEngine::Normal(t) => t.update(xc, nc, xb, nb, pooled_before),
+            RatioEngine::Count(t) => t.update(nc, xc, nb, xb, snap.start),
+            RatioEngine::Normal(t) => t.update(xc, nc, xb, nb, pooled_before, snap.start),
         }
         self.canary.add(nc, xc);
         self.baseline.add(nb, xb);
@@ -583,8 +585,18 @@ impl RatioVsBaseline {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.evidence_since(),
             },
         }
+    }
+
+    fn evidence_since(&self) -> Timestamp {
+        let dominant = match &self.engine {
+            RatioEngine::Collecting => None,
+            RatioEngine::Count(t) => t.mixture.dominant_start(),
+            RatioEngine::Normal(t) => t.mixture.dominant_start(),
+        };
+        dominant.unwrap_or(self.span.start.unwrap_or(self.span.end))
     }
 
     fn naive_ratio(&self) -> f64 {
@@ -651,7 +663,7 @@ impl OneSampleRate {
         }
     }
 
-    fn update(&mut self, exposure: u64, events: u64) {
+    fn update(&mut self, exposure: u64, events: u64, at: Timestamp) {
         let events = events.min(exposure);
         self.counts.add(exposure, events);
         let (x, n) = (events as f64, exposure as f64);
@@ -659,7 +671,7 @@ impl OneSampleRate {
         for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
             *out = bernoulli_log_lik(x, n, self.null_logit + eta) - l0;
         }
-        self.mixture.update(&self.scratch);
+        self.mixture.update(&self.scratch, at);
     }
 
     fn interval(&self, alpha: f64) -> (f64, Interval) {
@@ -711,6 +723,7 @@ impl RatioThreshold {
         self.test.update(
             snap.canary.counter(&self.denominator),
             snap.canary.counter(&self.numerator),
+            snap.start,
         );
         self.span.cover(snap);
         self.verdict(Status::Monitoring)
@@ -744,6 +757,7 @@ impl RatioThreshold {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.test.mixture.dominant_start().unwrap_or(self.span.end),
             },
         }
     }
@@ -793,7 +807,7 @@ impl QuantileThreshold {
             .get(&self.signal)
             .map(|h| (h.total(), h.count_surely_above_us(self.threshold_us)))
             .unwrap_or((0, 0));
-        self.test.update(n, x);
+        self.test.update(n, x, snap.start);
         self.span.cover(snap);
         self.verdict(Status::Monitoring)
     }
@@ -828,6 +842,7 @@ impl QuantileThreshold {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.test.mixture.dominant_start().unwrap_or(self.span.end),
             },
         }
     }
@@ -956,7 +971,7 @@ impl QuantileVsBaseline {
                     hb.map_or(0, |h| h.count_surely_above_us(t)),
                 ),
             };
-            test.update(nc, xc, nb, xb);
+            test.update(nc, xc, nb, xb, snap.start);
             self.span.cover(snap);
         } else if let Some(h) = hb {
             // Burn-in: estimate T from the baseline only; this interval's data
@@ -1033,6 +1048,11 @@ impl QuantileVsBaseline {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self
+                    .test
+                    .as_ref()
+                    .and_then(|t| t.mixture.dominant_start())
+                    .unwrap_or(self.span.end),
             },
         }
     }
@@ -1189,6 +1209,7 @@ impl Disparity {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.span.start.unwrap_or(self.span.end),
             },
         }
     }
@@ -1251,6 +1272,7 @@ impl SampleRatioCheck {
     /// Feeds an interval whose traffic was routed at `canary_weight` (a
     /// fraction in (0, 1); intervals at weight 0 or 1 carry no information).
     pub fn observe(&mut self, snap: &IntervalSnapshot, canary_weight: f64) -> Verdict {
+        let at = snap.start;
         let c = snap.canary.counter(&self.signal);
         let b = snap.baseline.counter(&self.signal);
         self.canary.add(c, c);
@@ -1263,7 +1285,7 @@ impl SampleRatioCheck {
             for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
                 *out = bernoulli_log_lik(x, n, l + eta) - l0;
             }
-            self.mixture.update(&self.scratch);
+            self.mixture.update(&self.scratch, at);
             if n > 0.0 {
                 self.grid.update(x, n, l);
             }
@@ -1291,6 +1313,7 @@ impl SampleRatioCheck {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.mixture.dominant_start().unwrap_or(self.span.end),
             },
         }
     }
