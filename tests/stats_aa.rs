@@ -37,7 +37,7 @@ fn calibrate(
     let bound = ALPHA + binomial_margin(ALPHA, runs);
     for (s_idx, sc) in scenarios().iter().enumerate() {
         for &(effect, all_scenarios) in effects {
-            if !all_scenarios && !(sc.name.starts_with("high") || sc.name.starts_with("diurnal")) {
+            if !(all_scenarios || sc.name.starts_with("high") || sc.name.starts_with("diurnal")) {
                 continue;
             }
             let mut fires = 0;

@@ -86,6 +86,10 @@ pub struct Evidence {
     /// First and last instant of the data the test has consumed.
     pub window_start: Timestamp,
     pub window_end: Timestamp,
+    /// Start of the restart segment carrying most of the evidence (for a
+    /// regression that began mid-step, about when it began). The estimate and
+    /// interval above still cover the whole window.
+    pub evidence_since: Timestamp,
 }
 
 /// A test's answer for one interval.

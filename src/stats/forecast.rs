@@ -86,30 +86,15 @@ pub fn ratio_vs_baseline(
     let w = canary_weight;
     let (pb, pc) = (base_rate, base_rate * truth);
     if base_rate < RARE_RATE {
-        // Per event: canary share θ1 vs null θ0; alternatives shift log-odds by η.
-        let events_per_request = w * pc + (1.0 - w) * pb;
-        let base = logit(w);
-        let l0 = base + null.ln();
-        let theta1 = w * pc / events_per_request;
-        let s = if direction == Direction::Increase {
-            1.0
-        } else {
-            -1.0
-        };
-        let drift = design_grid((truth.ln() - null.ln()).abs().max(1e-3))
-            .into_iter()
-            .map(|eta| {
-                bernoulli_log_lik(theta1, 1.0, l0 + s * eta) - bernoulli_log_lik(theta1, 1.0, l0)
-            })
-            .fold(f64::MIN, f64::max);
-        let events = need_base / drift.max(1e-300);
-        let kl = kl_bernoulli(theta1, sigmoid(l0));
-        let oracle_events = wald_expected_samples(kl, alpha_share, ORACLE_BETA);
-        build(
-            events / events_per_request,
-            oracle_events / events_per_request,
+        two_arm_count(
+            base_rate,
+            direction,
+            null,
+            truth,
             rps_total,
             w,
+            alpha_share,
+            change,
         )
     } else {
         // Information per total request and drift of the contrast.
@@ -126,6 +111,56 @@ pub fn ratio_vs_baseline(
         let oracle_total = wald_expected_samples(kl, alpha_share, ORACLE_BETA);
         build(info / info_per_request, oracle_total, rps_total, w)
     }
+}
+
+/// The exposure-conditioned count test (statistics.md §2.9) with baseline
+/// event rate `base_rate`, null rate ratio `null`, true ratio `truth`. Also
+/// the latency exceedance test vs baseline (`base_rate = 1 − q`, `null = 1`,
+/// `truth` the exceedance ratio; its grid is centred on ×2).
+#[allow(clippy::too_many_arguments)]
+pub fn two_arm_count(
+    base_rate: f64,
+    direction: Direction,
+    null: f64,
+    truth: f64,
+    rps_total: f64,
+    canary_weight: f64,
+    alpha_share: f64,
+    change: ChangeDetection,
+) -> DetectionForecast {
+    let w = canary_weight;
+    let need =
+        (1.0 / alpha_share).ln() + (design_grid(1.0).len() as f64).ln() + change.log_start_cost();
+    let (pb, pc) = (base_rate, base_rate * truth);
+    // Per event: canary share θ1 vs null θ0; alternatives shift log-odds by η.
+    let events_per_request = w * pc + (1.0 - w) * pb;
+    let l0 = logit(w) + null.ln();
+    let theta1 = w * pc / events_per_request;
+    let s = if direction == Direction::Increase {
+        1.0
+    } else {
+        -1.0
+    };
+    let design = if null == 1.0 {
+        std::f64::consts::LN_2
+    } else {
+        (truth.ln() - null.ln()).abs().max(1e-3)
+    };
+    let drift = design_grid(design)
+        .into_iter()
+        .map(|eta| {
+            bernoulli_log_lik(theta1, 1.0, l0 + s * eta) - bernoulli_log_lik(theta1, 1.0, l0)
+        })
+        .fold(f64::MIN, f64::max);
+    let events = need / drift.max(1e-300);
+    let kl = kl_bernoulli(theta1, sigmoid(l0));
+    let oracle_events = wald_expected_samples(kl, alpha_share, ORACLE_BETA);
+    build(
+        events / events_per_request,
+        oracle_events / events_per_request,
+        rps_total,
+        w,
+    )
 }
 
 /// Canary-alone threshold on a rate `p0` (also a quantile `q` threshold with

@@ -11,6 +11,8 @@
 use serde::{Deserialize, Serialize};
 use statrs::function::beta::ln_beta;
 
+use crate::time::Timestamp;
+
 const P_FLOOR: f64 = 1e-15;
 
 /// `ln Σ exp(x_i)`, stable; `-inf`-free: an empty input gives `f64::MIN`.
@@ -126,6 +128,8 @@ pub struct RestartMixture {
     /// Per activated slot: log prior weight, then per-alternative log products.
     slot_log_weights: Vec<f64>,
     slots: Vec<Vec<f64>>,
+    /// When each activated slot began (the start of its first interval).
+    slot_starts: Vec<Timestamp>,
     steps: u64,
     max_log_e: f64,
 }
@@ -144,6 +148,7 @@ impl RestartMixture {
             change,
             slot_log_weights: vec![first],
             slots: vec![vec![0.0; g]],
+            slot_starts: Vec::new(),
             steps: 0,
             max_log_e: 0.0,
         }
@@ -156,7 +161,11 @@ impl RestartMixture {
     /// Feeds one interval: `log_lr[g]` is the log likelihood ratio of
     /// alternative `g` against the null for this interval's data. The
     /// alternatives and the null must be fixed before the interval's data.
-    pub fn update(&mut self, log_lr: &[f64]) {
+    /// `start` is the interval's start (recorded for evidence only).
+    pub fn update(&mut self, log_lr: &[f64], start: Timestamp) {
+        if self.slot_starts.is_empty() {
+            self.slot_starts.push(start);
+        }
         let c = self.change;
         if c.restarts > 0
             && self.steps > 0
@@ -166,6 +175,7 @@ impl RestartMixture {
             self.slot_log_weights
                 .push(-(2.0 * f64::from(c.restarts)).ln());
             self.slots.push(vec![0.0; self.log_alt_weights.len()]);
+            self.slot_starts.push(start);
         }
         for slot in &mut self.slots {
             for (acc, &l) in slot.iter_mut().zip(log_lr) {
@@ -191,6 +201,23 @@ impl RestartMixture {
             });
         let v: Vec<f64> = terms.collect();
         log_sum_exp(v.iter().copied())
+    }
+
+    /// Start of the restart segment that carries the most evidence now: for a
+    /// late regression, roughly when it began.
+    pub fn dominant_start(&self) -> Option<Timestamp> {
+        let mut best = (0, f64::MIN);
+        for (k, (slot, &sw)) in self.slots.iter().zip(&self.slot_log_weights).enumerate() {
+            let l = log_sum_exp(
+                slot.iter()
+                    .zip(&self.log_alt_weights)
+                    .map(|(&a, &w)| sw + w + a),
+            );
+            if l > best.1 {
+                best = (k, l);
+            }
+        }
+        self.slot_starts.get(best.0).copied()
     }
 
     /// Largest `ln Z` seen so far (the always-valid p-value is `exp(−max)`).
@@ -468,7 +495,7 @@ mod tests {
         assert_eq!(c.restarts, 31);
         let mut m = RestartMixture::new(2, c);
         for _ in 0..(180 * 40) {
-            m.update(&[0.0, 0.0]);
+            m.update(&[0.0, 0.0], Timestamp::EPOCH);
         }
         // All-zero evidence: the activated weights sum to at most 1.
         assert!(m.log_e() <= 1e-12);

@@ -15,6 +15,22 @@
 //! - [`forecast`]: expected time to detect, and the SPRT oracle.
 //! - [`evidence`]: what every verdict carries.
 //!
+//! **How the engine drives it.** Per rollout: one [`Windows`] (objective
+//! triggers), one [`Warmup`] (call `on_weight_change(now)` when the router
+//! applies a weight), one [`SampleRatioCheck`], and one [`StatTest`] per
+//! statistical trigger, built with `alpha_share(policy_alpha, K)` and
+//! `ChangeDetection::over_horizon(maxDuration / interval, 31)`. Each interval:
+//! push the [`IntervalSnapshot`] into the windows, feed it to the SRM check
+//! with the weight that was set, then to every test if `warmup.admits(..)`
+//! (else take `test.excluded()`), and evaluate the objective triggers. A
+//! verdict with `Status::Crossed` fires; its [`Evidence`] goes into the
+//! incident. Gates are [`RatioVsBaseline::gate`] /
+//! [`QuantileVsBaseline::max_increase_gate`] with the gates' own alpha. Keep
+//! the tests alive across steps (optional continuation is valid; recreating
+//! them per step would spend alpha again). All state is serde; checkpoint
+//! formats must round-trip `f64` exactly (serde_json needs its
+//! `float_roundtrip` feature) for a restore to replay an identical trace.
+//!
 //! **The alpha rule.** A policy with `K` statistical triggers and rollout
 //! budget `alpha` gives each trigger `alpha / K` ([`alpha_share`]); each
 //! trigger's e-process fires when `ln E ≥ ln(K / alpha)`. By Ville's
@@ -22,7 +38,23 @@
 //! over the whole rollout, and by the union bound the rollout falsely rolls
 //! back with probability at most `alpha`, whatever the dependence between
 //! triggers and whenever the engine looks. Gates and the sample-ratio check
-//! have their own budgets (they do not roll back).
+//! have their own budgets (they do not roll back). Weighted averaging of
+//! e-values would dominate Bonferroni slightly but needs every trigger's
+//! e-value at every look on one filtration; Bonferroni lets triggers be
+//! added, removed or evaluated on different data without changing the rule.
+//!
+//! **Late changes.** A CUSUM-style e-detector (Shin, Ramdas & Rinaldo) bounds
+//! the *average run length* to a false alarm, not the probability of ever
+//! alarming, so on its own it cannot honour a per-rollout alpha. Instead each
+//! trigger mixes restarted e-processes over a fixed grid of restart points
+//! spread over the rollout's known horizon (`maxDuration / interval`); the
+//! mixture is a single test supermartingale, so Ville's inequality still gives
+//! `P(false fire ever) ≤ alpha / K` (see [`ChangeDetection`]). The price is
+//! `ln(2R)` nats of extra evidence for a change that starts after the first
+//! restart point (R = 31: about 4.1 nats) and `ln 2` for one present from the
+//! start; detection delay no longer grows with the healthy time before the
+//! change. After the horizon no new restarts are added and the guarantee
+//! still holds.
 
 pub mod evidence;
 pub mod forecast;

@@ -62,9 +62,7 @@ impl SustainedQuantile {
         let mut covered_from: Option<Timestamp> = None;
         let mut fired = false;
         for s in windows.intervals().rev().filter(|s| s.end <= now) {
-            if let Some(from) = covered_from
-                && s.end != from
-            {
+            if covered_from.is_some_and(|from| s.end != from) {
                 break; // a gap: the condition did not hold throughout
             }
             let Some(h) = s.canary.latency.get(&self.signal) else {

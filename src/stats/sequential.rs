@@ -164,13 +164,14 @@ impl TwoArmCount {
         canary_events: u64,
         baseline_exposure: u64,
         baseline_events: u64,
+        at: Timestamp,
     ) {
         self.canary.add(canary_exposure, canary_events);
         self.baseline.add(baseline_exposure, baseline_events);
         if canary_exposure == 0 || baseline_exposure == 0 {
             // No comparison is possible; the factor is 1.
             self.scratch.iter_mut().for_each(|l| *l = 0.0);
-            self.mixture.update(&self.scratch);
+            self.mixture.update(&self.scratch, at);
             return;
         }
         let r = canary_exposure as f64 / (canary_exposure as f64 + baseline_exposure as f64);
@@ -183,7 +184,7 @@ impl TwoArmCount {
         for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
             *out = bernoulli_log_lik(x, n, null + s * eta) - l0;
         }
-        self.mixture.update(&self.scratch);
+        self.mixture.update(&self.scratch, at);
         if n > 0.0 {
             self.grid.update(x, n, base);
         }
@@ -233,10 +234,11 @@ struct NormalContrast {
 const VARIANCE_PRIOR_WEIGHT: f64 = 100.0;
 
 impl NormalContrast {
-    fn update(&mut self, xc: u64, nc: u64, xb: u64, nb: u64, pooled_before: f64) {
+    #[allow(clippy::too_many_arguments)]
+    fn update(&mut self, xc: u64, nc: u64, xb: u64, nb: u64, pooled_before: f64, at: Timestamp) {
         if nc == 0 || nb == 0 {
             self.scratch.iter_mut().for_each(|l| *l = 0.0);
-            self.mixture.update(&self.scratch);
+            self.mixture.update(&self.scratch, at);
             return;
         }
         let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
@@ -252,7 +254,7 @@ impl NormalContrast {
         for (out, &lam) in self.scratch.iter_mut().zip(&self.lambdas) {
             *out = lam * si - 0.5 * lam * lam * vi;
         }
-        self.mixture.update(&self.scratch);
+        self.mixture.update(&self.scratch, at);
     }
 
     /// Estimate and anytime-valid interval of the contrast (two-sided normal
@@ -498,8 +500,8 @@ impl RatioVsBaseline {
         let started = !matches!(self.engine, RatioEngine::Collecting);
         match &mut self.engine {
             RatioEngine::Collecting => {}
-            RatioEngine::Count(t) => t.update(nc, xc, nb, xb),
-            RatioEngine::Normal(t) => t.update(xc, nc, xb, nb, pooled_before),
+            RatioEngine::Count(t) => t.update(nc, xc, nb, xb, snap.start),
+            RatioEngine::Normal(t) => t.update(xc, nc, xb, nb, pooled_before, snap.start),
         }
         self.canary.add(nc, xc);
         self.baseline.add(nb, xb);
@@ -583,8 +585,18 @@ impl RatioVsBaseline {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.evidence_since(),
             },
         }
+    }
+
+    fn evidence_since(&self) -> Timestamp {
+        let dominant = match &self.engine {
+            RatioEngine::Collecting => None,
+            RatioEngine::Count(t) => t.mixture.dominant_start(),
+            RatioEngine::Normal(t) => t.mixture.dominant_start(),
+        };
+        dominant.unwrap_or(self.span.start.unwrap_or(self.span.end))
     }
 
     fn naive_ratio(&self) -> f64 {
@@ -651,7 +663,7 @@ impl OneSampleRate {
         }
     }
 
-    fn update(&mut self, exposure: u64, events: u64) {
+    fn update(&mut self, exposure: u64, events: u64, at: Timestamp) {
         let events = events.min(exposure);
         self.counts.add(exposure, events);
         let (x, n) = (events as f64, exposure as f64);
@@ -659,7 +671,7 @@ impl OneSampleRate {
         for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
             *out = bernoulli_log_lik(x, n, self.null_logit + eta) - l0;
         }
-        self.mixture.update(&self.scratch);
+        self.mixture.update(&self.scratch, at);
     }
 
     fn interval(&self, alpha: f64) -> (f64, Interval) {
@@ -711,6 +723,7 @@ impl RatioThreshold {
         self.test.update(
             snap.canary.counter(&self.denominator),
             snap.canary.counter(&self.numerator),
+            snap.start,
         );
         self.span.cover(snap);
         self.verdict(Status::Monitoring)
@@ -744,6 +757,7 @@ impl RatioThreshold {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.test.mixture.dominant_start().unwrap_or(self.span.end),
             },
         }
     }
@@ -793,7 +807,7 @@ impl QuantileThreshold {
             .get(&self.signal)
             .map(|h| (h.total(), h.count_surely_above_us(self.threshold_us)))
             .unwrap_or((0, 0));
-        self.test.update(n, x);
+        self.test.update(n, x, snap.start);
         self.span.cover(snap);
         self.verdict(Status::Monitoring)
     }
@@ -828,6 +842,7 @@ impl QuantileThreshold {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.test.mixture.dominant_start().unwrap_or(self.span.end),
             },
         }
     }
@@ -956,7 +971,7 @@ impl QuantileVsBaseline {
                     hb.map_or(0, |h| h.count_surely_above_us(t)),
                 ),
             };
-            test.update(nc, xc, nb, xb);
+            test.update(nc, xc, nb, xb, snap.start);
             self.span.cover(snap);
         } else if let Some(h) = hb {
             // Burn-in: estimate T from the baseline only; this interval's data
@@ -965,10 +980,12 @@ impl QuantileVsBaseline {
                 self.baseline_hist = h.clone();
             }
             if self.threshold_us.is_none() && self.baseline_hist.total() >= self.burn_in {
+                // The top of the bucket holding the quantile: bucket edges then
+                // align with T, so the baseline's exceedance count is exact.
                 self.threshold_us = self
                     .baseline_hist
                     .quantile_bounds_us(self.quantile)
-                    .map(|(lo, hi)| (lo + hi) / 2);
+                    .map(|(_, hi)| hi);
             }
         }
         if self.threshold_us.is_some() && self.test.is_none() {
@@ -1031,6 +1048,11 @@ impl QuantileVsBaseline {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self
+                    .test
+                    .as_ref()
+                    .and_then(|t| t.mixture.dominant_start())
+                    .unwrap_or(self.span.end),
             },
         }
     }
@@ -1187,6 +1209,7 @@ impl Disparity {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.span.start.unwrap_or(self.span.end),
             },
         }
     }
@@ -1249,6 +1272,7 @@ impl SampleRatioCheck {
     /// Feeds an interval whose traffic was routed at `canary_weight` (a
     /// fraction in (0, 1); intervals at weight 0 or 1 carry no information).
     pub fn observe(&mut self, snap: &IntervalSnapshot, canary_weight: f64) -> Verdict {
+        let at = snap.start;
         let c = snap.canary.counter(&self.signal);
         let b = snap.baseline.counter(&self.signal);
         self.canary.add(c, c);
@@ -1261,7 +1285,7 @@ impl SampleRatioCheck {
             for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
                 *out = bernoulli_log_lik(x, n, l + eta) - l0;
             }
-            self.mixture.update(&self.scratch);
+            self.mixture.update(&self.scratch, at);
             if n > 0.0 {
                 self.grid.update(x, n, l);
             }
@@ -1289,6 +1313,7 @@ impl SampleRatioCheck {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
+                evidence_since: self.mixture.dominant_start().unwrap_or(self.span.end),
             },
         }
     }
@@ -1370,5 +1395,162 @@ impl StatTest {
             StatTest::QuantileVsBaseline(t) => t.current(Status::Excluded),
             StatTest::Disparity(t) => t.current(Status::Excluded),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic interval: counts exactly at their expectations.
+    fn snap(i: u64, nc: u64, nb: u64, pc: f64, pb: f64) -> IntervalSnapshot {
+        let mut s = IntervalSnapshot::new(
+            Timestamp::from_millis(i * 30_000),
+            Timestamp::from_millis((i + 1) * 30_000),
+        );
+        for (arm, n, p) in [(&mut s.canary, nc, pc), (&mut s.baseline, nb, pb)] {
+            arm.add("requests", n);
+            arm.add("errors", (n as f64 * p).round() as u64);
+            let h = arm.latency_mut("latency_ms");
+            h.record_n_us(600_000, (n as f64 * p).round() as u64);
+            h.record_n_us(50_000, n - (n as f64 * p).round() as u64);
+        }
+        s
+    }
+
+    fn crossed_within(t: &mut RatioVsBaseline, n: u64, pc: f64, pb: f64) -> Option<u64> {
+        (0..n).find(|&i| t.observe(&snap(i, 1000, 19_000, pc, pb)).crossed())
+    }
+
+    #[test]
+    fn auto_picks_count_for_rare_and_normal_for_common_events() {
+        let c = ChangeDetection::OFF;
+        let mut rare =
+            RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c).unwrap();
+        rare.observe(&snap(0, 1000, 19_000, 0.005, 0.005));
+        assert_eq!(rare.method_in_use(), Some(RatioMethod::Count));
+        let mut common =
+            RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c).unwrap();
+        common.observe(&snap(0, 1000, 19_000, 0.05, 0.05));
+        assert_eq!(common.method_in_use(), Some(RatioMethod::Normal));
+    }
+
+    #[test]
+    fn increase_and_drop_fire_on_their_own_side_only() {
+        let c = ChangeDetection::over_horizon(400, 15);
+        for method in [RatioMethod::Count, RatioMethod::Normal] {
+            let inc = || {
+                RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c)
+                    .unwrap()
+                    .with_method(method)
+            };
+            let drop = || {
+                RatioVsBaseline::relative_drop("errors", "requests", 0.1, 0.01, c)
+                    .unwrap()
+                    .with_method(method)
+            };
+            assert!(
+                crossed_within(&mut inc(), 400, 0.015, 0.01).is_some(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut inc(), 400, 0.006, 0.01).is_none(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut drop(), 400, 0.006, 0.01).is_some(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut drop(), 400, 0.015, 0.01).is_none(),
+                "{method:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gates_are_shown_on_the_right_evidence() {
+        let gate = |k| RatioVsBaseline::gate("errors", "requests", k, 0.05).unwrap();
+        assert!(crossed_within(&mut gate(GateKind::MinGain(0.05)), 400, 0.013, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MinGain(0.05)), 400, 0.0104, 0.01).is_none());
+        assert!(crossed_within(&mut gate(GateKind::MaxIncrease(0.2)), 400, 0.01, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MaxIncrease(0.2)), 400, 0.013, 0.01).is_none());
+        assert!(crossed_within(&mut gate(GateKind::MaxDrop(0.2)), 400, 0.01, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MaxDrop(0.2)), 400, 0.007, 0.01).is_none());
+        assert!(RatioVsBaseline::gate("e", "r", GateKind::MaxDrop(1.5), 0.05).is_err());
+    }
+
+    #[test]
+    fn latency_vs_baseline_freezes_t_after_burn_in_then_compares_tails() {
+        let mut t = QuantileVsBaseline::relative_increase(
+            "latency_ms",
+            0.95,
+            0.1,
+            0.01,
+            ChangeDetection::OFF,
+        )
+        .unwrap()
+        .with_burn_in(10_000);
+        // Baseline: 4% at 600 ms, rest at 50 ms → p95 in the 50 ms bucket.
+        let v = t.observe(&snap(0, 1000, 19_000, 0.04, 0.04));
+        assert_eq!(v.status, Status::Collecting);
+        let th = t.threshold_ms().unwrap();
+        assert!((th - 50.0).abs() < 1.0, "{th}");
+        // Canary: 20% of requests at 600 ms vs the baseline's 4% → fires.
+        let fired = (1..100).any(|i| t.observe(&snap(i, 1000, 19_000, 0.2, 0.04)).crossed());
+        assert!(fired);
+        let mut gate = QuantileVsBaseline::max_increase_gate("latency_ms", 0.95, 0.1, 0.05)
+            .unwrap()
+            .with_threshold_ms(100.0);
+        let shown = (0..100).any(|i| gate.observe(&snap(i, 1000, 19_000, 0.02, 0.04)).crossed());
+        assert!(shown);
+    }
+
+    #[test]
+    fn sample_ratio_check_fires_on_a_skewed_split() {
+        let mut srm = SampleRatioCheck::new("requests", 0.001, ChangeDetection::OFF).unwrap();
+        let mut fired = None;
+        for i in 0..200 {
+            // Router delivers 6% while the weight says 5%.
+            if srm.observe(&snap(i, 600, 9_400, 0.0, 0.0), 0.05).crossed() {
+                fired = Some(i);
+                break;
+            }
+        }
+        assert!(fired.is_some_and(|i| i < 20), "{fired:?}");
+        let mut ok = SampleRatioCheck::new("requests", 0.001, ChangeDetection::OFF).unwrap();
+        assert!((0..200).all(|i| !ok.observe(&snap(i, 500, 9_500, 0.0, 0.0), 0.05).crossed()));
+    }
+
+    #[test]
+    fn warmup_excludes_the_straddling_and_the_next_interval() {
+        let mut w = Warmup::new(1);
+        assert!(w.admits(&snap(0, 1, 1, 0.0, 0.0)));
+        w.on_weight_change(Timestamp::from_millis(45_000)); // inside interval 1
+        assert!(!w.admits(&snap(1, 1, 1, 0.0, 0.0)));
+        assert!(!w.admits(&snap(2, 1, 1, 0.0, 0.0)));
+        assert!(w.admits(&snap(3, 1, 1, 0.0, 0.0)));
+    }
+
+    #[test]
+    fn disparity_fires_on_a_clear_gap_and_reports_evidence() {
+        let mut d = Disparity::new("approvals", "requests", 0.8, 0.01, 4).unwrap();
+        let mut last = None;
+        for i in 0..200 {
+            let mut s = snap(i, 0, 0, 0.0, 0.0);
+            for (g, rate) in [("a", 0.15), ("b", 0.3)] {
+                s.canary.add_group("requests", g, 100);
+                s.canary.add_group("approvals", g, (100.0 * rate) as u64);
+            }
+            let v = d.observe(&s);
+            if v.crossed() {
+                last = Some(v);
+                break;
+            }
+        }
+        let v = last.expect("fires");
+        assert!((v.evidence.estimate - 0.5).abs() < 1e-9);
+        assert!(v.evidence.interval.upper.unwrap() < 0.8);
+        assert!(v.evidence.log_e_value >= v.evidence.log_boundary - 0.5);
     }
 }
