@@ -112,3 +112,47 @@ fn explain_describes_steps_triggers_gates_and_alpha() {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
 }
+
+#[test]
+fn explain_estimates_time_to_detect_with_rps() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("rollout-policies/recommender.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["policy", "explain", "--rps", "200", "--base-rate", "ctr=5%"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("- error-rate:"))
+        .expect(&text);
+    // A 0.5% threshold, true rate 1%: about 4,000 canary requests, whatever the weight.
+    assert!(
+        line.contains("at 1%:") && line.contains("at 10%:") && line.contains("at 50%:"),
+        "{line}"
+    );
+    assert!(line.contains("4083 canary requests"), "{line}");
+    let ctr = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("- ctr-drop:"))
+        .expect(&text);
+    assert!(ctr.contains("oracle"), "{ctr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["policy", "explain", "--rps", "200"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "ctr-drop: not estimated (give the baseline's rate, e.g. --base-rate ctr=0.05)"
+        ),
+        "{text}"
+    );
+}

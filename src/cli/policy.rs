@@ -17,10 +17,19 @@ pub enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// Describe a policy in plain language.
+    /// Describe a policy in plain language; with --rps, also each
+    /// statistical trigger's expected time to detect a change of twice its
+    /// tolerance at the policy's weights.
     Explain {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Total requests per second (baseline + canary) to estimate for.
+        #[arg(long, value_name = "N", value_parser = parse_rps)]
+        rps: Option<f64>,
+        /// The baseline's rate of a ratio metric, for vsBaseline estimates
+        /// (repeatable): `--base-rate ctr=0.05` or `--base-rate error_rate=0.1%`.
+        #[arg(long = "base-rate", value_name = "METRIC=RATE", value_parser = parse_base_rate)]
+        base_rates: Vec<(String, f64)>,
     },
 }
 
@@ -46,9 +55,21 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
-        PolicyCommand::Explain { file } => match load(&file)? {
+        PolicyCommand::Explain {
+            file,
+            rps,
+            base_rates,
+        } => match load(&file)? {
             Ok(p) => {
+                for (metric, _) in &base_rates {
+                    if p.metric(metric).is_none() {
+                        anyhow::bail!("--base-rate: policy {} has no metric `{metric}`", p.name);
+                    }
+                }
                 print!("{}", policy::explain(&p));
+                if let Some(rps) = rps {
+                    print!("{}", time_to_detect(&p, rps, &base_rates));
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(diags) => {
@@ -70,4 +91,105 @@ pub fn load(file: &Path) -> anyhow::Result<Result<policy::Policy, policy::Diagno
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read {name}"))?;
     Ok(policy::parse_policy(&name, &bytes))
+}
+
+fn parse_rps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "expected a positive number of requests per second, found `{s}`"
+        )),
+    }
+}
+
+fn parse_base_rate(s: &str) -> Result<(String, f64), String> {
+    let (metric, rate) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected METRIC=RATE such as `ctr=0.05`, found `{s}`"))?;
+    let rate = policy::units::parse_percent_text(rate)?;
+    if !(rate > 0.0 && rate < 1.0) {
+        return Err(format!(
+            "the rate of `{metric}` must be between 0 and 1 (exclusive), found `{s}`"
+        ));
+    }
+    Ok((metric.to_owned(), rate))
+}
+
+/// The `--rps` section of `policy explain`.
+fn time_to_detect(p: &policy::Policy, rps: f64, base_rates: &[(String, f64)]) -> String {
+    use std::fmt::Write;
+
+    use crate::policy::{Step, TriggerRule, Weight};
+    use crate::time::format_duration;
+
+    let mut weights: Vec<Weight> = Vec::new();
+    for s in &p.steps {
+        if let Step::SetWeight(w) = s
+            && w.percent() > 0
+            && w.percent() < 100
+            && !weights.contains(w)
+        {
+            weights.push(*w);
+        }
+    }
+    // Estimates are rough: two units are plenty (`17d15h`, `34m1s` → `34m1s`).
+    let secs = |s: f64| {
+        let full = format_duration(std::time::Duration::from_secs_f64(
+            s.clamp(1.0, 3.15e9).round(),
+        ));
+        let mut units = 0;
+        let mut out = String::new();
+        for c in full.chars() {
+            out.push(c);
+            if c.is_ascii_alphabetic() {
+                units += 1;
+                if units == 2 {
+                    break;
+                }
+            }
+        }
+        out
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\ntime to detect at {rps} requests/s, for a change of twice each tolerance (oracle: a Wald SPRT that knows both rates, the lower bound):"
+    );
+    for t in p.statistical_triggers() {
+        let base = t
+            .metric
+            .as_deref()
+            .and_then(|m| base_rates.iter().find(|(name, _)| name == m))
+            .map(|(_, r)| *r);
+        let estimates: Vec<String> = weights
+            .iter()
+            .filter_map(|w| {
+                crate::engine::monitor::forecast(p, t, rps, *w, base).map(|f| {
+                    format!(
+                        "at {}%: {} ({:.0} canary requests; oracle {}, {:.1}x)",
+                        w.percent(),
+                        secs(f.seconds),
+                        f.canary_requests,
+                        secs(f.oracle_seconds),
+                        f.seconds / f.oracle_seconds.max(1e-9)
+                    )
+                })
+            })
+            .collect();
+        if !estimates.is_empty() {
+            let _ = writeln!(out, "  - {}: {}", t.name, estimates.join("; "));
+            continue;
+        }
+        let why = match (&t.rule, t.metric.as_deref()) {
+            (TriggerRule::VsBaseline(_), Some(m))
+                if matches!(p.metric(m), Some(policy::Metric::Ratio { .. })) && base.is_none() =>
+            {
+                format!("give the baseline's rate, e.g. --base-rate {m}=0.05")
+            }
+            _ => "depends on distributions the policy does not state; simulate it with canaryd-sim"
+                .to_owned(),
+        };
+        let _ = writeln!(out, "  - {}: not estimated ({why})", t.name);
+    }
+    out
 }

@@ -618,3 +618,72 @@ impl Analysis for Monitor {
         (snapshot.start, snapshot.end)
     }
 }
+
+/// Expected time to detect a change of twice a statistical trigger's
+/// tolerance, from the tests' own formulas, at `rps_total` requests per
+/// second and canary `weight`. `base_rate` is the baseline's rate for
+/// `vsBaseline` on a ratio metric (the count test and the normal test behave
+/// very differently at 0.1% and at 5%). `None` when the test has no closed
+/// form here (latency vs baseline and disparity depend on distributions the
+/// policy does not state; simulate those with `canaryd-sim`).
+pub fn forecast(
+    policy: &Policy,
+    trigger: &Trigger,
+    rps_total: f64,
+    weight: Weight,
+    base_rate: Option<f64>,
+) -> Option<stats::DetectionForecast> {
+    let a = &policy.analysis;
+    let interval_ms = a.interval.as_millis().max(1) as u64;
+    let horizon = (a.max_duration.as_millis() as u64).div_ceil(interval_ms);
+    let change = ChangeDetection::over_horizon(horizon, MAX_RESTARTS);
+    let alpha = policy.alpha_per_trigger();
+    let w = weight.fraction();
+    if !(w > 0.0 && w < 1.0) || !(rps_total > 0.0) {
+        return None;
+    }
+    let metric = trigger.metric.as_deref().and_then(|m| policy.metric(m));
+    match (&trigger.rule, metric) {
+        (TriggerRule::VsBaseline(r), Some(Metric::Ratio { .. })) => {
+            let base = base_rate.filter(|b| *b > 0.0 && *b < 1.0)?;
+            let (direction, tolerance) = match r {
+                Regression::RelativeIncrease(x) => (stats::Direction::Increase, *x),
+                Regression::RelativeDrop(x) => (stats::Direction::Decrease, *x),
+            };
+            Some(stats::forecast::ratio_vs_baseline(
+                base, direction, tolerance, rps_total, w, alpha, change,
+            ))
+        }
+        (
+            TriggerRule::Threshold {
+                bound,
+                sustained_for: None,
+            },
+            Some(Metric::Ratio { .. }),
+        ) => {
+            let p0 = match bound {
+                Bound::Above(p) => *p,
+                Bound::Below(p) => 1.0 - p,
+            };
+            (p0 > 0.0 && p0 < 1.0)
+                .then(|| stats::forecast::rate_threshold(p0, rps_total, w, alpha, change))
+        }
+        (
+            TriggerRule::Threshold {
+                bound: Bound::Above(_),
+                sustained_for: None,
+            },
+            Some(Metric::Latency { .. }),
+        ) => {
+            let q = trigger.quantile?;
+            Some(stats::forecast::rate_threshold(
+                1.0 - q,
+                rps_total,
+                w,
+                alpha,
+                change,
+            ))
+        }
+        _ => None,
+    }
+}
