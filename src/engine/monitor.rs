@@ -639,7 +639,8 @@ pub fn forecast(
     let change = ChangeDetection::over_horizon(horizon, MAX_RESTARTS);
     let alpha = policy.alpha_per_trigger();
     let w = weight.fraction();
-    if !(w > 0.0 && w < 1.0) || !(rps_total > 0.0) {
+    let usable = w > 0.0 && w < 1.0 && rps_total.is_finite() && rps_total > 0.0;
+    if !usable {
         return None;
     }
     let metric = trigger.metric.as_deref().and_then(|m| policy.metric(m));
