@@ -23,6 +23,7 @@ use super::analysis::{Analysis, Assessment, GateReading, TriggerReading, Trigger
 use crate::policy::{
     Bound, Gate, GateRequirement, Metric, Policy, Regression, Trigger, TriggerRule, Weight,
 };
+use crate::stats::mean::MeanTest;
 use crate::stats::{
     self, ArmCounts, BurnRate, ChangeDetection, Disparity, GateKind, IntervalSnapshot, NoData,
     QuantileThreshold, QuantileVsBaseline, RatioThreshold, RatioVsBaseline, SampleRatioCheck,
@@ -72,6 +73,13 @@ enum Check {
         comparative: bool,
         last: Option<Verdict>,
     },
+    /// A mean metric's e-process (`kind: mean`); comparative unless it
+    /// tests a bound.
+    Mean {
+        test: Box<MeanTest>,
+        comparative: bool,
+        last: Option<Verdict>,
+    },
     SustainedQuantile(SustainedQuantile),
     /// A ratio (or its complement, for `below`) above a bound in every
     /// interval for a duration.
@@ -81,14 +89,43 @@ enum Check {
         above: f64,
         for_ms: u64,
     },
+    /// The canary's mean beyond a bound in every interval for a duration.
+    SustainedMean {
+        signal: String,
+        bound: Bound,
+        for_ms: u64,
+    },
     BurnRate(BurnRate),
     NoData(NoData),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct GateCheck {
-    test: StatTest,
+    test: GateTest,
     last: Option<Verdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum GateTest {
+    Stat(StatTest),
+    Mean(MeanTest),
+}
+
+impl GateTest {
+    fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        match self {
+            GateTest::Stat(t) => t.observe(snap),
+            GateTest::Mean(t) => t.observe(snap),
+        }
+    }
+
+    fn excluded(&self) -> Verdict {
+        match self {
+            GateTest::Stat(t) => t.excluded(),
+            GateTest::Mean(t) => t.excluded(),
+        }
+    }
 }
 
 /// A counter added to each snapshot: `name = denominator − numerator`, so a
@@ -214,6 +251,14 @@ fn build_check(
     let metric = t.metric.as_deref().and_then(|m| policy.metric(m));
     let stat = |test: Result<StatTest, stats::StatsError>, comparative: bool| {
         test.map(|test| Check::Statistical {
+            test: Box::new(test),
+            comparative,
+            last: None,
+        })
+        .map_err(|e| e.to_string())
+    };
+    let mean = |test: Result<MeanTest, stats::StatsError>, comparative: bool| {
+        test.map(|test| Check::Mean {
             test: Box::new(test),
             comparative,
             last: None,
@@ -353,6 +398,43 @@ fn build_check(
             let test = Disparity::new(numerator, denominator, m, alpha, MAX_GROUPS);
             stat(test.map(StatTest::Disparity), false)
         }
+        (TriggerRule::VsBaseline(r), Some(Metric::Mean { signal })) => {
+            let test = match r {
+                Regression::RelativeIncrease(x) => {
+                    MeanTest::relative_increase(signal, *x, alpha, change)
+                }
+                Regression::RelativeDrop(x) => MeanTest::relative_drop(signal, *x, alpha, change),
+            };
+            mean(test, true)
+        }
+        (
+            TriggerRule::Threshold {
+                bound,
+                sustained_for: None,
+            },
+            Some(Metric::Mean { signal }),
+        ) => {
+            let test = match bound {
+                Bound::Above(b) => {
+                    MeanTest::bound(signal, stats::Direction::Increase, *b, alpha, change)
+                }
+                Bound::Below(b) => {
+                    MeanTest::bound(signal, stats::Direction::Decrease, *b, alpha, change)
+                }
+            };
+            mean(test, false)
+        }
+        (
+            TriggerRule::Threshold {
+                bound,
+                sustained_for: Some(d),
+            },
+            Some(Metric::Mean { signal }),
+        ) => Ok(Check::SustainedMean {
+            signal: signal.clone(),
+            bound: *bound,
+            for_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        }),
         (rule, m) => Err(format!(
             "{} on a {} metric is not supported",
             rule_name(rule),
@@ -379,7 +461,7 @@ fn rule_name(rule: &TriggerRule) -> &'static str {
     }
 }
 
-fn build_gate(policy: &Policy, g: &Gate, alpha: f64) -> Result<StatTest, String> {
+fn build_gate(policy: &Policy, g: &Gate, alpha: f64) -> Result<GateTest, String> {
     let kind = match g.requirement {
         GateRequirement::MinGain(x) => GateKind::MinGain(x),
         GateRequirement::MaxIncrease(x) => GateKind::MaxIncrease(x),
@@ -394,14 +476,17 @@ fn build_gate(policy: &Policy, g: &Gate, alpha: f64) -> Result<StatTest, String>
             }),
             _,
         ) => RatioVsBaseline::gate(numerator, denominator, kind, alpha)
-            .map(StatTest::RatioVsBaseline)
+            .map(|t| GateTest::Stat(StatTest::RatioVsBaseline(t)))
             .map_err(|e| e.to_string()),
         (Some(Metric::Latency { signal }), GateRequirement::MaxIncrease(x)) => {
             let q = g.quantile.ok_or("a latency gate needs a quantile")?;
             QuantileVsBaseline::max_increase_gate(signal, q, x, alpha)
-                .map(StatTest::QuantileVsBaseline)
+                .map(|t| GateTest::Stat(StatTest::QuantileVsBaseline(t)))
                 .map_err(|e| e.to_string())
         }
+        (Some(Metric::Mean { signal }), _) => MeanTest::gate(signal, kind, alpha)
+            .map(GateTest::Mean)
+            .map_err(|e| e.to_string()),
         (m, _) => Err(format!(
             "this requirement on a {} metric is not supported",
             m.map_or("missing", Metric::kind_name)
@@ -499,6 +584,54 @@ fn sustained_ratio(
     }
 }
 
+/// Every interval of the last `for_ms` had the canary's mean beyond `bound`
+/// (values from histogram bucket midpoints), without gaps.
+fn sustained_mean(
+    windows: &Windows,
+    now: Timestamp,
+    signal: &str,
+    bound: Bound,
+    for_ms: u64,
+) -> stats::objective::ObjectiveVerdict {
+    let (limit, beyond): (f64, fn(f64, f64) -> bool) = match bound {
+        Bound::Above(b) => (b, |m, b| m > b),
+        Bound::Below(b) => (b, |m, b| m < b),
+    };
+    let mut canary = ArmCounts::default();
+    let mut covered_from: Option<Timestamp> = None;
+    let mut nearest: Option<f64> = None;
+    let mut fired = false;
+    for s in windows.intervals().rev().filter(|s| s.end <= now) {
+        if covered_from.is_some_and(|from| s.end != from) {
+            break;
+        }
+        let Some(m) = s.canary.latency.get(signal).and_then(|h| h.moments_ms()) else {
+            break;
+        };
+        nearest = Some(match nearest {
+            Some(x) if (x - limit).abs() < (m.mean - limit).abs() => x,
+            _ => m.mean,
+        });
+        if !beyond(m.mean, limit) {
+            break;
+        }
+        canary.add(m.n, 0);
+        covered_from = Some(s.start);
+        if now.as_millis().saturating_sub(s.start.as_millis()) >= for_ms {
+            fired = true;
+            break;
+        }
+    }
+    stats::objective::ObjectiveVerdict {
+        fired,
+        observed: nearest.unwrap_or(0.0),
+        limit,
+        canary,
+        window_start: covered_from.unwrap_or(now),
+        window_end: now,
+    }
+}
+
 impl Analysis for Monitor {
     type Snapshot = IntervalSnapshot;
     type Evidence = TriggerEvidence;
@@ -522,17 +655,30 @@ impl Analysis for Monitor {
             .saturating_add(snap.canary.counter(REQUESTS));
         let admitted = self.warmup.admits(&snap);
         for check in &mut self.checks {
-            if let Check::Statistical {
-                test,
-                comparative,
-                last,
-            } = check
-            {
-                *last = Some(if admitted || !*comparative {
-                    test.observe(&snap)
-                } else {
-                    test.excluded()
-                });
+            match check {
+                Check::Statistical {
+                    test,
+                    comparative,
+                    last,
+                } => {
+                    *last = Some(if admitted || !*comparative {
+                        test.observe(&snap)
+                    } else {
+                        test.excluded()
+                    });
+                }
+                Check::Mean {
+                    test,
+                    comparative,
+                    last,
+                } => {
+                    *last = Some(if admitted || !*comparative {
+                        test.observe(&snap)
+                    } else {
+                        test.excluded()
+                    });
+                }
+                _ => {}
             }
         }
         for gate in &mut self.gates {
@@ -560,8 +706,17 @@ impl Analysis for Monitor {
             .checks
             .iter()
             .map(|check| match check {
-                Check::Statistical { last: Some(v), .. } => statistical_reading(v),
-                Check::Statistical { last: None, .. } => TriggerReading::default(),
+                Check::Statistical { last: Some(v), .. } | Check::Mean { last: Some(v), .. } => {
+                    statistical_reading(v)
+                }
+                Check::Statistical { last: None, .. } | Check::Mean { last: None, .. } => {
+                    TriggerReading::default()
+                }
+                Check::SustainedMean { signal, bound, for_ms } => objective_reading(
+                    sustained_mean(&self.windows, now, signal, *bound, *for_ms),
+                    format!("canary mean {signal} over consecutive intervals beyond the bound"),
+                    has_data,
+                ),
                 Check::SustainedQuantile(rule) => objective_reading(
                     rule.evaluate(&self.windows, now),
                     format!(

@@ -264,6 +264,39 @@ impl LatencyHistogram {
     }
 }
 
+/// Count, mean and variance of a histogram's values (bucket midpoints; the
+/// `+Inf` bucket of a Prometheus layout counts at its lower bound).
+impl LatencyHistogram {
+    pub fn moments_ms(&self) -> Option<super::mean::Moments> {
+        if self.total == 0 {
+            return None;
+        }
+        let mut sum = 0.0;
+        let mut sum_sq = 0.0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let (lo, hi) = self.bounds(i);
+            let mid_us = if hi == u64::MAX {
+                lo as f64
+            } else {
+                (lo as f64 + hi as f64) / 2.0
+            };
+            let ms = mid_us / 1000.0;
+            sum += c as f64 * ms;
+            sum_sq += c as f64 * ms * ms;
+        }
+        let n = self.total as f64;
+        let mean = sum / n;
+        Some(super::mean::Moments {
+            n: self.total,
+            mean,
+            variance: (sum_sq / n - mean * mean).max(0.0),
+        })
+    }
+}
+
 /// Milliseconds to integer microseconds, clamped to the representable range.
 pub fn ms_to_us(ms: f64) -> u64 {
     if ms.is_nan() || ms <= 0.0 {

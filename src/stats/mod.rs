@@ -59,6 +59,7 @@
 pub mod evidence;
 pub mod forecast;
 pub mod histogram;
+pub mod mean;
 pub mod mixture;
 pub mod objective;
 pub mod sequential;

@@ -1,0 +1,499 @@
+//! Mean metrics (`kind: mean`): the mean of an observed value per request
+//! (an ETA's absolute error, a score), compared with the baseline's mean or
+//! with a fixed bound.
+//!
+//! The test is the normal-mixture mSPRT on information time (statistics.md
+//! §2.2), stratified per interval exactly like the ratio normal test: each
+//! interval contributes the contrast `d = s·(m_c − f·m_b)` (or `s·(m_c − T)`
+//! for a bound) with variance `v = σ²_c/n_c + f²·σ²_b/n_b`, and the mixture
+//! over `λ ≥ 0` of `exp(λ Σ d/v − λ² Σ 1/v / 2)` is an e-process whenever the
+//! contrast's mean is at most 0 in every interval. Because each interval is a
+//! concurrent comparison, a mean that moves with the time of day moves both
+//! arms and does not bias it. Validity is asymptotic (plug-in variances), so
+//! the test waits for a burn-in of observations per arm and skips intervals
+//! with fewer than [`MIN_PER_INTERVAL`] observations in an arm. The design
+//! effect (twice the tolerance) is fixed from the burn-in data, before the
+//! test starts, so the alternatives are predictable.
+
+use serde::{Deserialize, Serialize};
+
+use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
+use super::mixture::{ChangeDetection, RestartMixture, normal_mixture_bound, normal_mixture_rho};
+use super::sequential::{Direction, GateKind, design_grid};
+use super::snapshot::IntervalSnapshot;
+use super::{StatsError, check_positive, check_unit_open};
+use crate::time::Timestamp;
+
+/// Count, mean and variance of one arm's values in one interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    pub n: u64,
+    pub mean: f64,
+    pub variance: f64,
+}
+
+/// An interval's arm contributes only with at least this many values (the
+/// plug-in variance of fewer is too rough).
+pub const MIN_PER_INTERVAL: u64 = 5;
+
+/// What the canary's mean is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "against")]
+pub enum MeanNull {
+    /// Evidence that `mean_c / mean_b` is above (Increase) or below
+    /// (Decrease) `null_ratio`; the design is `design_ratio`.
+    Baseline { null_ratio: f64, design_ratio: f64 },
+    /// Evidence that `mean_c` is above (Increase) or below (Decrease) `bound`.
+    Bound { bound: f64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeanTest {
+    signal: String,
+    direction: Direction,
+    null: MeanNull,
+    alpha: f64,
+    change: ChangeDetection,
+    burn_in: u64,
+    /// Per-arm totals (n, Σx) for estimates and evidence.
+    canary_n: u64,
+    canary_sum: f64,
+    baseline_n: u64,
+    baseline_sum: f64,
+    /// Set when the burn-in ends: the design contrast and the mixture.
+    design: Option<f64>,
+    lambdas: Vec<f64>,
+    mixture: Option<RestartMixture>,
+    s: f64,
+    v: f64,
+    scratch: Vec<f64>,
+    span_start: Option<Timestamp>,
+    span_end: Timestamp,
+    crossed: bool,
+}
+
+impl MeanTest {
+    fn build(
+        signal: &str,
+        direction: Direction,
+        null: MeanNull,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("alpha", alpha)?;
+        if let MeanNull::Baseline {
+            null_ratio,
+            design_ratio,
+        } = null
+        {
+            check_positive("null ratio", null_ratio)?;
+            check_positive("design ratio", design_ratio)?;
+        }
+        Ok(MeanTest {
+            signal: signal.to_string(),
+            direction,
+            null,
+            alpha,
+            change,
+            burn_in: 200,
+            canary_n: 0,
+            canary_sum: 0.0,
+            baseline_n: 0,
+            baseline_sum: 0.0,
+            design: None,
+            lambdas: Vec::new(),
+            mixture: None,
+            s: 0.0,
+            v: 0.0,
+            scratch: Vec::new(),
+            span_start: None,
+            span_end: Timestamp::EPOCH,
+            crossed: false,
+        })
+    }
+
+    /// `vsBaseline: {relativeIncrease: x}` (larger is worse).
+    pub fn relative_increase(
+        signal: &str,
+        x: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_positive("relativeIncrease", x)?;
+        let null = MeanNull::Baseline {
+            null_ratio: 1.0 + x,
+            design_ratio: 1.0 + 2.0 * x,
+        };
+        Self::build(signal, Direction::Increase, null, alpha, change)
+    }
+
+    /// `vsBaseline: {relativeDrop: x}` (smaller is worse).
+    pub fn relative_drop(
+        signal: &str,
+        x: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("relativeDrop", x)?;
+        let design = (1.0 - 2.0 * x).max((1.0 - x) / 2.0);
+        let null = MeanNull::Baseline {
+            null_ratio: 1.0 - x,
+            design_ratio: design,
+        };
+        Self::build(signal, Direction::Decrease, null, alpha, change)
+    }
+
+    /// `threshold: {above: b}` (Increase) or `{below: b}` (Decrease) on the
+    /// canary's mean.
+    pub fn bound(
+        signal: &str,
+        direction: Direction,
+        bound: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        if !bound.is_finite() {
+            return Err(StatsError::InvalidParameter {
+                name: "threshold",
+                value: bound.to_string(),
+                expected: "a finite number",
+            });
+        }
+        Self::build(signal, direction, MeanNull::Bound { bound }, alpha, change)
+    }
+
+    /// A mean gate (no restarts): `minGain`, `maxIncrease`, `maxDrop`.
+    pub fn gate(signal: &str, kind: GateKind, alpha: f64) -> Result<Self, StatsError> {
+        let (direction, null_ratio, design_ratio) = match kind {
+            GateKind::MinGain(x) => {
+                check_positive("minGain", x)?;
+                (Direction::Increase, 1.0 + x, 1.0 + 2.0 * x)
+            }
+            GateKind::MaxIncrease(x) => {
+                check_positive("maxIncrease", x)?;
+                (Direction::Decrease, 1.0 + x, 1.0)
+            }
+            GateKind::MaxDrop(x) => {
+                check_unit_open("maxDrop", x)?;
+                (Direction::Increase, 1.0 - x, 1.0)
+            }
+        };
+        let null = MeanNull::Baseline {
+            null_ratio,
+            design_ratio,
+        };
+        Self::build(signal, direction, null, alpha, ChangeDetection::OFF)
+    }
+
+    /// Observations per arm before the test starts (default 200).
+    pub fn with_burn_in(mut self, n: u64) -> Self {
+        self.burn_in = n;
+        self
+    }
+
+    fn sign(&self) -> f64 {
+        match self.direction {
+            Direction::Increase => 1.0,
+            Direction::Decrease => -1.0,
+        }
+    }
+
+    fn baseline_mean(&self) -> f64 {
+        if self.baseline_n == 0 {
+            0.0
+        } else {
+            self.baseline_sum / self.baseline_n as f64
+        }
+    }
+
+    fn canary_mean(&self) -> f64 {
+        if self.canary_n == 0 {
+            0.0
+        } else {
+            self.canary_sum / self.canary_n as f64
+        }
+    }
+
+    fn compares_baseline(&self) -> bool {
+        matches!(self.null, MeanNull::Baseline { .. })
+    }
+
+    /// Feeds one interval (already admitted past warm-up).
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        let mc = snap
+            .canary
+            .latency
+            .get(&self.signal)
+            .and_then(|h| h.moments_ms());
+        let mb = snap
+            .baseline
+            .latency
+            .get(&self.signal)
+            .and_then(|h| h.moments_ms());
+        self.span_start.get_or_insert(snap.start);
+        self.span_end = self.span_end.max(snap.end);
+        // The contrast of this interval uses this interval's data only; the
+        // design was fixed from earlier intervals.
+        if self.mixture.is_some() {
+            self.update(mc, mb, snap.start);
+        }
+        if let Some(m) = mc {
+            self.canary_n += m.n;
+            self.canary_sum += m.mean * m.n as f64;
+        }
+        if let Some(m) = mb {
+            self.baseline_n += m.n;
+            self.baseline_sum += m.mean * m.n as f64;
+        }
+        self.maybe_start();
+        self.verdict(Status::Monitoring)
+    }
+
+    /// The verdict for an interval excluded by warm-up.
+    pub fn excluded(&self) -> Verdict {
+        self.clone().verdict(Status::Excluded)
+    }
+
+    fn maybe_start(&mut self) {
+        if self.mixture.is_some() {
+            return;
+        }
+        let ready = self.canary_n >= self.burn_in
+            && (!self.compares_baseline() || self.baseline_n >= self.burn_in);
+        if !ready {
+            return;
+        }
+        let scale = match self.null {
+            MeanNull::Baseline {
+                null_ratio,
+                design_ratio,
+            } => (design_ratio - null_ratio).abs() * self.baseline_mean().abs(),
+            // Against a bound, design for a shift of 10% of the bound (or of
+            // the canary's mean when the bound is 0).
+            MeanNull::Bound { bound } => 0.1 * bound.abs().max(self.canary_mean().abs()),
+        };
+        let design = scale.max(1e-9);
+        self.design = Some(design);
+        self.lambdas = design_grid(design);
+        self.scratch = vec![0.0; self.lambdas.len()];
+        self.mixture = Some(RestartMixture::new(self.lambdas.len(), self.change));
+    }
+
+    fn update(&mut self, mc: Option<Moments>, mb: Option<Moments>, start: Timestamp) {
+        let contrast = match (self.null, mc, mb) {
+            (MeanNull::Baseline { null_ratio: f, .. }, Some(c), Some(b))
+                if c.n >= MIN_PER_INTERVAL && b.n >= MIN_PER_INTERVAL =>
+            {
+                let var = (c.variance / c.n as f64 + f * f * b.variance / b.n as f64).max(1e-12);
+                Some((self.sign() * (c.mean - f * b.mean), var))
+            }
+            (MeanNull::Bound { bound }, Some(c), _) if c.n >= MIN_PER_INTERVAL => {
+                let var = (c.variance / c.n as f64).max(1e-12);
+                Some((self.sign() * (c.mean - bound), var))
+            }
+            _ => None,
+        };
+        let Some(mixture) = self.mixture.as_mut() else {
+            return;
+        };
+        match contrast {
+            Some((d, var)) => {
+                let (si, vi) = (d / var, 1.0 / var);
+                self.s += si;
+                self.v += vi;
+                for (out, &lam) in self.scratch.iter_mut().zip(&self.lambdas) {
+                    *out = lam * si - 0.5 * lam * lam * vi;
+                }
+            }
+            None => self.scratch.iter_mut().for_each(|l| *l = 0.0),
+        }
+        mixture.update(&self.scratch, start);
+    }
+
+    fn verdict(&mut self, running: Status) -> Verdict {
+        let boundary = (1.0 / self.alpha).ln();
+        let (log_e, max_log_e) = self
+            .mixture
+            .as_ref()
+            .map_or((0.0, 0.0), |m| (m.log_e(), m.max_log_e()));
+        self.crossed |= max_log_e >= boundary;
+        let status = if self.crossed {
+            Status::Crossed
+        } else if self.mixture.is_some() {
+            running
+        } else if running == Status::Excluded {
+            Status::Excluded
+        } else {
+            Status::Collecting
+        };
+        let (estimand, estimate, interval) = self.estimate();
+        Verdict {
+            status,
+            evidence: Evidence {
+                estimand,
+                baseline: ArmCounts {
+                    exposure: self.baseline_n,
+                    events: 0,
+                },
+                canary: ArmCounts {
+                    exposure: self.canary_n,
+                    events: 0,
+                },
+                estimate: finite(estimate),
+                interval,
+                log_e_value: finite(log_e),
+                log_boundary: boundary,
+                window_start: self.span_start.unwrap_or(self.span_end),
+                window_end: self.span_end,
+                evidence_since: self
+                    .mixture
+                    .as_ref()
+                    .and_then(RestartMixture::dominant_start)
+                    .or(self.span_start)
+                    .unwrap_or(self.span_end),
+            },
+        }
+    }
+
+    /// The estimate and its anytime-valid interval: the ratio of means
+    /// against the baseline, or the canary's mean against a bound.
+    fn estimate(&self) -> (String, f64, Interval) {
+        let level = 1.0 - self.alpha;
+        let half = match self.design {
+            Some(design) if self.v > 0.0 => {
+                let rho = (1.0 / (design * design)).max(normal_mixture_rho(1e-300, self.alpha));
+                Some(normal_mixture_bound(self.v, rho, self.alpha) / self.v)
+            }
+            _ => None,
+        };
+        match self.null {
+            MeanNull::Baseline { null_ratio, .. } => {
+                let mb = self.baseline_mean();
+                let est = if mb != 0.0 {
+                    self.canary_mean() / mb
+                } else {
+                    1.0
+                };
+                // Contrast c = s·(m_c − f·m_b) ⇒ ratio = f + s·c / m_b.
+                let interval = match half {
+                    Some(h) if mb != 0.0 => {
+                        let c = self.s / self.v;
+                        let to_ratio = |x: f64| null_ratio + self.sign() * x / mb;
+                        let (a, b) = (to_ratio(c - h), to_ratio(c + h));
+                        Interval::new(a.min(b), a.max(b), level)
+                    }
+                    _ => Interval::unbounded(level),
+                };
+                (
+                    format!("ratio of canary/baseline mean {}", self.signal),
+                    est,
+                    interval,
+                )
+            }
+            MeanNull::Bound { bound } => {
+                let interval = match half {
+                    Some(h) => {
+                        let c = self.s / self.v;
+                        let to_mean = |x: f64| bound + self.sign() * x;
+                        let (a, b) = (to_mean(c - h), to_mean(c + h));
+                        Interval::new(a.min(b), a.max(b), level)
+                    }
+                    None => Interval::unbounded(level),
+                };
+                (
+                    format!("canary mean {} (bound {bound})", self.signal),
+                    self.canary_mean(),
+                    interval,
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values spread evenly around `mean` (±50%), `n` of them.
+    fn interval(i: u64, canary: (u64, f64), baseline: (u64, f64)) -> IntervalSnapshot {
+        let mut s = IntervalSnapshot::new(
+            Timestamp::from_millis(i * 60_000),
+            Timestamp::from_millis((i + 1) * 60_000),
+        );
+        for (arm, (n, mean)) in [(&mut s.canary, canary), (&mut s.baseline, baseline)] {
+            let h = arm.latency_mut("eta_err");
+            for k in 0..n {
+                let f = 0.5 + (k % 11) as f64 / 10.0;
+                h.record_ms(mean * f);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn an_increase_beyond_the_tolerance_fires_and_an_equal_mean_does_not() {
+        let change = ChangeDetection::over_horizon(1000, 31);
+        let mut worse = MeanTest::relative_increase("eta_err", 0.05, 0.01, change).unwrap();
+        let mut same = MeanTest::relative_increase("eta_err", 0.05, 0.01, change).unwrap();
+        let mut fired_at = None;
+        for i in 0..300 {
+            let v = worse.observe(&interval(i, (50, 120.0), (450, 100.0)));
+            if v.crossed() && fired_at.is_none() {
+                fired_at = Some(i);
+                assert!(
+                    v.evidence.interval.lower.unwrap() > 1.05,
+                    "{:?}",
+                    v.evidence
+                );
+            }
+            assert!(
+                !same
+                    .observe(&interval(i, (50, 100.0), (450, 100.0)))
+                    .crossed()
+            );
+        }
+        assert!(fired_at.is_some_and(|i| i < 100), "{fired_at:?}");
+    }
+
+    #[test]
+    fn a_drop_is_caught_by_relative_drop_and_bounds_work_both_ways() {
+        let change = ChangeDetection::OFF;
+        let mut drop = MeanTest::relative_drop("eta_err", 0.02, 0.01, change).unwrap();
+        let mut above =
+            MeanTest::bound("eta_err", Direction::Increase, 100.0, 0.01, change).unwrap();
+        let mut below =
+            MeanTest::bound("eta_err", Direction::Decrease, 100.0, 0.01, change).unwrap();
+        let (mut d, mut a, mut b) = (false, false, false);
+        for i in 0..200 {
+            d |= drop
+                .observe(&interval(i, (100, 90.0), (100, 100.0)))
+                .crossed();
+            a |= above
+                .observe(&interval(i, (100, 110.0), (0, 0.0)))
+                .crossed();
+            b |= below
+                .observe(&interval(i, (100, 110.0), (0, 0.0)))
+                .crossed();
+        }
+        assert!(d && a && !b);
+    }
+
+    #[test]
+    fn gates_show_bounds_and_nothing_is_non_finite() {
+        let mut gain = MeanTest::gate("eta_err", GateKind::MinGain(0.02), 0.05).unwrap();
+        let mut no_data = MeanTest::gate("eta_err", GateKind::MaxIncrease(0.05), 0.05).unwrap();
+        let mut shown = false;
+        for i in 0..200 {
+            shown |= gain
+                .observe(&interval(i, (100, 110.0), (100, 100.0)))
+                .crossed();
+            let v = no_data.observe(&IntervalSnapshot::new(
+                Timestamp::from_millis(i),
+                Timestamp::from_millis(i + 1),
+            ));
+            assert_eq!(v.status, Status::Collecting);
+            assert!(v.evidence.estimate.is_finite() && v.evidence.log_e_value.is_finite());
+        }
+        assert!(shown);
+    }
+}
