@@ -7,8 +7,9 @@
 //! Default: 1,000 runs × 2 h (240 intervals of 30 s) per configuration.
 //! `CANARYD_STAT_SWEEP=1` runs 5,000 per configuration.
 //!
-//! Measured with `CANARYD_STAT_SWEEP=1 cargo test --release -p canaryd
-//! --no-default-features --test stats_aa -- --nocapture` (alpha = 0.05, 5,000
+//! Measured with `CANARYD_STAT_SWEEP=1 cargo test -p canaryd
+//! --no-default-features --test stats_aa -- --nocapture` (test profile,
+//! opt-level 2; alpha = 0.05, 5,000
 //! runs each, bound 0.0592), false-crossing rates over low / high 5/95 /
 //! 50/50 / split change / diurnal:
 //! - error-rate relativeIncrease 10%, count test, A/A: 0.0010 / 0 / 0.0004 /
