@@ -158,12 +158,7 @@ impl LatencyHistogram {
     /// Records `n` observations of one latency in microseconds.
     #[inline]
     pub fn record_n_us(&mut self, value_us: u64, n: u64) {
-        let idx = match &self.layout {
-            Layout::LogLinear => log_linear_index(value_us),
-            Layout::Bucketed { upper_bounds_us } => upper_bounds_us
-                .partition_point(|&ub| ub < value_us)
-                .min(upper_bounds_us.len() - 1),
-        };
+        let idx = self.bucket_of(value_us);
         if idx >= self.counts.len() {
             self.counts.resize(idx + 1, 0);
         }
@@ -220,24 +215,36 @@ impl LatencyHistogram {
         }
     }
 
+    #[inline]
+    fn bucket_of(&self, value_us: u64) -> usize {
+        match &self.layout {
+            Layout::LogLinear => log_linear_index(value_us),
+            Layout::Bucketed { upper_bounds_us } => upper_bounds_us
+                .partition_point(|&ub| ub < value_us)
+                .min(upper_bounds_us.len() - 1),
+        }
+    }
+
+    fn sum_from(&self, first: usize) -> u64 {
+        self.counts.get(first..).map_or(0, |tail| {
+            tail.iter().fold(0u64, |a, &c| a.saturating_add(c))
+        })
+    }
+
     /// Observations whose bucket lies entirely above `threshold_us`.
     pub fn count_surely_above_us(&self, threshold_us: u64) -> u64 {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| self.bounds(i).0 > threshold_us)
-            .map(|(_, &c)| c)
-            .fold(0u64, u64::saturating_add)
+        // Buckets after the one holding the threshold start above it.
+        self.sum_from(self.bucket_of(threshold_us) + 1)
     }
 
     /// Observations whose bucket reaches above `threshold_us`.
     pub fn count_possibly_above_us(&self, threshold_us: u64) -> u64 {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| self.bounds(i).1 > threshold_us)
-            .map(|(_, &c)| c)
-            .fold(0u64, u64::saturating_add)
+        let b = self.bucket_of(threshold_us);
+        if self.bounds(b).1 > threshold_us {
+            self.sum_from(b)
+        } else {
+            self.sum_from(b + 1)
+        }
     }
 
     /// The bounds `(lowest, highest)` in µs of the bucket holding the
@@ -356,6 +363,32 @@ mod tests {
         let mut other = LatencyHistogram::new();
         other.record_ms(1.0);
         assert_eq!(h.merge(&other), Err(StatsError::LayoutMismatch));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn exceedance_counts_match_their_definition(
+            values in proptest::collection::vec(0u64..5_000_000, 0..200),
+            t in 0u64..6_000_000,
+            bucketed in proptest::bool::ANY,
+        ) {
+            let mut h = if bucketed {
+                LatencyHistogram::with_bucket_bounds_ms(&[5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0]).unwrap()
+            } else {
+                LatencyHistogram::new()
+            };
+            for &v in &values {
+                h.record_us(v);
+            }
+            let brute = |pred: &dyn Fn(usize) -> bool| -> u64 {
+                h.counts.iter().enumerate().filter(|&(i, _)| pred(i)).map(|(_, &c)| c).sum()
+            };
+            proptest::prop_assert_eq!(h.count_surely_above_us(t), brute(&|i| h.bounds(i).0 > t));
+            proptest::prop_assert_eq!(h.count_possibly_above_us(t), brute(&|i| h.bounds(i).1 > t));
+            let sure = values.iter().filter(|&&v| v > t).count() as u64;
+            proptest::prop_assert!(h.count_surely_above_us(t) <= sure);
+            proptest::prop_assert!(sure <= h.count_possibly_above_us(t));
+        }
     }
 
     #[test]

@@ -132,6 +132,11 @@ pub struct RestartMixture {
     slot_starts: Vec<Timestamp>,
     steps: u64,
     max_log_e: f64,
+    /// `ln Z` after the last update (cached: computing it costs one `exp` per
+    /// slot and alternative).
+    log_e_now: f64,
+    /// Index of the slot contributing most to `log_e_now`.
+    dominant: usize,
 }
 
 impl RestartMixture {
@@ -151,6 +156,8 @@ impl RestartMixture {
             slot_starts: Vec::new(),
             steps: 0,
             max_log_e: 0.0,
+            log_e_now: 0.0,
+            dominant: 0,
         }
     }
 
@@ -185,39 +192,39 @@ impl RestartMixture {
             }
         }
         self.steps += 1;
-        self.max_log_e = self.max_log_e.max(self.log_e());
+        let (log_e, dominant) = self.compute_log_e();
+        self.log_e_now = log_e;
+        self.dominant = dominant;
+        self.max_log_e = self.max_log_e.max(self.log_e_now);
     }
 
     /// `ln Z_t`.
     pub fn log_e(&self) -> f64 {
-        let terms = self
-            .slots
-            .iter()
-            .zip(&self.slot_log_weights)
-            .flat_map(|(slot, &sw)| {
-                slot.iter()
-                    .zip(&self.log_alt_weights)
-                    .map(move |(&acc, &aw)| sw + aw + acc)
-            });
-        let v: Vec<f64> = terms.collect();
-        log_sum_exp(v.iter().copied())
+        self.log_e_now
+    }
+
+    /// `(ln Z, index of the largest slot term)` in one pass.
+    fn compute_log_e(&self) -> (f64, usize) {
+        let mut best = (0, f64::MIN);
+        let mut per_slot = Vec::with_capacity(self.slots.len());
+        for (k, (slot, &sw)) in self.slots.iter().zip(&self.slot_log_weights).enumerate() {
+            let terms = slot
+                .iter()
+                .zip(&self.log_alt_weights)
+                .map(|(&a, &w)| sw + w + a);
+            let l = log_sum_exp(terms);
+            if l > best.1 {
+                best = (k, l);
+            }
+            per_slot.push(l);
+        }
+        (log_sum_exp(per_slot.iter().copied()), best.0)
     }
 
     /// Start of the restart segment that carries the most evidence now: for a
     /// late regression, roughly when it began.
     pub fn dominant_start(&self) -> Option<Timestamp> {
-        let mut best = (0, f64::MIN);
-        for (k, (slot, &sw)) in self.slots.iter().zip(&self.slot_log_weights).enumerate() {
-            let l = log_sum_exp(
-                slot.iter()
-                    .zip(&self.log_alt_weights)
-                    .map(|(&a, &w)| sw + w + a),
-            );
-            if l > best.1 {
-                best = (k, l);
-            }
-        }
-        self.slot_starts.get(best.0).copied()
+        self.slot_starts.get(self.dominant).copied()
     }
 
     /// Largest `ln Z` seen so far (the always-valid p-value is `exp(−max)`).
@@ -374,7 +381,8 @@ pub fn rate_confidence_sequence(x: u64, n: u64, a: f64, b: f64, alpha: f64) -> (
     let upper = if x >= n || loglik(1.0 - P_FLOOR) > cut {
         1.0
     } else {
-        1.0 - bisect(P_FLOOR, 1.0 - hat, |q| loglik(1.0 - q) > cut)
+        // First point above the MLE that is outside the set.
+        bisect(hat, 1.0 - P_FLOOR, |p| loglik(p) <= cut)
     };
     (lower, upper)
 }
@@ -387,7 +395,7 @@ pub fn rate_log_e(x: u64, n: u64, a: f64, b: f64, p: f64) -> f64 {
 }
 
 /// Smallest point of `[lo, hi]` where the monotone predicate `inside` turns
-/// true (assumes false at `lo`, true at `hi`); 100 halvings.
+/// true (assumes false at `lo`, true at `hi`), to a relative 1e-10.
 pub fn bisect(mut lo: f64, mut hi: f64, inside: impl Fn(f64) -> bool) -> f64 {
     for _ in 0..100 {
         let mid = 0.5 * (lo + hi);
@@ -396,7 +404,7 @@ pub fn bisect(mut lo: f64, mut hi: f64, inside: impl Fn(f64) -> bool) -> f64 {
         } else {
             lo = mid;
         }
-        if hi - lo <= 1e-15 * hi.abs().max(1e-300) {
+        if hi - lo <= 1e-10 * hi.abs().max(1e-300) {
             break;
         }
     }

@@ -107,7 +107,10 @@ pub struct BurnWindow {
 }
 
 /// `burnRate: {slo, windows}`: burn rate = error ratio / (1 − slo); fires when
-/// for some pair both the long and the short window exceed `factor`.
+/// for some pair both the long and the short window exceed `factor`. A window
+/// longer than the data retained (a young rollout) uses the data it has, as a
+/// Prometheus `rate` over a partial range would; size [`Windows`] for the
+/// longest window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BurnRate {
     pub numerator: String,

@@ -57,7 +57,15 @@ impl ArmData {
     /// The histogram of a latency signal, created (log-linear) on first use.
     /// Hold the returned reference to record many values cheaply.
     pub fn latency_mut(&mut self, signal: &str) -> &mut LatencyHistogram {
-        self.latency.entry(signal.to_string()).or_default()
+        // Look up before inserting so the hot path does not allocate a key.
+        if !self.latency.contains_key(signal) {
+            self.latency
+                .insert(signal.to_string(), LatencyHistogram::new());
+        }
+        // Invariant: the key is present (inserted just above when missing).
+        self.latency
+            .get_mut(signal)
+            .expect("latency histogram was just inserted")
     }
 
     /// Adds another arm's data into this one.
