@@ -56,11 +56,9 @@ pub enum TriggerEvidence {
 pub struct ObjectiveEvidence {
     /// What was measured, in words.
     pub measured: String,
-    pub observed: f64,
-    pub limit: f64,
-    pub canary: ArmCounts,
-    pub window_start: Timestamp,
-    pub window_end: Timestamp,
+    /// The measurement against its limit, the counts and the window.
+    #[serde(flatten)]
+    pub verdict: stats::objective::ObjectiveVerdict,
 }
 
 /// One trigger's check.
@@ -530,11 +528,7 @@ fn objective_reading(
         samples: v.canary.exposure,
         evidence: Some(TriggerEvidence::Objective(ObjectiveEvidence {
             measured,
-            observed: v.observed,
-            limit: v.limit,
-            canary: v.canary,
-            window_start: v.window_start,
-            window_end: v.window_end,
+            verdict: v,
         })),
     }
 }

@@ -102,20 +102,20 @@ impl<A: Analysis> Rollout<A> {
         analysis: A,
         now: Timestamp,
     ) -> Result<Self, Rejected> {
-        let invalid = |message: String| Rejected {
-            kind: RejectKind::Invalid,
-            message,
-        };
         if spec.change_type == ChangeType::Emergency {
             if spec.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-                return Err(invalid("reason: an emergency change needs a reason".into()));
+                return Err(Rejected::invalid(
+                    "reason: an emergency change needs a reason",
+                ));
             }
             if spec.ticket.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                return Err(invalid("ticket: an emergency change needs a ticket".into()));
+                return Err(Rejected::invalid(
+                    "ticket: an emergency change needs a ticket",
+                ));
             }
         }
         if spec.change_type == ChangeType::Experiment && policy.experiment.is_none() {
-            return Err(invalid(format!(
+            return Err(Rejected::invalid(format!(
                 "change_type: policy `{}` has no spec.experiment, so it cannot run as an experiment",
                 policy.name
             )));
@@ -389,20 +389,12 @@ impl<A: Analysis> Rollout<A> {
 
     /// Refuse commands that do not apply, before anything changes.
     fn validate(&self, command: &Command) -> Result<(), Rejected> {
-        let conflict = |message: String| Rejected {
-            kind: RejectKind::Conflict,
-            message,
-        };
-        let invalid = |message: String| Rejected {
-            kind: RejectKind::Invalid,
-            message,
-        };
         let by = command.actor();
         if by.reason.trim().is_empty() {
-            return Err(invalid("reason: every command needs a reason".into()));
+            return Err(Rejected::invalid("reason: every command needs a reason"));
         }
         if self.phase.is_terminal() {
-            return Err(conflict(format!(
+            return Err(Rejected::conflict(format!(
                 "rollout {} is already {}; `{}` no longer applies",
                 self.spec.id,
                 self.phase.as_str(),
@@ -411,30 +403,32 @@ impl<A: Analysis> Rollout<A> {
         }
         match command {
             Command::Pause { .. } if self.phase == Phase::Paused => {
-                Err(conflict("rollout is already paused".into()))
+                Err(Rejected::conflict("rollout is already paused"))
             }
-            Command::Pause { .. } if self.phase == Phase::RollingBack => Err(conflict(
-                "rollout is rolling back; it cannot be paused".into(),
+            Command::Pause { .. } if self.phase == Phase::RollingBack => Err(Rejected::conflict(
+                "rollout is rolling back; it cannot be paused",
             )),
-            Command::Resume { .. } if self.phase != Phase::Paused => Err(conflict(format!(
-                "rollout is {}, not paused; nothing to resume",
-                self.phase.as_str()
-            ))),
-            Command::Promote { .. } if self.phase == Phase::RollingBack => Err(conflict(
-                "rollout is rolling back; it cannot be promoted".into(),
+            Command::Resume { .. } if self.phase != Phase::Paused => {
+                Err(Rejected::conflict(format!(
+                    "rollout is {}, not paused; nothing to resume",
+                    self.phase.as_str()
+                )))
+            }
+            Command::Promote { .. } if self.phase == Phase::RollingBack => Err(Rejected::conflict(
+                "rollout is rolling back; it cannot be promoted",
             )),
-            Command::Promote { .. } if self.phase == Phase::Paused => Err(conflict(
-                "rollout is paused; resume it before promoting".into(),
+            Command::Promote { .. } if self.phase == Phase::Paused => Err(Rejected::conflict(
+                "rollout is paused; resume it before promoting",
             )),
             Command::Promote {
                 override_gates: true,
                 by,
                 ..
             } if by.ticket.is_none() => {
-                Err(invalid("ticket: --override-gates needs a ticket".into()))
+                Err(Rejected::invalid("ticket: --override-gates needs a ticket"))
             }
             Command::Abort { .. } if self.phase == Phase::RollingBack => {
-                Err(conflict("rollout is already rolling back".into()))
+                Err(Rejected::conflict("rollout is already rolling back"))
             }
             Command::Approve { role, by } => self.validate_approval(role, &by.name),
             _ => Ok(()),
@@ -442,43 +436,35 @@ impl<A: Analysis> Rollout<A> {
     }
 
     fn validate_approval(&self, role: &str, actor: &str) -> Result<(), Rejected> {
-        let conflict = |message: String| Rejected {
-            kind: RejectKind::Conflict,
-            message,
-        };
-        let invalid = |message: String| Rejected {
-            kind: RejectKind::Invalid,
-            message,
-        };
         let Some(wait) = &self.approval else {
-            return Err(conflict(format!(
+            return Err(Rejected::conflict(format!(
                 "rollout is {} and is not waiting for an approval",
                 self.phase.as_str()
             )));
         };
         let Some(Step::Approval(step)) = self.policy.steps.get(wait.step) else {
-            return Err(conflict("rollout is not waiting for an approval".into()));
+            return Err(Rejected::conflict("rollout is not waiting for an approval"));
         };
         if !step.roles.iter().any(|r| r == role) {
-            return Err(invalid(format!(
+            return Err(Rejected::invalid(format!(
                 "role: this approval needs {}; `{role}` is not one of them",
                 step.roles.join(", ")
             )));
         }
         if let Some(given) = wait.given.get(role) {
-            return Err(conflict(format!(
+            return Err(Rejected::conflict(format!(
                 "role `{role}` was already approved by {}",
                 given.actor
             )));
         }
         if step.distinct {
             if actor == self.spec.started_by {
-                return Err(invalid(format!(
+                return Err(Rejected::invalid(format!(
                     "actor: {actor} started this rollout and may not approve it (distinct approvals)"
                 )));
             }
             if let Some((other_role, _)) = wait.given.iter().find(|(_, a)| a.actor == actor) {
-                return Err(invalid(format!(
+                return Err(Rejected::invalid(format!(
                     "actor: {actor} already approved as `{other_role}`; each role needs a different person (distinct approvals)"
                 )));
             }

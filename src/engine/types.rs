@@ -154,6 +154,24 @@ pub struct Rejected {
     pub message: String,
 }
 
+impl Rejected {
+    /// The command does not apply in the current state.
+    pub fn conflict(message: impl Into<String>) -> Rejected {
+        Rejected {
+            kind: RejectKind::Conflict,
+            message: message.into(),
+        }
+    }
+
+    /// The contract refuses the command (a field is wrong or missing).
+    pub fn invalid(message: impl Into<String>) -> Rejected {
+        Rejected {
+            kind: RejectKind::Invalid,
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RejectKind {

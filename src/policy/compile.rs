@@ -213,17 +213,16 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Policy> {
     let f = decode::mapping(sink, node, path, SPEC_FIELDS)?;
     let change_type = match f.get("changeType") {
         None => Some(ChangeType::Standard),
-        Some(n) => decode::string(sink, n, &f.child("changeType")).and_then(|s| {
-            let parsed = ChangeType::parse(&s);
-            if parsed.is_none() {
-                sink.error(
-                    n.pos,
-                    &f.child("changeType"),
-                    format!("expected one of `standard`, `emergency`, `experiment`, found `{s}`"),
-                );
-            }
-            parsed
-        }),
+        Some(n) => decode::keyword(
+            sink,
+            n,
+            &f.child("changeType"),
+            &[
+                ("standard", ChangeType::Standard),
+                ("emergency", ChangeType::Emergency),
+                ("experiment", ChangeType::Experiment),
+            ],
+        ),
     };
     let steps = f
         .require(sink, "steps")
@@ -566,21 +565,15 @@ fn compile_approval(sink: &mut Sink, node: &Node, path: &Path) -> Option<Approva
     };
     let on_timeout = match f.get("onTimeout") {
         None => Some(OnTimeout::Rollback),
-        Some(n) => {
-            let p = f.child("onTimeout");
-            decode::string(sink, n, &p).and_then(|s| match s.as_str() {
-                "rollback" => Some(OnTimeout::Rollback),
-                "pause" => Some(OnTimeout::Pause),
-                _ => {
-                    sink.error(
-                        n.pos,
-                        &p,
-                        format!("expected `rollback` or `pause`, found `{s}`"),
-                    );
-                    None
-                }
-            })
-        }
+        Some(n) => decode::keyword(
+            sink,
+            n,
+            &f.child("onTimeout"),
+            &[
+                ("rollback", OnTimeout::Rollback),
+                ("pause", OnTimeout::Pause),
+            ],
+        ),
     };
     if f.has("onTimeout") && !f.has("timeout") {
         sink.error(f.pos, path, "`onTimeout` needs a `timeout` to act on");
@@ -717,21 +710,12 @@ fn compile_trigger(
     let quantile = optional_quantile(sink, &f);
     let action = match f.get("action") {
         None => Some(Action::Rollback),
-        Some(n) => {
-            let p = f.child("action");
-            decode::string(sink, n, &p).and_then(|s| match s.as_str() {
-                "rollback" => Some(Action::Rollback),
-                "pause" => Some(Action::Pause),
-                _ => {
-                    sink.error(
-                        n.pos,
-                        &p,
-                        format!("expected `rollback` or `pause`, found `{s}`"),
-                    );
-                    None
-                }
-            })
-        }
+        Some(n) => decode::keyword(
+            sink,
+            n,
+            &f.child("action"),
+            &[("rollback", Action::Rollback), ("pause", Action::Pause)],
+        ),
     };
     let rules: Vec<&str> = f.keys().filter(|k| TRIGGER_RULES.contains(k)).collect();
     if rules.len() != 1 {

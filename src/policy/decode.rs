@@ -370,6 +370,27 @@ pub fn latency_ms(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
     }
 }
 
+/// One of a fixed set of words (`rollback` or `pause`, ...), mapped to its
+/// value.
+pub fn keyword<T: Copy>(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    choices: &[(&str, T)],
+) -> Option<T> {
+    let s = string(sink, node, path)?;
+    let found_choice = choices.iter().find(|(word, _)| *word == s).map(|(_, v)| *v);
+    if found_choice.is_none() {
+        let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+        let expected = match words.as_slice() {
+            [a, b] => format!("`{a}` or `{b}`"),
+            _ => format!("one of {}", one_of(&words)),
+        };
+        sink.error(node.pos, path, format!("expected {expected}, found `{s}`"));
+    }
+    found_choice
+}
+
 /// "found ..." text for a value.
 pub fn found(value: &Value) -> String {
     match value {

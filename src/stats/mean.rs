@@ -203,20 +203,7 @@ impl MeanTest {
 
     /// A mean gate (no restarts): `minGain`, `maxIncrease`, `maxDrop`.
     pub fn gate(signal: &str, kind: GateKind, alpha: f64) -> Result<Self, StatsError> {
-        let (direction, null_ratio, design_ratio) = match kind {
-            GateKind::MinGain(x) => {
-                check_positive("minGain", x)?;
-                (Direction::Increase, 1.0 + x, 1.0 + 2.0 * x)
-            }
-            GateKind::MaxIncrease(x) => {
-                check_positive("maxIncrease", x)?;
-                (Direction::Decrease, 1.0 + x, 1.0)
-            }
-            GateKind::MaxDrop(x) => {
-                check_unit_open("maxDrop", x)?;
-                (Direction::Increase, 1.0 - x, 1.0)
-            }
-        };
+        let (direction, null_ratio, design_ratio) = kind.ratio_null()?;
         let null = MeanNull::Baseline {
             null_ratio,
             design_ratio,

@@ -621,7 +621,7 @@ pub enum GateKind {
 
 impl GateKind {
     /// (direction of the evidence sought, null ratio, design ratio).
-    fn ratio_null(self) -> Result<(Direction, f64, f64), StatsError> {
+    pub(crate) fn ratio_null(self) -> Result<(Direction, f64, f64), StatsError> {
         Ok(match self {
             GateKind::MinGain(x) => {
                 check_positive("minGain", x)?;
