@@ -479,3 +479,37 @@ fn latency_rules_point_the_right_way() {
         "#]],
     );
 }
+
+#[test]
+fn bounds_evidence_can_never_cross_are_refused() {
+    check(
+        &edit(
+            "{ relativeDrop: 1% }",
+            "{ relativeDrop: 1% }\n    - { name: never, metric: ctr, threshold: { above: 100% } }",
+        ),
+        expect![[r#"
+            p.yaml:22:55: spec.triggers[1].threshold.above: a rate can never be shown beyond 100%: use a bound between 0% and 100% (exclusive), or add `for` for a rule applied as written
+        "#]],
+    );
+    check(
+        &edit(
+            "threshold: { above: 200ms, for: 15m }",
+            "threshold: { above: 0ms }",
+        ),
+        expect![[r#"
+            p.yaml:25:27: spec.triggers[1].threshold.above: a latency threshold must be greater than 0ms
+        "#]],
+    );
+}
+
+#[test]
+fn every_seed_policy_builds_its_monitor() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rollout-policies");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let p = parse_policy("x", &std::fs::read(&path).unwrap()).unwrap();
+        if let Err(e) = canaryd::engine::Monitor::new(&p) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+}

@@ -22,7 +22,13 @@ fn real_policies() -> Vec<Vec<u8>> {
 /// diagnostic, each with a real position and a message.
 fn parse_never_panics(bytes: &[u8]) {
     match parse_policy("fuzz.yaml", bytes) {
-        Ok(p) => assert!(!p.steps.is_empty()),
+        Ok(p) => {
+            assert!(!p.steps.is_empty());
+            // Whatever compiles can be run: the engine's monitor accepts it.
+            if let Err(e) = canaryd::engine::Monitor::new(&p) {
+                panic!("policy compiled but the monitor refused it: {e}");
+            }
+        }
         Err(diags) => {
             assert!(!diags.0.is_empty());
             for d in &diags.0 {

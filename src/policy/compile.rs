@@ -871,9 +871,14 @@ fn compile_threshold(
         None => Some(None),
         Some(n) => decode::positive_duration(sink, n, &f.child("for")).map(Some),
     };
+    let statistical = !f.has("for");
     let bound = match (f.get("above"), f.get("below")) {
-        (Some(n), None) => threshold_value(sink, n, &f.child("above"), unit).map(Bound::Above),
-        (None, Some(n)) => threshold_value(sink, n, &f.child("below"), unit).map(Bound::Below),
+        (Some(n), None) => {
+            threshold_value(sink, n, &f.child("above"), unit, statistical).map(Bound::Above)
+        }
+        (None, Some(n)) => {
+            threshold_value(sink, n, &f.child("below"), unit, statistical).map(Bound::Below)
+        }
         _ => {
             sink.error(f.pos, path, "expected exactly one of `above`, `below`");
             None
@@ -911,10 +916,23 @@ fn threshold_value(
     node: &Node,
     path: &Path,
     unit: Option<ThresholdUnit>,
+    statistical: bool,
 ) -> Option<f64> {
     let has_time_unit = matches!(&node.value, Value::Str(s) if s.trim_end().ends_with('s'));
     match unit {
-        Some(ThresholdUnit::Latency) => decode::latency_ms(sink, node, path),
+        Some(ThresholdUnit::Latency) => {
+            let ms = decode::latency_ms(sink, node, path)?;
+            if ms > 0.0 {
+                Some(ms)
+            } else {
+                sink.error(
+                    node.pos,
+                    path,
+                    "a latency threshold must be greater than 0ms",
+                );
+                None
+            }
+        }
         Some(ThresholdUnit::Fraction) => {
             if has_time_unit {
                 sink.error(
@@ -928,7 +946,17 @@ fn threshold_value(
                 return None;
             }
             let v = decode::percent(sink, node, path)?;
-            if (0.0..=1.0).contains(&v) {
+            if statistical && (v == 0.0 || v == 1.0) {
+                sink.error(
+                    node.pos,
+                    path,
+                    format!(
+                        "a rate can never be shown beyond {}: use a bound between 0% and 100% (exclusive), or add `for` for a rule applied as written",
+                        super::units::format_percent(v)
+                    ),
+                );
+                None
+            } else if (0.0..=1.0).contains(&v) {
                 Some(v)
             } else {
                 sink.error(
