@@ -107,6 +107,38 @@ pub fn needs_latency(policy: &Policy) -> bool {
         .any(|m| matches!(m, Metric::Latency { .. }))
 }
 
+/// A source from a scenario, sampling latency only when the policy reads it.
+pub fn model_source(scenario: &scenario::Scenario, policy: &Policy) -> Source {
+    Source::Model(Box::new(traffic::TrafficModel::new(
+        scenario,
+        needs_latency(policy),
+    )))
+}
+
+/// A copy of `policy` with every bake, approval timeout, experiment duration
+/// and `maxDuration` divided by `factor` (at least 1s each); the interval
+/// and the triggers' own windows stay. For tests and quick looks at policies
+/// whose real schedule is days long.
+pub fn time_compressed(policy: &Policy, factor: u32) -> Policy {
+    use canaryd::policy::Step;
+    let f = factor.max(1);
+    let scale = |d: Duration| (d / f).max(Duration::from_secs(1));
+    let mut p = policy.clone();
+    for step in &mut p.steps {
+        match step {
+            Step::Bake(d) => *d = scale(*d),
+            Step::Approval(a) => a.timeout = a.timeout.map(scale),
+            Step::SetWeight(_) => {}
+        }
+    }
+    p.analysis.max_duration = scale(p.analysis.max_duration);
+    if let Some(e) = &mut p.experiment {
+        e.duration = scale(e.duration);
+    }
+    p.emergency.bypass_for = scale(p.emergency.bypass_for);
+    p
+}
+
 /// One run of one analyst, seeded by `(seed, index)`.
 pub fn simulate_one(
     policy: &Policy,

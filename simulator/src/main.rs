@@ -11,8 +11,7 @@ use canaryd::policy::parse_policy;
 use canaryd::policy::units::parse_duration;
 use canaryd_sim::scenario::parse_scenario;
 use canaryd_sim::source::{Source, parse_replay, replay_from_prometheus};
-use canaryd_sim::traffic::TrafficModel;
-use canaryd_sim::{SimOptions, needs_latency, simulate};
+use canaryd_sim::{SimOptions, simulate};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -136,7 +135,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         (Some(p), None) => {
             let s =
                 parse_scenario(&p.display().to_string(), &read(p)?).map_err(|d| d.to_string())?;
-            Source::Model(Box::new(TrafficModel::new(&s, needs_latency(&policy))))
+            canaryd_sim::model_source(&s, &policy)
         }
         (None, Some(p)) => Source::Replay(parse_replay(&p.display().to_string(), &read(p)?)?),
         _ => return Err("one of --scenario FILE or --replay FILE is required".into()),

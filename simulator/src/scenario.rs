@@ -538,7 +538,10 @@ fn compile_groups(sink: &mut Sink, node: &Node, path: &Path) -> Option<Vec<(Stri
         sink.error(
             node.pos,
             path,
-            format!("group shares must add up to 1, got {total}"),
+            format!(
+                "group shares must add up to 1, got {}",
+                (total * 1e6).round() / 1e6
+            ),
         );
         return None;
     }
