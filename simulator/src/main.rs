@@ -71,6 +71,11 @@ struct RunArgs {
     /// Time before each approval is granted
     #[arg(long, default_value = "1h", value_parser = duration_arg)]
     approval_delay: Duration,
+    /// Divide the policy's bakes, approval timeouts, experiment duration,
+    /// emergency bypass and maxDuration by N (a quick look at a policy whose
+    /// real schedule is days long; the interval and trigger windows stay)
+    #[arg(long, default_value_t = 1)]
+    compress: u32,
     /// Failed-check limit of the threshold style (Flagger's `threshold`)
     #[arg(long, default_value_t = canaryd_sim::peers::DEFAULT_FAILURE_LIMIT)]
     failure_limit: u32,
@@ -131,6 +136,10 @@ fn run(args: &RunArgs) -> Result<(), String> {
         .ok_or("--policy FILE is required (see --help)")?;
     let policy_name = policy_path.display().to_string();
     let policy = parse_policy(&policy_name, &read(policy_path)?).map_err(|d| d.to_string())?;
+    if args.compress == 0 {
+        return Err("--compress: must be at least 1".into());
+    }
+    let policy = canaryd_sim::time_compressed(&policy, args.compress);
     let source = match (&args.scenario, &args.replay) {
         (Some(p), None) => {
             let s =

@@ -14,27 +14,7 @@ use canaryd_sim::report::StyleResult;
 use canaryd_sim::scenario::parse_scenario;
 use canaryd_sim::{SimOptions, model_source, simulate, time_compressed};
 
-const FAST_WEB: &str = "\
-apiVersion: canaryd.dev/v1
-kind: RolloutPolicy
-metadata: { name: fast-web }
-spec:
-  analysis: { interval: 10s, alpha: 0.05, minSamples: 200 }
-  steps:
-    - setWeight: 10
-    - bake: 20m
-    - approval: { roles: [owner, sre] }
-    - setWeight: 50
-    - bake: 20m
-    - setWeight: 100
-  metrics:
-    ctr: { kind: ratio, numerator: clicks, denominator: impressions }
-    error_rate: { kind: ratio, numerator: errors, denominator: requests }
-  triggers:
-    - { name: ctr-drop, metric: ctr, vsBaseline: { relativeDrop: 2% } }
-    - { name: error-rate, metric: error_rate, vsBaseline: { relativeIncrease: 20% } }
-    - { name: error-ceiling, metric: error_rate, threshold: { above: 1% } }
-";
+const FAST_WEB: &str = include_str!("../policies/fast-web.yaml");
 
 fn scenario(name: &str, duration: &str, rps: u32, canary: &str) -> canaryd_sim::scenario::Scenario {
     let text = format!(
