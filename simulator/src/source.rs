@@ -31,7 +31,7 @@ impl Source {
     pub fn duration(&self) -> Duration {
         match self {
             Source::Model(m) => m.scenario().duration,
-            Source::Replay(r) => r.interval * r.intervals.len() as u32,
+            Source::Replay(r) => r.duration(),
         }
     }
 
@@ -141,6 +141,16 @@ pub fn parse_replay(file: &str, bytes: &[u8]) -> Result<Replay, String> {
 }
 
 impl Replay {
+    /// `interval × len(intervals)`, at most [`crate::scenario::MAX_DURATION`].
+    pub fn duration(&self) -> Duration {
+        u32::try_from(self.intervals.len())
+            .ok()
+            .and_then(|n| self.interval.checked_mul(n))
+            .map_or(crate::scenario::MAX_DURATION, |d| {
+                d.min(crate::scenario::MAX_DURATION)
+            })
+    }
+
     fn generate<R: Rng + ?Sized>(
         &self,
         rng: &mut R,

@@ -143,7 +143,7 @@ fn group_and_signal_mistakes() {
 ",
         ),
         expect![[r#"
-            s.yaml:9:39: spec.baseline.signals.approvals.groups: group shares must add up to 1, got 0.8999999999999999
+            s.yaml:9:39: spec.baseline.signals.approvals.groups: group shares must add up to 1, got 0.9
             s.yaml:10:7: spec.baseline.signals.errors: expected a custom signal name (letters, digits, `_`, `-`, `.`, `:`; not requests, impressions, errors, clicks or latency_ms), found `errors`
             s.yaml:11:33: spec.baseline.signals.flagged.of: `nothing` is not a counter declared before this one: expected `errors`, `clicks` or a signal listed earlier under baseline.signals
             s.yaml:12:22: spec.baseline.signals.weird.rate: per-group rates need groups: declare `groups` on the baseline signal"#]],
