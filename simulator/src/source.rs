@@ -168,8 +168,13 @@ impl Replay {
             let hi = b.min((i + 1) as f64 * len);
             if hi > lo {
                 let rec = &self.intervals[i];
-                let total = rec.baseline.counters.get("requests").copied().unwrap_or(0)
-                    + rec.canary.counters.get("requests").copied().unwrap_or(0);
+                let total = rec
+                    .baseline
+                    .counters
+                    .get("requests")
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_add(rec.canary.counters.get("requests").copied().unwrap_or(0));
                 let frac = (hi - lo) / len;
                 let n = if frac >= 1.0 {
                     total
@@ -295,17 +300,16 @@ pub fn replay_from_prometheus(inputs: &[(String, Vec<u8>)]) -> Result<ReplayFile
                         ));
                     }
                 };
-                match s.metric.get("group") {
-                    Some(g) => {
-                        *target
-                            .groups
-                            .entry(signal.clone())
-                            .or_default()
-                            .entry(g.clone())
-                            .or_default() += count;
-                    }
-                    None => *target.counters.entry(signal.clone()).or_default() += count,
-                }
+                let cell = match s.metric.get("group") {
+                    Some(g) => target
+                        .groups
+                        .entry(signal.clone())
+                        .or_default()
+                        .entry(g.clone())
+                        .or_default(),
+                    None => target.counters.entry(signal.clone()).or_default(),
+                };
+                *cell = cell.saturating_add(count);
             }
         }
     }
@@ -313,7 +317,8 @@ pub fn replay_from_prometheus(inputs: &[(String, Vec<u8>)]) -> Result<ReplayFile
         .ok_or("the responses hold fewer than two points per series; cannot tell the step")?;
     let first = *by_time.keys().next().unwrap_or(&0);
     let last = *by_time.keys().next_back().unwrap_or(&0);
-    let n = ((last - first) / step + 1) as usize;
+    let span = (i128::from(last) - i128::from(first)) / i128::from(step) + 1;
+    let n = usize::try_from(span).unwrap_or(usize::MAX);
     if n > MAX_REPLAY_INTERVALS {
         return Err(format!(
             "the responses span {n} steps; at most {MAX_REPLAY_INTERVALS} are accepted"
@@ -321,7 +326,8 @@ pub fn replay_from_prometheus(inputs: &[(String, Vec<u8>)]) -> Result<ReplayFile
     }
     let mut intervals = vec![RecordedInterval::default(); n];
     for (ts, rec) in by_time {
-        let i = ((ts - first) / step) as usize;
+        let i = usize::try_from((i128::from(ts) - i128::from(first)) / i128::from(step))
+            .unwrap_or(usize::MAX);
         if let Some(slot) = intervals.get_mut(i) {
             *slot = rec;
         }
