@@ -1,0 +1,459 @@
+//! Synthetic traffic: a scenario's model turned into per-interval counts for
+//! both arms, sampled exactly (Poisson requests, Binomial split by the canary
+//! weight, multinomial groups, Binomial errors, clicks and custom counters).
+//!
+//! Latency is sampled per request up to [`PER_REQUEST_LATENCY_CAP`] requests
+//! per piece; above that, bucket counts are drawn from the multinomial over
+//! the log-linear histogram's own buckets (conditional binomials), which
+//! gives the same distribution of histogram contents as per-request sampling
+//! at a cost that does not grow with traffic. The bucket edges mirror
+//! `canaryd::stats::histogram` (a test checks they line up).
+//!
+//! Nothing here reads a clock: time is the offset from the rollout's start.
+
+use std::f64::consts::PI;
+use std::time::Duration;
+
+use canaryd::stats::{ArmData, LatencyHistogram};
+use rand::Rng;
+use rand_distr::{Binomial, Distribution, Poisson, StandardNormal};
+
+use crate::scenario::{ArmModel, Rate, Scenario};
+
+/// Per-request latency sampling up to this many requests per arm and piece.
+pub const PER_REQUEST_LATENCY_CAP: u64 = 512;
+/// The latency signal every source reports.
+pub const LATENCY_SIGNAL: &str = "latency_ms";
+const DAY_SECS: f64 = 86_400.0;
+
+/// An arm's true rates at one instant (what the oracle knows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArmTruth {
+    pub ctr: f64,
+    pub error_rate: f64,
+    /// `(mu, sigma)` of ln(ms), tail fraction, tail added ms.
+    pub latency: Option<LatencyTruth>,
+    /// Custom signals: name, per-group rate (one entry when no groups), `of`.
+    pub signals: Vec<(String, Vec<f64>, Option<String>)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatencyTruth {
+    pub mu: f64,
+    pub sigma: f64,
+    pub tail_fraction: f64,
+    pub tail_add_ms: f64,
+}
+
+impl LatencyTruth {
+    /// P(latency > x ms).
+    pub fn exceedance(&self, x_ms: f64) -> f64 {
+        let above = |add: f64| {
+            let v = x_ms - add;
+            if v <= 0.0 {
+                1.0
+            } else {
+                1.0 - normal_cdf((v.ln() - self.mu) / self.sigma)
+            }
+        };
+        (1.0 - self.tail_fraction) * above(0.0) + self.tail_fraction * above(self.tail_add_ms)
+    }
+
+    /// The q-quantile in ms (bisection on the exceedance).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let (mut lo, mut hi) = (
+            0.0f64,
+            (self.mu + 10.0 * self.sigma).exp() + self.tail_add_ms,
+        );
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if 1.0 - self.exceedance(mid) < q {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+}
+
+/// The scenario's generator.
+#[derive(Clone, Debug)]
+pub struct TrafficModel {
+    scenario: Scenario,
+    shares: Vec<f64>,
+    group_names: Vec<String>,
+    /// Skip latency when no trigger, gate or peer reads it.
+    latency_needed: bool,
+}
+
+impl TrafficModel {
+    pub fn new(scenario: &Scenario, latency_needed: bool) -> Self {
+        TrafficModel {
+            shares: scenario.groups.iter().map(|(_, s)| *s).collect(),
+            group_names: scenario.groups.iter().map(|(g, _)| g.clone()).collect(),
+            scenario: scenario.clone(),
+            latency_needed,
+        }
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// Expected requests in `[t0, t1)` (offsets from the start).
+    pub fn expected_requests(&self, t0: Duration, t1: Duration) -> f64 {
+        let s = &self.scenario;
+        let (a, b) = (t0.as_secs_f64(), t1.as_secs_f64());
+        let w = 2.0 * PI / DAY_SECS;
+        let swing = s.diurnal_amplitude * ((w * a).cos() - (w * b).cos()) / w;
+        (s.requests_per_second * ((b - a) + swing)).max(0.0)
+    }
+
+    /// Both arms' true rates at offset `t`.
+    pub fn truth(&self, t: Duration) -> (ArmTruth, ArmTruth) {
+        let base = arm_truth(&self.scenario.baseline, self.groups_or_one());
+        let Some(change) = &self.scenario.canary else {
+            return (base.clone(), base);
+        };
+        let size = change.size_at(t);
+        let mix = |b: f64, full: f64| b + size * (full - b);
+        let mut canary = base.clone();
+        if let Some(c) = change.ctr {
+            canary.ctr = mix(base.ctr, c.apply(base.ctr));
+        }
+        if let Some(c) = change.error_rate {
+            canary.error_rate = mix(base.error_rate, c.apply(base.error_rate));
+        }
+        if let Some(l) = &mut canary.latency {
+            l.mu += mix(1.0, change.latency_scale).ln();
+            if let Some(tail) = change.tail {
+                l.tail_fraction = size * tail.fraction;
+                l.tail_add_ms = tail.add_ms;
+            }
+        }
+        for (name, rates, _) in &mut canary.signals {
+            if let Some(full) = change.signals.get(name) {
+                for (g, r) in rates.iter_mut().enumerate() {
+                    *r = mix(*r, full.for_group(g));
+                }
+            }
+        }
+        (base, canary)
+    }
+
+    fn groups_or_one(&self) -> usize {
+        self.shares.len().max(1)
+    }
+
+    /// Adds the traffic of `[t0, t1)` at canary `weight` (a fraction) to
+    /// both arms. The change's size is taken at the piece's midpoint.
+    pub fn generate<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        t0: Duration,
+        t1: Duration,
+        weight: f64,
+        baseline: &mut ArmData,
+        canary: &mut ArmData,
+    ) {
+        if t1 <= t0 {
+            return;
+        }
+        let n = poisson(rng, self.expected_requests(t0, t1));
+        let n_canary = binomial(rng, n, weight);
+        let (b, c) = self.truth(t0 + (t1 - t0) / 2);
+        self.fill_arm(rng, n - n_canary, &b, baseline);
+        self.fill_arm(rng, n_canary, &c, canary);
+    }
+
+    fn fill_arm<R: Rng + ?Sized>(&self, rng: &mut R, n: u64, truth: &ArmTruth, arm: &mut ArmData) {
+        let per_group = multinomial(rng, n, &self.shares);
+        let grouped = !self.group_names.is_empty();
+        let mut totals = vec![0u64; 4 + truth.signals.len()];
+        for (g, &n_g) in per_group.iter().enumerate() {
+            let errors = binomial(rng, n_g, truth.error_rate);
+            let clicks = binomial(rng, n_g, truth.ctr);
+            let mut counts = vec![n_g, n_g, errors, clicks];
+            for (name, rates, of) in &truth.signals {
+                let exposure = match of.as_deref() {
+                    None => n_g,
+                    Some("errors") => errors,
+                    Some("clicks") => clicks,
+                    Some(other) => truth
+                        .signals
+                        .iter()
+                        .position(|(n, _, _)| n == other)
+                        .map_or(0, |i| counts[4 + i]),
+                };
+                let _ = name;
+                counts.push(binomial(
+                    rng,
+                    exposure,
+                    rates.get(g).copied().unwrap_or(0.0),
+                ));
+            }
+            for (t, c) in totals.iter_mut().zip(&counts) {
+                *t += c;
+            }
+            if grouped {
+                let group = &self.group_names[g];
+                for (name, &c) in counter_names(truth).zip(&counts) {
+                    arm.add_group(name, group, c);
+                }
+            }
+        }
+        for (name, &c) in counter_names(truth).zip(&totals) {
+            arm.add(name, c);
+        }
+        if self.latency_needed
+            && let Some(l) = truth.latency
+        {
+            let tail = binomial(rng, n, l.tail_fraction);
+            let h = arm.latency_mut(LATENCY_SIGNAL);
+            sample_lognormal(rng, h, n - tail, l.mu, l.sigma, 0.0);
+            sample_lognormal(rng, h, tail, l.mu, l.sigma, l.tail_add_ms);
+        }
+    }
+}
+
+fn counter_names(truth: &ArmTruth) -> impl Iterator<Item = &str> {
+    ["requests", "impressions", "errors", "clicks"]
+        .into_iter()
+        .chain(truth.signals.iter().map(|(n, _, _)| n.as_str()))
+}
+
+fn arm_truth(arm: &ArmModel, groups: usize) -> ArmTruth {
+    ArmTruth {
+        ctr: arm.ctr,
+        error_rate: arm.error_rate,
+        latency: arm.latency.map(|l| {
+            let (mu, sigma) = l.params();
+            LatencyTruth {
+                mu,
+                sigma,
+                tail_fraction: 0.0,
+                tail_add_ms: 0.0,
+            }
+        }),
+        signals: arm
+            .signals
+            .iter()
+            .map(|s| {
+                let rates = match &s.rate {
+                    Rate::Uniform(r) => vec![*r; groups],
+                    Rate::PerGroup(v) => v.clone(),
+                };
+                (s.name.clone(), rates, s.of.clone())
+            })
+            .collect(),
+    }
+}
+
+/// A Poisson count; the normal approximation beyond the sampler's range.
+pub fn poisson<R: Rng + ?Sized>(rng: &mut R, mean: f64) -> u64 {
+    if mean.is_nan() || mean <= 0.0 {
+        return 0;
+    }
+    match Poisson::new(mean) {
+        Ok(p) => {
+            let x: f64 = p.sample(rng);
+            x.max(0.0) as u64
+        }
+        Err(_) => {
+            let z: f64 = StandardNormal.sample(rng);
+            (mean + z * mean.sqrt()).max(0.0) as u64
+        }
+    }
+}
+
+/// A Binomial count; `p` outside (0, 1) is clamped.
+pub fn binomial<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64) -> u64 {
+    if n == 0 || p.is_nan() || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    Binomial::new(n, p).map_or(0, |b| b.sample(rng))
+}
+
+/// Multinomial counts by conditional binomials; no shares means one cell.
+pub fn multinomial<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64]) -> Vec<u64> {
+    if shares.len() <= 1 {
+        return vec![n];
+    }
+    let mut left = n;
+    let mut mass = 1.0f64;
+    let mut out = Vec::with_capacity(shares.len());
+    for (i, &s) in shares.iter().enumerate() {
+        let c = if i + 1 == shares.len() {
+            left
+        } else {
+            binomial(rng, left, s / mass.max(1e-300))
+        };
+        out.push(c);
+        left -= c;
+        mass -= s;
+    }
+    out
+}
+
+/// Records `n` draws of `exp(N(mu, sigma²)) + add_ms` milliseconds.
+pub fn sample_lognormal<R: Rng + ?Sized>(
+    rng: &mut R,
+    h: &mut LatencyHistogram,
+    n: u64,
+    mu: f64,
+    sigma: f64,
+    add_ms: f64,
+) {
+    if n == 0 {
+        return;
+    }
+    if n <= PER_REQUEST_LATENCY_CAP {
+        for _ in 0..n {
+            let z: f64 = StandardNormal.sample(rng);
+            h.record_ms((mu + sigma * z).exp() + add_ms);
+        }
+        return;
+    }
+    // Multinomial over the histogram's buckets. A bucket [lo, hi] µs holds
+    // the values that round into it: ms in [(lo - 0.5)/1000, (hi + 0.5)/1000).
+    let cdf = |us_edge: f64| {
+        let ms = us_edge / 1000.0 - add_ms;
+        if ms <= 0.0 {
+            0.0
+        } else {
+            normal_cdf((ms.ln() - mu) / sigma)
+        }
+    };
+    let lo_ms = (mu - 8.0 * sigma).exp() + add_ms;
+    let hi_ms = (mu + 8.0 * sigma).exp() + add_ms;
+    let first = bucket_index(canaryd::stats::histogram::ms_to_us(lo_ms));
+    let last = bucket_index(canaryd::stats::histogram::ms_to_us(hi_ms));
+    let mut left = n;
+    let mut below = 0.0; // mass of buckets before the current one
+    for idx in first..=last {
+        if left == 0 {
+            return;
+        }
+        let (lo, hi) = bucket_bounds(idx);
+        let upper = if idx == last {
+            1.0
+        } else {
+            cdf(hi as f64 + 0.5)
+        };
+        let p = (upper - below).max(0.0);
+        let rest = (1.0 - below).max(1e-300);
+        let c = if idx == last {
+            left
+        } else {
+            binomial(rng, left, p / rest)
+        };
+        if c > 0 {
+            h.record_n_us(lo, c);
+        }
+        left -= c;
+        below = upper.max(below);
+        let _ = hi;
+    }
+}
+
+const SUB_BITS: u32 = 7;
+const EXACT_BELOW: u64 = 1 << SUB_BITS;
+const HALF: u64 = EXACT_BELOW / 2;
+
+/// The log-linear bucket of a value in µs (mirrors `stats::histogram`).
+pub fn bucket_index(value_us: u64) -> usize {
+    let v = value_us.min(canaryd::stats::histogram::MAX_LATENCY_US);
+    if v < EXACT_BELOW {
+        return v as usize;
+    }
+    let exponent = 63 - v.leading_zeros();
+    let shift = exponent - (SUB_BITS - 1);
+    (u64::from(shift) * HALF + (v >> shift)) as usize
+}
+
+/// The `[low, high]` µs of a log-linear bucket (mirrors `stats::histogram`).
+pub fn bucket_bounds(index: usize) -> (u64, u64) {
+    let idx = index as u64;
+    if idx < EXACT_BELOW {
+        return (idx, idx);
+    }
+    let shift = idx / HALF - 1;
+    let mantissa = idx - shift * HALF;
+    ((mantissa << shift), ((mantissa + 1) << shift) - 1)
+}
+
+/// Standard normal CDF via erfc (Numerical Recipes `erfcc`, relative error
+/// below 1.2e-7 everywhere).
+pub fn normal_cdf(x: f64) -> f64 {
+    0.5 * erfc(-x / std::f64::consts::SQRT_2)
+}
+
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::Xoshiro256PlusPlus;
+
+    #[test]
+    fn buckets_line_up_with_the_stats_histogram() {
+        for idx in 0..1500 {
+            let (lo, hi) = bucket_bounds(idx);
+            let mut a = LatencyHistogram::new();
+            let mut b = LatencyHistogram::new();
+            a.record_us(lo);
+            b.record_us(hi);
+            assert_eq!(a, b, "bucket {idx}");
+            assert_eq!(bucket_index(lo), idx);
+        }
+    }
+
+    #[test]
+    fn bucketed_and_per_request_latency_agree() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let (mu, sigma) = (80f64.ln(), (150f64 / 80.0).ln() / crate::scenario::Z95);
+        let mut big = LatencyHistogram::new();
+        sample_lognormal(&mut rng, &mut big, 200_000, mu, sigma, 0.0);
+        assert_eq!(big.total(), 200_000);
+        let p50 = big.quantile_ms(0.5).unwrap();
+        let p95 = big.quantile_ms(0.95).unwrap();
+        assert!((p50 - 80.0).abs() < 2.0, "p50 {p50}");
+        assert!((p95 - 150.0).abs() < 3.0, "p95 {p95}");
+        // The bucket holding 150ms (2ms wide) is neither surely above nor
+        // surely below: the truth, 5%, lies between the two counts.
+        let surely = big.count_surely_above_us(150_000) as f64 / 200_000.0;
+        let possibly = big.count_possibly_above_us(150_000) as f64 / 200_000.0;
+        assert!(
+            surely < 0.05 + 0.002 && possibly > 0.05 - 0.002,
+            "{surely} {possibly}"
+        );
+        assert!(possibly - surely < 0.005, "{surely} {possibly}");
+    }
+
+    #[test]
+    fn normal_cdf_is_accurate() {
+        assert!((normal_cdf(1.644_853_626_951_472) - 0.95).abs() < 1e-7);
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_cdf(-2.326_347_874) - 0.01).abs() < 1e-8);
+    }
+}
