@@ -260,13 +260,10 @@ impl Driver {
             match &e {
                 Effect::SetWeight { weight, .. } => {
                     // 4. A step raises the weight only once the stage has
-                    // minSamples canary requests (standard changes).
+                    // minSamples canary requests (also during an emergency
+                    // bypass, which skips bakes, approvals and gates only).
                     let current = self.rollout.weight();
-                    if *weight > current
-                        && current > Weight::ZERO
-                        && self.rollout.spec().change_type != ChangeType::Emergency
-                        && !self.full_promote_seen
-                    {
+                    if *weight > current && current > Weight::ZERO && !self.full_promote_seen {
                         assert!(
                             self.stage_requests >= 100,
                             "weight raised to {weight:?} after {} canary requests",

@@ -522,23 +522,25 @@ fn emergency_bypasses_bakes_approvals_and_gates_until_it_expires() {
     let policy = POLICY.replace("spec:\n", "spec:\n  emergency: { bypassFor: 30m }\n");
     let mut r = Run::new(&policy, spec(canaryd::policy::ChangeType::Emergency));
     r.handle(0, Input::Tick).unwrap();
-    r.data(0, 120, 50);
+    // No bakes, approvals or gates, but each weight serves minSamples (100)
+    // canary requests first: two minutes at 50 a minute.
+    r.data(0, 360, 50);
     assert_eq!(r.rollout.phase(), Phase::Promoted);
     r.check(expect![[r#"
         0s      [canaryd] pending -> progressing: rollout started
         0s      open review for INC-7
-        0s      [canaryd] emergency change: bakes, approvals and gates are bypassed until 30m; triggers stay armed
+        0s      [canaryd] emergency change: bakes, approvals and gates are bypassed for the first 30m; each weight still serves minSamples canary requests, and triggers stay armed
         0s      [canaryd] setting canary weight to 10%
         0s      set weight 10%
         0s      [canaryd] canary weight is now 10%
-        0s      [canaryd] setting canary weight to 50%
-        0s      set weight 50%
-        0s      [canaryd] canary weight is now 50%
-        0s      [canaryd] setting canary weight to 100%
-        0s      set weight 100%
-        0s      [canaryd] canary weight is now 100%
-        0s      [canaryd] progressing -> promoted: every step done
-        0s      promote
+        2m      [canaryd] setting canary weight to 50%
+        2m      set weight 50%
+        2m      [canaryd] canary weight is now 50%
+        4m      [canaryd] setting canary weight to 100%
+        4m      set weight 100%
+        4m      [canaryd] canary weight is now 100%
+        4m      [canaryd] progressing -> promoted: every step done
+        4m      promote
     "#]]);
     let mut no_ticket = spec(canaryd::policy::ChangeType::Emergency);
     no_ticket.ticket = None;

@@ -50,6 +50,7 @@ use canaryd::engine::{
     TriggerVerdict,
 };
 use canaryd::policy::{Bound, Metric, Policy, Regression, Trigger, TriggerRule, Weight};
+use canaryd::stats::objective::ObjectiveVerdict;
 use canaryd::stats::{ArmCounts, ArmData, IntervalSnapshot};
 use canaryd::time::Timestamp;
 
@@ -353,11 +354,14 @@ fn objective(
 ) -> ObjectiveEvidence {
     ObjectiveEvidence {
         measured,
-        observed: finite(observed),
-        limit: finite(limit),
-        canary,
-        window_start: s.start,
-        window_end: s.end,
+        verdict: ObjectiveVerdict {
+            fired: true,
+            observed: finite(observed),
+            limit: finite(limit),
+            canary,
+            window_start: s.start,
+            window_end: s.end,
+        },
     }
 }
 
@@ -844,9 +848,9 @@ impl Analysis for PeerAnalysis {
         {
             *r = TriggerReading {
                 verdict: TriggerVerdict::Fired,
-                estimate: Some(ev.observed),
-                boundary: Some(ev.limit),
-                samples: ev.canary.exposure,
+                estimate: Some(ev.verdict.observed),
+                boundary: Some(ev.verdict.limit),
+                samples: ev.verdict.canary.exposure,
                 evidence: Some(TriggerEvidence::Objective(ev.clone())),
             };
         }

@@ -315,7 +315,7 @@ pub fn summarize(evidence: Option<&TriggerEvidence>) -> String {
         ),
         Some(TriggerEvidence::Objective(o)) => format!(
             "{}: observed {:.4}, limit {:.4}, canary n={}",
-            o.measured, o.observed, o.limit, o.canary.exposure
+            o.measured, o.verdict.observed, o.verdict.limit, o.verdict.canary.exposure
         ),
     }
 }

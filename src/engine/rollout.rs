@@ -334,7 +334,7 @@ impl<A: Analysis> Rollout<A> {
                 ENGINE,
                 None,
                 format!(
-                    "emergency change: bakes, approvals and gates are bypassed until {}; triggers stay armed",
+                    "emergency change: bakes, approvals and gates are bypassed for the first {}; each weight still serves minSamples canary requests, and triggers stay armed",
                     format_duration(self.policy.emergency.bypass_for)
                 ),
             );
@@ -767,10 +767,7 @@ impl<A: Analysis> Rollout<A> {
                     } else {
                         self.cap(w)
                     };
-                    if target > self.weight
-                        && self.weight > Weight::ZERO
-                        && !bypass
-                        && !self.stage_has_data()
+                    if target > self.weight && self.weight > Weight::ZERO && !self.stage_has_data()
                     {
                         return;
                     }
@@ -853,7 +850,10 @@ impl<A: Analysis> Rollout<A> {
         if self.is_experiment() {
             return; // an experiment ends at its deadline, never promotes
         }
-        if self.weight < Weight::FULL && !bypass && !self.stage_has_data() {
+        // An emergency bypass skips bakes, approvals and gates, not data:
+        // each weight still serves `minSamples` canary requests first, so the
+        // armed triggers see the canary before it takes everything.
+        if self.weight < Weight::FULL && !self.stage_has_data() {
             return;
         }
         if !bypass && !self.gates_allow(Weight::FULL) {

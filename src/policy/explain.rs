@@ -37,8 +37,9 @@ pub fn explain(policy: &Policy) -> String {
     if policy.change_type == ChangeType::Emergency {
         let _ = writeln!(
             w,
-            "emergency: for the first {} bakes, approvals and gates are skipped (triggers stay armed); a reason and a ticket are required, and a post-incident review is opened",
-            dur(policy.emergency.bypass_for)
+            "emergency: for the first {} bakes, approvals and gates are skipped (each weight still serves {} canary requests, and triggers stay armed); a reason and a ticket are required, and a post-incident review is opened",
+            dur(policy.emergency.bypass_for),
+            a.min_samples
         );
     }
     if let Some(e) = &policy.experiment {
