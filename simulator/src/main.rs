@@ -79,6 +79,11 @@ struct RunArgs {
     /// Failed-check limit of the threshold style (Flagger's `threshold`)
     #[arg(long, default_value_t = canaryd_sim::peers::DEFAULT_FAILURE_LIMIT)]
     failure_limit: u32,
+    /// Instead of the Monte Carlo report, print the timeline of run number
+    /// RUN (0-based, the same run the report counts): transitions, weights,
+    /// gates, and each fired trigger with its evidence
+    #[arg(long, value_name = "RUN")]
+    trace: Option<u64>,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -149,6 +154,40 @@ fn run(args: &RunArgs) -> Result<(), String> {
         (None, Some(p)) => Source::Replay(parse_replay(&p.display().to_string(), &read(p)?)?),
         _ => return Err("one of --scenario FILE or --replay FILE is required".into()),
     };
+    if let Some(index) = args.trace {
+        let opts = SimOptions {
+            runs: 1,
+            seed: args.seed,
+            threads: Some(1),
+            approval_delay: args.approval_delay,
+            compare: false,
+            failure_limit: args.failure_limit,
+            progress: None,
+        };
+        let r = canaryd_sim::simulate_one(
+            &policy,
+            &source,
+            canaryd_sim::Analyst::Canaryd,
+            args.seed,
+            index,
+            &opts,
+            true,
+        )?;
+        let at = r.decided_at_s.map_or("-".to_owned(), |s| {
+            canaryd::time::format_duration(Duration::from_secs_f64(s))
+        });
+        println!(
+            "run {index} (seed {}): {} at {at}, trigger {}, canary requests {}",
+            args.seed,
+            r.outcome.as_str(),
+            r.trigger.as_deref().unwrap_or("-"),
+            r.canary_requests_before_decision
+        );
+        for line in &r.timeline {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let styles = if args.compare { 4 } else { 1 };
     let show_bar = !args.json && std::io::stderr().is_terminal();
     if show_bar {

@@ -298,21 +298,34 @@ impl Driver {
     }
 }
 
+fn clock(t: Timestamp) -> String {
+    format_duration(Duration::from_millis(t.as_millis()))
+}
+
 /// A one-line summary of a trigger's evidence.
 pub fn summarize(evidence: Option<&TriggerEvidence>) -> String {
     match evidence {
         None => "no evidence".into(),
-        Some(TriggerEvidence::Statistical(e)) => format!(
-            "{}: estimate {:.4}, ln e {:.2} >= {:.2}, canary {}/{} baseline {}/{}",
-            e.estimand,
-            e.estimate,
-            e.log_e_value,
-            e.log_boundary,
-            e.canary.events,
-            e.canary.exposure,
-            e.baseline.events,
-            e.baseline.exposure
-        ),
+        Some(TriggerEvidence::Statistical(e)) => {
+            let bound = |b: Option<f64>| b.map_or("-".to_owned(), |x| format!("{x:.4}"));
+            format!(
+                "{}: estimate {:.4} [{}, {}] at {:.1}% anytime-valid, ln e {:.2} >= {:.2}, canary {}/{} baseline {}/{}, window {}..{} (evidence since {})",
+                e.estimand,
+                e.estimate,
+                bound(e.interval.lower),
+                bound(e.interval.upper),
+                e.interval.level * 100.0,
+                e.log_e_value,
+                e.log_boundary,
+                e.canary.events,
+                e.canary.exposure,
+                e.baseline.events,
+                e.baseline.exposure,
+                clock(e.window_start),
+                clock(e.window_end),
+                clock(e.evidence_since)
+            )
+        }
         Some(TriggerEvidence::Objective(o)) => format!(
             "{}: observed {:.4}, limit {:.4}, canary n={}",
             o.measured, o.verdict.observed, o.verdict.limit, o.verdict.canary.exposure

@@ -200,3 +200,46 @@ fn prometheus_json_converts_to_a_replay_that_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad-replay.json:1:"), "{err}");
 }
+
+#[test]
+fn trace_prints_one_run_with_the_evidence_of_what_fired() {
+    let out = sim(&[
+        "--policy",
+        "policies/fast-web.yaml",
+        "--scenario",
+        "scenarios/errors-x3-2h.yaml",
+        "--approval-delay",
+        "10m",
+        "--seed",
+        "3",
+        "--trace",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("run 0 (seed 3): rollback at "), "{text}");
+    let fired = text.lines().find(|l| l.contains("fired:")).expect(&text);
+    for part in ["estimate", "anytime-valid", "ln e", "canary", "window"] {
+        assert!(fired.contains(part), "{fired}");
+    }
+    // The report counts the same run.
+    let json = sim(&[
+        "--policy",
+        "policies/fast-web.yaml",
+        "--scenario",
+        "scenarios/errors-x3-2h.yaml",
+        "--approval-delay",
+        "10m",
+        "--seed",
+        "3",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["results"][0]["rollback_rate"], 1.0);
+}
