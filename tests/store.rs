@@ -608,3 +608,52 @@ fn the_audit_log_reads_back_as_written() {
     }
     assert_eq!(store.audit_head().mac_hex(), log[5].mac);
 }
+
+/// Commit latency with synchronous=FULL (fsync of the WAL, then of the head
+/// file and its directory) on this machine's disk. Not a pass/fail test:
+/// `cargo test --test store commit_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn commit_latency() {
+    let dir = tempdir();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut d = Driver::start(&mut store, "r-lat", "svc", ChangeType::Standard, 0);
+    // Steps that append audit entries also replace the head file (two more
+    // fsyncs); data steps with no event write only SQLite.
+    let (mut with_head, mut sqlite_only) = (Vec::new(), Vec::new());
+    for _ in 0..400 {
+        let input = d.next_input(false);
+        let before = store.audit_head();
+        #[allow(clippy::disallowed_methods)] // a measurement, not the core
+        let start = std::time::Instant::now();
+        d.step(&mut store, input, false, |_| vec![]).unwrap();
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if store.audit_head() == before {
+            sqlite_only.push(ms);
+        } else {
+            with_head.push(ms);
+        }
+        if d.rollout.phase().is_terminal() {
+            let id = format!("r-lat{}", with_head.len() + sqlite_only.len());
+            d = Driver::start(&mut store, &id, "svc", ChangeType::Standard, d.t + 60);
+        }
+    }
+    for (what, mut samples) in [
+        ("SQLite only", sqlite_only),
+        ("SQLite + audit + head file", with_head),
+    ] {
+        if samples.is_empty() {
+            continue;
+        }
+        samples.sort_by(f64::total_cmp);
+        let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+        eprintln!(
+            "commit_step, {what}, {} steps: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            samples.len(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0)
+        );
+    }
+}
