@@ -156,10 +156,13 @@ impl AuditKey {
         Ok(AuditKey(key))
     }
 
-    /// Create `<dir>/audit.key` with 32 bytes from the OS, mode 0600, durably.
-    /// Fails if the file exists: a key is never replaced.
+    /// Create `<dir>/audit.key` with 32 bytes from the OS, mode 0600,
+    /// durably and atomically (a temp file renamed into place), so a crash
+    /// never leaves a short key. Callers hold the data-dir lock and call
+    /// this only when no key exists: a key is never replaced.
     pub fn create(dir: &Path) -> Result<AuditKey, StoreError> {
         let path = dir.join(KEY_FILE);
+        let tmp = dir.join(format!("{KEY_FILE}.tmp"));
         let mut key = [0u8; KEY_BYTES];
         getrandom::fill(&mut key).map_err(|e| StoreError::Key {
             path: path.clone(),
@@ -167,12 +170,15 @@ impl AuditKey {
         })?;
         let mut file = private_options()
             .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StoreError::io(&tmp, e))?;
         file.write_all(&key)
             .and_then(|()| file.sync_all())
-            .map_err(|e| StoreError::io(&path, e))?;
+            .map_err(|e| StoreError::io(&tmp, e))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
         sync_dir(dir)?;
         Ok(AuditKey(key))
     }
