@@ -516,6 +516,22 @@ fn a_head_file_that_does_not_match_the_log_is_named() {
 }
 
 #[test]
+fn a_head_in_the_middle_of_a_transaction_is_named() {
+    let (dir, heads) = audited_dir();
+    // Entry 23 is real, but the 5th transaction (21..=25) did not end there.
+    let mac = Store::open_read_only(dir.path())
+        .unwrap()
+        .audit_log()
+        .unwrap()[22]
+        .mac
+        .clone();
+    let head = format!("canaryd audit head v1\nseq 23\nmac {mac}\n");
+    assert_eq!(heads[0].lines().next(), head.lines().next());
+    fs::write(dir.path().join("audit.head"), head).unwrap();
+    assert_broken(&verify_read_only(dir.path()), 23, Breakage::HeadMismatch);
+}
+
+#[test]
 fn a_missing_head_file_is_named() {
     let (dir, _) = audited_dir();
     fs::remove_file(dir.path().join("audit.head")).unwrap();
@@ -776,4 +792,23 @@ spec:
         serde_json::to_string(&restored.checkpoint()).unwrap(),
         serde_json::to_string(&rollout.checkpoint()).unwrap()
     );
+}
+
+#[test]
+fn the_journal_and_audit_log_refuse_updates_and_deletes() {
+    let dir = tempdir();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut d = Driver::start(&mut store, "r-1", "svc", ChangeType::Standard, 0);
+    d.step(&mut store, Input::Tick, false, |_| vec![]).unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("canaryd.db")).unwrap();
+    for sql in [
+        "UPDATE audit SET reason = 'x' WHERE seq = 1",
+        "DELETE FROM audit WHERE seq = 1",
+        "UPDATE journal SET body = '{}' WHERE seq = 1",
+        "DELETE FROM journal WHERE seq = 1",
+    ] {
+        let err = conn.execute(sql, []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
 }

@@ -39,7 +39,9 @@
 //! `verify` naming the first broken entry. Cutting the tail *and* rewriting
 //! `audit.head` to match is only caught when the head has been kept
 //! elsewhere too (`canaryd audit verify` prints it; ship it off the host), or
-//! when the new head is inconsistent with the log.
+//! when the new head is inconsistent with the log. A head put back by
+//! exactly one transaction looks like the crash window and is accepted; the
+//! daemon's next commit or start rewrites it.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -542,18 +544,28 @@ fn check_head(rows: &[RawEntry], last: Head, head_file: Option<Head>) -> (Option
     // A crash between the commit and the head write leaves exactly the last
     // transaction's entries past the head: all with tx = head.seq + 1.
     let pending = &rows[head.seq as usize..];
-    if let Some(stray) = pending.iter().find(|r| r.tx != head.seq as i64 + 1) {
-        let transactions = 1
-            + pending.windows(2).filter(|w| w[0].tx != w[1].tx).count()
-            + usize::from(pending[0].tx != head.seq as i64 + 1);
+    let next_tx = head.seq as i64 + 1;
+    if pending.first().is_some_and(|first| first.tx != next_tx) {
+        return (
+            Some(BrokenLink {
+                seq: head.seq,
+                kind: Breakage::HeadMismatch,
+                detail: format!(
+                    "{HEAD_FILE} records this entry, but it is not the last of its transaction: canaryd never writes such a head"
+                ),
+            }),
+            0,
+        );
+    }
+    if let Some(stray) = pending.iter().find(|r| r.tx != next_tx) {
+        let transactions = 1 + pending.windows(2).filter(|w| w[0].tx != w[1].tx).count();
         return (
             Some(BrokenLink {
                 seq: stray.seq as u64,
                 kind: Breakage::HeadStale,
                 detail: format!(
-                    "{HEAD_FILE} records entry {} but the log goes on for {} transactions; a crash leaves it at most one behind, so the head file was replaced with an older one",
-                    head.seq,
-                    transactions.max(2)
+                    "{HEAD_FILE} records entry {} but the log goes on for {transactions} transactions after it; a crash leaves it at most one behind, so the head file was replaced with an older one",
+                    head.seq
                 ),
             }),
             0,
