@@ -812,3 +812,10 @@ fn the_journal_and_audit_log_refuse_updates_and_deletes() {
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
 }
+
+/// The daemon moves the store to its own thread.
+#[test]
+fn the_store_can_move_to_a_dedicated_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Store>();
+}
