@@ -150,7 +150,7 @@ fn check_consistent(dir: &Path) -> (u64, bool) {
             assert!(v.is_ok(), "{v:?}");
             v.ahead_of_head > 0
         }
-        // Killed before the first open created the database.
+        // Killed before the first open created or migrated the database.
         Err(canaryd::store::StoreError::NoState { .. }) => false,
         Err(e) => panic!("read-only open after kill: {e}"),
     };
