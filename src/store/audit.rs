@@ -162,7 +162,7 @@ impl AuditKey {
     /// durably and atomically (a temp file renamed into place), so a crash
     /// never leaves a short key. Callers hold the data-dir lock and call
     /// this only when no key exists: a key is never replaced.
-    pub fn create(dir: &Path) -> Result<AuditKey, StoreError> {
+    pub(crate) fn create(dir: &Path) -> Result<AuditKey, StoreError> {
         let path = dir.join(KEY_FILE);
         let tmp = dir.join(format!("{KEY_FILE}.tmp"));
         let mut key = [0u8; KEY_BYTES];
@@ -279,7 +279,7 @@ fn parse_head(text: &str) -> Option<Head> {
 
 /// Replace `<dir>/audit.head` atomically and durably: write a temp file,
 /// fsync it, rename it over the old one, fsync the directory.
-pub fn write_head(dir: &Path, head: &Head) -> Result<(), StoreError> {
+pub(crate) fn write_head(dir: &Path, head: &Head) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
     let path = dir.join(HEAD_FILE);
     let text = format!("{HEAD_MAGIC}\nseq {}\nmac {}\n", head.seq, head.mac_hex());

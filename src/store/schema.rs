@@ -124,7 +124,7 @@ CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// The database's version; 0 for a new, empty database.
-pub fn version(conn: &Connection) -> Result<u32, StoreError> {
+pub(crate) fn version(conn: &Connection) -> Result<u32, StoreError> {
     let has_table: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
         [],
@@ -140,7 +140,7 @@ pub fn version(conn: &Connection) -> Result<u32, StoreError> {
 }
 
 /// Bring the database up to [`SCHEMA_VERSION`]; refuse a newer one.
-pub fn migrate(conn: &mut Connection, db_path: &Path) -> Result<u32, StoreError> {
+pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<u32, StoreError> {
     let found = version(conn)?;
     check_not_newer(found, db_path)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
@@ -160,7 +160,7 @@ pub fn migrate(conn: &mut Connection, db_path: &Path) -> Result<u32, StoreError>
     Ok(SCHEMA_VERSION)
 }
 
-pub fn check_not_newer(found: u32, db_path: &Path) -> Result<(), StoreError> {
+pub(crate) fn check_not_newer(found: u32, db_path: &Path) -> Result<(), StoreError> {
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             path: db_path.to_path_buf(),
