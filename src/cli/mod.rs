@@ -3,6 +3,7 @@
 //! outcomes to the exit codes PRODUCT.md section 8 documents. Errors are
 //! printed once, lowercase, with their cause chain.
 
+mod audit;
 mod policy;
 
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Check and explain rollout policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Read and verify the audit log (with --data-dir: directly, read-only).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +57,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd, cli.data_dir.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,172 @@
+//! The database schema and its forward-only migrations. Migration `n` (1-based)
+//! takes a database from version `n - 1` to `n`; each runs in its own
+//! transaction with the version bump, so a crash mid-migration leaves the
+//! old version. A database newer than this build is refused, never touched.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::StoreError;
+
+/// Applied in order; never edit a released entry, append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: rollouts, journal, audit, incidents, reviews, notifications.
+    r#"
+CREATE TABLE rollouts (
+    id              TEXT PRIMARY KEY CHECK (id <> ''),
+    service         TEXT NOT NULL,
+    policy_name     TEXT NOT NULL,
+    -- The policy version (a hash of its bytes) the rollout is pinned to.
+    policy_version  TEXT NOT NULL,
+    spec            TEXT NOT NULL,           -- RolloutSpec, JSON
+    phase           TEXT NOT NULL,
+    outcome         TEXT,                    -- the terminal phase, NULL while active
+    reason          TEXT NOT NULL,
+    step            INTEGER NOT NULL,
+    weight          INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,        -- ms since the epoch
+    updated_at      INTEGER NOT NULL,
+    checkpoint      TEXT NOT NULL,           -- engine Checkpoint, JSON
+    -- The last journal seq the checkpoint includes; replay what follows.
+    checkpoint_seq  INTEGER NOT NULL,
+    journal_len     INTEGER NOT NULL
+) STRICT;
+-- One active rollout per service (the API answers 409 otherwise).
+CREATE UNIQUE INDEX rollouts_one_active_per_service ON rollouts(service) WHERE outcome IS NULL;
+
+CREATE TABLE journal (
+    rollout_id  TEXT NOT NULL REFERENCES rollouts(id),
+    seq         INTEGER NOT NULL CHECK (seq > 0),
+    -- The seq of the input this entry belongs to (itself for an input).
+    input_seq   INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('input', 'effect')),
+    -- For an input: how many effects its step produced.
+    effects     INTEGER NOT NULL,
+    body        TEXT NOT NULL,               -- Input or Effect, JSON
+    PRIMARY KEY (rollout_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY CHECK (seq > 0),
+    tx          INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    rollout_id  TEXT,
+    reason      TEXT NOT NULL,
+    ticket      TEXT,
+    details     TEXT NOT NULL,
+    mac         TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_rollout ON audit(rollout_id, seq);
+
+CREATE TABLE incidents (
+    id              TEXT PRIMARY KEY CHECK (id <> ''),
+    rollout_id      TEXT NOT NULL REFERENCES rollouts(id),
+    service         TEXT NOT NULL,
+    trigger_name    TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    opened_at       INTEGER NOT NULL,
+    evidence        TEXT NOT NULL,           -- JSON (null when none)
+    timeline        TEXT NOT NULL,           -- JSON array of events
+    router_result   TEXT,                    -- JSON, once the router answered
+    status          TEXT NOT NULL CHECK (status IN ('open', 'reviewed')),
+    policy_version  TEXT NOT NULL,
+    review_note     TEXT,
+    reviewed_by     TEXT,
+    reviewed_at     INTEGER
+) STRICT;
+CREATE INDEX incidents_by_rollout ON incidents(rollout_id);
+
+CREATE TABLE reviews (
+    id          TEXT PRIMARY KEY CHECK (id <> ''),
+    rollout_id  TEXT NOT NULL REFERENCES rollouts(id),
+    reason      TEXT NOT NULL,
+    ticket      TEXT NOT NULL,
+    opened_at   INTEGER NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+    note        TEXT,
+    closed_by   TEXT,
+    closed_at   INTEGER
+) STRICT;
+CREATE INDEX reviews_by_rollout ON reviews(rollout_id);
+
+CREATE TABLE notifications (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id      TEXT NOT NULL REFERENCES rollouts(id),
+    incident_id     TEXT REFERENCES incidents(id),
+    target          TEXT NOT NULL,
+    payload         TEXT NOT NULL,           -- JSON
+    created_at      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at INTEGER,
+    last_error      TEXT,
+    delivered_at    INTEGER
+) STRICT;
+CREATE INDEX notifications_pending ON notifications(id) WHERE delivered_at IS NULL;
+
+-- The journal and the audit log are append-only. These triggers stop a bug;
+-- the audit chain (not SQL) is what stops a person.
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
+    BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
+CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
+    BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
+"#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The database's version; 0 for a new, empty database.
+pub(crate) fn version(conn: &Connection) -> Result<u32, StoreError> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    let v: Option<i64> = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()?;
+    Ok(v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+/// Bring the database up to [`SCHEMA_VERSION`]; refuse a newer one.
+pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<u32, StoreError> {
+    let found = version(conn)?;
+    check_not_newer(found, db_path)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let to = i as u32 + 1;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        // Another writer cannot race us (the data-dir lock), but re-read
+        // inside the transaction all the same.
+        if version(&tx)? >= to {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [to])?;
+        tx.commit()?;
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+pub(crate) fn check_not_newer(found: u32, db_path: &Path) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: db_path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,643 @@
+//! Everything that writes: creating a rollout, committing one engine step,
+//! reviews, deliveries and standalone audit entries. Each public call is one
+//! SQLite transaction that also appends its audit entries to the chain; the
+//! head file is replaced after the commit (see `audit.rs` for the crash
+//! window). Nothing returned from here has been acted on yet: the caller
+//! acts only after the call returns `Ok`.
+
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::json;
+
+use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
+use super::records::{IncidentStatus, Notification, Review, ReviewStatus, RolloutRow, ms};
+use super::{IdGen, Incident, Result, Store, StoreError};
+use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
+use crate::policy::{Notify, Weight};
+use crate::time::Timestamp;
+
+/// One engine step, after the rollout handled `input` at `at` and the
+/// caller drained every effect with `poll_effect`.
+#[derive(Debug)]
+pub struct EngineStep<'a, A: Analysis> {
+    pub at: Timestamp,
+    pub input: &'a Input<A::Snapshot>,
+    pub effects: &'a [Effect<A::Evidence>],
+    /// The rollout after the step: its phase, reason, step and weight are
+    /// stored, and with `checkpoint` its whole state.
+    pub rollout: &'a Rollout<A>,
+    /// Store the rollout as the new checkpoint (e.g. when the effects hold
+    /// `Effect::Checkpoint`). Restore replays the inputs after it.
+    pub checkpoint: bool,
+    /// Audit entries beyond the ones the store derives from the step.
+    pub audit: &'a [NewAudit],
+}
+
+/// What a committed step wrote; the caller may now act on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The journal seq of the step's input; its effects follow it.
+    pub input_seq: u64,
+    pub last_seq: u64,
+    /// Incidents opened (one per `OpenIncident` effect, in order).
+    pub incidents: Vec<String>,
+    /// Reviews opened (one per `OpenReview` effect, in order).
+    pub reviews: Vec<String>,
+    /// Webhook deliveries to make.
+    pub notifications: Vec<i64>,
+    /// The audit chain's end after the commit.
+    pub audit_head: Head,
+    /// False when `audit.head` could not be written after the commit: the
+    /// step is committed, but no further commit starts until it is.
+    pub head_written: bool,
+}
+
+/// The audit entries the store writes for a step, so that every command,
+/// decision and event is in the log without the caller remembering to.
+fn derived_audit<A: Analysis>(
+    rollout_id: &str,
+    at: Timestamp,
+    input: &Input<A::Snapshot>,
+    effects: &[Effect<A::Evidence>],
+) -> Result<Vec<NewAudit>> {
+    let mut out = Vec::new();
+    let entry =
+        |actor: &str, action: &str, reason: String, ticket: Option<String>, details| NewAudit {
+            at,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            rollout_id: Some(rollout_id.to_string()),
+            reason,
+            ticket,
+            details,
+        };
+    if let Input::Command { command } = input {
+        let by = command.actor();
+        out.push(entry(
+            &by.name,
+            &format!("rollout.{}", command.name()),
+            by.reason.clone(),
+            by.ticket.clone(),
+            serde_json::to_value(command)?,
+        ));
+    }
+    for effect in effects {
+        match effect {
+            Effect::Rollback {
+                trigger, dry_run, ..
+            } => out.push(entry(
+                ENGINE,
+                "rollout.rollback",
+                format!("trigger {trigger} fired"),
+                None,
+                json!({ "trigger": trigger, "dry_run": dry_run }),
+            )),
+            Effect::Notify(event) => out.push(entry(
+                &event.actor,
+                "rollout.event",
+                event.message.clone(),
+                event.ticket.clone(),
+                serde_json::to_value(event)?,
+            )),
+            // Incidents and reviews get their entries once their ids exist.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Store a new rollout (before its first step) with its initial
+    /// checkpoint, and audit who started it. Refuses a second active rollout
+    /// of the same service.
+    pub fn create_rollout<A: Analysis>(
+        &mut self,
+        rollout: &Rollout<A>,
+        policy_version: &str,
+        at: Timestamp,
+    ) -> Result<RolloutRow> {
+        let spec = rollout.spec();
+        if spec.id.is_empty() {
+            return Err(StoreError::Invalid("rollout id: must not be empty".into()));
+        }
+        if spec.service.is_empty() {
+            return Err(StoreError::Invalid("service: must not be empty".into()));
+        }
+        if let Some(active) = self.active_rollout(&spec.service)? {
+            return Err(StoreError::ServiceBusy {
+                service: spec.service.clone(),
+                rollout_id: active.id,
+            });
+        }
+        if self.rollout(&spec.id)?.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "rollout id: {} already exists",
+                spec.id
+            )));
+        }
+        let spec_json = serde_json::to_string(spec)?;
+        let checkpoint = serde_json::to_string(&rollout.checkpoint())?;
+        let outcome = rollout
+            .phase()
+            .is_terminal()
+            .then(|| rollout.phase().as_str());
+        let audit = vec![NewAudit {
+            at,
+            actor: spec.started_by.clone(),
+            action: "rollout.start".into(),
+            rollout_id: Some(spec.id.clone()),
+            reason: spec.reason.clone().unwrap_or_default(),
+            ticket: spec.ticket.clone(),
+            details: json!({
+                "service": spec.service,
+                "baseline": spec.baseline,
+                "canary": spec.canary,
+                "policy": rollout.policy().name,
+                "policy_version": policy_version,
+                "change_type": spec.change_type,
+                "dry_run": spec.dry_run,
+            }),
+        }];
+        self.write(|tx, _ids| {
+            tx.execute(
+                "INSERT INTO rollouts (id, service, policy_name, policy_version, spec, phase, outcome,
+                    reason, step, weight, created_at, updated_at, checkpoint, checkpoint_seq, journal_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, 0, 0)",
+                params![
+                    spec.id,
+                    spec.service,
+                    rollout.policy().name,
+                    policy_version,
+                    spec_json,
+                    rollout.phase().as_str(),
+                    outcome,
+                    rollout.reason(),
+                    rollout.step(),
+                    rollout.weight().percent(),
+                    ms(at),
+                    checkpoint,
+                ],
+            )?;
+            Ok(((), audit))
+        })?;
+        self.rollout(&spec.id)?.ok_or_else(|| StoreError::NotFound {
+            what: "rollout",
+            id: spec.id.clone(),
+        })
+    }
+
+    /// Persist one engine step in one transaction: the input and every
+    /// effect in the journal, the rollout's new state (and checkpoint when
+    /// asked), incidents and reviews the effects open, webhook deliveries
+    /// to make, the incident timeline and router result, and the audit
+    /// entries. Act on the effects only after this returns `Ok`.
+    pub fn commit_step<A: Analysis>(&mut self, step: &EngineStep<'_, A>) -> Result<Committed> {
+        let rollout = step.rollout;
+        let id = rollout.spec().id.clone();
+        let input_json = serde_json::to_string(step.input)?;
+        let effect_json = step
+            .effects
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        let checkpoint = if step.checkpoint {
+            Some(serde_json::to_string(&rollout.checkpoint())?)
+        } else {
+            None
+        };
+        let mut audit = derived_audit::<A>(&id, step.at, step.input, step.effects)?;
+        audit.extend_from_slice(step.audit);
+        let at = ms(step.at);
+
+        let (mut committed, head_written) = self.write(|tx, ids| {
+            let found: Option<(String, String, u64)> = tx
+                .query_row(
+                    "SELECT service, policy_version, journal_len FROM rollouts WHERE id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let (service, policy_version, journal_len) =
+                found.ok_or_else(|| StoreError::NotFound {
+                    what: "rollout",
+                    id: id.clone(),
+                })?;
+
+            let input_seq = journal_len + 1;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            insert.execute(params![
+                id,
+                input_seq,
+                input_seq,
+                at,
+                "input",
+                effect_json.len(),
+                input_json
+            ])?;
+            for (i, body) in effect_json.iter().enumerate() {
+                insert.execute(params![
+                    id,
+                    input_seq + 1 + i as u64,
+                    input_seq,
+                    at,
+                    "effect",
+                    0,
+                    body
+                ])?;
+            }
+            let last_seq = input_seq + effect_json.len() as u64;
+
+            // Earlier incidents of this rollout: their timeline goes on, and
+            // the router's answer to the rollback (weight 0) is recorded once.
+            for effect in step.effects {
+                if let Effect::Notify(event) = effect {
+                    tx.execute(
+                        "UPDATE incidents SET timeline = json_insert(timeline, '$[#]', json(?2))
+                         WHERE rollout_id = ?1",
+                        params![id, serde_json::to_string(event)?],
+                    )?;
+                }
+            }
+            if let Input::RouterAck { weight, error } = step.input
+                && *weight == Weight::ZERO
+            {
+                let result = json!({ "weight": weight, "error": error, "at": step.at });
+                tx.execute(
+                    "UPDATE incidents SET router_result = ?2
+                     WHERE rollout_id = ?1 AND router_result IS NULL",
+                    params![id, result.to_string()],
+                )?;
+            }
+
+            let mut incidents = Vec::new();
+            let mut reviews = Vec::new();
+            let mut notifications = Vec::new();
+            let mut audit = audit;
+            for effect in step.effects {
+                match effect {
+                    Effect::OpenIncident {
+                        trigger,
+                        severity,
+                        notify,
+                        evidence,
+                        at: opened_at,
+                    } => {
+                        let incident_id = ids.next("inc", *opened_at);
+                        let timeline = timeline_so_far(tx, &id)?;
+                        let evidence = serde_json::to_value(evidence)?;
+                        tx.execute(
+                            "INSERT INTO incidents (id, rollout_id, service, trigger_name, severity,
+                                opened_at, evidence, timeline, router_result, status, policy_version)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 'open', ?9)",
+                            params![
+                                incident_id,
+                                id,
+                                service,
+                                trigger,
+                                severity,
+                                ms(*opened_at),
+                                evidence.to_string(),
+                                timeline,
+                                policy_version
+                            ],
+                        )?;
+                        let payload = json!({
+                            "incident": incident_id,
+                            "rollout_id": id,
+                            "service": service,
+                            "trigger": trigger,
+                            "severity": severity,
+                            "opened_at": opened_at,
+                            "evidence": evidence,
+                        });
+                        for target in notify {
+                            let Notify::Webhook(url) = target;
+                            tx.execute(
+                                "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
+                                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                                params![id, incident_id, url, payload.to_string(), at],
+                            )?;
+                            notifications.push(tx.last_insert_rowid());
+                        }
+                        audit.push(NewAudit {
+                            at: step.at,
+                            actor: ENGINE.into(),
+                            action: "incident.open".into(),
+                            rollout_id: Some(id.clone()),
+                            reason: format!("trigger {trigger} fired"),
+                            ticket: None,
+                            details: json!({ "incident": incident_id, "trigger": trigger, "severity": severity }),
+                        });
+                        incidents.push(incident_id);
+                    }
+                    Effect::OpenReview {
+                        reason,
+                        ticket,
+                        at: opened_at,
+                    } => {
+                        let review_id = ids.next("rev", *opened_at);
+                        tx.execute(
+                            "INSERT INTO reviews (id, rollout_id, reason, ticket, opened_at, status)
+                             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
+                            params![review_id, id, reason, ticket, ms(*opened_at)],
+                        )?;
+                        audit.push(NewAudit {
+                            at: step.at,
+                            actor: ENGINE.into(),
+                            action: "review.open".into(),
+                            rollout_id: Some(id.clone()),
+                            reason: reason.clone(),
+                            ticket: Some(ticket.clone()),
+                            details: json!({ "review": review_id }),
+                        });
+                        reviews.push(review_id);
+                    }
+                    _ => {}
+                }
+            }
+
+            let phase = rollout.phase();
+            let outcome = phase.is_terminal().then(|| phase.as_str());
+            tx.execute(
+                "UPDATE rollouts SET phase = ?2, outcome = ?3, reason = ?4, step = ?5, weight = ?6,
+                    updated_at = max(updated_at, ?7), journal_len = ?8,
+                    checkpoint = coalesce(?9, checkpoint),
+                    checkpoint_seq = CASE WHEN ?9 IS NULL THEN checkpoint_seq ELSE ?8 END
+                 WHERE id = ?1",
+                params![
+                    id,
+                    phase.as_str(),
+                    outcome,
+                    rollout.reason(),
+                    rollout.step(),
+                    rollout.weight().percent(),
+                    at,
+                    last_seq,
+                    checkpoint
+                ],
+            )?;
+            Ok((
+                Committed {
+                    input_seq,
+                    last_seq,
+                    incidents,
+                    reviews,
+                    notifications,
+                    audit_head: Head::EMPTY,
+                    head_written: true,
+                },
+                audit,
+            ))
+        })?;
+        committed.audit_head = self.head;
+        committed.head_written = head_written;
+        Ok(committed)
+    }
+
+    /// Audit entries that belong to no engine step (a refused command, a
+    /// policy reload, a token created), in one transaction.
+    pub fn append_audit(&mut self, entries: &[NewAudit]) -> Result<Head> {
+        let entries = entries.to_vec();
+        self.write(|_tx, _ids| Ok(((), entries)))?;
+        Ok(self.head)
+    }
+
+    /// Mark an incident reviewed with a note (`incident review ID --note N`).
+    pub fn review_incident(
+        &mut self,
+        id: &str,
+        actor: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<Incident> {
+        if note.trim().is_empty() {
+            return Err(StoreError::Invalid("note: must not be empty".into()));
+        }
+        let incident = self.incident(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "incident",
+            id: id.into(),
+        })?;
+        if incident.status != IncidentStatus::Open {
+            return Err(StoreError::Invalid(format!(
+                "incident {id} was already reviewed"
+            )));
+        }
+        let audit = vec![NewAudit {
+            at,
+            actor: actor.into(),
+            action: "incident.review".into(),
+            rollout_id: Some(incident.rollout_id.clone()),
+            reason: note.into(),
+            ticket: None,
+            details: json!({ "incident": id }),
+        }];
+        self.write(|tx, _| {
+            tx.execute(
+                "UPDATE incidents SET status = 'reviewed', review_note = ?2, reviewed_by = ?3, reviewed_at = ?4
+                 WHERE id = ?1",
+                params![id, note, actor, ms(at)],
+            )?;
+            Ok(((), audit))
+        })?;
+        self.incident(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "incident",
+            id: id.into(),
+        })
+    }
+
+    /// Close an emergency change's post-incident review with a note.
+    pub fn close_review(
+        &mut self,
+        id: &str,
+        actor: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<Review> {
+        if note.trim().is_empty() {
+            return Err(StoreError::Invalid("note: must not be empty".into()));
+        }
+        let review = self.review(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "review",
+            id: id.into(),
+        })?;
+        if review.status != ReviewStatus::Open {
+            return Err(StoreError::Invalid(format!(
+                "review {id} is already closed"
+            )));
+        }
+        let audit = vec![NewAudit {
+            at,
+            actor: actor.into(),
+            action: "review.close".into(),
+            rollout_id: Some(review.rollout_id.clone()),
+            reason: note.into(),
+            ticket: Some(review.ticket.clone()),
+            details: json!({ "review": id }),
+        }];
+        self.write(|tx, _| {
+            tx.execute(
+                "UPDATE reviews SET status = 'closed', note = ?2, closed_by = ?3, closed_at = ?4
+                 WHERE id = ?1",
+                params![id, note, actor, ms(at)],
+            )?;
+            Ok(((), audit))
+        })?;
+        self.review(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "review",
+            id: id.into(),
+        })
+    }
+
+    /// Record one delivery attempt of a webhook: `Ok(())` delivered it,
+    /// `Err(message)` failed and stays pending.
+    pub fn record_delivery(
+        &mut self,
+        id: i64,
+        at: Timestamp,
+        outcome: std::result::Result<(), String>,
+    ) -> Result<Notification> {
+        let (error, delivered_at) = match &outcome {
+            Ok(()) => (None, Some(ms(at))),
+            Err(e) => (Some(e.as_str()), None),
+        };
+        self.write(|tx, _| {
+            let n = tx.execute(
+                "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = ?2,
+                    last_error = ?3, delivered_at = coalesce(delivered_at, ?4)
+                 WHERE id = ?1",
+                params![id, ms(at), error, delivered_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "notification",
+                    id: id.to_string(),
+                });
+            }
+            Ok(((), Vec::new()))
+        })?;
+        self.notification(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "notification",
+            id: id.to_string(),
+        })
+    }
+
+    /// One write transaction: `work` changes tables and returns the audit
+    /// entries to chain; they are appended, the transaction commits, and
+    /// then the head file is replaced. Returns whether that write worked.
+    fn write<T>(
+        &mut self,
+        work: impl FnOnce(&Transaction<'_>, &mut IdGen) -> Result<(T, Vec<NewAudit>)>,
+    ) -> Result<(T, bool)> {
+        self.writable()?;
+        // Keep "the head file lags by at most one transaction" true: the
+        // previous commit's head must be on disk before the next commit.
+        if self.head_unwritten {
+            audit::write_head(&self.dir, &self.head)?;
+            self.head_unwritten = false;
+        }
+        let key = self.key.as_ref().ok_or(StoreError::ReadOnly)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (value, entries) = work(&tx, &mut self.ids)?;
+        let head = append_audit(&tx, key, self.head, &entries, &self.dir)?;
+        tx.commit()?;
+        if head == self.head {
+            return Ok((value, true));
+        }
+        self.head = head;
+        let written = audit::write_head(&self.dir, &self.head).is_ok();
+        self.head_unwritten = !written;
+        Ok((value, written))
+    }
+}
+
+/// The rollout's events so far, from its journal's `notify` effects.
+fn timeline_so_far(tx: &Transaction<'_>, rollout_id: &str) -> Result<String> {
+    let text: String = tx.query_row(
+        "SELECT coalesce(json_group_array(json(json_remove(body, '$.effect'))), '[]') FROM (
+            SELECT body FROM journal
+            WHERE rollout_id = ?1 AND kind = 'effect' AND json_extract(body, '$.effect') = 'notify'
+            ORDER BY seq)",
+        [rollout_id],
+        |r| r.get(0),
+    )?;
+    Ok(text)
+}
+
+/// Chain `entries` onto `head` inside `tx`. The database's last entry must
+/// be the one this store last wrote: otherwise the log changed under a
+/// running daemon, and appending would bury the evidence.
+fn append_audit(
+    tx: &Transaction<'_>,
+    key: &AuditKey,
+    head: Head,
+    entries: &[NewAudit],
+    dir: &std::path::Path,
+) -> Result<Head> {
+    if entries.is_empty() {
+        return Ok(head);
+    }
+    let tail: Option<(u64, String)> = tx
+        .query_row(
+            "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let tail = tail.map_or(Head::EMPTY, |(seq, mac)| Head {
+        seq,
+        mac: audit::mac_from_hex(&mac).unwrap_or([0; 32]),
+    });
+    if tail != head {
+        return Err(StoreError::AuditBroken {
+            dir: dir.to_path_buf(),
+            link: BrokenLink {
+                seq: tail.seq.min(head.seq) + 1,
+                kind: Breakage::Forged,
+                detail: format!(
+                    "the log ends at {tail} but this daemon last wrote {head}: it was changed while the daemon ran"
+                ),
+            },
+        });
+    }
+    let tx_id = head.seq as i64 + 1;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit (seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut prev = head;
+    for e in entries {
+        let seq = prev.seq + 1;
+        let mut raw = RawEntry {
+            seq: seq as i64,
+            tx: tx_id,
+            at: ms(e.at),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            rollout_id: e.rollout_id.clone(),
+            reason: e.reason.clone(),
+            ticket: e.ticket.clone(),
+            details: serde_json::to_string(&e.details)?,
+            mac: String::new(),
+        };
+        let mac = key.mac(&prev.mac, &raw);
+        raw.mac = audit::to_hex(&mac);
+        insert.execute(params![
+            raw.seq,
+            raw.tx,
+            raw.at,
+            raw.actor,
+            raw.action,
+            raw.rollout_id,
+            raw.reason,
+            raw.ticket,
+            raw.details,
+            raw.mac
+        ])?;
+        prev = Head { seq, mac };
+    }
+    Ok(prev)
+}

@@ -1,0 +1,192 @@
+//! Shared by the store tests: a rollout with scripted readings driven step
+//! by step through a real store, the way the daemon will (handle, drain,
+//! commit, then act), and raw-SQL access for tampering.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use canaryd::engine::{Actor, Command, Effect, Input, Rollout, RolloutSpec};
+use canaryd::policy::{ChangeType, Weight, parse_policy};
+use canaryd::store::{Committed, EngineStep, NewAudit, Store, StoreError};
+use canaryd::time::Timestamp;
+
+use crate::support::scripted::{Scripted, Snap};
+
+pub const POLICY: &str = "\
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata: { name: store-test }
+spec:
+  emergency: { bypassFor: 30m }
+  analysis: { interval: 1m, minSamples: 10, maxDuration: 3h }
+  steps:
+    - setWeight: 10
+    - bake: 5m
+    - setWeight: 50
+    - bake: 5m
+    - setWeight: 100
+  metrics:
+    errors: { kind: ratio, numerator: errors, denominator: requests }
+  triggers:
+    - { name: error-rate, metric: errors, threshold: { above: 1% } }
+  incident:
+    severity: sev2
+    notify: [ { webhook: \"http://127.0.0.1:9/hooks/a\" }, { webhook: \"http://127.0.0.1:9/hooks/b\" } ]
+";
+
+pub const POLICY_VERSION: &str = "sha256:0123abcd";
+
+pub fn spec(id: &str, service: &str, change_type: ChangeType) -> RolloutSpec {
+    RolloutSpec {
+        id: id.into(),
+        service: service.into(),
+        baseline: "v1".into(),
+        canary: "v2".into(),
+        change_type,
+        dry_run: false,
+        started_by: "alice".into(),
+        reason: Some("hotfix for INC-7".into()),
+        ticket: Some("INC-7".into()),
+    }
+}
+
+pub fn actor(name: &str) -> Actor {
+    Actor {
+        name: name.into(),
+        reason: format!("{name} says so"),
+        ticket: Some("CHG-1".into()),
+    }
+}
+
+pub fn at(secs: u64) -> Timestamp {
+    Timestamp::from_millis(1_800_000_000_000 + secs * 1000)
+}
+
+/// A committed step and the effects it carried.
+pub type Stepped = (Committed, Vec<Effect<String>>);
+
+/// One rollout being driven against a store.
+pub struct Driver {
+    pub rollout: Rollout<Scripted>,
+    /// The weight asked of the router and not yet acknowledged.
+    pub unacked: Option<Weight>,
+    /// Seconds since the start; data intervals are one minute.
+    pub t: u64,
+}
+
+impl Driver {
+    pub fn start(
+        store: &mut Store,
+        id: &str,
+        service: &str,
+        change_type: ChangeType,
+        t: u64,
+    ) -> Driver {
+        let policy =
+            parse_policy("store-test.yaml", POLICY.as_bytes()).expect("test policy parses");
+        let analysis = Scripted {
+            triggers: policy.triggers.len(),
+            gates: policy.gates.len(),
+            ..Default::default()
+        };
+        let rollout = Rollout::new(spec(id, service, change_type), policy, analysis, at(t))
+            .expect("valid spec");
+        store
+            .create_rollout(&rollout, POLICY_VERSION, at(t))
+            .expect("create rollout");
+        Driver {
+            rollout,
+            unacked: None,
+            t,
+        }
+    }
+
+    /// Handle `input`, drain its effects and commit them as one step.
+    /// A refused command is audited on its own and changes nothing.
+    pub fn step(
+        &mut self,
+        store: &mut Store,
+        input: Input<Snap>,
+        checkpoint_every: bool,
+        extra: impl FnOnce(u64) -> Vec<NewAudit>,
+    ) -> Result<Option<Stepped>, StoreError> {
+        let now = at(self.t);
+        if let Err(rejected) = self.rollout.handle(now, input.clone()) {
+            store.append_audit(&[NewAudit {
+                at: now,
+                actor: "test".into(),
+                action: "rollout.rejected".into(),
+                rollout_id: Some(self.rollout.spec().id.clone()),
+                reason: rejected.message,
+                ticket: None,
+                details: serde_json::Value::Null,
+            }])?;
+            return Ok(None);
+        }
+        let mut effects = Vec::new();
+        while let Some(e) = self.rollout.poll_effect() {
+            effects.push(e);
+        }
+        let checkpoint =
+            checkpoint_every || effects.iter().any(|e| matches!(e, Effect::Checkpoint));
+        let journal_len = store
+            .rollout(&self.rollout.spec().id)?
+            .map_or(0, |r| r.journal_len);
+        let audit = extra(journal_len + 1);
+        let committed = store.commit_step(&EngineStep {
+            at: now,
+            input: &input,
+            effects: &effects,
+            rollout: &self.rollout,
+            checkpoint,
+            audit: &audit,
+        })?;
+        // Persist, then act: only now "send" weights to the router.
+        for e in &effects {
+            match e {
+                Effect::SetWeight { weight, .. } => self.unacked = Some(*weight),
+                Effect::Rollback { .. } => self.unacked = Some(Weight::ZERO),
+                _ => {}
+            }
+        }
+        Ok(Some((committed, effects)))
+    }
+
+    /// The next input a healthy (or, with `fire`, failing) run would see.
+    pub fn next_input(&mut self, fire: bool) -> Input<Snap> {
+        if let Some(weight) = self.unacked.take() {
+            return Input::RouterAck {
+                weight,
+                error: None,
+            };
+        }
+        let start = self.t;
+        self.t += 60;
+        Input::Data {
+            snapshot: Snap {
+                start,
+                end: self.t,
+                requests: 50,
+                fire: if fire { vec![0] } else { vec![] },
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn command(&self, command: Command) -> Input<Snap> {
+        Input::Command { command }
+    }
+}
+
+/// Raw SQL on a data dir's database, the way someone without the key but
+/// with write access to the file would do it: the append-only triggers are
+/// dropped first (they stop bugs, not people).
+pub fn tamper(dir: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join("canaryd.db")).expect("open db");
+    conn.execute_batch(
+        "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;
+         DROP TRIGGER IF EXISTS journal_no_update; DROP TRIGGER IF EXISTS journal_no_delete;",
+    )
+    .expect("drop triggers");
+    conn.execute_batch(sql).expect("tamper sql");
+}
