@@ -15,3 +15,5 @@ pub mod time;
 
 #[cfg(feature = "daemon")]
 pub mod cli;
+#[cfg(feature = "daemon")]
+pub mod sources;
