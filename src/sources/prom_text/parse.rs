@@ -790,7 +790,13 @@ impl<'a> Line<'a> {
     fn found(&self) -> String {
         match self.text.get(self.pos..).and_then(|s| s.chars().next()) {
             None => "end of line".to_owned(),
-            Some(c) => format!("`{}`", c.escape_debug()),
+            Some(c) => {
+                if c.is_control() {
+                    format!("`{}`", c.escape_debug())
+                } else {
+                    format!("`{c}`")
+                }
+            }
         }
     }
 

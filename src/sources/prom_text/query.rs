@@ -152,7 +152,13 @@ impl<'a> Cursor<'a> {
     fn err(&self, message: &str) -> SelectorError {
         let found = match self.text.get(self.pos..).and_then(|s| s.chars().next()) {
             None => "end of selector".to_owned(),
-            Some(c) => format!("`{}`", c.escape_debug()),
+            Some(c) => {
+                if c.is_control() {
+                    format!("`{}`", c.escape_debug())
+                } else {
+                    format!("`{c}`")
+                }
+            }
         };
         SelectorError {
             column: column(self.text, self.pos),
@@ -210,8 +216,10 @@ impl<'a> Cursor<'a> {
         loop {
             let rest = &self.text[self.pos..];
             let Some(c) = rest.chars().next() else {
-                self.pos = open_at;
-                return Err(self.err("unterminated string"));
+                return Err(SelectorError {
+                    column: column(self.text, open_at),
+                    message: "unterminated string (no closing quote)".to_owned(),
+                });
             };
             if c as u32 == u32::from(quote) {
                 self.pos += 1;
