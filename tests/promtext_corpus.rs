@@ -318,12 +318,13 @@ fn prometheus_parse_fails_the_corpus() {
         om_escapes.om: 1 samples missing or mislabelled, 1 HELP texts wrong, missing: esc{v="a\"b\\c\nd",w="=,{}#"}
         om_histogram.om: 3 samples mistyped
         om_other_types.om: 3 samples mistyped
+        real_prometheus.prom: 36 samples mistyped
         text_colon_names.prom: 3 samples missing or mislabelled, 1 HELP texts wrong, missing: :leading_colon{} job:http_requests:rate5m{job="api"} job:http_requests:rate5m{job="web"}
         text_comments_blank.prom: 1 samples mistyped
         text_escapes.prom: 2 samples missing or mislabelled, 2 samples invented, 1 HELP texts wrong, missing: escapes_total{msg="",multi="\\n is not a newline",path="trailing backslash \\"} escapes_total{msg="say \"hi\"",multi="line1\nline2",path="C:\\dir\\file"}
         text_histogram.prom: 6 samples mistyped
         text_special_label_chars.prom: 4 samples missing or mislabelled, 1 samples invented, missing: http_requests_total{} http_requests_total{close="}",ext="{plpgsql}",hash="# not a comment",path="/a,b",query="x=y&z=w",sp="  padded  "} http_requests_total{code="200",method="GET"} http_requests_total{code="500",method="POST"}
         text_summary.prom: 4 samples mistyped
-        47 of 56 cases fail
+        48 of 57 cases fail
     "##]].assert_eq(&report);
 }
