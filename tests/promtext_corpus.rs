@@ -278,6 +278,7 @@ fn prometheus_parse_fails_the_corpus() {
     let _ = writeln!(report, "{failed} of {} cases fail", all.len());
     expect![[r##"
         bad_duplicate_label.prom: accepts malformed input
+        bad_duplicate_series.prom: accepts malformed input
         bad_duplicate_type.prom: accepts malformed input
         bad_escape_in_help.prom: accepts malformed input
         bad_escape_in_label_value.prom: accepts malformed input
@@ -298,6 +299,7 @@ fn prometheus_parse_fails_the_corpus() {
         bad_om_blank_in_labels.om: accepts malformed input
         bad_om_blank_line.om: accepts malformed input
         bad_om_counter_without_total.om: accepts malformed input
+        bad_om_duplicate_series.om: accepts malformed input
         bad_om_exemplar_on_gauge.om: accepts malformed input
         bad_om_exemplar_too_long.om: accepts malformed input
         bad_om_missing_eof.om: accepts malformed input
@@ -325,6 +327,6 @@ fn prometheus_parse_fails_the_corpus() {
         text_histogram.prom: 6 samples mistyped
         text_special_label_chars.prom: 4 samples missing or mislabelled, 1 samples invented, missing: http_requests_total{} http_requests_total{close="}",ext="{plpgsql}",hash="# not a comment",path="/a,b",query="x=y&z=w",sp="  padded  "} http_requests_total{code="200",method="GET"} http_requests_total{code="500",method="POST"}
         text_summary.prom: 4 samples mistyped
-        48 of 57 cases fail
+        50 of 59 cases fail
     "##]].assert_eq(&report);
 }

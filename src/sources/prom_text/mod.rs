@@ -185,6 +185,8 @@ pub enum ParseErrorKind {
     UnterminatedLabelValue,
     #[error("duplicate label name `{0}`")]
     DuplicateLabel(String),
+    #[error("duplicate series: `{0}` with the same labels already appeared")]
+    DuplicateSeries(String),
     #[error("invalid number `{0}`")]
     BadNumber(String),
     #[error("invalid timestamp `{0}`")]

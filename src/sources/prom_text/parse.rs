@@ -3,7 +3,8 @@
 //! are the owned strings of the result (a label value with no escapes is
 //! copied once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 
 use super::{Exemplar, Family, Format, Kind, Limits, ParseError, ParseErrorKind as E, Sample};
 
@@ -79,6 +80,12 @@ struct Parser<'a, 'l> {
     /// Byte offset of each label value on the current line (for located
     /// `le`/`quantile` errors); reused across lines.
     value_offsets: Vec<usize>,
+    /// A hash of every series seen so far (name and label set, label order
+    /// ignored); a hit is confirmed against the family's samples.
+    series_seen: HashSet<u64>,
+    /// Keys unknown to whoever writes the exposition, so that colliding
+    /// series cannot be crafted to make the confirmation scans quadratic.
+    series_hasher: RandomState,
 }
 
 impl<'a, 'l> Parser<'a, 'l> {
@@ -93,6 +100,8 @@ impl<'a, 'l> Parser<'a, 'l> {
             current: None,
             last_sample_name: "",
             value_offsets: Vec::new(),
+            series_seen: HashSet::new(),
+            series_hasher: RandomState::new(),
         }
     }
 
@@ -438,6 +447,17 @@ impl<'a, 'l> Parser<'a, 'l> {
             line.pos = exemplar_at;
             return Err(line.err(E::MisplacedExemplar));
         }
+        if !self
+            .series_seen
+            .insert(series_hash(&self.series_hasher, name, &labels))
+            && self.families[index]
+                .samples
+                .iter()
+                .any(|s| s.name == name && same_label_set(&s.labels, &labels))
+        {
+            line.pos = name_at;
+            return Err(line.err(E::DuplicateSeries(name.to_owned())));
+        }
         self.families[index].samples.push(Sample {
             name: name.to_owned(),
             labels,
@@ -634,6 +654,20 @@ impl<'a, 'l> Parser<'a, 'l> {
             timestamp_ms,
         })
     }
+}
+
+/// Independent of label order: the per-label hashes are added.
+fn series_hash(hasher: &RandomState, name: &str, labels: &[(String, String)]) -> u64 {
+    let labels_sum = labels
+        .iter()
+        .fold(0u64, |sum, label| sum.wrapping_add(hasher.hash_one(label)));
+    hasher.hash_one((name, labels_sum))
+}
+
+/// Label names are unique within a sample, so equal length and every pair of
+/// one found in the other means the same set.
+fn same_label_set(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
 }
 
 enum Meta {
