@@ -788,12 +788,28 @@ fn is_integer(token: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// `[a-zA-Z0-9_:]`: bit 0 metric-name byte, bit 1 label-name byte.
+const NAME_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            table[b] = 0b11;
+        } else if c == b':' {
+            table[b] = 0b01;
+        }
+        b += 1;
+    }
+    table
+};
+
 fn is_metric_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+    NAME_BYTES[usize::from(b)] & 0b01 != 0
 }
 
 fn is_label_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    NAME_BYTES[usize::from(b)] & 0b10 != 0
 }
 
 /// A cursor over one line (without its line feed).
@@ -880,9 +896,8 @@ impl<'a> Line<'a> {
 
     fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> &'a str {
         let start = self.pos;
-        while self.peek().is_some_and(&keep) {
-            self.pos += 1;
-        }
+        let rest = self.text.as_bytes().get(start..).unwrap_or_default();
+        self.pos += rest.iter().position(|&b| !keep(b)).unwrap_or(rest.len());
         // Stops only before an ASCII byte or at the end: a char boundary.
         &self.text[start..self.pos]
     }
