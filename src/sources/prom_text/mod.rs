@@ -15,7 +15,7 @@ mod query;
 
 pub use parse::{parse, parse_bytes};
 pub use query::{
-    CounterSum, LabelMatcher, MatchOp, QueryError, Selector, SelectorError, counter_delta,
+    Buckets, CounterSum, LabelMatcher, MatchOp, QueryError, Selector, SelectorError, counter_delta,
     histogram, histogram_delta, sum,
 };
 

@@ -387,7 +387,8 @@ pub fn counter_delta(
     })
 }
 
-type Buckets = Vec<(f64, u64)>;
+/// `(le upper bound, cumulative count)` by increasing bound, ending with `+Inf`.
+pub type Buckets = Vec<(f64, u64)>;
 
 /// A series' labels, sorted by name, so that two scrapes' series meet
 /// whatever order each listed its labels in.
@@ -490,10 +491,11 @@ pub fn histogram(families: &[Family], selector: &Selector) -> Result<Buckets, Qu
     Ok(merge(histogram_series(families, selector)?.values()))
 }
 
-/// [`histogram`] as an increase between two scrapes. A series whose any
-/// bucket went down, or whose bounds changed, was reset: its increase is its
-/// new counts. Resets are judged per series, never per bucket, so the result
-/// stays cumulative.
+/// [`histogram`] as an increase between two scrapes. A series was reset (its
+/// increase is then its new counts) when any cumulative count went down, when
+/// any bucket's own count (the difference to the bucket below) went down, or
+/// when its bounds changed. Resets are judged per series, never per bucket,
+/// so the result stays cumulative. New series count from zero.
 pub fn histogram_delta(
     previous: &[Family],
     current: &[Family],
