@@ -16,4 +16,6 @@ pub mod time;
 #[cfg(feature = "daemon")]
 pub mod cli;
 #[cfg(feature = "daemon")]
+pub mod sources;
+#[cfg(feature = "daemon")]
 pub mod store;
