@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use canaryd::policy::Diagnostics;
-use canaryd::policy::compile::load_yaml;
+use canaryd::policy::compile::{self, load_yaml};
 use canaryd::policy::decode::{self, Fields};
 use canaryd::policy::diag::{Path, Sink};
 use canaryd::policy::node::Node;
@@ -174,41 +174,10 @@ fn finish(sink: Sink) -> Diagnostics {
 }
 
 fn compile(sink: &mut Sink, root: &Node) -> Option<Scenario> {
-    let top = decode::mapping(
-        sink,
-        root,
-        &Path::root(),
-        &["apiVersion", "kind", "metadata", "spec"],
-    )?;
-    for (key, want) in [("apiVersion", API_VERSION), ("kind", KIND)] {
-        if let Some(node) = top.require(sink, key)
-            && let Some(s) = decode::string(sink, node, &top.child(key))
-            && s != want
-        {
-            sink.error(
-                node.pos,
-                &top.child(key),
-                format!("expected `{want}`, found `{s}`"),
-            );
-        }
-    }
-    let name = top.require(sink, "metadata").and_then(|node| {
-        let f = decode::mapping(sink, node, &top.child("metadata"), &["name", "description"])?;
-        if let Some(d) = f.get("description") {
-            decode::string(sink, d, &f.child("description"));
-        }
-        f.require(sink, "name")
-            .and_then(|n| decode::name(sink, n, &f.child("name"), "scenario name"))
-    });
-    let spec = top
-        .require(sink, "spec")
-        .and_then(|node| compile_spec(sink, node, &top.child("spec")));
-    if !sink.is_empty() {
-        return None;
-    }
-    let mut s = spec?;
-    s.name = name?;
-    Some(s)
+    let (name, _description, mut scenario) =
+        compile::envelope(sink, root, API_VERSION, KIND, "scenario name", compile_spec)?;
+    scenario.name = name;
+    Some(scenario)
 }
 
 fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Scenario> {

@@ -146,8 +146,26 @@ fn pos_of_offset(bytes: &[u8], offset: usize) -> Pos {
     }
 }
 
-/// The envelope: apiVersion, kind, metadata, spec.
+/// A policy file: the envelope, then the spec.
 pub fn compile_root(sink: &mut Sink, root: &Node, api_version: &str, kind: &str) -> Option<Policy> {
+    let (name, description, mut policy) =
+        envelope(sink, root, api_version, kind, "policy name", compile_spec)?;
+    policy.name = name;
+    policy.description = description;
+    Some(policy)
+}
+
+/// The Kubernetes-style envelope every canaryd document shares (`apiVersion`,
+/// `kind`, `metadata: {name, description}`, `spec`), with the spec read by
+/// `spec`. `None` when anything in the file was wrong (all reported).
+pub fn envelope<T>(
+    sink: &mut Sink,
+    root: &Node,
+    api_version: &str,
+    kind: &str,
+    name_what: &str,
+    spec: impl FnOnce(&mut Sink, &Node, &Path) -> Option<T>,
+) -> Option<(String, Option<String>, T)> {
     let top = decode::mapping(
         sink,
         root,
@@ -161,19 +179,16 @@ pub fn compile_root(sink: &mut Sink, root: &Node, api_version: &str, kind: &str)
         expect_literal(sink, node, &top.child("kind"), kind);
     }
     let (name, description) = match top.require(sink, "metadata") {
-        Some(node) => compile_metadata(sink, node, &top.child("metadata")),
+        Some(node) => compile_metadata(sink, node, &top.child("metadata"), name_what),
         None => (None, None),
     };
     let spec = top
         .require(sink, "spec")
-        .and_then(|node| compile_spec(sink, node, &top.child("spec")));
+        .and_then(|node| spec(sink, node, &top.child("spec")));
     if !sink.is_empty() {
         return None;
     }
-    let mut policy = spec?;
-    policy.name = name?;
-    policy.description = description;
-    Some(policy)
+    Some((name?, description, spec?))
 }
 
 fn expect_literal(sink: &mut Sink, node: &Node, path: &Path, want: &str) {
@@ -184,13 +199,18 @@ fn expect_literal(sink: &mut Sink, node: &Node, path: &Path, want: &str) {
     }
 }
 
-fn compile_metadata(sink: &mut Sink, node: &Node, path: &Path) -> (Option<String>, Option<String>) {
+fn compile_metadata(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    name_what: &str,
+) -> (Option<String>, Option<String>) {
     let Some(f) = decode::mapping(sink, node, path, &["name", "description"]) else {
         return (None, None);
     };
     let name = f
         .require(sink, "name")
-        .and_then(|n| decode::name(sink, n, &f.child("name"), "policy name"));
+        .and_then(|n| decode::name(sink, n, &f.child("name"), name_what));
     let description = f
         .get("description")
         .and_then(|n| decode::string(sink, n, &f.child("description")));
