@@ -144,9 +144,18 @@ impl BurnRate {
         now: Timestamp,
         len: Duration,
     ) -> Result<(f64, ArmCounts, Timestamp), StatsError> {
-        let s = windows.sum_over(now, len)?;
-        let n = s.canary.counter(&self.denominator);
-        let x = s.canary.counter(&self.numerator).min(n);
+        // Only two canary counters are needed: sum them directly rather than
+        // merging whole snapshots (latency histograms included) every look.
+        let (mut n, mut x) = (0u64, 0u64);
+        let mut start = None::<Timestamp>;
+        for s in windows.covering(now, len) {
+            let dn = s.canary.counter(&self.denominator);
+            n = n.saturating_add(dn);
+            x = x.saturating_add(s.canary.counter(&self.numerator).min(dn));
+            start = Some(start.map_or(s.start, |t| t.min(s.start)));
+        }
+        // With nothing covered the window is empty and starts where it ends.
+        let start = start.unwrap_or(now - len);
         let ratio = if n == 0 { 0.0 } else { x as f64 / n as f64 };
         Ok((
             ratio / (1.0 - self.slo),
@@ -154,7 +163,7 @@ impl BurnRate {
                 exposure: n,
                 events: x,
             },
-            s.start,
+            start,
         ))
     }
 

@@ -76,6 +76,20 @@ impl Windows {
         self.intervals.iter()
     }
 
+    /// The retained intervals that lie inside `[now − length, now]`, oldest
+    /// first. Reading counters from these is much cheaper than `sum_over`,
+    /// which also merges every latency histogram.
+    pub fn covering(
+        &self,
+        now: Timestamp,
+        length: Duration,
+    ) -> impl DoubleEndedIterator<Item = &IntervalSnapshot> {
+        let from = now - length;
+        self.intervals
+            .iter()
+            .filter(move |s| s.start >= from && s.end <= now)
+    }
+
     /// Sum of the retained intervals that lie inside `[now − length, now]`;
     /// `start`/`end` of the result are the span actually covered.
     pub fn sum_over(
@@ -85,11 +99,7 @@ impl Windows {
     ) -> Result<IntervalSnapshot, StatsError> {
         let from = now - length;
         let mut out = IntervalSnapshot::new(now, from);
-        for s in self
-            .intervals
-            .iter()
-            .filter(|s| s.start >= from && s.end <= now)
-        {
+        for s in self.covering(now, length) {
             out.baseline.merge(&s.baseline)?;
             out.canary.merge(&s.canary)?;
             out.start = out.start.min(s.start);
