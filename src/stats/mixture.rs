@@ -227,6 +227,16 @@ impl RestartMixture {
         self.slot_starts.get(self.dominant).copied()
     }
 
+    /// Slots activated so far (the start, then each restart point reached).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Log prior weight of each activated slot, and of each alternative.
+    pub fn log_weights(&self) -> (&[f64], &[f64]) {
+        (&self.slot_log_weights, &self.log_alt_weights)
+    }
+
     /// Largest `ln Z` seen so far (the always-valid p-value is `exp(−max)`).
     pub fn max_log_e(&self) -> f64 {
         self.max_log_e

@@ -51,8 +51,8 @@ use serde::{Deserialize, Serialize};
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
 pub use super::mixture::ChangeDetection;
 use super::mixture::{
-    LikelihoodGrid, RestartMixture, bernoulli_log_lik, clamp_p, logit, normal_mixture_bound,
-    normal_mixture_rho, rate_confidence_sequence, rate_log_e,
+    LikelihoodGrid, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp, logit,
+    normal_mixture_bound, normal_mixture_rho, rate_confidence_sequence, rate_log_e,
 };
 use super::snapshot::IntervalSnapshot;
 use super::{StatsError, check_positive, check_unit_open};
@@ -227,6 +227,10 @@ struct NormalContrast {
     /// Σ d_b / v_b and Σ 1 / v_b since the test started.
     s: f64,
     v: f64,
+    /// The same sums per restart slot (since the slot began), so the mixture
+    /// can be re-evaluated at a shifted null to give the bound it implies.
+    #[serde(default)]
+    segments: Vec<(f64, f64)>,
     overdispersion: f64,
     scratch: Vec<f64>,
 }
@@ -239,6 +243,7 @@ impl NormalContrast {
         if nc == 0 || nb == 0 {
             self.scratch.iter_mut().for_each(|l| *l = 0.0);
             self.mixture.update(&self.scratch, at);
+            self.sync_segments(0.0, 0.0);
             return;
         }
         let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
@@ -255,6 +260,62 @@ impl NormalContrast {
             *out = lam * si - 0.5 * lam * lam * vi;
         }
         self.mixture.update(&self.scratch, at);
+        self.sync_segments(si, vi);
+    }
+
+    /// Mirror the mixture's slots: a slot that began with this interval
+    /// starts from zero; every slot adds this interval's `(s, v)`.
+    fn sync_segments(&mut self, si: f64, vi: f64) {
+        while self.segments.len() < self.mixture.slot_count() {
+            self.segments.push((0.0, 0.0));
+        }
+        for (s, v) in &mut self.segments {
+            *s += si;
+            *v += vi;
+        }
+    }
+
+    /// `ln Z` of the same mixture (slots, alternatives, weights) for the
+    /// null "contrast ≤ c0" instead of "≤ 0": each slot's log likelihood
+    /// ratio `λ·S − λ²·V/2` becomes `λ·(S − c0·V) − λ²·V/2`.
+    fn log_e_at(&self, c0: f64) -> f64 {
+        let (slot_w, alt_w) = self.mixture.log_weights();
+        let terms = self.segments.iter().zip(slot_w).flat_map(|(&(s, v), &sw)| {
+            self.lambdas
+                .iter()
+                .zip(alt_w)
+                .map(move |(&lam, &aw)| sw + aw + lam * (s - c0 * v) - 0.5 * lam * lam * v)
+        });
+        log_sum_exp(terms)
+    }
+
+    /// The one-sided anytime-valid bound on the contrast that this test's
+    /// own mixture implies: the smallest `c0` for which the mixture against
+    /// "contrast ≤ c0" stays below `1/alpha`. Inverting a family of
+    /// e-processes gives a confidence sequence (Ville at the true contrast),
+    /// and it is consistent with the decision: when the test has fired,
+    /// the bound lies beyond the null. `None` before any information.
+    fn one_sided_bound(&self, alpha: f64) -> Option<f64> {
+        if self.segments.iter().all(|&(_, v)| v <= 0.0) {
+            return None;
+        }
+        let cut = (1.0 / alpha).ln();
+        let below = |c0: f64| self.log_e_at(c0) < cut;
+        // Bracket: widen until one end is below the cut and the other not.
+        let scale = self.design_contrast.abs().max(1e-12);
+        let mut hi = self.s / self.v.max(1e-300) + scale;
+        let mut steps = 0;
+        while !below(hi) && steps < 200 {
+            hi += scale * 2f64.powi(steps.min(60));
+            steps += 1;
+        }
+        let mut lo = hi - scale;
+        steps = 0;
+        while below(lo) && steps < 200 {
+            lo -= scale * 2f64.powi(steps.min(60));
+            steps += 1;
+        }
+        Some(bisect(lo, hi, below))
     }
 
     /// Estimate and anytime-valid interval of the contrast (two-sided normal
@@ -484,6 +545,7 @@ impl RatioVsBaseline {
                     lambdas,
                     s: 0.0,
                     v: 0.0,
+                    segments: Vec::new(),
                     overdispersion: self.overdispersion,
                 });
             }
@@ -554,15 +616,33 @@ impl RatioVsBaseline {
             RatioEngine::Count(t) => t.ratio_interval(self.alpha),
             RatioEngine::Normal(t) => {
                 let pb = self.baseline_rate().max(1e-300);
-                let (est, lo, hi) = t.contrast_interval(self.alpha);
+                let (est, _, _) = t.contrast_interval(self.alpha);
                 // Contrast s·(p_c − f·p_b) → ratio f + s·contrast/p_b (delta method).
                 let s = self.direction.sign();
                 let to_ratio = |c: f64| self.null_ratio + s * c / pb;
-                let (a, b) = (to_ratio(lo), to_ratio(hi));
-                (
-                    to_ratio(est).max(0.0),
-                    Interval::new(a.min(b).max(0.0), a.max(b), 1.0 - self.alpha),
-                )
+                // The bound this test's own mixture implies, on the side it
+                // tests: a lower bound on the ratio for an increase, an upper
+                // bound for a decrease. Once the test fires, it excludes the
+                // null ratio, so the evidence reads the way the decision went.
+                let interval = match t.one_sided_bound(self.alpha) {
+                    Some(c) => {
+                        let bound = to_ratio(c);
+                        match self.direction {
+                            Direction::Increase => Interval {
+                                lower: Some(finite(bound.max(0.0))),
+                                upper: None,
+                                level: 1.0 - self.alpha,
+                            },
+                            Direction::Decrease => Interval {
+                                lower: None,
+                                upper: Some(finite(bound.max(0.0))),
+                                level: 1.0 - self.alpha,
+                            },
+                        }
+                    }
+                    None => Interval::unbounded(1.0 - self.alpha),
+                };
+                (to_ratio(est).max(0.0), interval)
             }
             RatioEngine::Collecting => (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha)),
         };
@@ -1420,6 +1500,46 @@ mod tests {
 
     fn crossed_within(t: &mut RatioVsBaseline, n: u64, pc: f64, pb: f64) -> Option<u64> {
         (0..n).find(|&i| t.observe(&snap(i, 1000, 19_000, pc, pb)).crossed())
+    }
+
+    #[test]
+    fn the_normal_tests_bound_reads_the_way_its_decision_went() {
+        // A late drop (restart slots carry it) and an early increase: at the
+        // moment each test fires, its one-sided bound excludes the null, and
+        // before that it does not.
+        let c = ChangeDetection::over_horizon(400, 31);
+        let mut drop = RatioVsBaseline::relative_drop("errors", "requests", 0.02, 0.01, c)
+            .unwrap()
+            .with_method(RatioMethod::Normal);
+        let mut fired = false;
+        for i in 0..400 {
+            let pc = if i < 120 { 0.05 } else { 0.045 };
+            let v = drop.observe(&snap(i, 1000, 19_000, pc, 0.05));
+            let upper = v.evidence.interval.upper;
+            assert!(v.evidence.interval.lower.is_none());
+            if v.crossed() && !fired {
+                fired = true;
+                assert!(upper.is_some_and(|u| u < 0.98), "{:?}", v.evidence);
+            }
+            if !drop.crossed && v.status == Status::Monitoring {
+                assert!(
+                    upper.is_none_or(|u| u >= 0.98 - 1e-9),
+                    "{i}: {:?}",
+                    v.evidence
+                );
+            }
+        }
+        assert!(fired);
+        let mut inc = RatioVsBaseline::relative_increase("errors", "requests", 0.05, 0.01, c)
+            .unwrap()
+            .with_method(RatioMethod::Normal);
+        let at = crossed_within(&mut inc, 400, 0.06, 0.05).expect("fires");
+        let v = inc.current(Status::Monitoring);
+        assert!(
+            v.evidence.interval.lower.is_some_and(|l| l > 1.05),
+            "{at}: {:?}",
+            v.evidence
+        );
     }
 
     #[test]
