@@ -715,3 +715,161 @@ fn checkpoint_restore_resumes_the_same_trace() {
     assert_eq!(straight.trace, restored.trace);
     assert_eq!(straight.rollout.phase(), Phase::Promoted);
 }
+
+/// The effects of one input, without the automatic router acknowledgement.
+fn effects_of(r: &mut Run, t: u64, input: Input<Snap>) -> Vec<String> {
+    r.rollout
+        .handle(Timestamp::from_millis(t * 1000), input)
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = r.rollout.poll_effect() {
+        match e {
+            Effect::SetWeight { weight, .. } => {
+                out.push(format!("set weight {}%", weight.percent()))
+            }
+            Effect::Notify(ev) => out.push(ev.message),
+            Effect::Checkpoint => {}
+            other => out.push(format!("{other:?}")),
+        }
+    }
+    out
+}
+
+#[test]
+fn abort_also_undoes_a_weight_the_router_has_not_confirmed() {
+    let mut r = Run::standard();
+    let started = effects_of(&mut r, 0, Input::Tick);
+    assert!(
+        started.contains(&"set weight 10%".to_owned()),
+        "{started:?}"
+    );
+    // The router has not answered yet; the operator aborts.
+    let aborted = effects_of(
+        &mut r,
+        5,
+        Input::Command {
+            command: Command::Abort { by: actor("bob") },
+        },
+    );
+    assert_eq!(r.rollout.phase(), Phase::Aborted);
+    assert!(aborted.contains(&"set weight 0%".to_owned()), "{aborted:?}");
+}
+
+#[test]
+fn after_a_gap_nothing_is_promoted_before_fresh_data() {
+    let policy = POLICY
+        .replace("    - setWeight: 10\n    - bake: 10m\n    - approval: { roles: [owner, sre], timeout: 1h }\n    - setWeight: 50\n    - bake: 10m\n    - setWeight: 100\n", "    - setWeight: 100\n    - bake: 1h\n")
+        .replace("before: 50", "before: 100");
+    let mut r = Run::new(&policy, spec(canaryd::policy::ChangeType::Standard));
+    r.handle(0, Input::Tick).unwrap();
+    r.data_with(0, 600, 50, |s| s.show = vec![0]);
+    // Down from 10m to 1h30m: the bake is over by the wall clock.
+    r.handle(5400, Input::Tick).unwrap();
+    assert_eq!(r.rollout.phase(), Phase::Progressing);
+    // A 20 s piece of data is not a full interval yet.
+    r.handle(
+        5400 + 20,
+        Input::Data {
+            snapshot: Snap {
+                start: 5400,
+                end: 5400 + 20,
+                requests: 10,
+                ..Default::default()
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(r.rollout.phase(), Phase::Progressing);
+    r.handle(
+        5400 + 80,
+        Input::Data {
+            snapshot: Snap {
+                start: 5400 + 20,
+                end: 5400 + 80,
+                requests: 50,
+                ..Default::default()
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(r.rollout.phase(), Phase::Promoted);
+}
+
+#[test]
+fn a_split_mismatch_seen_while_an_operator_holds_the_rollout_pauses_it_after_resume() {
+    let mut r = Run::standard();
+    r.handle(0, Input::Tick).unwrap();
+    r.data(0, 120, 50);
+    r.command(130, Command::Pause { by: actor("bob") }).unwrap();
+    r.data_with(120, 240, 50, |s| s.srm = true);
+    r.command(250, Command::Resume { by: actor("bob") })
+        .unwrap();
+    r.data_with(240, 300, 50, |s| s.srm = true);
+    assert_eq!(r.rollout.phase(), Phase::Paused);
+    assert!(
+        r.rollout.reason().starts_with("sample ratio mismatch"),
+        "{}",
+        r.rollout.reason()
+    );
+}
+
+#[test]
+fn a_pause_during_an_approval_moves_its_deadline() {
+    let mut r = Run::standard();
+    r.handle(0, Input::Tick).unwrap();
+    r.data(0, 600, 50);
+    assert_eq!(r.rollout.phase(), Phase::AwaitingApproval);
+    r.command(900, Command::Pause { by: actor("bob") }).unwrap();
+    // Paused for two hours: past the 1h approval timeout by the wall clock.
+    r.command(900 + 7200, Command::Resume { by: actor("bob") })
+        .unwrap();
+    assert_eq!(r.rollout.phase(), Phase::AwaitingApproval);
+    let deadline = r.rollout.approval().and_then(|a| a.deadline).unwrap();
+    assert_eq!(deadline.as_millis(), (600 + 3600 + 7200) * 1000);
+    assert!(
+        r.rollout
+            .next_deadline()
+            .is_some_and(|d| d.as_millis() > (900 + 7200) * 1000)
+    );
+}
+
+#[test]
+fn promote_during_an_approval_does_not_skip_the_bake_after_it() {
+    let policy = POLICY.replace(
+        "    - setWeight: 50\n    - bake: 10m\n",
+        "    - bake: 30m\n    - setWeight: 50\n    - bake: 10m\n",
+    );
+    let mut r = Run::new(&policy, spec(canaryd::policy::ChangeType::Standard));
+    r.handle(0, Input::Tick).unwrap();
+    r.data_with(0, 600, 50, |s| s.show = vec![0]);
+    r.command(
+        610,
+        Command::Promote {
+            by: actor("bob"),
+            full: false,
+            override_gates: false,
+        },
+    )
+    .unwrap();
+    r.command(
+        620,
+        Command::Approve {
+            by: actor("bob"),
+            role: "owner".into(),
+        },
+    )
+    .unwrap();
+    r.command(
+        630,
+        Command::Approve {
+            by: actor("carol"),
+            role: "sre".into(),
+        },
+    )
+    .unwrap();
+    // The 30m bake after the approval still runs: no 50% before 40m30s.
+    r.data(600, 2400, 50);
+    assert_eq!(r.rollout.weight().percent(), 10);
+    r.data(2400, 2520, 50);
+    assert_eq!(r.rollout.weight().percent(), 50);
+}

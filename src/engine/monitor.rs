@@ -53,7 +53,23 @@ pub const MIN_RESTART_SPACING: u64 = 10;
 pub fn change_detection(policy: &Policy) -> ChangeDetection {
     let a = &policy.analysis;
     let interval_ms = a.interval.as_millis().max(1) as u64;
-    let horizon = (a.max_duration.as_millis() as u64).div_ceil(interval_ms);
+    // Data keeps arriving while approvals are awaited (not counted in
+    // maxDuration) and for an experiment's whole duration: the grid covers
+    // those too, so restart points do not run out early.
+    let approval_waits: Duration = policy
+        .steps
+        .iter()
+        .map(|s| match s {
+            crate::policy::Step::Approval(ap) => ap.timeout.unwrap_or(Duration::from_secs(86_400)),
+            _ => Duration::ZERO,
+        })
+        .sum();
+    let experiment = policy
+        .experiment
+        .as_ref()
+        .map_or(Duration::ZERO, |e| e.duration);
+    let horizon_time = (a.max_duration + approval_waits).max(experiment);
+    let horizon = (horizon_time.as_millis() as u64).div_ceil(interval_ms);
     let restarts = (horizon / MIN_RESTART_SPACING).min(u64::from(MAX_RESTARTS)) as u32;
     ChangeDetection::over_horizon(horizon, restarts)
 }
@@ -169,6 +185,10 @@ pub struct Monitor {
     windows: Windows,
     warmup: Warmup,
     stage_requests: u64,
+    /// When the router confirmed the current weight: only data from then on
+    /// counts towards the stage's `minSamples`.
+    #[serde(default)]
+    stage_start: Option<Timestamp>,
     /// When data started to count (for no-data checks).
     since: Option<Timestamp>,
 }
@@ -216,6 +236,7 @@ impl Monitor {
             windows: Windows::for_longest_window(longest, a.interval),
             warmup: Warmup::new(u32::try_from(warmup_intervals).unwrap_or(u32::MAX)),
             stage_requests: 0,
+            stage_start: None,
             since: None,
         })
     }
@@ -553,8 +574,8 @@ fn objective_reading(
     }
 }
 
-/// Every interval of the last `for_ms` had the canary's rate above `above`,
-/// and the intervals tile that span without gaps.
+/// Every interval of the last `for_ms` had the canary's rate above `above`
+/// (see `stats::objective::sustained_run` for "exactly as written").
 fn sustained_ratio(
     windows: &Windows,
     now: Timestamp,
@@ -563,43 +584,34 @@ fn sustained_ratio(
     above: f64,
     for_ms: u64,
 ) -> stats::objective::ObjectiveVerdict {
-    let mut canary = ArmCounts::default();
-    let mut covered_from: Option<Timestamp> = None;
-    let mut lowest = f64::MAX;
-    let mut fired = false;
-    for s in windows.intervals().rev().filter(|s| s.end <= now) {
-        if covered_from.is_some_and(|from| s.end != from) {
-            break;
-        }
+    let run = stats::objective::sustained_run(windows, now, for_ms, |s| {
         let n = s.canary.counter(denominator);
         let x = s.canary.counter(numerator).min(n);
-        if n == 0 {
-            break;
-        }
-        let rate = x as f64 / n as f64;
-        lowest = lowest.min(rate);
-        if rate <= above {
-            break;
-        }
-        canary.add(n, x);
-        covered_from = Some(s.start);
-        if now.as_millis().saturating_sub(s.start.as_millis()) >= for_ms {
-            fired = true;
-            break;
-        }
-    }
+        (n > 0).then(|| {
+            let rate = x as f64 / n as f64;
+            (
+                rate,
+                rate > above,
+                ArmCounts {
+                    exposure: n,
+                    events: x,
+                },
+            )
+        })
+    });
+    let lowest = run.values.iter().copied().fold(f64::MAX, f64::min);
     stats::objective::ObjectiveVerdict {
-        fired,
+        fired: run.fired,
         observed: if lowest == f64::MAX { 0.0 } else { lowest },
         limit: above,
-        canary,
-        window_start: covered_from.unwrap_or(now),
+        canary: run.canary,
+        window_start: run.from.unwrap_or(now),
         window_end: now,
     }
 }
 
 /// Every interval of the last `for_ms` had the canary's mean beyond `bound`
-/// (values from histogram bucket midpoints), without gaps.
+/// (values from histogram bucket midpoints).
 fn sustained_mean(
     windows: &Windows,
     now: Timestamp,
@@ -611,37 +623,28 @@ fn sustained_mean(
         Bound::Above(b) => (b, |m, b| m > b),
         Bound::Below(b) => (b, |m, b| m < b),
     };
-    let mut canary = ArmCounts::default();
-    let mut covered_from: Option<Timestamp> = None;
-    let mut nearest: Option<f64> = None;
-    let mut fired = false;
-    for s in windows.intervals().rev().filter(|s| s.end <= now) {
-        if covered_from.is_some_and(|from| s.end != from) {
-            break;
-        }
-        let Some(m) = s.canary.latency.get(signal).and_then(|h| h.moments_ms()) else {
-            break;
-        };
-        nearest = Some(match nearest {
-            Some(x) if (x - limit).abs() < (m.mean - limit).abs() => x,
-            _ => m.mean,
-        });
-        if !beyond(m.mean, limit) {
-            break;
-        }
-        canary.add(m.n, 0);
-        covered_from = Some(s.start);
-        if now.as_millis().saturating_sub(s.start.as_millis()) >= for_ms {
-            fired = true;
-            break;
-        }
-    }
+    let run = stats::objective::sustained_run(windows, now, for_ms, |s| {
+        let m = s.canary.latency.get(signal).and_then(|h| h.moments_ms())?;
+        Some((
+            m.mean,
+            beyond(m.mean, limit),
+            ArmCounts {
+                exposure: m.n,
+                events: 0,
+            },
+        ))
+    });
+    let nearest = run
+        .values
+        .iter()
+        .copied()
+        .min_by(|a, b| (a - limit).abs().total_cmp(&(b - limit).abs()));
     stats::objective::ObjectiveVerdict {
-        fired,
+        fired: run.fired,
         observed: nearest.unwrap_or(0.0),
         limit,
-        canary,
-        window_start: covered_from.unwrap_or(now),
+        canary: run.canary,
+        window_start: run.from.unwrap_or(now),
         window_end: now,
     }
 }
@@ -652,6 +655,7 @@ impl Analysis for Monitor {
 
     fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
         self.stage_requests = 0;
+        self.stage_start = Some(now);
         self.warmup.on_weight_change(now);
         if self.srm.is_some() {
             self.srm = SampleRatioCheck::new(REQUESTS, SRM_ALPHA, self.change).ok();
@@ -664,9 +668,11 @@ impl Analysis for Monitor {
     fn observe(&mut self, snapshot: &IntervalSnapshot, weight: Weight) {
         let snap = self.with_complements(snapshot);
         self.since.get_or_insert(snap.start);
-        self.stage_requests = self
-            .stage_requests
-            .saturating_add(snap.canary.counter(REQUESTS));
+        if self.stage_start.is_none_or(|at| snap.start >= at) {
+            self.stage_requests = self
+                .stage_requests
+                .saturating_add(snap.canary.counter(REQUESTS));
+        }
         let admitted = self.warmup.admits(&snap);
         for check in &mut self.checks {
             match check {

@@ -29,6 +29,9 @@ pub struct Rollout<A: Analysis> {
     phase: Phase,
     /// Where `resume` returns to.
     resume_to: Option<Phase>,
+    /// When the current pause began.
+    #[serde(default)]
+    paused_at: Option<Timestamp>,
     reason: String,
     started_at: Timestamp,
     /// The last instant `handle` was called with.
@@ -52,8 +55,12 @@ pub struct Rollout<A: Analysis> {
     skip_bake: bool,
     /// `promote --full`: remaining bakes skipped, weights straight to 100%.
     full_promote: bool,
-    /// After a gap in time, no step advances before data from after it.
+    /// After a gap in time, no step advances (no bake ends, nothing is
+    /// promoted) before a full interval of data from after it.
     fresh_data_after: Option<Timestamp>,
+    /// Data seen so far from after the gap.
+    #[serde(default)]
+    fresh_data_seen: Duration,
     last_data_end: Option<Timestamp>,
     /// Pause triggers that already paused the rollout since they last fired.
     pause_triggers_acted: BTreeSet<String>,
@@ -127,6 +134,7 @@ impl<A: Analysis> Rollout<A> {
             analysis,
             phase: Phase::Pending,
             resume_to: None,
+            paused_at: None,
             reason: "created".into(),
             started_at: now,
             now,
@@ -141,6 +149,7 @@ impl<A: Analysis> Rollout<A> {
             skip_bake: false,
             full_promote: false,
             fresh_data_after: None,
+            fresh_data_seen: Duration::ZERO,
             last_data_end: None,
             pause_triggers_acted: BTreeSet::new(),
             srm_acted: false,
@@ -235,7 +244,9 @@ impl<A: Analysis> Rollout<A> {
         if let Some(end) = self.experiment_end() {
             candidates.push(end);
         }
-        if let Some(deadline) = self.approval.as_ref().and_then(|a| a.deadline) {
+        if self.phase == Phase::AwaitingApproval
+            && let Some(deadline) = self.approval.as_ref().and_then(|a| a.deadline)
+        {
             candidates.push(deadline);
         }
         if self.phase == Phase::Progressing {
@@ -249,7 +260,9 @@ impl<A: Analysis> Rollout<A> {
                 .saturating_sub(self.active);
             candidates.push(self.now + left);
         }
-        candidates.into_iter().min()
+        // Only instants still ahead: a caller that sleeps until the deadline
+        // must never be handed one in the past.
+        candidates.into_iter().filter(|t| *t > self.now).min()
     }
 
     /// Apply one input at `now`. A refused command changes nothing.
@@ -302,10 +315,16 @@ impl<A: Analysis> Rollout<A> {
         // daemon was down): the step waits for data from after the gap.
         if delta > self.policy.analysis.interval * 2 && self.phase != Phase::Pending {
             self.fresh_data_after = Some(now);
+            self.fresh_data_seen = Duration::ZERO;
         }
-        if self.phase == Phase::Progressing && self.pending_weight.is_none() {
+        if self.phase == Phase::Progressing {
+            // Waiting for the router counts against maxDuration (a router
+            // that keeps failing must not hold a rollout forever), not
+            // against a bake (the bake starts once the weight is applied).
             self.active += delta;
-            if matches!(self.policy.steps.get(self.step), Some(Step::Bake(_))) {
+            if self.pending_weight.is_none()
+                && matches!(self.policy.steps.get(self.step), Some(Step::Bake(_)))
+            {
                 self.bake_elapsed += delta;
             }
         }
@@ -351,7 +370,11 @@ impl<A: Analysis> Rollout<A> {
         if let Some(after) = self.fresh_data_after
             && start >= after
         {
-            self.fresh_data_after = None;
+            self.fresh_data_seen += end.saturating_since(start);
+            if self.fresh_data_seen >= self.policy.analysis.interval {
+                self.fresh_data_after = None;
+                self.fresh_data_seen = Duration::ZERO;
+            }
         }
         let _ = now;
     }
@@ -486,6 +509,14 @@ impl<A: Analysis> Rollout<A> {
             }
             Command::Resume { .. } => {
                 let to = self.resume_to.take().unwrap_or(Phase::Progressing);
+                // A pause holds everything, the approval clock included: the
+                // deadline moves by the time spent paused.
+                if let Some(at) = self.paused_at.take()
+                    && let Some(wait) = self.approval.as_mut()
+                    && let Some(deadline) = wait.deadline.as_mut()
+                {
+                    *deadline = *deadline + now.saturating_since(at);
+                }
                 self.transition(
                     now,
                     to,
@@ -561,7 +592,12 @@ impl<A: Analysis> Rollout<A> {
             self.notify(now, ENGINE, None, format!("gate `{name}` shown"));
             self.gates_shown.insert(name);
         }
+        // A pause trigger (or the split guard) counts as handled only once it
+        // has paused the rollout: one that fires while an operator already
+        // holds it pauses it again after `resume`.
+        let can_pause = matches!(self.phase, Phase::Progressing | Phase::AwaitingApproval);
         let mut pause_reason = None;
+        let mut pausing = Vec::new();
         for i in 0..self.policy.triggers.len() {
             let trigger = &self.policy.triggers[i];
             let reading = self.latest.triggers.get(i).cloned().unwrap_or_default();
@@ -578,14 +614,15 @@ impl<A: Analysis> Rollout<A> {
                     return;
                 }
                 Action::Pause => {
-                    if !self.pause_triggers_acted.contains(&trigger.name) {
-                        self.pause_triggers_acted.insert(trigger.name.clone());
+                    if can_pause && !self.pause_triggers_acted.contains(&trigger.name) {
+                        pausing.push(trigger.name.clone());
                         pause_reason.get_or_insert(format!("trigger `{}` fired", trigger.name));
                     }
                 }
             }
         }
         if pause_reason.is_none()
+            && can_pause
             && self.policy.analysis.sample_ratio_check
             && !self.srm_acted
             && let Some(_evidence) = &self.latest.sample_ratio_mismatch
@@ -596,9 +633,8 @@ impl<A: Analysis> Rollout<A> {
                 self.weight.percent()
             ));
         }
-        if let Some(reason) = pause_reason
-            && matches!(self.phase, Phase::Progressing | Phase::AwaitingApproval)
-        {
+        self.pause_triggers_acted.extend(pausing);
+        if let Some(reason) = pause_reason {
             self.pause(now, ENGINE, None, reason);
         }
     }
@@ -628,6 +664,7 @@ impl<A: Analysis> Rollout<A> {
         if !matches!(self.phase, Phase::Progressing | Phase::AwaitingApproval) {
             return;
         }
+        self.paused_at = Some(now);
         self.resume_to = Some(self.phase);
         self.transition(now, Phase::Paused, actor, ticket, reason);
     }
@@ -642,9 +679,11 @@ impl<A: Analysis> Rollout<A> {
         reason: String,
     ) {
         self.approval = None;
-        self.pending_weight = None;
+        // A weight asked for but not confirmed may be applied any moment:
+        // send the router back to 0 for it too.
+        let in_flight = self.pending_weight.take().is_some_and(|w| w > Weight::ZERO);
         self.transition(now, to, actor, ticket, reason);
-        if self.weight != Weight::ZERO {
+        if self.weight != Weight::ZERO || in_flight {
             self.effects.push_back(Effect::SetWeight {
                 weight: Weight::ZERO,
                 dry_run: self.spec.dry_run,
@@ -719,6 +758,9 @@ impl<A: Analysis> Rollout<A> {
         }
         if self.phase == Phase::AwaitingApproval && self.missing_roles().is_empty() {
             self.approval = None;
+            // `promote` skips the current bake; given during an approval
+            // there was none, and the bake after the approval still applies.
+            self.skip_bake = false;
             self.step += 1;
             self.transition(
                 now,
@@ -752,7 +794,7 @@ impl<A: Analysis> Rollout<A> {
     fn progress(&mut self, now: Timestamp) {
         // Bounded: each pass either advances `step` or returns.
         for _ in 0..=self.policy.steps.len() {
-            if self.pending_weight.is_some() {
+            if self.pending_weight.is_some() || self.fresh_data_after.is_some() {
                 return;
             }
             let bypass = self.bypass_active(now);

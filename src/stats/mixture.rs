@@ -227,6 +227,11 @@ impl RestartMixture {
         self.slot_starts.get(self.dominant).copied()
     }
 
+    /// Index of the slot contributing most to `ln Z` now.
+    pub fn dominant_slot(&self) -> usize {
+        self.dominant
+    }
+
     /// Slots activated so far (the start, then each restart point reached).
     pub fn slot_count(&self) -> usize {
         self.slots.len()

@@ -57,45 +57,85 @@ impl SustainedQuantile {
 
     pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
         let t = ms_to_us(self.above_ms);
-        let mut observed = f64::MAX;
-        let mut canary = ArmCounts::default();
-        let mut covered_from: Option<Timestamp> = None;
-        let mut fired = false;
-        for s in windows.intervals().rev().filter(|s| s.end <= now) {
-            if covered_from.is_some_and(|from| s.end != from) {
-                break; // a gap: the condition did not hold throughout
-            }
-            let Some(h) = s.canary.latency.get(&self.signal) else {
-                break;
+        let run = sustained_run(windows, now, self.for_ms, |s| {
+            let h = s.canary.latency.get(&self.signal)?;
+            let (lo, _) = h.quantile_bounds_us(self.quantile)?;
+            let counts = ArmCounts {
+                exposure: h.total(),
+                events: h.count_surely_above_us(t),
             };
-            let Some((lo, _)) = h.quantile_bounds_us(self.quantile) else {
-                break;
-            };
-            if lo <= t {
-                observed = observed.min(lo as f64 / 1000.0);
-                break;
-            }
-            observed = observed.min(lo as f64 / 1000.0);
-            canary.add(h.total(), h.count_surely_above_us(t));
-            covered_from = Some(s.start);
-            if now.as_millis().saturating_sub(s.start.as_millis()) >= self.for_ms {
-                fired = true;
-                break;
-            }
-        }
+            Some((lo as f64 / 1000.0, lo > t, counts))
+        });
+        let observed = run.values.iter().copied().fold(f64::MAX, f64::min);
         ObjectiveVerdict {
-            fired,
+            fired: run.fired,
             observed: if observed == f64::MAX {
                 0.0
             } else {
                 finite(observed)
             },
             limit: self.above_ms,
-            canary,
-            window_start: covered_from.unwrap_or(now),
+            canary: run.canary,
+            window_start: run.from.unwrap_or(now),
             window_end: now,
         }
     }
+}
+
+/// The newest consecutive intervals for which a condition held, walking
+/// back from the newest one; see [`sustained_run`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SustainedRun {
+    /// The condition held over at least the requested duration.
+    pub fired: bool,
+    /// Each interval's measurement, newest first, including the one that
+    /// broke the run.
+    pub values: Vec<f64>,
+    /// Canary counts over the intervals where the condition held.
+    pub canary: ArmCounts,
+    /// Start of the oldest interval where it held.
+    pub from: Option<Timestamp>,
+}
+
+/// "`condition` for `for_ms`", exactly as written: every interval from the
+/// newest one back must satisfy it, without gaps, and they must span
+/// `for_ms` measured from the newest interval's end. Stale data never
+/// counts: the newest interval must end within one interval length of
+/// `now` (a source that went quiet cannot stretch a few bad intervals into
+/// a sustained breach). `measure` gives an interval's value, whether the
+/// condition holds, and its canary counts; `None` (no data) breaks the run.
+pub fn sustained_run(
+    windows: &Windows,
+    now: Timestamp,
+    for_ms: u64,
+    mut measure: impl FnMut(&super::snapshot::IntervalSnapshot) -> Option<(f64, bool, ArmCounts)>,
+) -> SustainedRun {
+    let mut run = SustainedRun::default();
+    let mut newest_end: Option<Timestamp> = None;
+    for s in windows.intervals().rev().filter(|s| s.end <= now) {
+        let newest = *newest_end.get_or_insert(s.end);
+        if now.saturating_since(newest) > newest.saturating_since(s.start) && run.values.is_empty()
+        {
+            break;
+        }
+        if run.from.is_some_and(|from| s.end != from) {
+            break; // a gap: the condition did not hold throughout
+        }
+        let Some((value, holds, counts)) = measure(s) else {
+            break;
+        };
+        run.values.push(value);
+        if !holds {
+            break;
+        }
+        run.canary.add(counts.exposure, counts.events);
+        run.from = Some(s.start);
+        if newest.as_millis().saturating_sub(s.start.as_millis()) >= for_ms {
+            run.fired = true;
+            break;
+        }
+    }
+    run
 }
 
 /// One long/short window pair of a burn-rate alert.
@@ -281,6 +321,22 @@ mod tests {
         assert!(v.fired, "{v:?}");
         w.push(minute(15, 150.0, 100, 0)).unwrap();
         assert!(!rule.evaluate(&w, Timestamp::from_millis(16 * 60_000)).fired);
+    }
+
+    #[test]
+    fn a_sustained_threshold_never_fires_on_stale_data() {
+        // Three bad minutes, then the source goes quiet: fifteen minutes
+        // after the first, nothing has shown "for 15m".
+        let rule = SustainedQuantile::new("latency_ms", 0.95, 200.0, Duration::from_secs(15 * 60))
+            .unwrap();
+        let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
+        for i in 0..3 {
+            w.push(minute(i, 300.0, 100, 0)).unwrap();
+        }
+        for m in [3, 15, 30] {
+            let v = rule.evaluate(&w, Timestamp::from_millis(m * 60_000));
+            assert!(!v.fired, "at {m}m: {v:?}");
+        }
     }
 
     #[test]

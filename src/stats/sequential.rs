@@ -727,6 +727,11 @@ struct OneSampleRate {
     etas: Vec<f64>,
     mixture: RestartMixture,
     counts: ArmCounts,
+    /// Counts per restart slot (since the slot began). A Bernoulli
+    /// likelihood depends on the data only through them, so the mixture can
+    /// be re-evaluated at any null to give the bound it implies.
+    #[serde(default)]
+    segments: Vec<ArmCounts>,
     scratch: Vec<f64>,
 }
 
@@ -740,6 +745,7 @@ impl OneSampleRate {
             scratch: vec![0.0; etas.len()],
             etas,
             counts: ArmCounts::default(),
+            segments: Vec::new(),
         }
     }
 
@@ -752,16 +758,69 @@ impl OneSampleRate {
             *out = bernoulli_log_lik(x, n, self.null_logit + eta) - l0;
         }
         self.mixture.update(&self.scratch, at);
+        while self.segments.len() < self.mixture.slot_count() {
+            self.segments.push(ArmCounts::default());
+        }
+        for seg in &mut self.segments {
+            seg.add(exposure, events);
+        }
     }
 
+    /// `ln Z` of the same mixture for the null "rate ≤ sigmoid(l)" (the
+    /// alternatives keep their offsets from the null).
+    fn log_e_at(&self, l: f64) -> f64 {
+        let (slot_w, alt_w) = self.mixture.log_weights();
+        let terms = self.segments.iter().zip(slot_w).flat_map(|(seg, &sw)| {
+            let (x, n) = (seg.events as f64, seg.exposure as f64);
+            let l0 = bernoulli_log_lik(x, n, l);
+            self.etas
+                .iter()
+                .zip(alt_w)
+                .map(move |(&eta, &aw)| sw + aw + bernoulli_log_lik(x, n, l + eta) - l0)
+        });
+        log_sum_exp(terms)
+    }
+
+    /// The rate's anytime-valid lower bound that this test's own mixture
+    /// implies: the smallest null rate its mixture no longer rejects. Once
+    /// the test has fired, it lies above the threshold.
+    fn lower_bound(&self, alpha: f64) -> Option<f64> {
+        if self.segments.iter().all(|s| s.exposure == 0) {
+            return None;
+        }
+        let cut = (1.0 / alpha).ln();
+        let (lo, hi) = (logit(1e-12), logit(1.0 - 1e-12));
+        if self.log_e_at(lo) < cut {
+            return Some(0.0);
+        }
+        let l = bisect(lo, hi, |l| self.log_e_at(l) < cut);
+        Some(1.0 / (1.0 + (-l).exp()))
+    }
+
+    /// The estimate with the one-sided bound the test implies (its
+    /// direction: the rate is above the threshold when it fires).
     fn interval(&self, alpha: f64) -> (f64, Interval) {
+        // The rate of the segment carrying the evidence (the whole window
+        // unless a restart point after a late change dominates), so that the
+        // estimate and the bound describe the same data.
         let ArmCounts {
             exposure: n,
             events: x,
-        } = self.counts;
+        } = self
+            .segments
+            .get(self.mixture.dominant_slot())
+            .copied()
+            .unwrap_or(self.counts);
         let est = if n == 0 { 0.0 } else { x as f64 / n as f64 };
-        let (lo, hi) = rate_confidence_sequence(x, n, 0.5, 0.5, alpha);
-        (est, Interval::new(lo, hi, 1.0 - alpha))
+        let interval = match self.lower_bound(alpha) {
+            Some(lower) => Interval {
+                lower: Some(finite(lower)),
+                upper: None,
+                level: 1.0 - alpha,
+            },
+            None => Interval::unbounded(1.0 - alpha),
+        };
+        (est, interval)
     }
 }
 
@@ -1540,6 +1599,32 @@ mod tests {
             "{at}: {:?}",
             v.evidence
         );
+    }
+
+    #[test]
+    fn a_rate_thresholds_bound_reads_the_way_its_decision_went() {
+        // Healthy for two hours, then above the threshold: the whole-window
+        // rate stays below it, but the restart segment that fires does not,
+        // and the bound the test reports says so.
+        let c = ChangeDetection::over_horizon(480, 47);
+        let mut t = RatioThreshold::new("errors", "requests", 0.005, 0.01, c).unwrap();
+        let mut fired = None;
+        for i in 0..480 {
+            let p = if i < 240 { 0.002 } else { 0.009 };
+            let v = t.observe(&snap(i, 1000, 0, p, 0.0));
+            let lower = v.evidence.interval.lower;
+            if v.crossed() {
+                assert!(lower.is_some_and(|l| l > 0.005), "{i}: {:?}", v.evidence);
+                fired = Some(i);
+                break;
+            }
+            assert!(
+                lower.is_none_or(|l| l <= 0.005 + 1e-12),
+                "{i}: {:?}",
+                v.evidence
+            );
+        }
+        assert!(fired.is_some_and(|i| i > 240), "{fired:?}");
     }
 
     #[test]
