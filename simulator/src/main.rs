@@ -69,7 +69,7 @@ struct RunArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Time before each approval is granted
-    #[arg(long, default_value = "1h", value_parser = duration_arg)]
+    #[arg(long, default_value = "0s", value_parser = duration_arg)]
     approval_delay: Duration,
     /// Divide the policy's bakes, approval timeouts, experiment duration,
     /// emergency bypass and maxDuration by N (a quick look at a policy whose
