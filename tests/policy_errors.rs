@@ -513,3 +513,16 @@ fn every_seed_policy_builds_its_monitor() {
         }
     }
 }
+
+#[test]
+fn quantile_on_a_no_data_trigger_is_refused_not_ignored() {
+    check(
+        &edit(
+            "    - name: p95\n",
+            "    - { name: quiet, noData: { for: 10m }, quantile: 0.95 }\n    - name: p95\n",
+        ),
+        expect![[r#"
+            p.yaml:22:54: spec.triggers[1].quantile: `quantile` has no meaning for a `noData` trigger (it watches whether data arrives at all)
+        "#]],
+    );
+}

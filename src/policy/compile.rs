@@ -793,6 +793,16 @@ fn compile_trigger(
                 .map(|d| TriggerRule::NoData { for_duration: d })
         }
     };
+    if rule_key == "noData"
+        && let Some(q) = f.get("quantile")
+    {
+        sink.error(
+            q.pos,
+            &f.child("quantile"),
+            "`quantile` has no meaning for a `noData` trigger (it watches whether data arrives at all)",
+        );
+        return None;
+    }
     if rule_key != "noData" && !f.has("metric") {
         sink.error(
             f.pos,
