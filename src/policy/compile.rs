@@ -846,21 +846,7 @@ fn compile_vs_baseline(sink: &mut Sink, node: &Node, path: &Path) -> Option<Regr
     let f = decode::mapping(sink, node, path, &["relativeDrop", "relativeIncrease"])?;
     match (f.get("relativeDrop"), f.get("relativeIncrease")) {
         (Some(n), None) => {
-            let p = f.child("relativeDrop");
-            let v = decode::percent(sink, n, &p)?;
-            if v > 0.0 && v < 1.0 {
-                Some(Regression::RelativeDrop(v))
-            } else {
-                sink.error(
-                    n.pos,
-                    &p,
-                    format!(
-                        "must be in (0%, 100%), got {}",
-                        super::units::format_percent(v)
-                    ),
-                );
-                None
-            }
+            decode::open_percent(sink, n, &f.child("relativeDrop")).map(Regression::RelativeDrop)
         }
         (None, Some(n)) => {
             let p = f.child("relativeIncrease");
@@ -1007,23 +993,9 @@ fn threshold_value(
 
 fn compile_burn_rate(sink: &mut Sink, node: &Node, path: &Path) -> Option<TriggerRule> {
     let f = decode::mapping(sink, node, path, &["slo", "windows"])?;
-    let slo = f.require(sink, "slo").and_then(|n| {
-        let p = f.child("slo");
-        let v = decode::percent(sink, n, &p)?;
-        if v > 0.0 && v < 1.0 {
-            Some(v)
-        } else {
-            sink.error(
-                n.pos,
-                &p,
-                format!(
-                    "must be in (0%, 100%), got {}",
-                    super::units::format_percent(v)
-                ),
-            );
-            None
-        }
-    });
+    let slo = f
+        .require(sink, "slo")
+        .and_then(|n| decode::open_percent(sink, n, &f.child("slo")));
     let windows = f.require(sink, "windows").and_then(|n| {
         let p = f.child("windows");
         let items = decode::sequence(sink, n, &p)?;

@@ -335,6 +335,22 @@ pub fn percent(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
     }
 }
 
+/// A percentage strictly between 0% and 100% (`relativeDrop`, `slo`,
+/// `maxDrop`, ...).
+pub fn open_percent(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
+    let v = percent(sink, node, path)?;
+    if v > 0.0 && v < 1.0 {
+        Some(v)
+    } else {
+        sink.error(
+            node.pos,
+            path,
+            format!("must be in (0%, 100%), got {}", units::format_percent(v)),
+        );
+        None
+    }
+}
+
 /// A latency with its unit, in milliseconds.
 pub fn latency_ms(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
     match &node.value {

@@ -797,6 +797,36 @@ impl OneSampleRate {
         Some(1.0 / (1.0 + (-l).exp()))
     }
 
+    /// A canary-alone test's verdict: crossed once `ln Z` ever reached
+    /// `ln(1/alpha)` (latched in `crossed`), with its evidence.
+    fn verdict(
+        &self,
+        alpha: f64,
+        crossed: &mut bool,
+        running: Status,
+        estimand: String,
+        span: &Span,
+    ) -> Verdict {
+        let boundary = log_boundary(alpha);
+        *crossed |= self.mixture.max_log_e() >= boundary;
+        let (estimate, interval) = self.interval(alpha);
+        Verdict {
+            status: if *crossed { Status::Crossed } else { running },
+            evidence: Evidence {
+                estimand,
+                baseline: ArmCounts::default(),
+                canary: self.counts,
+                estimate: finite(estimate),
+                interval,
+                log_e_value: finite(self.mixture.log_e()),
+                log_boundary: boundary,
+                window_start: span.start.unwrap_or(span.end),
+                window_end: span.end,
+                evidence_since: self.mixture.dominant_start().unwrap_or(span.end),
+            },
+        }
+    }
+
     /// The estimate with the one-sided bound the test implies (its
     /// direction: the rate is above the threshold when it fires).
     fn interval(&self, alpha: f64) -> (f64, Interval) {
@@ -874,31 +904,12 @@ impl RatioThreshold {
     }
 
     fn verdict(&mut self, running: Status) -> Verdict {
-        let boundary = log_boundary(self.alpha);
-        self.crossed |= self.test.mixture.max_log_e() >= boundary;
-        let (estimate, interval) = self.test.interval(self.alpha);
-        Verdict {
-            status: if self.crossed {
-                Status::Crossed
-            } else {
-                running
-            },
-            evidence: Evidence {
-                estimand: format!(
-                    "canary rate of {}/{} (threshold {})",
-                    self.numerator, self.denominator, self.above
-                ),
-                baseline: ArmCounts::default(),
-                canary: self.test.counts,
-                estimate: finite(estimate),
-                interval,
-                log_e_value: finite(self.test.mixture.log_e()),
-                log_boundary: boundary,
-                window_start: self.span.start.unwrap_or(self.span.end),
-                window_end: self.span.end,
-                evidence_since: self.test.mixture.dominant_start().unwrap_or(self.span.end),
-            },
-        }
+        let estimand = format!(
+            "canary rate of {}/{} (threshold {})",
+            self.numerator, self.denominator, self.above
+        );
+        self.test
+            .verdict(self.alpha, &mut self.crossed, running, estimand, &self.span)
     }
 }
 
@@ -957,33 +968,14 @@ impl QuantileThreshold {
     }
 
     fn verdict(&mut self, running: Status) -> Verdict {
-        let boundary = log_boundary(self.alpha);
-        self.crossed |= self.test.mixture.max_log_e() >= boundary;
-        let (estimate, interval) = self.test.interval(self.alpha);
-        Verdict {
-            status: if self.crossed {
-                Status::Crossed
-            } else {
-                running
-            },
-            evidence: Evidence {
-                estimand: format!(
-                    "canary P({} > {}ms), null at most {}",
-                    self.signal,
-                    self.threshold_us as f64 / 1000.0,
-                    1.0 - self.quantile
-                ),
-                baseline: ArmCounts::default(),
-                canary: self.test.counts,
-                estimate: finite(estimate),
-                interval,
-                log_e_value: finite(self.test.mixture.log_e()),
-                log_boundary: boundary,
-                window_start: self.span.start.unwrap_or(self.span.end),
-                window_end: self.span.end,
-                evidence_since: self.test.mixture.dominant_start().unwrap_or(self.span.end),
-            },
-        }
+        let estimand = format!(
+            "canary P({} > {}ms), null at most {}",
+            self.signal,
+            self.threshold_us as f64 / 1000.0,
+            1.0 - self.quantile
+        );
+        self.test
+            .verdict(self.alpha, &mut self.crossed, running, estimand, &self.span)
     }
 }
 
