@@ -1,0 +1,304 @@
+//! Router adapters: how canaryd moves traffic (PRODUCT.md section 6).
+//!
+//! One trait, [`Router`], one module per adapter. An adapter makes *one*
+//! attempt per call, bounded by its own timeout, and says precisely what
+//! failed; retries with backoff and jitter are the caller's business
+//! ([`apply_with_retries`]), so every adapter gets the same schedule and the
+//! daemon can record each attempt.
+//!
+//! Every adapter is idempotent: setting the weight it already has succeeds
+//! and changes nothing a user could see.
+
+pub mod file;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Weight;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a weight change is about: the payload of `file` and `webhook`, the
+/// arguments of `command`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub service: String,
+    pub baseline: String,
+    pub canary: String,
+}
+
+/// The weights a router reports it is applying now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    /// The canary's share, 0-100 (routers with a finer scale round to the
+    /// nearest percent; the adapter documents its scale).
+    pub canary: Weight,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The router could not be reached (socket missing, connection refused).
+    #[error("{router}: unreachable: {detail}")]
+    Unreachable { router: String, detail: String },
+    /// The attempt did not finish in time.
+    #[error("{router}: timed out after {after:?} ({during})")]
+    Timeout {
+        router: String,
+        after: Duration,
+        during: String,
+    },
+    /// The router answered and refused (bad status, non-zero exit, a
+    /// config `nginx -t` rejects, an error line on the runtime API).
+    #[error("{router}: refused: {detail}")]
+    Refused { router: String, detail: String },
+    /// The router answered something we cannot read.
+    #[error("{router}: unexpected answer: {detail}")]
+    Protocol { router: String, detail: String },
+    /// Local I/O (writing the weights file, rendering a config).
+    #[error("{router}: {detail}")]
+    Io { router: String, detail: String },
+}
+
+impl RouterError {
+    /// Whether another attempt may succeed. Everything is retried except a
+    /// router that says the request itself is wrong.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, RouterError::Protocol { .. })
+    }
+}
+
+/// Moves traffic between a service's baseline and canary.
+pub trait Router: Send + Sync {
+    /// A short name for logs, status and errors (`file /run/split.json`,
+    /// `haproxy be_app/canary`).
+    fn describe(&self) -> String;
+
+    /// Make the canary receive `weight` percent of the traffic (baseline
+    /// the rest). One attempt, bounded by the adapter's timeout. Idempotent.
+    fn set_weight<'a>(
+        &'a self,
+        target: &'a Target,
+        weight: Weight,
+    ) -> BoxFuture<'a, Result<(), RouterError>>;
+
+    /// The weights the router is applying now, read back from the router
+    /// itself (not from what canaryd last asked). `Ok(None)` when the router
+    /// has no canary configured yet (a weights file not written yet).
+    fn read_weights<'a>(&'a self) -> BoxFuture<'a, Result<Option<Weights>, RouterError>>;
+}
+
+/// Backoff between attempts: exponential from `initial`, capped at `max`,
+/// with full jitter, for at most `attempts` attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `n + 1` (n >= 1 attempts made), given a
+    /// uniform draw `jitter` in [0, 1): full jitter over the capped
+    /// exponential.
+    pub fn delay(&self, n: u32, jitter: f64) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX));
+        let capped = exp.min(self.max);
+        capped.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// One attempt's outcome, for the journal and the incident's router result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub error: Option<String>,
+}
+
+/// Apply `weight` with retries. Returns the attempts made; the last one's
+/// error (if any) is the failure. `jitter` supplies uniform draws in [0, 1)
+/// and `sleep` waits (both passed in so tests run without a clock).
+pub async fn apply_with_retries<S, F>(
+    router: &dyn Router,
+    target: &Target,
+    weight: Weight,
+    policy: RetryPolicy,
+    mut jitter: impl FnMut() -> f64,
+    mut sleep: S,
+) -> Result<Vec<Attempt>, (RouterError, Vec<Attempt>)>
+where
+    S: FnMut(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let mut attempts = Vec::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        match router.set_weight(target, weight).await {
+            Ok(()) => {
+                attempts.push(Attempt {
+                    attempt: n,
+                    error: None,
+                });
+                return Ok(attempts);
+            }
+            Err(e) => {
+                attempts.push(Attempt {
+                    attempt: n,
+                    error: Some(e.to_string()),
+                });
+                if n >= policy.attempts.max(1) || !e.is_transient() {
+                    return Err((e, attempts));
+                }
+                sleep(policy.delay(n, jitter())).await;
+            }
+        }
+    }
+}
+
+/// A service's router, as the daemon's config file writes it (the table in
+/// PRODUCT.md section 6). Decoded, with located errors, by `crate::config`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouterConfig {
+    Builtin(BuiltinConfig),
+    Haproxy(HaproxyConfig),
+    Nginx(NginxConfig),
+    GatewayApi(GatewayApiConfig),
+    Command(CommandConfig),
+    Webhook(WebhookConfig),
+    File(FileConfig),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltinConfig {
+    /// `host:port` the proxy listens on.
+    pub listen: String,
+    /// Upstream base URLs (`http://127.0.0.1:9001`).
+    pub baseline: String,
+    pub canary: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaproxyConfig {
+    /// The runtime API's UNIX socket (`stats socket ... level admin`).
+    pub socket: PathBuf,
+    pub backend: String,
+    /// Server names inside `backend`.
+    pub baseline: String,
+    pub canary: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NginxConfig {
+    /// The config file canaryd owns and rewrites (included by nginx.conf).
+    pub config: PathBuf,
+    pub upstream: String,
+    /// Upstream addresses (`127.0.0.1:9101`).
+    pub baseline: String,
+    pub canary: String,
+    /// The reload command as program and arguments (default
+    /// `nginx -s reload`).
+    pub reload: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayApiConfig {
+    /// The Kubernetes API server (`https://10.0.0.1:6443`).
+    pub server: String,
+    /// Exactly one of `token_file` and `kubeconfig`.
+    pub token_file: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    pub route: String,
+    /// `backendRefs` names.
+    pub baseline: String,
+    pub canary: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandConfig {
+    pub program: PathBuf,
+    /// Arguments; `{{service}}`, `{{baseline}}`, `{{canary}}` and
+    /// `{{canary_weight}}` are substituted.
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookConfig {
+    pub url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileConfig {
+    pub path: PathBuf,
+}
+
+/// A lifecycle hook (`onStart`, `onPromoted`, `onRolledBack`, `onAborted`):
+/// a command or a webhook, PRODUCT.md section 6.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HookConfig {
+    Command(CommandConfig),
+    Webhook(WebhookConfig),
+}
+
+/// Build the adapter for a service's router config. Adapters that need a
+/// runtime (sockets, child processes) must be built inside one.
+pub fn build(config: &RouterConfig) -> Result<Box<dyn Router>, RouterError> {
+    match config {
+        RouterConfig::File(c) => Ok(Box::new(file::FileRouter::new(c.clone()))),
+        other => Err(RouterError::Io {
+            router: router_kind(other).to_string(),
+            detail: "this router adapter is not available in this build".into(),
+        }),
+    }
+}
+
+/// The config key of a router (`builtin`, `haproxy`, ...).
+pub fn router_kind(config: &RouterConfig) -> &'static str {
+    match config {
+        RouterConfig::Builtin(_) => "builtin",
+        RouterConfig::Haproxy(_) => "haproxy",
+        RouterConfig::Nginx(_) => "nginx",
+        RouterConfig::GatewayApi(_) => "gatewayApi",
+        RouterConfig::Command(_) => "command",
+        RouterConfig::Webhook(_) => "webhook",
+        RouterConfig::File(_) => "file",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let p = RetryPolicy {
+            attempts: 6,
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        assert_eq!(p.delay(1, 0.999_999), Duration::from_nanos(99_999_900));
+        assert_eq!(p.delay(2, 0.5), Duration::from_millis(100));
+        assert_eq!(p.delay(4, 1.0), Duration::from_millis(800));
+        assert_eq!(p.delay(5, 1.0), Duration::from_millis(1000));
+        assert_eq!(p.delay(40, 1.0), Duration::from_millis(1000));
+        assert_eq!(p.delay(3, 0.0), Duration::ZERO);
+    }
+}
