@@ -258,11 +258,21 @@ pub enum HookConfig {
     Webhook(WebhookConfig),
 }
 
-/// Build the adapter for a service's router config. Adapters that need a
-/// runtime (sockets, child processes) must be built inside one.
-pub fn build(config: &RouterConfig) -> Result<Box<dyn Router>, RouterError> {
+/// A service's router once built: the adapter, and, for the `builtin`
+/// proxy, the signal source it also is.
+pub struct Built {
+    pub router: std::sync::Arc<dyn Router>,
+    pub source: Option<std::sync::Arc<dyn crate::sources::Source>>,
+}
+
+/// Build (and for `builtin`, start) the adapter for a service's router
+/// config. Runs inside the daemon's tokio runtime.
+pub async fn build(config: &RouterConfig) -> Result<Built, RouterError> {
     match config {
-        RouterConfig::File(c) => Ok(Box::new(file::FileRouter::new(c.clone()))),
+        RouterConfig::File(c) => Ok(Built {
+            router: std::sync::Arc::new(file::FileRouter::new(c.clone())),
+            source: None,
+        }),
         other => Err(RouterError::Io {
             router: router_kind(other).to_string(),
             detail: "this router adapter is not available in this build".into(),
