@@ -16,6 +16,8 @@ pub mod time;
 #[cfg(feature = "daemon")]
 pub mod cli;
 #[cfg(feature = "daemon")]
+pub mod daemon;
+#[cfg(feature = "daemon")]
 pub mod routers;
 #[cfg(feature = "daemon")]
 pub mod sources;

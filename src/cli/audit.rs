@@ -27,15 +27,13 @@ pub enum AuditCommand {
     },
 }
 
-pub fn run(cmd: AuditCommand, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    cmd: AuditCommand,
+    data_dir: Option<&Path>,
+    client: &super::client::Client,
+) -> anyhow::Result<ExitCode> {
     let Some(dir) = data_dir else {
-        anyhow::bail!(
-            "audit {}: asking the daemon is not available yet; pass --data-dir DIR to read the state directly",
-            match cmd {
-                AuditCommand::Verify => "verify",
-                AuditCommand::Log { .. } => "log",
-            }
-        );
+        return online(cmd, client);
     };
     let store = Store::open_read_only(dir)
         .with_context(|| format!("cannot read the state in {}", dir.display()))?;
@@ -72,6 +70,42 @@ pub fn run(cmd: AuditCommand, data_dir: Option<&Path>) -> anyhow::Result<ExitCod
             } else {
                 for e in &entries {
                     writeln!(out, "{}", render(e))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The same commands through the daemon's API.
+fn online(cmd: AuditCommand, client: &super::client::Client) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify => {
+            let v = super::client::block_on(client.get("/v1/audit/verify"))?;
+            if v.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
+                println!(
+                    "audit log ok: {} entries, head {}",
+                    v["entries"],
+                    v["head"]["hash"].as_str().unwrap_or("-")
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "canaryd: audit log broken at entry {}: {}",
+                    v["broken"]["seq"],
+                    v["broken"]["detail"].as_str().unwrap_or("")
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+        AuditCommand::Log { json } => {
+            let v = super::client::block_on(client.get("/v1/audit"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let entries: Vec<AuditEntry> = serde_json::from_value(v)?;
+                for e in &entries {
+                    println!("{}", render(e));
                 }
             }
             Ok(ExitCode::SUCCESS)

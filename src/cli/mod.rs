@@ -4,7 +4,11 @@
 //! printed once, lowercase, with their cause chain.
 
 mod audit;
+pub mod client;
+mod incident;
 mod policy;
+mod rollout;
+mod token;
 
 use std::process::ExitCode;
 
@@ -43,6 +47,39 @@ pub enum Command {
     /// Read and verify the audit log (with --data-dir: directly, read-only).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Run the daemon.
+    Serve {
+        /// The config file (YAML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// API address (default 127.0.0.1:7600).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// The policies directory (default ./rollout-policies).
+        #[arg(long, value_name = "DIR")]
+        policies: Option<std::path::PathBuf>,
+    },
+    /// Start, watch and steer rollouts.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
+    /// Incidents: list, show, review.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token and the config line that grants it.
+    Create {
+        #[arg(long)]
+        actor: String,
+        /// viewer, operator, approver:<role>, admin (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -55,9 +92,23 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let client = client::Client::new(&cli.server, cli.token.as_deref(), cli.data_dir.as_deref());
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
-        Command::Audit(cmd) => audit::run(cmd, cli.data_dir.as_deref()),
+        Command::Audit(cmd) => audit::run(cmd, cli.data_dir.as_deref(), &client),
+        Command::Serve {
+            config,
+            listen,
+            policies,
+        } => serve(crate::daemon::ServeOptions {
+            config,
+            data_dir: cli.data_dir.clone(),
+            listen,
+            policies,
+        }),
+        Command::Rollout(cmd) => rollout::run(cmd, &client),
+        Command::Incident(cmd) => incident::run(cmd, &client, cli.data_dir.as_deref()),
+        Command::Token(TokenCommand::Create { actor, roles }) => token::create(&actor, &roles),
     };
     match result {
         Ok(code) => code,
@@ -66,4 +117,26 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn serve(opts: crate::daemon::ServeOptions) -> anyhow::Result<ExitCode> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CANARYD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json_logs = std::env::var("CANARYD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        let _ = builder.json().flatten_event(true).try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    rt.block_on(crate::daemon::serve(opts))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -200,6 +200,12 @@ impl<A: Analysis> Rollout<A> {
         self.weight
     }
 
+    /// A weight asked of the router and not yet confirmed: after a restart,
+    /// or after the router failed, the shell asks for it again.
+    pub fn pending_weight(&self) -> Option<Weight> {
+        self.pending_weight
+    }
+
     pub fn started_at(&self) -> Timestamp {
         self.started_at
     }

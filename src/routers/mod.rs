@@ -10,6 +10,7 @@
 //! and changes nothing a user could see.
 
 pub mod file;
+pub mod hooks;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -121,3 +121,15 @@ pub struct QueryConfig {
     /// Per-request timeout (default 5s).
     pub timeout: Duration,
 }
+
+/// Build a service's pull source.
+pub fn build(config: &SourceConfig) -> Result<std::sync::Arc<dyn Source>, SourceError> {
+    let (name, url) = match config {
+        SourceConfig::PrometheusScrape(c) => ("prometheusScrape", c.canary.clone()),
+        SourceConfig::PrometheusQuery(c) => ("prometheusQuery", c.url.clone()),
+    };
+    Err(SourceError::Unreachable {
+        source_name: format!("{name} {url}"),
+        detail: "this source is not available in this build".into(),
+    })
+}

@@ -1,0 +1,515 @@
+//! The HTTP API (PRODUCT.md section 7), axum. JSON in and out; every bad
+//! request gets a 4xx with `{"error": {"status", "field", "message"}}` and
+//! changes nothing. Bodies are read with an explicit limit (413).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::auth::{Need, Principal};
+use super::{Refusal, Shared, StartRequest, clock, push, view};
+use crate::engine::{Actor, Command};
+
+/// Commands, starts and reviews.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Observation batches (also capped at `push::MAX_BATCH_ITEMS` items).
+pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/rollouts", get(list_rollouts).post(start_rollout))
+        .route("/v1/rollouts/{id}", get(get_rollout))
+        .route("/v1/rollouts/{id}/events", get(events))
+        .route("/v1/rollouts/{id}/observations", post(observations))
+        .route("/v1/rollouts/{id}/{action}", post(command))
+        .route("/v1/incidents", get(list_incidents))
+        .route("/v1/incidents/{id}", get(get_incident))
+        .route("/v1/incidents/{id}/review", post(review_incident))
+        .route("/v1/audit", get(audit_log))
+        .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/policies", get(list_policies))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "",
+                "no such endpoint; see PRODUCT.md section 7",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+/// An error answer: `{"error": {"status", "field", "message"}}`.
+#[derive(Debug)]
+pub struct Fail {
+    status: StatusCode,
+    /// Empty when the whole request is at fault.
+    field: String,
+    message: String,
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "status": self.status.as_u16(),
+                "field": (!self.field.is_empty()).then_some(&self.field),
+                "message": self.message,
+            }
+        });
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        r
+    }
+}
+
+pub fn error(status: StatusCode, field: &str, message: &str) -> Fail {
+    Fail {
+        status,
+        field: field.to_string(),
+        message: message.to_string(),
+    }
+}
+
+impl From<Refusal> for Fail {
+    fn from(r: Refusal) -> Fail {
+        match r {
+            Refusal::NotFound(m) => error(StatusCode::NOT_FOUND, "", &m),
+            Refusal::Conflict(m) => error(StatusCode::CONFLICT, "", &m),
+            Refusal::Invalid(f, m) => error(StatusCode::UNPROCESSABLE_ENTITY, &f, &m),
+            Refusal::Forbidden(m) => error(StatusCode::FORBIDDEN, "", &m),
+            Refusal::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, "", &m),
+            Refusal::Internal(m) => {
+                tracing::error!(error = %m, "internal error answering a request");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "", &m)
+            }
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        Fail::from(self).into_response()
+    }
+}
+
+type ApiResult = Result<Response, Fail>;
+
+/// The caller, or 401; then the role, or 403.
+fn authorize(shared: &Shared, headers: &HeaderMap, need: Need<'_>) -> Result<Principal, Fail> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let tokens = shared.tokens.read().unwrap_or_else(|e| e.into_inner());
+    let Some(p) = tokens.authenticate(header).cloned() else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "",
+            "missing or unknown bearer token (send `Authorization: Bearer <token>`)",
+        ));
+    };
+    if !p.may(need) {
+        let needed = match need {
+            Need::Read => "viewer".to_string(),
+            Need::Operate => "operator".to_string(),
+            Need::Approve(r) => format!("approver:{r}"),
+            Need::Admin => "admin".to_string(),
+        };
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "",
+            &format!(
+                "actor {} lacks the role `{needed}` this action needs",
+                p.actor
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+/// Read a body with a limit and decode it, naming the field at fault.
+async fn json_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Fail> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+            &format!("request body is larger than {limit} bytes"),
+        )
+    })?;
+    if bytes.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "",
+            "expected a JSON object body",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        error(StatusCode::BAD_REQUEST, &field, &e.inner().to_string())
+    })
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "restoring state\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn list_rollouts(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let list = s.rollouts_json()?;
+    Ok(axum::Json(list).into_response())
+}
+
+async fn get_rollout(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let v = s.rollout_json(&id)?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn start_rollout(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> ApiResult {
+    let p = authorize(&s, &headers, Need::Operate)?;
+    let req: StartRequest = json_body(body, MAX_BODY).await?;
+    let v = s.start_rollout(req, &p).await?;
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plain {
+    reason: String,
+    ticket: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    reason: String,
+    ticket: Option<String>,
+    #[serde(default)]
+    full: bool,
+    #[serde(default)]
+    override_gates: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    role: String,
+    reason: String,
+    ticket: Option<String>,
+}
+
+async fn command(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult {
+    let actor = |p: &Principal, reason: String, ticket: Option<String>| Actor {
+        name: p.actor.clone(),
+        reason,
+        ticket,
+    };
+    let command = match action.as_str() {
+        "pause" | "resume" | "abort" => {
+            let p = authorize(&s, &headers, Need::Operate)?;
+            let b: Plain = json_body(body, MAX_BODY).await?;
+            let by = actor(&p, b.reason, b.ticket);
+            match action.as_str() {
+                "pause" => Command::Pause { by },
+                "resume" => Command::Resume { by },
+                _ => Command::Abort { by },
+            }
+        }
+        "promote" => {
+            let p = authorize(&s, &headers, Need::Operate)?;
+            let b: PromoteBody = json_body(body, MAX_BODY).await?;
+            if b.override_gates {
+                if !p.may(Need::Admin) {
+                    return Err(error(
+                        StatusCode::FORBIDDEN,
+                        "override_gates",
+                        &format!(
+                            "actor {} is not an admin; only admins may override gates",
+                            p.actor
+                        ),
+                    ));
+                }
+                if b.ticket.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                    return Err(error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "ticket",
+                        "overriding gates needs a ticket",
+                    ));
+                }
+            }
+            Command::Promote {
+                by: actor(&p, b.reason, b.ticket),
+                full: b.full,
+                override_gates: b.override_gates,
+            }
+        }
+        "approve" => {
+            // The role is in the body: authenticate first, then check it.
+            let p = authorize(&s, &headers, Need::Read)?;
+            let b: ApproveBody = json_body(body, MAX_BODY).await?;
+            if !p.may(Need::Approve(&b.role)) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "role",
+                    &format!("actor {} lacks the role `approver:{}`", p.actor, b.role),
+                ));
+            }
+            Command::Approve {
+                by: actor(&p, b.reason, b.ticket),
+                role: b.role,
+            }
+        }
+        _ => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "",
+                &format!(
+                    "no action `{action}`; expected pause, resume, promote, abort, approve or observations"
+                ),
+            ));
+        }
+    };
+    let v = s.command(&id, command).await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn observations(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    authorize(&s, &headers, Need::Operate)?;
+    let batch: push::Batch = json_body(body, MAX_BATCH_BODY).await?;
+    let items = batch.events.len() + batch.counts.len();
+    if items > push::MAX_BATCH_ITEMS {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+            &format!(
+                "batch has {items} items; at most {} events and counts per batch",
+                push::MAX_BATCH_ITEMS
+            ),
+        ));
+    }
+    let accepted = s.push(&id, &batch)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "accepted_events": accepted, "accepted_counts": batch.counts.len() })),
+    )
+        .into_response())
+}
+
+async fn events(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let rx = s.events.subscribe();
+    let first = s.rollout_json(&id)?;
+    let ended = first.get("outcome").is_some_and(|o| !o.is_null());
+    let initial = SseEvent::default().event("status").data(first.to_string());
+    enum St {
+        First(SseEvent, bool),
+        Live,
+        Done,
+    }
+    let stream = futures_util::stream::unfold(
+        (St::First(initial, ended), rx, id),
+        |(state, mut rx, id)| async move {
+            match state {
+                St::Done => None,
+                St::First(ev, ended) => {
+                    let next = if ended { St::Done } else { St::Live };
+                    Some((Ok::<_, Infallible>(ev), (next, rx, id)))
+                }
+                St::Live => loop {
+                    match rx.recv().await {
+                        Ok(e) if e.rollout_id == id => {
+                            let next = if e.kind == "end" { St::Done } else { St::Live };
+                            let ev = SseEvent::default().event(e.kind).data(e.data.to_string());
+                            return Some((Ok(ev), (next, rx, id)));
+                        }
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let ev = SseEvent::default()
+                                .event("lagged")
+                                .data(json!({ "missed": n }).to_string());
+                            return Some((Ok(ev), (St::Live, rx, id)));
+                        }
+                        Err(_) => return None,
+                    }
+                },
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+async fn list_incidents(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let list = s.with_store(|st| incidents_json(st))?;
+    Ok(axum::Json(list).into_response())
+}
+
+/// Every incident as the API shows it (also used offline by the CLI).
+pub fn incidents_json(store: &crate::store::Store) -> Result<Vec<Value>, Refusal> {
+    let incidents = store.incidents()?;
+    incidents
+        .iter()
+        .map(|i| incident_json(store, &i.id))
+        .collect()
+}
+
+pub fn incident_json(store: &crate::store::Store, id: &str) -> Result<Value, Refusal> {
+    let i = store
+        .incident(id)?
+        .ok_or_else(|| Refusal::NotFound(format!("incident {id} not found")))?;
+    let review = store
+        .reviews_for_rollout(&i.rollout_id)?
+        .into_iter()
+        .last()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
+    Ok(view::incident_view(&i, review))
+}
+
+async fn get_incident(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let v = s.with_store(|st| incident_json(st, &id))?;
+    Ok(axum::Json(v).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    note: String,
+}
+
+async fn review_incident(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let p = authorize(&s, &headers, Need::Operate)?;
+    let b: ReviewBody = json_body(body, MAX_BODY).await?;
+    if b.note.trim().is_empty() {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "note",
+            "must not be empty",
+        ));
+    }
+    let now = clock::now();
+    let v = s.with_store(|st| -> Result<Value, Refusal> {
+        let Some(incident) = st.incident(&id)? else {
+            return Err(Refusal::NotFound(format!("incident {id} not found")));
+        };
+        if incident.status == crate::store::IncidentStatus::Reviewed {
+            return Err(Refusal::Conflict(format!(
+                "incident {id} was already reviewed"
+            )));
+        }
+        st.review_incident(&id, &p.actor, &b.note, now)?;
+        // An emergency change's post-incident review closes with it.
+        for r in st.reviews_for_rollout(&incident.rollout_id)? {
+            if r.status == crate::store::ReviewStatus::Open {
+                st.close_review(&r.id, &p.actor, &b.note, now)?;
+            }
+        }
+        incident_json(st, &id)
+    })?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn audit_log(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let entries = s.with_store(|st| st.audit_log()).map_err(Refusal::from)?;
+    Ok(axum::Json(entries).into_response())
+}
+
+async fn audit_verify(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let v = s.with_store(|st| st.verify()).map_err(Refusal::from)?;
+    Ok(axum::Json(json!({
+        "ok": v.broken.is_none(),
+        "entries": v.entries,
+        "head": { "seq": v.last.seq, "hash": v.last.to_string() },
+        "ahead_of_head": v.ahead_of_head,
+        "broken": v.broken.as_ref().map(|b| json!({ "seq": b.seq, "detail": b.detail })),
+    }))
+    .into_response())
+}
+
+async fn list_policies(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let set = s.policies.read().unwrap_or_else(|e| e.into_inner());
+    let list: Vec<Value> = set
+        .by_name
+        .values()
+        .map(|p| {
+            json!({
+                "name": p.policy.name,
+                "description": p.policy.description,
+                "version": p.version,
+                "file": p.file.display().to_string(),
+                "change_type": p.policy.change_type.as_str(),
+                "interval_s": p.policy.analysis.interval.as_secs_f64(),
+                "alpha": p.policy.analysis.alpha,
+                "triggers": p.policy.triggers.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+                "gates": p.policy.gates.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(list).into_response())
+}

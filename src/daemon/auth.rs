@@ -1,0 +1,269 @@
+//! Bearer tokens and roles (PRODUCT.md section 7). Tokens are kept only as
+//! SHA-256 hashes; a presented token is hashed and looked up, so the daemon
+//! never holds, logs or compares the secret itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// What an actor may do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Start, pause, resume, promote, abort, push observations, review.
+    Operator,
+    /// Approve as this policy role.
+    Approver(String),
+    /// Everything, `--override-gates`, tokens.
+    Admin,
+}
+
+impl From<Role> for String {
+    fn from(r: Role) -> String {
+        r.to_string()
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Viewer => f.write_str("viewer"),
+            Role::Operator => f.write_str("operator"),
+            Role::Approver(r) => write!(f, "approver:{r}"),
+            Role::Admin => f.write_str("admin"),
+        }
+    }
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Result<Role, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            _ => match s.strip_prefix("approver:") {
+                Some(r) if !r.is_empty() && crate::policy::decode::is_identifier(r) => {
+                    Ok(Role::Approver(r.to_string()))
+                }
+                _ => Err(format!(
+                    "unknown role `{s}`; expected `viewer`, `operator`, `approver:<role>` or `admin`"
+                )),
+            },
+        }
+    }
+}
+
+/// What an action needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need<'a> {
+    Read,
+    Operate,
+    Approve(&'a str),
+    Admin,
+}
+
+/// One configured token: who it is and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenEntry {
+    pub actor: String,
+    /// Lowercase hex SHA-256 of the bearer token.
+    pub sha256: String,
+    pub roles: Vec<Role>,
+}
+
+/// The authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub actor: String,
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    pub fn may(&self, need: Need<'_>) -> bool {
+        self.roles.iter().any(|r| match (r, need) {
+            (Role::Admin, _) => true,
+            (Role::Viewer | Role::Operator, Need::Read) => true,
+            (Role::Approver(_), Need::Read) => true,
+            (Role::Operator, Need::Operate) => true,
+            (Role::Approver(mine), Need::Approve(wanted)) => mine == wanted,
+            _ => false,
+        })
+    }
+}
+
+pub fn sha256_hex(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A fresh token: 32 random bytes, hex, with a `cnry_` prefix so leaked
+/// tokens are easy to grep for.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let mut out = String::from("cnry_");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Tokens {
+    by_hash: HashMap<String, Principal>,
+}
+
+impl Tokens {
+    pub fn new(entries: &[TokenEntry]) -> Tokens {
+        Tokens {
+            by_hash: entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.sha256.clone(),
+                        Principal {
+                            actor: e.actor.clone(),
+                            roles: e.roles.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    pub fn insert(&mut self, entry: TokenEntry) {
+        self.by_hash.insert(
+            entry.sha256,
+            Principal {
+                actor: entry.actor,
+                roles: entry.roles,
+            },
+        );
+    }
+
+    /// The caller behind an `Authorization` header value, if any.
+    pub fn authenticate(&self, header: Option<&str>) -> Option<&Principal> {
+        let token = header?.strip_prefix("Bearer ")?.trim();
+        if token.is_empty() {
+            return None;
+        }
+        self.by_hash.get(&sha256_hex(token))
+    }
+}
+
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(ADMIN_TOKEN_FILE)
+}
+
+/// With no tokens configured: the admin token from `<data-dir>/admin.token`,
+/// created (mode 0600, fsynced) on first start and kept afterwards.
+pub fn ensure_admin_token(data_dir: &Path) -> std::io::Result<(TokenEntry, bool)> {
+    let path = admin_token_path(data_dir);
+    let (token, created) = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => (s.trim().to_string(), false),
+        Ok(_) => (write_new_token(&path)?, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (write_new_token(&path)?, true),
+        Err(e) => return Err(e),
+    };
+    Ok((
+        TokenEntry {
+            actor: "admin".into(),
+            sha256: sha256_hex(&token),
+            roles: vec![Role::Admin],
+        },
+        created,
+    ))
+}
+
+fn write_new_token(path: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = new_token().map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("token.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(format!("{token}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_grant_what_the_contract_says() {
+        let p = |roles: &[&str]| Principal {
+            actor: "a".into(),
+            roles: roles.iter().map(|r| Role::parse(r).unwrap()).collect(),
+        };
+        let viewer = p(&["viewer"]);
+        assert!(viewer.may(Need::Read));
+        assert!(!viewer.may(Need::Operate));
+        let op = p(&["operator"]);
+        assert!(op.may(Need::Operate) && !op.may(Need::Approve("risk")) && !op.may(Need::Admin));
+        let risk = p(&["approver:risk"]);
+        assert!(risk.may(Need::Approve("risk")) && !risk.may(Need::Approve("compliance")));
+        assert!(!risk.may(Need::Operate));
+        let admin = p(&["admin"]);
+        assert!(admin.may(Need::Admin) && admin.may(Need::Approve("anything")));
+        assert!(Role::parse("approver:").is_err() && Role::parse("root").is_err());
+    }
+
+    #[test]
+    fn tokens_are_looked_up_by_hash() {
+        let t = new_token().unwrap();
+        let tokens = Tokens::new(&[TokenEntry {
+            actor: "alice".into(),
+            sha256: sha256_hex(&t),
+            roles: vec![Role::Operator],
+        }]);
+        assert_eq!(
+            tokens
+                .authenticate(Some(&format!("Bearer {t}")))
+                .unwrap()
+                .actor,
+            "alice"
+        );
+        assert!(tokens.authenticate(Some("Bearer nope")).is_none());
+        assert!(tokens.authenticate(Some(&t)).is_none());
+        assert!(tokens.authenticate(None).is_none());
+    }
+
+    #[test]
+    fn the_admin_token_is_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, created) = ensure_admin_token(dir.path()).unwrap();
+        assert!(created);
+        let (b, created) = ensure_admin_token(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(a, b);
+        let meta = std::fs::metadata(admin_token_path(dir.path())).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(admin_token_path(dir.path())).unwrap();
+        assert!(text.ends_with('\n') && sha256_hex(text.trim()) == a.sha256);
+    }
+}

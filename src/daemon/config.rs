@@ -1,0 +1,799 @@
+//! The daemon's config file (PRODUCT.md section 7): YAML with the policies'
+//! strictness (located errors, all at once, unknown fields and duplicate
+//! keys refused, strict booleans), decoded with the same readers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::policy::compile::{is_http_url, load_yaml};
+use crate::policy::decode::{self, Fields};
+use crate::policy::diag::{Diagnostics, Path, Sink};
+use crate::policy::node::Node;
+use crate::routers::{
+    BuiltinConfig, CommandConfig, FileConfig, GatewayApiConfig, HaproxyConfig, HookConfig,
+    NginxConfig, RouterConfig, WebhookConfig,
+};
+use crate::sources::{QueryConfig, ScrapeConfig, SourceConfig};
+
+use super::auth::{Role, TokenEntry};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
+pub const DEFAULT_DATA_DIR: &str = "./canaryd-data";
+pub const DEFAULT_POLICIES: &str = "./rollout-policies";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub policies: PathBuf,
+    pub services: BTreeMap<String, ServiceConfig>,
+    pub tokens: Vec<TokenEntry>,
+    pub registries: Vec<RegistryConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            policies: DEFAULT_POLICIES.into(),
+            services: BTreeMap::new(),
+            tokens: Vec::new(),
+            registries: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceConfig {
+    /// None: decisions are recorded, traffic is moved by nobody (the
+    /// service must then be started with `--dry-run`).
+    pub router: Option<RouterConfig>,
+    pub source: Option<SourceConfig>,
+    pub hooks: Hooks,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hooks {
+    pub on_start: Option<HookConfig>,
+    pub on_promoted: Option<HookConfig>,
+    pub on_rolled_back: Option<HookConfig>,
+    pub on_aborted: Option<HookConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegistryConfig {
+    Mlflow(MlflowConfig),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlflowConfig {
+    pub url: String,
+    pub model: String,
+    /// Exactly one of `alias` and `stage`.
+    pub alias: Option<String>,
+    pub stage: Option<String>,
+    pub service: String,
+    pub policy: String,
+    pub poll_interval: Duration,
+}
+
+/// Parse a config file. `file` names it in diagnostics.
+pub fn parse_config(file: &str, bytes: &[u8]) -> Result<Config, Diagnostics> {
+    let mut sink = Sink::new(file);
+    let config = load_yaml(&mut sink, bytes).and_then(|root| decode_root(&mut sink, &root));
+    match (config, sink.finish()) {
+        (Some(c), None) => Ok(c),
+        (_, Some(d)) => Err(d),
+        (None, None) => unreachable!("the decoder returns nothing only after reporting"),
+    }
+}
+
+fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
+    let path = Path::root();
+    let f = decode::mapping(
+        sink,
+        root,
+        &path,
+        &[
+            "listen",
+            "dataDir",
+            "policies",
+            "services",
+            "tokens",
+            "registries",
+        ],
+    )?;
+    let mut config = Config::default();
+    let mut ok = true;
+    if let Some(n) = f.get("listen") {
+        match socket_addr(sink, n, &f.child("listen")) {
+            Some(a) => config.listen = a,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("dataDir") {
+        match non_empty(sink, n, &f.child("dataDir")) {
+            Some(s) => config.data_dir = s.into(),
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("policies") {
+        match non_empty(sink, n, &f.child("policies")) {
+            Some(s) => config.policies = s.into(),
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("services") {
+        let p = f.child("services");
+        match decode::free_mapping(sink, n, &p) {
+            Some(entries) => {
+                for (name, pos, node) in entries {
+                    let sp = p.key(name);
+                    if !valid_name(name) {
+                        sink.error(
+                            pos,
+                            &sp,
+                            format!(
+                                "service name `{name}`: expected 1 to 63 characters from `a-z`, `0-9` and `-`"
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    match service(sink, node, &sp) {
+                        Some(s) => {
+                            config.services.insert(name.to_string(), s);
+                        }
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("tokens") {
+        let p = f.child("tokens");
+        match decode::sequence(sink, n, &p) {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match token(sink, item, &p.index(i)) {
+                        Some(t) => config.tokens.push(t),
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+        let mut seen = BTreeMap::new();
+        for (i, t) in config.tokens.iter().enumerate() {
+            if let Some(j) = seen.insert(t.sha256.clone(), i) {
+                sink.error(
+                    n.pos,
+                    &p.index(i),
+                    format!("the same token hash as tokens[{j}]; each token maps to one actor"),
+                );
+                ok = false;
+            }
+        }
+    }
+    if let Some(n) = f.get("registries") {
+        let p = f.child("registries");
+        match decode::sequence(sink, n, &p) {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match registry(sink, item, &p.index(i), &config.services) {
+                        Some(r) => config.registries.push(r),
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(config)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn non_empty(sink: &mut Sink, node: &Node, path: &Path) -> Option<String> {
+    let s = decode::string(sink, node, path)?;
+    if s.trim().is_empty() {
+        sink.error(node.pos, path, "expected a non-empty string");
+        return None;
+    }
+    Some(s)
+}
+
+fn socket_addr(sink: &mut Sink, node: &Node, path: &Path) -> Option<SocketAddr> {
+    let s = decode::string(sink, node, path)?;
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            sink.error(
+                node.pos,
+                path,
+                format!("expected an address `IP:PORT` (e.g. 127.0.0.1:7600), found `{s}`"),
+            );
+            None
+        }
+    }
+}
+
+fn url(sink: &mut Sink, node: &Node, path: &Path) -> Option<String> {
+    let s = decode::string(sink, node, path)?;
+    if is_http_url(&s) {
+        Some(s.trim_end_matches('/').to_string())
+    } else {
+        sink.error(
+            node.pos,
+            path,
+            format!("expected an http:// or https:// URL, found `{s}`"),
+        );
+        None
+    }
+}
+
+/// The single key of a `{ kind: { ... } }` mapping.
+fn one_key<'n>(
+    sink: &mut Sink,
+    node: &'n Node,
+    path: &Path,
+    kinds: &[&str],
+) -> Option<(String, &'n Node, Path)> {
+    let f = decode::mapping(sink, node, path, kinds)?;
+    let keys: Vec<&str> = f.keys().collect();
+    match keys.as_slice() {
+        [k] => {
+            let k = k.to_string();
+            let child = f.child(&k);
+            Some((k.clone(), f.get(&k).expect("the key is present"), child))
+        }
+        [] => {
+            sink.error(
+                node.pos,
+                path,
+                format!("expected one of {}", decode::one_of(kinds)),
+            );
+            None
+        }
+        many => {
+            sink.error(
+                node.pos,
+                path,
+                format!(
+                    "expected exactly one of {}, found {}",
+                    decode::one_of(kinds),
+                    many.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn req_string(sink: &mut Sink, f: &Fields<'_>, key: &str) -> Option<String> {
+    let n = f.require(sink, key)?;
+    non_empty(sink, n, &f.child(key))
+}
+
+fn req_url(sink: &mut Sink, f: &Fields<'_>, key: &str) -> Option<String> {
+    let n = f.require(sink, key)?;
+    url(sink, n, &f.child(key))
+}
+
+fn string_list(sink: &mut Sink, f: &Fields<'_>, key: &str) -> Option<Vec<String>> {
+    let Some(n) = f.get(key) else {
+        return Some(Vec::new());
+    };
+    let p = f.child(key);
+    let items = decode::sequence(sink, n, &p)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match decode::string(sink, item, &p.index(i)) {
+            Some(s) => out.push(s),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn router(sink: &mut Sink, node: &Node, path: &Path) -> Option<RouterConfig> {
+    let kinds = [
+        "builtin",
+        "haproxy",
+        "nginx",
+        "gatewayApi",
+        "command",
+        "webhook",
+        "file",
+    ];
+    let (kind, n, p) = one_key(sink, node, path, &kinds)?;
+    Some(match kind.as_str() {
+        "builtin" => {
+            let f = decode::mapping(sink, n, &p, &["listen", "baseline", "canary"])?;
+            let listen = f
+                .require(sink, "listen")
+                .and_then(|n| socket_addr(sink, n, &f.child("listen")));
+            let baseline = req_url(sink, &f, "baseline");
+            let canary = req_url(sink, &f, "canary");
+            RouterConfig::Builtin(BuiltinConfig {
+                listen: listen?.to_string(),
+                baseline: baseline?,
+                canary: canary?,
+            })
+        }
+        "haproxy" => {
+            let f = decode::mapping(sink, n, &p, &["socket", "backend", "baseline", "canary"])?;
+            let socket = req_string(sink, &f, "socket");
+            let backend = req_string(sink, &f, "backend");
+            let baseline = req_string(sink, &f, "baseline");
+            let canary = req_string(sink, &f, "canary");
+            RouterConfig::Haproxy(HaproxyConfig {
+                socket: socket?.into(),
+                backend: backend?,
+                baseline: baseline?,
+                canary: canary?,
+            })
+        }
+        "nginx" => {
+            let f = decode::mapping(
+                sink,
+                n,
+                &p,
+                &["config", "upstream", "baseline", "canary", "reload"],
+            )?;
+            let config = req_string(sink, &f, "config");
+            let upstream = req_string(sink, &f, "upstream");
+            let baseline = req_string(sink, &f, "baseline");
+            let canary = req_string(sink, &f, "canary");
+            let reload = match f.get("reload") {
+                None => Some(vec!["nginx".to_string(), "-s".into(), "reload".into()]),
+                Some(n) => non_empty(sink, n, &f.child("reload"))
+                    .map(|s| s.split_whitespace().map(str::to_string).collect()),
+            };
+            RouterConfig::Nginx(NginxConfig {
+                config: config?.into(),
+                upstream: upstream?,
+                baseline: baseline?,
+                canary: canary?,
+                reload: reload?,
+            })
+        }
+        "gatewayApi" => {
+            let f = decode::mapping(
+                sink,
+                n,
+                &p,
+                &[
+                    "server",
+                    "tokenFile",
+                    "kubeconfig",
+                    "namespace",
+                    "route",
+                    "baseline",
+                    "canary",
+                ],
+            )?;
+            let server = req_url(sink, &f, "server");
+            let token_file = f
+                .get("tokenFile")
+                .map(|n| non_empty(sink, n, &f.child("tokenFile")));
+            let kubeconfig = f
+                .get("kubeconfig")
+                .map(|n| non_empty(sink, n, &f.child("kubeconfig")));
+            let mut auth_ok = true;
+            if token_file.is_some() == kubeconfig.is_some() {
+                sink.error(
+                    f.pos,
+                    &p,
+                    "expected exactly one of `tokenFile` and `kubeconfig`",
+                );
+                auth_ok = false;
+            }
+            let namespace = req_string(sink, &f, "namespace");
+            let route = req_string(sink, &f, "route");
+            let baseline = req_string(sink, &f, "baseline");
+            let canary = req_string(sink, &f, "canary");
+            let token_file = token_file.map(|t| t.map(PathBuf::from));
+            let kubeconfig = kubeconfig.map(|t| t.map(PathBuf::from));
+            if !auth_ok
+                || token_file.as_ref().is_some_and(Option::is_none)
+                || kubeconfig.as_ref().is_some_and(Option::is_none)
+            {
+                return None;
+            }
+            RouterConfig::GatewayApi(GatewayApiConfig {
+                server: server?,
+                token_file: token_file.flatten(),
+                kubeconfig: kubeconfig.flatten(),
+                namespace: namespace?,
+                route: route?,
+                baseline: baseline?,
+                canary: canary?,
+            })
+        }
+        "command" => RouterConfig::Command(command(sink, n, &p)?),
+        "webhook" => RouterConfig::Webhook(webhook(sink, n, &p)?),
+        "file" => {
+            let f = decode::mapping(sink, n, &p, &["path"])?;
+            RouterConfig::File(FileConfig {
+                path: req_string(sink, &f, "path")?.into(),
+            })
+        }
+        _ => unreachable!("one_key only returns allowed kinds"),
+    })
+}
+
+fn command(sink: &mut Sink, node: &Node, path: &Path) -> Option<CommandConfig> {
+    let f = decode::mapping(sink, node, path, &["program", "args"])?;
+    let program = req_string(sink, &f, "program");
+    let args = string_list(sink, &f, "args");
+    Some(CommandConfig {
+        program: program?.into(),
+        args: args?,
+    })
+}
+
+fn webhook(sink: &mut Sink, node: &Node, path: &Path) -> Option<WebhookConfig> {
+    let f = decode::mapping(sink, node, path, &["url"])?;
+    Some(WebhookConfig {
+        url: req_url(sink, &f, "url")?,
+    })
+}
+
+fn hook(sink: &mut Sink, node: &Node, path: &Path) -> Option<HookConfig> {
+    let (kind, n, p) = one_key(sink, node, path, &["command", "webhook"])?;
+    Some(match kind.as_str() {
+        "command" => HookConfig::Command(command(sink, n, &p)?),
+        _ => HookConfig::Webhook(webhook(sink, n, &p)?),
+    })
+}
+
+fn signals(sink: &mut Sink, f: &Fields<'_>) -> Option<BTreeMap<String, String>> {
+    let n = f.require(sink, "signals")?;
+    let p = f.child("signals");
+    let entries = decode::free_mapping(sink, n, &p)?;
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (name, pos, value) in entries {
+        if !decode::is_identifier(name) {
+            sink.error(
+                pos,
+                &p.key(name),
+                format!("signal name `{name}`: expected letters, digits, `_`, `-`, `.` and `:`"),
+            );
+            ok = false;
+            continue;
+        }
+        match non_empty(sink, value, &p.key(name)) {
+            Some(q) => {
+                out.insert(name.to_string(), q);
+            }
+            None => ok = false,
+        }
+    }
+    if out.is_empty() && ok {
+        sink.error(n.pos, &p, "expected at least one signal");
+        return None;
+    }
+    ok.then_some(out)
+}
+
+fn timeout(sink: &mut Sink, f: &Fields<'_>) -> Option<Duration> {
+    match f.get("timeout") {
+        None => Some(Duration::from_secs(5)),
+        Some(n) => decode::positive_duration(sink, n, &f.child("timeout")),
+    }
+}
+
+fn source(sink: &mut Sink, node: &Node, path: &Path) -> Option<SourceConfig> {
+    let (kind, n, p) = one_key(
+        sink,
+        node,
+        path,
+        &["push", "prometheusScrape", "prometheusQuery"],
+    )?;
+    match kind.as_str() {
+        "push" => {
+            // `push: {}` says explicitly what an absent source means.
+            decode::mapping(sink, n, &p, &[])?;
+            None
+        }
+        "prometheusScrape" => {
+            let f = decode::mapping(sink, n, &p, &["baseline", "canary", "signals", "timeout"])?;
+            let baseline = req_url(sink, &f, "baseline");
+            let canary = req_url(sink, &f, "canary");
+            let signals = signals(sink, &f);
+            let timeout = timeout(sink, &f);
+            Some(SourceConfig::PrometheusScrape(ScrapeConfig {
+                baseline: baseline?,
+                canary: canary?,
+                signals: signals?,
+                timeout: timeout?,
+            }))
+        }
+        _ => {
+            let f = decode::mapping(sink, n, &p, &["url", "signals", "timeout"])?;
+            let url = req_url(sink, &f, "url");
+            let signals = signals(sink, &f);
+            let timeout = timeout(sink, &f);
+            Some(SourceConfig::PrometheusQuery(QueryConfig {
+                url: url?,
+                signals: signals?,
+                timeout: timeout?,
+            }))
+        }
+    }
+}
+
+fn service(sink: &mut Sink, node: &Node, path: &Path) -> Option<ServiceConfig> {
+    let f = decode::mapping(sink, node, path, &["router", "source", "hooks"])?;
+    let mut ok = true;
+    let router = match f.get("router") {
+        None => None,
+        Some(n) => {
+            let r = router(sink, n, &f.child("router"));
+            ok &= r.is_some();
+            r
+        }
+    };
+    let source = match f.get("source") {
+        None => None,
+        Some(n) => {
+            let before = sink.is_empty();
+            let s = source(sink, n, &f.child("source"));
+            ok &= !before || sink.is_empty();
+            s
+        }
+    };
+    let mut hooks = Hooks::default();
+    if let Some(n) = f.get("hooks") {
+        let p = f.child("hooks");
+        let names = ["onStart", "onPromoted", "onRolledBack", "onAborted"];
+        match decode::mapping(sink, n, &p, &names) {
+            Some(h) => {
+                for name in names {
+                    let Some(n) = h.get(name) else { continue };
+                    let parsed = hook(sink, n, &h.child(name));
+                    ok &= parsed.is_some();
+                    let slot = match name {
+                        "onStart" => &mut hooks.on_start,
+                        "onPromoted" => &mut hooks.on_promoted,
+                        "onRolledBack" => &mut hooks.on_rolled_back,
+                        _ => &mut hooks.on_aborted,
+                    };
+                    *slot = parsed;
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(ServiceConfig {
+        router,
+        source,
+        hooks,
+    })
+}
+
+fn token(sink: &mut Sink, node: &Node, path: &Path) -> Option<TokenEntry> {
+    let f = decode::mapping(sink, node, path, &["actor", "sha256", "roles"])?;
+    let actor = req_string(sink, &f, "actor");
+    let sha256 = f.require(sink, "sha256").and_then(|n| {
+        let s = decode::string(sink, n, &f.child("sha256"))?;
+        let ok = s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if ok {
+            Some(s.to_ascii_lowercase())
+        } else {
+            sink.error(
+                n.pos,
+                &f.child("sha256"),
+                "expected the token's SHA-256 as 64 hex digits (`canaryd token create` prints it)",
+            );
+            None
+        }
+    });
+    let roles = f.require(sink, "roles").and_then(|n| {
+        let p = f.child("roles");
+        let items = decode::sequence(sink, n, &p)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let Some(s) = decode::string(sink, item, &p.index(i)) else {
+                ok = false;
+                continue;
+            };
+            match Role::parse(&s) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    sink.error(item.pos, &p.index(i), e);
+                    ok = false;
+                }
+            }
+        }
+        if out.is_empty() && ok {
+            sink.error(n.pos, &p, "expected at least one role");
+            return None;
+        }
+        ok.then_some(out)
+    });
+    Some(TokenEntry {
+        actor: actor?,
+        sha256: sha256?,
+        roles: roles?,
+    })
+}
+
+fn registry(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    services: &BTreeMap<String, ServiceConfig>,
+) -> Option<RegistryConfig> {
+    let (_, n, p) = one_key(sink, node, path, &["mlflow"])?;
+    let f = decode::mapping(
+        sink,
+        n,
+        &p,
+        &[
+            "url",
+            "model",
+            "alias",
+            "stage",
+            "service",
+            "policy",
+            "pollInterval",
+        ],
+    )?;
+    let url = req_url(sink, &f, "url");
+    let model = req_string(sink, &f, "model");
+    let alias = f
+        .get("alias")
+        .map(|n| non_empty(sink, n, &f.child("alias")));
+    let stage = f
+        .get("stage")
+        .map(|n| non_empty(sink, n, &f.child("stage")));
+    let mut ok = true;
+    if alias.is_some() == stage.is_some() {
+        sink.error(f.pos, &p, "expected exactly one of `alias` and `stage`");
+        ok = false;
+    }
+    let service = f.require(sink, "service").and_then(|n| {
+        let s = decode::string(sink, n, &f.child("service"))?;
+        if !services.contains_key(&s) {
+            sink.error(
+                n.pos,
+                &f.child("service"),
+                format!("service `{s}` is not defined under `services`"),
+            );
+            return None;
+        }
+        Some(s)
+    });
+    let policy = f
+        .require(sink, "policy")
+        .and_then(|n| decode::name(sink, n, &f.child("policy"), "policy name"));
+    let poll_interval = match f.get("pollInterval") {
+        None => Some(Duration::from_secs(30)),
+        Some(n) => decode::positive_duration(sink, n, &f.child("pollInterval")),
+    };
+    if alias.as_ref().is_some_and(Option::is_none) || stage.as_ref().is_some_and(Option::is_none) {
+        ok = false;
+    }
+    let config = MlflowConfig {
+        url: url?,
+        model: model?,
+        alias: alias.flatten(),
+        stage: stage.flatten(),
+        service: service?,
+        policy: policy?,
+        poll_interval: poll_interval?,
+    };
+    ok.then_some(RegistryConfig::Mlflow(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+listen: 127.0.0.1:7600
+dataDir: ./canaryd-data
+policies: ./rollout-policies
+services:
+  recommender:
+    router: { haproxy: { socket: /run/haproxy/admin.sock, backend: be_app, baseline: stable, canary: canary } }
+    source:
+      prometheusQuery:
+        url: http://127.0.0.1:9090
+        signals:
+          requests: 'sum(increase(http_requests_total{version="{{version}}"}[{{window}}]))'
+          errors:   'sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{window}}]))'
+          latency_ms: 'http_request_duration_seconds{version="{{version}}"}'   # histogram
+    hooks:
+      onStart:      { webhook: { url: "http://127.0.0.1:9000/deploy/started" } }
+      onPromoted:   { command: { program: /usr/local/bin/finalize, args: ["{{service}}", "{{canary}}"] } }
+  search:
+    router: { nginx: { config: /etc/nginx/conf.d/search-split.conf, upstream: search,
+                       baseline: 127.0.0.1:9101, canary: 127.0.0.1:9102 } }
+    source:
+      prometheusScrape:
+        baseline: http://127.0.0.1:9101/metrics
+        canary: http://127.0.0.1:9102/metrics
+        signals:
+          requests: 'http_requests_total'
+          errors: 'http_requests_total{code=~"5.."}'
+          latency_ms: 'http_request_duration_seconds'
+  checkout:
+    router: { builtin: { listen: 127.0.0.1:8080, baseline: http://127.0.0.1:9001, canary: http://127.0.0.1:9002 } }
+tokens:
+  - { actor: alice, sha256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae", roles: [operator, "approver:model-owner"] }
+registries:
+  - mlflow: { url: http://127.0.0.1:5000, model: recommender, alias: champion,
+              service: recommender, policy: recommender-ctr, pollInterval: 30s }
+"#;
+
+    #[test]
+    fn the_product_example_parses() {
+        let c = parse_config("canaryd.yaml", EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(c.services.len(), 3);
+        assert!(matches!(
+            c.services["search"].router,
+            Some(RouterConfig::Nginx(ref n)) if n.reload == ["nginx", "-s", "reload"]
+        ));
+        assert!(c.services["checkout"].source.is_none());
+        assert!(c.services["recommender"].hooks.on_promoted.is_some());
+        assert_eq!(c.tokens[0].roles.len(), 2);
+        assert!(
+            matches!(&c.registries[0], RegistryConfig::Mlflow(m) if m.alias.as_deref() == Some("champion"))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let bad = r#"
+listen: localhost
+services:
+  Bad_Name: {}
+  web:
+    router: { file: { path: /tmp/x }, webhook: { url: "http://x" } }
+    source: { prometheusQuery: { url: ftp://x, signals: {} } }
+    extra: 1
+tokens:
+  - { actor: bob, sha256: abc, roles: [boss] }
+registries:
+  - mlflow: { url: http://127.0.0.1:5000, model: m, service: nowhere, policy: p }
+"#;
+        let d = parse_config("c.yaml", bad.as_bytes())
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "c.yaml:2:9: listen: expected an address",
+            "services.Bad_Name: service name",
+            "services.web.router: expected exactly one of",
+            "services.web.source.prometheusQuery.url: expected an http",
+            "services.web.source.prometheusQuery.signals: expected at least one signal",
+            "services.web.extra: unknown field `extra`",
+            "tokens[0].sha256: expected the token's SHA-256",
+            "tokens[0].roles[0]: unknown role `boss`",
+            "registries[0].mlflow: expected exactly one of `alias` and `stage`",
+            "registries[0].mlflow.service: service `nowhere` is not defined",
+        ] {
+            assert!(d.contains(want), "missing {want:?} in:\n{d}");
+        }
+    }
+
+    #[test]
+    fn an_empty_mapping_is_all_defaults() {
+        let c = parse_config("c.yaml", b"{}").unwrap();
+        assert_eq!(c, Config::default());
+    }
+}

@@ -1,0 +1,683 @@
+//! One task per active rollout: it owns the engine's `Rollout`, closes an
+//! analysis window every interval (pushed data plus pulled sources), feeds
+//! the engine, commits each step, and only then carries out the effects.
+//!
+//! Order, for every input: `Rollout::handle` → drain effects →
+//! `Store::commit_step` (journal, state, incidents, outbox, audit in one
+//! transaction) → act (router, webhooks, stream). A crash before the commit
+//! loses an input nobody acted on; a crash after it is recovered by replaying
+//! the journal and reconciling with the router's real weights.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::clock;
+use super::view::{DriverStatus, SourceHealth, rfc3339, rollout_view};
+use super::{ServiceRuntime, Shared, StreamEvent};
+use crate::engine::{Command, Effect, Input, Monitor, Phase, Rejected, Rollout, TriggerVerdict};
+use crate::policy::Weight;
+use crate::routers::{Target, apply_with_retries};
+use crate::sources::{Collected, Window};
+use crate::stats::{ArmData, IntervalSnapshot};
+use crate::store::{Committed, EngineStep, NewAudit, OpenRollout, RolloutRow};
+use crate::time::Timestamp;
+
+/// Checkpoint at least this often (in steps), so a restart replays little.
+const CHECKPOINT_EVERY: u32 = 20;
+/// Inputs one external input may cause (router acknowledgements).
+const MAX_CHAINED_INPUTS: usize = 64;
+
+pub enum DriverMsg {
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<Value, Rejected>>,
+    },
+}
+
+/// What the rest of the daemon holds of a running driver.
+#[derive(Clone)]
+pub struct DriverHandle {
+    pub tx: mpsc::Sender<DriverMsg>,
+    pub push: Arc<Mutex<Collected>>,
+    pub view: Arc<Mutex<Value>>,
+    pub service: String,
+    pub started_at: Timestamp,
+}
+
+pub struct Driver {
+    shared: Arc<Shared>,
+    service: Arc<ServiceRuntime>,
+    rollout: Rollout<Monitor>,
+    row: RolloutRow,
+    push: Arc<Mutex<Collected>>,
+    view: Arc<Mutex<Value>>,
+    status: DriverStatus,
+    interval: Duration,
+    window_start: Timestamp,
+    /// Pushed data of windows whose pull failed: kept for the next window.
+    carry: Collected,
+    router_retry_at: Option<Timestamp>,
+    router_failures: u32,
+    incident: Option<String>,
+    steps_since_checkpoint: u32,
+}
+
+impl Driver {
+    pub fn new(
+        shared: Arc<Shared>,
+        service: Arc<ServiceRuntime>,
+        rollout: Rollout<Monitor>,
+        row: RolloutRow,
+        now: Timestamp,
+    ) -> Driver {
+        let interval = rollout
+            .policy()
+            .analysis
+            .interval
+            .max(Duration::from_millis(100));
+        let status = DriverStatus {
+            source: SourceHealth {
+                sources: service.source_names(),
+                status: "unknown".into(),
+                last_error: None,
+                last_success_at: None,
+            },
+            ..DriverStatus::default()
+        };
+        Driver {
+            shared,
+            service,
+            rollout,
+            row,
+            push: Arc::new(Mutex::new(Collected::default())),
+            view: Arc::new(Mutex::new(Value::Null)),
+            status,
+            interval,
+            window_start: now,
+            carry: Collected::default(),
+            router_retry_at: None,
+            router_failures: 0,
+            incident: None,
+            steps_since_checkpoint: 0,
+        }
+    }
+
+    pub fn handle(&self, tx: mpsc::Sender<DriverMsg>) -> DriverHandle {
+        DriverHandle {
+            tx,
+            push: self.push.clone(),
+            view: self.view.clone(),
+            service: self.rollout.spec().service.clone(),
+            started_at: self.rollout.started_at(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.rollout.spec().id
+    }
+
+    pub fn view(&self) -> Value {
+        self.view.lock().map(|v| v.clone()).unwrap_or(Value::Null)
+    }
+
+    /// Rebuild a rollout from its checkpoint and the journal after it. The
+    /// replayed inputs' effects were committed before; whatever of them was
+    /// not carried out is recovered by [`Driver::reconcile`].
+    pub fn restore(
+        shared: Arc<Shared>,
+        service: Arc<ServiceRuntime>,
+        open: OpenRollout<Monitor>,
+        now: Timestamp,
+    ) -> Result<Driver, String> {
+        let inputs = open
+            .inputs_to_replay()
+            .map_err(|e| format!("cannot read the journal: {e}"))?;
+        let mut rollout = Rollout::restore(open.checkpoint.clone())?;
+        for (at, input) in inputs {
+            // Committed inputs were accepted when they were first handled.
+            let _ = rollout.handle(at, input);
+            while rollout.poll_effect().is_some() {}
+        }
+        let mut d = Driver::new(shared, service, rollout, open.row.clone(), now);
+        d.incident = d
+            .shared
+            .with_store(|s| s.incidents_for_rollout(&open.row.id))
+            .ok()
+            .and_then(|v| v.last().map(|i| i.id.clone()));
+        d.publish(now);
+        Ok(d)
+    }
+
+    /// After a restart: make the router match the committed state. A weight
+    /// asked and not confirmed is asked again; a router that drifted from
+    /// the confirmed weight is moved back, and both are audited.
+    pub async fn reconcile(&mut self) -> Result<(), String> {
+        let spec = self.rollout.spec().clone();
+        let target_weight = self
+            .rollout
+            .pending_weight()
+            .unwrap_or(self.rollout.weight());
+        let Some(router) = self.service.router.clone() else {
+            return self.settle_pending_dry(target_weight).await;
+        };
+        if spec.dry_run {
+            return self.settle_pending_dry(target_weight).await;
+        }
+        let seen = router.read_weights().await;
+        let now = clock::now();
+        let seen_text = match &seen {
+            Ok(Some(w)) => format!("{}%", w.canary.percent()),
+            Ok(None) => "nothing set".into(),
+            Err(e) => format!("unreadable ({e})"),
+        };
+        let matches = matches!(&seen, Ok(Some(w)) if w.canary == target_weight);
+        self.shared
+            .audit(NewAudit {
+                at: now,
+                actor: crate::engine::ENGINE.into(),
+                action: "router.reconcile".into(),
+                rollout_id: Some(spec.id.clone()),
+                reason: if matches {
+                    format!("after restart the router applies {seen_text}, as committed")
+                } else {
+                    format!(
+                        "after restart the router applies {seen_text}; setting the committed {}%",
+                        target_weight.percent()
+                    )
+                },
+                ticket: None,
+                details: json!({ "router": router.describe(), "seen": seen_text, "target": target_weight.percent() }),
+            })
+            .map_err(|e| e.to_string())?;
+        if matches {
+            if self.rollout.pending_weight() == Some(target_weight) {
+                self.run(Input::RouterAck {
+                    weight: target_weight,
+                    error: None,
+                })
+                .await
+                .map_err(|e| e.message)?;
+            }
+            return Ok(());
+        }
+        self.apply_weight(target_weight)
+            .await
+            .map_err(|e| e.message)
+    }
+
+    async fn settle_pending_dry(&mut self, weight: Weight) -> Result<(), String> {
+        if self.rollout.pending_weight().is_some() {
+            self.run(Input::RouterAck {
+                weight,
+                error: None,
+            })
+            .await
+            .map_err(|e| e.message)?;
+        }
+        Ok(())
+    }
+
+    /// The driver's loop: until the rollout ends or the daemon drains.
+    pub async fn run_loop(mut self, mut rx: mpsc::Receiver<DriverMsg>) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        // Bounded by the rollout's own end (maxDuration) or the daemon's.
+        loop {
+            if self.rollout.phase().is_terminal() {
+                break;
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = clock::now();
+            let mut wake = self.window_start + self.interval;
+            if let Some(d) = self.rollout.next_deadline() {
+                wake = wake.min(d);
+            }
+            if let Some(r) = self.router_retry_at {
+                wake = wake.min(r);
+            }
+            let sleep = wake.saturating_since(now);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                msg = rx.recv() => match msg {
+                    Some(DriverMsg::Command { command, reply }) => {
+                        let result = self.run(Input::Command { command }).await.map(|()| self.view());
+                        let _ = reply.send(result);
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    if let Err(e) = self.on_timer().await {
+                        tracing::error!(rollout = %self.id(), error = %e.message, "driver step failed");
+                    }
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn on_timer(&mut self) -> Result<(), Rejected> {
+        let now = clock::now();
+        if now >= self.window_start + self.interval {
+            self.close_window(now).await?;
+        }
+        if self.router_retry_at.is_some_and(|t| now >= t) {
+            self.router_retry_at = None;
+            if let Some(w) = self.rollout.pending_weight() {
+                self.apply_weight(w).await?;
+            }
+        }
+        if !self.rollout.phase().is_terminal() {
+            self.run(Input::Tick).await?;
+        }
+        Ok(())
+    }
+
+    /// Close `[window_start, end)`: pushed data plus every pull source. A
+    /// failed pull feeds the engine nothing for the window (the policy's
+    /// `noData` decides) and keeps the pushed data for the next one.
+    async fn close_window(&mut self, now: Timestamp) -> Result<(), Rejected> {
+        let start = self.window_start;
+        let end = if now.saturating_since(start) > self.interval * 2 {
+            now
+        } else {
+            start + self.interval
+        };
+        self.window_start = end;
+        let pushed = match self.push.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => Collected::default(),
+        };
+        let mut base = std::mem::take(&mut self.carry);
+        merge(&mut base, &pushed);
+        let mut data = base.clone();
+        let spec = self.rollout.spec();
+        let window = Window {
+            start,
+            end,
+            baseline_version: spec.baseline.clone(),
+            canary_version: spec.canary.clone(),
+        };
+        let mut failure = None;
+        for source in self.service.pull.clone() {
+            let pulled = tokio::time::timeout(self.interval, source.collect(&window)).await;
+            match pulled {
+                Ok(Ok(c)) => {
+                    self.count_observations(&c);
+                    merge(&mut data, &c);
+                }
+                Ok(Err(e)) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(format!(
+                        "{}: no answer within the interval ({:?})",
+                        source.describe(),
+                        self.interval
+                    ));
+                    break;
+                }
+            }
+        }
+        let service_label = super::metrics::ServiceLabels {
+            service: self.service.name.clone(),
+        };
+        if !self.service.pull.is_empty() {
+            let up = failure.is_none();
+            self.shared
+                .metrics
+                .source_up
+                .get_or_create(&service_label)
+                .set(i64::from(up));
+        }
+        if let Some(err) = failure {
+            tracing::warn!(rollout = %self.id(), error = %err, "metric source failed; no data for this window");
+            self.shared
+                .metrics
+                .source_errors
+                .get_or_create(&service_label)
+                .inc();
+            self.status.source.status = "failing".into();
+            self.status.source.last_error = Some(err);
+            self.carry = base;
+            return Ok(());
+        }
+        self.status.source.status = "ok".into();
+        self.status.source.last_success_at = Some(rfc3339(now));
+        let mut snapshot = IntervalSnapshot::new(start, end);
+        snapshot.baseline = data.baseline;
+        snapshot.canary = data.canary;
+        self.run(Input::Data { snapshot }).await
+    }
+
+    fn count_observations(&self, c: &Collected) {
+        for (arm, data) in [("baseline", &c.baseline), ("canary", &c.canary)] {
+            let n = data.counter("requests");
+            if n > 0 {
+                self.shared
+                    .metrics
+                    .observations
+                    .get_or_create(&super::metrics::ArmLabels {
+                        service: self.service.name.clone(),
+                        arm: arm.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Handle one input and everything it chains (router acknowledgements),
+    /// each committed before it is acted on.
+    pub async fn run(&mut self, input: Input<IntervalSnapshot>) -> Result<(), Rejected> {
+        let mut queue = VecDeque::from([input]);
+        let mut first = true;
+        let mut handled = 0;
+        while let Some(input) = queue.pop_front() {
+            handled += 1;
+            if handled > MAX_CHAINED_INPUTS {
+                tracing::error!(rollout = %self.id(), "too many chained inputs; stopping this round");
+                break;
+            }
+            let now = clock::now();
+            match self.rollout.handle(now, input.clone()) {
+                Ok(()) => {}
+                Err(e) if first => return Err(e),
+                Err(e) => {
+                    tracing::error!(rollout = %self.id(), error = %e.message, "engine refused a chained input");
+                    continue;
+                }
+            }
+            first = false;
+            let mut effects = Vec::new();
+            while let Some(e) = self.rollout.poll_effect() {
+                effects.push(e);
+            }
+            let checkpoint = effects.iter().any(|e| matches!(e, Effect::Checkpoint))
+                || self.rollout.phase().is_terminal()
+                || self.steps_since_checkpoint >= CHECKPOINT_EVERY;
+            let committed = {
+                let step = EngineStep {
+                    at: now,
+                    input: &input,
+                    effects: &effects,
+                    rollout: &self.rollout,
+                    checkpoint,
+                    audit: &[],
+                };
+                self.shared.with_store(|s| s.commit_step(&step))
+            };
+            let committed = match committed {
+                Ok(c) => c,
+                Err(e) => {
+                    // Nothing may be acted on that is not durable: stop the
+                    // daemon; a restart resumes from the last commit.
+                    self.shared.fatal(format!(
+                        "cannot commit a step of rollout {}: {e}",
+                        self.id()
+                    ));
+                    return Err(Rejected::conflict(
+                        "the daemon could not persist this change and is stopping",
+                    ));
+                }
+            };
+            self.steps_since_checkpoint = if checkpoint {
+                0
+            } else {
+                self.steps_since_checkpoint + 1
+            };
+            self.row.updated_at = now;
+            self.row.phase = self.rollout.phase();
+            if let Some(ack) = self.act(now, &effects, &committed).await {
+                queue.push_back(ack);
+            }
+            self.publish(now);
+        }
+        Ok(())
+    }
+
+    /// Carry out committed effects. Returns the router acknowledgement to
+    /// feed back, if an effect moved traffic.
+    async fn act(
+        &mut self,
+        now: Timestamp,
+        effects: &[Effect<crate::engine::TriggerEvidence>],
+        committed: &Committed,
+    ) -> Option<Input<IntervalSnapshot>> {
+        let mut ack = None;
+        let mut incidents = committed.incidents.iter();
+        for effect in effects {
+            let decision = match effect {
+                Effect::SetWeight { weight, .. } => {
+                    ack = Some(self.router_ack(*weight).await);
+                    "set-weight"
+                }
+                Effect::Rollback { .. } => {
+                    ack = Some(self.router_ack(Weight::ZERO).await);
+                    "rollback"
+                }
+                Effect::Promote { .. } => "promote",
+                Effect::AwaitApproval { .. } => "await-approval",
+                Effect::OpenIncident { .. } => {
+                    if let Some(id) = incidents.next() {
+                        self.incident = Some(id.clone());
+                    }
+                    "incident"
+                }
+                Effect::OpenReview { .. } => "review",
+                Effect::Notify(event) => {
+                    let _ = self.shared.events.send(StreamEvent {
+                        rollout_id: self.id().to_string(),
+                        kind: "transition",
+                        data: serde_json::to_value(event).unwrap_or(Value::Null),
+                    });
+                    tracing::info!(rollout = %self.id(), phase = event.phase.as_str(), weight = event.weight.percent(), actor = %event.actor, "{}", event.message);
+                    continue;
+                }
+                Effect::Checkpoint => continue,
+            };
+            self.shared
+                .metrics
+                .decisions
+                .get_or_create(&super::metrics::DecisionLabels {
+                    service: self.service.name.clone(),
+                    decision: decision.into(),
+                })
+                .inc();
+        }
+        if !committed.notifications.is_empty() {
+            self.shared
+                .deliver_notifications(committed.notifications.clone());
+        }
+        let _ = now;
+        ack
+    }
+
+    /// Move the router (unless dry run) and return the acknowledgement.
+    async fn router_ack(&mut self, weight: Weight) -> Input<IntervalSnapshot> {
+        let spec = self.rollout.spec();
+        let router = match (&self.service.router, spec.dry_run) {
+            (Some(r), false) => r.clone(),
+            _ => {
+                return Input::RouterAck {
+                    weight,
+                    error: None,
+                };
+            }
+        };
+        let target = Target {
+            service: spec.service.clone(),
+            baseline: spec.baseline.clone(),
+            canary: spec.canary.clone(),
+        };
+        let policy = self.shared.retry;
+        let result = apply_with_retries(
+            router.as_ref(),
+            &target,
+            weight,
+            policy,
+            clock::jitter,
+            tokio::time::sleep,
+        )
+        .await;
+        let label = super::metrics::ServiceLabels {
+            service: self.service.name.clone(),
+        };
+        match result {
+            Ok(attempts) => {
+                let failed = attempts.iter().filter(|a| a.error.is_some()).count();
+                if failed > 0 {
+                    self.shared
+                        .metrics
+                        .router_errors
+                        .get_or_create(&label)
+                        .inc_by(failed as u64);
+                }
+                self.router_failures = 0;
+                self.router_retry_at = None;
+                self.status.router_error = None;
+                Input::RouterAck {
+                    weight,
+                    error: None,
+                }
+            }
+            Err((e, attempts)) => {
+                self.shared
+                    .metrics
+                    .router_errors
+                    .get_or_create(&label)
+                    .inc_by(attempts.len() as u64);
+                self.router_failures += 1;
+                let backoff = policy.delay(self.router_failures + 1, clock::jitter());
+                self.router_retry_at = Some(clock::now() + backoff.max(Duration::from_secs(1)));
+                let message = format!("{e} (after {} attempts)", attempts.len());
+                tracing::error!(rollout = %self.id(), weight = weight.percent(), error = %message, "router failed");
+                self.status.router_error = Some(message.clone());
+                Input::RouterAck {
+                    weight,
+                    error: Some(message),
+                }
+            }
+        }
+    }
+
+    /// Ask the router for `weight` and feed the acknowledgement.
+    async fn apply_weight(&mut self, weight: Weight) -> Result<(), Rejected> {
+        let ack = self.router_ack(weight).await;
+        self.run(ack).await
+    }
+
+    /// Refresh the view the API serves and the per-rollout metrics.
+    fn publish(&mut self, now: Timestamp) {
+        self.status.pending_weight = self.rollout.pending_weight().map(|w| w.percent());
+        let view = rollout_view(
+            &self.row,
+            &self.rollout,
+            self.incident.as_deref(),
+            Some(&self.status),
+            now,
+        );
+        if let Ok(mut v) = self.view.lock() {
+            *v = view;
+        }
+        let spec = self.rollout.spec();
+        let m = &self.shared.metrics;
+        for phase in ALL_PHASES {
+            m.phase
+                .get_or_create(&super::metrics::PhaseLabels {
+                    rollout: spec.id.clone(),
+                    service: spec.service.clone(),
+                    phase: phase.as_str().into(),
+                })
+                .set(i64::from(self.rollout.phase() == phase));
+        }
+        m.weight
+            .get_or_create(&super::metrics::RolloutLabels {
+                rollout: spec.id.clone(),
+                service: spec.service.clone(),
+            })
+            .set(i64::from(self.rollout.weight().percent()));
+        for (t, r) in self
+            .rollout
+            .policy()
+            .triggers
+            .iter()
+            .zip(&self.rollout.latest().triggers)
+        {
+            let l = super::metrics::TriggerLabels {
+                rollout: spec.id.clone(),
+                trigger: t.name.clone(),
+            };
+            if let Some(x) = r.estimate.filter(|x| x.is_finite()) {
+                m.trigger_estimate.get_or_create(&l).set(x);
+            }
+            if let Some(x) = r.boundary.filter(|x| x.is_finite()) {
+                m.trigger_boundary.get_or_create(&l).set(x);
+            }
+            m.trigger_fired
+                .get_or_create(&l)
+                .set(i64::from(r.verdict == TriggerVerdict::Fired));
+        }
+    }
+
+    /// The rollout ended: hooks, stream end, and leave the active set.
+    async fn finish(self) {
+        let spec = self.rollout.spec().clone();
+        let outcome = self.rollout.phase();
+        let triggers: Vec<String> = self
+            .rollout
+            .policy()
+            .triggers
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        self.shared.metrics.forget_triggers(&spec.id, &triggers);
+        let _ = self.shared.events.send(StreamEvent {
+            rollout_id: spec.id.clone(),
+            kind: "end",
+            data: self.view(),
+        });
+        self.shared.finished(&spec.id);
+        let hook = match outcome {
+            Phase::Promoted => Some("onPromoted"),
+            // Inconclusive also sends traffic back to baseline; an
+            // experiment's end is not a failure and has no hook.
+            Phase::RolledBack | Phase::Inconclusive => Some("onRolledBack"),
+            Phase::Aborted => Some("onAborted"),
+            _ => None,
+        };
+        if let Some(event) = hook {
+            self.shared
+                .run_hook(&self.service, event, &spec, outcome, self.rollout.reason());
+        }
+    }
+}
+
+const ALL_PHASES: [Phase; 10] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::AwaitingApproval,
+    Phase::RollingBack,
+    Phase::Promoted,
+    Phase::RolledBack,
+    Phase::Aborted,
+    Phase::Inconclusive,
+    Phase::Concluded,
+];
+
+pub fn merge(into: &mut Collected, from: &Collected) {
+    merge_arm(&mut into.baseline, &from.baseline);
+    merge_arm(&mut into.canary, &from.canary);
+}
+
+fn merge_arm(into: &mut ArmData, from: &ArmData) {
+    if let Err(e) = into.merge(from) {
+        tracing::error!(error = %e, "cannot merge signals (latency layouts differ); dropping the newer ones");
+    }
+}

@@ -1,0 +1,264 @@
+//! Push ingestion (PRODUCT.md section 5): a batch of raw events and
+//! pre-aggregated counts per arm, validated as a whole before anything is
+//! applied, so a bad batch changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::sources::Collected;
+use crate::stats::ArmData;
+use crate::time::Timestamp;
+
+/// At most this many events plus counts in one batch (413 beyond).
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// Clock skew tolerated for an event's `at` ahead of the daemon's clock.
+pub const FUTURE_GRACE_MS: u64 = 1_000;
+/// The largest latency accepted, in ms (one day).
+pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    #[serde(default)]
+    pub events: Vec<Event>,
+    #[serde(default)]
+    pub counts: Vec<Counts>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    Baseline,
+    Canary,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub arm: Arm,
+    pub latency_ms: Option<f64>,
+    #[serde(default)]
+    pub error: bool,
+    #[serde(default)]
+    pub impression: bool,
+    #[serde(default)]
+    pub click: bool,
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    pub group: Option<String>,
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    pub arm: Arm,
+    pub counters: BTreeMap<String, u64>,
+    pub group: Option<String>,
+}
+
+/// A contract violation in a well-formed batch: the field and what was
+/// expected (HTTP 422).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+/// What a batch adds, once validated.
+#[derive(Debug, Default)]
+pub struct Validated {
+    pub data: Collected,
+    pub events: u64,
+}
+
+/// Validate a whole batch against `now` and the rollout's start; nothing is
+/// returned unless every item is valid.
+pub fn validate(
+    batch: &Batch,
+    now: Timestamp,
+    started_at: Timestamp,
+) -> Result<Validated, Invalid> {
+    let mut out = Validated::default();
+    let bad = |field: String, message: String| Invalid { field, message };
+    for (i, e) in batch.events.iter().enumerate() {
+        let field = |f: &str| format!("events[{i}].{f}");
+        if let Some(at) = &e.at {
+            let t: jiff::Timestamp = at
+                .parse()
+                .map_err(|err| bad(field("at"), format!("expected an RFC 3339 instant: {err}")))?;
+            let ms = t.as_millisecond();
+            if ms > i64::try_from(now.as_millis() + FUTURE_GRACE_MS).unwrap_or(i64::MAX) {
+                return Err(bad(field("at"), format!("{at} is in the future")));
+            }
+            if ms < i64::try_from(started_at.as_millis()).unwrap_or(i64::MAX) {
+                return Err(bad(
+                    field("at"),
+                    format!("{at} is before the rollout started"),
+                ));
+            }
+        }
+        if let Some(l) = e.latency_ms
+            && !(l.is_finite() && (0.0..=MAX_LATENCY_MS).contains(&l))
+        {
+            return Err(bad(
+                field("latency_ms"),
+                format!("expected a latency in ms between 0 and {MAX_LATENCY_MS}, found {l}"),
+            ));
+        }
+        check_group(e.group.as_deref(), &field("group"))?;
+        check_counters(&e.counters, &field("counters"))?;
+        let arm = arm_mut(&mut out.data, e.arm);
+        let mut add = |signal: &str, n: u64| {
+            arm.add(signal, n);
+            if let Some(g) = &e.group {
+                arm.add_group(signal, g, n);
+            }
+        };
+        add("requests", 1);
+        if e.error {
+            add("errors", 1);
+        }
+        if e.impression {
+            add("impressions", 1);
+        }
+        if e.click {
+            add("clicks", 1);
+        }
+        for (name, n) in &e.counters {
+            add(name, *n);
+        }
+        if let Some(l) = e.latency_ms {
+            arm.latency_mut("latency_ms").record_ms(l);
+        }
+        out.events += 1;
+    }
+    for (i, c) in batch.counts.iter().enumerate() {
+        let field = |f: &str| format!("counts[{i}].{f}");
+        check_group(c.group.as_deref(), &field("group"))?;
+        check_counters(&c.counters, &field("counters"))?;
+        let arm = arm_mut(&mut out.data, c.arm);
+        for (name, n) in &c.counters {
+            arm.add(name, *n);
+            if let Some(g) = &c.group {
+                arm.add_group(name, g, *n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn arm_mut(data: &mut Collected, arm: Arm) -> &mut ArmData {
+    match arm {
+        Arm::Baseline => &mut data.baseline,
+        Arm::Canary => &mut data.canary,
+    }
+}
+
+fn check_group(group: Option<&str>, field: &str) -> Result<(), Invalid> {
+    match group {
+        Some(g) if !crate::policy::decode::is_identifier(g) => Err(Invalid {
+            field: field.to_string(),
+            message: format!(
+                "expected a group name of 1 to 128 letters, digits, `_`, `-`, `.` or `:`, found {g:?}"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_counters(counters: &BTreeMap<String, u64>, field: &str) -> Result<(), Invalid> {
+    for (name, n) in counters {
+        if !crate::policy::decode::is_identifier(name) {
+            return Err(Invalid {
+                field: field.to_string(),
+                message: format!(
+                    "signal name {name:?}: expected letters, digits, `_`, `-`, `.` or `:`"
+                ),
+            });
+        }
+        if name == "latency_ms" {
+            return Err(Invalid {
+                field: format!("{field}.{name}"),
+                message: "latency_ms is a latency, not a counter; send it as an event's latency_ms"
+                    .into(),
+            });
+        }
+        if *n > u64::from(u32::MAX) {
+            return Err(Invalid {
+                field: format!("{field}.{name}"),
+                message: format!(
+                    "expected a count of at most {} per item, found {n}",
+                    u32::MAX
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Batch {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn the_product_example_adds_what_it_says() {
+        let b = parse(
+            r#"{"events": [
+                {"arm": "canary", "latency_ms": 12.5, "error": false,
+                 "impression": true, "click": false,
+                 "counters": {"approvals": 1}, "group": "a"}],
+               "counts": [
+                {"arm": "baseline", "counters": {"requests": 1000, "errors": 3}}]}"#,
+        );
+        let v = validate(&b, Timestamp::from_millis(10_000), Timestamp::EPOCH).unwrap();
+        let c = &v.data.canary;
+        assert_eq!(c.counter("requests"), 1);
+        assert_eq!(c.counter("impressions"), 1);
+        assert_eq!(c.counter("clicks"), 0);
+        assert_eq!(c.group_counter("approvals", "a"), 1);
+        assert_eq!(c.group_counter("requests", "a"), 1);
+        assert_eq!(v.data.baseline.counter("requests"), 1000);
+        assert_eq!(v.data.baseline.counter("errors"), 3);
+    }
+
+    #[test]
+    fn a_bad_item_names_its_field() {
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        let cases = [
+            (
+                r#"{"events":[{"arm":"canary","latency_ms":-1}]}"#,
+                "events[0].latency_ms",
+            ),
+            (
+                r#"{"events":[{"arm":"canary"},{"arm":"canary","at":"2099-01-01T00:00:00Z"}]}"#,
+                "events[1].at",
+            ),
+            (
+                r#"{"events":[{"arm":"canary","at":"yesterday"}]}"#,
+                "events[0].at",
+            ),
+            (
+                r#"{"events":[{"arm":"canary","group":"a b"}]}"#,
+                "events[0].group",
+            ),
+            (
+                r#"{"counts":[{"arm":"canary","counters":{"latency_ms":3}}]}"#,
+                "counts[0].counters.latency_ms",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = validate(&parse(body), now, Timestamp::EPOCH).unwrap_err();
+            assert_eq!(e.field, field, "{body}: {}", e.message);
+        }
+        assert!(serde_json::from_str::<Batch>(r#"{"events":[{"arm":"both"}]}"#).is_err());
+        assert!(
+            serde_json::from_str::<Batch>(r#"{"events":[{"arm":"canary","colour":1}]}"#).is_err()
+        );
+    }
+}
