@@ -1,0 +1,778 @@
+//! Every API route against the real daemon binary: success, and every kind
+//! of bad request (malformed JSON, wrong types, unknown and missing fields,
+//! contract refusals, oversized bodies and batches, missing or wrong
+//! tokens, a role that may not act) with its status code and a JSON error
+//! naming the field; and a bad request changes nothing (audit log length
+//! and rollout state are compared before and after).
+
+mod daemon_support;
+
+use std::time::Duration;
+
+use daemon_support::{Api, Daemon, eventually};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "tok-admin";
+const OPERATOR: &str = "tok-operator";
+const VIEWER: &str = "tok-viewer";
+const RISK: &str = "tok-risk";
+const COMPLIANCE: &str = "tok-compliance";
+const BOTH: &str = "tok-both";
+
+fn daemon() -> Daemon {
+    Daemon::start_with_tokens(&[
+        ("root", ADMIN, &["admin"]),
+        ("olga", OPERATOR, &["operator"]),
+        ("vic", VIEWER, &["viewer"]),
+        ("rita", RISK, &["approver:risk"]),
+        ("carl", COMPLIANCE, &["approver:compliance"]),
+        ("bo", BOTH, &["approver:risk", "approver:compliance"]),
+    ])
+}
+
+fn as_(api: &Api, token: &str) -> Api {
+    api.with_token(Some(token))
+}
+
+#[track_caller]
+fn expect_error(a: &daemon_support::Answer, status: u16, field: Option<&str>, contains: &str) {
+    assert_eq!(a.status, status, "{:?}", a.body);
+    let e = &a.body["error"];
+    assert_eq!(e["status"], status, "{:?}", a.body);
+    let msg = e["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(contains), "message {msg:?} lacks {contains:?}");
+    match field {
+        Some(f) => assert_eq!(e["field"], f, "{:?}", a.body),
+        None => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_endpoints_need_no_token_and_v1_needs_one() {
+    let d = daemon();
+    let api = d.client();
+    let anon = api.with_token(None);
+    assert_eq!(anon.get("/healthz").await.status, 200);
+    assert_eq!(anon.get("/readyz").await.status, 200);
+    let m = reqwest::get(format!("{}/metrics", d.base)).await.unwrap();
+    assert_eq!(m.status(), 200);
+    let text = m.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for path in [
+        "/v1/rollouts",
+        "/v1/incidents",
+        "/v1/audit",
+        "/v1/audit/verify",
+        "/v1/policies",
+    ] {
+        expect_error(&anon.get(path).await, 401, None, "bearer token");
+        expect_error(
+            &as_(&api, "wrong").get(path).await,
+            401,
+            None,
+            "bearer token",
+        );
+        assert_eq!(as_(&api, VIEWER).get(path).await.status, 200, "{path}");
+    }
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/rollouts", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    expect_error(&api.get("/v1/nothing").await, 404, None, "no such endpoint");
+    let policies = api.get("/v1/policies").await.body;
+    let names: Vec<&str> = policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fast", "slow"]);
+    assert_eq!(policies[0]["version"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_starts_are_refused_and_change_nothing() {
+    let d = daemon();
+    let api = d.client();
+    let before = api.audit_len().await;
+    let ok = json!({"service": "web", "canary": "v2", "baseline": "v1", "policy": "slow", "reason": "r"});
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    let raw = |s: &str| s.as_bytes().to_vec();
+    let cases: Vec<(Option<Vec<u8>>, u16, Option<&str>, &str)> = vec![
+        (Some(raw("{not json")), 400, None, "key must be a string"),
+        (None, 400, None, "expected a JSON object"),
+        (Some(raw("[1,2]")), 400, None, "invalid type"),
+        (
+            Some(with("dry_run", json!("yes")).to_string().into_bytes()),
+            400,
+            Some("dry_run"),
+            "invalid type",
+        ),
+        (
+            Some(with("canary", json!(7)).to_string().into_bytes()),
+            400,
+            Some("canary"),
+            "invalid type",
+        ),
+        (
+            Some(with("colour", json!(1)).to_string().into_bytes()),
+            400,
+            None,
+            "unknown field `colour`",
+        ),
+        (
+            Some(json!({"service": "web"}).to_string().into_bytes()),
+            400,
+            None,
+            "missing field",
+        ),
+        (
+            Some(with("service", json!("nope")).to_string().into_bytes()),
+            422,
+            Some("service"),
+            "unknown service `nope`",
+        ),
+        (
+            Some(with("policy", json!("nope")).to_string().into_bytes()),
+            422,
+            Some("policy"),
+            "no loaded policy",
+        ),
+        (
+            Some(with("canary", json!("")).to_string().into_bytes()),
+            422,
+            Some("canary"),
+            "must not be empty",
+        ),
+        (
+            Some(with("canary", json!("v1")).to_string().into_bytes()),
+            422,
+            Some("canary"),
+            "must differ",
+        ),
+        (
+            Some(with("change_type", json!("yolo")).to_string().into_bytes()),
+            422,
+            Some("change_type"),
+            "expected `standard`",
+        ),
+        (
+            Some(
+                with("change_type", json!("emergency"))
+                    .to_string()
+                    .into_bytes(),
+            ),
+            422,
+            Some("ticket"),
+            "needs a ticket",
+        ),
+        (
+            Some(
+                with("change_type", json!("experiment"))
+                    .to_string()
+                    .into_bytes(),
+            ),
+            422,
+            Some("change_type"),
+            "no spec.experiment",
+        ),
+        (
+            Some(with("service", json!("pushonly")).to_string().into_bytes()),
+            422,
+            Some("dry_run"),
+            "no router",
+        ),
+        (
+            Some(
+                with("reason", json!("x".repeat(70_000)))
+                    .to_string()
+                    .into_bytes(),
+            ),
+            413,
+            None,
+            "larger than",
+        ),
+    ];
+    for (body, status, field, msg) in cases {
+        let a = api.raw("POST", "/v1/rollouts", body).await;
+        expect_error(&a, status, field, msg);
+    }
+    expect_error(
+        &as_(&api, VIEWER).post("/v1/rollouts", ok.clone()).await,
+        403,
+        None,
+        "operator",
+    );
+    expect_error(
+        &as_(&api, RISK).post("/v1/rollouts", ok.clone()).await,
+        403,
+        None,
+        "operator",
+    );
+    assert_eq!(api.get("/v1/rollouts").await.body, json!([]));
+    assert_eq!(
+        api.audit_len().await,
+        before,
+        "a refused request wrote to the audit log"
+    );
+
+    // A dry run on a service without a router is fine.
+    let dry = api
+        .post(
+            "/v1/rollouts",
+            with("service", json!("pushonly"))
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.insert("dry_run".into(), json!(true));
+                    Value::Object(o)
+                })
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(dry.status, 201, "{:?}", dry.body);
+    assert_eq!(dry.body["dry_run"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_is_idempotent_and_one_rollout_per_service() {
+    let d = daemon();
+    let api = as_(&d.client(), OPERATOR);
+    let a = api.start("web", "slow").await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_string();
+    for key in [
+        "id",
+        "service",
+        "policy",
+        "baseline",
+        "canary",
+        "change_type",
+        "dry_run",
+        "state",
+        "outcome",
+        "reason",
+        "step",
+        "weight",
+        "started_at",
+        "triggers",
+        "gates",
+        "approvals",
+        "incident",
+    ] {
+        assert!(a.body.get(key).is_some(), "missing {key}: {}", a.body);
+    }
+    assert_eq!(a.body["state"], "progressing");
+    assert_eq!(a.body["weight"], 5);
+    assert_eq!(a.body["triggers"][0]["name"], "error-rate");
+    for key in ["verdict", "estimate", "boundary", "samples"] {
+        assert!(
+            a.body["triggers"][0].get(key).is_some(),
+            "trigger lacks {key}"
+        );
+    }
+    let again = api.start("web", "slow").await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.body["id"], id.as_str());
+    let other = api
+        .post(
+            "/v1/rollouts",
+            json!({"service": "web", "canary": "v3", "baseline": "v1", "policy": "slow", "reason": "test"}),
+        )
+        .await;
+    expect_error(&other, 409, None, &id);
+    // Another service is independent.
+    assert_eq!(api.start("api", "slow").await.status, 201);
+    let list = api.get("/v1/rollouts").await.body;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["id"], a.body["id"]);
+    expect_error(
+        &api.get("/v1/rollouts/r-nope").await,
+        404,
+        None,
+        "not found",
+    );
+    // The file router holds the weight.
+    let w = daemon_support::read_json(&d.path("web.json"));
+    assert_eq!(
+        w,
+        json!({"service": "web", "baseline": "v1", "canary": "v2", "canary_weight": 5})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_roles_and_distinct_approvals() {
+    let d = daemon();
+    let admin = d.client();
+    let op = as_(&admin, OPERATOR);
+    let id = op.start("web", "slow").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |a: &str| format!("/v1/rollouts/{id}/{a}");
+    let before = admin.audit_len().await;
+
+    expect_error(
+        &op.raw("POST", &path("pause"), None).await,
+        400,
+        None,
+        "expected a JSON object",
+    );
+    expect_error(
+        &op.post(&path("pause"), json!({})).await,
+        400,
+        None,
+        "missing field `reason`",
+    );
+    expect_error(
+        &op.post(&path("pause"), json!({"reason": 5})).await,
+        400,
+        Some("reason"),
+        "invalid type",
+    );
+    expect_error(
+        &op.post(&path("pause"), json!({"reason": "x", "force": true}))
+            .await,
+        400,
+        None,
+        "unknown field",
+    );
+    expect_error(
+        &op.post(&path("pause"), json!({"reason": " "})).await,
+        422,
+        Some("reason"),
+        "needs a reason",
+    );
+    expect_error(
+        &op.post(&path("explode"), json!({"reason": "x"})).await,
+        404,
+        None,
+        "no action",
+    );
+    expect_error(
+        &as_(&admin, VIEWER)
+            .post(&path("pause"), json!({"reason": "x"}))
+            .await,
+        403,
+        None,
+        "operator",
+    );
+    expect_error(
+        &as_(&admin, RISK)
+            .post(&path("abort"), json!({"reason": "x"}))
+            .await,
+        403,
+        None,
+        "operator",
+    );
+    expect_error(
+        &op.post(&path("approve"), json!({"role": "risk", "reason": "x"}))
+            .await,
+        403,
+        Some("role"),
+        "approver:risk",
+    );
+    expect_error(
+        &op.post(
+            &path("promote"),
+            json!({"reason": "x", "override_gates": true, "ticket": "T-1"}),
+        )
+        .await,
+        403,
+        Some("override_gates"),
+        "admin",
+    );
+    expect_error(
+        &admin
+            .post(
+                &path("promote"),
+                json!({"reason": "x", "override_gates": true}),
+            )
+            .await,
+        422,
+        Some("ticket"),
+        "ticket",
+    );
+    expect_error(
+        &op.post("/v1/rollouts/r-nope/pause", json!({"reason": "x"}))
+            .await,
+        404,
+        None,
+        "not found",
+    );
+    expect_error(
+        &as_(&admin, RISK)
+            .post(&path("approve"), json!({"role": "risk", "reason": "x"}))
+            .await,
+        409,
+        None,
+        "",
+    );
+    assert_eq!(
+        admin.audit_len().await,
+        before,
+        "refused commands were audited as done"
+    );
+    assert_eq!(admin.rollout(&id).await["state"], "progressing");
+
+    let paused = op
+        .post(
+            &path("pause"),
+            json!({"reason": "looking", "ticket": "INC-1"}),
+        )
+        .await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    assert_eq!(paused.body["state"], "paused");
+    expect_error(
+        &op.post(&path("pause"), json!({"reason": "again"})).await,
+        409,
+        None,
+        "already paused",
+    );
+    assert_eq!(
+        op.post(&path("resume"), json!({"reason": "fine"}))
+            .await
+            .body["state"],
+        "progressing"
+    );
+    // promote skips the 1h bake: the approval step is next.
+    let p = op
+        .post(&path("promote"), json!({"reason": "skip bake"}))
+        .await;
+    assert_eq!(p.body["state"], "awaiting-approval", "{:?}", p.body);
+    assert_eq!(p.body["approvals"]["roles"], json!(["risk", "compliance"]));
+    // One actor may not approve for two roles; the starter may not approve.
+    assert_eq!(
+        as_(&admin, BOTH)
+            .post(&path("approve"), json!({"role": "risk", "reason": "ok"}))
+            .await
+            .status,
+        200
+    );
+    expect_error(
+        &as_(&admin, BOTH)
+            .post(
+                &path("approve"),
+                json!({"role": "compliance", "reason": "ok"}),
+            )
+            .await,
+        422,
+        None,
+        "",
+    );
+    let done = as_(&admin, COMPLIANCE)
+        .post(
+            &path("approve"),
+            json!({"role": "compliance", "reason": "ok"}),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    // At 100% the last step still needs minSamples canary requests.
+    eventually("promotion", Duration::from_secs(20), || async {
+        op.push(&id, 5, 0.0, 0.0).await;
+        admin.rollout(&id).await["state"] == "promoted"
+    })
+    .await;
+    expect_error(
+        &op.post(&path("abort"), json!({"reason": "late"})).await,
+        409,
+        None,
+        "already promoted",
+    );
+    let audit = admin.get("/v1/audit").await.body;
+    let actions: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for want in [
+        ("olga", "rollout.start"),
+        ("olga", "rollout.pause"),
+        ("olga", "rollout.resume"),
+        ("olga", "rollout.promote"),
+        ("bo", "rollout.approve"),
+        ("carl", "rollout.approve"),
+    ] {
+        assert!(
+            actions.contains(&(want.0.to_string(), want.1.to_string())),
+            "audit lacks {want:?}: {actions:?}"
+        );
+    }
+    let pause = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollout.pause")
+        .unwrap();
+    assert_eq!(pause["ticket"], "INC-1");
+    assert_eq!(pause["reason"], "looking");
+    let v = admin.get("/v1/audit/verify").await.body;
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observations_incidents_reviews_and_the_event_stream() {
+    let d = daemon();
+    let admin = d.client();
+    let op = as_(&admin, OPERATOR);
+    let id = op.start("web", "fast").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let obs = format!("/v1/rollouts/{id}/observations");
+
+    // The stream, opened before anything happens.
+    let stream = reqwest::Client::new()
+        .get(format!("{}/v1/rollouts/{id}/events", d.base))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let collector = tokio::spawn(async move {
+        let mut body = String::new();
+        let mut bytes = stream.bytes_stream();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, bytes.next()).await {
+            body.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        body
+    });
+
+    let before = admin.audit_len().await;
+    expect_error(
+        &op.raw("POST", &obs, Some(b"{\"events\": [".to_vec())).await,
+        400,
+        None,
+        "",
+    );
+    expect_error(
+        &op.post(&obs, json!({"events": [{"arm": "both"}]})).await,
+        400,
+        Some("events[0].arm"),
+        "unknown variant",
+    );
+    expect_error(
+        &op.post(&obs, json!({"events": [{"arm": "canary", "error": "no"}]}))
+            .await,
+        400,
+        Some("events[0].error"),
+        "invalid type",
+    );
+    expect_error(
+        &op.post(
+            &obs,
+            json!({"events": [{"arm": "canary", "latency_ms": -3}]}),
+        )
+        .await,
+        422,
+        Some("events[0].latency_ms"),
+        "between 0",
+    );
+    expect_error(
+        &op.post(
+            &obs,
+            json!({"events": [{"arm": "canary", "at": "2999-01-01T00:00:00Z"}]}),
+        )
+        .await,
+        422,
+        Some("events[0].at"),
+        "future",
+    );
+    expect_error(
+        &op.post(&obs, json!({"counts": [{"arm": "canary"}]})).await,
+        400,
+        None,
+        "missing field `counters`",
+    );
+    let many: Vec<Value> = (0..10_001).map(|_| json!({"arm": "canary"})).collect();
+    expect_error(
+        &op.post(&obs, json!({ "events": many })).await,
+        413,
+        None,
+        "at most 10000",
+    );
+    // Just over the limit (a much larger body makes the client see the
+    // connection close before it has finished sending).
+    let huge = vec![b' '; 8 * 1024 * 1024 + 100];
+    expect_error(
+        &op.raw("POST", &obs, Some(huge)).await,
+        413,
+        None,
+        "larger than",
+    );
+    expect_error(
+        &as_(&admin, VIEWER).post(&obs, json!({"events": []})).await,
+        403,
+        None,
+        "operator",
+    );
+    expect_error(
+        &op.post("/v1/rollouts/r-nope/observations", json!({"events": []}))
+            .await,
+        404,
+        None,
+        "not found",
+    );
+    assert_eq!(admin.audit_len().await, before);
+    assert_eq!(admin.rollout(&id).await["canary_requests_in_step"], 0);
+
+    let ok = op
+        .post(&obs, json!({"events": [{"arm": "canary", "latency_ms": 12.5, "impression": true, "counters": {"approvals": 1}, "group": "a", "at": daemon_support_now()}],
+                           "counts": [{"arm": "baseline", "counters": {"requests": 1000, "errors": 3}}]}))
+        .await;
+    assert_eq!(ok.status, 202, "{:?}", ok.body);
+    assert_eq!(ok.body["accepted_events"], 1);
+
+    // A canary failing 10% of requests against a 2% threshold rolls back.
+    eventually("a rollback", Duration::from_secs(40), || async {
+        let a = op.push(&id, 100, 0.01, 0.10).await;
+        a.status == 409 || admin.rollout(&id).await["state"] == "rolled-back"
+    })
+    .await;
+    let r = admin.rollout(&id).await;
+    assert_eq!(r["state"], "rolled-back", "{r}");
+    assert_eq!(r["outcome"], "rolled-back");
+    assert_eq!(r["weight"], 0);
+    let inc_id = r["incident"].as_str().expect("an incident").to_string();
+    assert_eq!(
+        daemon_support::read_json(&d.path("web.json"))["canary_weight"],
+        0
+    );
+    expect_error(
+        &op.push(&id, 1, 0.0, 0.0).await,
+        409,
+        None,
+        "no more observations",
+    );
+
+    let list = admin.get("/v1/incidents").await.body;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let inc = admin.get(&format!("/v1/incidents/{inc_id}")).await.body;
+    assert_eq!(list[0], inc);
+    for key in [
+        "id",
+        "rollout_id",
+        "service",
+        "trigger",
+        "severity",
+        "opened_at",
+        "evidence",
+        "timeline",
+        "router_result",
+        "status",
+        "review",
+    ] {
+        assert!(inc.get(key).is_some(), "incident lacks {key}: {inc}");
+    }
+    assert_eq!(inc["trigger"], "error-rate");
+    assert_eq!(inc["severity"], "sev2");
+    assert_eq!(inc["status"], "open");
+    assert!(
+        inc["evidence"]["log_e_value"].as_f64().unwrap()
+            >= inc["evidence"]["log_boundary"].as_f64().unwrap()
+    );
+    assert_eq!(inc["router_result"]["weight"], 0);
+    expect_error(
+        &admin.get("/v1/incidents/inc-nope").await,
+        404,
+        None,
+        "not found",
+    );
+
+    let review = format!("/v1/incidents/{inc_id}/review");
+    expect_error(
+        &op.post(&review, json!({})).await,
+        400,
+        None,
+        "missing field `note`",
+    );
+    expect_error(
+        &op.post(&review, json!({"note": ""})).await,
+        422,
+        Some("note"),
+        "must not be empty",
+    );
+    expect_error(
+        &as_(&admin, VIEWER)
+            .post(&review, json!({"note": "x"}))
+            .await,
+        403,
+        None,
+        "operator",
+    );
+    expect_error(
+        &op.post("/v1/incidents/inc-nope/review", json!({"note": "x"}))
+            .await,
+        404,
+        None,
+        "not found",
+    );
+    let reviewed = op
+        .post(&review, json!({"note": "bad build; fixed in v3"}))
+        .await;
+    assert_eq!(reviewed.status, 200, "{:?}", reviewed.body);
+    assert_eq!(reviewed.body["status"], "reviewed");
+    assert_eq!(reviewed.body["reviewed_by"], "olga");
+    expect_error(
+        &op.post(&review, json!({"note": "again"})).await,
+        409,
+        None,
+        "already reviewed",
+    );
+
+    // The notify webhook points at a closed port: every attempt recorded,
+    // none blocking the rollback that already happened.
+    let body = collector.await.unwrap();
+    assert!(body.contains("event: status"), "{body}");
+    assert!(body.contains("event: transition"), "{body}");
+    assert!(body.contains("rolling-back -> rolled-back"), "{body}");
+    assert!(
+        body.trim_end().ends_with('}') && body.contains("event: end"),
+        "{body}"
+    );
+    assert_eq!(admin.get("/v1/audit/verify").await.body["ok"], true);
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("canaryd_decisions_total{service=\"web\",decision=\"rollback\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("canaryd_observations_total{service=\"web\",arm=\"canary\"}"),
+        "{metrics}"
+    );
+}
+
+fn daemon_support_now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    jiff::Timestamp::from_millisecond(ms - 10)
+        .unwrap()
+        .to_string()
+}

@@ -1,0 +1,352 @@
+//! The real `canaryd serve` binary as a child process on an ephemeral
+//! loopback port, with a temp data dir and policies, and a small async API
+//! client. Every wait is bounded; the child is killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A policy that moves in seconds: 1s interval, 10% then 50% then 100%.
+pub const FAST_POLICY: &str = r#"
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata:
+  name: fast
+spec:
+  analysis:
+    interval: 1s
+    alpha: 0.05
+    minSamples: 20
+    sampleRatioCheck: false
+  steps:
+    - setWeight: 10
+    - bake: 4s
+    - setWeight: 50
+    - bake: 4s
+    - setWeight: 100
+  metrics:
+    error_rate: { kind: ratio, numerator: errors, denominator: requests }
+  triggers:
+    - name: error-rate
+      metric: error_rate
+      threshold: { above: 2% }
+  incident:
+    severity: sev2
+    notify: [ { webhook: "http://127.0.0.1:9/unreachable" } ]
+"#;
+
+/// Long bakes and an approval: stays put while a test pokes at it.
+pub const SLOW_POLICY: &str = r#"
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata:
+  name: slow
+spec:
+  analysis:
+    interval: 1s
+    minSamples: 1
+    sampleRatioCheck: false
+  steps:
+    - setWeight: 5
+    - bake: 1h
+    - approval: { roles: [risk, compliance], distinct: true }
+    - setWeight: 100
+  metrics:
+    error_rate: { kind: ratio, numerator: errors, denominator: requests }
+  triggers:
+    - name: error-rate
+      metric: error_rate
+      threshold: { above: 5% }
+"#;
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub base: String,
+    pub token: String,
+    pub log: PathBuf,
+    config: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_canaryd")
+}
+
+impl Daemon {
+    /// Start with services `web` and `api` on `file` routers (and
+    /// `pushonly` with no router) plus any extra config lines.
+    pub fn start(extra_config: &str) -> Daemon {
+        Daemon::start_with(extra_config, None)
+    }
+
+    /// With configured tokens (no admin token file): `admin_token` is the
+    /// one the helpers use.
+    pub fn start_with_tokens(tokens: &[(&str, &str, &[&str])]) -> Daemon {
+        let mut yaml = String::from("tokens:\n");
+        for (actor, token, roles) in tokens {
+            let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+            yaml.push_str(&format!(
+                "  - {{ actor: {actor}, sha256: \"{}\", roles: [{}] }}\n",
+                canaryd::daemon::auth::sha256_hex(token),
+                roles.join(", ")
+            ));
+        }
+        let admin = tokens
+            .iter()
+            .find(|t| t.2.contains(&"admin"))
+            .map(|t| t.1.to_string());
+        Daemon::start_with(&yaml, admin)
+    }
+
+    fn start_with(extra_config: &str, token: Option<String>) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("fast.yaml"), FAST_POLICY).unwrap();
+        std::fs::write(policies.join("slow.yaml"), SLOW_POLICY).unwrap();
+        let d = dir.path().display();
+        let config = dir.path().join("canaryd.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:0\ndataDir: {d}/data\npolicies: {d}/policies\nservices:\n  web:\n    router: {{ file: {{ path: {d}/web.json }} }}\n  api:\n    router: {{ file: {{ path: {d}/api.json }} }}\n  pushonly: {{}}\n{extra_config}"
+            ),
+        )
+        .unwrap();
+        let mut daemon = Daemon {
+            log: dir.path().join("serve.log"),
+            dir,
+            child: None,
+            base: String::new(),
+            token: token.unwrap_or_default(),
+            config,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// (Re)start the child and wait until it is ready.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("CANARYD_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start canaryd serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Some(addr) = line.trim().strip_prefix("canaryd listening on ") else {
+            let _ = child.kill();
+            panic!("canaryd did not start: {line:?}\n{}", self.log_text());
+        };
+        self.base = addr.to_string();
+        self.child = Some(child);
+        if let Ok(t) = std::fs::read_to_string(self.data_dir().join("admin.token")) {
+            self.token = t.trim().to_string();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http_status(&self.base, "/readyz") == Some(200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready in 30s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(["--server", &self.base, "--token", &self.token])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn client(&self) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: Some(self.token.clone()),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+}
+
+/// An answer: status and JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Api {
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api {
+            token: token.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Answer {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(m, format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.raw("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.raw("POST", path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn start(&self, service: &str, policy: &str) -> Answer {
+        self.post(
+            "/v1/rollouts",
+            json!({"service": service, "canary": "v2", "baseline": "v1", "policy": policy, "reason": "test"}),
+        )
+        .await
+    }
+
+    /// Push `n` events per arm with the given error rates (deterministic).
+    pub async fn push(&self, id: &str, n: usize, base_err: f64, canary_err: f64) -> Answer {
+        let mut events = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            let frac = (i as f64 + 0.5) / n as f64;
+            events.push(json!({"arm": "baseline", "error": frac < base_err, "latency_ms": 10.0 + (i % 7) as f64}));
+            events.push(json!({"arm": "canary", "error": frac < canary_err, "latency_ms": 11.0 + (i % 7) as f64}));
+        }
+        self.post(
+            &format!("/v1/rollouts/{id}/observations"),
+            json!({ "events": events }),
+        )
+        .await
+    }
+
+    pub async fn rollout(&self, id: &str) -> Value {
+        let a = self.get(&format!("/v1/rollouts/{id}")).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        a.body
+    }
+
+    pub async fn audit_len(&self) -> usize {
+        self.get("/v1/audit")
+            .await
+            .body
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+}
+
+/// Poll until `f` holds (bounded).
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain blocking GET's status (no client library needed before the
+/// runtime exists).
+pub fn http_status(base: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://")?;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
