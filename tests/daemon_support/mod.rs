@@ -81,7 +81,13 @@ impl Daemon {
     /// Start with services `web` and `api` on `file` routers (and
     /// `pushonly` with no router) plus any extra config lines.
     pub fn start(extra_config: &str) -> Daemon {
-        Daemon::start_with(extra_config, None)
+        Daemon::start_with(extra_config, &[], None)
+    }
+
+    /// With more policies (file name, YAML); `{dir}` in `extra_config`
+    /// stands for the temp dir.
+    pub fn start_with_policies(extra_config: &str, policies: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(extra_config, policies, None)
     }
 
     /// With configured tokens (no admin token file): `admin_token` is the
@@ -100,16 +106,24 @@ impl Daemon {
             .iter()
             .find(|t| t.2.contains(&"admin"))
             .map(|t| t.1.to_string());
-        Daemon::start_with(&yaml, admin)
+        Daemon::start_with(&yaml, &[], admin)
     }
 
-    fn start_with(extra_config: &str, token: Option<String>) -> Daemon {
+    fn start_with(
+        extra_config: &str,
+        extra_policies: &[(&str, &str)],
+        token: Option<String>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
         std::fs::write(policies.join("fast.yaml"), FAST_POLICY).unwrap();
         std::fs::write(policies.join("slow.yaml"), SLOW_POLICY).unwrap();
+        for (name, yaml) in extra_policies {
+            std::fs::write(policies.join(name), yaml).unwrap();
+        }
         let d = dir.path().display();
+        let extra_config = extra_config.replace("{dir}", &d.to_string());
         let config = dir.path().join("canaryd.yaml");
         std::fs::write(
             &config,
@@ -250,6 +264,16 @@ impl Api {
     }
 
     pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Answer {
+        self.try_raw(method, path, body).await.expect("request")
+    }
+
+    /// As `raw`, but a failed connection is an `Err` (a daemon being killed).
+    pub async fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, reqwest::Error> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self
             .http
@@ -261,13 +285,13 @@ impl Api {
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
-        let resp = req.send().await.expect("request");
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        Answer {
+        Ok(Answer {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -289,15 +313,29 @@ impl Api {
 
     /// Push `n` events per arm with the given error rates (deterministic).
     pub async fn push(&self, id: &str, n: usize, base_err: f64, canary_err: f64) -> Answer {
+        self.try_push(id, n, base_err, canary_err)
+            .await
+            .expect("request")
+    }
+
+    pub async fn try_push(
+        &self,
+        id: &str,
+        n: usize,
+        base_err: f64,
+        canary_err: f64,
+    ) -> Result<Answer, reqwest::Error> {
         let mut events = Vec::with_capacity(2 * n);
         for i in 0..n {
             let frac = (i as f64 + 0.5) / n as f64;
             events.push(json!({"arm": "baseline", "error": frac < base_err, "latency_ms": 10.0 + (i % 7) as f64}));
             events.push(json!({"arm": "canary", "error": frac < canary_err, "latency_ms": 11.0 + (i % 7) as f64}));
         }
-        self.post(
+        let body = json!({ "events": events }).to_string().into_bytes();
+        self.try_raw(
+            "POST",
             &format!("/v1/rollouts/{id}/observations"),
-            json!({ "events": events }),
+            Some(body),
         )
         .await
     }
