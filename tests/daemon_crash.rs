@@ -7,6 +7,7 @@
 //!   (same seq, same MAC), and `audit verify` passes;
 //! - every incident seen before the kill is still there;
 //! - the file router's weight is reconciled with the rollout's weight.
+//!
 //! Finally the healthy rollouts promote and the failing one rolls back.
 
 mod daemon_support;

@@ -3,6 +3,8 @@
 //! client. Every wait is bounded; the child is killed on drop.
 
 #![allow(dead_code)]
+// End-to-end tests of a real process wait on the wall clock (bounded waits).
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
