@@ -42,9 +42,8 @@ fn expect_error(a: &daemon_support::Answer, status: u16, field: Option<&str>, co
     assert_eq!(e["status"], status, "{:?}", a.body);
     let msg = e["message"].as_str().unwrap_or_default();
     assert!(msg.contains(contains), "message {msg:?} lacks {contains:?}");
-    match field {
-        Some(f) => assert_eq!(e["field"], f, "{:?}", a.body),
-        None => {}
+    if let Some(f) = field {
+        assert_eq!(e["field"], f, "{:?}", a.body);
     }
 }
 
@@ -105,7 +104,9 @@ async fn bad_starts_are_refused_and_change_nothing() {
         b
     };
     let raw = |s: &str| s.as_bytes().to_vec();
-    let cases: Vec<(Option<Vec<u8>>, u16, Option<&str>, &str)> = vec![
+    // (body, status, field named, message contains)
+    type Case<'a> = (Option<Vec<u8>>, u16, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (Some(raw("{not json")), 400, None, "key must be a string"),
         (None, 400, None, "expected a JSON object"),
         (Some(raw("[1,2]")), 400, None, "invalid type"),
