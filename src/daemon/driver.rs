@@ -263,8 +263,9 @@ impl Driver {
 
     async fn on_timer(&mut self) -> Result<(), Rejected> {
         let now = clock::now();
+        let mut evaluated = false;
         if now >= self.window_start + self.interval {
-            self.close_window(now).await?;
+            evaluated = self.close_window(now).await?;
         }
         if self.router_retry_at.is_some_and(|t| now >= t) {
             self.router_retry_at = None;
@@ -272,7 +273,8 @@ impl Driver {
                 self.apply_weight(w).await?;
             }
         }
-        if !self.rollout.phase().is_terminal() {
+        // A data input already evaluated everything at this instant.
+        if !evaluated && !self.rollout.phase().is_terminal() {
             self.run(Input::Tick).await?;
         }
         Ok(())
@@ -281,7 +283,8 @@ impl Driver {
     /// Close `[window_start, end)`: pushed data plus every pull source. A
     /// failed pull feeds the engine nothing for the window (the policy's
     /// `noData` decides) and keeps the pushed data for the next one.
-    async fn close_window(&mut self, now: Timestamp) -> Result<(), Rejected> {
+    /// Returns whether the engine was fed (and so evaluated at `now`).
+    async fn close_window(&mut self, now: Timestamp) -> Result<bool, Rejected> {
         let start = self.window_start;
         let end = if now.saturating_since(start) > self.interval * 2 {
             now
@@ -346,14 +349,15 @@ impl Driver {
             self.status.source.status = "failing".into();
             self.status.source.last_error = Some(err);
             self.carry = base;
-            return Ok(());
+            return Ok(false);
         }
         self.status.source.status = "ok".into();
         self.status.source.last_success_at = Some(rfc3339(now));
         let mut snapshot = IntervalSnapshot::new(start, end);
         snapshot.baseline = data.baseline;
         snapshot.canary = data.canary;
-        self.run(Input::Data { snapshot }).await
+        self.run(Input::Data { snapshot }).await?;
+        Ok(true)
     }
 
     fn count_observations(&self, c: &Collected) {
@@ -401,16 +405,19 @@ impl Driver {
             let checkpoint = effects.iter().any(|e| matches!(e, Effect::Checkpoint))
                 || self.rollout.phase().is_terminal()
                 || self.steps_since_checkpoint >= CHECKPOINT_EVERY;
-            let committed = {
-                let step = EngineStep {
-                    at: now,
-                    input: &input,
-                    effects: &effects,
-                    rollout: &self.rollout,
-                    checkpoint,
-                    audit: &[],
-                };
-                self.shared.with_store(|s| s.commit_step(&step))
+            let prepared = EngineStep {
+                at: now,
+                input: &input,
+                effects: &effects,
+                rollout: &self.rollout,
+                checkpoint,
+                audit: &[],
+            }
+            .prepare()
+            .map_err(|e| e.to_string());
+            let committed = match prepared {
+                Ok(p) => self.shared.commit(p).await,
+                Err(e) => Err(e),
             };
             let committed = match committed {
                 Ok(c) => c,

@@ -40,7 +40,7 @@ use crate::engine::{Command, Monitor, Phase, Rejected, Rollout, RolloutSpec};
 use crate::policy::ChangeType;
 use crate::routers::{HookConfig, RetryPolicy, Router};
 use crate::sources::Source;
-use crate::store::{NewAudit, RolloutRow, Store, StoreError};
+use crate::store::{Committed, NewAudit, PreparedStep, RolloutRow, Store, StoreError};
 
 /// `canaryd serve` flags; each overrides the config file.
 #[derive(Clone, Debug, Default)]
@@ -94,6 +94,46 @@ pub struct Shared {
     pub retry: RetryPolicy,
     pub http: reqwest::Client,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    commits: mpsc::Sender<CommitJob>,
+}
+
+/// A prepared engine step waiting for the group commit.
+struct CommitJob {
+    step: PreparedStep,
+    reply: oneshot::Sender<Result<Committed, String>>,
+}
+
+/// The most steps one transaction commits.
+const MAX_GROUP_COMMIT: usize = 512;
+
+/// Group commit: every driver's steps go through one task that commits
+/// whatever has queued meanwhile in one transaction (one fsync), so a
+/// thousand rollouts cost a few fsyncs per second, not thousands.
+async fn committer(shared: Arc<Shared>, mut rx: mpsc::Receiver<CommitJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let (steps, replies): (Vec<_>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.step, j.reply)).unzip();
+        match shared.with_store(|s| s.commit_prepared(steps)) {
+            Ok(committed) => {
+                for (reply, c) in replies.into_iter().zip(committed) {
+                    let _ = reply.send(Ok(c));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Why an operation was refused, mapped to an HTTP status by the API.
@@ -150,6 +190,18 @@ pub struct StartRequest {
 }
 
 impl Shared {
+    /// Commit a prepared step (with whatever else is queued) and wait for it.
+    pub async fn commit(&self, step: PreparedStep) -> Result<Committed, String> {
+        let (reply, answer) = oneshot::channel();
+        self.commits
+            .send(CommitJob { step, reply })
+            .await
+            .map_err(|_| "the committer has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the committer stopped before answering".to_string())?
+    }
+
     /// Run `f` on the store. Store calls are short synchronous SQLite work;
     /// `block_in_place` keeps them off the async workers' queue.
     pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
@@ -640,6 +692,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     let (shutdown, _) = watch::channel(false);
+    let (commits, commit_rx) = mpsc::channel(4 * MAX_GROUP_COMMIT);
     let shared = Arc::new(Shared {
         store: Mutex::new(store),
         config,
@@ -656,7 +709,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         retry: RetryPolicy::default(),
         http: reqwest::Client::new(),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
+        commits,
     });
+    tokio::spawn(committer(shared.clone(), commit_rx));
 
     let app = api::router(shared.clone());
     let mut stop = shared.shutdown.subscribe();

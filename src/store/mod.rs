@@ -40,7 +40,7 @@ pub use records::{
     ReviewStatus, RolloutRow,
 };
 pub use schema::SCHEMA_VERSION;
-pub use step::{Committed, EngineStep};
+pub use step::{Committed, EngineStep, PreparedStep};
 
 use audit::RawEntry;
 

@@ -191,208 +191,28 @@ impl Store {
     /// to make, the incident timeline and router result, and the audit
     /// entries. Act on the effects only after this returns `Ok`.
     pub fn commit_step<A: Analysis>(&mut self, step: &EngineStep<'_, A>) -> Result<Committed> {
-        let rollout = step.rollout;
-        let id = rollout.spec().id.clone();
-        let input_json = serde_json::to_string(step.input)?;
-        let effect_json = step
-            .effects
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()?;
-        let checkpoint = if step.checkpoint {
-            Some(serde_json::to_string(&rollout.checkpoint())?)
-        } else {
-            None
-        };
-        let mut audit = derived_audit::<A>(&id, step.at, step.input, step.effects)?;
-        audit.extend_from_slice(step.audit);
-        let at = ms(step.at);
+        let prepared = step.prepare()?;
+        let mut all = self.commit_prepared(vec![prepared])?;
+        Ok(all.pop().expect("one step in, one committed out"))
+    }
 
+    /// Group commit: several prepared steps (of any rollouts) in one
+    /// transaction and one fsync, in order. All or none are committed.
+    pub fn commit_prepared(&mut self, steps: Vec<PreparedStep>) -> Result<Vec<Committed>> {
         let (mut committed, head_written) = self.write(|tx, ids| {
-            let found: Option<(String, String, u64)> = tx
-                .query_row(
-                    "SELECT service, policy_version, journal_len FROM rollouts WHERE id = ?1",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let (service, policy_version, journal_len) =
-                found.ok_or_else(|| StoreError::NotFound {
-                    what: "rollout",
-                    id: id.clone(),
-                })?;
-
-            let input_seq = journal_len + 1;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            insert.execute(params![
-                id,
-                input_seq,
-                input_seq,
-                at,
-                "input",
-                effect_json.len(),
-                input_json
-            ])?;
-            for (i, body) in effect_json.iter().enumerate() {
-                insert.execute(params![
-                    id,
-                    input_seq + 1 + i as u64,
-                    input_seq,
-                    at,
-                    "effect",
-                    0,
-                    body
-                ])?;
+            let mut out = Vec::with_capacity(steps.len());
+            let mut audit = Vec::new();
+            for step in steps {
+                let (c, a) = apply_prepared(tx, ids, step)?;
+                out.push(c);
+                audit.extend(a);
             }
-            let last_seq = input_seq + effect_json.len() as u64;
-
-            // Earlier incidents of this rollout: their timeline goes on, and
-            // the router's answer to the rollback (weight 0) is recorded once.
-            for effect in step.effects {
-                if let Effect::Notify(event) = effect {
-                    tx.execute(
-                        "UPDATE incidents SET timeline = json_insert(timeline, '$[#]', json(?2))
-                         WHERE rollout_id = ?1",
-                        params![id, serde_json::to_string(event)?],
-                    )?;
-                }
-            }
-            if let Input::RouterAck { weight, error } = step.input
-                && *weight == Weight::ZERO
-            {
-                let result = json!({ "weight": weight, "error": error, "at": step.at });
-                tx.execute(
-                    "UPDATE incidents SET router_result = ?2
-                     WHERE rollout_id = ?1 AND router_result IS NULL",
-                    params![id, result.to_string()],
-                )?;
-            }
-
-            let mut incidents = Vec::new();
-            let mut reviews = Vec::new();
-            let mut notifications = Vec::new();
-            let mut audit = audit;
-            for effect in step.effects {
-                match effect {
-                    Effect::OpenIncident {
-                        trigger,
-                        severity,
-                        notify,
-                        evidence,
-                        at: opened_at,
-                    } => {
-                        let incident_id = ids.next("inc", *opened_at);
-                        let timeline = timeline_so_far(tx, &id)?;
-                        let evidence = serde_json::to_value(evidence)?;
-                        tx.execute(
-                            "INSERT INTO incidents (id, rollout_id, service, trigger_name, severity,
-                                opened_at, evidence, timeline, router_result, status, policy_version)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 'open', ?9)",
-                            params![
-                                incident_id,
-                                id,
-                                service,
-                                trigger,
-                                severity,
-                                ms(*opened_at),
-                                evidence.to_string(),
-                                timeline,
-                                policy_version
-                            ],
-                        )?;
-                        let payload = json!({
-                            "incident": incident_id,
-                            "rollout_id": id,
-                            "service": service,
-                            "trigger": trigger,
-                            "severity": severity,
-                            "opened_at": opened_at,
-                            "evidence": evidence,
-                        });
-                        for target in notify {
-                            let Notify::Webhook(url) = target;
-                            tx.execute(
-                                "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
-                                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                                params![id, incident_id, url, payload.to_string(), at],
-                            )?;
-                            notifications.push(tx.last_insert_rowid());
-                        }
-                        audit.push(NewAudit {
-                            at: step.at,
-                            actor: ENGINE.into(),
-                            action: "incident.open".into(),
-                            rollout_id: Some(id.clone()),
-                            reason: format!("trigger {trigger} fired"),
-                            ticket: None,
-                            details: json!({ "incident": incident_id, "trigger": trigger, "severity": severity }),
-                        });
-                        incidents.push(incident_id);
-                    }
-                    Effect::OpenReview {
-                        reason,
-                        ticket,
-                        at: opened_at,
-                    } => {
-                        let review_id = ids.next("rev", *opened_at);
-                        tx.execute(
-                            "INSERT INTO reviews (id, rollout_id, reason, ticket, opened_at, status)
-                             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
-                            params![review_id, id, reason, ticket, ms(*opened_at)],
-                        )?;
-                        audit.push(NewAudit {
-                            at: step.at,
-                            actor: ENGINE.into(),
-                            action: "review.open".into(),
-                            rollout_id: Some(id.clone()),
-                            reason: reason.clone(),
-                            ticket: Some(ticket.clone()),
-                            details: json!({ "review": review_id }),
-                        });
-                        reviews.push(review_id);
-                    }
-                    _ => {}
-                }
-            }
-
-            let phase = rollout.phase();
-            let outcome = phase.is_terminal().then(|| phase.as_str());
-            tx.execute(
-                "UPDATE rollouts SET phase = ?2, outcome = ?3, reason = ?4, step = ?5, weight = ?6,
-                    updated_at = max(updated_at, ?7), journal_len = ?8,
-                    checkpoint = coalesce(?9, checkpoint),
-                    checkpoint_seq = CASE WHEN ?9 IS NULL THEN checkpoint_seq ELSE ?8 END
-                 WHERE id = ?1",
-                params![
-                    id,
-                    phase.as_str(),
-                    outcome,
-                    rollout.reason(),
-                    rollout.step(),
-                    rollout.weight().percent(),
-                    at,
-                    last_seq,
-                    checkpoint
-                ],
-            )?;
-            Ok((
-                Committed {
-                    input_seq,
-                    last_seq,
-                    incidents,
-                    reviews,
-                    notifications,
-                    audit_head: Head::EMPTY,
-                    head_written: true,
-                },
-                audit,
-            ))
+            Ok((out, audit))
         })?;
-        committed.audit_head = self.head;
-        committed.head_written = head_written;
+        for c in &mut committed {
+            c.audit_head = self.head;
+            c.head_written = head_written;
+        }
         Ok(committed)
     }
 
@@ -552,6 +372,278 @@ impl Store {
         self.head_unwritten = !written;
         Ok((value, written))
     }
+}
+
+/// An engine step turned into owned rows (JSON text), so it can wait for a
+/// group commit on another thread while the driver holds nothing.
+#[derive(Clone, Debug)]
+pub struct PreparedStep {
+    rollout_id: String,
+    at: Timestamp,
+    input_json: String,
+    effect_json: Vec<String>,
+    /// `Notify` events, for the timelines of the rollout's incidents.
+    events: Vec<String>,
+    /// The router's answer to weight 0, for the incident's router result.
+    router_zero: Option<String>,
+    incidents: Vec<PreparedIncident>,
+    reviews: Vec<(String, String, Timestamp)>,
+    phase: &'static str,
+    outcome: Option<&'static str>,
+    reason: String,
+    step: usize,
+    weight: u8,
+    checkpoint: Option<String>,
+    audit: Vec<NewAudit>,
+}
+
+#[derive(Clone, Debug)]
+struct PreparedIncident {
+    trigger: String,
+    severity: String,
+    notify: Vec<String>,
+    evidence: serde_json::Value,
+    opened_at: Timestamp,
+}
+
+impl<A: Analysis> EngineStep<'_, A> {
+    /// Serialize the step: everything `commit_prepared` needs, owned.
+    pub fn prepare(&self) -> Result<PreparedStep> {
+        let rollout = self.rollout;
+        let id = rollout.spec().id.clone();
+        let mut audit = derived_audit::<A>(&id, self.at, self.input, self.effects)?;
+        audit.extend_from_slice(self.audit);
+        let mut events = Vec::new();
+        let mut incidents = Vec::new();
+        let mut reviews = Vec::new();
+        for effect in self.effects {
+            match effect {
+                Effect::Notify(event) => events.push(serde_json::to_string(event)?),
+                Effect::OpenIncident {
+                    trigger,
+                    severity,
+                    notify,
+                    evidence,
+                    at,
+                } => incidents.push(PreparedIncident {
+                    trigger: trigger.clone(),
+                    severity: severity.clone(),
+                    notify: notify
+                        .iter()
+                        .map(|n| {
+                            let Notify::Webhook(url) = n;
+                            url.clone()
+                        })
+                        .collect(),
+                    evidence: serde_json::to_value(evidence)?,
+                    opened_at: *at,
+                }),
+                Effect::OpenReview { reason, ticket, at } => {
+                    reviews.push((reason.clone(), ticket.clone(), *at))
+                }
+                _ => {}
+            }
+        }
+        let router_zero = match self.input {
+            Input::RouterAck { weight, error } if *weight == Weight::ZERO => {
+                Some(json!({ "weight": weight, "error": error, "at": self.at }).to_string())
+            }
+            _ => None,
+        };
+        let phase = rollout.phase();
+        Ok(PreparedStep {
+            rollout_id: id,
+            at: self.at,
+            input_json: serde_json::to_string(self.input)?,
+            effect_json: self
+                .effects
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()?,
+            events,
+            router_zero,
+            incidents,
+            reviews,
+            phase: phase.as_str(),
+            outcome: phase.is_terminal().then(|| phase.as_str()),
+            reason: rollout.reason().to_string(),
+            step: rollout.step(),
+            weight: rollout.weight().percent(),
+            checkpoint: if self.checkpoint {
+                Some(serde_json::to_string(&rollout.checkpoint())?)
+            } else {
+                None
+            },
+            audit,
+        })
+    }
+}
+
+/// Write one prepared step inside an open transaction; returns what it
+/// wrote and the audit entries to chain.
+fn apply_prepared(
+    tx: &Transaction<'_>,
+    ids: &mut IdGen,
+    step: PreparedStep,
+) -> Result<(Committed, Vec<NewAudit>)> {
+    let id = step.rollout_id;
+    let at = ms(step.at);
+    let found: Option<(String, String, u64)> = tx
+        .query_row(
+            "SELECT service, policy_version, journal_len FROM rollouts WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (service, policy_version, journal_len) = found.ok_or_else(|| StoreError::NotFound {
+        what: "rollout",
+        id: id.clone(),
+    })?;
+
+    let input_seq = journal_len + 1;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    insert.execute(params![
+        id,
+        input_seq,
+        input_seq,
+        at,
+        "input",
+        step.effect_json.len(),
+        step.input_json
+    ])?;
+    for (i, body) in step.effect_json.iter().enumerate() {
+        insert.execute(params![
+            id,
+            input_seq + 1 + i as u64,
+            input_seq,
+            at,
+            "effect",
+            0,
+            body
+        ])?;
+    }
+    let last_seq = input_seq + step.effect_json.len() as u64;
+
+    // Earlier incidents of this rollout: their timeline goes on, and the
+    // router's answer to the rollback (weight 0) is recorded once.
+    for event in &step.events {
+        tx.execute(
+            "UPDATE incidents SET timeline = json_insert(timeline, '$[#]', json(?2))
+             WHERE rollout_id = ?1",
+            params![id, event],
+        )?;
+    }
+    if let Some(result) = &step.router_zero {
+        tx.execute(
+            "UPDATE incidents SET router_result = ?2
+             WHERE rollout_id = ?1 AND router_result IS NULL",
+            params![id, result],
+        )?;
+    }
+
+    let mut incidents = Vec::new();
+    let mut reviews = Vec::new();
+    let mut notifications = Vec::new();
+    let mut audit = step.audit;
+    for inc in step.incidents {
+        let incident_id = ids.next("inc", inc.opened_at);
+        let timeline = timeline_so_far(tx, &id)?;
+        tx.execute(
+            "INSERT INTO incidents (id, rollout_id, service, trigger_name, severity,
+                opened_at, evidence, timeline, router_result, status, policy_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 'open', ?9)",
+            params![
+                incident_id,
+                id,
+                service,
+                inc.trigger,
+                inc.severity,
+                ms(inc.opened_at),
+                inc.evidence.to_string(),
+                timeline,
+                policy_version
+            ],
+        )?;
+        let payload = json!({
+            "incident": incident_id,
+            "rollout_id": id,
+            "service": service,
+            "trigger": inc.trigger,
+            "severity": inc.severity,
+            "opened_at": inc.opened_at,
+            "evidence": inc.evidence,
+        });
+        for url in &inc.notify {
+            tx.execute(
+                "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, incident_id, url, payload.to_string(), at],
+            )?;
+            notifications.push(tx.last_insert_rowid());
+        }
+        audit.push(NewAudit {
+            at: step.at,
+            actor: ENGINE.into(),
+            action: "incident.open".into(),
+            rollout_id: Some(id.clone()),
+            reason: format!("trigger {} fired", inc.trigger),
+            ticket: None,
+            details: json!({ "incident": incident_id, "trigger": inc.trigger, "severity": inc.severity }),
+        });
+        incidents.push(incident_id);
+    }
+    for (reason, ticket, opened_at) in step.reviews {
+        let review_id = ids.next("rev", opened_at);
+        tx.execute(
+            "INSERT INTO reviews (id, rollout_id, reason, ticket, opened_at, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
+            params![review_id, id, reason, ticket, ms(opened_at)],
+        )?;
+        audit.push(NewAudit {
+            at: step.at,
+            actor: ENGINE.into(),
+            action: "review.open".into(),
+            rollout_id: Some(id.clone()),
+            reason,
+            ticket: Some(ticket),
+            details: json!({ "review": review_id }),
+        });
+        reviews.push(review_id);
+    }
+
+    tx.execute(
+        "UPDATE rollouts SET phase = ?2, outcome = ?3, reason = ?4, step = ?5, weight = ?6,
+            updated_at = max(updated_at, ?7), journal_len = ?8,
+            checkpoint = coalesce(?9, checkpoint),
+            checkpoint_seq = CASE WHEN ?9 IS NULL THEN checkpoint_seq ELSE ?8 END
+         WHERE id = ?1",
+        params![
+            id,
+            step.phase,
+            step.outcome,
+            step.reason,
+            step.step,
+            step.weight,
+            at,
+            last_seq,
+            step.checkpoint
+        ],
+    )?;
+    Ok((
+        Committed {
+            input_seq,
+            last_seq,
+            incidents,
+            reviews,
+            notifications,
+            audit_head: Head::EMPTY,
+            head_written: true,
+        },
+        audit,
+    ))
 }
 
 /// The rollout's events so far, from its journal's `notify` effects.
