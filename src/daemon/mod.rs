@@ -658,6 +658,46 @@ async fn build_service(name: &str, sc: &ServiceConfig) -> anyhow::Result<Service
 /// Run the daemon until SIGTERM/SIGINT (or a fatal store error).
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = load_config(&opts)?;
+    let running = start(config).await?;
+    println!("canaryd listening on http://{}", running.addr);
+    signals(running.shared.clone()).await;
+    running.stop().await
+}
+
+/// A daemon running inside the caller's runtime (the binary, benches).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Drain and stop: drivers finish the step they are in (steps are
+    /// atomic) and return; the API stops accepting; nothing is half-written.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let shared = self.shared;
+        let _ = shared.shutdown.send(true);
+        let mut tasks =
+            std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let drained = tokio::time::timeout(Duration::from_secs(20), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some tasks did not stop within 20s; exiting anyway");
+        }
+        let _ = self.server.await;
+        let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
+        match fatal {
+            Some(m) => anyhow::bail!("stopped: {m}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Open the state, load policies and tokens, build the services, listen,
+/// restore every open rollout, and return once ready.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot open the state in {}", config.data_dir.display()))?;
     let policies = policies::load_dir(&config.policies).map_err(|errs| {
@@ -723,7 +763,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .into_future(),
     );
     tracing::info!(addr = %local, "listening");
-    println!("canaryd listening on http://{local}");
 
     restore(&shared).await?;
     shared.ready.store(true, Ordering::SeqCst);
@@ -731,25 +770,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if let Ok(pending) = shared.with_store(|s| s.pending_notifications()) {
         shared.deliver_notifications(pending.into_iter().map(|n| n.id).collect());
     }
-
-    signals(shared.clone()).await;
-    let _ = shared.shutdown.send(true);
-    // Drain: drivers finish the step they are in (steps are atomic) and
-    // return; the API stops accepting; nothing is half-written.
-    let mut tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-    let drained = tokio::time::timeout(Duration::from_secs(20), async {
-        while tasks.join_next().await.is_some() {}
+    Ok(Running {
+        addr: local,
+        shared,
+        server,
     })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("some tasks did not stop within 20s; exiting anyway");
-    }
-    let _ = server.await;
-    let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
-    match fatal {
-        Some(m) => anyhow::bail!("stopped: {m}"),
-        None => Ok(()),
-    }
 }
 
 /// Resume every open rollout from its checkpoint and journal, then make the
