@@ -292,6 +292,23 @@ async fn a_delta_never_spans_a_gap_or_a_new_version() {
 }
 
 #[tokio::test]
+async fn windows_a_few_milliseconds_apart_still_chain() {
+    let p = pair(IDLE, IDLE).await;
+    p.source.collect(&w(0)).await.unwrap();
+    p.baseline.set_body(text(Target { ok: 10, ..IDLE }));
+    // The daemon's next window starts 5 ms after the previous one ended.
+    let next = w(1);
+    let late = source_support::window_at(
+        next.start + Duration::from_millis(5),
+        Duration::from_secs(30),
+        "v1",
+        "v2",
+    );
+    let c = p.source.collect(&late).await.unwrap();
+    assert_eq!(c.baseline.counter("requests"), 10);
+}
+
+#[tokio::test]
 async fn a_missing_family_is_empty_and_names_the_signal() {
     let p = pair(IDLE, IDLE).await;
     p.canary
@@ -461,6 +478,13 @@ fn bad_configs_are_refused_when_built() {
             timeout: Duration::from_secs(1),
         })
     };
+    let mut zero = config("http://127.0.0.1:1/metrics", "x");
+    if let SourceConfig::PrometheusScrape(c) = &mut zero {
+        c.timeout = Duration::ZERO;
+    }
+    assert!(
+        matches!(build(&zero), Err(SourceError::Config { detail, .. }) if detail.contains("timeout"))
+    );
     for (baseline, signal, expect) in [
         (
             "http://127.0.0.1:1/metrics",

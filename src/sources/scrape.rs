@@ -23,8 +23,10 @@
 //! signal's family) and reports an empty [`ArmData`] (no counters), which the
 //! daemon reads as no data. The same happens whenever the reference cannot
 //! stand for the window's start: the previous scrape failed or belonged to
-//! another window than the one just before (`previous.end != window.start`),
-//! or the arm's version changed. A delta never spans more than one window.
+//! another window than the one just before (its end is more than a tenth of
+//! the window, and at least 1 s, away from this window's start: a skipped
+//! window, not clock jitter), or the arm's version changed. A delta never
+//! spans more than about one window.
 //!
 //! A response that does not parse fails the whole scrape (no partial data);
 //! a signal whose family is not in the exposition is [`SourceError::Empty`]
@@ -102,6 +104,9 @@ impl ScrapeSource {
         if config.signals.is_empty() {
             return Err(config_error("no signals".to_owned()));
         }
+        if config.timeout.is_zero() {
+            return Err(config_error("timeout: must be more than 0s".to_owned()));
+        }
         let mut signals = Vec::new();
         for (name, text) in &config.signals {
             let selector = Selector::parse(text)
@@ -177,7 +182,7 @@ impl ScrapeSource {
         }
         let start_time = start_time(&families);
         let previous = lock(&target.previous).take();
-        let reference = previous.filter(|p| p.window_end == window.start && p.version == version);
+        let reference = previous.filter(|p| follows(p.window_end, window) && p.version == version);
         let data = match &reference {
             None => {
                 // Only the reference for the next window, but a signal that
@@ -313,6 +318,15 @@ async fn fetch(
         source_name: target.name.clone(),
         detail: format!("{format:?} exposition: {e}"),
     })
+}
+
+/// Whether a window starts where the previous one ended, give or take a
+/// tenth of its length (at least 1 s).
+fn follows(previous_end: Timestamp, window: &Window) -> bool {
+    let length = window.end.saturating_since(window.start);
+    let slack = (length / 10).max(Duration::from_secs(1));
+    previous_end.saturating_since(window.start) <= slack
+        && window.start.saturating_since(previous_end) <= slack
 }
 
 /// Whether the exposition has the family a selector reads (with or without
