@@ -14,7 +14,11 @@
 //!   [`SourceError::NotANumber`], never silently added). The value is
 //!   rounded to the nearest whole count: `increase()` extrapolates to the
 //!   window's edges, so it is fractional in general (it is exact for a
-//!   counter that grows at a steady rate).
+//!   counter that grows at a steady rate). No series is
+//!   [`SourceError::Empty`], also for a counter that simply has not
+//!   happened yet (no 5xx series before the first 5xx): write such a signal
+//!   as `sum(increase(...)) or vector(0)`, and keep `requests` strict so
+//!   that a version with no traffic still reads as no data.
 //! - A latency signal (`..._ms`) is a histogram selector,
 //!   `name{matchers}` with or without `_bucket`. The source asks
 //!   `sum by (le) (increase(name_bucket{matchers}[window]))`, rounds each
@@ -94,6 +98,9 @@ impl QuerySource {
         };
         if config.signals.is_empty() {
             return Err(config_error("no signals".to_owned()));
+        }
+        if config.timeout.is_zero() {
+            return Err(config_error("timeout: must be more than 0s".to_owned()));
         }
         let mut signals = Vec::new();
         for (name, template) in &config.signals {
