@@ -1,7 +1,8 @@
 //! A real Prometheus (the Debian package, installed when missing) on a free
-//! loopback port, with a temporary data directory that `promtool tsdb
-//! create-blocks-from openmetrics` filled before the server started: the
-//! tests query exactly known data and wait on no scrape.
+//! loopback port with a temporary config and data directory, optionally
+//! filled by `promtool tsdb create-blocks-from openmetrics` before the
+//! server starts, so a test queries exactly known data and waits on no
+//! scrape. Used by `source_prometheus.rs` and `promtext_real_prometheus.rs`.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -99,14 +100,15 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A plain HTTP/1.0 GET: (status, body).
-pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+/// A plain HTTP/1.0 GET (no chunking, no compression): (status, content
+/// type, body).
+pub fn get(port: u16, path: &str, accept: &str) -> std::io::Result<(u16, String, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\n\r\n"
     )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
@@ -119,36 +121,60 @@ pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Ok((status, body.to_owned()))
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    Ok((status, content_type, body.to_owned()))
 }
 
 /// Writes `openmetrics` (samples with explicit timestamps, ending in
 /// `# EOF`) into blocks in a fresh data directory, then starts Prometheus
-/// on it with no scrape jobs and waits until it is ready (bounded: 20 s).
+/// on it with no scrape jobs: the tests query exactly the backfilled data.
 pub fn start_with_backfill(openmetrics: &str) -> Result<Prometheus, String> {
+    start(
+        |_| "global:\n  scrape_interval: 15s\n".to_owned(),
+        Some(openmetrics),
+    )
+}
+
+/// Starts Prometheus on a free loopback port with the config `config(port)`
+/// and a fresh data directory (first filled from `backfill`, OpenMetrics,
+/// by `promtool tsdb create-blocks-from openmetrics`), and waits until it is
+/// ready (bounded: 20 s).
+pub fn start(
+    config: impl FnOnce(u16) -> String,
+    backfill: Option<&str>,
+) -> Result<Prometheus, String> {
     let port = free_port();
     let dir =
-        std::env::temp_dir().join(format!("canaryd-source-prom-{}-{port}", std::process::id()));
+        std::env::temp_dir().join(format!("canaryd-prometheus-{}-{port}", std::process::id()));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-    let input = dir.join("backfill.om");
-    std::fs::write(&input, openmetrics).map_err(|e| format!("{}: {e}", input.display()))?;
-    run(&[
-        "promtool",
-        "tsdb",
-        "create-blocks-from",
-        "openmetrics",
-        &input.display().to_string(),
-        &data.display().to_string(),
-    ])?;
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 15s\n")
-        .map_err(|e| format!("{}: {e}", config.display()))?;
+    if let Some(openmetrics) = backfill {
+        let input = dir.join("backfill.om");
+        std::fs::write(&input, openmetrics).map_err(|e| format!("{}: {e}", input.display()))?;
+        run(&[
+            "promtool",
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            &input.display().to_string(),
+            &data.display().to_string(),
+        ])?;
+    }
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config(port))
+        .map_err(|e| format!("{}: {e}", config_file.display()))?;
     let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| e.to_string())?;
     let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--config.file={}", config_file.display()))
         .arg(format!("--storage.tsdb.path={}", data.display()))
-        // The backfilled blocks lie at a fixed date; keep them whatever today is.
+        // Backfilled blocks lie at a fixed date; keep them whatever today is.
         .arg("--storage.tsdb.retention.time=100y")
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdin(Stdio::null())
@@ -158,7 +184,7 @@ pub fn start_with_backfill(openmetrics: &str) -> Result<Prometheus, String> {
         .map_err(|e| format!("cannot start prometheus: {e}"))?;
     let server = Prometheus { port, dir, child };
     for _ in 0..200 {
-        if let Ok((200, _)) = get(port, "/-/ready") {
+        if let Ok((200, _, _)) = get(port, "/-/ready", "*/*") {
             return Ok(server);
         }
         std::thread::sleep(Duration::from_millis(100));
