@@ -286,6 +286,13 @@ async fn other_http_errors_garbage_and_wrong_shapes_are_told_apart() {
         other => panic!("expected Parse, got {other:?}"),
     }
 
+    // Answers are bounded (4 MiB): a huge one is refused, not buffered.
+    let (err, _) = requests_error(Reply::json(200, "x".repeat(5 << 20))).await;
+    match &err {
+        SourceError::Parse { detail, .. } => assert!(detail.contains("limit"), "{err}"),
+        other => panic!("expected Parse, got {other:?}"),
+    }
+
     let (err, _) = requests_error(scalar("twelve")).await;
     assert!(matches!(&err, SourceError::Parse { .. }), "{err:?}");
 }
@@ -330,10 +337,15 @@ async fn a_slow_prometheus_times_out_after_one_retry() {
     })
     .await;
     let timeout = Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
     let err = source(&server, &[REQUESTS], timeout)
         .collect(&w())
         .await
         .unwrap_err();
+    // Both arms' queries run at once: two attempts and one pause of at most
+    // 250 ms, not twice that.
+    let took = started.elapsed();
+    assert!(took < 2 * timeout + Duration::from_millis(550), "{took:?}");
     assert!(
         matches!(&err, SourceError::Timeout { after, .. } if *after == timeout),
         "{err:?}"
@@ -394,6 +406,13 @@ fn bad_configs_are_refused_when_built() {
             Ok(_) => panic!("{promql}: accepted"),
         }
     }
+    let mut zero = config("http://127.0.0.1:9090", "requests", "up");
+    if let SourceConfig::PrometheusQuery(c) = &mut zero {
+        c.timeout = Duration::ZERO;
+    }
+    assert!(
+        matches!(build(&zero), Err(SourceError::Config { detail, .. }) if detail.contains("timeout"))
+    );
     // A path prefix (Prometheus behind --web.route-prefix) is kept.
     assert!(build(&config("http://127.0.0.1:9090/prom/", "requests", "up")).is_ok());
 }
