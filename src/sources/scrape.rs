@@ -26,7 +26,9 @@
 //! another window than the one just before (its end is more than a tenth of
 //! the window, and at least 1 s, away from this window's start: a skipped
 //! window, not clock jitter), or the arm's version changed. A delta never
-//! spans more than about one window.
+//! spans more than about one window. It covers the time between two scrapes
+//! (made when the daemon collects, just after each window ends), not the
+//! window's exact edges: a target has no history to ask.
 //!
 //! A response that does not parse fails the whole scrape (no partial data);
 //! a signal whose family is not in the exposition is [`SourceError::Empty`]
