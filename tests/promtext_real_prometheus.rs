@@ -8,139 +8,14 @@
 //! `PROMTEXT_CAPTURE=1` also writes the expositions into the corpus
 //! (`tests/promtext_corpus/real_prometheus.{prom,om}`).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod source_support;
+
+use std::path::Path;
 
 use canaryd::sources::prom_text::{
     Family, Format, Kind, Limits, Selector, counter_delta, histogram, parse, sum,
 };
-
-/// Kills the server however the test ends.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn has_prometheus() -> bool {
-    Command::new("sh")
-        .args(["-c", "command -v prometheus"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Installs the Debian package; `Err` says why it could not.
-fn install_prometheus() -> Result<(), String> {
-    let run = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run `{}`: {e}", args.join(" ")))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            Err(format!(
-                "`{}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            ))
-        }
-    };
-    run(&["apt-get", "update"])?;
-    run(&[
-        "apt-get",
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "prometheus",
-    ])?;
-    if has_prometheus() {
-        Ok(())
-    } else {
-        Err("apt-get succeeded but `prometheus` is not on PATH".into())
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A plain HTTP/1.0 GET (no chunking, no compression): (status, content type, body).
-fn get(port: u16, path: &str, accept: &str) -> std::io::Result<(u16, String, String)> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    Ok((status, content_type, body.to_owned()))
-}
-
-fn start(port: u16) -> Server {
-    let dir = std::env::temp_dir().join(format!("canaryd-promtext-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(dir.join("data")).expect("temp dir");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-        ),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start prometheus");
-    Server { child, dir }
-}
+use source_support::prometheus::{self, get};
 
 fn family<'f>(families: &'f [Family], name: &str) -> &'f Family {
     families
@@ -218,37 +93,23 @@ fn check_families(families: &[Family], format: Format) {
 // The test reports how long its own setup took; no code under test reads a clock.
 #[allow(clippy::disallowed_methods)]
 fn parses_a_real_prometheus_servers_own_metrics() {
-    let setup = std::time::Instant::now();
-    if !has_prometheus() {
-        println!("prometheus not installed: installing the Debian package (apt-get)");
-        if let Err(why) = install_prometheus() {
-            println!("SKIPPED: cannot install prometheus: {why}");
-            eprintln!("SKIPPED: cannot install prometheus: {why}");
-            return;
-        }
-        println!(
-            "installed prometheus in {:.1} s",
-            setup.elapsed().as_secs_f64()
-        );
-    }
     let started = std::time::Instant::now();
-    let port = free_port();
-    let server = start(port);
-    // Bounded wait: 200 x 100 ms.
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok((200, _, _)) = get(port, "/-/ready", "*/*") {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if let Err(why) = prometheus::ensure_installed() {
+        println!("SKIPPED: cannot install prometheus: {why}");
+        eprintln!("SKIPPED: cannot install prometheus: {why}");
+        return;
     }
-    let log = || std::fs::read_to_string(server.dir.join("prometheus.log")).unwrap_or_default();
-    assert!(
-        ready,
-        "prometheus not ready within 20 s on 127.0.0.1:{port}:\n{}",
-        log()
-    );
+    // Scrapes itself every second, so its counters move between our scrapes.
+    let server = prometheus::start(
+        |port| {
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            )
+        },
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let port = server.port;
     println!(
         "prometheus ready in {:.1} s",
         started.elapsed().as_secs_f64()
