@@ -88,7 +88,7 @@ impl Router for FileRouter {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -157,7 +157,11 @@ mod tests {
             baseline: "a".into(),
             canary: "b".into(),
         };
-        let e = r.set_weight(&t, Weight::ZERO).await.unwrap_err().to_string();
+        let e = r
+            .set_weight(&t, Weight::ZERO)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot write it atomically"), "{e}");
         let path = dir.path().join("bad.json");
         std::fs::write(&path, "{\"canary_weight\": 300}").unwrap();

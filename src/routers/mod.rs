@@ -9,11 +9,20 @@
 //! Every adapter is idempotent: setting the weight it already has succeeds
 //! and changes nothing a user could see.
 
+pub mod builtin;
+pub mod command;
 pub mod file;
+pub mod gateway_api;
+pub mod haproxy;
+pub mod hooks;
+pub mod nginx;
+mod process;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -269,14 +278,28 @@ pub struct Built {
 /// config. Runs inside the daemon's tokio runtime.
 pub async fn build(config: &RouterConfig) -> Result<Built, RouterError> {
     match config {
-        RouterConfig::File(c) => Ok(Built {
-            router: std::sync::Arc::new(file::FileRouter::new(c.clone())),
-            source: None,
-        }),
-        other => Err(RouterError::Io {
-            router: router_kind(other).to_string(),
-            detail: "this router adapter is not available in this build".into(),
-        }),
+        RouterConfig::Builtin(c) => {
+            let proxy = Arc::new(builtin::BuiltinProxy::start(c).await?);
+            Ok(Built {
+                router: Arc::clone(&proxy) as Arc<dyn Router>,
+                source: Some(proxy),
+            })
+        }
+        RouterConfig::Haproxy(c) => Ok(only_router(haproxy::HaproxyRouter::new(c.clone()))),
+        RouterConfig::Nginx(c) => Ok(only_router(nginx::NginxRouter::new(c.clone()))),
+        RouterConfig::GatewayApi(c) => {
+            Ok(only_router(gateway_api::GatewayApiRouter::new(c.clone())?))
+        }
+        RouterConfig::Command(c) => Ok(only_router(command::CommandRouter::new(c.clone()))),
+        RouterConfig::Webhook(c) => Ok(only_router(webhook::WebhookRouter::new(c.clone()))),
+        RouterConfig::File(c) => Ok(only_router(file::FileRouter::new(c.clone()))),
+    }
+}
+
+fn only_router(router: impl Router + 'static) -> Built {
+    Built {
+        router: Arc::new(router),
+        source: None,
     }
 }
 

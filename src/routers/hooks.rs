@@ -1,0 +1,163 @@
+//! Lifecycle hooks (`onStart`, `onPromoted`, `onRolledBack`, `onAborted`,
+//! PRODUCT.md section 6): one attempt at running a hook. The daemon runs a
+//! hook after the state it reports is committed and retries it with
+//! [`super::RetryPolicy`]; a failed hook never blocks or reverses anything.
+//!
+//! A command hook gets `{{service}}`, `{{baseline}}`, `{{canary}}`,
+//! `{{rollout}}`, `{{outcome}}`, `{{reason}}` and `{{event}}` substituted in
+//! its arguments, and the same values as `CANARYD_*` environment variables;
+//! exit 0 succeeds. A webhook hook POSTs the context as JSON (`event`,
+//! `service`, `baseline`, `canary`, `rollout_id`, `outcome`, `reason`); 2xx
+//! succeeds.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{HookConfig, RouterError, process, webhook};
+
+/// How long one hook attempt may take.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a hook reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HookContext {
+    /// `onStart`, `onPromoted`, `onRolledBack` or `onAborted`.
+    pub event: &'static str,
+    pub service: String,
+    pub baseline: String,
+    pub canary: String,
+    pub rollout_id: String,
+    /// The rollout's outcome (`promoted`, `rolled_back`, `aborted`); `None`
+    /// while it runs (`onStart`). Substituted as an empty string.
+    pub outcome: Option<String>,
+    /// Why it ended, when known.
+    pub reason: Option<String>,
+}
+
+/// Runs `hook` once for `ctx`, bounded by [`HOOK_TIMEOUT`].
+pub async fn run_hook(hook: &HookConfig, ctx: &HookContext) -> Result<(), RouterError> {
+    run_hook_with_timeout(hook, ctx, HOOK_TIMEOUT).await
+}
+
+/// [`run_hook`] with another timeout.
+pub async fn run_hook_with_timeout(
+    hook: &HookConfig,
+    ctx: &HookContext,
+    timeout: Duration,
+) -> Result<(), RouterError> {
+    match hook {
+        HookConfig::Webhook(w) => {
+            webhook::post_json(
+                &format!("{} hook webhook {}", ctx.event, w.url),
+                &w.url,
+                ctx,
+                timeout,
+            )
+            .await
+        }
+        HookConfig::Command(c) => {
+            let name = format!("{} hook command {}", ctx.event, c.program.display());
+            let outcome = ctx.outcome.clone().unwrap_or_default();
+            let reason = ctx.reason.clone().unwrap_or_default();
+            let vars: [(&str, &str); 7] = [
+                ("event", ctx.event),
+                ("service", &ctx.service),
+                ("baseline", &ctx.baseline),
+                ("canary", &ctx.canary),
+                ("rollout", &ctx.rollout_id),
+                ("outcome", &outcome),
+                ("reason", &reason),
+            ];
+            let args: Vec<String> = c
+                .args
+                .iter()
+                .map(|a| process::substitute(a, &vars))
+                .collect();
+            let envs: Vec<(&str, String)> = vec![
+                ("CANARYD_EVENT", ctx.event.to_string()),
+                ("CANARYD_SERVICE", ctx.service.clone()),
+                ("CANARYD_BASELINE", ctx.baseline.clone()),
+                ("CANARYD_CANARY", ctx.canary.clone()),
+                ("CANARYD_ROLLOUT", ctx.rollout_id.clone()),
+                ("CANARYD_OUTCOME", outcome.clone()),
+                ("CANARYD_REASON", reason.clone()),
+            ];
+            let done =
+                process::run(&name, &c.program, &args, &envs, timeout, "running the hook").await?;
+            if done.status.success() {
+                Ok(())
+            } else {
+                Err(RouterError::Refused {
+                    router: name,
+                    detail: format!("{}: {}", done.status, done.output_tail(5)),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routers::CommandConfig;
+    use std::path::PathBuf;
+
+    fn ctx() -> HookContext {
+        HookContext {
+            event: "onPromoted",
+            service: "recommender".into(),
+            baseline: "1".into(),
+            canary: "2".into(),
+            rollout_id: "r-7".into(),
+            outcome: Some("promoted".into()),
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_hook_gets_its_placeholders_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let hook = HookConfig::Command(CommandConfig {
+            program: PathBuf::from("/bin/sh"),
+            args: vec![
+                "-c".into(),
+                format!(
+                    "echo \"$1 $CANARYD_EVENT $CANARYD_ROLLOUT [$CANARYD_REASON]\" > {}",
+                    out.display()
+                ),
+                "sh".into(),
+                "{{service}}/{{baseline}}->{{canary}}:{{rollout}}:{{outcome}}".into(),
+            ],
+        });
+        run_hook(&hook, &ctx()).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "recommender/1->2:r-7:promoted onPromoted r-7 []\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_hook_is_refused() {
+        let hook = HookConfig::Command(CommandConfig {
+            program: PathBuf::from("/bin/false"),
+            args: vec![],
+        });
+        let e = run_hook(&hook, &ctx()).await.unwrap_err();
+        assert!(matches!(e, RouterError::Refused { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("onPromoted hook command /bin/false")
+        );
+    }
+
+    #[test]
+    fn the_webhook_body_is_the_context() {
+        assert_eq!(
+            serde_json::to_value(ctx()).unwrap(),
+            serde_json::json!({"event":"onPromoted","service":"recommender","baseline":"1",
+                "canary":"2","rollout_id":"r-7","outcome":"promoted","reason":null})
+        );
+    }
+}
