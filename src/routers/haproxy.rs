@@ -329,6 +329,78 @@ mod tests {
 
     const STATE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 be_app 1 stable 127.0.0.1 2 0 75 100 12 1 0 0 0 0 0 0 - 9001 - 0 0 - - 0\n3 be_app 2 canary 127.0.0.1 2 0 25 0 12 1 0 0 0 0 0 0 - 9002 - 0 0 - - 0\n4 be_other 1 x 127.0.0.1 2 0 1 1 12 1 0 0 0 0 0 0 - 9003 - 0 0 - - 0\n\n";
 
+    /// A fake admin socket: records each command line, answers `answer`.
+    async fn fake_socket(
+        dir: &Path,
+        answer: &'static str,
+    ) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        let socket = dir.join("admin.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut line = Vec::new();
+                let mut byte = [0u8; 1];
+                while c.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+                    line.push(byte[0]);
+                }
+                record
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8(line).unwrap());
+                let _ = c.write_all(answer.as_bytes()).await;
+            }
+        });
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_server_gaining_weight_is_set_first_and_any_answer_is_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = fake_socket(dir.path(), "").await;
+        let r = HaproxyRouter::new(HaproxyConfig {
+            socket: dir.path().join("admin.sock"),
+            backend: "be_app".into(),
+            baseline: "stable".into(),
+            canary: "canary".into(),
+        });
+        let t = Target {
+            service: "s".into(),
+            baseline: "a".into(),
+            canary: "b".into(),
+        };
+        for w in [100u8, 0, 50] {
+            r.set_weight(&t, Weight::new(w).unwrap()).await.unwrap();
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "set server be_app/canary weight 100",
+                "set server be_app/stable weight 0",
+                "set server be_app/stable weight 100",
+                "set server be_app/canary weight 0",
+                "set server be_app/canary weight 50",
+                "set server be_app/stable weight 50",
+            ]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let _seen = fake_socket(dir.path(), "No such server.\n").await;
+        let r = HaproxyRouter::new(HaproxyConfig {
+            socket: dir.path().join("admin.sock"),
+            backend: "be_app".into(),
+            baseline: "stable".into(),
+            canary: "canary".into(),
+        });
+        let e = r
+            .set_weight(&t, Weight::new(10).unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RouterError::Refused { .. }), "{e}");
+        assert!(e.to_string().contains("No such server."), "{e}");
+    }
+
     #[test]
     fn parses_show_servers_state() {
         assert_eq!(
