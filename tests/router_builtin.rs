@@ -150,6 +150,54 @@ async fn bodies_and_headers_are_forwarded_intact() {
     }
 }
 
+/// Reads from `s` until `buf` contains `needle`, for at most 5 s.
+async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways_without_buffering() {
+    use tokio::io::AsyncWriteExt;
+    let baseline = Upstream::start("baseline").await;
+    let canary = Upstream::start("canary").await;
+    let p = proxy(&baseline.url(), &canary.url()).await;
+    let mut s = tokio::net::TcpStream::connect(p.local_addr())
+        .await
+        .unwrap();
+    // The first chunk of a chunked upload must come back (through the
+    // proxy, the echo upstream, and the proxy again) before the client has
+    // sent the rest: nothing on the way waits for the whole body.
+    s.write_all(
+        b"POST /stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst-\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    assert!(
+        read_until(&mut s, &mut answer, b"first-").await,
+        "the first chunk did not come back before the upload ended: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+    assert!(
+        read_until(&mut s, &mut answer, b"second\r\n0\r\n\r\n").await,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("x-arm: baseline"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_keys_stay_on_one_arm() {
     let baseline = Upstream::start("baseline").await;

@@ -320,6 +320,73 @@ pub fn router_kind(config: &RouterConfig) -> &'static str {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn build_wires_every_adapter() {
+        let command = CommandConfig {
+            program: PathBuf::from("/bin/true"),
+            args: vec![],
+        };
+        let configs = [
+            RouterConfig::Builtin(BuiltinConfig {
+                listen: "127.0.0.1:0".into(),
+                baseline: "http://127.0.0.1:1".into(),
+                canary: "http://127.0.0.1:2".into(),
+            }),
+            RouterConfig::Haproxy(HaproxyConfig {
+                socket: PathBuf::from("/run/haproxy/admin.sock"),
+                backend: "be".into(),
+                baseline: "a".into(),
+                canary: "b".into(),
+            }),
+            RouterConfig::Nginx(NginxConfig {
+                config: PathBuf::from("/etc/nginx/conf.d/split.conf"),
+                upstream: "up".into(),
+                baseline: "127.0.0.1:1".into(),
+                canary: "127.0.0.1:2".into(),
+                reload: vec![],
+            }),
+            RouterConfig::GatewayApi(GatewayApiConfig {
+                server: "http://127.0.0.1:1".into(),
+                token_file: Some(PathBuf::from("/t")),
+                kubeconfig: None,
+                namespace: "ns".into(),
+                route: "r".into(),
+                baseline: "a".into(),
+                canary: "b".into(),
+            }),
+            RouterConfig::Command(command.clone()),
+            RouterConfig::Webhook(WebhookConfig {
+                url: "http://127.0.0.1:1/".into(),
+            }),
+            RouterConfig::File(FileConfig {
+                path: PathBuf::from("/tmp/split.json"),
+            }),
+        ];
+        for config in &configs {
+            let built = build(config).await.unwrap();
+            let kind = router_kind(config);
+            assert!(
+                built.router.describe().starts_with(kind),
+                "{kind}: {}",
+                built.router.describe()
+            );
+            assert_eq!(built.source.is_some(), kind == "builtin");
+        }
+        let both = RouterConfig::GatewayApi(GatewayApiConfig {
+            server: "http://127.0.0.1:1".into(),
+            token_file: Some(PathBuf::from("/t")),
+            kubeconfig: Some(PathBuf::from("/k")),
+            namespace: "ns".into(),
+            route: "r".into(),
+            baseline: "a".into(),
+            canary: "b".into(),
+        });
+        assert!(matches!(
+            build(&both).await.err(),
+            Some(RouterError::Protocol { .. })
+        ));
+    }
+
     #[test]
     fn backoff_doubles_caps_and_jitters() {
         let p = RetryPolicy {
