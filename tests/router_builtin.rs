@@ -150,6 +150,47 @@ async fn bodies_and_headers_are_forwarded_intact() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_load_is_split_and_counted_exactly() {
+    let baseline = Upstream::start("baseline").await;
+    let canary = Upstream::start("canary").await;
+    let p = proxy(&baseline.url(), &canary.url()).await;
+    set(&p, 30).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/load", p.local_addr());
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..16u64 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let mut canary = 0u32;
+            for i in 0..250u64 {
+                let body = bytes(t * 1000 + i, usize::try_from(i * 37 % 8192).unwrap());
+                let r = client.post(&url).body(body.clone()).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                canary += u32::from(r.headers()["x-arm"] == "canary");
+                assert!(r.bytes().await.unwrap()[..] == body[..]);
+            }
+            canary
+        });
+    }
+    let mut canary = 0;
+    while let Some(c) = tasks.join_next().await {
+        canary += c.unwrap();
+    }
+    check_split("builtin, 16 concurrent clients", 30, 4000 - canary, canary);
+    let got = p.collect(&window()).await.unwrap();
+    assert_eq!(got.canary.counter("requests"), u64::from(canary));
+    assert_eq!(got.baseline.counter("requests"), u64::from(4000 - canary));
+    assert_eq!(
+        got.baseline.counter("errors") + got.canary.counter("errors"),
+        0
+    );
+    assert_eq!(
+        got.baseline.latency["latency_ms"].total() + got.canary.latency["latency_ms"].total(),
+        4000
+    );
+}
+
 /// Reads from `s` until `buf` contains `needle`, for at most 5 s.
 async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> bool {
     use tokio::io::AsyncReadExt;
