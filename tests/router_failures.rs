@@ -186,6 +186,25 @@ async fn an_unreachable_webhook_is_unreachable() {
 }
 
 #[tokio::test]
+async fn a_slow_webhook_times_out() {
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        "too late"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = WebhookRouter::new(WebhookConfig {
+        url: format!("http://{addr}/split"),
+    })
+    .with_timeout(Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let e = r.set_weight(&target(), Weight::ZERO).await.unwrap_err();
+    assert!(matches!(e, RouterError::Timeout { .. }), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn a_webhook_hook_posts_its_context() {
     let (url, hits) = receiver(StatusCode::OK).await;
     let ctx = HookContext {
