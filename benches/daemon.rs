@@ -79,8 +79,10 @@ impl Env {
             let r = http
                 .post(format!("{}/v1/rollouts", self.base))
                 .bearer_auth(&self.token)
-                .json(&json!({"service": format!("s{service}"), "canary": "v2", "baseline": "v1",
-                              "policy": "steady", "dry_run": true}))
+                .json(
+                    &json!({"service": format!("s{service}"), "canary": "v2", "baseline": "v1",
+                              "policy": "steady", "dry_run": true}),
+                )
                 .send()
                 .await
                 .unwrap();

@@ -555,8 +555,8 @@ impl Shared {
             baseline: spec.baseline.clone(),
             canary: spec.canary.clone(),
             rollout_id: spec.id.clone(),
-            outcome: outcome.as_str().to_string(),
-            reason: reason.to_string(),
+            outcome: outcome.is_terminal().then(|| outcome.as_str().to_string()),
+            reason: Some(reason.to_string()),
         };
         self.spawn(async move {
             let mut last = None;

@@ -88,7 +88,7 @@ impl Router for FileRouter {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -1,98 +1,163 @@
-//! Lifecycle hooks (`onStart`, `onPromoted`, `onRolledBack`, `onAborted`):
-//! a command or a webhook, run after the state they report is committed.
-//! One attempt per call; the daemon retries and records.
+//! Lifecycle hooks (`onStart`, `onPromoted`, `onRolledBack`, `onAborted`,
+//! PRODUCT.md section 6): one attempt at running a hook. The daemon runs a
+//! hook after the state it reports is committed and retries it with
+//! [`super::RetryPolicy`]; a failed hook never blocks or reverses anything.
+//!
+//! A command hook gets `{{service}}`, `{{baseline}}`, `{{canary}}`,
+//! `{{rollout}}`, `{{outcome}}`, `{{reason}}` and `{{event}}` substituted in
+//! its arguments, and the same values as `CANARYD_*` environment variables;
+//! exit 0 succeeds. A webhook hook POSTs the context as JSON (`event`,
+//! `service`, `baseline`, `canary`, `rollout_id`, `outcome`, `reason`); 2xx
+//! succeeds.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{HookConfig, RouterError};
+use super::{HookConfig, RouterError, process, webhook};
 
-/// What a hook is told.
+/// How long one hook attempt may take.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a hook reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HookContext {
+    /// `onStart`, `onPromoted`, `onRolledBack` or `onAborted`.
     pub event: &'static str,
     pub service: String,
     pub baseline: String,
     pub canary: String,
     pub rollout_id: String,
-    pub outcome: String,
-    pub reason: String,
+    /// The rollout's outcome (`promoted`, `rolled_back`, `aborted`); `None`
+    /// while it runs (`onStart`). Substituted as an empty string.
+    pub outcome: Option<String>,
+    /// Why it ended, when known.
+    pub reason: Option<String>,
 }
 
-const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn substitute(arg: &str, ctx: &HookContext) -> String {
-    arg.replace("{{service}}", &ctx.service)
-        .replace("{{baseline}}", &ctx.baseline)
-        .replace("{{canary}}", &ctx.canary)
-        .replace("{{rollout}}", &ctx.rollout_id)
-        .replace("{{outcome}}", &ctx.outcome)
-}
-
+/// Runs `hook` once for `ctx`, bounded by [`HOOK_TIMEOUT`].
 pub async fn run_hook(hook: &HookConfig, ctx: &HookContext) -> Result<(), RouterError> {
+    run_hook_with_timeout(hook, ctx, HOOK_TIMEOUT).await
+}
+
+/// [`run_hook`] with another timeout.
+pub async fn run_hook_with_timeout(
+    hook: &HookConfig,
+    ctx: &HookContext,
+    timeout: Duration,
+) -> Result<(), RouterError> {
     match hook {
         HookConfig::Webhook(w) => {
-            let name = format!("hook {} webhook {}", ctx.event, w.url);
-            let resp = reqwest::Client::new()
-                .post(&w.url)
-                .timeout(HOOK_TIMEOUT)
-                .json(ctx)
-                .send()
-                .await
-                .map_err(|e| RouterError::Unreachable {
-                    router: name.clone(),
-                    detail: e.to_string(),
-                })?;
-            if resp.status().is_success() {
-                Ok(())
-            } else {
-                Err(RouterError::Refused {
-                    router: name,
-                    detail: format!("HTTP {}", resp.status()),
-                })
-            }
+            webhook::post_json(
+                &format!("{} hook webhook {}", ctx.event, w.url),
+                &w.url,
+                ctx,
+                timeout,
+            )
+            .await
         }
         HookConfig::Command(c) => {
-            let name = format!("hook {} command {}", ctx.event, c.program.display());
-            let mut cmd = tokio::process::Command::new(&c.program);
-            cmd.args(c.args.iter().map(|a| substitute(a, ctx)))
-                .env("CANARYD_EVENT", ctx.event)
-                .env("CANARYD_SERVICE", &ctx.service)
-                .env("CANARYD_BASELINE", &ctx.baseline)
-                .env("CANARYD_CANARY", &ctx.canary)
-                .env("CANARYD_ROLLOUT", &ctx.rollout_id)
-                .env("CANARYD_OUTCOME", &ctx.outcome)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true);
-            let out = tokio::time::timeout(HOOK_TIMEOUT, cmd.output())
-                .await
-                .map_err(|_| RouterError::Timeout {
-                    router: name.clone(),
-                    after: HOOK_TIMEOUT,
-                    during: "running the hook".into(),
-                })?
-                .map_err(|e| RouterError::Unreachable {
-                    router: name.clone(),
-                    detail: e.to_string(),
-                })?;
-            if out.status.success() {
+            let name = format!("{} hook command {}", ctx.event, c.program.display());
+            let outcome = ctx.outcome.clone().unwrap_or_default();
+            let reason = ctx.reason.clone().unwrap_or_default();
+            let vars: [(&str, &str); 7] = [
+                ("event", ctx.event),
+                ("service", &ctx.service),
+                ("baseline", &ctx.baseline),
+                ("canary", &ctx.canary),
+                ("rollout", &ctx.rollout_id),
+                ("outcome", &outcome),
+                ("reason", &reason),
+            ];
+            let args: Vec<String> = c
+                .args
+                .iter()
+                .map(|a| process::substitute(a, &vars))
+                .collect();
+            let envs: Vec<(&str, String)> = vec![
+                ("CANARYD_EVENT", ctx.event.to_string()),
+                ("CANARYD_SERVICE", ctx.service.clone()),
+                ("CANARYD_BASELINE", ctx.baseline.clone()),
+                ("CANARYD_CANARY", ctx.canary.clone()),
+                ("CANARYD_ROLLOUT", ctx.rollout_id.clone()),
+                ("CANARYD_OUTCOME", outcome.clone()),
+                ("CANARYD_REASON", reason.clone()),
+            ];
+            let done =
+                process::run(&name, &c.program, &args, &envs, timeout, "running the hook").await?;
+            if done.status.success() {
                 Ok(())
             } else {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let tail: String = stderr
-                    .chars()
-                    .rev()
-                    .take(500)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
                 Err(RouterError::Refused {
                     router: name,
-                    detail: format!("{}: {}", out.status, tail.trim()),
+                    detail: format!("{}: {}", done.status, done.output_tail(5)),
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routers::CommandConfig;
+    use std::path::PathBuf;
+
+    fn ctx() -> HookContext {
+        HookContext {
+            event: "onPromoted",
+            service: "recommender".into(),
+            baseline: "1".into(),
+            canary: "2".into(),
+            rollout_id: "r-7".into(),
+            outcome: Some("promoted".into()),
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_hook_gets_its_placeholders_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let hook = HookConfig::Command(CommandConfig {
+            program: PathBuf::from("/bin/sh"),
+            args: vec![
+                "-c".into(),
+                format!(
+                    "echo \"$1 $CANARYD_EVENT $CANARYD_ROLLOUT [$CANARYD_REASON]\" > {}",
+                    out.display()
+                ),
+                "sh".into(),
+                "{{service}}/{{baseline}}->{{canary}}:{{rollout}}:{{outcome}}".into(),
+            ],
+        });
+        run_hook(&hook, &ctx()).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "recommender/1->2:r-7:promoted onPromoted r-7 []\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_hook_is_refused() {
+        let hook = HookConfig::Command(CommandConfig {
+            program: PathBuf::from("/bin/false"),
+            args: vec![],
+        });
+        let e = run_hook(&hook, &ctx()).await.unwrap_err();
+        assert!(matches!(e, RouterError::Refused { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("onPromoted hook command /bin/false")
+        );
+    }
+
+    #[test]
+    fn the_webhook_body_is_the_context() {
+        assert_eq!(
+            serde_json::to_value(ctx()).unwrap(),
+            serde_json::json!({"event":"onPromoted","service":"recommender","baseline":"1",
+                "canary":"2","rollout_id":"r-7","outcome":"promoted","reason":null})
+        );
     }
 }

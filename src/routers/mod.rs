@@ -9,12 +9,20 @@
 //! Every adapter is idempotent: setting the weight it already has succeeds
 //! and changes nothing a user could see.
 
+pub mod builtin;
+pub mod command;
 pub mod file;
+pub mod gateway_api;
+pub mod haproxy;
 pub mod hooks;
+pub mod nginx;
+mod process;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -270,14 +278,28 @@ pub struct Built {
 /// config. Runs inside the daemon's tokio runtime.
 pub async fn build(config: &RouterConfig) -> Result<Built, RouterError> {
     match config {
-        RouterConfig::File(c) => Ok(Built {
-            router: std::sync::Arc::new(file::FileRouter::new(c.clone())),
-            source: None,
-        }),
-        other => Err(RouterError::Io {
-            router: router_kind(other).to_string(),
-            detail: "this router adapter is not available in this build".into(),
-        }),
+        RouterConfig::Builtin(c) => {
+            let proxy = Arc::new(builtin::BuiltinProxy::start(c).await?);
+            Ok(Built {
+                router: Arc::clone(&proxy) as Arc<dyn Router>,
+                source: Some(proxy),
+            })
+        }
+        RouterConfig::Haproxy(c) => Ok(only_router(haproxy::HaproxyRouter::new(c.clone()))),
+        RouterConfig::Nginx(c) => Ok(only_router(nginx::NginxRouter::new(c.clone()))),
+        RouterConfig::GatewayApi(c) => {
+            Ok(only_router(gateway_api::GatewayApiRouter::new(c.clone())?))
+        }
+        RouterConfig::Command(c) => Ok(only_router(command::CommandRouter::new(c.clone()))),
+        RouterConfig::Webhook(c) => Ok(only_router(webhook::WebhookRouter::new(c.clone()))),
+        RouterConfig::File(c) => Ok(only_router(file::FileRouter::new(c.clone()))),
+    }
+}
+
+fn only_router(router: impl Router + 'static) -> Built {
+    Built {
+        router: Arc::new(router),
+        source: None,
     }
 }
 
@@ -297,6 +319,73 @@ pub fn router_kind(config: &RouterConfig) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn build_wires_every_adapter() {
+        let command = CommandConfig {
+            program: PathBuf::from("/bin/true"),
+            args: vec![],
+        };
+        let configs = [
+            RouterConfig::Builtin(BuiltinConfig {
+                listen: "127.0.0.1:0".into(),
+                baseline: "http://127.0.0.1:1".into(),
+                canary: "http://127.0.0.1:2".into(),
+            }),
+            RouterConfig::Haproxy(HaproxyConfig {
+                socket: PathBuf::from("/run/haproxy/admin.sock"),
+                backend: "be".into(),
+                baseline: "a".into(),
+                canary: "b".into(),
+            }),
+            RouterConfig::Nginx(NginxConfig {
+                config: PathBuf::from("/etc/nginx/conf.d/split.conf"),
+                upstream: "up".into(),
+                baseline: "127.0.0.1:1".into(),
+                canary: "127.0.0.1:2".into(),
+                reload: vec![],
+            }),
+            RouterConfig::GatewayApi(GatewayApiConfig {
+                server: "http://127.0.0.1:1".into(),
+                token_file: Some(PathBuf::from("/t")),
+                kubeconfig: None,
+                namespace: "ns".into(),
+                route: "r".into(),
+                baseline: "a".into(),
+                canary: "b".into(),
+            }),
+            RouterConfig::Command(command.clone()),
+            RouterConfig::Webhook(WebhookConfig {
+                url: "http://127.0.0.1:1/".into(),
+            }),
+            RouterConfig::File(FileConfig {
+                path: PathBuf::from("/tmp/split.json"),
+            }),
+        ];
+        for config in &configs {
+            let built = build(config).await.unwrap();
+            let kind = router_kind(config);
+            assert!(
+                built.router.describe().starts_with(kind),
+                "{kind}: {}",
+                built.router.describe()
+            );
+            assert_eq!(built.source.is_some(), kind == "builtin");
+        }
+        let both = RouterConfig::GatewayApi(GatewayApiConfig {
+            server: "http://127.0.0.1:1".into(),
+            token_file: Some(PathBuf::from("/t")),
+            kubeconfig: Some(PathBuf::from("/k")),
+            namespace: "ns".into(),
+            route: "r".into(),
+            baseline: "a".into(),
+            canary: "b".into(),
+        });
+        assert!(matches!(
+            build(&both).await.err(),
+            Some(RouterError::Protocol { .. })
+        ));
+    }
 
     #[test]
     fn backoff_doubles_caps_and_jitters() {
