@@ -18,6 +18,8 @@ pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 #[cfg(feature = "daemon")]
+pub mod demo;
+#[cfg(feature = "daemon")]
 pub mod routers;
 #[cfg(feature = "daemon")]
 pub mod sources;

@@ -5,9 +5,9 @@
 
 mod audit;
 pub mod client;
-mod incident;
+pub mod incident;
 mod policy;
-mod rollout;
+pub mod rollout;
 mod token;
 
 use std::process::ExitCode;
@@ -68,6 +68,14 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// A real rollout on this machine in under two minutes: two services,
+    /// the built-in proxy, load, and the daemon; ends with a promotion or a
+    /// rollback and its incident.
+    Demo {
+        /// What is wrong with the canary.
+        #[arg(long, value_enum, default_value = "errors")]
+        regression: crate::demo::Regression,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +117,10 @@ pub fn main() -> ExitCode {
         Command::Rollout(cmd) => rollout::run(cmd, &client),
         Command::Incident(cmd) => incident::run(cmd, &client, cli.data_dir.as_deref()),
         Command::Token(TokenCommand::Create { actor, roles }) => token::create(&actor, &roles),
+        Command::Demo { regression } => {
+            init_logs(false);
+            crate::demo::run(regression)
+        }
     };
     match result {
         Ok(code) => code,
@@ -119,9 +131,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(opts: crate::daemon::ServeOptions) -> anyhow::Result<ExitCode> {
+fn init_logs(verbose: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CANARYD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let default = if verbose { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("CANARYD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let json_logs = std::env::var("CANARYD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -133,6 +146,10 @@ fn serve(opts: crate::daemon::ServeOptions) -> anyhow::Result<ExitCode> {
     } else {
         let _ = builder.try_init();
     }
+}
+
+fn serve(opts: crate::daemon::ServeOptions) -> anyhow::Result<ExitCode> {
+    init_logs(true);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,0 +1,326 @@
+//! `canaryd demo`: a real rollout on one machine, in one process, in under
+//! two minutes. Two small HTTP services (baseline and canary; the canary
+//! carries the regression chosen by `--regression`), canaryd's built-in
+//! proxy splitting real requests between them, a load generator sending
+//! those requests through the proxy (and reporting impressions and clicks
+//! as a client app would, through the push API), and the daemon itself with
+//! a demo policy whose bakes are short. Everything listens on ephemeral
+//! loopback ports; the state stays in a directory the demo names at the end,
+//! so `canaryd incident show --data-dir DIR` and `canaryd audit verify
+//! --data-dir DIR` work on it afterwards.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use crate::cli::client::Client;
+use crate::daemon::{self, config::parse_config};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Regression {
+    /// The canary fails 8% of requests (baseline 0.5%).
+    Errors,
+    /// The canary's p95 latency is about 3x the baseline's.
+    Latency,
+    /// The canary's recommendations are clicked half as often.
+    Ctr,
+    /// A healthy canary: it is promoted.
+    None,
+}
+
+/// The demo's policy: the same language as production policies, with
+/// bakes of seconds instead of hours.
+pub const DEMO_POLICY: &str = r#"apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata:
+  name: demo
+  description: canaryd demo - a recommender behind the built-in proxy, bakes of seconds
+spec:
+  analysis:
+    interval: 1s
+    alpha: 0.05
+    minSamples: 200
+  steps:
+    - setWeight: 10
+    - bake: 20s
+    - setWeight: 50
+    - bake: 30s
+    - setWeight: 100
+  metrics:
+    error_rate: { kind: ratio, numerator: errors, denominator: requests }
+    latency:    { kind: latency, signal: latency_ms }
+    ctr:        { kind: ratio, numerator: clicks, denominator: impressions }
+  triggers:
+    - name: error-rate
+      metric: error_rate
+      threshold: { above: 2% }
+    - name: p95-latency
+      metric: latency
+      quantile: 0.95
+      vsBaseline: { relativeIncrease: 50% }
+    - name: ctr-drop
+      metric: ctr
+      vsBaseline: { relativeDrop: 10% }
+    - name: no-traffic
+      noData: { for: 15s }
+      action: pause
+  incident:
+    severity: sev2
+"#;
+
+/// How a service behaves: (error probability, latency ms range, CTR).
+fn behaviour(canary: bool, regression: Regression) -> (f64, (u64, u64), f64) {
+    let base = (0.005, (4, 12), 0.10);
+    if !canary {
+        return base;
+    }
+    match regression {
+        Regression::Errors => (0.08, base.1, base.2),
+        Regression::Latency => (base.0, (16, 36), base.2),
+        Regression::Ctr => (base.0, base.1, 0.05),
+        Regression::None => base,
+    }
+}
+
+/// A tiny deterministic generator (the demo needs no secure randomness).
+struct SplitMix(AtomicU64);
+
+impl SplitMix {
+    fn next_f64(&self) -> f64 {
+        let mut z = self
+            .0
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One demo service: answers `GET /recommend` with a JSON body that says
+/// which version served it and whether the (simulated) user will click.
+async fn service(canary: bool, regression: Regression) -> anyhow::Result<SocketAddr> {
+    let (err_p, (lo, hi), ctr) = behaviour(canary, regression);
+    let rng = Arc::new(SplitMix(AtomicU64::new(if canary { 7 } else { 3 })));
+    let version = if canary { "v2" } else { "v1" };
+    let app = axum::Router::new().route(
+        "/recommend",
+        axum::routing::get(move || {
+            let rng = rng.clone();
+            async move {
+                let delay = lo + ((hi - lo) as f64 * rng.next_f64()) as u64;
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                if rng.next_f64() < err_p {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "model server error\n")
+                        .into_response();
+                }
+                let click = rng.next_f64() < ctr;
+                let mut headers = HeaderMap::new();
+                headers.insert("x-served-by", version.parse().expect("static"));
+                (
+                    headers,
+                    axum::Json(json!({ "version": version, "items": [1, 2, 3], "click": click })),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+fn state_dir() -> anyhow::Result<PathBuf> {
+    let stamp = daemon::clock::now().as_millis();
+    let dir = std::env::temp_dir().join(format!("canaryd-demo-{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("policies"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+pub fn run(regression: Regression) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(demo(regression))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn demo(regression: Regression) -> anyhow::Result<()> {
+    let dir = state_dir()?;
+    std::fs::write(dir.join("policies/demo.yaml"), DEMO_POLICY)?;
+    let baseline = service(false, regression).await?;
+    let canary = service(true, regression).await?;
+    let proxy = free_port()?;
+    let config_text = format!(
+        "listen: 127.0.0.1:0\ndataDir: {d}/data\npolicies: {d}/policies\nservices:\n  recommender:\n    router: {{ builtin: {{ listen: {proxy}, baseline: http://{baseline}, canary: http://{canary} }} }}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("canaryd.yaml"), &config_text)?;
+    let config = parse_config("canaryd.yaml", config_text.as_bytes())
+        .map_err(|d| anyhow::anyhow!("demo config: {d}"))?;
+    let running = daemon::start(config).await?;
+    let api_url = format!("http://{}", running.addr);
+    let data_dir = dir.join("data");
+    let client = Client::new(&api_url, None, Some(&data_dir));
+    let tty = std::io::stdout().is_terminal();
+
+    println!(
+        "canaryd demo: regression {:?}; baseline v1 on {baseline}, canary v2 on {canary}, proxy on {proxy}, API on {api_url}",
+        regression
+    );
+    let v = client
+        .post(
+            "/v1/rollouts",
+            &json!({"service": "recommender", "canary": "v2", "baseline": "v1", "policy": "demo",
+                    "reason": "canaryd demo"}),
+        )
+        .await?;
+    let id = v["id"].as_str().unwrap_or_default().to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load(
+        proxy,
+        client_for_push(&api_url, &data_dir),
+        id.clone(),
+        stop.clone(),
+    ));
+
+    // The live view, until the rollout ends (bounded: the demo policy ends
+    // well within three minutes; a stuck demo stops there).
+    let mut last_line = String::new();
+    let mut outcome = Value::Null;
+    for _ in 0..(3 * 60 * 2) {
+        let v = client.get(&format!("/v1/rollouts/{id}")).await?;
+        if tty {
+            print!(
+                "\x1b[2J\x1b[H canaryd demo (--regression {}), state in {}\n\n{}",
+                format!("{regression:?}").to_lowercase(),
+                dir.display(),
+                crate::cli::rollout::render_status(&v)
+            );
+        } else {
+            let line = format!(
+                "{} step {}/{} weight {}%: {}",
+                v["state"].as_str().unwrap_or("-"),
+                v["step"],
+                v["steps"],
+                v["weight"],
+                v["reason"].as_str().unwrap_or("")
+            );
+            if line != last_line {
+                println!("{line}");
+                last_line = line;
+            }
+        }
+        if !v["outcome"].is_null() {
+            outcome = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = load.await;
+
+    println!();
+    match outcome["outcome"].as_str() {
+        Some("promoted") => println!("promoted: v2 takes all traffic"),
+        Some("rolled-back") => {
+            println!("rolled back: {}", outcome["reason"].as_str().unwrap_or(""))
+        }
+        Some(other) => println!("{other}: {}", outcome["reason"].as_str().unwrap_or("")),
+        None => println!("the demo rollout did not end in time"),
+    }
+    if let Some(inc) = outcome["incident"].as_str() {
+        let incident = client.get(&format!("/v1/incidents/{inc}")).await?;
+        println!("incident {inc}");
+        print!("{}", crate::cli::incident::render(&incident));
+    }
+    running.stop().await?;
+    println!();
+    println!("state: {}", data_dir.display());
+    println!("  canaryd incident list --data-dir {}", data_dir.display());
+    println!("  canaryd audit verify --data-dir {}", data_dir.display());
+    Ok(())
+}
+
+fn client_for_push(api: &str, data_dir: &std::path::Path) -> (String, String) {
+    (
+        api.to_string(),
+        daemon::read_admin_token(data_dir).unwrap_or_default(),
+    )
+}
+
+/// ~250 requests/s through the proxy from 6 workers; each answer's arm and
+/// click become an impression (and maybe a click) pushed to the daemon, as
+/// a client app reporting engagement would.
+async fn load(
+    proxy: SocketAddr,
+    (api, token): (String, String),
+    id: String,
+    stop: Arc<AtomicBool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (http, stop, api, token, id) = (http.clone(), stop.clone(), api.clone(), token.clone(), id.clone());
+            tokio::spawn(async move {
+                let mut events = Vec::new();
+                let mut n = 0u64;
+                // Bounded by `stop` and by a hard cap of requests.
+                while !stop.load(Ordering::Relaxed) && n < 200_000 {
+                    n += 1;
+                    let sent = http
+                        .get(format!("http://{proxy}/recommend"))
+                        .header("x-canary-key", format!("user-{w}-{n}"))
+                        .send()
+                        .await;
+                    if let Ok(r) = sent {
+                        let arm = match r.headers().get("x-served-by").and_then(|v| v.to_str().ok()) {
+                            Some("v2") => "canary",
+                            Some(_) => "baseline",
+                            None => "",
+                        };
+                        if let (false, Ok(body)) = (arm.is_empty(), r.json::<Value>().await) {
+                            let click = body["click"].as_bool().unwrap_or(false);
+                            events.push(json!({"arm": arm, "counters": {"impressions": 1, "clicks": u64::from(click)}}));
+                        }
+                    }
+                    if events.len() >= 25 {
+                        let counts = std::mem::take(&mut events);
+                        let _ = http
+                            .post(format!("{api}/v1/rollouts/{id}/observations"))
+                            .bearer_auth(&token)
+                            .json(&json!({ "counts": counts }))
+                            .send()
+                            .await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(12)).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+}
