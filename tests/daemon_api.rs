@@ -273,7 +273,16 @@ async fn start_is_idempotent_and_one_rollout_per_service() {
     assert_eq!(a.body["state"], "progressing");
     assert_eq!(a.body["weight"], 5);
     assert_eq!(a.body["triggers"][0]["name"], "error-rate");
-    for key in ["verdict", "estimate", "boundary", "samples"] {
+    assert!(a.body["time_in_step_s"].is_u64(), "{}", a.body);
+    assert_eq!(a.body["triggers"][0]["kind"], "statistical");
+    for key in [
+        "verdict",
+        "estimate",
+        "boundary",
+        "statistic",
+        "interval",
+        "samples",
+    ] {
         assert!(
             a.body["triggers"][0].get(key).is_some(),
             "trigger lacks {key}"
@@ -743,6 +752,19 @@ async fn observations_incidents_reviews_and_the_event_stream() {
 
     // The notify webhook points at a closed port: every attempt recorded,
     // none blocking the rollback that already happened.
+    eventually(
+        "a failed delivery recorded",
+        Duration::from_secs(20),
+        || async {
+            let inc = admin.get(&format!("/v1/incidents/{inc_id}")).await.body;
+            let n = &inc["notifications"][0];
+            n["target"] == "http://127.0.0.1:9/unreachable"
+                && n["attempts"].as_u64().unwrap_or(0) >= 1
+                && n["last_error"].is_string()
+                && n["delivered_at"].is_null()
+        },
+    )
+    .await;
     let body = collector.await.unwrap();
     assert!(body.contains("event: status"), "{body}");
     assert!(body.contains("event: transition"), "{body}");

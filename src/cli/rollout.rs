@@ -349,12 +349,12 @@ pub fn render_status(v: &Value) -> String {
         }
     ));
     out.push_str(&format!(
-        "state {}   step {}/{}   weight {}%   in state {}s   canary requests in step {}\n",
+        "state {}   step {}/{}   weight {}%   in step {}s   canary requests in step {}\n",
         s("state"),
         s("step"),
         s("steps"),
         s("weight"),
-        s("time_in_state_s"),
+        s("time_in_step_s"),
         s("canary_requests_in_step")
     ));
     out.push_str(&format!("reason: {}\n", s("reason")));

@@ -416,7 +416,12 @@ pub fn incident_json(store: &crate::store::Store, id: &str) -> Result<Value, Ref
         .into_iter()
         .last()
         .map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
-    Ok(view::incident_view(&i, review))
+    let notifications: Vec<_> = store
+        .notifications_for_rollout(&i.rollout_id)?
+        .into_iter()
+        .filter(|n| n.incident_id.as_deref() == Some(id))
+        .collect();
+    Ok(view::incident_view(&i, review, &notifications))
 }
 
 async fn get_incident(

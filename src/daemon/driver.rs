@@ -64,6 +64,10 @@ pub struct Driver {
     router_failures: u32,
     incident: Option<String>,
     steps_since_checkpoint: u32,
+    /// The (phase, step) last published, to time the current step.
+    last_step: Option<(Phase, usize)>,
+    /// A failed rollback already raised its incident.
+    rollback_incident: bool,
 }
 
 impl Driver {
@@ -103,6 +107,8 @@ impl Driver {
             router_failures: 0,
             incident: None,
             steps_since_checkpoint: 0,
+            last_step: None,
+            rollback_incident: false,
         }
     }
 
@@ -143,11 +149,16 @@ impl Driver {
             while rollout.poll_effect().is_some() {}
         }
         let mut d = Driver::new(shared, service, rollout, open.row.clone(), now);
-        d.incident = d
+        let incidents = d
             .shared
             .with_store(|s| s.incidents_for_rollout(&open.row.id))
-            .ok()
-            .and_then(|v| v.last().map(|i| i.id.clone()));
+            .unwrap_or_default();
+        d.rollback_incident = incidents.iter().any(|i| i.trigger == "router");
+        d.incident = incidents
+            .iter()
+            .rfind(|i| i.trigger != "router")
+            .or(incidents.last())
+            .map(|i| i.id.clone());
         d.publish(now);
         Ok(d)
     }
@@ -565,10 +576,54 @@ impl Driver {
                 let message = format!("{e} (after {} attempts)", attempts.len());
                 tracing::error!(rollout = %self.id(), weight = weight.percent(), error = %message, "router failed");
                 self.status.router_error = Some(message.clone());
+                if weight == Weight::ZERO && !self.rollback_incident {
+                    self.open_rollback_incident(&message, attempts.len());
+                }
                 Input::RouterAck {
                     weight,
                     error: Some(message),
                 }
+            }
+        }
+    }
+
+    /// A rollback the router could not apply is an incident of its own
+    /// (once per rollout); the driver keeps retrying the weight.
+    fn open_rollback_incident(&mut self, error: &str, attempts: usize) {
+        let policy = self.rollout.policy();
+        let severity = policy.incident.severity.clone();
+        let notify: Vec<String> = policy
+            .incident
+            .notify
+            .iter()
+            .map(|n| {
+                let crate::policy::Notify::Webhook(url) = n;
+                url.clone()
+            })
+            .collect();
+        let evidence = json!({
+            "kind": "router",
+            "router": self.service.router.as_ref().map(|r| r.describe()),
+            "wanted_weight": 0,
+            "error": error,
+            "attempts": attempts,
+            "still_retrying": true,
+        });
+        let id = self.id().to_string();
+        let now = clock::now();
+        match self
+            .shared
+            .with_store(|s| s.open_router_incident(&id, &severity, &notify, evidence, now))
+        {
+            Ok((incident, notifications)) => {
+                self.rollback_incident = true;
+                tracing::error!(rollout = %id, incident = %incident, "the rollback could not be applied; incident opened, still retrying");
+                if !notifications.is_empty() {
+                    self.shared.deliver_notifications(notifications);
+                }
+            }
+            Err(e) => {
+                tracing::error!(rollout = %id, error = %e, "cannot record the failed rollback's incident")
             }
         }
     }
@@ -582,6 +637,11 @@ impl Driver {
     /// Refresh the view the API serves and the per-rollout metrics.
     fn publish(&mut self, now: Timestamp) {
         self.status.pending_weight = self.rollout.pending_weight().map(|w| w.percent());
+        let at = (self.rollout.phase(), self.rollout.step());
+        if self.last_step != Some(at) {
+            self.last_step = Some(at);
+            self.status.step_since = Some(now);
+        }
         let view = rollout_view(
             &self.row,
             &self.rollout,

@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Monitor, Rollout, TriggerVerdict};
-use crate::store::{Incident, RolloutRow};
+use crate::engine::{Monitor, Rollout, TriggerEvidence, TriggerVerdict};
+use crate::store::{Incident, Notification, RolloutRow};
 use crate::time::Timestamp;
 
 /// RFC 3339, UTC, millisecond precision.
@@ -38,14 +38,27 @@ pub struct DriverStatus {
     pub pending_weight: Option<u8>,
     /// What the rollout is waiting for (bake, samples, approvals, ...).
     pub waiting_for: Option<String>,
+    /// When the current (phase, step) began, as this daemon saw it.
+    pub step_since: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TriggerView {
     pub name: String,
+    /// `statistical` (an anytime-valid test) or `objective` (a rule).
+    pub kind: &'static str,
     pub verdict: TriggerVerdict,
+    /// The tested quantity (a rate, a ratio, a quantile in ms, seconds
+    /// without data, ...).
     pub estimate: Option<f64>,
+    /// What `statistic` is compared with: the log boundary `ln(K/alpha)`
+    /// for a statistical trigger, the rule's limit for an objective one.
     pub boundary: Option<f64>,
+    /// The log e-value for a statistical trigger, the measured value for
+    /// an objective one: the trigger fires when it reaches `boundary`.
+    pub statistic: Option<f64>,
+    /// The anytime-valid interval of `estimate` (statistical triggers).
+    pub interval: Option<(Option<f64>, Option<f64>)>,
     pub samples: u64,
 }
 
@@ -72,11 +85,34 @@ pub fn rollout_view(
         .enumerate()
         .map(|(i, t)| {
             let r = latest.triggers.get(i);
+            let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+            let (kind, statistic, interval) = match r.and_then(|r| r.evidence.as_ref()) {
+                Some(TriggerEvidence::Statistical(e)) => (
+                    "statistical",
+                    finite(Some(e.log_e_value)),
+                    Some((finite(e.interval.lower), finite(e.interval.upper))),
+                ),
+                Some(TriggerEvidence::Objective(o)) => {
+                    ("objective", finite(Some(o.verdict.observed)), None)
+                }
+                None => (
+                    if t.is_statistical() {
+                        "statistical"
+                    } else {
+                        "objective"
+                    },
+                    None,
+                    None,
+                ),
+            };
             TriggerView {
                 name: t.name.clone(),
+                kind,
                 verdict: r.map(|r| r.verdict).unwrap_or_default(),
-                estimate: r.and_then(|r| r.estimate).filter(|x| x.is_finite()),
-                boundary: r.and_then(|r| r.boundary).filter(|x| x.is_finite()),
+                estimate: finite(r.and_then(|r| r.estimate)),
+                boundary: finite(r.and_then(|r| r.boundary)),
+                statistic,
+                interval,
                 samples: r.map(|r| r.samples).unwrap_or(0),
             }
         })
@@ -130,7 +166,9 @@ pub fn rollout_view(
         "started_by": spec.started_by,
         "ticket": spec.ticket,
         "updated_at": rfc3339(row.updated_at),
-        "time_in_state_s": now.saturating_since(row.updated_at).as_secs(),
+        "time_in_step_s": now
+            .saturating_since(driver.and_then(|d| d.step_since).unwrap_or(row.updated_at))
+            .as_secs(),
         "triggers": triggers,
         "gates": gates,
         "approvals": approvals,
@@ -144,8 +182,9 @@ pub fn rollout_view(
     })
 }
 
-/// `GET /v1/incidents/{id}`.
-pub fn incident_view(i: &Incident, review: Option<Value>) -> Value {
+/// `GET /v1/incidents/{id}`: with the post-incident review (emergency
+/// changes) and every notification with its delivery attempts.
+pub fn incident_view(i: &Incident, review: Option<Value>, notifications: &[Notification]) -> Value {
     json!({
         "id": i.id,
         "rollout_id": i.rollout_id,
@@ -162,6 +201,13 @@ pub fn incident_view(i: &Incident, review: Option<Value>) -> Value {
         "reviewed_by": i.reviewed_by,
         "reviewed_at": i.reviewed_at.map(rfc3339),
         "review": review,
+        "notifications": notifications.iter().map(|n| json!({
+            "target": n.target,
+            "attempts": n.attempts,
+            "delivered_at": n.delivered_at.map(rfc3339),
+            "last_error": n.last_error,
+            "last_attempt_at": n.last_attempt_at.map(rfc3339),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -216,6 +216,80 @@ impl Store {
         Ok(committed)
     }
 
+    /// An incident of its own for a rollback the router could not apply
+    /// (the daemon keeps retrying): trigger `router`, the router's error as
+    /// evidence, the rollout's timeline so far, and its webhooks queued.
+    /// Returns the incident's id and the notifications to deliver.
+    pub fn open_router_incident(
+        &mut self,
+        rollout_id: &str,
+        severity: &str,
+        notify: &[String],
+        evidence: serde_json::Value,
+        at: Timestamp,
+    ) -> Result<(String, Vec<i64>)> {
+        let id = rollout_id.to_string();
+        let (out, _) = self.write(|tx, ids| {
+            let (service, policy_version): (String, String) = tx
+                .query_row(
+                    "SELECT service, policy_version FROM rollouts WHERE id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "rollout",
+                    id: id.clone(),
+                })?;
+            let incident_id = ids.next("inc", at);
+            let timeline = timeline_so_far(tx, &id)?;
+            tx.execute(
+                "INSERT INTO incidents (id, rollout_id, service, trigger_name, severity,
+                    opened_at, evidence, timeline, router_result, status, policy_version)
+                 VALUES (?1, ?2, ?3, 'router', ?4, ?5, ?6, ?7, NULL, 'open', ?8)",
+                params![
+                    incident_id,
+                    id,
+                    service,
+                    severity,
+                    ms(at),
+                    evidence.to_string(),
+                    timeline,
+                    policy_version
+                ],
+            )?;
+            let payload = json!({
+                "incident": incident_id,
+                "rollout_id": id,
+                "service": service,
+                "trigger": "router",
+                "severity": severity,
+                "opened_at": at,
+                "evidence": evidence,
+            });
+            let mut notifications = Vec::new();
+            for url in notify {
+                tx.execute(
+                    "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, incident_id, url, payload.to_string(), ms(at)],
+                )?;
+                notifications.push(tx.last_insert_rowid());
+            }
+            let audit = vec![NewAudit {
+                at,
+                actor: ENGINE.into(),
+                action: "incident.open".into(),
+                rollout_id: Some(id.clone()),
+                reason: "the rollback could not be applied by the router".into(),
+                ticket: None,
+                details: json!({ "incident": incident_id, "trigger": "router", "evidence": evidence }),
+            }];
+            Ok(((incident_id, notifications), audit))
+        })?;
+        Ok(out)
+    }
+
     /// Audit entries that belong to no engine step (a refused command, a
     /// policy reload, a token created), in one transaction.
     pub fn append_audit(&mut self, entries: &[NewAudit]) -> Result<Head> {
