@@ -82,3 +82,75 @@ async fn a_rollback_that_cannot_be_applied_is_an_incident_and_keeps_retrying() {
     assert_eq!(incidents.as_array().unwrap().len(), 2, "{incidents}");
     assert_eq!(api.get("/v1/audit/verify").await.body["ok"], true);
 }
+
+/// Lifecycle hooks run after the state they report is committed: a command
+/// hook sees the outcome, a failing webhook hook is retried and recorded in
+/// the audit log, and neither blocks the rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_after_commit_and_failures_are_recorded() {
+    let d = Daemon::start(concat!(
+        "  hooked:\n",
+        "    router: { file: { path: {dir}/hooked.json } }\n",
+        "    hooks:\n",
+        "      onStart: { command: { program: /bin/sh, args: [\"-c\", \"echo start {{service}} {{canary}} >> {dir}/hooks.log\"] } }\n",
+        "      onRolledBack: { command: { program: /bin/sh, args: [\"-c\", \"echo rolledback {{rollout}} {{outcome}} >> {dir}/hooks.log\"] } }\n",
+        "      onPromoted: { webhook: { url: \"http://127.0.0.1:9/never\" } }\n",
+        "      onAborted: { webhook: { url: \"http://127.0.0.1:9/never\" } }\n",
+    ));
+    let api = d.client();
+    let id = api.start("hooked", "fast").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the rollback", Duration::from_secs(30), || async {
+        let _ = api.try_push(&id, 100, 0.0, 0.2).await;
+        api.rollout(&id).await["state"] == "rolled-back"
+    })
+    .await;
+    let log = d.path("hooks.log");
+    eventually("both command hooks", Duration::from_secs(20), || {
+        let log = log.clone();
+        async move { std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 2) }
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text,
+        format!("start hooked v2\nrolledback {id} rolled-back\n"),
+        "{text}"
+    );
+    // An abort's webhook hook fails (closed port): retried, then recorded.
+    let id2 = api.start("hooked", "slow").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let aborted = api
+        .post(
+            &format!("/v1/rollouts/{id2}/abort"),
+            serde_json::json!({"reason": "test"}),
+        )
+        .await;
+    assert_eq!(aborted.body["state"], "aborted", "{:?}", aborted.body);
+    eventually(
+        "the failed hook in the audit log",
+        Duration::from_secs(40),
+        || async {
+            let audit = api.get("/v1/audit").await.body;
+            audit.as_array().unwrap().iter().any(|e| {
+                e["action"] == "hook.onAborted"
+                    && e["rollout_id"] == id2.as_str()
+                    && e["reason"].as_str().unwrap_or("").contains("failed after")
+            })
+        },
+    )
+    .await;
+    let audit = api.get("/v1/audit").await.body;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "hook.onRolledBack" && e["reason"] == "hook onRolledBack ran"),
+        "{audit}"
+    );
+}
