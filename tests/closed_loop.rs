@@ -40,7 +40,10 @@ use router_support::{Process, ensure_installed, free_port, temp_dir, tolerance};
 use serde_json::Value;
 use source_support::prometheus::{self, Prometheus};
 
-/// Time-compressed: four scrape intervals per analysis interval.
+/// Time-compressed: four scrape intervals per analysis interval. The
+/// sample-ratio check is on: the split the daemon reads back from
+/// Prometheus must agree with the weight it gave HAProxy, or the rollout
+/// pauses and the healthy test fails.
 const POLICY: &str = r#"
 apiVersion: canaryd.dev/v1
 kind: RolloutPolicy
@@ -51,7 +54,7 @@ spec:
     interval: 4s
     alpha: 0.05
     minSamples: 30
-    sampleRatioCheck: false
+    sampleRatioCheck: true
     maxDuration: 3m
   steps:
     - setWeight: 10
