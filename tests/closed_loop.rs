@@ -7,7 +7,7 @@
 //! what it reads back from Prometheus (`prometheusQuery`).
 //!
 //! The policy is time-compressed (interval 4 s, four scrape intervals;
-//! 10 % → bake 8 s → 50 % → bake 8 s → 100 %), so each test takes about a
+//! 10 % → bake 8 s → 50 % → bake 8 s → 100 %), so each test takes about half a
 //! minute. A healthy canary is promoted step by step, and the canary's
 //! share of the requests HAProxy actually routed is measured at each step;
 //! a canary failing 10 % of its requests is rolled back, after which every
@@ -577,6 +577,11 @@ fn start_daemon(haproxy_dir: &Path, prom: &Prometheus) -> Daemon {
 /// The audit chain verifies over the API and, after the daemon stopped,
 /// read directly from the data dir by the CLI.
 async fn check_audit(d: &mut Daemon) {
+    for line in d.log_text().lines() {
+        if line.contains("WARN") || line.contains("ERROR") {
+            eprintln!("canaryd: {line}");
+        }
+    }
     let v = d.client().get("/v1/audit/verify").await.body;
     assert_eq!(v["ok"], true, "{v}");
     let status = tokio::task::block_in_place(|| d.terminate());
@@ -864,6 +869,13 @@ async fn a_canary_with_an_error_regression_is_rolled_back_with_evidence() {
     assert_eq!(inc["trigger"], "error-rate");
     assert_eq!(inc["severity"], "sev2");
     assert_eq!(inc["router_result"]["weight"], 0, "{inc}");
+    assert!(inc["router_result"]["error"].is_null(), "{inc}");
+    let timeline = inc["timeline"].to_string();
+    assert!(
+        timeline.contains("trigger `error-rate` fired"),
+        "{timeline}"
+    );
+    assert!(timeline.contains("canary weight is now 0%"), "{timeline}");
     let ev = &inc["evidence"];
     assert!(
         ev["log_e_value"].as_f64().unwrap() >= ev["log_boundary"].as_f64().unwrap(),
