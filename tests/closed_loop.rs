@@ -656,6 +656,24 @@ impl Drop for Loop {
     }
 }
 
+/// Waits (bounded: 2 minutes) for the rollout to end; on timeout, fails
+/// with the rollout as the API shows it and the daemon's log.
+async fn wait_for_outcome(api: &Api, id: &str, d: &Daemon) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = api.rollout(id).await;
+        if !r["outcome"].is_null() {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout {id} did not end within 2 minutes: {r}\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn start_rollout(api: &Api) -> String {
     let a = api.start("shop", "closed-loop").await;
     assert_eq!(a.status, 201, "{:?}", a.body);
@@ -685,11 +703,7 @@ async fn a_healthy_canary_is_promoted_step_by_step_through_haproxy() {
     let id = start_rollout(&api).await;
     *id_slot.lock().unwrap() = Some(id.clone());
 
-    eventually("the promotion", Duration::from_secs(120), || async {
-        !api.rollout(&id).await["outcome"].is_null()
-    })
-    .await;
-    let r = api.rollout(&id).await;
+    let r = wait_for_outcome(&api, &id, &d).await;
     assert_eq!(r["outcome"], "promoted", "{r}\n{}", d.log_text());
     assert_eq!(r["weight"], 100, "{r}");
     assert!(r["incident"].is_null(), "{r}");
@@ -787,11 +801,7 @@ async fn a_canary_with_an_error_regression_is_rolled_back_with_evidence() {
     let id = start_rollout(&api).await;
     *id_slot.lock().unwrap() = Some(id.clone());
 
-    eventually("the rollback", Duration::from_secs(120), || async {
-        !api.rollout(&id).await["outcome"].is_null()
-    })
-    .await;
-    let r = api.rollout(&id).await;
+    let r = wait_for_outcome(&api, &id, &d).await;
     assert_eq!(r["outcome"], "rolled-back", "{r}\n{}", d.log_text());
     assert_eq!(r["weight"], 0, "{r}");
     let rolled_back_at = lp.epoch.elapsed();
