@@ -47,8 +47,8 @@ const BUCKET_OF: [usize; 10] = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2];
 const SECONDS_OF_BUCKET: [f64; 5] = [0.03, 0.07, 0.2, 0.4, 1.0];
 
 /// Interval 4 s (four scrape intervals); 10% → 50% → 100% with 4 s bakes;
-/// rollback on evidence of an error rate above 2%; pause after 12 s without
-/// canary requests.
+/// rollback on evidence of an error rate above 2% or a canary p95 surely
+/// above 500 ms for 8 s; pause after 12 s without canary requests.
 const FAST_POLICY: &str = r#"
 apiVersion: canaryd.dev/v1
 kind: RolloutPolicy
@@ -68,16 +68,21 @@ spec:
     - setWeight: 100
   metrics:
     error_rate: { kind: ratio, numerator: errors, denominator: requests }
+    latency: { kind: latency, signal: latency_ms }
   triggers:
     - name: error-rate
       metric: error_rate
       threshold: { above: 2% }
+    - name: p95-latency
+      metric: latency
+      quantile: 0.95
+      threshold: { above: 500ms, for: 8s }
     - name: no-data
       noData: { for: 12s }
       action: pause
 "#;
 
-/// The same triggers, but the first weight bakes for an hour: a test can
+/// The same error and noData triggers, but the first weight bakes for an hour: a test can
 /// break the source while the rollout sits at 10%.
 const HOLD_POLICY: &str = r#"
 apiVersion: canaryd.dev/v1
@@ -415,6 +420,14 @@ async fn a_healthy_canary_goes_through_the_weight_steps_on_prometheus_data() {
     assert!(source_states.contains("ok"), "{source_states:?}");
     assert!(!source_states.contains("failing"), "{source_states:?}");
     assert_eq!(trigger(&r, "error-rate")["verdict"], "ok", "{r}");
+    // The canary's p95 lies in the (100 ms, 250 ms] bucket of the scraped
+    // histogram; the objective trigger reports the bucket's lower bound,
+    // the one least favourable to firing (in whole microseconds: 100.001).
+    let p95 = trigger(&r, "p95-latency");
+    assert_eq!(p95["verdict"], "ok", "{r}");
+    let estimate = p95["estimate"].as_f64().unwrap();
+    assert!(estimate > 100.0 && estimate <= 100.001, "{r}");
+    assert_eq!(p95["boundary"].as_f64(), Some(500.0), "{r}");
     assert!(
         weights.is_superset(&BTreeSet::from([10, 50, 100])),
         "router weights seen: {weights:?}"
