@@ -12,7 +12,8 @@
 //! - a healthy canary goes through the weight steps to promotion;
 //! - Prometheus killed mid-rollout: the status says the source is failing
 //!   and why (unreachable), and the policy's `noData` trigger pauses the
-//!   rollout; nothing is rolled back or promoted;
+//!   rollout; nothing is rolled back or promoted; Prometheus back, the
+//!   source recovers and an operator's resume continues the rollout;
 //! - a query Prometheus refuses (`bad_data`) and a query with no series
 //!   (`Empty`): neither reads as healthy, the rollout never gets past its
 //!   first weight, and `noData` pauses it.
@@ -508,9 +509,39 @@ async fn prometheus_stopped_mid_rollout_pauses_on_no_data_and_says_why() {
             && !l.ends_with(" 0")),
         "no source errors counted"
     );
+
+    // Prometheus back on the same address: the source recovers by itself,
+    // the pause holds until an operator resumes, and then data counts again.
+    tokio::task::block_in_place(|| setup.prometheus.restart()).unwrap_or_else(|e| panic!("{e}"));
+    eventually("the source recovering", Duration::from_secs(20), || async {
+        api.rollout(&id).await["source"]["status"] == "ok"
+    })
+    .await;
+    let r = api.rollout(&id).await;
+    assert_eq!(r["state"], "paused", "{r}");
+    assert!(r["source"]["last_error"].is_string(), "{r}");
+    let resumed = api
+        .post(
+            &format!("/v1/rollouts/{id}/resume"),
+            serde_json::json!({"reason": "prometheus is back"}),
+        )
+        .await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    eventually(
+        "canary requests after resume",
+        Duration::from_secs(15),
+        || async { api.rollout(&id).await["canary_requests_in_step"].as_u64() > Some(0) },
+    )
+    .await;
+    let r = api.rollout(&id).await;
+    assert_eq!(r["state"], "progressing", "{r}");
+    assert_eq!(r["source"]["status"], "ok", "{r}");
+    assert_ne!(trigger(&r, "no-data")["verdict"], "fired", "{r}");
+    assert_eq!(r["weight"], 10, "{r}");
+    assert!(r["incident"].is_null(), "{r}");
     assert_eq!(api.get("/v1/audit/verify").await.body["ok"], true);
     println!(
-        "paused on no data after prometheus stopped, in {:.1} s",
+        "paused on no data after prometheus stopped, resumed after it came back, in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
