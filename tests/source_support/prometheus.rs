@@ -31,6 +31,14 @@ impl Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// After [`Prometheus::kill`]: starts it again on the same port, config
+    /// and data directory, and waits until it is ready (bounded: 20 s).
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.child = spawn(&self.dir, self.port)?;
+        wait_ready(self)
+    }
 }
 
 impl Drop for Prometheus {
@@ -170,10 +178,29 @@ pub fn start(
     let config_file = dir.join("prometheus.yml");
     std::fs::write(&config_file, config(port))
         .map_err(|e| format!("{}: {e}", config_file.display()))?;
-    let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| e.to_string())?;
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config_file.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
+    let child = spawn(&dir, port)?;
+    let server = Prometheus { port, dir, child };
+    wait_ready(&server)?;
+    Ok(server)
+}
+
+/// Runs `prometheus` on `dir`'s config and data directory (its log
+/// appended to `dir/prometheus.log`).
+fn spawn(dir: &std::path::Path, port: u16) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("prometheus.log"))
+        .map_err(|e| e.to_string())?;
+    Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         // Backfilled blocks lie at a fixed date; keep them whatever today is.
         .arg("--storage.tsdb.retention.time=100y")
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -181,16 +208,19 @@ pub fn start(
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("cannot start prometheus: {e}"))?;
-    let server = Prometheus { port, dir, child };
+        .map_err(|e| format!("cannot start prometheus: {e}"))
+}
+
+fn wait_ready(server: &Prometheus) -> Result<(), String> {
     for _ in 0..200 {
-        if let Ok((200, _, _)) = get(port, "/-/ready", "*/*") {
-            return Ok(server);
+        if let Ok((200, _, _)) = get(server.port, "/-/ready", "*/*") {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(format!(
-        "prometheus not ready within 20 s on 127.0.0.1:{port}:\n{}",
+        "prometheus not ready within 20 s on 127.0.0.1:{}:\n{}",
+        server.port,
         server.log()
     ))
 }
