@@ -102,11 +102,19 @@ fn verify_and_log_read_a_live_data_dir_and_name_the_first_broken_entry() {
 
 #[test]
 fn without_a_data_dir_or_state_it_says_so() {
-    let out = canaryd(&["audit", "verify"]);
+    // Without --data-dir it asks the daemon; with none there, it says so.
+    let out = canaryd(&[
+        "audit",
+        "verify",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("not available yet") && stderr.contains("--data-dir"),
+        stderr.contains("cannot reach the daemon at http://127.0.0.1:9"),
         "{stderr}"
     );
 
