@@ -124,14 +124,14 @@ async fn bad_starts_are_refused_and_change_nothing() {
         ),
         (
             Some(with("colour", json!(1)).to_string().into_bytes()),
-            400,
-            None,
+            422,
+            Some("colour"),
             "unknown field `colour`",
         ),
         (
             Some(json!({"service": "web"}).to_string().into_bytes()),
-            400,
-            None,
+            422,
+            Some("canary"),
             "missing field",
         ),
         (
@@ -337,8 +337,8 @@ async fn commands_roles_and_distinct_approvals() {
     );
     expect_error(
         &op.post(&path("pause"), json!({})).await,
-        400,
-        None,
+        422,
+        Some("reason"),
         "missing field `reason`",
     );
     expect_error(
@@ -350,8 +350,8 @@ async fn commands_roles_and_distinct_approvals() {
     expect_error(
         &op.post(&path("pause"), json!({"reason": "x", "force": true}))
             .await,
-        400,
-        None,
+        422,
+        Some("force"),
         "unknown field",
     );
     expect_error(
@@ -610,8 +610,8 @@ async fn observations_incidents_reviews_and_the_event_stream() {
     );
     expect_error(
         &op.post(&obs, json!({"counts": [{"arm": "canary"}]})).await,
-        400,
-        None,
+        422,
+        Some("counts[0].counters"),
         "missing field `counters`",
     );
     let many: Vec<Value> = (0..10_001).map(|_| json!({"arm": "canary"})).collect();
@@ -712,8 +712,8 @@ async fn observations_incidents_reviews_and_the_event_stream() {
     let review = format!("/v1/incidents/{inc_id}/review");
     expect_error(
         &op.post(&review, json!({})).await,
-        400,
-        None,
+        422,
+        Some("note"),
         "missing field `note`",
     );
     expect_error(

@@ -39,7 +39,11 @@ impl Client {
         Client {
             base: server.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            // A hung daemon must not hang the CLI (or `rollout wait`).
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
         }
     }
 

@@ -25,7 +25,7 @@ pub fn create(actor: &str, roles: &[String]) -> anyhow::Result<ExitCode> {
         .collect();
     println!("token: {token}");
     println!(
-        "# add to the config's `tokens:` and reload the daemon; the token is not stored anywhere"
+        "# add to the config's `tokens:` and restart the daemon (tokens are read at start); the token itself is not stored anywhere"
     );
     println!(
         "  - {{ actor: {:?}, sha256: \"{}\", roles: [{}] }}",

@@ -162,9 +162,29 @@ async fn json_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, F
     }
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field };
-        error(StatusCode::BAD_REQUEST, &field, &e.inner().to_string())
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.inner().to_string();
+        // A well-formed object with a field missing or unknown is refused
+        // by the contract (422), naming that field; malformed JSON and
+        // wrong types are 400.
+        for kind in ["missing field `", "unknown field `"] {
+            if let Some(rest) = message.strip_prefix(kind)
+                && let Some(name) = rest.split('`').next()
+            {
+                // serde_path_to_error's path already ends at an unknown
+                // field; a missing one is named below the path.
+                let field = if path.is_empty() {
+                    name.to_string()
+                } else if path == name || path.ends_with(&format!(".{name}")) {
+                    path.clone()
+                } else {
+                    format!("{path}.{name}")
+                };
+                return error(StatusCode::UNPROCESSABLE_ENTITY, &field, &message);
+            }
+        }
+        error(StatusCode::BAD_REQUEST, &path, &message)
     })
 }
 
@@ -350,6 +370,7 @@ async fn events(
 ) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
     let rx = s.events.subscribe();
+    let stop = s.shutdown.subscribe();
     let first = s.rollout_json(&id)?;
     let ended = first.get("outcome").is_some_and(|o| !o.is_null());
     let initial = SseEvent::default().event("status").data(first.to_string());
@@ -360,30 +381,38 @@ async fn events(
     }
     let stream = futures_util::stream::unfold(
         (St::First(initial, ended), rx, id),
-        |(state, mut rx, id)| async move {
-            match state {
-                St::Done => None,
-                St::First(ev, ended) => {
-                    let next = if ended { St::Done } else { St::Live };
-                    Some((Ok::<_, Infallible>(ev), (next, rx, id)))
-                }
-                St::Live => loop {
-                    match rx.recv().await {
-                        Ok(e) if e.rollout_id == id => {
-                            let next = if e.kind == "end" { St::Done } else { St::Live };
-                            let ev = SseEvent::default().event(e.kind).data(e.data.to_string());
-                            return Some((Ok(ev), (next, rx, id)));
-                        }
-                        Ok(_) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            let ev = SseEvent::default()
-                                .event("lagged")
-                                .data(json!({ "missed": n }).to_string());
-                            return Some((Ok(ev), (St::Live, rx, id)));
-                        }
-                        Err(_) => return None,
+        move |(state, mut rx, id)| {
+            let mut stop = stop.clone();
+            async move {
+                match state {
+                    St::Done => None,
+                    St::First(ev, ended) => {
+                        let next = if ended { St::Done } else { St::Live };
+                        Some((Ok::<_, Infallible>(ev), (next, rx, id)))
                     }
-                },
+                    St::Live => loop {
+                        let next = tokio::select! {
+                            e = rx.recv() => e,
+                            // The daemon is stopping: end the stream.
+                            _ = stop.wait_for(|s| *s) => return None,
+                        };
+                        match next {
+                            Ok(e) if e.rollout_id == id => {
+                                let next = if e.kind == "end" { St::Done } else { St::Live };
+                                let ev = SseEvent::default().event(e.kind).data(e.data.to_string());
+                                return Some((Ok(ev), (next, rx, id)));
+                            }
+                            Ok(_) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                let ev = SseEvent::default()
+                                    .event("lagged")
+                                    .data(json!({ "missed": n }).to_string());
+                                return Some((Ok(ev), (St::Live, rx, id)));
+                            }
+                            Err(_) => return None,
+                        }
+                    },
+                }
             }
         },
     );

@@ -236,16 +236,23 @@ impl Driver {
     pub async fn run_loop(mut self, mut rx: mpsc::Receiver<DriverMsg>) {
         let mut shutdown = self.shared.shutdown.subscribe();
         // Bounded by the rollout's own end (maxDuration) or the daemon's.
+        // An ended rollout whose traffic is not yet back keeps its driver
+        // until the router confirms 0.
         loop {
-            if self.rollout.phase().is_terminal() {
+            let ended = self.rollout.phase().is_terminal();
+            if ended && self.rollout.pending_weight().is_none() {
                 break;
             }
             if *shutdown.borrow() {
                 return;
             }
             let now = clock::now();
-            let mut wake = self.window_start + self.interval;
-            if let Some(d) = self.rollout.next_deadline() {
+            let mut wake = if ended {
+                now + self.interval
+            } else {
+                self.window_start + self.interval
+            };
+            if let Some(d) = self.rollout.next_deadline().filter(|_| !ended) {
                 wake = wake.min(d);
             }
             if let Some(r) = self.router_retry_at {
@@ -269,11 +276,31 @@ impl Driver {
                 }
             }
         }
+        // Commands that arrived as the rollout ended: it no longer takes any.
+        rx.close();
+        while let Ok(DriverMsg::Command { command, reply }) = rx.try_recv() {
+            let _ = reply.send(Err(Rejected::conflict(format!(
+                "rollout {} is already {}; `{}` no longer applies",
+                self.id(),
+                self.rollout.phase().as_str(),
+                command.name()
+            ))));
+        }
         self.finish().await;
     }
 
     async fn on_timer(&mut self) -> Result<(), Rejected> {
         let now = clock::now();
+        if self.rollout.phase().is_terminal() {
+            // Ended, traffic not yet back: only the router is retried.
+            if self.router_retry_at.is_none_or(|t| now >= t) {
+                self.router_retry_at = None;
+                if let Some(w) = self.rollout.pending_weight() {
+                    self.apply_weight(w).await?;
+                }
+            }
+            return Ok(());
+        }
         let mut evaluated = false;
         if now >= self.window_start + self.interval {
             evaluated = self.close_window(now).await?;

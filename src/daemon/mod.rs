@@ -273,7 +273,11 @@ impl Shared {
         Ok(view::rollout_view(
             &row,
             &rollout,
-            incidents.last().map(|i| i.id.as_str()),
+            incidents
+                .iter()
+                .rfind(|i| i.trigger != "router")
+                .or(incidents.last())
+                .map(|i| i.id.as_str()),
             None,
             clock::now(),
         ))
@@ -349,46 +353,71 @@ impl Shared {
                 ));
             }
         };
-        let _guard = self.start_lock.lock().await;
+        // The rest runs in its own task: a client that disconnects
+        // mid-request must not leave a stored rollout without a driver.
+        let shared = self.clone();
+        let by = by.clone();
+        tokio::spawn(async move {
+            shared
+                .create_and_launch(req, by, loaded, change_type, service)
+                .await
+        })
+        .await
+        .map_err(|e| Refusal::Internal(format!("the start task failed: {e}")))?
+    }
+
+    async fn create_and_launch(
+        self: &Arc<Self>,
+        req: StartRequest,
+        by: Principal,
+        loaded: policies::LoadedPolicy,
+        change_type: ChangeType,
+        service: Arc<ServiceRuntime>,
+    ) -> Result<Value, Refusal> {
         let now = clock::now();
-        if let Some(active) = self.with_store(|s| s.active_rollout(&req.service))? {
-            let s = &active.spec;
-            let same = s.canary == req.canary
-                && s.baseline == req.baseline
-                && active.policy_name == req.policy
-                && s.change_type == change_type
-                && s.dry_run == req.dry_run
-                && s.reason == req.reason
-                && s.ticket == req.ticket
-                && s.started_by == by.actor;
-            if same {
-                return self.rollout_json(&active.id);
+        let (spec, mut driver) = {
+            // Held for the check and the insert only, not for router I/O.
+            let _guard = self.start_lock.lock().await;
+            if let Some(active) = self.with_store(|s| s.active_rollout(&req.service))? {
+                let s = &active.spec;
+                let same = s.canary == req.canary
+                    && s.baseline == req.baseline
+                    && active.policy_name == req.policy
+                    && s.change_type == change_type
+                    && s.dry_run == req.dry_run
+                    && s.reason == req.reason
+                    && s.ticket == req.ticket
+                    && s.started_by == by.actor;
+                if same {
+                    return self.rollout_json(&active.id);
+                }
+                return Err(Refusal::Conflict(format!(
+                    "service {} already has an active rollout {} ({} -> {}, {}); abort it or wait for it to end",
+                    req.service,
+                    active.id,
+                    s.baseline,
+                    s.canary,
+                    active.phase.as_str()
+                )));
             }
-            return Err(Refusal::Conflict(format!(
-                "service {} already has an active rollout {} ({} -> {}, {}); abort it or wait for it to end",
-                req.service,
-                active.id,
-                s.baseline,
-                s.canary,
-                active.phase.as_str()
-            )));
-        }
-        let id = self.with_store(|s| s.new_rollout_id(now));
-        let spec = RolloutSpec {
-            id: id.clone(),
-            service: req.service.clone(),
-            baseline: req.baseline.clone(),
-            canary: req.canary.clone(),
-            change_type,
-            dry_run: req.dry_run,
-            started_by: by.actor.clone(),
-            reason: req.reason.clone(),
-            ticket: req.ticket.clone(),
+            let id = self.with_store(|s| s.new_rollout_id(now));
+            let spec = RolloutSpec {
+                id: id.clone(),
+                service: req.service.clone(),
+                baseline: req.baseline.clone(),
+                canary: req.canary.clone(),
+                change_type,
+                dry_run: req.dry_run,
+                started_by: by.actor.clone(),
+                reason: req.reason.clone(),
+                ticket: req.ticket.clone(),
+            };
+            let monitor = Monitor::new(&loaded.policy).map_err(Refusal::Internal)?;
+            let rollout = Rollout::new(spec.clone(), (*loaded.policy).clone(), monitor, now)?;
+            let row = self.with_store(|s| s.create_rollout(&rollout, &loaded.version, now))?;
+            let driver = Driver::new(self.clone(), service.clone(), rollout, row, now);
+            (spec, driver)
         };
-        let monitor = Monitor::new(&loaded.policy).map_err(Refusal::Internal)?;
-        let rollout = Rollout::new(spec.clone(), (*loaded.policy).clone(), monitor, now)?;
-        let row = self.with_store(|s| s.create_rollout(&rollout, &loaded.version, now))?;
-        let mut driver = Driver::new(self.clone(), service.clone(), rollout, row, now);
         // The first step (pending -> progressing, the first weight) runs
         // before the answer, so the caller sees a rollout under way.
         driver.run(crate::engine::Input::Tick).await?;
@@ -400,6 +429,7 @@ impl Shared {
 
     /// A command for an active rollout, answered with its new JSON.
     pub async fn command(&self, id: &str, command: Command) -> Result<Value, Refusal> {
+        self.require_ready()?;
         let Some(handle) = self.driver(id) else {
             let row = self.with_store(|s| s.rollout(id))?;
             return Err(match row {
@@ -428,6 +458,7 @@ impl Shared {
 
     /// Add a validated batch to a rollout's open window.
     pub fn push(&self, id: &str, batch: &push::Batch) -> Result<u64, Refusal> {
+        self.require_ready()?;
         let Some(handle) = self.driver(id) else {
             let row = self.with_store(|s| s.rollout(id))?;
             return Err(match row {
@@ -455,6 +486,18 @@ impl Shared {
         let mut open = handle.push.lock().unwrap_or_else(|e| e.into_inner());
         driver::merge(&mut open, &v.data);
         Ok(v.events)
+    }
+
+    /// Commands and pushes wait until every open rollout is restored: before
+    /// that, a rollout without a driver is not yet known to have ended.
+    fn require_ready(&self) -> Result<(), Refusal> {
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Refusal::Unavailable(
+                "the daemon is restoring its rollouts; retry in a moment".into(),
+            ))
+        }
     }
 
     /// Reload the policies directory; an invalid set keeps the old one.
@@ -686,7 +729,8 @@ impl Running {
         if drained.is_err() {
             tracing::warn!("some tasks did not stop within 20s; exiting anyway");
         }
-        let _ = self.server.await;
+        // Open event streams end at shutdown; bound the wait regardless.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
         match fatal {
             Some(m) => anyhow::bail!("stopped: {m}"),
@@ -764,12 +808,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     tracing::info!(addr = %local, "listening");
 
+    // Webhook deliveries pending from before a restart (read before the
+    // restore, which may queue and send new ones itself).
+    let pending = shared
+        .with_store(|s| s.pending_notifications())
+        .unwrap_or_default();
     restore(&shared).await?;
     shared.ready.store(true, Ordering::SeqCst);
-    // Pending webhook deliveries from before a restart.
-    if let Ok(pending) = shared.with_store(|s| s.pending_notifications()) {
-        shared.deliver_notifications(pending.into_iter().map(|n| n.id).collect());
-    }
+    shared.deliver_notifications(pending.into_iter().map(|n| n.id).collect());
     Ok(Running {
         addr: local,
         shared,

@@ -690,6 +690,9 @@ impl<A: Analysis> Rollout<A> {
         let in_flight = self.pending_weight.take().is_some_and(|w| w > Weight::ZERO);
         self.transition(now, to, actor, ticket, reason);
         if self.weight != Weight::ZERO || in_flight {
+            // Pending until the router confirms: the shell retries it (also
+            // after a restart) although the rollout has already ended.
+            self.pending_weight = Some(Weight::ZERO);
             self.effects.push_back(Effect::SetWeight {
                 weight: Weight::ZERO,
                 dry_run: self.spec.dry_run,

@@ -372,12 +372,16 @@ impl Store {
         )
     }
 
-    /// Every active rollout with its latest checkpoint and the journal
-    /// entries after it: what a restarted daemon resumes from.
+    /// Every active rollout, and every ended one whose traffic is not yet
+    /// back (aborted, inconclusive or concluded with a canary weight the
+    /// router never confirmed at 0), with its latest checkpoint and the
+    /// journal entries after it: what a restarted daemon resumes from.
     pub fn open_rollouts<A: Analysis>(&self) -> Result<Vec<OpenRollout<A>>> {
         let rows = self.query_all(
             &format!(
-                "SELECT {ROLLOUT_COLS} FROM rollouts WHERE outcome IS NULL ORDER BY created_at, id"
+                "SELECT {ROLLOUT_COLS} FROM rollouts
+                 WHERE outcome IS NULL OR (outcome <> 'promoted' AND weight > 0)
+                 ORDER BY created_at, id"
             ),
             [],
             rollout_row,
