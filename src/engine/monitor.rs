@@ -191,6 +191,9 @@ pub struct Monitor {
     stage_start: Option<Timestamp>,
     /// When data started to count (for no-data checks).
     since: Option<Timestamp>,
+    /// Lean evidence (see [`Monitor::set_lean`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    lean: bool,
 }
 
 impl Monitor {
@@ -238,7 +241,31 @@ impl Monitor {
             stage_requests: 0,
             stage_start: None,
             since: None,
+            lean: false,
         })
+    }
+
+    /// Lean evidence: statistical readings that have not fired (and gates
+    /// not yet shown) carry no confidence interval, which spares a root
+    /// search over every restart slot per test and interval. Verdicts,
+    /// e-values, counts and the evidence of a reading that fires are
+    /// unchanged. For callers that read evidence only when a trigger fires
+    /// (the simulator); the daemon keeps full evidence for its status API.
+    pub fn set_lean(&mut self, lean: bool) {
+        self.lean = lean;
+        for check in &mut self.checks {
+            if let Check::Statistical { test, .. } = check {
+                test.set_lean(lean);
+            }
+        }
+        for gate in &mut self.gates {
+            if let GateTest::Stat(t) = &mut gate.test {
+                t.set_lean(lean);
+            }
+        }
+        if let Some(srm) = &mut self.srm {
+            srm.set_lean(lean);
+        }
     }
 
     fn with_complements(&self, snap: &IntervalSnapshot) -> IntervalSnapshot {
@@ -659,6 +686,9 @@ impl Analysis for Monitor {
         self.warmup.on_weight_change(now);
         if self.srm.is_some() {
             self.srm = SampleRatioCheck::new(REQUESTS, SRM_ALPHA, self.change).ok();
+            if let Some(srm) = &mut self.srm {
+                srm.set_lean(self.lean);
+            }
             self.srm_evidence = None;
         }
         self.windows.start_step(now);
