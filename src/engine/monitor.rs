@@ -194,6 +194,22 @@ pub struct Monitor {
     /// Lean evidence (see [`Monitor::set_lean`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     lean: bool,
+    /// The last assessment and its `now`, valid until the next observation.
+    #[serde(skip)]
+    memo: Memo,
+}
+
+/// `assess` is a function of the monitor's state and `now`; the engine asks
+/// again at the same instant after each input (data, then a tick), and the
+/// objective rules rescan their windows each time. Not part of the state:
+/// skipped by serde and equal to any other memo.
+#[derive(Clone, Debug, Default)]
+struct Memo(Option<(Timestamp, Assessment<TriggerEvidence>)>);
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Monitor {
@@ -242,6 +258,7 @@ impl Monitor {
             stage_start: None,
             since: None,
             lean: false,
+            memo: Memo::default(),
         })
     }
 
@@ -253,6 +270,7 @@ impl Monitor {
     /// (the simulator); the daemon keeps full evidence for its status API.
     pub fn set_lean(&mut self, lean: bool) {
         self.lean = lean;
+        self.memo = Memo::default();
         for check in &mut self.checks {
             if let Check::Statistical { test, .. } = check {
                 test.set_lean(lean);
@@ -681,6 +699,7 @@ impl Analysis for Monitor {
     type Evidence = TriggerEvidence;
 
     fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
+        self.memo = Memo::default();
         self.stage_requests = 0;
         self.stage_start = Some(now);
         self.warmup.on_weight_change(now);
@@ -696,6 +715,7 @@ impl Analysis for Monitor {
     }
 
     fn observe(&mut self, snapshot: &IntervalSnapshot, weight: Weight) {
+        self.memo = Memo::default();
         let snap = self.with_complements(snapshot);
         self.since.get_or_insert(snap.start);
         if self.stage_start.is_none_or(|at| snap.start >= at) {
@@ -750,6 +770,23 @@ impl Analysis for Monitor {
     }
 
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
+        if let Some((at, a)) = &self.memo.0
+            && *at == now
+        {
+            return a.clone();
+        }
+        let a = self.assess_now(now);
+        self.memo = Memo(Some((now, a.clone())));
+        a
+    }
+
+    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
+        (snapshot.start, snapshot.end)
+    }
+}
+
+impl Monitor {
+    fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
         let since = self.since.unwrap_or(now);
         let has_data = self.windows.intervals().next().is_some();
         let triggers = self
@@ -817,10 +854,6 @@ impl Analysis for Monitor {
             sample_ratio_mismatch: self.srm_evidence.clone().map(TriggerEvidence::Statistical),
             canary_requests_in_stage: self.stage_requests,
         }
-    }
-
-    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
-        (snapshot.start, snapshot.end)
     }
 }
 
