@@ -307,7 +307,25 @@ const GRID_STEP: f64 = 0.2;
 const GRID_SCALE: f64 = 0.02;
 
 fn grid_point(i: usize) -> f64 {
+    grid_points()
+        .get(i)
+        .copied()
+        .unwrap_or_else(|| compute_grid_point(i))
+}
+
+fn compute_grid_point(i: usize) -> f64 {
     GRID_SCALE * ((i as i32 - GRID_HALF) as f64 * GRID_STEP).sinh()
+}
+
+/// The grid's points, computed once (a `sinh` each; the grid is updated
+/// every interval).
+fn grid_points() -> &'static [f64] {
+    static POINTS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    POINTS.get_or_init(|| {
+        (0..(2 * GRID_HALF + 1) as usize)
+            .map(compute_grid_point)
+            .collect()
+    })
 }
 
 impl Default for LikelihoodGrid {
@@ -321,8 +339,8 @@ impl Default for LikelihoodGrid {
 impl LikelihoodGrid {
     /// Adds an interval: `x` successes of `n` at log-odds `base + δ`.
     pub fn update(&mut self, x: f64, n: f64, base: f64) {
-        for (i, l) in self.log_lik.iter_mut().enumerate() {
-            *l += bernoulli_log_lik(x, n, base + grid_point(i));
+        for (l, &d) in self.log_lik.iter_mut().zip(grid_points()) {
+            *l += bernoulli_log_lik(x, n, base + d);
         }
     }
 

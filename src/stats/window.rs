@@ -85,8 +85,17 @@ impl Windows {
         length: Duration,
     ) -> impl DoubleEndedIterator<Item = &IntervalSnapshot> {
         let from = now - length;
+        // Intervals arrive in time order: the ones starting at or after
+        // `from` are a suffix, found from the newest end.
+        let first = self.intervals.len()
+            - self
+                .intervals
+                .iter()
+                .rev()
+                .take_while(|s| s.start >= from)
+                .count();
         self.intervals
-            .iter()
+            .range(first..)
             .filter(move |s| s.start >= from && s.end <= now)
     }
 
