@@ -305,8 +305,8 @@ pub fn multinomial<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64]) -> Vec<
 /// (cached per thread, see [`latency_table`]) from the CDF at the buckets'
 /// rounding edges, over `mu ± 8 sigma` (the first and last buckets take the
 /// rest of each tail). Up to [`ALIAS_DRAWS_PER_BUCKET`] draws per bucket of
-/// the table, each request picks its bucket with Walker's alias method (one
-/// 64-bit random number per request); beyond that, bucket counts are drawn
+/// the table, each request picks its bucket with Walker's alias method (32
+/// random bits per request); beyond that, bucket counts are drawn
 /// as a multinomial by conditional binomials, whose cost does not grow with
 /// traffic. Both give the histogram contents the distribution per-request
 /// sampling gives (the alias thresholds are 32-bit fractions).
@@ -329,15 +329,26 @@ pub fn sample_lognormal<R: Rng + ?Sized>(
     }
     if n <= ALIAS_DRAWS_PER_BUCKET * m as u64 {
         let mut counts = vec![0u64; m];
-        for _ in 0..n {
-            let r = rng.next_u64();
-            let i = (((r >> 32) * m as u64) >> 32) as usize;
-            let j = if (r as u32) < table.keep[i] {
+        // One pick per 32 random bits: `u·m` has the column in its high
+        // half and a uniform fraction (steps of m/2^32) for the coin in its
+        // low half.
+        let (keep, alias) = (&table.keep[..m], &table.alias[..m]);
+        let pick = |u: u32| {
+            let x = u64::from(u) * m as u64;
+            let i = (x >> 32) as usize;
+            if (x as u32) < keep[i] {
                 i
             } else {
-                table.alias[i] as usize
-            };
-            counts[j] += 1;
+                alias[i] as usize
+            }
+        };
+        for _ in 0..n / 2 {
+            let r = rng.next_u64();
+            counts[pick((r >> 32) as u32)] += 1;
+            counts[pick(r as u32)] += 1;
+        }
+        if n % 2 == 1 {
+            counts[pick((rng.next_u64() >> 32) as u32)] += 1;
         }
         for (&lo, &c) in table.lows_us.iter().zip(&counts) {
             if c > 0 {
