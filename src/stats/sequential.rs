@@ -1254,6 +1254,8 @@ pub struct Disparity {
     ignored_groups: u64,
     span: Span,
     crossed: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
 }
 
 const JEFFREYS: f64 = 0.5;
@@ -1281,6 +1283,7 @@ impl Disparity {
             ignored_groups: 0,
             span: Span::default(),
             crossed: false,
+            lean: false,
         })
     }
 
@@ -1315,6 +1318,9 @@ impl Disparity {
     fn verdict(&mut self, running: Status) -> Verdict {
         let a = self.group_alpha();
         let boundary = log_boundary(a);
+        if self.lean && !self.crossed && !self.may_fire() {
+            return self.lean_verdict(running, boundary);
+        }
         let cs: Vec<(&String, ArmCounts, f64, f64)> = self
             .groups
             .iter()
@@ -1390,6 +1396,67 @@ impl Disparity {
                 estimate: finite(estimate),
                 interval: Interval::new(lower, upper, 1.0 - self.alpha),
                 log_e_value: finite(stat.max(-1e300)),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+                evidence_since: self.span.start.unwrap_or(self.span.end),
+            },
+        }
+    }
+
+    /// Whether the test could fire now. Each group's confidence sequence
+    /// contains its observed rate, so the upper bound of min/max it fires on
+    /// is at least the observed min/max rate: while that ratio is above
+    /// `minRatio` (with a margin for rounding), it cannot fire.
+    fn may_fire(&self) -> bool {
+        let rates: Vec<f64> = self
+            .groups
+            .values()
+            .filter(|c| c.exposure > 0)
+            .map(|c| c.events as f64 / c.exposure as f64)
+            .collect();
+        if rates.len() < 2 {
+            return false;
+        }
+        let min_rate = rates.iter().copied().fold(f64::MAX, f64::min);
+        let max_rate = rates.iter().copied().fold(0.0, f64::max);
+        let estimate = if max_rate > 0.0 {
+            min_rate / max_rate
+        } else {
+            1.0
+        };
+        estimate <= self.min_ratio * (1.0 + 1e-9)
+    }
+
+    /// Lean evidence while the test cannot fire: counts and the observed
+    /// ratio, no confidence sequences (see [`StatTest::set_lean`]).
+    fn lean_verdict(&self, running: Status, boundary: f64) -> Verdict {
+        let mut canary = ArmCounts::default();
+        let (mut lo, mut hi, mut n_groups) = (f64::MAX, 0.0f64, 0);
+        for c in self.groups.values().filter(|c| c.exposure > 0) {
+            canary.add(c.exposure, c.events);
+            let r = c.events as f64 / c.exposure as f64;
+            lo = lo.min(r);
+            hi = hi.max(r);
+            n_groups += 1;
+        }
+        let estimate = if n_groups >= 2 && hi > 0.0 {
+            lo / hi
+        } else {
+            1.0
+        };
+        Verdict {
+            status: running,
+            evidence: Evidence {
+                estimand: format!(
+                    "canary min/max group rate of {}/{} over {} groups",
+                    self.numerator, self.denominator, n_groups
+                ),
+                baseline: ArmCounts::default(),
+                canary,
+                estimate: finite(estimate),
+                interval: Interval::unbounded(1.0 - self.alpha),
+                log_e_value: 0.0,
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
@@ -1592,14 +1659,15 @@ impl StatTest {
     /// same as without it. The bounds cost a root search over every restart
     /// slot each interval, and a caller that reads evidence only from the
     /// trigger that fires (the simulator) need not pay for them. Disparity
-    /// decides on its intervals, so it always computes them.
+    /// decides on its intervals: lean, it skips them only while it cannot
+    /// fire (see `Disparity::may_fire`).
     pub fn set_lean(&mut self, lean: bool) {
         match self {
             StatTest::RatioVsBaseline(t) => t.lean = lean,
             StatTest::RatioThreshold(t) => t.lean = lean,
             StatTest::QuantileThreshold(t) => t.lean = lean,
             StatTest::QuantileVsBaseline(t) => t.lean = lean,
-            StatTest::Disparity(_) => {}
+            StatTest::Disparity(t) => t.lean = lean,
         }
     }
 
