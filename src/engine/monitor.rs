@@ -15,6 +15,7 @@
 //! of the comparative tests (vsBaseline, gates, sample ratio); canary-alone
 //! and objective checks see every interval.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -197,6 +198,21 @@ pub struct Monitor {
     /// The last assessment and its `now`, valid until the next observation.
     #[serde(skip)]
     memo: Memo,
+    /// Per check, for burn-rate rules: the two counters the rule reads from
+    /// each interval retained in `windows`, in step with it. Derived state:
+    /// skipped by serde (rebuilt from `windows` on the next observation;
+    /// until then the rules read the windows) and ignored by equality.
+    #[serde(skip)]
+    burn_counts: BurnCache,
+}
+
+#[derive(Clone, Debug, Default)]
+struct BurnCache(Vec<VecDeque<stats::objective::BurnCounts>>);
+
+impl PartialEq for BurnCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// `assess` is a function of the monitor's state and `now`; the engine asks
@@ -259,6 +275,7 @@ impl Monitor {
             since: None,
             lean: false,
             memo: Memo::default(),
+            burn_counts: BurnCache::default(),
         })
     }
 
@@ -766,7 +783,17 @@ impl Analysis for Monitor {
         }
         // Windows only fail on mismatched histogram layouts between intervals
         // of one source; such an interval is left out of the objective checks.
-        let _ = self.windows.push(snap);
+        let counts: Vec<Option<stats::objective::BurnCounts>> = self
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::BurnRate(rule) => Some(rule.counts_of(&snap)),
+                _ => None,
+            })
+            .collect();
+        if self.windows.push(snap).is_ok() {
+            self.sync_burn_counts(counts);
+        }
     }
 
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
@@ -786,13 +813,51 @@ impl Analysis for Monitor {
 }
 
 impl Monitor {
+    /// Appends the newest interval's burn counts (`counts`, per check) and
+    /// keeps the cache the length of `windows`; rebuilds it from `windows`
+    /// when it was not in step (after a restore).
+    fn sync_burn_counts(&mut self, counts: Vec<Option<stats::objective::BurnCounts>>) {
+        let len = self.windows.len();
+        let cache = &mut self.burn_counts.0;
+        let in_step = cache.len() == self.checks.len()
+            && self
+                .checks
+                .iter()
+                .zip(cache.iter())
+                .all(|(c, q)| !matches!(c, Check::BurnRate(_)) || q.len() + 1 >= len);
+        if in_step {
+            for (q, c) in cache.iter_mut().zip(counts) {
+                if let Some(c) = c {
+                    q.push_back(c);
+                    while q.len() > len {
+                        q.pop_front();
+                    }
+                }
+            }
+            return;
+        }
+        *cache = self
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::BurnRate(rule) => self
+                    .windows
+                    .intervals()
+                    .map(|s| rule.counts_of(s))
+                    .collect(),
+                _ => VecDeque::new(),
+            })
+            .collect();
+    }
+
     fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
         let since = self.since.unwrap_or(now);
         let has_data = self.windows.intervals().next().is_some();
         let triggers = self
             .checks
             .iter()
-            .map(|check| match check {
+            .enumerate()
+            .map(|(i, check)| match check {
                 Check::Statistical { last: Some(v), .. } | Check::Mean { last: Some(v), .. } => {
                     statistical_reading(v)
                 }
@@ -818,13 +883,25 @@ impl Monitor {
                     format!("lowest canary {numerator}/{denominator} over consecutive intervals above {above}"),
                     has_data,
                 ),
-                Check::BurnRate(rule) => match rule.evaluate(&self.windows, now) {
+                Check::BurnRate(rule) => match self
+                    .burn_counts
+                    .0
+                    .get(i)
+                    .filter(|q| q.len() == self.windows.len())
+                {
+                    Some(q) => objective_reading(
+                        rule.evaluate_counts(q, now),
+                        format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
+                        has_data,
+                    ),
+                    None => match rule.evaluate(&self.windows, now) {
                     Ok(v) => objective_reading(
                         v,
                         format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
                         has_data,
                     ),
-                    Err(_) => TriggerReading::default(),
+                        Err(_) => TriggerReading::default(),
+                    },
                 },
                 Check::NoData(rule) => {
                     let v = rule.evaluate(&self.windows, since, now);

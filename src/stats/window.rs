@@ -66,6 +66,15 @@ impl Windows {
         Ok(())
     }
 
+    /// Number of retained intervals.
+    pub fn len(&self) -> usize {
+        self.intervals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.intervals.is_empty()
+    }
+
     /// Totals since the current step began.
     pub fn since_step(&self) -> &IntervalSnapshot {
         &self.step
