@@ -156,7 +156,9 @@ pub fn simulate_one(
     };
     match analyst {
         Analyst::Canaryd => {
-            let monitor = Monitor::new(policy).map_err(|e| policy_rejected(policy, &e))?;
+            let mut monitor = Monitor::new(policy).map_err(|e| policy_rejected(policy, &e))?;
+            // Only the evidence of the trigger that fires is reported.
+            monitor.set_lean(true);
             run_one(policy, monitor, source, &mut rng, &run_opts)
         }
         Analyst::Peer(style) => {

@@ -298,7 +298,9 @@ impl PeerAnalysis {
         failure_limit: u32,
         model: Option<&TrafficModel>,
     ) -> Result<Self, String> {
-        let monitor = Monitor::new(policy)?;
+        let mut monitor = Monitor::new(policy)?;
+        // Only fired readings' evidence is reported (see `Monitor::set_lean`).
+        monitor.set_lean(true);
         let triggers: Vec<StatTrigger> = policy
             .triggers
             .iter()

@@ -2,11 +2,12 @@
 //! both arms, sampled exactly (Poisson requests, Binomial split by the canary
 //! weight, multinomial groups, Binomial errors, clicks and custom counters).
 //!
-//! Latency is sampled per request up to [`PER_REQUEST_LATENCY_CAP`] requests
-//! per piece; above that, bucket counts are drawn from the multinomial over
-//! the log-linear histogram's own buckets (conditional binomials), which
-//! gives the same distribution of histogram contents as per-request sampling
-//! at a cost that does not grow with traffic. The bucket edges mirror
+//! Latency is sampled straight into the log-linear histogram's own buckets
+//! from a per-distribution table of bucket probabilities: per request with
+//! an alias table while traffic is moderate, and as a multinomial over the
+//! buckets (conditional binomials) beyond that, which gives the same
+//! distribution of histogram contents as per-request sampling at a cost that
+//! does not grow with traffic. The bucket edges mirror
 //! `canaryd::stats::histogram` (a test checks they line up).
 //!
 //! Nothing here reads a clock: time is the offset from the rollout's start.
@@ -20,8 +21,6 @@ use rand_distr::{Binomial, Distribution, Poisson, StandardNormal};
 
 use crate::scenario::{ArmModel, Rate, Scenario};
 
-/// Per-request latency sampling up to this many requests per arm and piece.
-pub const PER_REQUEST_LATENCY_CAP: u64 = 512;
 /// The latency signal every source reports.
 pub const LATENCY_SIGNAL: &str = "latency_ms";
 const DAY_SECS: f64 = 86_400.0;
@@ -300,6 +299,17 @@ pub fn multinomial<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64]) -> Vec<
 }
 
 /// Records `n` draws of `exp(N(mu, sigma²)) + add_ms` milliseconds.
+///
+/// Each draw lands in a bucket of the stats' log-linear histogram, so only
+/// the bucket probabilities matter: they are computed once per distribution
+/// (cached per thread, see [`latency_table`]) from the CDF at the buckets'
+/// rounding edges, over `mu ± 8 sigma` (the first and last buckets take the
+/// rest of each tail). Up to [`ALIAS_DRAWS_PER_BUCKET`] draws per bucket of
+/// the table, each request picks its bucket with Walker's alias method (32
+/// random bits per request); beyond that, bucket counts are drawn
+/// as a multinomial by conditional binomials, whose cost does not grow with
+/// traffic. Both give the histogram contents the distribution per-request
+/// sampling gives (the alias thresholds are 32-bit fractions).
 pub fn sample_lognormal<R: Rng + ?Sized>(
     rng: &mut R,
     h: &mut LatencyHistogram,
@@ -311,53 +321,171 @@ pub fn sample_lognormal<R: Rng + ?Sized>(
     if n == 0 {
         return;
     }
-    if n <= PER_REQUEST_LATENCY_CAP {
-        for _ in 0..n {
-            let z: f64 = StandardNormal.sample(rng);
-            h.record_ms((mu + sigma * z).exp() + add_ms);
+    let table = latency_table(mu, sigma, add_ms);
+    let m = table.lows_us.len();
+    if m == 1 {
+        h.record_n_us(table.lows_us[0], n);
+        return;
+    }
+    if n <= ALIAS_DRAWS_PER_BUCKET * m as u64 {
+        let mut counts = vec![0u64; m];
+        // One pick per 32 random bits: `u·m` has the column in its high
+        // half and a uniform fraction (steps of m/2^32) for the coin in its
+        // low half.
+        let (keep, alias) = (&table.keep[..m], &table.alias[..m]);
+        let pick = |u: u32| {
+            let x = u64::from(u) * m as u64;
+            let i = (x >> 32) as usize;
+            if (x as u32) < keep[i] {
+                i
+            } else {
+                alias[i] as usize
+            }
+        };
+        for _ in 0..n / 2 {
+            let r = rng.next_u64();
+            counts[pick((r >> 32) as u32)] += 1;
+            counts[pick(r as u32)] += 1;
+        }
+        if n % 2 == 1 {
+            counts[pick((rng.next_u64() >> 32) as u32)] += 1;
+        }
+        for (&lo, &c) in table.lows_us.iter().zip(&counts) {
+            if c > 0 {
+                h.record_n_us(lo, c);
+            }
         }
         return;
     }
-    // Multinomial over the histogram's buckets. A bucket [lo, hi] µs holds
-    // the values that round into it: ms in [(lo - 0.5)/1000, (hi + 0.5)/1000).
-    let cdf = |us_edge: f64| {
-        let ms = us_edge / 1000.0 - add_ms;
-        if ms <= 0.0 {
-            0.0
-        } else {
-            normal_cdf((ms.ln() - mu) / sigma)
-        }
-    };
-    let lo_ms = (mu - 8.0 * sigma).exp() + add_ms;
-    let hi_ms = (mu + 8.0 * sigma).exp() + add_ms;
-    let first = bucket_index(canaryd::stats::histogram::ms_to_us(lo_ms));
-    let last = bucket_index(canaryd::stats::histogram::ms_to_us(hi_ms));
+    // Multinomial over the buckets by conditional binomials.
     let mut left = n;
-    let mut below = 0.0; // mass of buckets before the current one
-    for idx in first..=last {
+    let mut rest = 1.0f64; // mass of the buckets not drawn yet
+    for (idx, (&lo, &p)) in table.lows_us.iter().zip(&table.probs).enumerate() {
         if left == 0 {
             return;
         }
-        let (lo, hi) = bucket_bounds(idx);
-        let upper = if idx == last {
-            1.0
-        } else {
-            cdf(hi as f64 + 0.5)
-        };
-        let p = (upper - below).max(0.0);
-        let rest = (1.0 - below).max(1e-300);
-        let c = if idx == last {
+        let c = if idx + 1 == m {
             left
         } else {
-            binomial(rng, left, p / rest)
+            binomial(rng, left, p / rest.max(1e-300))
         };
         if c > 0 {
             h.record_n_us(lo, c);
         }
         left -= c;
-        below = upper.max(below);
-        let _ = hi;
+        rest = (rest - p).max(0.0);
     }
+}
+
+/// Above this many requests per bucket of the distribution's table, latency
+/// bucket counts are drawn by conditional binomials instead of per request.
+pub const ALIAS_DRAWS_PER_BUCKET: u64 = 16;
+
+/// A latency distribution's buckets: each bucket's lowest µs and
+/// probability, and Walker's alias table over them.
+#[derive(Debug)]
+pub struct LatencyTable {
+    pub lows_us: Vec<u64>,
+    pub probs: Vec<f64>,
+    /// Keep bucket `i` when the low 32 bits of the draw are below `keep[i]`.
+    keep: Vec<u32>,
+    alias: Vec<u32>,
+}
+
+impl LatencyTable {
+    fn build(mu: f64, sigma: f64, add_ms: f64) -> Self {
+        // A bucket [lo, hi] µs holds the values that round into it: ms in
+        // [(lo - 0.5)/1000, (hi + 0.5)/1000).
+        let cdf = |us_edge: f64| {
+            let ms = us_edge / 1000.0 - add_ms;
+            if ms <= 0.0 {
+                0.0
+            } else {
+                normal_cdf((ms.ln() - mu) / sigma)
+            }
+        };
+        let lo_ms = (mu - 8.0 * sigma).exp() + add_ms;
+        let hi_ms = (mu + 8.0 * sigma).exp() + add_ms;
+        let first = bucket_index(canaryd::stats::histogram::ms_to_us(lo_ms));
+        let last = bucket_index(canaryd::stats::histogram::ms_to_us(hi_ms)).max(first);
+        let mut lows_us = Vec::with_capacity(last - first + 1);
+        let mut probs = Vec::with_capacity(last - first + 1);
+        let mut below = 0.0f64;
+        for idx in first..=last {
+            let (lo, hi) = bucket_bounds(idx);
+            let upper = if idx == last {
+                1.0
+            } else {
+                cdf(hi as f64 + 0.5).max(below)
+            };
+            lows_us.push(lo);
+            probs.push((upper - below).max(0.0));
+            below = upper;
+        }
+        let (keep, alias) = alias_table(&probs);
+        LatencyTable {
+            lows_us,
+            probs,
+            keep,
+            alias,
+        }
+    }
+}
+
+/// Vose's alias method over `probs` (normalised here).
+fn alias_table(probs: &[f64]) -> (Vec<u32>, Vec<u32>) {
+    let m = probs.len();
+    let total: f64 = probs.iter().sum();
+    let mut scaled: Vec<f64> = probs
+        .iter()
+        .map(|p| {
+            if total > 0.0 {
+                p * m as f64 / total
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut keep = vec![u32::MAX; m];
+    let mut alias: Vec<u32> = (0..m as u32).collect();
+    let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..m).partition(|&i| scaled[i] < 1.0);
+    while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+        keep[s] = (scaled[s] * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+        alias[s] = l as u32;
+        scaled[l] -= 1.0 - scaled[s];
+        if scaled[l] < 1.0 {
+            large.pop();
+            small.push(l);
+        }
+    }
+    // Whatever is left (rounding) keeps itself with probability 1.
+    (keep, alias)
+}
+
+type TableKey = (u64, u64, u64);
+
+thread_local! {
+    /// Recently used latency tables of this thread (a few distributions per
+    /// scenario; a drifting canary makes a new one per piece).
+    static TABLES: std::cell::RefCell<Vec<(TableKey, std::rc::Rc<LatencyTable>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The bucket table of `exp(N(mu, sigma²)) + add_ms`, cached per thread.
+pub fn latency_table(mu: f64, sigma: f64, add_ms: f64) -> std::rc::Rc<LatencyTable> {
+    let key = (mu.to_bits(), sigma.to_bits(), add_ms.to_bits());
+    TABLES.with(|cell| {
+        let mut tables = cell.borrow_mut();
+        if let Some((_, t)) = tables.iter().find(|(k, _)| *k == key) {
+            return t.clone();
+        }
+        let t = std::rc::Rc::new(LatencyTable::build(mu, sigma, add_ms));
+        if tables.len() >= 8 {
+            tables.remove(0);
+        }
+        tables.push((key, t.clone()));
+        t
+    })
 }
 
 const SUB_BITS: u32 = 7;
@@ -448,6 +576,27 @@ mod tests {
             "{surely} {possibly}"
         );
         assert!(possibly - surely < 0.005, "{surely} {possibly}");
+    }
+
+    #[test]
+    fn alias_and_binomial_paths_draw_the_same_buckets() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let (mu, sigma) = (80f64.ln(), (150f64 / 80.0).ln() / crate::scenario::Z95);
+        let table = latency_table(mu, sigma, 0.0);
+        let per_request = ALIAS_DRAWS_PER_BUCKET * table.lows_us.len() as u64;
+        let mut alias = LatencyHistogram::new();
+        // Many small pieces (the alias path), and one large one (binomials).
+        for _ in 0..400 {
+            sample_lognormal(&mut rng, &mut alias, 500, mu, sigma, 0.0);
+        }
+        let mut binom = LatencyHistogram::new();
+        sample_lognormal(&mut rng, &mut binom, 200_000, mu, sigma, 0.0);
+        assert!((500..200_000).contains(&per_request));
+        assert_eq!(alias.total(), 200_000);
+        for q in [0.1, 0.5, 0.9, 0.95, 0.99] {
+            let (a, b) = (alias.quantile_ms(q).unwrap(), binom.quantile_ms(q).unwrap());
+            assert!((a - b).abs() / b < 0.02, "q{q}: {a} vs {b}");
+        }
     }
 
     #[test]

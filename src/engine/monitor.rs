@@ -15,6 +15,7 @@
 //! of the comparative tests (vsBaseline, gates, sample ratio); canary-alone
 //! and objective checks see every interval.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -191,6 +192,40 @@ pub struct Monitor {
     stage_start: Option<Timestamp>,
     /// When data started to count (for no-data checks).
     since: Option<Timestamp>,
+    /// Lean evidence (see [`Monitor::set_lean`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    lean: bool,
+    /// The last assessment and its `now`, valid until the next observation.
+    #[serde(skip)]
+    memo: Memo,
+    /// Per check, for burn-rate rules: the two counters the rule reads from
+    /// each interval retained in `windows`, in step with it. Derived state:
+    /// skipped by serde (rebuilt from `windows` on the next observation;
+    /// until then the rules read the windows) and ignored by equality.
+    #[serde(skip)]
+    burn_counts: BurnCache,
+}
+
+#[derive(Clone, Debug, Default)]
+struct BurnCache(Vec<VecDeque<stats::objective::BurnCounts>>);
+
+impl PartialEq for BurnCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// `assess` is a function of the monitor's state and `now`; the engine asks
+/// again at the same instant after each input (data, then a tick), and the
+/// objective rules rescan their windows each time. Not part of the state:
+/// skipped by serde and equal to any other memo.
+#[derive(Clone, Debug, Default)]
+struct Memo(Option<(Timestamp, Assessment<TriggerEvidence>)>);
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Monitor {
@@ -238,7 +273,34 @@ impl Monitor {
             stage_requests: 0,
             stage_start: None,
             since: None,
+            lean: false,
+            memo: Memo::default(),
+            burn_counts: BurnCache::default(),
         })
+    }
+
+    /// Lean evidence: statistical readings that have not fired (and gates
+    /// not yet shown) carry no confidence interval, which spares a root
+    /// search over every restart slot per test and interval. Verdicts,
+    /// e-values, counts and the evidence of a reading that fires are
+    /// unchanged. For callers that read evidence only when a trigger fires
+    /// (the simulator); the daemon keeps full evidence for its status API.
+    pub fn set_lean(&mut self, lean: bool) {
+        self.lean = lean;
+        self.memo = Memo::default();
+        for check in &mut self.checks {
+            if let Check::Statistical { test, .. } = check {
+                test.set_lean(lean);
+            }
+        }
+        for gate in &mut self.gates {
+            if let GateTest::Stat(t) = &mut gate.test {
+                t.set_lean(lean);
+            }
+        }
+        if let Some(srm) = &mut self.srm {
+            srm.set_lean(lean);
+        }
     }
 
     fn with_complements(&self, snap: &IntervalSnapshot) -> IntervalSnapshot {
@@ -654,11 +716,15 @@ impl Analysis for Monitor {
     type Evidence = TriggerEvidence;
 
     fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
+        self.memo = Memo::default();
         self.stage_requests = 0;
         self.stage_start = Some(now);
         self.warmup.on_weight_change(now);
         if self.srm.is_some() {
             self.srm = SampleRatioCheck::new(REQUESTS, SRM_ALPHA, self.change).ok();
+            if let Some(srm) = &mut self.srm {
+                srm.set_lean(self.lean);
+            }
             self.srm_evidence = None;
         }
         self.windows.start_step(now);
@@ -666,6 +732,7 @@ impl Analysis for Monitor {
     }
 
     fn observe(&mut self, snapshot: &IntervalSnapshot, weight: Weight) {
+        self.memo = Memo::default();
         let snap = self.with_complements(snapshot);
         self.since.get_or_insert(snap.start);
         if self.stage_start.is_none_or(|at| snap.start >= at) {
@@ -716,16 +783,81 @@ impl Analysis for Monitor {
         }
         // Windows only fail on mismatched histogram layouts between intervals
         // of one source; such an interval is left out of the objective checks.
-        let _ = self.windows.push(snap);
+        let counts: Vec<Option<stats::objective::BurnCounts>> = self
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::BurnRate(rule) => Some(rule.counts_of(&snap)),
+                _ => None,
+            })
+            .collect();
+        if self.windows.push(snap).is_ok() {
+            self.sync_burn_counts(counts);
+        }
     }
 
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
+        if let Some((at, a)) = &self.memo.0
+            && *at == now
+        {
+            return a.clone();
+        }
+        let a = self.assess_now(now);
+        self.memo = Memo(Some((now, a.clone())));
+        a
+    }
+
+    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
+        (snapshot.start, snapshot.end)
+    }
+}
+
+impl Monitor {
+    /// Appends the newest interval's burn counts (`counts`, per check) and
+    /// keeps the cache the length of `windows`; rebuilds it from `windows`
+    /// when it was not in step (after a restore).
+    fn sync_burn_counts(&mut self, counts: Vec<Option<stats::objective::BurnCounts>>) {
+        let len = self.windows.len();
+        let cache = &mut self.burn_counts.0;
+        let in_step = cache.len() == self.checks.len()
+            && self
+                .checks
+                .iter()
+                .zip(cache.iter())
+                .all(|(c, q)| !matches!(c, Check::BurnRate(_)) || q.len() + 1 >= len);
+        if in_step {
+            for (q, c) in cache.iter_mut().zip(counts) {
+                if let Some(c) = c {
+                    q.push_back(c);
+                    while q.len() > len {
+                        q.pop_front();
+                    }
+                }
+            }
+            return;
+        }
+        *cache = self
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::BurnRate(rule) => self
+                    .windows
+                    .intervals()
+                    .map(|s| rule.counts_of(s))
+                    .collect(),
+                _ => VecDeque::new(),
+            })
+            .collect();
+    }
+
+    fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
         let since = self.since.unwrap_or(now);
         let has_data = self.windows.intervals().next().is_some();
         let triggers = self
             .checks
             .iter()
-            .map(|check| match check {
+            .enumerate()
+            .map(|(i, check)| match check {
                 Check::Statistical { last: Some(v), .. } | Check::Mean { last: Some(v), .. } => {
                     statistical_reading(v)
                 }
@@ -751,13 +883,25 @@ impl Analysis for Monitor {
                     format!("lowest canary {numerator}/{denominator} over consecutive intervals above {above}"),
                     has_data,
                 ),
-                Check::BurnRate(rule) => match rule.evaluate(&self.windows, now) {
+                Check::BurnRate(rule) => match self
+                    .burn_counts
+                    .0
+                    .get(i)
+                    .filter(|q| q.len() == self.windows.len())
+                {
+                    Some(q) => objective_reading(
+                        rule.evaluate_counts(q, now),
+                        format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
+                        has_data,
+                    ),
+                    None => match rule.evaluate(&self.windows, now) {
                     Ok(v) => objective_reading(
                         v,
                         format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
                         has_data,
                     ),
-                    Err(_) => TriggerReading::default(),
+                        Err(_) => TriggerReading::default(),
+                    },
                 },
                 Check::NoData(rule) => {
                     let v = rule.evaluate(&self.windows, since, now);
@@ -787,10 +931,6 @@ impl Analysis for Monitor {
             sample_ratio_mismatch: self.srm_evidence.clone().map(TriggerEvidence::Statistical),
             canary_requests_in_stage: self.stage_requests,
         }
-    }
-
-    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
-        (snapshot.start, snapshot.end)
     }
 }
 

@@ -132,11 +132,25 @@ pub struct RestartMixture {
     slot_starts: Vec<Timestamp>,
     steps: u64,
     max_log_e: f64,
-    /// `ln Z` after the last update (cached: computing it costs one `exp` per
-    /// slot and alternative).
+    /// `ln Z` after the last update.
     log_e_now: f64,
-    /// Index of the slot contributing most to `log_e_now`.
-    dominant: usize,
+    /// Per alternative `g`: `ln Σ_k exp(slot_log_weights[k] + slots[k][g])`,
+    /// kept up to date as slots open and intervals arrive, so an update
+    /// costs `O(alternatives)` transcendental functions instead of one `exp`
+    /// per slot and alternative. Empty in checkpoints written before it
+    /// existed; rebuilt from `slots` on the next update.
+    #[serde(default)]
+    log_sums: Vec<f64>,
+}
+
+/// `ln(e^a + e^b)`, stable.
+#[inline]
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo <= f64::MIN {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
 }
 
 impl RestartMixture {
@@ -157,7 +171,7 @@ impl RestartMixture {
             steps: 0,
             max_log_e: 0.0,
             log_e_now: 0.0,
-            dominant: 0,
+            log_sums: vec![first; g],
         }
     }
 
@@ -173,16 +187,22 @@ impl RestartMixture {
         if self.slot_starts.is_empty() {
             self.slot_starts.push(start);
         }
+        if self.log_sums.len() != self.log_alt_weights.len() {
+            self.log_sums = self.slot_sums();
+        }
         let c = self.change;
         if c.restarts > 0
             && self.steps > 0
             && self.steps.is_multiple_of(c.every)
             && self.slots.len() <= c.restarts as usize
         {
-            self.slot_log_weights
-                .push(-(2.0 * f64::from(c.restarts)).ln());
+            let w = -(2.0 * f64::from(c.restarts)).ln();
+            self.slot_log_weights.push(w);
             self.slots.push(vec![0.0; self.log_alt_weights.len()]);
             self.slot_starts.push(start);
+            for s in &mut self.log_sums {
+                *s = log_add_exp(*s, w);
+            }
         }
         for slot in &mut self.slots {
             for (acc, &l) in slot.iter_mut().zip(log_lr) {
@@ -191,11 +211,33 @@ impl RestartMixture {
                 }
             }
         }
+        for (s, &l) in self.log_sums.iter_mut().zip(log_lr) {
+            if l.is_finite() {
+                *s += l;
+            }
+        }
         self.steps += 1;
-        let (log_e, dominant) = self.compute_log_e();
-        self.log_e_now = log_e;
-        self.dominant = dominant;
+        self.log_e_now = log_sum_exp(
+            self.log_sums
+                .iter()
+                .zip(&self.log_alt_weights)
+                .map(|(&s, &w)| w + s),
+        );
         self.max_log_e = self.max_log_e.max(self.log_e_now);
+    }
+
+    /// [`Self::log_sums`] computed from the slots.
+    fn slot_sums(&self) -> Vec<f64> {
+        (0..self.log_alt_weights.len())
+            .map(|g| {
+                log_sum_exp(
+                    self.slots
+                        .iter()
+                        .zip(&self.slot_log_weights)
+                        .map(|(slot, &sw)| sw + slot.get(g).copied().unwrap_or(0.0)),
+                )
+            })
+            .collect()
     }
 
     /// `ln Z_t`.
@@ -203,10 +245,10 @@ impl RestartMixture {
         self.log_e_now
     }
 
-    /// `(ln Z, index of the largest slot term)` in one pass.
-    fn compute_log_e(&self) -> (f64, usize) {
+    /// Index of the largest slot term (one `exp` per slot and alternative;
+    /// computed on demand, for evidence only).
+    fn compute_dominant(&self) -> usize {
         let mut best = (0, f64::MIN);
-        let mut per_slot = Vec::with_capacity(self.slots.len());
         for (k, (slot, &sw)) in self.slots.iter().zip(&self.slot_log_weights).enumerate() {
             let terms = slot
                 .iter()
@@ -216,20 +258,19 @@ impl RestartMixture {
             if l > best.1 {
                 best = (k, l);
             }
-            per_slot.push(l);
         }
-        (log_sum_exp(per_slot.iter().copied()), best.0)
+        best.0
     }
 
     /// Start of the restart segment that carries the most evidence now: for a
     /// late regression, roughly when it began.
     pub fn dominant_start(&self) -> Option<Timestamp> {
-        self.slot_starts.get(self.dominant).copied()
+        self.slot_starts.get(self.compute_dominant()).copied()
     }
 
     /// Index of the slot contributing most to `ln Z` now.
     pub fn dominant_slot(&self) -> usize {
-        self.dominant
+        self.compute_dominant()
     }
 
     /// Slots activated so far (the start, then each restart point reached).
@@ -266,7 +307,25 @@ const GRID_STEP: f64 = 0.2;
 const GRID_SCALE: f64 = 0.02;
 
 fn grid_point(i: usize) -> f64 {
+    grid_points()
+        .get(i)
+        .copied()
+        .unwrap_or_else(|| compute_grid_point(i))
+}
+
+fn compute_grid_point(i: usize) -> f64 {
     GRID_SCALE * ((i as i32 - GRID_HALF) as f64 * GRID_STEP).sinh()
+}
+
+/// The grid's points, computed once (a `sinh` each; the grid is updated
+/// every interval).
+fn grid_points() -> &'static [f64] {
+    static POINTS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    POINTS.get_or_init(|| {
+        (0..(2 * GRID_HALF + 1) as usize)
+            .map(compute_grid_point)
+            .collect()
+    })
 }
 
 impl Default for LikelihoodGrid {
@@ -280,8 +339,8 @@ impl Default for LikelihoodGrid {
 impl LikelihoodGrid {
     /// Adds an interval: `x` successes of `n` at log-odds `base + δ`.
     pub fn update(&mut self, x: f64, n: f64, base: f64) {
-        for (i, l) in self.log_lik.iter_mut().enumerate() {
-            *l += bernoulli_log_lik(x, n, base + grid_point(i));
+        for (l, &d) in self.log_lik.iter_mut().zip(grid_points()) {
+            *l += bernoulli_log_lik(x, n, base + d);
         }
     }
 

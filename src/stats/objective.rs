@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evidence::{ArmCounts, finite};
 use super::histogram::ms_to_us;
+use super::snapshot::IntervalSnapshot;
 use super::window::Windows;
 use super::{StatsError, check_positive, check_unit_open};
 use crate::time::Timestamp;
@@ -178,33 +179,43 @@ impl BurnRate {
         })
     }
 
+    /// The two canary counters a burn-rate rule reads from one interval.
+    pub fn counts_of(&self, s: &IntervalSnapshot) -> BurnCounts {
+        let n = s.canary.counter(&self.denominator);
+        BurnCounts {
+            start: s.start,
+            end: s.end,
+            n,
+            x: s.canary.counter(&self.numerator).min(n),
+        }
+    }
+
     fn burn(
         &self,
-        windows: &Windows,
+        covering: impl Iterator<Item = BurnCounts>,
         now: Timestamp,
         len: Duration,
-    ) -> Result<(f64, ArmCounts, Timestamp), StatsError> {
+    ) -> (f64, ArmCounts, Timestamp) {
         // Only two canary counters are needed: sum them directly rather than
         // merging whole snapshots (latency histograms included) every look.
         let (mut n, mut x) = (0u64, 0u64);
         let mut start = None::<Timestamp>;
-        for s in windows.covering(now, len) {
-            let dn = s.canary.counter(&self.denominator);
-            n = n.saturating_add(dn);
-            x = x.saturating_add(s.canary.counter(&self.numerator).min(dn));
+        for s in covering {
+            n = n.saturating_add(s.n);
+            x = x.saturating_add(s.x);
             start = Some(start.map_or(s.start, |t| t.min(s.start)));
         }
         // With nothing covered the window is empty and starts where it ends.
         let start = start.unwrap_or(now - len);
         let ratio = if n == 0 { 0.0 } else { x as f64 / n as f64 };
-        Ok((
+        (
             ratio / (1.0 - self.slo),
             ArmCounts {
                 exposure: n,
                 events: x,
             },
             start,
-        ))
+        )
     }
 
     pub fn evaluate(
@@ -212,6 +223,45 @@ impl BurnRate {
         windows: &Windows,
         now: Timestamp,
     ) -> Result<ObjectiveVerdict, StatsError> {
+        Ok(self.evaluate_with(
+            |len| windows.covering(now, len).map(|s| self.counts_of(s)),
+            now,
+        ))
+    }
+
+    /// [`Self::evaluate`] over the counts of the retained intervals (oldest
+    /// first, as [`Self::counts_of`] gives them), for callers that keep
+    /// them alongside their [`Windows`] instead of reading every snapshot's
+    /// counters at each look. Same result.
+    pub fn evaluate_counts(
+        &self,
+        retained: &std::collections::VecDeque<BurnCounts>,
+        now: Timestamp,
+    ) -> ObjectiveVerdict {
+        self.evaluate_with(
+            |len| {
+                let from = now - len;
+                // Retained in time order: the covered ones are a suffix.
+                let first = retained.len()
+                    - retained
+                        .iter()
+                        .rev()
+                        .take_while(|c| c.start >= from)
+                        .count();
+                retained
+                    .range(first..)
+                    .copied()
+                    .filter(move |c| c.start >= from && c.end <= now)
+            },
+            now,
+        )
+    }
+
+    fn evaluate_with<I: Iterator<Item = BurnCounts>>(
+        &self,
+        covering: impl Fn(Duration) -> I,
+        now: Timestamp,
+    ) -> ObjectiveVerdict {
         let mut best = ObjectiveVerdict {
             fired: false,
             observed: 0.0,
@@ -221,8 +271,8 @@ impl BurnRate {
             window_end: now,
         };
         for w in &self.windows {
-            let (long, counts, start) = self.burn(windows, now, w.long)?;
-            let (short, _, _) = self.burn(windows, now, w.short)?;
+            let (long, counts, start) = self.burn(covering(w.long), now, w.long);
+            let (short, _, _) = self.burn(covering(w.short), now, w.short);
             let level = long.min(short);
             let fired = long > w.factor && short > w.factor;
             if (fired && !best.fired)
@@ -239,8 +289,18 @@ impl BurnRate {
                 };
             }
         }
-        Ok(best)
+        best
     }
+}
+
+/// One interval's canary counts for a burn-rate rule: `n` of its
+/// denominator, `x` of its numerator (at most `n`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BurnCounts {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub n: u64,
+    pub x: u64,
 }
 
 /// `noData: {for: D}`: fires when the canary saw no `signal` (requests) in

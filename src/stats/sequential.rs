@@ -99,6 +99,11 @@ pub fn design_grid(design: f64) -> Vec<f64> {
     (-3..=3).map(|k| design * 2f64.powi(k)).collect()
 }
 
+/// serde: omit the `lean` flag while it is off (older checkpoints lack it).
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn log_boundary(alpha: f64) -> f64 {
     (1.0 / alpha).ln()
 }
@@ -359,6 +364,10 @@ pub struct RatioVsBaseline {
     canary: ArmCounts,
     span: Span,
     crossed: bool,
+    /// Lean evidence: the interval is computed only once the test has
+    /// crossed (see [`StatTest::set_lean`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
 }
 
 impl RatioVsBaseline {
@@ -394,6 +403,7 @@ impl RatioVsBaseline {
             canary: ArmCounts::default(),
             span: Span::default(),
             crossed: false,
+            lean: false,
         })
     }
 
@@ -613,6 +623,9 @@ impl RatioVsBaseline {
             Status::Collecting
         };
         let (estimate, interval) = match &self.engine {
+            _ if self.lean && !self.crossed => {
+                (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha))
+            }
             RatioEngine::Count(t) => t.ratio_interval(self.alpha),
             RatioEngine::Normal(t) => {
                 let pb = self.baseline_rate().max(1e-300);
@@ -672,6 +685,7 @@ impl RatioVsBaseline {
 
     fn evidence_since(&self) -> Timestamp {
         let dominant = match &self.engine {
+            _ if self.lean && !self.crossed => None,
             RatioEngine::Collecting => None,
             RatioEngine::Count(t) => t.mixture.dominant_start(),
             RatioEngine::Normal(t) => t.mixture.dominant_start(),
@@ -799,6 +813,7 @@ impl OneSampleRate {
 
     /// A canary-alone test's verdict: crossed once `ln Z` ever reached
     /// `ln(1/alpha)` (latched in `crossed`), with its evidence.
+    #[allow(clippy::too_many_arguments)]
     fn verdict(
         &self,
         alpha: f64,
@@ -806,10 +821,20 @@ impl OneSampleRate {
         running: Status,
         estimand: String,
         span: &Span,
+        lean: bool,
     ) -> Verdict {
         let boundary = log_boundary(alpha);
         *crossed |= self.mixture.max_log_e() >= boundary;
-        let (estimate, interval) = self.interval(alpha);
+        let (estimate, interval) = if lean && !*crossed {
+            let ArmCounts {
+                exposure: n,
+                events: x,
+            } = self.counts;
+            let est = if n == 0 { 0.0 } else { x as f64 / n as f64 };
+            (est, Interval::unbounded(1.0 - alpha))
+        } else {
+            self.interval(alpha)
+        };
         Verdict {
             status: if *crossed { Status::Crossed } else { running },
             evidence: Evidence {
@@ -822,7 +847,11 @@ impl OneSampleRate {
                 log_boundary: boundary,
                 window_start: span.start.unwrap_or(span.end),
                 window_end: span.end,
-                evidence_since: self.mixture.dominant_start().unwrap_or(span.end),
+                evidence_since: if lean && !*crossed {
+                    span.end
+                } else {
+                    self.mixture.dominant_start().unwrap_or(span.end)
+                },
             },
         }
     }
@@ -865,6 +894,8 @@ pub struct RatioThreshold {
     test: OneSampleRate,
     span: Span,
     crossed: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
 }
 
 impl RatioThreshold {
@@ -885,6 +916,7 @@ impl RatioThreshold {
             test: OneSampleRate::new(above, change),
             span: Span::default(),
             crossed: false,
+            lean: false,
         })
     }
 
@@ -908,8 +940,14 @@ impl RatioThreshold {
             "canary rate of {}/{} (threshold {})",
             self.numerator, self.denominator, self.above
         );
-        self.test
-            .verdict(self.alpha, &mut self.crossed, running, estimand, &self.span)
+        self.test.verdict(
+            self.alpha,
+            &mut self.crossed,
+            running,
+            estimand,
+            &self.span,
+            self.lean,
+        )
     }
 }
 
@@ -926,6 +964,8 @@ pub struct QuantileThreshold {
     test: OneSampleRate,
     span: Span,
     crossed: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
 }
 
 impl QuantileThreshold {
@@ -947,6 +987,7 @@ impl QuantileThreshold {
             test: OneSampleRate::new(1.0 - quantile, change),
             span: Span::default(),
             crossed: false,
+            lean: false,
         })
     }
 
@@ -974,8 +1015,14 @@ impl QuantileThreshold {
             self.threshold_us as f64 / 1000.0,
             1.0 - self.quantile
         );
-        self.test
-            .verdict(self.alpha, &mut self.crossed, running, estimand, &self.span)
+        self.test.verdict(
+            self.alpha,
+            &mut self.crossed,
+            running,
+            estimand,
+            &self.span,
+            self.lean,
+        )
     }
 }
 
@@ -996,6 +1043,8 @@ pub struct QuantileVsBaseline {
     test: Option<TwoArmCount>,
     span: Span,
     crossed: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
 }
 
 /// Latency gates (`vsBaseline` on a quantile under `gates`).
@@ -1064,6 +1113,7 @@ impl QuantileVsBaseline {
             test: None,
             span: Span::default(),
             crossed: false,
+            lean: false,
         })
     }
 
@@ -1147,9 +1197,11 @@ impl QuantileVsBaseline {
             .as_ref()
             .map_or((0.0, 0.0), |t| (t.log_e(), t.max_log_e()));
         self.crossed |= max_log_e >= boundary;
+        let lean = self.lean && !self.crossed;
         let (estimate, interval) = self
             .test
             .as_ref()
+            .filter(|_| !lean)
             .map_or((1.0, Interval::unbounded(1.0 - self.alpha)), |t| {
                 t.ratio_interval(self.alpha)
             });
@@ -1182,6 +1234,7 @@ impl QuantileVsBaseline {
                 evidence_since: self
                     .test
                     .as_ref()
+                    .filter(|_| !lean)
                     .and_then(|t| t.mixture.dominant_start())
                     .unwrap_or(self.span.end),
             },
@@ -1201,6 +1254,8 @@ pub struct Disparity {
     ignored_groups: u64,
     span: Span,
     crossed: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
 }
 
 const JEFFREYS: f64 = 0.5;
@@ -1228,6 +1283,7 @@ impl Disparity {
             ignored_groups: 0,
             span: Span::default(),
             crossed: false,
+            lean: false,
         })
     }
 
@@ -1262,6 +1318,9 @@ impl Disparity {
     fn verdict(&mut self, running: Status) -> Verdict {
         let a = self.group_alpha();
         let boundary = log_boundary(a);
+        if self.lean && !self.crossed && !self.may_fire() {
+            return self.lean_verdict(running, boundary);
+        }
         let cs: Vec<(&String, ArmCounts, f64, f64)> = self
             .groups
             .iter()
@@ -1345,6 +1404,67 @@ impl Disparity {
         }
     }
 
+    /// Whether the test could fire now. Each group's confidence sequence
+    /// contains its observed rate, so the upper bound of min/max it fires on
+    /// is at least the observed min/max rate: while that ratio is above
+    /// `minRatio` (with a margin for rounding), it cannot fire.
+    fn may_fire(&self) -> bool {
+        let rates: Vec<f64> = self
+            .groups
+            .values()
+            .filter(|c| c.exposure > 0)
+            .map(|c| c.events as f64 / c.exposure as f64)
+            .collect();
+        if rates.len() < 2 {
+            return false;
+        }
+        let min_rate = rates.iter().copied().fold(f64::MAX, f64::min);
+        let max_rate = rates.iter().copied().fold(0.0, f64::max);
+        let estimate = if max_rate > 0.0 {
+            min_rate / max_rate
+        } else {
+            1.0
+        };
+        estimate <= self.min_ratio * (1.0 + 1e-9)
+    }
+
+    /// Lean evidence while the test cannot fire: counts and the observed
+    /// ratio, no confidence sequences (see [`StatTest::set_lean`]).
+    fn lean_verdict(&self, running: Status, boundary: f64) -> Verdict {
+        let mut canary = ArmCounts::default();
+        let (mut lo, mut hi, mut n_groups) = (f64::MAX, 0.0f64, 0);
+        for c in self.groups.values().filter(|c| c.exposure > 0) {
+            canary.add(c.exposure, c.events);
+            let r = c.events as f64 / c.exposure as f64;
+            lo = lo.min(r);
+            hi = hi.max(r);
+            n_groups += 1;
+        }
+        let estimate = if n_groups >= 2 && hi > 0.0 {
+            lo / hi
+        } else {
+            1.0
+        };
+        Verdict {
+            status: running,
+            evidence: Evidence {
+                estimand: format!(
+                    "canary min/max group rate of {}/{} over {} groups",
+                    self.numerator, self.denominator, n_groups
+                ),
+                baseline: ArmCounts::default(),
+                canary,
+                estimate: finite(estimate),
+                interval: Interval::unbounded(1.0 - self.alpha),
+                log_e_value: 0.0,
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+                evidence_since: self.span.start.unwrap_or(self.span.end),
+            },
+        }
+    }
+
     /// `min_c max(ℓ_i(c), ℓ_j(c/m))` over the boundary of the null
     /// `p_i ≥ m·p_j`, where ℓ is the log e-value of the rate CS.
     fn pair_statistic(&self, i: ArmCounts, j: ArmCounts) -> f64 {
@@ -1377,6 +1497,8 @@ pub struct SampleRatioCheck {
     span: Span,
     scratch: Vec<f64>,
     crossed: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
 }
 
 impl SampleRatioCheck {
@@ -1397,7 +1519,13 @@ impl SampleRatioCheck {
             canary: ArmCounts::default(),
             span: Span::default(),
             crossed: false,
+            lean: false,
         })
+    }
+
+    /// Lean evidence (see [`StatTest::set_lean`]).
+    pub fn set_lean(&mut self, lean: bool) {
+        self.lean = lean;
     }
 
     /// Feeds an interval whose traffic was routed at `canary_weight` (a
@@ -1423,7 +1551,11 @@ impl SampleRatioCheck {
         }
         let boundary = log_boundary(self.alpha);
         self.crossed |= self.mixture.max_log_e() >= boundary;
-        let (lo, hi) = self.grid.interval(self.alpha);
+        let (lo, hi) = if self.lean && !self.crossed {
+            (None, None)
+        } else {
+            self.grid.interval(self.alpha)
+        };
         Verdict {
             status: if self.crossed {
                 Status::Crossed
@@ -1444,7 +1576,11 @@ impl SampleRatioCheck {
                 log_boundary: boundary,
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
-                evidence_since: self.mixture.dominant_start().unwrap_or(self.span.end),
+                evidence_since: if self.lean && !self.crossed {
+                    self.span.end
+                } else {
+                    self.mixture.dominant_start().unwrap_or(self.span.end)
+                },
             },
         }
     }
@@ -1514,6 +1650,24 @@ impl StatTest {
             StatTest::QuantileThreshold(t) => t.observe(snap),
             StatTest::QuantileVsBaseline(t) => t.observe(snap),
             StatTest::Disparity(t) => t.observe(snap),
+        }
+    }
+
+    /// Lean evidence: a verdict that has not crossed carries no interval
+    /// (unbounded) and, for ratio tests, the naive estimate; the status, the
+    /// e-values, the counts and a crossed verdict's whole evidence are the
+    /// same as without it. The bounds cost a root search over every restart
+    /// slot each interval, and a caller that reads evidence only from the
+    /// trigger that fires (the simulator) need not pay for them. Disparity
+    /// decides on its intervals: lean, it skips them only while it cannot
+    /// fire (see `Disparity::may_fire`).
+    pub fn set_lean(&mut self, lean: bool) {
+        match self {
+            StatTest::RatioVsBaseline(t) => t.lean = lean,
+            StatTest::RatioThreshold(t) => t.lean = lean,
+            StatTest::QuantileThreshold(t) => t.lean = lean,
+            StatTest::QuantileVsBaseline(t) => t.lean = lean,
+            StatTest::Disparity(t) => t.lean = lean,
         }
     }
 

@@ -49,6 +49,11 @@ impl ArmData {
 
     /// Adds to a counter within a group.
     pub fn add_group(&mut self, signal: &str, group: &str, n: u64) {
+        // Look up before inserting so the hot path does not allocate keys.
+        if let Some(c) = self.groups.get_mut(signal).and_then(|g| g.get_mut(group)) {
+            *c = c.saturating_add(n);
+            return;
+        }
         let g = self.groups.entry(signal.to_string()).or_default();
         let c = g.entry(group.to_string()).or_insert(0);
         *c = c.saturating_add(n);

@@ -66,6 +66,15 @@ impl Windows {
         Ok(())
     }
 
+    /// Number of retained intervals.
+    pub fn len(&self) -> usize {
+        self.intervals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.intervals.is_empty()
+    }
+
     /// Totals since the current step began.
     pub fn since_step(&self) -> &IntervalSnapshot {
         &self.step
@@ -85,8 +94,17 @@ impl Windows {
         length: Duration,
     ) -> impl DoubleEndedIterator<Item = &IntervalSnapshot> {
         let from = now - length;
+        // Intervals arrive in time order: the ones starting at or after
+        // `from` are a suffix, found from the newest end.
+        let first = self.intervals.len()
+            - self
+                .intervals
+                .iter()
+                .rev()
+                .take_while(|s| s.start >= from)
+                .count();
         self.intervals
-            .iter()
+            .range(first..)
             .filter(move |s| s.start >= from && s.end <= now)
     }
 
