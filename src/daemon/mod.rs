@@ -18,6 +18,7 @@ pub mod driver;
 pub mod metrics;
 pub mod policies;
 pub mod push;
+pub mod registry;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -766,6 +767,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     restore(&shared).await?;
     shared.ready.store(true, Ordering::SeqCst);
+    // Model-registry intake (registries:): one watcher per registry.
+    registry::spawn_all(&shared);
     // Pending webhook deliveries from before a restart.
     if let Ok(pending) = shared.with_store(|s| s.pending_notifications()) {
         shared.deliver_notifications(pending.into_iter().map(|n| n.id).collect());
