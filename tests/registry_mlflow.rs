@@ -170,6 +170,17 @@ impl Mlflow {
         .await;
     }
 
+    /// Move a version to a stage, archiving the stage's other versions.
+    async fn transition(&self, name: &str, version: &str, stage: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "model-versions/transition-stage",
+            json!({ "name": name, "version": version, "stage": stage,
+                    "archive_existing_versions": true }),
+        )
+        .await;
+    }
+
     async fn delete_alias(&self, name: &str, alias: &str) {
         let url = format!("{}/api/2.0/mlflow/registered-models/alias", self.url);
         let resp = self
@@ -491,7 +502,7 @@ async fn mlflow_down_at_daemon_start_is_retried() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let config = format!(
-        "registries:\n{}",
+        "registries:\n{}  - mlflow: {{ url: \"{url}\", model: staged, stage: Production, service: api, policy: slow, pollInterval: 1s }}\n",
         registry_config(&url, "late", "web", "slow")
     );
     let mut d = Daemon::start_with_policies(&config, &[]);
@@ -542,6 +553,27 @@ async fn mlflow_down_at_daemon_start_is_retried() {
     let r = &rollouts_of(api, "web").await[0];
     assert_eq!(
         (r["canary"].as_str(), r["baseline"].as_str()),
+        (Some("2"), Some("1"))
+    );
+
+    // A stage watch (older registries): Production moves from 1 to 2.
+    m.create_model("staged").await;
+    m.create_version("staged", 1).await;
+    m.create_version("staged", 2).await;
+    m.transition("staged", "1", "Production").await;
+    eventually("stage baseline", T, || async move {
+        baseline_of(api, "staged").await.as_deref() == Some("1")
+    })
+    .await;
+    assert!(rollouts_of(api, "api").await.is_empty());
+    m.transition("staged", "2", "Production").await;
+    eventually("a rollout of staged 2", T, || async move {
+        rollouts_of(api, "api").await.len() == 1
+    })
+    .await;
+    let s = &rollouts_of(api, "api").await[0];
+    assert_eq!(
+        (s["canary"].as_str(), s["baseline"].as_str()),
         (Some("2"), Some("1"))
     );
     let text = reqwest::get(format!("{}/metrics", api.base))
