@@ -181,6 +181,15 @@ impl Mlflow {
         .await;
     }
 
+    async fn delete_version(&self, name: &str, version: &str) {
+        self.call(
+            reqwest::Method::DELETE,
+            "model-versions/delete",
+            json!({ "name": name, "version": version }),
+        )
+        .await;
+    }
+
     async fn delete_alias(&self, name: &str, alias: &str) {
         let url = format!("{}/api/2.0/mlflow/registered-models/alias", self.url);
         let resp = self
@@ -640,6 +649,21 @@ async fn mlflow_down_at_daemon_start_is_retried() {
         .expect("rollout.start of late 3");
     assert_eq!(start["reason"], "recorded just before a crash");
     assert_eq!(start["actor"], "mlflow:late");
+
+    // Version 3 deleted from the registry while it rolls out: aborted,
+    // with a reason that says so; nothing else starts.
+    m.delete_version("late", "3").await;
+    eventually("late 3 aborted by the deletion", T, || async move {
+        api.rollout(id3).await["state"] == "aborted"
+    })
+    .await;
+    let r = api.rollout(id3).await;
+    assert!(
+        r["reason"].as_str().unwrap_or_default().contains("deleted"),
+        "{r}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rollouts_of(api, "web").await.len(), 2);
 }
 
 async fn http_ok(api: &Api) -> u16 {
