@@ -42,6 +42,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/audit", get(audit_log))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/policies", get(list_policies))
+        .route("/v1/registries", get(list_registries))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -545,5 +546,17 @@ async fn list_policies(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiR
             })
         })
         .collect();
+    Ok(axum::Json(list).into_response())
+}
+
+/// The model-registry watchers' status (src/daemon/registry.rs).
+async fn list_registries(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let list: Vec<Value> = s
+        .metrics
+        .registries
+        .lock()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
     Ok(axum::Json(list).into_response())
 }

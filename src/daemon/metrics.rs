@@ -1,5 +1,6 @@
 //! The daemon's own metrics (`GET /metrics`), with prometheus-client.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -45,6 +46,15 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+/// A model-registry watch (src/daemon/registry.rs).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    pub registry: String,
+    pub model: String,
+    /// `alias:<alias>` or `stage:<stage>`.
+    pub target: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub phase: Family<PhaseLabels, Gauge>,
@@ -58,6 +68,10 @@ pub struct Metrics {
     pub source_errors: Family<ServiceLabels, Counter>,
     pub source_up: Family<ServiceLabels, Gauge>,
     pub notification_failures: Family<ServiceLabels, Counter>,
+    pub registry_up: Family<RegistryLabels, Gauge>,
+    pub registry_errors: Family<RegistryLabels, Counter>,
+    /// Each registry watcher's status for `GET /v1/registries`, by watch.
+    pub registries: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Serializes encoding (the registry is read-only after setup).
     encode_lock: Mutex<()>,
 }
@@ -83,6 +97,9 @@ impl Metrics {
             source_errors: Family::default(),
             source_up: Family::default(),
             notification_failures: Family::default(),
+            registry_up: Family::default(),
+            registry_errors: Family::default(),
+            registries: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
             encode_lock: Mutex::new(()),
         };
@@ -140,6 +157,16 @@ impl Metrics {
             "notification_failures",
             "Failed webhook and hook deliveries",
             m.notification_failures.clone(),
+        );
+        registry.register(
+            "registry_up",
+            "1 when the model registry watch's last poll succeeded",
+            m.registry_up.clone(),
+        );
+        registry.register(
+            "registry_errors",
+            "Failed model registry polls",
+            m.registry_errors.clone(),
         );
         Metrics { registry, ..m }
     }

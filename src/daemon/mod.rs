@@ -18,6 +18,7 @@ pub mod driver;
 pub mod metrics;
 pub mod policies;
 pub mod push;
+pub mod registry;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -815,6 +816,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .unwrap_or_default();
     restore(&shared).await?;
     shared.ready.store(true, Ordering::SeqCst);
+    // Model-registry intake (registries:): one watcher per registry.
+    registry::spawn_all(&shared);
     shared.deliver_notifications(pending.into_iter().map(|n| n.id).collect());
     Ok(Running {
         addr: local,

@@ -23,6 +23,7 @@
 pub mod audit;
 pub mod id;
 pub mod records;
+pub mod registry;
 pub mod schema;
 pub mod step;
 

@@ -325,7 +325,7 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 }
 
 impl Store {
-    fn query_all<T>(
+    pub(super) fn query_all<T>(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
@@ -336,7 +336,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn query_one<T>(
+    pub(super) fn query_one<T>(
         &self,
         sql: &str,
         params: impl rusqlite::Params,

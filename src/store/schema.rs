@@ -118,6 +118,39 @@ CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
 CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
     BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
 "#,
+    // 2: model-registry watchers (src/daemon/registry.rs): what each watch
+    // last saw and every version it ever meant to roll out, so a version is
+    // rolled out at most once, also across restarts.
+    r#"
+CREATE TABLE registry_watches (
+    -- `mlflow <url> <model> alias:<alias>` or `... stage:<stage>`.
+    watch       TEXT PRIMARY KEY CHECK (watch <> ''),
+    -- The version the alias/stage pointed to at the last successful poll.
+    current     TEXT,
+    -- The baseline: the version first seen, then each promoted canary.
+    stable      TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) STRICT;
+
+-- One row per (watch, version), ever: the primary key is the exactly-once.
+CREATE TABLE registry_versions (
+    watch        TEXT NOT NULL REFERENCES registry_watches(watch),
+    version      TEXT NOT NULL,
+    baseline     TEXT NOT NULL,
+    -- The rollout's reason, deterministic: the marker that finds a rollout
+    -- created just before a crash.
+    reason       TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('starting', 'started', 'ended', 'skipped')),
+    rollout_id   TEXT REFERENCES rollouts(id),
+    outcome      TEXT,
+    event        TEXT NOT NULL,             -- the registry's version object, JSON
+    tags_written INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (watch, version)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -420,7 +420,7 @@ impl Store {
     /// One write transaction: `work` changes tables and returns the audit
     /// entries to chain; they are appended, the transaction commits, and
     /// then the head file is replaced. Returns whether that write worked.
-    fn write<T>(
+    pub(super) fn write<T>(
         &mut self,
         work: impl FnOnce(&Transaction<'_>, &mut IdGen) -> Result<(T, Vec<NewAudit>)>,
     ) -> Result<(T, bool)> {
