@@ -16,6 +16,11 @@ pub const MAX_BATCH_ITEMS: usize = 10_000;
 pub const FUTURE_GRACE_MS: u64 = 1_000;
 /// The largest latency accepted, in ms (one day).
 pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+/// Distinct custom counter names, and distinct groups, in one batch: every
+/// name lands in the window's snapshot and the journal, so a client must
+/// not be able to grow them without bound.
+pub const MAX_NAMES_PER_BATCH: usize = 64;
+pub const MAX_GROUPS_PER_BATCH: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +86,35 @@ pub fn validate(
     started_at: Timestamp,
 ) -> Result<Validated, Invalid> {
     let mut out = Validated::default();
+    let mut names = std::collections::BTreeSet::new();
+    let mut groups = std::collections::BTreeSet::new();
+    let counters = batch
+        .events
+        .iter()
+        .map(|e| (&e.counters, &e.group))
+        .chain(batch.counts.iter().map(|c| (&c.counters, &c.group)));
+    for (c, g) in counters {
+        names.extend(c.keys());
+        groups.extend(g.iter());
+    }
+    if names.len() > MAX_NAMES_PER_BATCH {
+        return Err(Invalid {
+            field: "counters".into(),
+            message: format!(
+                "{} distinct counter names in one batch; at most {MAX_NAMES_PER_BATCH}",
+                names.len()
+            ),
+        });
+    }
+    if groups.len() > MAX_GROUPS_PER_BATCH {
+        return Err(Invalid {
+            field: "group".into(),
+            message: format!(
+                "{} distinct groups in one batch; at most {MAX_GROUPS_PER_BATCH}",
+                groups.len()
+            ),
+        });
+    }
     let bad = |field: String, message: String| Invalid { field, message };
     for (i, e) in batch.events.iter().enumerate() {
         let field = |f: &str| format!("events[{i}].{f}");
@@ -257,6 +291,14 @@ mod tests {
             assert_eq!(e.field, field, "{body}: {}", e.message);
         }
         assert!(serde_json::from_str::<Batch>(r#"{"events":[{"arm":"both"}]}"#).is_err());
+        let many: Vec<String> = (0..65)
+            .map(|i| format!(r#"{{"arm":"canary","counters":{{"s{i}":1}}}}"#))
+            .collect();
+        let b = parse(&format!(r#"{{"events":[{}]}}"#, many.join(",")));
+        assert_eq!(
+            validate(&b, now, Timestamp::EPOCH).unwrap_err().field,
+            "counters"
+        );
         assert!(
             serde_json::from_str::<Batch>(r#"{"events":[{"arm":"canary","colour":1}]}"#).is_err()
         );
