@@ -79,6 +79,13 @@ fn traffic(file: &str) -> Traffic {
             healthy: "signals: { flagged_urgent: { rate: 0.985 } }",
             regressing: "signals: { flagged_urgent: { rate: 0.9 } }",
         },
+        "checkout-web.yaml" => Traffic {
+            rps: "100",
+            duration: "3h",
+            baseline: WEB_BASELINE,
+            healthy: "errorRate: { relative: 0% }",
+            regressing: "from: 30m\n    errorRate: { absolute: 0.02 }",
+        },
         // Rejected by the engine today; any traffic will do.
         _ => Traffic {
             rps: "100",
@@ -158,6 +165,7 @@ trace_test!(fraud, "fraud.yaml");
 trace_test!(medical_imaging_triage, "medical-imaging-triage.yaml");
 trace_test!(credit_risk, "credit-risk.yaml");
 trace_test!(ride_sharing_eta, "ride-sharing-eta.yaml");
+trace_test!(checkout_web, "checkout-web.yaml");
 
 #[test]
 fn every_policy_file_has_a_trace() {
@@ -169,6 +177,7 @@ fn every_policy_file_has_a_trace() {
         .collect();
     files.sort();
     let traced = [
+        "checkout-web.yaml",
         "credit-risk.yaml",
         "emergency-hotfix.yaml",
         "experiment-search-ranking.yaml",
