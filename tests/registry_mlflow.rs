@@ -383,10 +383,11 @@ async fn mlflow_alias_promotion_restart_and_demotion() {
     })
     .await;
     // Its verdict is written back to the version as tags.
+    // The tags are set one by one: wait for both.
     eventually("verdict tags on reco 2", T, || async move {
-        m.version_tags("reco", "2")
-            .await
-            .contains(&("canaryd.verdict".into(), "promoted".into()))
+        let tags = m.version_tags("reco", "2").await;
+        tags.contains(&("canaryd.verdict".into(), "promoted".into()))
+            && tags.iter().any(|(k, _)| k == "canaryd.rollout")
     })
     .await;
     let tags = m.version_tags("reco", "2").await;
