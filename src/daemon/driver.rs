@@ -478,7 +478,7 @@ impl Driver {
             };
             self.row.updated_at = now;
             self.row.phase = self.rollout.phase();
-            if let Some(ack) = self.act(now, &effects, &committed).await {
+            if let Some(ack) = self.act(&effects, &committed).await {
                 queue.push_back(ack);
             }
             self.publish(now);
@@ -490,7 +490,6 @@ impl Driver {
     /// feed back, if an effect moved traffic.
     async fn act(
         &mut self,
-        now: Timestamp,
         effects: &[Effect<crate::engine::TriggerEvidence>],
         committed: &Committed,
     ) -> Option<Input<IntervalSnapshot>> {
@@ -539,7 +538,6 @@ impl Driver {
             self.shared
                 .deliver_notifications(committed.notifications.clone());
         }
-        let _ = now;
         ack
     }
 
