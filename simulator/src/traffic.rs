@@ -1,14 +1,14 @@
 //! Synthetic traffic: a scenario's model turned into per-interval counts for
-//! both arms, sampled exactly (Poisson requests, Binomial split by the canary
-//! weight, multinomial groups, Binomial errors, clicks and custom counters).
+//! both arms, sampled exactly (Poisson requests per arm, which is the
+//! Binomial split of a Poisson total by the canary weight, multinomial
+//! groups, Binomial errors, clicks and custom counters).
 //!
 //! Latency is sampled straight into the log-linear histogram's own buckets
-//! from a per-distribution table of bucket probabilities: per request with
-//! an alias table while traffic is moderate, and as a multinomial over the
-//! buckets (conditional binomials) beyond that, which gives the same
-//! distribution of histogram contents as per-request sampling at a cost that
-//! does not grow with traffic. The bucket edges mirror
-//! `canaryd::stats::histogram` (a test checks they line up).
+//! from a per-distribution table of bucket probabilities, as independent
+//! Poisson counts per bucket: drawn directly for busy buckets, request by
+//! request (alias method) for the quiet rest; see [`sample_latencies`]. The
+//! bucket edges mirror `canaryd::stats::histogram` (a test checks they line
+//! up).
 //!
 //! Nothing here reads a clock: time is the offset from the rollout's start.
 
@@ -147,6 +147,11 @@ impl TrafficModel {
 
     /// Adds the traffic of `[t0, t1)` at canary `weight` (a fraction) to
     /// both arms. The change's size is taken at the piece's midpoint.
+    ///
+    /// Requests arrive as a Poisson process, so splitting them by weight
+    /// gives each arm an independent Poisson count (thinning), and, split
+    /// again by latency bucket, independent Poisson counts per bucket: the
+    /// busy buckets are drawn as counts, never request by request.
     pub fn generate<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
@@ -159,14 +164,32 @@ impl TrafficModel {
         if t1 <= t0 {
             return;
         }
-        let n = poisson(rng, self.expected_requests(t0, t1));
-        let n_canary = binomial(rng, n, weight);
+        let expected = self.expected_requests(t0, t1);
+        let weight = weight.clamp(0.0, 1.0);
         let (b, c) = self.truth(t0 + (t1 - t0) / 2);
-        self.fill_arm(rng, n - n_canary, &b, baseline);
-        self.fill_arm(rng, n_canary, &c, canary);
+        self.fill_arm(rng, expected * (1.0 - weight), &b, baseline);
+        self.fill_arm(rng, expected * weight, &c, canary);
     }
 
-    fn fill_arm<R: Rng + ?Sized>(&self, rng: &mut R, n: u64, truth: &ArmTruth, arm: &mut ArmData) {
+    /// Draws an arm's requests (Poisson with mean `expected`), their
+    /// latencies and their counters.
+    fn fill_arm<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        expected: f64,
+        truth: &ArmTruth,
+        arm: &mut ArmData,
+    ) {
+        let n = match truth.latency {
+            Some(l) if self.latency_needed => {
+                let h = arm.latency_mut(LATENCY_SIGNAL);
+                let main = expected * (1.0 - l.tail_fraction);
+                let tail = expected * l.tail_fraction;
+                sample_latencies(rng, h, main, l.mu, l.sigma, 0.0)
+                    + sample_latencies(rng, h, tail, l.mu, l.sigma, l.tail_add_ms)
+            }
+            _ => poisson(rng, expected),
+        };
         let per_group = multinomial(rng, n, &self.shares);
         let grouped = !self.group_names.is_empty();
         let mut totals = vec![0u64; 4 + truth.signals.len()];
@@ -174,7 +197,7 @@ impl TrafficModel {
             let errors = binomial(rng, n_g, truth.error_rate);
             let clicks = binomial(rng, n_g, truth.ctr);
             let mut counts = vec![n_g, n_g, errors, clicks];
-            for (name, rates, of) in &truth.signals {
+            for (_, rates, of) in &truth.signals {
                 let exposure = match of.as_deref() {
                     None => n_g,
                     Some("errors") => errors,
@@ -185,7 +208,6 @@ impl TrafficModel {
                         .position(|(n, _, _)| n == other)
                         .map_or(0, |i| counts[4 + i]),
                 };
-                let _ = name;
                 counts.push(binomial(
                     rng,
                     exposure,
@@ -204,14 +226,6 @@ impl TrafficModel {
         }
         for (name, &c) in counter_names(truth).zip(&totals) {
             arm.add(name, c);
-        }
-        if self.latency_needed
-            && let Some(l) = truth.latency
-        {
-            let tail = binomial(rng, n, l.tail_fraction);
-            let h = arm.latency_mut(LATENCY_SIGNAL);
-            sample_lognormal(rng, h, n - tail, l.mu, l.sigma, 0.0);
-            sample_lognormal(rng, h, tail, l.mu, l.sigma, l.tail_add_ms);
         }
     }
 }
@@ -298,41 +312,110 @@ pub fn multinomial<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64]) -> Vec<
     out
 }
 
-/// Records `n` draws of `exp(N(mu, sigma²)) + add_ms` milliseconds.
+/// Draws a Poisson(`expected`) number of requests with latencies
+/// `exp(N(mu, sigma²)) + add_ms` milliseconds into `h`; returns how many.
 ///
 /// Each draw lands in a bucket of the stats' log-linear histogram, so only
 /// the bucket probabilities matter: they are computed once per distribution
 /// (cached per thread, see [`latency_table`]) from the CDF at the buckets'
 /// rounding edges, over `mu ± 8 sigma` (the first and last buckets take the
-/// rest of each tail). Up to [`ALIAS_DRAWS_PER_BUCKET`] draws per bucket of
-/// the table, each request picks its bucket with Walker's alias method (32
-/// random bits per request); beyond that, bucket counts are drawn
-/// as a multinomial by conditional binomials, whose cost does not grow with
-/// traffic. Both give the histogram contents the distribution per-request
-/// sampling gives (the alias thresholds are 32-bit fractions).
-pub fn sample_lognormal<R: Rng + ?Sized>(
+/// rest of each tail). A Poisson number of requests split over the buckets
+/// gives independent Poisson counts per bucket, so:
+/// - a *busy* bucket, whose expected count is at least [`BUSY_MEAN`], gets
+///   its count drawn directly (one draw whatever the traffic);
+/// - the other, *quiet* buckets together get a Poisson total, and each of
+///   those requests picks its bucket with Walker's alias method over them.
+///
+/// This is exactly the distribution of histogram contents that drawing each
+/// request's latency gives (the alias thresholds are 32-bit fractions), at
+/// a cost that stops growing with traffic once most mass is in busy buckets.
+pub fn sample_latencies<R: Rng + ?Sized>(
     rng: &mut R,
     h: &mut LatencyHistogram,
-    n: u64,
+    expected: f64,
     mu: f64,
     sigma: f64,
     add_ms: f64,
-) {
-    if n == 0 {
-        return;
+) -> u64 {
+    if expected.is_nan() || expected <= 0.0 {
+        return 0;
     }
     let table = latency_table(mu, sigma, add_ms);
-    let m = table.lows_us.len();
-    if m == 1 {
-        h.record_n_us(table.lows_us[0], n);
-        return;
+    let split = table.split_for(expected);
+    // Highest buckets first, so the histogram grows to its size once.
+    let quiet = poisson(rng, expected * split.quiet_mass);
+    if quiet > 0 {
+        QUIET_COUNTS.with(|cell| {
+            let mut counts = cell.borrow_mut();
+            if counts.len() < split.quiet.buckets.len() {
+                counts.resize(split.quiet.buckets.len(), 0);
+            }
+            let counts = &mut counts[..split.quiet.buckets.len()];
+            split.quiet.draw_counts(rng, quiet, counts);
+            for (&i, c) in split.quiet.buckets.iter().zip(counts.iter_mut()).rev() {
+                if *c > 0 {
+                    h.record_n_us(table.lows_us[i as usize], *c);
+                    *c = 0;
+                }
+            }
+        });
     }
-    if n <= ALIAS_DRAWS_PER_BUCKET * m as u64 {
-        let mut counts = vec![0u64; m];
+    let mut n = quiet;
+    for &(i, p) in split.busy.iter().rev() {
+        let c = poisson(rng, expected * p);
+        if c > 0 {
+            h.record_n_us(table.lows_us[i as usize], c);
+            n += c;
+        }
+    }
+    n
+}
+
+/// Expected count from which a bucket's count is drawn on its own rather
+/// than request by request: about where one Poisson draw costs what this
+/// many alias picks cost.
+pub const BUSY_MEAN: f64 = 8.0;
+
+/// A distribution's buckets split for one traffic level.
+#[derive(Debug)]
+struct Split {
+    /// Busy buckets: index into the table, probability.
+    busy: Vec<(u32, f64)>,
+    /// Total probability of the quiet buckets.
+    quiet_mass: f64,
+    quiet: Alias,
+}
+
+/// Walker's alias table over some of a table's buckets.
+#[derive(Debug)]
+struct Alias {
+    /// The table's bucket index of each column.
+    buckets: Vec<u32>,
+    /// Keep column `i` when the low 32 bits of the draw are below `keep[i]`.
+    keep: Vec<u32>,
+    alias: Vec<u32>,
+}
+
+impl Alias {
+    fn new(buckets: Vec<u32>, probs: &[f64]) -> Self {
+        let (keep, alias) = alias_table(probs);
+        Alias {
+            buckets,
+            keep,
+            alias,
+        }
+    }
+
+    /// Adds `n` picks to `counts`, one entry per column.
+    fn draw_counts<R: Rng + ?Sized>(&self, rng: &mut R, n: u64, counts: &mut [u64]) {
+        let m = self.keep.len();
+        if m == 0 || counts.len() != m {
+            return;
+        }
         // One pick per 32 random bits: `u·m` has the column in its high
         // half and a uniform fraction (steps of m/2^32) for the coin in its
         // low half.
-        let (keep, alias) = (&table.keep[..m], &table.alias[..m]);
+        let (keep, alias) = (&self.keep[..m], &self.alias[..m]);
         let pick = |u: u32| {
             let x = u64::from(u) * m as u64;
             let i = (x >> 32) as usize;
@@ -350,46 +433,25 @@ pub fn sample_lognormal<R: Rng + ?Sized>(
         if n % 2 == 1 {
             counts[pick((rng.next_u64() >> 32) as u32)] += 1;
         }
-        for (&lo, &c) in table.lows_us.iter().zip(&counts) {
-            if c > 0 {
-                h.record_n_us(lo, c);
-            }
-        }
-        return;
-    }
-    // Multinomial over the buckets by conditional binomials.
-    let mut left = n;
-    let mut rest = 1.0f64; // mass of the buckets not drawn yet
-    for (idx, (&lo, &p)) in table.lows_us.iter().zip(&table.probs).enumerate() {
-        if left == 0 {
-            return;
-        }
-        let c = if idx + 1 == m {
-            left
-        } else {
-            binomial(rng, left, p / rest.max(1e-300))
-        };
-        if c > 0 {
-            h.record_n_us(lo, c);
-        }
-        left -= c;
-        rest = (rest - p).max(0.0);
     }
 }
 
-/// Above this many requests per bucket of the distribution's table, latency
-/// bucket counts are drawn by conditional binomials instead of per request.
-pub const ALIAS_DRAWS_PER_BUCKET: u64 = 16;
+thread_local! {
+    /// Per-column counts of the quiet buckets' alias picks (reused).
+    static QUIET_COUNTS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Traffic levels with a split of their own: expected counts in
+/// `[2^k, 2^(k+1))` share split `k`.
+const SPLIT_LEVELS: usize = 48;
 
 /// A latency distribution's buckets: each bucket's lowest µs and
-/// probability, and Walker's alias table over them.
+/// probability, and its busy/quiet splits, built when first needed.
 #[derive(Debug)]
 pub struct LatencyTable {
     pub lows_us: Vec<u64>,
     pub probs: Vec<f64>,
-    /// Keep bucket `i` when the low 32 bits of the draw are below `keep[i]`.
-    keep: Vec<u32>,
-    alias: Vec<u32>,
+    splits: [std::cell::OnceCell<Split>; SPLIT_LEVELS],
 }
 
 impl LatencyTable {
@@ -422,13 +484,35 @@ impl LatencyTable {
             probs.push((upper - below).max(0.0));
             below = upper;
         }
-        let (keep, alias) = alias_table(&probs);
         LatencyTable {
             lows_us,
             probs,
-            keep,
-            alias,
+            splits: std::array::from_fn(|_| std::cell::OnceCell::new()),
         }
+    }
+
+    /// The split for `expected` requests: busy buckets expect at least
+    /// [`BUSY_MEAN`] requests at the bottom of its traffic level.
+    fn split_for(&self, expected: f64) -> &Split {
+        let level = (expected.max(1.0).log2().floor() as usize).min(SPLIT_LEVELS - 1);
+        self.splits[level].get_or_init(|| {
+            let busy_from = BUSY_MEAN / (level as f64).exp2();
+            let (mut busy, mut quiet, mut quiet_probs) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, &p) in self.probs.iter().enumerate() {
+                if p >= busy_from {
+                    busy.push((i as u32, p));
+                } else if p > 0.0 {
+                    quiet.push(i as u32);
+                    quiet_probs.push(p);
+                }
+            }
+            let quiet_mass = quiet_probs.iter().sum();
+            Split {
+                busy,
+                quiet_mass,
+                quiet: Alias::new(quiet, &quiet_probs),
+            }
+        })
     }
 }
 
@@ -556,21 +640,29 @@ mod tests {
         }
     }
 
+    fn reference() -> (f64, f64) {
+        (80f64.ln(), (150f64 / 80.0).ln() / crate::scenario::Z95)
+    }
+
     #[test]
-    fn bucketed_and_per_request_latency_agree() {
+    fn sampled_latencies_have_the_scenarios_quantiles() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
-        let (mu, sigma) = (80f64.ln(), (150f64 / 80.0).ln() / crate::scenario::Z95);
+        let (mu, sigma) = reference();
         let mut big = LatencyHistogram::new();
-        sample_lognormal(&mut rng, &mut big, 200_000, mu, sigma, 0.0);
-        assert_eq!(big.total(), 200_000);
+        let n = sample_latencies(&mut rng, &mut big, 200_000.0, mu, sigma, 0.0);
+        assert_eq!(big.total(), n);
+        assert!(
+            (n as f64 - 200_000.0).abs() < 5.0 * 200_000f64.sqrt(),
+            "{n}"
+        );
         let p50 = big.quantile_ms(0.5).unwrap();
         let p95 = big.quantile_ms(0.95).unwrap();
         assert!((p50 - 80.0).abs() < 2.0, "p50 {p50}");
         assert!((p95 - 150.0).abs() < 3.0, "p95 {p95}");
         // The bucket holding 150ms (2ms wide) is neither surely above nor
         // surely below: the truth, 5%, lies between the two counts.
-        let surely = big.count_surely_above_us(150_000) as f64 / 200_000.0;
-        let possibly = big.count_possibly_above_us(150_000) as f64 / 200_000.0;
+        let surely = big.count_surely_above_us(150_000) as f64 / n as f64;
+        let possibly = big.count_possibly_above_us(150_000) as f64 / n as f64;
         assert!(
             surely < 0.05 + 0.002 && possibly > 0.05 - 0.002,
             "{surely} {possibly}"
@@ -578,25 +670,56 @@ mod tests {
         assert!(possibly - surely < 0.005, "{surely} {possibly}");
     }
 
+    /// Every bucket's count, summed over many draws, is within 5 standard
+    /// deviations of what the table expects, at traffic levels that split
+    /// the buckets differently (all quiet, some busy, nearly all busy).
     #[test]
-    fn alias_and_binomial_paths_draw_the_same_buckets() {
+    fn busy_and_quiet_buckets_get_their_expected_counts() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
-        let (mu, sigma) = (80f64.ln(), (150f64 / 80.0).ln() / crate::scenario::Z95);
+        let (mu, sigma) = reference();
         let table = latency_table(mu, sigma, 0.0);
-        let per_request = ALIAS_DRAWS_PER_BUCKET * table.lows_us.len() as u64;
-        let mut alias = LatencyHistogram::new();
-        // Many small pieces (the alias path), and one large one (binomials).
-        for _ in 0..400 {
-            sample_lognormal(&mut rng, &mut alias, 500, mu, sigma, 0.0);
+        for (expected, calls) in [(3.0, 40_000u32), (3_000.0, 300), (30_000.0, 100)] {
+            let split = table.split_for(expected);
+            if expected < 4.0 {
+                assert!(split.busy.is_empty());
+            } else {
+                assert!(!split.busy.is_empty() && !split.quiet.buckets.is_empty());
+            }
+            let mut h = LatencyHistogram::new();
+            let mut n = 0;
+            for _ in 0..calls {
+                n += sample_latencies(&mut rng, &mut h, expected, mu, sigma, 0.0);
+            }
+            let want_n = expected * f64::from(calls);
+            assert!(
+                (n as f64 - want_n).abs() < 5.0 * want_n.sqrt(),
+                "{expected}: {n}"
+            );
+            let counts = bucket_counts(&h);
+            for (i, &p) in table.probs.iter().enumerate() {
+                let want = want_n * p;
+                let got = counts.get(&table.lows_us[i]).copied().unwrap_or(0) as f64;
+                assert!(
+                    (got - want).abs() <= 5.0 * want.sqrt() + 2.0,
+                    "expected {expected}: bucket {} got {got}, want {want:.1}",
+                    table.lows_us[i]
+                );
+            }
         }
-        let mut binom = LatencyHistogram::new();
-        sample_lognormal(&mut rng, &mut binom, 200_000, mu, sigma, 0.0);
-        assert!((500..200_000).contains(&per_request));
-        assert_eq!(alias.total(), 200_000);
-        for q in [0.1, 0.5, 0.9, 0.95, 0.99] {
-            let (a, b) = (alias.quantile_ms(q).unwrap(), binom.quantile_ms(q).unwrap());
-            assert!((a - b).abs() / b < 0.02, "q{q}: {a} vs {b}");
+    }
+
+    fn bucket_counts(h: &LatencyHistogram) -> std::collections::BTreeMap<u64, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut below = 0;
+        for idx in 0..2000 {
+            let (lo, hi) = bucket_bounds(idx);
+            let upto = h.total() - h.count_surely_above_us(hi);
+            if upto > below {
+                out.insert(lo, upto - below);
+            }
+            below = upto;
         }
+        out
     }
 
     #[test]
