@@ -154,3 +154,97 @@ async fn hooks_run_after_commit_and_failures_are_recorded() {
         "{audit}"
     );
 }
+
+/// Hooks are an outbox: the commit that ends a rollout queues its hook, so
+/// a crash while the hook is still failing and being retried loses
+/// nothing. After the restart the hook runs again and succeeds, it is
+/// audited once, and a further restart does not run it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_interrupted_by_a_crash_runs_after_the_restart() {
+    let mut d = Daemon::start(concat!(
+        "  hooked:\n",
+        "    router: { file: { path: {dir}/hooked.json } }\n",
+        "    hooks:\n",
+        "      onRolledBack: { command: { program: /bin/sh, args: [\"-c\", \"echo try {{rollout}} >> {dir}/tries.log; test -e {dir}/ok\"] } }\n",
+    ));
+    let api = d.client();
+    let id = api.start("hooked", "fast").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the rollback", Duration::from_secs(30), || async {
+        let _ = api.try_push(&id, 100, 0.0, 0.2).await;
+        api.rollout(&id).await["state"] == "rolled-back"
+    })
+    .await;
+    let tries = d.path("tries.log");
+    let count = |p: &std::path::Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+    eventually(
+        "the hook's first, failing try",
+        Duration::from_secs(20),
+        || {
+            let n = count(&tries);
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    // Killed between two tries (the retries back off from 200 ms).
+    d.kill9();
+    let before = count(&tries);
+    assert!(before < 5, "all attempts ran before the kill: {before}");
+    std::fs::write(d.path("ok"), "").unwrap();
+
+    d.spawn();
+    let api = d.client();
+    let ran = |audit: &serde_json::Value| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "hook.onRolledBack" && e["rollout_id"] == id.as_str())
+            .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the hook after the restart",
+        Duration::from_secs(20),
+        || async { !ran(&api.get("/v1/audit").await.body).is_empty() },
+    )
+    .await;
+    assert_eq!(
+        ran(&api.get("/v1/audit").await.body),
+        ["hook onRolledBack ran"]
+    );
+    let after = count(&tries);
+    assert_eq!(after, before + 1, "one more try, the one that succeeded");
+    assert_eq!(
+        std::fs::read_to_string(&tries).unwrap(),
+        format!("try {id}\n").repeat(after)
+    );
+
+    // Done is done: another restart runs nothing again.
+    assert!(d.terminate().success());
+    d.spawn();
+    let api = d.client();
+    assert_eq!(api.get("/readyz").await.status, 200);
+    assert_eq!(count(&tries), after);
+    assert_eq!(ran(&api.get("/v1/audit").await.body).len(), 1);
+    assert_eq!(api.get("/v1/audit/verify").await.body["ok"], true);
+    // The outbox agrees: the end hook ran; the start, with no hook, is closed.
+    assert!(d.terminate().success());
+    let store = canaryd::store::Store::open_read_only(d.data_dir()).unwrap();
+    let runs: Vec<_> = store
+        .hook_runs_for_rollout(&id)
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.event, h.status))
+        .collect();
+    use canaryd::store::HookStatus;
+    assert_eq!(
+        runs,
+        [
+            ("onStart".to_string(), HookStatus::None),
+            ("onRolledBack".to_string(), HookStatus::Ran)
+        ]
+    );
+}

@@ -8,8 +8,8 @@ use std::fs;
 use canaryd::engine::{Checkpoint, Command, Effect, Input, Phase, Rollout};
 use canaryd::policy::{ChangeType, Weight};
 use canaryd::store::{
-    Breakage, IncidentStatus, JournalKind, NewAudit, ReviewStatus, SCHEMA_VERSION, Store,
-    StoreError, Verification,
+    Breakage, HookStatus, IncidentStatus, JournalKind, NewAudit, ReviewStatus, SCHEMA_VERSION,
+    Store, StoreError, Verification,
 };
 use serde_json::json;
 
@@ -298,13 +298,15 @@ fn incidents_reviews_and_notifications_round_trip() {
     // of 10%, which the router is slow to send.)
     d.unacked = None;
     let mut incident_id = None;
+    let mut end_hooks = Vec::new();
     for _ in 0..3 {
         let input = d.next_input(true);
-        if let Some((c, _)) = d.step(&mut store, input, false, |_| vec![]).unwrap()
-            && let Some(id) = c.incidents.first()
-        {
-            assert_eq!(c.notifications.len(), 2);
-            incident_id = Some(id.clone());
+        if let Some((c, _)) = d.step(&mut store, input, false, |_| vec![]).unwrap() {
+            end_hooks.extend(c.hooks.clone());
+            if let Some(id) = c.incidents.first() {
+                assert_eq!(c.notifications.len(), 2);
+                incident_id = Some(id.clone());
+            }
         }
         if d.rollout.phase().is_terminal() {
             break;
@@ -334,6 +336,37 @@ fn incidents_reviews_and_notifications_round_trip() {
     assert!(store.open_rollouts::<Scripted>().unwrap().is_empty());
     assert_eq!(store.incidents().unwrap(), vec![incident.clone()]);
     assert_eq!(store.incidents_for_rollout("r-em").unwrap().len(), 1);
+
+    // Lifecycle hooks: `onStart` was queued with the rollout, `onRolledBack`
+    // by the step that ended it (and by no later step).
+    let hooks = store.hook_runs_for_rollout("r-em").unwrap();
+    let events: Vec<_> = hooks.iter().map(|h| h.event.as_str()).collect();
+    assert_eq!(events, ["onStart", "onRolledBack"]);
+    assert_eq!(end_hooks, vec![hooks[1].id]);
+    assert_eq!(store.pending_hook_runs().unwrap(), hooks);
+    let h = store
+        .record_hook_attempt(hooks[1].id, at(900), Err("exit 1".into()), false)
+        .unwrap();
+    assert_eq!((h.attempts, h.status), (1, HookStatus::Pending));
+    let h = store
+        .record_hook_attempt(hooks[1].id, at(901), Err("exit 1".into()), true)
+        .unwrap();
+    assert_eq!((h.attempts, h.status), (2, HookStatus::Failed));
+    assert_eq!(h.last_error.as_deref(), Some("exit 1"));
+    assert_eq!(h.done_at, Some(at(901)));
+    let h = store
+        .record_hook_attempt(hooks[0].id, at(902), Ok(()), false)
+        .unwrap();
+    assert_eq!(
+        (h.attempts, h.status, h.last_error),
+        (1, HookStatus::Ran, None)
+    );
+    assert!(store.pending_hook_runs().unwrap().is_empty());
+    // A run that is done takes no further attempt.
+    assert!(matches!(
+        store.record_hook_attempt(hooks[0].id, at(903), Ok(()), false),
+        Err(StoreError::NotFound { .. })
+    ));
 
     // Webhooks: a failure is recorded and stays pending; a success delivers.
     let pending = store.pending_notifications().unwrap();

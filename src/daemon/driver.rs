@@ -720,7 +720,6 @@ impl Driver {
     /// The rollout ended: hooks, stream end, and leave the active set.
     async fn finish(self) {
         let spec = self.rollout.spec().clone();
-        let outcome = self.rollout.phase();
         let triggers: Vec<String> = self
             .rollout
             .policy()
@@ -735,18 +734,9 @@ impl Driver {
             data: self.view(),
         });
         self.shared.finished(&spec.id);
-        let hook = match outcome {
-            Phase::Promoted => Some("onPromoted"),
-            // Inconclusive also sends traffic back to baseline; an
-            // experiment's end is not a failure and has no hook.
-            Phase::RolledBack | Phase::Inconclusive => Some("onRolledBack"),
-            Phase::Aborted => Some("onAborted"),
-            _ => None,
-        };
-        if let Some(event) = hook {
-            self.shared
-                .run_hook(&self.service, event, &spec, outcome, self.rollout.reason());
-        }
+        // The step that ended the rollout queued its hook (the store's
+        // outbox); it runs now that traffic is back where it belongs.
+        self.shared.run_hooks_of(&spec.id);
     }
 }
 

@@ -37,11 +37,11 @@ use self::config::{Config, Hooks, ServiceConfig};
 use self::driver::{Driver, DriverHandle, DriverMsg};
 use self::metrics::Metrics;
 use self::policies::PolicySet;
-use crate::engine::{Command, Monitor, Phase, Rejected, Rollout, RolloutSpec};
+use crate::engine::{Command, Monitor, Rejected, Rollout, RolloutSpec};
 use crate::policy::ChangeType;
 use crate::routers::{HookConfig, RetryPolicy, Router};
 use crate::sources::Source;
-use crate::store::{Committed, NewAudit, PreparedStep, RolloutRow, Store, StoreError};
+use crate::store::{Committed, HookStatus, NewAudit, PreparedStep, RolloutRow, Store, StoreError};
 
 /// `canaryd serve` flags; each overrides the config file.
 #[derive(Clone, Debug, Default)]
@@ -96,6 +96,8 @@ pub struct Shared {
     pub http: reqwest::Client,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     commits: mpsc::Sender<CommitJob>,
+    /// Hook runs being run now, so none runs twice at once.
+    hooks_running: Mutex<std::collections::HashSet<i64>>,
 }
 
 /// A prepared engine step waiting for the group commit.
@@ -423,7 +425,7 @@ impl Shared {
         // before the answer, so the caller sees a rollout under way.
         driver.run(crate::engine::Input::Tick).await?;
         let view = driver.view();
-        self.run_hook(&service, "onStart", &spec, Phase::Progressing, "started");
+        self.run_hooks_of(&spec.id);
         self.launch(driver);
         Ok(view)
     }
@@ -575,68 +577,141 @@ impl Shared {
         }
     }
 
-    /// Run a lifecycle hook in the background after the state it reports
-    /// was committed; retried, recorded in the audit log, never blocking.
-    pub fn run_hook(
-        self: &Arc<Self>,
-        service: &ServiceRuntime,
-        event: &'static str,
-        spec: &RolloutSpec,
-        outcome: Phase,
-        reason: &str,
-    ) {
-        let hook = match event {
-            "onStart" => service.hooks.on_start.clone(),
-            "onPromoted" => service.hooks.on_promoted.clone(),
-            "onRolledBack" => service.hooks.on_rolled_back.clone(),
-            _ => service.hooks.on_aborted.clone(),
+    /// Run a rollout's pending lifecycle hooks. The store queued each in
+    /// the transaction that committed the state it reports (its outbox),
+    /// so they run after that commit and survive a crash.
+    pub fn run_hooks_of(self: &Arc<Self>, rollout_id: &str) {
+        match self.with_store(|s| s.hook_runs_for_rollout(rollout_id)) {
+            Ok(runs) => self.run_hooks(
+                runs.into_iter()
+                    .filter(|r| r.status == HookStatus::Pending)
+                    .map(|r| r.id)
+                    .collect(),
+            ),
+            Err(e) => tracing::error!(rollout = rollout_id, error = %e, "cannot read queued hooks"),
+        }
+    }
+
+    /// Run queued hook runs in the background, one after the other: each
+    /// retried, every attempt recorded, the end audited; never blocking.
+    pub fn run_hooks(self: &Arc<Self>, ids: Vec<i64>) {
+        let claimed: Vec<i64> = match self.hooks_running.lock() {
+            Ok(mut running) => ids.into_iter().filter(|id| running.insert(*id)).collect(),
+            Err(_) => return,
         };
-        let Some(hook) = hook else { return };
+        if claimed.is_empty() {
+            return;
+        }
         let shared = self.clone();
+        self.spawn(async move {
+            for id in claimed {
+                shared.run_hook(id).await;
+                if let Ok(mut running) = shared.hooks_running.lock() {
+                    running.remove(&id);
+                }
+            }
+        });
+    }
+
+    async fn run_hook(&self, id: i64) {
+        let found = self.with_store(|s| -> Result<_, StoreError> {
+            let Some(run) = s.hook_run(id)? else {
+                return Ok(None);
+            };
+            Ok(s.rollout(&run.rollout_id)?.map(|row| (run, row)))
+        });
+        let (run, row) = match found {
+            Ok(Some(x)) if x.0.status == HookStatus::Pending => x,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(hook_run = id, error = %e, "cannot read a queued hook");
+                return;
+            }
+        };
+        let event: &'static str = match run.event.as_str() {
+            "onStart" => "onStart",
+            "onPromoted" => "onPromoted",
+            "onRolledBack" => "onRolledBack",
+            _ => "onAborted",
+        };
+        let hooks = self.services.get(&row.service).map(|s| &s.hooks);
+        let hook = hooks.and_then(|h| match event {
+            "onStart" => h.on_start.clone(),
+            "onPromoted" => h.on_promoted.clone(),
+            "onRolledBack" => h.on_rolled_back.clone(),
+            _ => h.on_aborted.clone(),
+        });
+        let Some(hook) = hook else {
+            if let Err(e) = self.with_store(|s| s.skip_hook_run(id, clock::now())) {
+                tracing::error!(hook_run = id, error = %e, "cannot close a hook run");
+            }
+            return;
+        };
         let ctx = crate::routers::hooks::HookContext {
             event,
-            service: spec.service.clone(),
-            baseline: spec.baseline.clone(),
-            canary: spec.canary.clone(),
-            rollout_id: spec.id.clone(),
-            outcome: outcome.is_terminal().then(|| outcome.as_str().to_string()),
-            reason: Some(reason.to_string()),
+            service: row.service.clone(),
+            baseline: row.spec.baseline.clone(),
+            canary: row.spec.canary.clone(),
+            rollout_id: row.id.clone(),
+            outcome: (event != "onStart")
+                .then(|| row.outcome.map(|p| p.as_str().to_string()))
+                .flatten(),
+            reason: Some(if event == "onStart" {
+                "started".to_string()
+            } else {
+                row.reason.clone()
+            }),
         };
-        self.spawn(async move {
-            let mut last = None;
-            let mut attempts = 0;
-            for attempt in 1..=shared.retry.attempts.max(1) {
-                attempts = attempt;
-                match crate::routers::hooks::run_hook(&hook, &ctx).await {
-                    Ok(()) => {
-                        last = None;
-                        break;
-                    }
-                    Err(e) => last = Some(e.to_string()),
-                }
-                tokio::time::sleep(shared.retry.delay(attempt, clock::jitter())).await;
-            }
-            if last.is_some() {
-                shared
-                    .metrics
-                    .notification_failures
-                    .get_or_create(&metrics::ServiceLabels {
-                        service: ctx.service.clone(),
-                    })
-                    .inc();
-            }
-            let _ = shared.audit(NewAudit {
-                at: clock::now(),
-                actor: crate::engine::ENGINE.into(),
-                action: format!("hook.{event}"),
-                rollout_id: Some(ctx.rollout_id.clone()),
-                reason: match &last {
-                    None => format!("hook {event} ran"),
-                    Some(e) => format!("hook {event} failed after {attempts} attempts: {e}"),
-                },
-                ticket: None,
-                details: json!({ "hook": hook_name(&hook), "attempts": attempts, "error": last }),
+        // Attempts made before a restart count against the budget; the
+        // first attempt after one is always made.
+        let last_attempt = self.retry.attempts.max(run.attempts + 1);
+        let mut last_error = None;
+        let mut attempts = run.attempts;
+        for attempt in run.attempts + 1..=last_attempt {
+            attempts = attempt;
+            let outcome = crate::routers::hooks::run_hook(&hook, &ctx)
+                .await
+                .map_err(|e| e.to_string());
+            last_error = outcome.as_ref().err().cloned();
+            let recorded = self.with_store(|s| {
+                s.record_hook_attempt(id, clock::now(), outcome, attempt == last_attempt)
             });
+            if let Err(e) = recorded {
+                // Still pending in the store: the next start retries it.
+                tracing::error!(hook_run = id, error = %e, "cannot record a hook attempt");
+                return;
+            }
+            if last_error.is_none() {
+                break;
+            }
+            if attempt < last_attempt {
+                tokio::time::sleep(self.retry.delay(attempt, clock::jitter())).await;
+            }
+        }
+        if last_error.is_some() {
+            self.metrics
+                .notification_failures
+                .get_or_create(&metrics::ServiceLabels {
+                    service: ctx.service.clone(),
+                })
+                .inc();
+        }
+        let _ = self.audit(NewAudit {
+            at: clock::now(),
+            actor: crate::engine::ENGINE.into(),
+            action: format!("hook.{event}"),
+            rollout_id: Some(ctx.rollout_id.clone()),
+            reason: match &last_error {
+                None => format!("hook {event} ran"),
+                Some(e) => format!("hook {event} failed after {attempts} attempts: {e}"),
+            },
+            ticket: None,
+            details: json!({
+                "hook": hook_name(&hook),
+                "hook_run": id,
+                "attempts": attempts,
+                "error": last_error,
+            }),
         });
     }
 }
@@ -795,6 +870,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http: reqwest::Client::new(),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
         commits,
+        hooks_running: Mutex::new(std::collections::HashSet::new()),
     });
     tokio::spawn(committer(shared.clone(), commit_rx));
 
@@ -814,8 +890,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pending = shared
         .with_store(|s| s.pending_notifications())
         .unwrap_or_default();
+    let pending_hooks = shared
+        .with_store(|s| s.pending_hook_runs())
+        .unwrap_or_default();
     restore(&shared).await?;
     shared.ready.store(true, Ordering::SeqCst);
+    // Hooks queued before a restart. A restored rollout that has ended but
+    // whose traffic is not yet confirmed back runs its end hook when it is.
+    shared.run_hooks(
+        pending_hooks
+            .into_iter()
+            .filter(|h| h.event == "onStart" || shared.driver(&h.rollout_id).is_none())
+            .map(|h| h.id)
+            .collect(),
+    );
     // Model-registry intake (registries:): one watcher per registry.
     registry::spawn_all(&shared);
     shared.deliver_notifications(pending.into_iter().map(|n| n.id).collect());

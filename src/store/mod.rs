@@ -37,8 +37,8 @@ use rusqlite::{Connection, OpenFlags};
 pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit, Verification};
 pub use id::IdGen;
 pub use records::{
-    Incident, IncidentStatus, JournalEntry, JournalKind, Notification, OpenRollout, Review,
-    ReviewStatus, RolloutRow,
+    HookRun, HookStatus, Incident, IncidentStatus, JournalEntry, JournalKind, Notification,
+    OpenRollout, Review, ReviewStatus, RolloutRow,
 };
 pub use schema::SCHEMA_VERSION;
 pub use step::{Committed, EngineStep, PreparedStep};

@@ -176,6 +176,46 @@ pub struct Notification {
     pub delivered_at: Option<Timestamp>,
 }
 
+/// One lifecycle event's hook, queued with the commit of the state it
+/// reports (an outbox); the daemon runs pending ones, also after a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HookRun {
+    pub id: i64,
+    pub rollout_id: String,
+    /// `onStart`, `onPromoted`, `onRolledBack` or `onAborted`.
+    pub event: String,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub status: HookStatus,
+    pub done_at: Option<Timestamp>,
+}
+
+/// Where a hook run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookStatus {
+    Pending,
+    /// The hook succeeded.
+    Ran,
+    /// Every attempt failed; not retried again.
+    Failed,
+    /// The service has no hook for the event.
+    None,
+}
+
+impl HookStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookStatus::Pending => "pending",
+            HookStatus::Ran => "ran",
+            HookStatus::Failed => "failed",
+            HookStatus::None => "none",
+        }
+    }
+}
+
 impl Notification {
     pub fn delivered(&self) -> bool {
         self.delivered_at.is_some()
@@ -306,6 +346,23 @@ fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
         last_attempt_at: r.get::<_, Option<i64>>(7)?.map(ts),
         last_error: r.get(8)?,
         delivered_at: r.get::<_, Option<i64>>(9)?.map(ts),
+    })
+}
+
+const HOOK_RUN_COLS: &str =
+    "id, rollout_id, event, created_at, attempts, last_attempt_at, last_error, status, done_at";
+
+fn hook_run_row(r: &Row<'_>) -> rusqlite::Result<HookRun> {
+    Ok(HookRun {
+        id: r.get(0)?,
+        rollout_id: r.get(1)?,
+        event: r.get(2)?,
+        created_at: ts(r.get(3)?),
+        attempts: r.get(4)?,
+        last_attempt_at: r.get::<_, Option<i64>>(5)?.map(ts),
+        last_error: r.get(6)?,
+        status: enum_col(r, 7)?,
+        done_at: r.get::<_, Option<i64>>(8)?.map(ts),
     })
 }
 
@@ -518,6 +575,31 @@ impl Store {
             ),
             [rollout_id],
             notification_row,
+        )
+    }
+
+    pub fn hook_run(&self, id: i64) -> Result<Option<HookRun>> {
+        self.query_one(
+            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE id = ?1"),
+            [id],
+            hook_run_row,
+        )
+    }
+
+    /// Hook runs not yet done, oldest first.
+    pub fn pending_hook_runs(&self) -> Result<Vec<HookRun>> {
+        self.query_all(
+            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE status = 'pending' ORDER BY id"),
+            [],
+            hook_run_row,
+        )
+    }
+
+    pub fn hook_runs_for_rollout(&self, rollout_id: &str) -> Result<Vec<HookRun>> {
+        self.query_all(
+            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE rollout_id = ?1 ORDER BY id"),
+            [rollout_id],
+            hook_run_row,
         )
     }
 

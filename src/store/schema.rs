@@ -151,6 +151,26 @@ CREATE TABLE registry_versions (
     PRIMARY KEY (watch, version)
 ) STRICT, WITHOUT ROWID;
 "#,
+    // 3: lifecycle hooks as an outbox: a row per lifecycle event, written in
+    // the transaction that commits the state it reports, so a crash before
+    // the hook ran cannot lose it (the daemon runs pending rows at start).
+    r#"
+CREATE TABLE hook_runs (
+    id              INTEGER PRIMARY KEY,
+    rollout_id      TEXT NOT NULL REFERENCES rollouts(id),
+    event           TEXT NOT NULL CHECK (event IN ('onStart', 'onPromoted', 'onRolledBack', 'onAborted')),
+    created_at      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at INTEGER,
+    last_error      TEXT,
+    -- pending until it ran, failed every attempt, or the service has no
+    -- hook for the event.
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'ran', 'failed', 'none')),
+    done_at         INTEGER
+) STRICT;
+CREATE INDEX hook_runs_pending ON hook_runs(id) WHERE status = 'pending';
+"#,
 ];
 
 /// The schema version this build writes.

@@ -9,7 +9,9 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
 use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
-use super::records::{IncidentStatus, Notification, Review, ReviewStatus, RolloutRow, ms};
+use super::records::{
+    HookRun, HookStatus, IncidentStatus, Notification, Review, ReviewStatus, RolloutRow, ms,
+};
 use super::{IdGen, Incident, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
 use crate::policy::{Notify, Weight};
@@ -44,6 +46,8 @@ pub struct Committed {
     pub reviews: Vec<String>,
     /// Webhook deliveries to make.
     pub notifications: Vec<i64>,
+    /// Lifecycle hooks queued (the step ended the rollout).
+    pub hooks: Vec<i64>,
     /// The audit chain's end after the commit.
     pub audit_head: Head,
     /// False when `audit.head` could not be written after the commit: the
@@ -177,6 +181,10 @@ impl Store {
                     checkpoint,
                 ],
             )?;
+            queue_hook(tx, &spec.id, "onStart", ms(at))?;
+            if let Some(event) = outcome.and_then(hook_event) {
+                queue_hook(tx, &spec.id, event, ms(at))?;
+            }
             Ok(((), audit))
         })?;
         self.rollout(&spec.id)?.ok_or_else(|| StoreError::NotFound {
@@ -417,6 +425,59 @@ impl Store {
         })
     }
 
+    /// Record one attempt of a hook run: `Ok(())` ran it, `Err(message)`
+    /// failed; `last` marks the run failed for good after a failed attempt.
+    pub fn record_hook_attempt(
+        &mut self,
+        id: i64,
+        at: Timestamp,
+        outcome: std::result::Result<(), String>,
+        last: bool,
+    ) -> Result<HookRun> {
+        let (error, status) = match &outcome {
+            Ok(()) => (None, HookStatus::Ran),
+            Err(e) if last => (Some(e.as_str()), HookStatus::Failed),
+            Err(e) => (Some(e.as_str()), HookStatus::Pending),
+        };
+        let done_at = (status != HookStatus::Pending).then(|| ms(at));
+        self.write(|tx, _| {
+            let n = tx.execute(
+                "UPDATE hook_runs SET attempts = attempts + 1, last_attempt_at = ?2,
+                    last_error = ?3, status = ?4, done_at = ?5
+                 WHERE id = ?1 AND status = 'pending'",
+                params![id, ms(at), error, status.as_str(), done_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "pending hook run",
+                    id: id.to_string(),
+                });
+            }
+            Ok(((), Vec::new()))
+        })?;
+        self.hook_run_done(id)
+    }
+
+    /// Close a hook run whose service has no hook for its event.
+    pub fn skip_hook_run(&mut self, id: i64, at: Timestamp) -> Result<HookRun> {
+        self.write(|tx, _| {
+            tx.execute(
+                "UPDATE hook_runs SET status = 'none', done_at = ?2
+                 WHERE id = ?1 AND status = 'pending'",
+                params![id, ms(at)],
+            )?;
+            Ok(((), Vec::new()))
+        })?;
+        self.hook_run_done(id)
+    }
+
+    fn hook_run_done(&self, id: i64) -> Result<HookRun> {
+        self.hook_run(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "hook run",
+            id: id.to_string(),
+        })
+    }
+
     /// One write transaction: `work` changes tables and returns the audit
     /// entries to chain; they are appended, the transaction commits, and
     /// then the head file is replaced. Returns whether that write worked.
@@ -562,17 +623,18 @@ fn apply_prepared(
 ) -> Result<(Committed, Vec<NewAudit>)> {
     let id = step.rollout_id;
     let at = ms(step.at);
-    let found: Option<(String, String, u64)> = tx
+    let found: Option<(String, String, u64, Option<String>)> = tx
         .query_row(
-            "SELECT service, policy_version, journal_len FROM rollouts WHERE id = ?1",
+            "SELECT service, policy_version, journal_len, outcome FROM rollouts WHERE id = ?1",
             [&id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let (service, policy_version, journal_len) = found.ok_or_else(|| StoreError::NotFound {
-        what: "rollout",
-        id: id.clone(),
-    })?;
+    let (service, policy_version, journal_len, outcome_before) =
+        found.ok_or_else(|| StoreError::NotFound {
+            what: "rollout",
+            id: id.clone(),
+        })?;
 
     let input_seq = journal_len + 1;
     let mut insert = tx.prepare_cached(
@@ -706,6 +768,13 @@ fn apply_prepared(
             step.checkpoint
         ],
     )?;
+    // The step that ends the rollout queues its lifecycle hook.
+    let mut hooks = Vec::new();
+    if outcome_before.is_none()
+        && let Some(event) = step.outcome.and_then(hook_event)
+    {
+        hooks.push(queue_hook(tx, &id, event, at)?);
+    }
     Ok((
         Committed {
             input_seq,
@@ -713,11 +782,32 @@ fn apply_prepared(
             incidents,
             reviews,
             notifications,
+            hooks,
             audit_head: Head::EMPTY,
             head_written: true,
         },
         audit,
     ))
+}
+
+/// The hook a rollout's end runs: `onRolledBack` also for `inconclusive`,
+/// which sends traffic back to baseline too; an experiment's `concluded`
+/// end is not a failure and has none.
+pub fn hook_event(outcome: &str) -> Option<&'static str> {
+    match outcome {
+        "promoted" => Some("onPromoted"),
+        "rolled-back" | "inconclusive" => Some("onRolledBack"),
+        "aborted" => Some("onAborted"),
+        _ => None,
+    }
+}
+
+fn queue_hook(tx: &Transaction<'_>, rollout_id: &str, event: &str, at: i64) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO hook_runs (rollout_id, event, created_at) VALUES (?1, ?2, ?3)",
+        params![rollout_id, event, at],
+    )?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// The rollout's events so far, from its journal's `notify` effects.
