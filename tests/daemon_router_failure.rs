@@ -98,15 +98,7 @@ async fn hooks_run_after_commit_and_failures_are_recorded() {
         "      onAborted: { webhook: { url: \"http://127.0.0.1:9/never\" } }\n",
     ));
     let api = d.client();
-    let id = api.start("hooked", "fast").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("the rollback", Duration::from_secs(30), || async {
-        let _ = api.try_push(&id, 100, 0.0, 0.2).await;
-        api.rollout(&id).await["state"] == "rolled-back"
-    })
-    .await;
+    let id = start_and_roll_back(&api, "hooked").await;
     let log = d.path("hooks.log");
     eventually("both command hooks", Duration::from_secs(20), || {
         let log = log.clone();
@@ -168,15 +160,7 @@ async fn a_hook_interrupted_by_a_crash_runs_after_the_restart() {
         "      onRolledBack: { command: { program: /bin/sh, args: [\"-c\", \"echo try {{rollout}} >> {dir}/tries.log; test -e {dir}/ok\"] } }\n",
     ));
     let api = d.client();
-    let id = api.start("hooked", "fast").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("the rollback", Duration::from_secs(30), || async {
-        let _ = api.try_push(&id, 100, 0.0, 0.2).await;
-        api.rollout(&id).await["state"] == "rolled-back"
-    })
-    .await;
+    let id = start_and_roll_back(&api, "hooked").await;
     let tries = d.path("tries.log");
     let count = |p: &std::path::Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
     eventually(
@@ -247,4 +231,19 @@ async fn a_hook_interrupted_by_a_crash_runs_after_the_restart() {
             ("onRolledBack".to_string(), HookStatus::Ran)
         ]
     );
+}
+
+/// Start a rollout of `service` with the fast policy and push failing data
+/// until it is rolled back; returns its id.
+async fn start_and_roll_back(api: &daemon_support::Api, service: &str) -> String {
+    let id = api.start(service, "fast").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the rollback", Duration::from_secs(30), || async {
+        let _ = api.try_push(&id, 100, 0.0, 0.2).await;
+        api.rollout(&id).await["state"] == "rolled-back"
+    })
+    .await;
+    id
 }
