@@ -129,6 +129,7 @@ fn ingestion(c: &mut Criterion) {
                 &parsed,
                 canaryd::time::Timestamp::from_millis(u64::MAX / 2),
                 canaryd::time::Timestamp::EPOCH,
+                canaryd::time::Timestamp::EPOCH,
             )
             .unwrap()
         })

@@ -800,3 +800,50 @@ fn daemon_support_now() -> String {
         .unwrap()
         .to_string()
 }
+
+/// An event's `at` decides whether it counts: one from before the weight
+/// in force took effect describes another traffic split and is left out
+/// (reported as stale, and in /metrics); a current one counts. (The fast
+/// policy moves on from 50% by itself, so the test reads the answer, not
+/// the step's counts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_events_from_before_the_weight_change_are_left_out() {
+    let d = Daemon::start("");
+    let api = d.client();
+    let started = api.start("web", "fast").await;
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_string();
+    let started_at = started.body["started_at"].as_str().unwrap().to_string();
+    eventually("the 50% step", Duration::from_secs(30), || async {
+        let _ = api.try_push(&id, 50, 0.0, 0.0).await;
+        api.rollout(&id).await["weight"] == 50
+    })
+    .await;
+    let obs = format!("/v1/rollouts/{id}/observations");
+    let a = api
+        .post(
+            &obs,
+            json!({"events": [
+                {"arm": "canary", "error": true, "at": started_at},
+                {"arm": "canary", "at": daemon_support_now()}]}),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_eq!(
+        (
+            a.body["accepted_events"].as_u64(),
+            a.body["stale_events"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("canaryd_stale_events_total{service=\"web\"} 1"),
+        "{metrics}"
+    );
+}

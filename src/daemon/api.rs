@@ -356,10 +356,14 @@ async fn observations(
             ),
         ));
     }
-    let accepted = s.push(&id, &batch)?;
+    let added = s.push(&id, &batch)?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "accepted_events": accepted, "accepted_counts": batch.counts.len() })),
+        axum::Json(json!({
+            "accepted_events": added.events,
+            "accepted_counts": batch.counts.len(),
+            "stale_events": added.stale,
+        })),
     )
         .into_response())
 }

@@ -46,6 +46,9 @@ pub struct DriverHandle {
     pub view: Arc<Mutex<Value>>,
     pub service: String,
     pub started_at: Timestamp,
+    /// When the canary weight in force took effect (ms since the epoch):
+    /// pushed events from before it are stale.
+    pub weight_since: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub struct Driver {
@@ -68,6 +71,11 @@ pub struct Driver {
     last_step: Option<(Phase, usize)>,
     /// A failed rollback already raised its incident.
     rollback_incident: bool,
+    /// When the weight in force took effect, shared with pushes; and that
+    /// weight (`None` until first published; after a restart the time is
+    /// unknown, so it stays at the start and no event is left out).
+    weight_since: Arc<std::sync::atomic::AtomicU64>,
+    last_weight: Option<Weight>,
 }
 
 impl Driver {
@@ -83,6 +91,7 @@ impl Driver {
             .analysis
             .interval
             .max(Duration::from_millis(100));
+        let started_ms = rollout.started_at().as_millis();
         let status = DriverStatus {
             source: SourceHealth {
                 sources: service.source_names(),
@@ -109,6 +118,8 @@ impl Driver {
             steps_since_checkpoint: 0,
             last_step: None,
             rollback_incident: false,
+            weight_since: Arc::new(std::sync::atomic::AtomicU64::new(started_ms)),
+            last_weight: None,
         }
     }
 
@@ -119,6 +130,7 @@ impl Driver {
             view: self.view.clone(),
             service: self.rollout.spec().service.clone(),
             started_at: self.rollout.started_at(),
+            weight_since: self.weight_since.clone(),
         }
     }
 
@@ -666,6 +678,14 @@ impl Driver {
         if self.last_step != Some(at) {
             self.last_step = Some(at);
             self.status.step_since = Some(now);
+        }
+        let weight = self.rollout.weight();
+        if self.last_weight != Some(weight) {
+            if self.last_weight.is_some() {
+                self.weight_since
+                    .store(now.as_millis(), std::sync::atomic::Ordering::SeqCst);
+            }
+            self.last_weight = Some(weight);
         }
         let view = rollout_view(
             &self.row,

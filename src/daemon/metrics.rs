@@ -61,6 +61,7 @@ pub struct Metrics {
     pub weight: Family<RolloutLabels, Gauge>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub observations: Family<ArmLabels, Counter>,
+    pub stale_events: Family<ServiceLabels, Counter>,
     pub trigger_estimate: Family<TriggerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub trigger_boundary: Family<TriggerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub trigger_fired: Family<TriggerLabels, Gauge>,
@@ -90,6 +91,7 @@ impl Metrics {
             weight: Family::default(),
             decisions: Family::default(),
             observations: Family::default(),
+            stale_events: Family::default(),
             trigger_estimate: Family::default(),
             trigger_boundary: Family::default(),
             trigger_fired: Family::default(),
@@ -122,6 +124,11 @@ impl Metrics {
             "observations",
             "Requests ingested per arm (pushed, proxied or pulled)",
             m.observations.clone(),
+        );
+        registry.register(
+            "stale_events",
+            "Pushed events left out: their `at` is before the weight in force took effect",
+            m.stale_events.clone(),
         );
         registry.register(
             "trigger_estimate",

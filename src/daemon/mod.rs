@@ -460,7 +460,7 @@ impl Shared {
     }
 
     /// Add a validated batch to a rollout's open window.
-    pub fn push(&self, id: &str, batch: &push::Batch) -> Result<u64, Refusal> {
+    pub fn push(&self, id: &str, batch: &push::Batch) -> Result<push::Validated, Refusal> {
         self.require_ready()?;
         let Some(handle) = self.driver(id) else {
             let row = self.with_store(|s| s.rollout(id))?;
@@ -472,8 +472,18 @@ impl Shared {
                 )),
             });
         };
-        let v = push::validate(batch, clock::now(), handle.started_at)
+        let weight_since =
+            crate::time::Timestamp::from_millis(handle.weight_since.load(Ordering::SeqCst));
+        let v = push::validate(batch, clock::now(), handle.started_at, weight_since)
             .map_err(|e| Refusal::Invalid(e.field, e.message))?;
+        if v.stale > 0 {
+            self.metrics
+                .stale_events
+                .get_or_create(&metrics::ServiceLabels {
+                    service: handle.service.clone(),
+                })
+                .inc_by(v.stale);
+        }
         for (arm, data) in [("baseline", &v.data.baseline), ("canary", &v.data.canary)] {
             let n = data.counter("requests");
             if n > 0 {
@@ -488,7 +498,7 @@ impl Shared {
         }
         let mut open = handle.push.lock().unwrap_or_else(|e| e.into_inner());
         driver::merge(&mut open, &v.data);
-        Ok(v.events)
+        Ok(v)
     }
 
     /// Commands and pushes wait until every open rollout is restored: before

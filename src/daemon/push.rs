@@ -75,15 +75,30 @@ pub struct Invalid {
 #[derive(Debug, Default)]
 pub struct Validated {
     pub data: Collected,
+    /// Events added to the open window.
     pub events: u64,
+    /// Valid events left out: their `at` is before the canary weight in
+    /// force took effect, so they describe another traffic split.
+    pub stale: u64,
 }
 
-/// Validate a whole batch against `now` and the rollout's start; nothing is
-/// returned unless every item is valid.
+fn millis(t: Timestamp) -> i64 {
+    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Validate a whole batch against `now`, the rollout's start and the time
+/// the current weight took effect; nothing is returned unless every item
+/// is valid.
+///
+/// An event counts in the window open now; its `at` (when given) only
+/// decides whether it counts at all: one from before the current weight
+/// took effect is stale (another traffic split, and the warm-up after a
+/// weight change must not see it) and is left out, counted in `stale`.
 pub fn validate(
     batch: &Batch,
     now: Timestamp,
     started_at: Timestamp,
+    weight_since: Timestamp,
 ) -> Result<Validated, Invalid> {
     let mut out = Validated::default();
     let mut names = std::collections::BTreeSet::new();
@@ -118,15 +133,17 @@ pub fn validate(
     let bad = |field: String, message: String| Invalid { field, message };
     for (i, e) in batch.events.iter().enumerate() {
         let field = |f: &str| format!("events[{i}].{f}");
+        let mut at_ms = None;
         if let Some(at) = &e.at {
             let t: jiff::Timestamp = at
                 .parse()
                 .map_err(|err| bad(field("at"), format!("expected an RFC 3339 instant: {err}")))?;
             let ms = t.as_millisecond();
-            if ms > i64::try_from(now.as_millis() + FUTURE_GRACE_MS).unwrap_or(i64::MAX) {
+            at_ms = Some(ms);
+            if ms > millis(now).saturating_add(FUTURE_GRACE_MS as i64) {
                 return Err(bad(field("at"), format!("{at} is in the future")));
             }
-            if ms < i64::try_from(started_at.as_millis()).unwrap_or(i64::MAX) {
+            if ms < millis(started_at) {
                 return Err(bad(
                     field("at"),
                     format!("{at} is before the rollout started"),
@@ -143,6 +160,10 @@ pub fn validate(
         }
         check_group(e.group.as_deref(), &field("group"))?;
         check_counters(&e.counters, &field("counters"))?;
+        if at_ms.is_some_and(|ms| ms < millis(weight_since)) {
+            out.stale += 1;
+            continue;
+        }
         let arm = arm_mut(&mut out.data, e.arm);
         let mut add = |signal: &str, n: u64| {
             arm.add(signal, n);
@@ -250,7 +271,13 @@ mod tests {
                "counts": [
                 {"arm": "baseline", "counters": {"requests": 1000, "errors": 3}}]}"#,
         );
-        let v = validate(&b, Timestamp::from_millis(10_000), Timestamp::EPOCH).unwrap();
+        let v = validate(
+            &b,
+            Timestamp::from_millis(10_000),
+            Timestamp::EPOCH,
+            Timestamp::EPOCH,
+        )
+        .unwrap();
         let c = &v.data.canary;
         assert_eq!(c.counter("requests"), 1);
         assert_eq!(c.counter("impressions"), 1);
@@ -287,7 +314,7 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            let e = validate(&parse(body), now, Timestamp::EPOCH).unwrap_err();
+            let e = validate(&parse(body), now, Timestamp::EPOCH, Timestamp::EPOCH).unwrap_err();
             assert_eq!(e.field, field, "{body}: {}", e.message);
         }
         assert!(serde_json::from_str::<Batch>(r#"{"events":[{"arm":"both"}]}"#).is_err());
@@ -296,11 +323,51 @@ mod tests {
             .collect();
         let b = parse(&format!(r#"{{"events":[{}]}}"#, many.join(",")));
         assert_eq!(
-            validate(&b, now, Timestamp::EPOCH).unwrap_err().field,
+            validate(&b, now, Timestamp::EPOCH, Timestamp::EPOCH)
+                .unwrap_err()
+                .field,
             "counters"
         );
         assert!(
             serde_json::from_str::<Batch>(r#"{"events":[{"arm":"canary","colour":1}]}"#).is_err()
         );
+    }
+
+    /// `at` decides whether an event counts: before the current weight took
+    /// effect it is stale and left out; from then on, or without `at`, it
+    /// counts in the open window. Before the rollout started, or in the
+    /// future, is an error.
+    #[test]
+    fn events_from_before_the_current_weight_are_left_out() {
+        let started = Timestamp::from_millis(1_800_000_000_000);
+        let weight_since = started + std::time::Duration::from_secs(600);
+        let now = weight_since + std::time::Duration::from_secs(60);
+        let rfc = |t: Timestamp| {
+            jiff::Timestamp::from_millisecond(i64::try_from(t.as_millis()).unwrap())
+                .unwrap()
+                .to_string()
+        };
+        let second = std::time::Duration::from_secs(1);
+        let body = format!(
+            r#"{{"events":[
+                {{"arm":"canary","error":true,"at":"{}"}},
+                {{"arm":"canary","at":"{}"}},
+                {{"arm":"canary","at":"{}"}},
+                {{"arm":"baseline"}}]}}"#,
+            rfc(weight_since - second),
+            rfc(weight_since),
+            rfc(now),
+        );
+        let v = validate(&parse(&body), now, started, weight_since).unwrap();
+        assert_eq!((v.events, v.stale), (3, 1));
+        assert_eq!(v.data.canary.counter("requests"), 2);
+        assert_eq!(v.data.canary.counter("errors"), 0);
+        assert_eq!(v.data.baseline.counter("requests"), 1);
+        let before_start = format!(
+            r#"{{"events":[{{"arm":"canary","at":"{}"}}]}}"#,
+            rfc(started - second)
+        );
+        let e = validate(&parse(&before_start), now, started, weight_since).unwrap_err();
+        assert_eq!(e.field, "events[0].at");
     }
 }
