@@ -249,41 +249,15 @@ impl Store {
                     what: "rollout",
                     id: id.clone(),
                 })?;
-            let incident_id = ids.next("inc", at);
-            let timeline = timeline_so_far(tx, &id)?;
-            tx.execute(
-                "INSERT INTO incidents (id, rollout_id, service, trigger_name, severity,
-                    opened_at, evidence, timeline, router_result, status, policy_version)
-                 VALUES (?1, ?2, ?3, 'router', ?4, ?5, ?6, ?7, NULL, 'open', ?8)",
-                params![
-                    incident_id,
-                    id,
-                    service,
-                    severity,
-                    ms(at),
-                    evidence.to_string(),
-                    timeline,
-                    policy_version
-                ],
-            )?;
-            let payload = json!({
-                "incident": incident_id,
-                "rollout_id": id,
-                "service": service,
-                "trigger": "router",
-                "severity": severity,
-                "opened_at": at,
-                "evidence": evidence,
-            });
-            let mut notifications = Vec::new();
-            for url in notify {
-                tx.execute(
-                    "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, incident_id, url, payload.to_string(), ms(at)],
-                )?;
-                notifications.push(tx.last_insert_rowid());
-            }
+            let incident = PreparedIncident {
+                trigger: "router".into(),
+                severity: severity.into(),
+                notify: notify.to_vec(),
+                evidence: evidence.clone(),
+                opened_at: at,
+            };
+            let (incident_id, notifications) =
+                insert_incident(tx, ids, &id, &service, &policy_version, &incident, ms(at))?;
             let audit = vec![NewAudit {
                 at,
                 actor: ENGINE.into(),
@@ -685,41 +659,9 @@ fn apply_prepared(
     let mut notifications = Vec::new();
     let mut audit = step.audit;
     for inc in step.incidents {
-        let incident_id = ids.next("inc", inc.opened_at);
-        let timeline = timeline_so_far(tx, &id)?;
-        tx.execute(
-            "INSERT INTO incidents (id, rollout_id, service, trigger_name, severity,
-                opened_at, evidence, timeline, router_result, status, policy_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 'open', ?9)",
-            params![
-                incident_id,
-                id,
-                service,
-                inc.trigger,
-                inc.severity,
-                ms(inc.opened_at),
-                inc.evidence.to_string(),
-                timeline,
-                policy_version
-            ],
-        )?;
-        let payload = json!({
-            "incident": incident_id,
-            "rollout_id": id,
-            "service": service,
-            "trigger": inc.trigger,
-            "severity": inc.severity,
-            "opened_at": inc.opened_at,
-            "evidence": inc.evidence,
-        });
-        for url in &inc.notify {
-            tx.execute(
-                "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, incident_id, url, payload.to_string(), at],
-            )?;
-            notifications.push(tx.last_insert_rowid());
-        }
+        let (incident_id, queued) =
+            insert_incident(tx, ids, &id, &service, &policy_version, &inc, at)?;
+        notifications.extend(queued);
         audit.push(NewAudit {
             at: step.at,
             actor: ENGINE.into(),
@@ -788,6 +730,58 @@ fn apply_prepared(
         },
         audit,
     ))
+}
+
+/// Open an incident with the rollout's timeline so far and queue its
+/// webhooks (created at `queued_at`, ms); returns its id and the
+/// deliveries.
+fn insert_incident(
+    tx: &Transaction<'_>,
+    ids: &mut IdGen,
+    rollout_id: &str,
+    service: &str,
+    policy_version: &str,
+    inc: &PreparedIncident,
+    queued_at: i64,
+) -> Result<(String, Vec<i64>)> {
+    let incident_id = ids.next("inc", inc.opened_at);
+    let timeline = timeline_so_far(tx, rollout_id)?;
+    tx.execute(
+        "INSERT INTO incidents (id, rollout_id, service, trigger_name, severity,
+            opened_at, evidence, timeline, router_result, status, policy_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 'open', ?9)",
+        params![
+            incident_id,
+            rollout_id,
+            service,
+            inc.trigger,
+            inc.severity,
+            ms(inc.opened_at),
+            inc.evidence.to_string(),
+            timeline,
+            policy_version
+        ],
+    )?;
+    let payload = json!({
+        "incident": incident_id,
+        "rollout_id": rollout_id,
+        "service": service,
+        "trigger": inc.trigger,
+        "severity": inc.severity,
+        "opened_at": inc.opened_at,
+        "evidence": inc.evidence,
+    })
+    .to_string();
+    let mut notifications = Vec::new();
+    for url in &inc.notify {
+        tx.execute(
+            "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![rollout_id, incident_id, url, payload, queued_at],
+        )?;
+        notifications.push(tx.last_insert_rowid());
+    }
+    Ok((incident_id, notifications))
 }
 
 /// The hook a rollout's end runs: `onRolledBack` also for `inconclusive`,
