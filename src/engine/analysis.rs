@@ -29,6 +29,13 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     /// Feed one interval of data, collected while `weight` was set.
     fn observe(&mut self, snapshot: &Self::Snapshot, weight: Weight);
 
+    /// [`Analysis::observe`], handing the snapshot over: an analysis that
+    /// keeps snapshots can store this one instead of cloning it. Same
+    /// effect as `observe(&snapshot, weight)`.
+    fn observe_owned(&mut self, snapshot: Self::Snapshot, weight: Weight) {
+        self.observe(&snapshot, weight);
+    }
+
     /// Readings at `now`, one per policy trigger and gate, in policy order.
     fn assess(&mut self, now: Timestamp) -> Assessment<Self::Evidence>;
 

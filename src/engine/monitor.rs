@@ -303,8 +303,8 @@ impl Monitor {
         }
     }
 
-    fn with_complements(&self, snap: &IntervalSnapshot) -> IntervalSnapshot {
-        let mut s = snap.clone();
+    /// Adds the complement counters to a snapshot the monitor now owns.
+    fn add_complements(&self, s: &mut IntervalSnapshot) {
         for c in &self.complements {
             for arm in [&mut s.baseline, &mut s.canary] {
                 let n = arm.counter(&c.denominator);
@@ -312,7 +312,6 @@ impl Monitor {
                 arm.add(&c.name, n - x);
             }
         }
-        s
     }
 }
 
@@ -732,8 +731,14 @@ impl Analysis for Monitor {
     }
 
     fn observe(&mut self, snapshot: &IntervalSnapshot, weight: Weight) {
+        self.observe_owned(snapshot.clone(), weight);
+    }
+
+    /// The windows keep the snapshot: taking it by value spares a clone
+    /// (every histogram and string key) per interval.
+    fn observe_owned(&mut self, mut snap: IntervalSnapshot, weight: Weight) {
         self.memo = Memo::default();
-        let snap = self.with_complements(snapshot);
+        self.add_complements(&mut snap);
         self.since.get_or_insert(snap.start);
         if self.stage_start.is_none_or(|at| snap.start >= at) {
             self.stage_requests = self

@@ -283,7 +283,7 @@ impl<A: Analysis> Rollout<A> {
         }
         match input {
             Input::Tick => {}
-            Input::Data { snapshot } => self.observe(now, &snapshot),
+            Input::Data { snapshot } => self.observe(now, snapshot),
             Input::Command { command } => self.apply(now, command),
             Input::RouterAck { weight, error } => self.router_ack(now, weight, error),
         }
@@ -366,12 +366,12 @@ impl<A: Analysis> Rollout<A> {
         }
     }
 
-    fn observe(&mut self, now: Timestamp, snapshot: &A::Snapshot) {
+    fn observe(&mut self, now: Timestamp, snapshot: A::Snapshot) {
         if self.phase.is_terminal() {
             return;
         }
-        let (start, end) = A::span(snapshot);
-        self.analysis.observe(snapshot, self.weight);
+        let (start, end) = A::span(&snapshot);
+        self.analysis.observe_owned(snapshot, self.weight);
         self.last_data_end = Some(self.last_data_end.map_or(end, |e| e.max(end)));
         if let Some(after) = self.fresh_data_after
             && start >= after
