@@ -204,6 +204,21 @@ pub struct Monitor {
     /// until then the rules read the windows) and ignored by equality.
     #[serde(skip)]
     burn_counts: BurnCache,
+    /// Per check, what its objective reading says was measured: words fixed
+    /// by the policy, formatted once rather than at every assessment.
+    /// Derived: skipped by serde (rebuilt on the next assessment) and
+    /// ignored by equality.
+    #[serde(skip)]
+    measured: Measured,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Measured(Vec<String>);
+
+impl PartialEq for Measured {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -276,6 +291,7 @@ impl Monitor {
             lean: false,
             memo: Memo::default(),
             burn_counts: BurnCache::default(),
+            measured: Measured::default(),
         })
     }
 
@@ -594,6 +610,35 @@ fn build_gate(policy: &Policy, g: &Gate, alpha: f64) -> Result<GateTest, String>
     }
 }
 
+/// What an objective check measures, in words, for its readings' evidence;
+/// empty for statistical checks (their evidence names its estimand).
+fn measured(check: &Check) -> String {
+    match check {
+        Check::Statistical { .. } | Check::Mean { .. } => String::new(),
+        Check::SustainedMean { signal, .. } => {
+            format!("canary mean {signal} over consecutive intervals beyond the bound")
+        }
+        Check::SustainedQuantile(rule) => format!(
+            "lowest canary p{} bound (ms) over consecutive intervals above {}ms",
+            rule.quantile * 100.0,
+            rule.above_ms
+        ),
+        Check::SustainedRatio {
+            numerator,
+            denominator,
+            above,
+            ..
+        } => format!(
+            "lowest canary {numerator}/{denominator} over consecutive intervals above {above}"
+        ),
+        Check::BurnRate(rule) => format!(
+            "burn rate of {}/{} against a {} SLO",
+            rule.numerator, rule.denominator, rule.slo
+        ),
+        Check::NoData(rule) => format!("seconds without canary {}", rule.signal),
+    }
+}
+
 fn verdict_of(status: Status) -> TriggerVerdict {
     match status {
         Status::Crossed => TriggerVerdict::Fired,
@@ -788,16 +833,8 @@ impl Analysis for Monitor {
         }
         // Windows only fail on mismatched histogram layouts between intervals
         // of one source; such an interval is left out of the objective checks.
-        let counts: Vec<Option<stats::objective::BurnCounts>> = self
-            .checks
-            .iter()
-            .map(|c| match c {
-                Check::BurnRate(rule) => Some(rule.counts_of(&snap)),
-                _ => None,
-            })
-            .collect();
         if self.windows.push(snap).is_ok() {
-            self.sync_burn_counts(counts);
+            self.sync_burn_counts();
         }
     }
 
@@ -806,6 +843,9 @@ impl Analysis for Monitor {
             && *at == now
         {
             return a.clone();
+        }
+        if self.measured.0.len() != self.checks.len() {
+            self.measured = Measured(self.checks.iter().map(measured).collect());
         }
         let a = self.assess_now(now);
         self.memo = Memo(Some((now, a.clone())));
@@ -818,10 +858,10 @@ impl Analysis for Monitor {
 }
 
 impl Monitor {
-    /// Appends the newest interval's burn counts (`counts`, per check) and
-    /// keeps the cache the length of `windows`; rebuilds it from `windows`
-    /// when it was not in step (after a restore).
-    fn sync_burn_counts(&mut self, counts: Vec<Option<stats::objective::BurnCounts>>) {
+    /// Appends the burn counts of the interval just pushed (the newest in
+    /// `windows`) and keeps the cache the length of `windows`; rebuilds it
+    /// from `windows` when it was not in step (after a restore).
+    fn sync_burn_counts(&mut self) {
         let len = self.windows.len();
         let cache = &mut self.burn_counts.0;
         let in_step = cache.len() == self.checks.len()
@@ -830,10 +870,10 @@ impl Monitor {
                 .iter()
                 .zip(cache.iter())
                 .all(|(c, q)| !matches!(c, Check::BurnRate(_)) || q.len() + 1 >= len);
-        if in_step {
-            for (q, c) in cache.iter_mut().zip(counts) {
-                if let Some(c) = c {
-                    q.push_back(c);
+        if in_step && let Some(newest) = self.windows.intervals().next_back() {
+            for (q, c) in cache.iter_mut().zip(&self.checks) {
+                if let Check::BurnRate(rule) = c {
+                    q.push_back(rule.counts_of(newest));
                     while q.len() > len {
                         q.pop_front();
                     }
@@ -855,6 +895,14 @@ impl Monitor {
             .collect();
     }
 
+    /// What check `i` measures, in words (formatted once, see `measured`).
+    fn measured_by(&self, i: usize, check: &Check) -> String {
+        match self.measured.0.get(i) {
+            Some(words) => words.clone(),
+            None => measured(check),
+        }
+    }
+
     fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
         let since = self.since.unwrap_or(now);
         let has_data = self.windows.intervals().next().is_some();
@@ -871,21 +919,17 @@ impl Monitor {
                 }
                 Check::SustainedMean { signal, bound, for_ms } => objective_reading(
                     sustained_mean(&self.windows, now, signal, *bound, *for_ms),
-                    format!("canary mean {signal} over consecutive intervals beyond the bound"),
+                    self.measured_by(i, check),
                     has_data,
                 ),
                 Check::SustainedQuantile(rule) => objective_reading(
                     rule.evaluate(&self.windows, now),
-                    format!(
-                        "lowest canary p{} bound (ms) over consecutive intervals above {}ms",
-                        rule.quantile * 100.0,
-                        rule.above_ms
-                    ),
+                    self.measured_by(i, check),
                     has_data,
                 ),
                 Check::SustainedRatio { numerator, denominator, above, for_ms } => objective_reading(
                     sustained_ratio(&self.windows, now, numerator, denominator, *above, *for_ms),
-                    format!("lowest canary {numerator}/{denominator} over consecutive intervals above {above}"),
+                    self.measured_by(i, check),
                     has_data,
                 ),
                 Check::BurnRate(rule) => match self
@@ -896,13 +940,13 @@ impl Monitor {
                 {
                     Some(q) => objective_reading(
                         rule.evaluate_counts(q, now),
-                        format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
+                        self.measured_by(i, check),
                         has_data,
                     ),
                     None => match rule.evaluate(&self.windows, now) {
                     Ok(v) => objective_reading(
                         v,
-                        format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
+                        self.measured_by(i, check),
                         has_data,
                     ),
                         Err(_) => TriggerReading::default(),
@@ -910,8 +954,7 @@ impl Monitor {
                 },
                 Check::NoData(rule) => {
                     let v = rule.evaluate(&self.windows, since, now);
-                    let measured = format!("seconds without canary {}", rule.signal);
-                    let mut r = objective_reading(v, measured, true);
+                    let mut r = objective_reading(v, self.measured_by(i, check), true);
                     if r.verdict == TriggerVerdict::Ok && !has_data {
                         r.verdict = TriggerVerdict::Inconclusive;
                     }

@@ -104,6 +104,33 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A verdict's estimand text, formatted once. It depends only on the test's
+/// parameters and on `key` (a threshold fixed once, a group count), while a
+/// verdict is built every interval. Not state: skipped by serde (rebuilt on
+/// first use) and equal to any other cache.
+#[derive(Clone, Debug, Default)]
+struct Estimand(Option<(Option<u64>, String)>);
+
+impl PartialEq for Estimand {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Estimand {
+    /// The text for `key`, from `make` when the cache holds another key.
+    fn text(&mut self, key: Option<u64>, make: impl FnOnce() -> String) -> String {
+        match &self.0 {
+            Some((k, text)) if *k == key => text.clone(),
+            _ => {
+                let text = make();
+                self.0 = Some((key, text.clone()));
+                text
+            }
+        }
+    }
+}
+
 fn log_boundary(alpha: f64) -> f64 {
     (1.0 / alpha).ln()
 }
@@ -368,6 +395,8 @@ pub struct RatioVsBaseline {
     /// crossed (see [`StatTest::set_lean`]).
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 impl RatioVsBaseline {
@@ -404,6 +433,7 @@ impl RatioVsBaseline {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -666,10 +696,12 @@ impl RatioVsBaseline {
         Verdict {
             status,
             evidence: Evidence {
-                estimand: format!(
-                    "rate ratio canary/baseline of {}/{}",
-                    self.numerator, self.denominator
-                ),
+                estimand: self.estimand.text(None, || {
+                    format!(
+                        "rate ratio canary/baseline of {}/{}",
+                        self.numerator, self.denominator
+                    )
+                }),
                 baseline,
                 canary,
                 estimate: finite(estimate),
@@ -896,6 +928,8 @@ pub struct RatioThreshold {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 impl RatioThreshold {
@@ -917,6 +951,7 @@ impl RatioThreshold {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -936,10 +971,12 @@ impl RatioThreshold {
     }
 
     fn verdict(&mut self, running: Status) -> Verdict {
-        let estimand = format!(
-            "canary rate of {}/{} (threshold {})",
-            self.numerator, self.denominator, self.above
-        );
+        let estimand = self.estimand.text(None, || {
+            format!(
+                "canary rate of {}/{} (threshold {})",
+                self.numerator, self.denominator, self.above
+            )
+        });
         self.test.verdict(
             self.alpha,
             &mut self.crossed,
@@ -966,6 +1003,8 @@ pub struct QuantileThreshold {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 impl QuantileThreshold {
@@ -988,6 +1027,7 @@ impl QuantileThreshold {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -1009,12 +1049,14 @@ impl QuantileThreshold {
     }
 
     fn verdict(&mut self, running: Status) -> Verdict {
-        let estimand = format!(
-            "canary P({} > {}ms), null at most {}",
-            self.signal,
-            self.threshold_us as f64 / 1000.0,
-            1.0 - self.quantile
-        );
+        let estimand = self.estimand.text(None, || {
+            format!(
+                "canary P({} > {}ms), null at most {}",
+                self.signal,
+                self.threshold_us as f64 / 1000.0,
+                1.0 - self.quantile
+            )
+        });
         self.test.verdict(
             self.alpha,
             &mut self.crossed,
@@ -1045,6 +1087,8 @@ pub struct QuantileVsBaseline {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 /// Latency gates (`vsBaseline` on a quantile under `gates`).
@@ -1114,6 +1158,7 @@ impl QuantileVsBaseline {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -1209,6 +1254,15 @@ impl QuantileVsBaseline {
             .test
             .as_ref()
             .map_or_else(Default::default, |t| t.counts());
+        let estimand = self.estimand.text(self.threshold_us, || {
+            format!(
+                "ratio canary P({s} > {f}·T) / baseline P({s} > T), T = {t}ms (q{q})",
+                s = self.signal,
+                f = self.factor,
+                t = self.threshold_us.map_or(0.0, |t| t as f64 / 1000.0),
+                q = self.quantile
+            )
+        });
         Verdict {
             status: if self.crossed {
                 Status::Crossed
@@ -1216,13 +1270,7 @@ impl QuantileVsBaseline {
                 running
             },
             evidence: Evidence {
-                estimand: format!(
-                    "ratio canary P({s} > {f}·T) / baseline P({s} > T), T = {t}ms (q{q})",
-                    s = self.signal,
-                    f = self.factor,
-                    t = self.threshold_ms().unwrap_or(0.0),
-                    q = self.quantile
-                ),
+                estimand,
                 baseline,
                 canary,
                 estimate: finite(estimate),
@@ -1256,6 +1304,8 @@ pub struct Disparity {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 const JEFFREYS: f64 = 0.5;
@@ -1284,6 +1334,7 @@ impl Disparity {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -1387,10 +1438,12 @@ impl Disparity {
                 running
             },
             evidence: Evidence {
-                estimand: format!(
-                    "canary min/max group rate of {}/{} over {} groups",
-                    self.numerator, self.denominator, n_groups
-                ),
+                estimand: self.estimand.text(Some(n_groups as u64), || {
+                    format!(
+                        "canary min/max group rate of {}/{} over {} groups",
+                        self.numerator, self.denominator, n_groups
+                    )
+                }),
                 baseline: ArmCounts::default(),
                 canary,
                 estimate: finite(estimate),
@@ -1430,7 +1483,7 @@ impl Disparity {
 
     /// Lean evidence while the test cannot fire: counts and the observed
     /// ratio, no confidence sequences (see [`StatTest::set_lean`]).
-    fn lean_verdict(&self, running: Status, boundary: f64) -> Verdict {
+    fn lean_verdict(&mut self, running: Status, boundary: f64) -> Verdict {
         let mut canary = ArmCounts::default();
         let (mut lo, mut hi, mut n_groups) = (f64::MAX, 0.0f64, 0);
         for c in self.groups.values().filter(|c| c.exposure > 0) {
@@ -1448,10 +1501,12 @@ impl Disparity {
         Verdict {
             status: running,
             evidence: Evidence {
-                estimand: format!(
-                    "canary min/max group rate of {}/{} over {} groups",
-                    self.numerator, self.denominator, n_groups
-                ),
+                estimand: self.estimand.text(Some(n_groups as u64), || {
+                    format!(
+                        "canary min/max group rate of {}/{} over {} groups",
+                        self.numerator, self.denominator, n_groups
+                    )
+                }),
                 baseline: ArmCounts::default(),
                 canary,
                 estimate: finite(estimate),
