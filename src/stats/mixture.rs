@@ -225,10 +225,19 @@ impl RestartMixture {
                 *s = log_add_exp(*s, w);
             }
         }
-        for slot in &mut self.slots {
-            for (acc, &l) in slot.iter_mut().zip(log_lr) {
-                if l.is_finite() {
+        if log_lr.iter().all(|l| l.is_finite()) {
+            // The usual case: a branch-free loop the compiler vectorizes.
+            for slot in &mut self.slots {
+                for (acc, &l) in slot.iter_mut().zip(log_lr) {
                     *acc += l;
+                }
+            }
+        } else {
+            for slot in &mut self.slots {
+                for (acc, &l) in slot.iter_mut().zip(log_lr) {
+                    if l.is_finite() {
+                        *acc += l;
+                    }
                 }
             }
         }
