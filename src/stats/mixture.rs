@@ -68,19 +68,66 @@ fn ln_sigmoid_pair(l: f64) -> (f64, f64) {
 /// Log-likelihood of `x` successes in `n` Bernoulli trials at log-odds `l`.
 #[inline]
 pub fn bernoulli_log_lik(x: f64, n: f64, l: f64) -> f64 {
-    let (succ, fail) = (x > 0.0, n - x > 0.0);
-    let mut out = 0.0;
-    if !succ && !fail {
-        return out;
+    if x <= 0.0 && n - x <= 0.0 {
+        return 0.0;
     }
-    let (pos, neg) = ln_sigmoid_pair(l);
-    if succ {
+    bernoulli_log_lik_with(x, n, ln_sigmoid_pair(l))
+}
+
+/// [`bernoulli_log_lik`] given `(ln σ(l), ln σ(−l))`.
+#[inline]
+fn bernoulli_log_lik_with(x: f64, n: f64, (pos, neg): (f64, f64)) -> f64 {
+    let mut out = 0.0;
+    if x > 0.0 {
         out += x * pos;
     }
-    if fail {
+    if n - x > 0.0 {
         out += (n - x) * neg;
     }
     out
+}
+
+/// Bernoulli log-likelihoods at log-odds `base` and `base + offsets[i]`,
+/// for tests whose `base` stays put from one interval to the next (the set
+/// weight of a stage, a fixed null): the `ln σ` pairs, which hold all the
+/// transcendental work, are kept for the last `base` and reused while it is
+/// unchanged (bit for bit). The offsets must stay the same for one cache.
+/// Not state: skipped by serde and equal to any other cache.
+#[derive(Clone, Debug, Default)]
+pub struct LogLikCache {
+    base: Option<u64>,
+    at_base: Option<(f64, f64)>,
+    pairs: Vec<(f64, f64)>,
+}
+
+impl PartialEq for LogLikCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl LogLikCache {
+    /// The pairs at `base + offsets[i]`.
+    fn pairs(&mut self, base: f64, offsets: &[f64]) -> &[(f64, f64)] {
+        if self.base != Some(base.to_bits()) || self.pairs.len() != offsets.len() {
+            self.at_base = None;
+            self.pairs.clear();
+            self.pairs
+                .extend(offsets.iter().map(|&d| ln_sigmoid_pair(base + d)));
+            self.base = Some(base.to_bits());
+        }
+        &self.pairs
+    }
+
+    /// `out[i] = bernoulli_log_lik(x, n, base + offsets[i]) − bernoulli_log_lik(x, n, base)`.
+    pub fn log_lrs(&mut self, x: f64, n: f64, base: f64, offsets: &[f64], out: &mut [f64]) {
+        self.pairs(base, offsets);
+        let at_base = *self.at_base.get_or_insert_with(|| ln_sigmoid_pair(base));
+        let l0 = bernoulli_log_lik_with(x, n, at_base);
+        for (o, &p) in out.iter_mut().zip(&self.pairs) {
+            *o = bernoulli_log_lik_with(x, n, p) - l0;
+        }
+    }
 }
 
 /// Where the restart mixture places its restart points.
@@ -330,6 +377,8 @@ impl RestartMixture {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LikelihoodGrid {
     log_lik: Vec<f64>,
+    #[serde(skip)]
+    cache: LogLikCache,
 }
 
 const GRID_HALF: i32 = 30;
@@ -362,6 +411,7 @@ impl Default for LikelihoodGrid {
     fn default() -> Self {
         LikelihoodGrid {
             log_lik: vec![0.0; (2 * GRID_HALF + 1) as usize],
+            cache: LogLikCache::default(),
         }
     }
 }
@@ -369,8 +419,11 @@ impl Default for LikelihoodGrid {
 impl LikelihoodGrid {
     /// Adds an interval: `x` successes of `n` at log-odds `base + δ`.
     pub fn update(&mut self, x: f64, n: f64, base: f64) {
-        for (l, &d) in self.log_lik.iter_mut().zip(grid_points()) {
-            *l += bernoulli_log_lik(x, n, base + d);
+        // The pairs at `base + δ` are reused while `base` stays put (the
+        // sample-ratio check's set weight); elsewhere they are recomputed.
+        let pairs = self.cache.pairs(base, grid_points());
+        for (l, &p) in self.log_lik.iter_mut().zip(pairs) {
+            *l += bernoulli_log_lik_with(x, n, p);
         }
     }
 
@@ -579,6 +632,41 @@ mod tests {
             let (pos, neg) = ln_sigmoid_pair(l);
             assert_eq!(pos.to_bits(), ln_sigmoid(l).to_bits(), "{l}");
             assert_eq!(neg.to_bits(), ln_sigmoid(-l).to_bits(), "{l}");
+        }
+    }
+
+    #[test]
+    fn cached_log_likelihoods_are_the_direct_ones_bit_for_bit() {
+        let offsets = [-0.3, -0.0, 0.0, 0.1, 0.2, 2.0];
+        let mut cache = LogLikCache::default();
+        let mut out = [0.0; 6];
+        let mut grid = LikelihoodGrid::default();
+        let mut direct = vec![0.0; grid.log_lik.len()];
+        for (i, &(x, n, base)) in [
+            (0.0, 0.0, 0.0),
+            (3.0, 10.0, -0.0),
+            (3.0, 10.0, -0.0),
+            (0.0, 7.0, logit(0.1)),
+            (7.0, 7.0, logit(0.1)),
+            (50.0, 1e6, logit(0.1)),
+            (1e12, 1e12, logit(1e-9)),
+            (2.0, 5.0, 3.5),
+        ]
+        .iter()
+        .enumerate()
+        {
+            cache.log_lrs(x, n, base, &offsets, &mut out);
+            let l0 = bernoulli_log_lik(x, n, base);
+            for (o, &d) in out.iter().zip(&offsets) {
+                let want = bernoulli_log_lik(x, n, base + d) - l0;
+                assert_eq!(o.to_bits(), want.to_bits(), "case {i}");
+            }
+            grid.update(x, n, base);
+            for (l, &d) in direct.iter_mut().zip(grid_points()) {
+                *l += bernoulli_log_lik(x, n, base + d);
+            }
+            let same = grid.log_lik.iter().zip(&direct).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "case {i}");
         }
     }
 

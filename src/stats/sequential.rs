@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
 pub use super::mixture::ChangeDetection;
 use super::mixture::{
-    LikelihoodGrid, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp, logit,
+    LikelihoodGrid, LogLikCache, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp, logit,
     normal_mixture_bound, normal_mixture_rho, rate_confidence_sequence, rate_log_e,
 };
 use super::snapshot::IntervalSnapshot;
@@ -779,6 +779,8 @@ struct OneSampleRate {
     #[serde(default)]
     segments: Vec<ArmCounts>,
     scratch: Vec<f64>,
+    #[serde(skip)]
+    lik: LogLikCache,
 }
 
 impl OneSampleRate {
@@ -792,6 +794,7 @@ impl OneSampleRate {
             etas,
             counts: ArmCounts::default(),
             segments: Vec::new(),
+            lik: LogLikCache::default(),
         }
     }
 
@@ -799,10 +802,8 @@ impl OneSampleRate {
         let events = events.min(exposure);
         self.counts.add(exposure, events);
         let (x, n) = (events as f64, exposure as f64);
-        let l0 = bernoulli_log_lik(x, n, self.null_logit);
-        for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
-            *out = bernoulli_log_lik(x, n, self.null_logit + eta) - l0;
-        }
+        self.lik
+            .log_lrs(x, n, self.null_logit, &self.etas, &mut self.scratch);
         self.mixture.update(&self.scratch, at);
         while self.segments.len() < self.mixture.slot_count() {
             self.segments.push(ArmCounts::default());
@@ -1554,6 +1555,8 @@ pub struct SampleRatioCheck {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    lik: LogLikCache,
 }
 
 impl SampleRatioCheck {
@@ -1575,6 +1578,7 @@ impl SampleRatioCheck {
             span: Span::default(),
             crossed: false,
             lean: false,
+            lik: LogLikCache::default(),
         })
     }
 
@@ -1595,10 +1599,9 @@ impl SampleRatioCheck {
         if canary_weight > 0.0 && canary_weight < 1.0 {
             let (x, n) = (c as f64, (c + b) as f64);
             let l = logit(canary_weight);
-            let l0 = bernoulli_log_lik(x, n, l);
-            for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
-                *out = bernoulli_log_lik(x, n, l + eta) - l0;
-            }
+            // The weight, hence `l`, stays put through a stage.
+            self.lik
+                .log_lrs(x, n, l, &self.etas, &mut self.scratch);
             self.mixture.update(&self.scratch, at);
             if n > 0.0 {
                 self.grid.update(x, n, l);
