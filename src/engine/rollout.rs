@@ -606,8 +606,9 @@ impl<A: Analysis> Rollout<A> {
         let mut pausing = Vec::new();
         for i in 0..self.policy.triggers.len() {
             let trigger = &self.policy.triggers[i];
-            let reading = self.latest.triggers.get(i).cloned().unwrap_or_default();
-            if reading.verdict != TriggerVerdict::Fired {
+            // Read the reading in place: only a rollback takes its evidence.
+            let reading = self.latest.triggers.get(i);
+            if reading.is_none_or(|r| r.verdict != TriggerVerdict::Fired) {
                 self.pause_triggers_acted.remove(&trigger.name);
                 continue;
             }
@@ -615,7 +616,8 @@ impl<A: Analysis> Rollout<A> {
                 Action::Rollback => {
                     if self.phase != Phase::RollingBack {
                         let name = trigger.name.clone();
-                        self.rollback(now, name, reading.evidence);
+                        let evidence = reading.and_then(|r| r.evidence.clone());
+                        self.rollback(now, name, evidence);
                     }
                     return;
                 }
