@@ -21,8 +21,20 @@ pub fn log_sum_exp(xs: impl IntoIterator<Item = f64> + Clone) -> f64 {
     if m <= f64::MIN {
         return f64::MIN;
     }
-    let s: f64 = xs.into_iter().map(|x| (x - m).exp()).sum();
+    let s: f64 = xs.into_iter().map(|x| exp_or_zero(x - m)).sum();
     m + s.ln()
+}
+
+/// Below this, `exp` rounds to +0.0 (e^−746 ≈ 1.0e−324 is under half the
+/// smallest subnormal, 2.5e−324).
+const EXP_UNDERFLOW: f64 = -746.0;
+
+/// `t.exp()`, bit for bit, without calling `exp` where it underflows to
+/// +0.0: libm's underflow path is slow, and the far tails of a mixture (a
+/// grid's points far from its likelihood's peak) take it often.
+#[inline]
+fn exp_or_zero(t: f64) -> f64 {
+    if t < EXP_UNDERFLOW { 0.0 } else { t.exp() }
 }
 
 /// `ln σ(x) = −ln(1 + e^{−x})`, stable for all finite `x`.
@@ -218,7 +230,7 @@ fn log_add_exp(a: f64, b: f64) -> f64 {
     if lo <= f64::MIN {
         return hi;
     }
-    hi + (lo - hi).exp().ln_1p()
+    hi + exp_or_zero(lo - hi).ln_1p()
 }
 
 impl RestartMixture {
@@ -667,6 +679,19 @@ mod tests {
             }
             let same = grid.log_lik.iter().zip(&direct).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "case {i}");
+        }
+    }
+
+    #[test]
+    fn skipping_underflowing_exps_changes_nothing() {
+        let mut t = EXP_UNDERFLOW;
+        while t > -2000.0 {
+            assert_eq!(t.exp().to_bits(), 0.0f64.to_bits(), "{t}");
+            assert_eq!(exp_or_zero(t).to_bits(), 0.0f64.to_bits());
+            t -= 0.37;
+        }
+        for t in [f64::NEG_INFINITY, -745.0, -1.0, 0.0, f64::NAN] {
+            assert_eq!(exp_or_zero(t).to_bits(), t.exp().to_bits(), "{t}");
         }
     }
 
