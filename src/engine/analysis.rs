@@ -37,6 +37,9 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     }
 
     /// Readings at `now`, one per policy trigger and gate, in policy order.
+    /// A function of what the analysis was fed and of `now`: the engine
+    /// keeps the last answer and asks again only at a new instant or after
+    /// feeding it (data, a new stage).
     fn assess(&mut self, now: Timestamp) -> Assessment<Self::Evidence>;
 
     /// The instants a snapshot covers, `[start, end)`.
