@@ -53,6 +53,7 @@ impl Default for LatencyHistogram {
     }
 }
 
+#[inline]
 fn log_linear_index(value_us: u64) -> usize {
     let v = value_us.min(MAX_LATENCY_US);
     if v < EXACT_BELOW {

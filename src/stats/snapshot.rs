@@ -49,14 +49,18 @@ impl ArmData {
 
     /// Adds to a counter within a group.
     pub fn add_group(&mut self, signal: &str, group: &str, n: u64) {
-        // Look up before inserting so the hot path does not allocate keys.
-        if let Some(c) = self.groups.get_mut(signal).and_then(|g| g.get_mut(group)) {
-            *c = c.saturating_add(n);
+        // Look up before inserting so that only missing keys are allocated.
+        if let Some(g) = self.groups.get_mut(signal) {
+            match g.get_mut(group) {
+                Some(c) => *c = c.saturating_add(n),
+                None => {
+                    g.insert(group.to_string(), n);
+                }
+            }
             return;
         }
-        let g = self.groups.entry(signal.to_string()).or_default();
-        let c = g.entry(group.to_string()).or_insert(0);
-        *c = c.saturating_add(n);
+        let g = BTreeMap::from([(group.to_string(), n)]);
+        self.groups.insert(signal.to_string(), g);
     }
 
     /// The histogram of a latency signal, created (log-linear) on first use.
