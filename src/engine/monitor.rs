@@ -195,9 +195,6 @@ pub struct Monitor {
     /// Lean evidence (see [`Monitor::set_lean`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     lean: bool,
-    /// The last assessment and its `now`, valid until the next observation.
-    #[serde(skip)]
-    memo: Memo,
     /// Per check, for burn-rate rules: the two counters the rule reads from
     /// each interval retained in `windows`, in step with it. Derived state:
     /// skipped by serde (rebuilt from `windows` on the next observation;
@@ -225,19 +222,6 @@ impl PartialEq for Measured {
 struct BurnCache(Vec<VecDeque<stats::objective::BurnCounts>>);
 
 impl PartialEq for BurnCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// `assess` is a function of the monitor's state and `now`; the engine asks
-/// again at the same instant after each input (data, then a tick), and the
-/// objective rules rescan their windows each time. Not part of the state:
-/// skipped by serde and equal to any other memo.
-#[derive(Clone, Debug, Default)]
-struct Memo(Option<(Timestamp, Assessment<TriggerEvidence>)>);
-
-impl PartialEq for Memo {
     fn eq(&self, _: &Self) -> bool {
         true
     }
@@ -289,7 +273,6 @@ impl Monitor {
             stage_start: None,
             since: None,
             lean: false,
-            memo: Memo::default(),
             burn_counts: BurnCache::default(),
             measured: Measured::default(),
         })
@@ -303,7 +286,6 @@ impl Monitor {
     /// (the simulator); the daemon keeps full evidence for its status API.
     pub fn set_lean(&mut self, lean: bool) {
         self.lean = lean;
-        self.memo = Memo::default();
         for check in &mut self.checks {
             if let Check::Statistical { test, .. } = check {
                 test.set_lean(lean);
@@ -760,7 +742,6 @@ impl Analysis for Monitor {
     type Evidence = TriggerEvidence;
 
     fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
-        self.memo = Memo::default();
         self.stage_requests = 0;
         self.stage_start = Some(now);
         self.warmup.on_weight_change(now);
@@ -782,7 +763,6 @@ impl Analysis for Monitor {
     /// The windows keep the snapshot: taking it by value spares a clone
     /// (every histogram and string key) per interval.
     fn observe_owned(&mut self, mut snap: IntervalSnapshot, weight: Weight) {
-        self.memo = Memo::default();
         self.add_complements(&mut snap);
         self.since.get_or_insert(snap.start);
         if self.stage_start.is_none_or(|at| snap.start >= at) {
@@ -838,18 +818,14 @@ impl Analysis for Monitor {
         }
     }
 
+    /// A function of the monitor's state and `now`. The engine does not ask
+    /// twice at one instant without new data (see `Rollout::handle`), so
+    /// nothing is memoized here.
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
-        if let Some((at, a)) = &self.memo.0
-            && *at == now
-        {
-            return a.clone();
-        }
         if self.measured.0.len() != self.checks.len() {
             self.measured = Measured(self.checks.iter().map(measured).collect());
         }
-        let a = self.assess_now(now);
-        self.memo = Memo(Some((now, a.clone())));
-        a
+        self.assess_now(now)
     }
 
     fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
