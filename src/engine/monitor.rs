@@ -893,7 +893,11 @@ impl Monitor {
                 Check::Statistical { last: None, .. } | Check::Mean { last: None, .. } => {
                     TriggerReading::default()
                 }
-                Check::SustainedMean { signal, bound, for_ms } => objective_reading(
+                Check::SustainedMean {
+                    signal,
+                    bound,
+                    for_ms,
+                } => objective_reading(
                     sustained_mean(&self.windows, now, signal, *bound, *for_ms),
                     self.measured_by(i, check),
                     has_data,
@@ -903,7 +907,12 @@ impl Monitor {
                     self.measured_by(i, check),
                     has_data,
                 ),
-                Check::SustainedRatio { numerator, denominator, above, for_ms } => objective_reading(
+                Check::SustainedRatio {
+                    numerator,
+                    denominator,
+                    above,
+                    for_ms,
+                } => objective_reading(
                     sustained_ratio(&self.windows, now, numerator, denominator, *above, *for_ms),
                     self.measured_by(i, check),
                     has_data,
@@ -920,11 +929,7 @@ impl Monitor {
                         has_data,
                     ),
                     None => match rule.evaluate(&self.windows, now) {
-                    Ok(v) => objective_reading(
-                        v,
-                        self.measured_by(i, check),
-                        has_data,
-                    ),
+                        Ok(v) => objective_reading(v, self.measured_by(i, check), has_data),
                         Err(_) => TriggerReading::default(),
                     },
                 },

@@ -677,7 +677,11 @@ mod tests {
             for (l, &d) in direct.iter_mut().zip(grid_points()) {
                 *l += bernoulli_log_lik(x, n, base + d);
             }
-            let same = grid.log_lik.iter().zip(&direct).all(|(a, b)| a.to_bits() == b.to_bits());
+            let same = grid
+                .log_lik
+                .iter()
+                .zip(&direct)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "case {i}");
         }
     }

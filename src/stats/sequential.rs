@@ -51,8 +51,8 @@ use serde::{Deserialize, Serialize};
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
 pub use super::mixture::ChangeDetection;
 use super::mixture::{
-    LikelihoodGrid, LogLikCache, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp, logit,
-    normal_mixture_bound, normal_mixture_rho, rate_confidence_sequence, rate_log_e,
+    LikelihoodGrid, LogLikCache, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp,
+    logit, normal_mixture_bound, normal_mixture_rho, rate_confidence_sequence, rate_log_e,
 };
 use super::snapshot::IntervalSnapshot;
 use super::{StatsError, check_positive, check_unit_open};
@@ -1600,8 +1600,7 @@ impl SampleRatioCheck {
             let (x, n) = (c as f64, (c + b) as f64);
             let l = logit(canary_weight);
             // The weight, hence `l`, stays put through a stage.
-            self.lik
-                .log_lrs(x, n, l, &self.etas, &mut self.scratch);
+            self.lik.log_lrs(x, n, l, &self.etas, &mut self.scratch);
             self.mixture.update(&self.scratch, at);
             if n > 0.0 {
                 self.grid.update(x, n, l);
