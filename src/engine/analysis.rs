@@ -29,7 +29,17 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     /// Feed one interval of data, collected while `weight` was set.
     fn observe(&mut self, snapshot: &Self::Snapshot, weight: Weight);
 
+    /// [`Analysis::observe`], handing the snapshot over: an analysis that
+    /// keeps snapshots can store this one instead of cloning it. Same
+    /// effect as `observe(&snapshot, weight)`.
+    fn observe_owned(&mut self, snapshot: Self::Snapshot, weight: Weight) {
+        self.observe(&snapshot, weight);
+    }
+
     /// Readings at `now`, one per policy trigger and gate, in policy order.
+    /// A function of what the analysis was fed and of `now`: the engine
+    /// keeps the last answer and asks again only at a new instant or after
+    /// feeding it (data, a new stage).
     fn assess(&mut self, now: Timestamp) -> Assessment<Self::Evidence>;
 
     /// The instants a snapshot covers, `[start, end)`.

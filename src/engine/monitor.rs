@@ -195,34 +195,33 @@ pub struct Monitor {
     /// Lean evidence (see [`Monitor::set_lean`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     lean: bool,
-    /// The last assessment and its `now`, valid until the next observation.
-    #[serde(skip)]
-    memo: Memo,
     /// Per check, for burn-rate rules: the two counters the rule reads from
     /// each interval retained in `windows`, in step with it. Derived state:
     /// skipped by serde (rebuilt from `windows` on the next observation;
     /// until then the rules read the windows) and ignored by equality.
     #[serde(skip)]
     burn_counts: BurnCache,
+    /// Per check, what its objective reading says was measured: words fixed
+    /// by the policy, formatted once rather than at every assessment.
+    /// Derived: skipped by serde (rebuilt on the next assessment) and
+    /// ignored by equality.
+    #[serde(skip)]
+    measured: Measured,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Measured(Vec<String>);
+
+impl PartialEq for Measured {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, Default)]
 struct BurnCache(Vec<VecDeque<stats::objective::BurnCounts>>);
 
 impl PartialEq for BurnCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// `assess` is a function of the monitor's state and `now`; the engine asks
-/// again at the same instant after each input (data, then a tick), and the
-/// objective rules rescan their windows each time. Not part of the state:
-/// skipped by serde and equal to any other memo.
-#[derive(Clone, Debug, Default)]
-struct Memo(Option<(Timestamp, Assessment<TriggerEvidence>)>);
-
-impl PartialEq for Memo {
     fn eq(&self, _: &Self) -> bool {
         true
     }
@@ -274,8 +273,8 @@ impl Monitor {
             stage_start: None,
             since: None,
             lean: false,
-            memo: Memo::default(),
             burn_counts: BurnCache::default(),
+            measured: Measured::default(),
         })
     }
 
@@ -287,7 +286,6 @@ impl Monitor {
     /// (the simulator); the daemon keeps full evidence for its status API.
     pub fn set_lean(&mut self, lean: bool) {
         self.lean = lean;
-        self.memo = Memo::default();
         for check in &mut self.checks {
             if let Check::Statistical { test, .. } = check {
                 test.set_lean(lean);
@@ -303,8 +301,8 @@ impl Monitor {
         }
     }
 
-    fn with_complements(&self, snap: &IntervalSnapshot) -> IntervalSnapshot {
-        let mut s = snap.clone();
+    /// Adds the complement counters to a snapshot the monitor now owns.
+    fn add_complements(&self, s: &mut IntervalSnapshot) {
         for c in &self.complements {
             for arm in [&mut s.baseline, &mut s.canary] {
                 let n = arm.counter(&c.denominator);
@@ -312,7 +310,6 @@ impl Monitor {
                 arm.add(&c.name, n - x);
             }
         }
-        s
     }
 }
 
@@ -595,6 +592,35 @@ fn build_gate(policy: &Policy, g: &Gate, alpha: f64) -> Result<GateTest, String>
     }
 }
 
+/// What an objective check measures, in words, for its readings' evidence;
+/// empty for statistical checks (their evidence names its estimand).
+fn measured(check: &Check) -> String {
+    match check {
+        Check::Statistical { .. } | Check::Mean { .. } => String::new(),
+        Check::SustainedMean { signal, .. } => {
+            format!("canary mean {signal} over consecutive intervals beyond the bound")
+        }
+        Check::SustainedQuantile(rule) => format!(
+            "lowest canary p{} bound (ms) over consecutive intervals above {}ms",
+            rule.quantile * 100.0,
+            rule.above_ms
+        ),
+        Check::SustainedRatio {
+            numerator,
+            denominator,
+            above,
+            ..
+        } => format!(
+            "lowest canary {numerator}/{denominator} over consecutive intervals above {above}"
+        ),
+        Check::BurnRate(rule) => format!(
+            "burn rate of {}/{} against a {} SLO",
+            rule.numerator, rule.denominator, rule.slo
+        ),
+        Check::NoData(rule) => format!("seconds without canary {}", rule.signal),
+    }
+}
+
 fn verdict_of(status: Status) -> TriggerVerdict {
     match status {
         Status::Crossed => TriggerVerdict::Fired,
@@ -716,7 +742,6 @@ impl Analysis for Monitor {
     type Evidence = TriggerEvidence;
 
     fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
-        self.memo = Memo::default();
         self.stage_requests = 0;
         self.stage_start = Some(now);
         self.warmup.on_weight_change(now);
@@ -732,8 +757,13 @@ impl Analysis for Monitor {
     }
 
     fn observe(&mut self, snapshot: &IntervalSnapshot, weight: Weight) {
-        self.memo = Memo::default();
-        let snap = self.with_complements(snapshot);
+        self.observe_owned(snapshot.clone(), weight);
+    }
+
+    /// The windows keep the snapshot: taking it by value spares a clone
+    /// (every histogram and string key) per interval.
+    fn observe_owned(&mut self, mut snap: IntervalSnapshot, weight: Weight) {
+        self.add_complements(&mut snap);
         self.since.get_or_insert(snap.start);
         if self.stage_start.is_none_or(|at| snap.start >= at) {
             self.stage_requests = self
@@ -783,28 +813,19 @@ impl Analysis for Monitor {
         }
         // Windows only fail on mismatched histogram layouts between intervals
         // of one source; such an interval is left out of the objective checks.
-        let counts: Vec<Option<stats::objective::BurnCounts>> = self
-            .checks
-            .iter()
-            .map(|c| match c {
-                Check::BurnRate(rule) => Some(rule.counts_of(&snap)),
-                _ => None,
-            })
-            .collect();
         if self.windows.push(snap).is_ok() {
-            self.sync_burn_counts(counts);
+            self.sync_burn_counts();
         }
     }
 
+    /// A function of the monitor's state and `now`. The engine does not ask
+    /// twice at one instant without new data (see `Rollout::handle`), so
+    /// nothing is memoized here.
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
-        if let Some((at, a)) = &self.memo.0
-            && *at == now
-        {
-            return a.clone();
+        if self.measured.0.len() != self.checks.len() {
+            self.measured = Measured(self.checks.iter().map(measured).collect());
         }
-        let a = self.assess_now(now);
-        self.memo = Memo(Some((now, a.clone())));
-        a
+        self.assess_now(now)
     }
 
     fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
@@ -813,10 +834,10 @@ impl Analysis for Monitor {
 }
 
 impl Monitor {
-    /// Appends the newest interval's burn counts (`counts`, per check) and
-    /// keeps the cache the length of `windows`; rebuilds it from `windows`
-    /// when it was not in step (after a restore).
-    fn sync_burn_counts(&mut self, counts: Vec<Option<stats::objective::BurnCounts>>) {
+    /// Appends the burn counts of the interval just pushed (the newest in
+    /// `windows`) and keeps the cache the length of `windows`; rebuilds it
+    /// from `windows` when it was not in step (after a restore).
+    fn sync_burn_counts(&mut self) {
         let len = self.windows.len();
         let cache = &mut self.burn_counts.0;
         let in_step = cache.len() == self.checks.len()
@@ -825,10 +846,10 @@ impl Monitor {
                 .iter()
                 .zip(cache.iter())
                 .all(|(c, q)| !matches!(c, Check::BurnRate(_)) || q.len() + 1 >= len);
-        if in_step {
-            for (q, c) in cache.iter_mut().zip(counts) {
-                if let Some(c) = c {
-                    q.push_back(c);
+        if in_step && let Some(newest) = self.windows.intervals().next_back() {
+            for (q, c) in cache.iter_mut().zip(&self.checks) {
+                if let Check::BurnRate(rule) = c {
+                    q.push_back(rule.counts_of(newest));
                     while q.len() > len {
                         q.pop_front();
                     }
@@ -850,6 +871,14 @@ impl Monitor {
             .collect();
     }
 
+    /// What check `i` measures, in words (formatted once, see `measured`).
+    fn measured_by(&self, i: usize, check: &Check) -> String {
+        match self.measured.0.get(i) {
+            Some(words) => words.clone(),
+            None => measured(check),
+        }
+    }
+
     fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
         let since = self.since.unwrap_or(now);
         let has_data = self.windows.intervals().next().is_some();
@@ -864,23 +893,28 @@ impl Monitor {
                 Check::Statistical { last: None, .. } | Check::Mean { last: None, .. } => {
                     TriggerReading::default()
                 }
-                Check::SustainedMean { signal, bound, for_ms } => objective_reading(
+                Check::SustainedMean {
+                    signal,
+                    bound,
+                    for_ms,
+                } => objective_reading(
                     sustained_mean(&self.windows, now, signal, *bound, *for_ms),
-                    format!("canary mean {signal} over consecutive intervals beyond the bound"),
+                    self.measured_by(i, check),
                     has_data,
                 ),
                 Check::SustainedQuantile(rule) => objective_reading(
                     rule.evaluate(&self.windows, now),
-                    format!(
-                        "lowest canary p{} bound (ms) over consecutive intervals above {}ms",
-                        rule.quantile * 100.0,
-                        rule.above_ms
-                    ),
+                    self.measured_by(i, check),
                     has_data,
                 ),
-                Check::SustainedRatio { numerator, denominator, above, for_ms } => objective_reading(
+                Check::SustainedRatio {
+                    numerator,
+                    denominator,
+                    above,
+                    for_ms,
+                } => objective_reading(
                     sustained_ratio(&self.windows, now, numerator, denominator, *above, *for_ms),
-                    format!("lowest canary {numerator}/{denominator} over consecutive intervals above {above}"),
+                    self.measured_by(i, check),
                     has_data,
                 ),
                 Check::BurnRate(rule) => match self
@@ -891,22 +925,17 @@ impl Monitor {
                 {
                     Some(q) => objective_reading(
                         rule.evaluate_counts(q, now),
-                        format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
+                        self.measured_by(i, check),
                         has_data,
                     ),
                     None => match rule.evaluate(&self.windows, now) {
-                    Ok(v) => objective_reading(
-                        v,
-                        format!("burn rate of {}/{} against a {} SLO", rule.numerator, rule.denominator, rule.slo),
-                        has_data,
-                    ),
+                        Ok(v) => objective_reading(v, self.measured_by(i, check), has_data),
                         Err(_) => TriggerReading::default(),
                     },
                 },
                 Check::NoData(rule) => {
                     let v = rule.evaluate(&self.windows, since, now);
-                    let measured = format!("seconds without canary {}", rule.signal);
-                    let mut r = objective_reading(v, measured, true);
+                    let mut r = objective_reading(v, self.measured_by(i, check), true);
                     if r.verdict == TriggerVerdict::Ok && !has_data {
                         r.verdict = TriggerVerdict::Inconclusive;
                     }

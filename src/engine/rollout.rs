@@ -67,6 +67,12 @@ pub struct Rollout<A: Analysis> {
     /// Whether the sample-ratio guard already paused this stage.
     srm_acted: bool,
     latest: Assessment<A::Evidence>,
+    /// The `now` of `latest` while the analysis has not been fed since:
+    /// asking again at that instant would give the same readings (see
+    /// [`Analysis::assess`]), so the engine does not. Not state: skipped by
+    /// serde (a restored rollout assesses afresh).
+    #[serde(skip)]
+    assessed_at: Option<Timestamp>,
     /// The trigger (and its evidence) that ended the rollout, if one did.
     fired: Option<(String, Option<A::Evidence>)>,
     effects: VecDeque<Effect<A::Evidence>>,
@@ -154,6 +160,7 @@ impl<A: Analysis> Rollout<A> {
             pause_triggers_acted: BTreeSet::new(),
             srm_acted: false,
             latest,
+            assessed_at: None,
             fired: None,
             effects: VecDeque::new(),
         })
@@ -283,12 +290,15 @@ impl<A: Analysis> Rollout<A> {
         }
         match input {
             Input::Tick => {}
-            Input::Data { snapshot } => self.observe(now, &snapshot),
+            Input::Data { snapshot } => self.observe(now, snapshot),
             Input::Command { command } => self.apply(now, command),
             Input::RouterAck { weight, error } => self.router_ack(now, weight, error),
         }
         if !self.phase.is_terminal() {
-            self.latest = self.analysis.assess(now);
+            if self.assessed_at != Some(now) {
+                self.latest = self.analysis.assess(now);
+                self.assessed_at = Some(now);
+            }
             self.act_on_readings(now);
         }
         self.evaluate(now);
@@ -366,12 +376,13 @@ impl<A: Analysis> Rollout<A> {
         }
     }
 
-    fn observe(&mut self, now: Timestamp, snapshot: &A::Snapshot) {
+    fn observe(&mut self, now: Timestamp, snapshot: A::Snapshot) {
         if self.phase.is_terminal() {
             return;
         }
-        let (start, end) = A::span(snapshot);
-        self.analysis.observe(snapshot, self.weight);
+        let (start, end) = A::span(&snapshot);
+        self.analysis.observe_owned(snapshot, self.weight);
+        self.assessed_at = None;
         self.last_data_end = Some(self.last_data_end.map_or(end, |e| e.max(end)));
         if let Some(after) = self.fresh_data_after
             && start >= after
@@ -402,6 +413,7 @@ impl<A: Analysis> Rollout<A> {
         self.weight = weight;
         if changed {
             self.analysis.stage_started(now, weight);
+            self.assessed_at = None;
             self.srm_acted = false;
             self.notify(
                 now,
@@ -606,8 +618,9 @@ impl<A: Analysis> Rollout<A> {
         let mut pausing = Vec::new();
         for i in 0..self.policy.triggers.len() {
             let trigger = &self.policy.triggers[i];
-            let reading = self.latest.triggers.get(i).cloned().unwrap_or_default();
-            if reading.verdict != TriggerVerdict::Fired {
+            // Read the reading in place: only a rollback takes its evidence.
+            let reading = self.latest.triggers.get(i);
+            if reading.is_none_or(|r| r.verdict != TriggerVerdict::Fired) {
                 self.pause_triggers_acted.remove(&trigger.name);
                 continue;
             }
@@ -615,7 +628,8 @@ impl<A: Analysis> Rollout<A> {
                 Action::Rollback => {
                     if self.phase != Phase::RollingBack {
                         let name = trigger.name.clone();
-                        self.rollback(now, name, reading.evidence);
+                        let evidence = reading.and_then(|r| r.evidence.clone());
+                        self.rollback(now, name, evidence);
                     }
                     return;
                 }

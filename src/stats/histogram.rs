@@ -53,6 +53,7 @@ impl Default for LatencyHistogram {
     }
 }
 
+#[inline]
 fn log_linear_index(value_us: u64) -> usize {
     let v = value_us.min(MAX_LATENCY_US);
     if v < EXACT_BELOW {
@@ -194,9 +195,7 @@ impl LatencyHistogram {
         if other.counts.len() > self.counts.len() {
             self.counts.resize(other.counts.len(), 0);
         }
-        for (a, &b) in self.counts.iter_mut().zip(&other.counts) {
-            *a = a.saturating_add(b);
-        }
+        add_saturating(&mut self.counts, &other.counts);
         self.total = self.total.saturating_add(other.total);
         Ok(())
     }
@@ -254,12 +253,33 @@ impl LatencyHistogram {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).clamp(1, self.total);
+        self.bucket_of_rank(rank).map(|i| self.bounds(i))
+    }
+
+    /// The first bucket where the running (saturating) count reaches `rank`.
+    /// Whole blocks of buckets that cannot reach it are skipped with one
+    /// exact (u128) sum each: as long as the running count stays below
+    /// `rank ≤ u64::MAX`, no saturating addition saturated, so it equals the
+    /// exact sum; the block that reaches `rank` is walked bucket by bucket.
+    fn bucket_of_rank(&self, rank: u64) -> Option<usize> {
+        const BLOCK: usize = 16;
         let mut seen = 0u64;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen = seen.saturating_add(c);
-            if seen >= rank {
-                return Some(self.bounds(i));
+        let mut base = 0;
+        for block in self.counts.chunks(BLOCK) {
+            let sum = block.iter().fold(0u128, |a, &c| a + u128::from(c));
+            if u128::from(seen) + sum < u128::from(rank) {
+                // Below rank <= u64::MAX: fits.
+                seen += sum as u64;
+                base += block.len();
+                continue;
             }
+            for (i, &c) in block.iter().enumerate() {
+                seen = seen.saturating_add(c);
+                if seen >= rank {
+                    return Some(base + i);
+                }
+            }
+            base += block.len();
         }
         None
     }
@@ -301,6 +321,28 @@ impl LatencyHistogram {
             mean,
             variance: (sum_sq / n - mean * mean).max(0.0),
         })
+    }
+}
+
+/// `dst[i] = dst[i].saturating_add(src[i])` over `src` (`dst` at least as
+/// long). Blocks of zeros in `src` (the empty buckets below the fastest
+/// latency, most of a log-linear histogram) change nothing and are skipped
+/// after one OR over the block.
+fn add_saturating(dst: &mut [u64], src: &[u64]) {
+    const BLOCK: usize = 8;
+    let dst = &mut dst[..src.len()];
+    let mut d = dst.chunks_exact_mut(BLOCK);
+    let mut s = src.chunks_exact(BLOCK);
+    for (dc, sc) in (&mut d).zip(&mut s) {
+        if sc.iter().fold(0, |acc, &b| acc | b) == 0 {
+            continue;
+        }
+        for (a, &b) in dc.iter_mut().zip(sc) {
+            *a = a.saturating_add(b);
+        }
+    }
+    for (a, &b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = a.saturating_add(b);
     }
 }
 
@@ -388,6 +430,35 @@ mod tests {
             let sure = values.iter().filter(|&&v| v > t).count() as u64;
             proptest::prop_assert!(h.count_surely_above_us(t) <= sure);
             proptest::prop_assert!(sure <= h.count_possibly_above_us(t));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn block_merges_and_rank_search_match_the_plain_loops(
+            a in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(0u64), 0u64..1000, (u64::MAX - 1000)..=u64::MAX], 0..80),
+            b in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(0u64), 0u64..1000, (u64::MAX - 1000)..=u64::MAX], 0..80),
+            rank in proptest::prop_oneof![1u64..5000, (u64::MAX - 5000)..=u64::MAX],
+        ) {
+            let mut fast = a.clone();
+            let mut plain = a.clone();
+            let n = b.len().max(a.len());
+            fast.resize(n, 0);
+            plain.resize(n, 0);
+            add_saturating(&mut fast, &b);
+            for (x, &y) in plain.iter_mut().zip(&b) {
+                *x = x.saturating_add(y);
+            }
+            proptest::prop_assert_eq!(&fast, &plain);
+            let h = LatencyHistogram { layout: Layout::LogLinear, counts: a.clone(), total: u64::MAX };
+            let mut seen = 0u64;
+            let brute = a.iter().position(|&c| {
+                seen = seen.saturating_add(c);
+                seen >= rank
+            });
+            proptest::prop_assert_eq!(h.bucket_of_rank(rank), brute);
         }
     }
 

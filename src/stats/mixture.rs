@@ -21,8 +21,20 @@ pub fn log_sum_exp(xs: impl IntoIterator<Item = f64> + Clone) -> f64 {
     if m <= f64::MIN {
         return f64::MIN;
     }
-    let s: f64 = xs.into_iter().map(|x| (x - m).exp()).sum();
+    let s: f64 = xs.into_iter().map(|x| exp_or_zero(x - m)).sum();
     m + s.ln()
+}
+
+/// Below this, `exp` rounds to +0.0 (e^−746 ≈ 1.0e−324 is under half the
+/// smallest subnormal, 2.5e−324).
+const EXP_UNDERFLOW: f64 = -746.0;
+
+/// `t.exp()`, bit for bit, without calling `exp` where it underflows to
+/// +0.0: libm's underflow path is slow, and the far tails of a mixture (a
+/// grid's points far from its likelihood's peak) take it often.
+#[inline]
+fn exp_or_zero(t: f64) -> f64 {
+    if t < EXP_UNDERFLOW { 0.0 } else { t.exp() }
 }
 
 /// `ln σ(x) = −ln(1 + e^{−x})`, stable for all finite `x`.
@@ -49,17 +61,85 @@ pub fn clamp_p(p: f64) -> f64 {
     }
 }
 
+/// `(ln σ(l), ln σ(−l))`, bit for bit what two calls of [`ln_sigmoid`]
+/// give: both branches of `ln_sigmoid` take `ln(1 + e^{−|l|})`, so the pair
+/// costs one `exp` and one `ln_1p` instead of two of each.
+#[inline]
+fn ln_sigmoid_pair(l: f64) -> (f64, f64) {
+    if l >= 0.0 {
+        // ln_sigmoid(l) = −t; ln_sigmoid(−l) = −l − t for l > 0, and −t at
+        // l = ±0, where −l − t is −t as well.
+        let t = (-l).exp().ln_1p();
+        (-t, -l - t)
+    } else {
+        let t = l.exp().ln_1p();
+        (l - t, -t)
+    }
+}
+
 /// Log-likelihood of `x` successes in `n` Bernoulli trials at log-odds `l`.
 #[inline]
 pub fn bernoulli_log_lik(x: f64, n: f64, l: f64) -> f64 {
+    if x <= 0.0 && n - x <= 0.0 {
+        return 0.0;
+    }
+    bernoulli_log_lik_with(x, n, ln_sigmoid_pair(l))
+}
+
+/// [`bernoulli_log_lik`] given `(ln σ(l), ln σ(−l))`.
+#[inline]
+fn bernoulli_log_lik_with(x: f64, n: f64, (pos, neg): (f64, f64)) -> f64 {
     let mut out = 0.0;
     if x > 0.0 {
-        out += x * ln_sigmoid(l);
+        out += x * pos;
     }
     if n - x > 0.0 {
-        out += (n - x) * ln_sigmoid(-l);
+        out += (n - x) * neg;
     }
     out
+}
+
+/// Bernoulli log-likelihoods at log-odds `base` and `base + offsets[i]`,
+/// for tests whose `base` stays put from one interval to the next (the set
+/// weight of a stage, a fixed null): the `ln σ` pairs, which hold all the
+/// transcendental work, are kept for the last `base` and reused while it is
+/// unchanged (bit for bit). The offsets must stay the same for one cache.
+/// Not state: skipped by serde and equal to any other cache.
+#[derive(Clone, Debug, Default)]
+pub struct LogLikCache {
+    base: Option<u64>,
+    at_base: Option<(f64, f64)>,
+    pairs: Vec<(f64, f64)>,
+}
+
+impl PartialEq for LogLikCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl LogLikCache {
+    /// The pairs at `base + offsets[i]`.
+    fn pairs(&mut self, base: f64, offsets: &[f64]) -> &[(f64, f64)] {
+        if self.base != Some(base.to_bits()) || self.pairs.len() != offsets.len() {
+            self.at_base = None;
+            self.pairs.clear();
+            self.pairs
+                .extend(offsets.iter().map(|&d| ln_sigmoid_pair(base + d)));
+            self.base = Some(base.to_bits());
+        }
+        &self.pairs
+    }
+
+    /// `out[i] = bernoulli_log_lik(x, n, base + offsets[i]) − bernoulli_log_lik(x, n, base)`.
+    pub fn log_lrs(&mut self, x: f64, n: f64, base: f64, offsets: &[f64], out: &mut [f64]) {
+        self.pairs(base, offsets);
+        let at_base = *self.at_base.get_or_insert_with(|| ln_sigmoid_pair(base));
+        let l0 = bernoulli_log_lik_with(x, n, at_base);
+        for (o, &p) in out.iter_mut().zip(&self.pairs) {
+            *o = bernoulli_log_lik_with(x, n, p) - l0;
+        }
+    }
 }
 
 /// Where the restart mixture places its restart points.
@@ -150,7 +230,7 @@ fn log_add_exp(a: f64, b: f64) -> f64 {
     if lo <= f64::MIN {
         return hi;
     }
-    hi + (lo - hi).exp().ln_1p()
+    hi + exp_or_zero(lo - hi).ln_1p()
 }
 
 impl RestartMixture {
@@ -204,10 +284,19 @@ impl RestartMixture {
                 *s = log_add_exp(*s, w);
             }
         }
-        for slot in &mut self.slots {
-            for (acc, &l) in slot.iter_mut().zip(log_lr) {
-                if l.is_finite() {
+        if log_lr.iter().all(|l| l.is_finite()) {
+            // The usual case: a branch-free loop the compiler vectorizes.
+            for slot in &mut self.slots {
+                for (acc, &l) in slot.iter_mut().zip(log_lr) {
                     *acc += l;
+                }
+            }
+        } else {
+            for slot in &mut self.slots {
+                for (acc, &l) in slot.iter_mut().zip(log_lr) {
+                    if l.is_finite() {
+                        *acc += l;
+                    }
                 }
             }
         }
@@ -300,6 +389,8 @@ impl RestartMixture {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LikelihoodGrid {
     log_lik: Vec<f64>,
+    #[serde(skip)]
+    cache: LogLikCache,
 }
 
 const GRID_HALF: i32 = 30;
@@ -332,6 +423,7 @@ impl Default for LikelihoodGrid {
     fn default() -> Self {
         LikelihoodGrid {
             log_lik: vec![0.0; (2 * GRID_HALF + 1) as usize],
+            cache: LogLikCache::default(),
         }
     }
 }
@@ -339,8 +431,11 @@ impl Default for LikelihoodGrid {
 impl LikelihoodGrid {
     /// Adds an interval: `x` successes of `n` at log-odds `base + δ`.
     pub fn update(&mut self, x: f64, n: f64, base: f64) {
-        for (l, &d) in self.log_lik.iter_mut().zip(grid_points()) {
-            *l += bernoulli_log_lik(x, n, base + d);
+        // The pairs at `base + δ` are reused while `base` stays put (the
+        // sample-ratio check's set weight); elsewhere they are recomputed.
+        let pairs = self.cache.pairs(base, grid_points());
+        for (l, &p) in self.log_lik.iter_mut().zip(pairs) {
+            *l += bernoulli_log_lik_with(x, n, p);
         }
     }
 
@@ -533,6 +628,75 @@ mod tests {
         );
         let half = normal_mixture_bound(1.0 / var, 1.0 / tau2, 0.05) * var;
         close(half, 0.00960640192887, 1e-9);
+    }
+
+    #[test]
+    fn the_sigmoid_pair_is_two_ln_sigmoids_bit_for_bit() {
+        let mut ls = vec![0.0, -0.0, 1e-300, -1e-300, 700.0, -700.0, 1e6, -1e6];
+        let mut v = 1e-6;
+        while v < 1e3 {
+            ls.push(v);
+            ls.push(-v);
+            ls.push(logit(v / 2e3));
+            v *= 1.37;
+        }
+        for l in ls {
+            let (pos, neg) = ln_sigmoid_pair(l);
+            assert_eq!(pos.to_bits(), ln_sigmoid(l).to_bits(), "{l}");
+            assert_eq!(neg.to_bits(), ln_sigmoid(-l).to_bits(), "{l}");
+        }
+    }
+
+    #[test]
+    fn cached_log_likelihoods_are_the_direct_ones_bit_for_bit() {
+        let offsets = [-0.3, -0.0, 0.0, 0.1, 0.2, 2.0];
+        let mut cache = LogLikCache::default();
+        let mut out = [0.0; 6];
+        let mut grid = LikelihoodGrid::default();
+        let mut direct = vec![0.0; grid.log_lik.len()];
+        for (i, &(x, n, base)) in [
+            (0.0, 0.0, 0.0),
+            (3.0, 10.0, -0.0),
+            (3.0, 10.0, -0.0),
+            (0.0, 7.0, logit(0.1)),
+            (7.0, 7.0, logit(0.1)),
+            (50.0, 1e6, logit(0.1)),
+            (1e12, 1e12, logit(1e-9)),
+            (2.0, 5.0, 3.5),
+        ]
+        .iter()
+        .enumerate()
+        {
+            cache.log_lrs(x, n, base, &offsets, &mut out);
+            let l0 = bernoulli_log_lik(x, n, base);
+            for (o, &d) in out.iter().zip(&offsets) {
+                let want = bernoulli_log_lik(x, n, base + d) - l0;
+                assert_eq!(o.to_bits(), want.to_bits(), "case {i}");
+            }
+            grid.update(x, n, base);
+            for (l, &d) in direct.iter_mut().zip(grid_points()) {
+                *l += bernoulli_log_lik(x, n, base + d);
+            }
+            let same = grid
+                .log_lik
+                .iter()
+                .zip(&direct)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "case {i}");
+        }
+    }
+
+    #[test]
+    fn skipping_underflowing_exps_changes_nothing() {
+        let mut t = EXP_UNDERFLOW;
+        while t > -2000.0 {
+            assert_eq!(t.exp().to_bits(), 0.0f64.to_bits(), "{t}");
+            assert_eq!(exp_or_zero(t).to_bits(), 0.0f64.to_bits());
+            t -= 0.37;
+        }
+        for t in [f64::NEG_INFINITY, -745.0, -1.0, 0.0, f64::NAN] {
+            assert_eq!(exp_or_zero(t).to_bits(), t.exp().to_bits(), "{t}");
+        }
     }
 
     #[test]

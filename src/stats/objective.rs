@@ -428,6 +428,36 @@ mod tests {
         assert!(v.fired && (v.observed - 20.0).abs() < 1e-9, "{v:?}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn burn_rates_from_kept_counts_match_the_windows(
+            minutes in proptest::collection::vec((0u64..3, 0u64..2000, 0u64..300), 1..150),
+            now_after in 0u64..5,
+        ) {
+            let rule = BurnRate::new(
+                "errors",
+                "requests",
+                0.995,
+                vec![
+                    BurnWindow { long: Duration::from_secs(3600), short: Duration::from_secs(300), factor: 14.4 },
+                    BurnWindow { long: Duration::from_secs(600), short: Duration::from_secs(120), factor: 2.0 },
+                ],
+            )
+            .unwrap();
+            let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
+            let mut i = 0;
+            for &(gap, req, err) in &minutes {
+                i += gap;
+                w.push(minute(i, 10.0, req, err)).unwrap();
+                i += 1;
+            }
+            let kept: std::collections::VecDeque<BurnCounts> =
+                w.intervals().map(|s| rule.counts_of(s)).collect();
+            let now = Timestamp::from_millis((i + now_after) * 60_000);
+            proptest::prop_assert_eq!(rule.evaluate_counts(&kept, now), rule.evaluate(&w, now).unwrap());
+        }
+    }
+
     #[test]
     fn no_data_counts_from_the_last_request() {
         let rule = NoData::new("requests", Duration::from_secs(600));

@@ -51,8 +51,8 @@ use serde::{Deserialize, Serialize};
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
 pub use super::mixture::ChangeDetection;
 use super::mixture::{
-    LikelihoodGrid, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp, logit,
-    normal_mixture_bound, normal_mixture_rho, rate_confidence_sequence, rate_log_e,
+    LikelihoodGrid, LogLikCache, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp,
+    logit, normal_mixture_bound, normal_mixture_rho, rate_confidence_sequence, rate_log_e,
 };
 use super::snapshot::IntervalSnapshot;
 use super::{StatsError, check_positive, check_unit_open};
@@ -102,6 +102,33 @@ pub fn design_grid(design: f64) -> Vec<f64> {
 /// serde: omit the `lean` flag while it is off (older checkpoints lack it).
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A verdict's estimand text, formatted once. It depends only on the test's
+/// parameters and on `key` (a threshold fixed once, a group count), while a
+/// verdict is built every interval. Not state: skipped by serde (rebuilt on
+/// first use) and equal to any other cache.
+#[derive(Clone, Debug, Default)]
+struct Estimand(Option<(Option<u64>, String)>);
+
+impl PartialEq for Estimand {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Estimand {
+    /// The text for `key`, from `make` when the cache holds another key.
+    fn text(&mut self, key: Option<u64>, make: impl FnOnce() -> String) -> String {
+        match &self.0 {
+            Some((k, text)) if *k == key => text.clone(),
+            _ => {
+                let text = make();
+                self.0 = Some((key, text.clone()));
+                text
+            }
+        }
+    }
 }
 
 fn log_boundary(alpha: f64) -> f64 {
@@ -368,6 +395,8 @@ pub struct RatioVsBaseline {
     /// crossed (see [`StatTest::set_lean`]).
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 impl RatioVsBaseline {
@@ -404,6 +433,7 @@ impl RatioVsBaseline {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -666,10 +696,12 @@ impl RatioVsBaseline {
         Verdict {
             status,
             evidence: Evidence {
-                estimand: format!(
-                    "rate ratio canary/baseline of {}/{}",
-                    self.numerator, self.denominator
-                ),
+                estimand: self.estimand.text(None, || {
+                    format!(
+                        "rate ratio canary/baseline of {}/{}",
+                        self.numerator, self.denominator
+                    )
+                }),
                 baseline,
                 canary,
                 estimate: finite(estimate),
@@ -747,6 +779,8 @@ struct OneSampleRate {
     #[serde(default)]
     segments: Vec<ArmCounts>,
     scratch: Vec<f64>,
+    #[serde(skip)]
+    lik: LogLikCache,
 }
 
 impl OneSampleRate {
@@ -760,6 +794,7 @@ impl OneSampleRate {
             etas,
             counts: ArmCounts::default(),
             segments: Vec::new(),
+            lik: LogLikCache::default(),
         }
     }
 
@@ -767,10 +802,8 @@ impl OneSampleRate {
         let events = events.min(exposure);
         self.counts.add(exposure, events);
         let (x, n) = (events as f64, exposure as f64);
-        let l0 = bernoulli_log_lik(x, n, self.null_logit);
-        for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
-            *out = bernoulli_log_lik(x, n, self.null_logit + eta) - l0;
-        }
+        self.lik
+            .log_lrs(x, n, self.null_logit, &self.etas, &mut self.scratch);
         self.mixture.update(&self.scratch, at);
         while self.segments.len() < self.mixture.slot_count() {
             self.segments.push(ArmCounts::default());
@@ -896,6 +929,8 @@ pub struct RatioThreshold {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 impl RatioThreshold {
@@ -917,6 +952,7 @@ impl RatioThreshold {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -936,10 +972,12 @@ impl RatioThreshold {
     }
 
     fn verdict(&mut self, running: Status) -> Verdict {
-        let estimand = format!(
-            "canary rate of {}/{} (threshold {})",
-            self.numerator, self.denominator, self.above
-        );
+        let estimand = self.estimand.text(None, || {
+            format!(
+                "canary rate of {}/{} (threshold {})",
+                self.numerator, self.denominator, self.above
+            )
+        });
         self.test.verdict(
             self.alpha,
             &mut self.crossed,
@@ -966,6 +1004,8 @@ pub struct QuantileThreshold {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 impl QuantileThreshold {
@@ -988,6 +1028,7 @@ impl QuantileThreshold {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -1009,12 +1050,14 @@ impl QuantileThreshold {
     }
 
     fn verdict(&mut self, running: Status) -> Verdict {
-        let estimand = format!(
-            "canary P({} > {}ms), null at most {}",
-            self.signal,
-            self.threshold_us as f64 / 1000.0,
-            1.0 - self.quantile
-        );
+        let estimand = self.estimand.text(None, || {
+            format!(
+                "canary P({} > {}ms), null at most {}",
+                self.signal,
+                self.threshold_us as f64 / 1000.0,
+                1.0 - self.quantile
+            )
+        });
         self.test.verdict(
             self.alpha,
             &mut self.crossed,
@@ -1045,6 +1088,8 @@ pub struct QuantileVsBaseline {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 /// Latency gates (`vsBaseline` on a quantile under `gates`).
@@ -1114,6 +1159,7 @@ impl QuantileVsBaseline {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -1209,6 +1255,15 @@ impl QuantileVsBaseline {
             .test
             .as_ref()
             .map_or_else(Default::default, |t| t.counts());
+        let estimand = self.estimand.text(self.threshold_us, || {
+            format!(
+                "ratio canary P({s} > {f}·T) / baseline P({s} > T), T = {t}ms (q{q})",
+                s = self.signal,
+                f = self.factor,
+                t = self.threshold_us.map_or(0.0, |t| t as f64 / 1000.0),
+                q = self.quantile
+            )
+        });
         Verdict {
             status: if self.crossed {
                 Status::Crossed
@@ -1216,13 +1271,7 @@ impl QuantileVsBaseline {
                 running
             },
             evidence: Evidence {
-                estimand: format!(
-                    "ratio canary P({s} > {f}·T) / baseline P({s} > T), T = {t}ms (q{q})",
-                    s = self.signal,
-                    f = self.factor,
-                    t = self.threshold_ms().unwrap_or(0.0),
-                    q = self.quantile
-                ),
+                estimand,
                 baseline,
                 canary,
                 estimate: finite(estimate),
@@ -1256,6 +1305,8 @@ pub struct Disparity {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 const JEFFREYS: f64 = 0.5;
@@ -1284,6 +1335,7 @@ impl Disparity {
             span: Span::default(),
             crossed: false,
             lean: false,
+            estimand: Estimand::default(),
         })
     }
 
@@ -1387,10 +1439,12 @@ impl Disparity {
                 running
             },
             evidence: Evidence {
-                estimand: format!(
-                    "canary min/max group rate of {}/{} over {} groups",
-                    self.numerator, self.denominator, n_groups
-                ),
+                estimand: self.estimand.text(Some(n_groups as u64), || {
+                    format!(
+                        "canary min/max group rate of {}/{} over {} groups",
+                        self.numerator, self.denominator, n_groups
+                    )
+                }),
                 baseline: ArmCounts::default(),
                 canary,
                 estimate: finite(estimate),
@@ -1430,7 +1484,7 @@ impl Disparity {
 
     /// Lean evidence while the test cannot fire: counts and the observed
     /// ratio, no confidence sequences (see [`StatTest::set_lean`]).
-    fn lean_verdict(&self, running: Status, boundary: f64) -> Verdict {
+    fn lean_verdict(&mut self, running: Status, boundary: f64) -> Verdict {
         let mut canary = ArmCounts::default();
         let (mut lo, mut hi, mut n_groups) = (f64::MAX, 0.0f64, 0);
         for c in self.groups.values().filter(|c| c.exposure > 0) {
@@ -1448,10 +1502,12 @@ impl Disparity {
         Verdict {
             status: running,
             evidence: Evidence {
-                estimand: format!(
-                    "canary min/max group rate of {}/{} over {} groups",
-                    self.numerator, self.denominator, n_groups
-                ),
+                estimand: self.estimand.text(Some(n_groups as u64), || {
+                    format!(
+                        "canary min/max group rate of {}/{} over {} groups",
+                        self.numerator, self.denominator, n_groups
+                    )
+                }),
                 baseline: ArmCounts::default(),
                 canary,
                 estimate: finite(estimate),
@@ -1499,6 +1555,8 @@ pub struct SampleRatioCheck {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    #[serde(skip)]
+    lik: LogLikCache,
 }
 
 impl SampleRatioCheck {
@@ -1520,6 +1578,7 @@ impl SampleRatioCheck {
             span: Span::default(),
             crossed: false,
             lean: false,
+            lik: LogLikCache::default(),
         })
     }
 
@@ -1540,10 +1599,8 @@ impl SampleRatioCheck {
         if canary_weight > 0.0 && canary_weight < 1.0 {
             let (x, n) = (c as f64, (c + b) as f64);
             let l = logit(canary_weight);
-            let l0 = bernoulli_log_lik(x, n, l);
-            for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
-                *out = bernoulli_log_lik(x, n, l + eta) - l0;
-            }
+            // The weight, hence `l`, stays put through a stage.
+            self.lik.log_lrs(x, n, l, &self.etas, &mut self.scratch);
             self.mixture.update(&self.scratch, at);
             if n > 0.0 {
                 self.grid.update(x, n, l);

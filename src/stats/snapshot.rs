@@ -49,14 +49,18 @@ impl ArmData {
 
     /// Adds to a counter within a group.
     pub fn add_group(&mut self, signal: &str, group: &str, n: u64) {
-        // Look up before inserting so the hot path does not allocate keys.
-        if let Some(c) = self.groups.get_mut(signal).and_then(|g| g.get_mut(group)) {
-            *c = c.saturating_add(n);
+        // Look up before inserting so that only missing keys are allocated.
+        if let Some(g) = self.groups.get_mut(signal) {
+            match g.get_mut(group) {
+                Some(c) => *c = c.saturating_add(n),
+                None => {
+                    g.insert(group.to_string(), n);
+                }
+            }
             return;
         }
-        let g = self.groups.entry(signal.to_string()).or_default();
-        let c = g.entry(group.to_string()).or_insert(0);
-        *c = c.saturating_add(n);
+        let g = BTreeMap::from([(group.to_string(), n)]);
+        self.groups.insert(signal.to_string(), g);
     }
 
     /// The histogram of a latency signal, created (log-linear) on first use.
@@ -79,8 +83,21 @@ impl ArmData {
             self.add(k, v);
         }
         for (sig, groups) in &other.groups {
+            // One lookup of the signal's groups, then one per group.
+            let Some(mine) = self.groups.get_mut(sig) else {
+                // (add_group never creates a signal without a group.)
+                if !groups.is_empty() {
+                    self.groups.insert(sig.clone(), groups.clone());
+                }
+                continue;
+            };
             for (g, &v) in groups {
-                self.add_group(sig, g, v);
+                match mine.get_mut(g) {
+                    Some(c) => *c = c.saturating_add(v),
+                    None => {
+                        mine.insert(g.clone(), v);
+                    }
+                }
             }
         }
         for (sig, h) in &other.latency {
@@ -116,5 +133,44 @@ impl IntervalSnapshot {
     /// Length of the interval in milliseconds.
     pub fn length_ms(&self) -> u64 {
         self.end.as_millis().saturating_sub(self.start.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn merge_is_adding_every_count(
+            mine in proptest::collection::vec((0usize..3, 0usize..3, 0u64..5), 0..12),
+            theirs in proptest::collection::vec((0usize..3, 0usize..3, 0u64..5), 0..12),
+            empty_signal in proptest::bool::ANY,
+        ) {
+            let names = ["a", "b", "c"];
+            let build = |xs: &[(usize, usize, u64)]| {
+                let mut d = ArmData::default();
+                for &(s, g, n) in xs {
+                    d.add(names[s], n);
+                    d.add_group(names[s], names[g], n);
+                }
+                d
+            };
+            let (mut merged, mut other) = (build(&mine), build(&theirs));
+            if empty_signal {
+                other.groups.insert("empty".into(), BTreeMap::new());
+            }
+            let mut added = merged.clone();
+            for (k, &v) in &other.counters {
+                added.add(k, v);
+            }
+            for (sig, groups) in &other.groups {
+                for (g, &v) in groups {
+                    added.add_group(sig, g, v);
+                }
+            }
+            merged.merge(&other).unwrap();
+            proptest::prop_assert_eq!(merged, added);
+        }
     }
 }
