@@ -647,7 +647,7 @@ async fn observations_incidents_reviews_and_the_event_stream() {
     assert_eq!(admin.rollout(&id).await["canary_requests_in_step"], 0);
 
     let ok = op
-        .post(&obs, json!({"events": [{"arm": "canary", "latency_ms": 12.5, "impression": true, "counters": {"approvals": 1}, "group": "a", "at": daemon_support_now()}],
+        .post(&obs, json!({"events": [{"arm": "canary", "latency_ms": 12.5, "impression": true, "counters": {"approvals": 1}, "group": "a", "at": rfc3339_from_now(-10)}],
                            "counts": [{"arm": "baseline", "counters": {"requests": 1000, "errors": 3}}]}))
         .await;
     assert_eq!(ok.status, 202, "{:?}", ok.body);
@@ -774,12 +774,7 @@ async fn observations_incidents_reviews_and_the_event_stream() {
         "{body}"
     );
     assert_eq!(admin.get("/v1/audit/verify").await.body["ok"], true);
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.client().metrics().await;
     assert!(
         metrics.contains("canaryd_decisions_total{service=\"web\",decision=\"rollback\"} 1"),
         "{metrics}"
@@ -791,12 +786,13 @@ async fn observations_incidents_reviews_and_the_event_stream() {
 }
 
 #[allow(clippy::disallowed_methods)] // an `at` just before now, for the real daemon
-fn daemon_support_now() -> String {
+/// The wall clock shifted by `offset_ms`, as RFC 3339 (an event's `at`).
+fn rfc3339_from_now(offset_ms: i64) -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    jiff::Timestamp::from_millisecond(ms - 10)
+    jiff::Timestamp::from_millisecond(ms + offset_ms)
         .unwrap()
         .to_string()
 }
@@ -823,9 +819,11 @@ async fn pushed_events_from_before_the_weight_change_are_left_out() {
     let a = api
         .post(
             &obs,
+            // The current event's `at` is now, not a little before: the
+            // weight may have taken effect a few ms before we saw it.
             json!({"events": [
                 {"arm": "canary", "error": true, "at": started_at},
-                {"arm": "canary", "at": daemon_support_now()}]}),
+                {"arm": "canary", "at": rfc3339_from_now(0)}]}),
         )
         .await;
     assert_eq!(a.status, 202, "{:?}", a.body);
@@ -836,12 +834,7 @@ async fn pushed_events_from_before_the_weight_change_are_left_out() {
         ),
         (Some(1), Some(1))
     );
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.client().metrics().await;
     assert!(
         metrics.contains("canaryd_stale_events_total{service=\"web\"} 1"),
         "{metrics}"

@@ -320,12 +320,7 @@ fn trigger<'a>(rollout: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn daemon_metrics(d: &Daemon) -> String {
-    reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    d.client().metrics().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -526,12 +526,7 @@ async fn mlflow_down_at_daemon_start_is_retried() {
     .await;
     let r = registries(api).await;
     assert!(r[0]["last_error"].as_str().is_some(), "{r:?}");
-    let text = reqwest::get(format!("{}/metrics", api.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("canaryd_registry_errors_total{") && !l.ends_with(" 0")),
@@ -586,12 +581,7 @@ async fn mlflow_down_at_daemon_start_is_retried() {
         (s["canary"].as_str(), s["baseline"].as_str()),
         (Some("2"), Some("1"))
     );
-    let text = reqwest::get(format!("{}/metrics", api.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("canaryd_registry_up{") && l.ends_with(" 1")),

@@ -348,6 +348,16 @@ impl Api {
         a.body
     }
 
+    /// The daemon's own `/metrics` (no token needed).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn audit_len(&self) -> usize {
         self.get("/v1/audit")
             .await
