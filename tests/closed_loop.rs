@@ -25,7 +25,7 @@ mod source_support;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use canaryd::routers::HaproxyConfig;
-use canaryd::routers::haproxy::HaproxyRouter;
 use daemon_support::{Api, Daemon, eventually};
-use router_support::{Process, ensure_installed, free_port, temp_dir, tolerance};
+use router_support::{
+    Process, ensure_installed, free_port, haproxy_router, temp_dir, tolerance, write_haproxy_config,
+};
 use serde_json::Value;
 use source_support::prometheus::{self, Prometheus};
 
@@ -231,52 +231,8 @@ async fn metrics(State(arm): State<Arc<ArmState>>) -> Response {
 
 fn start_haproxy(dir: &Path, port: u16, baseline: &App, canary: &App) -> Process {
     let haproxy = ensure_installed("haproxy", "haproxy");
-    let config = format!(
-        "global
-    stats socket {dir}/admin.sock mode 600 level admin
-    stats timeout 30s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be_app
-backend be_app
-    balance roundrobin
-    server stable {baseline} weight 100
-    server canary {canary} weight 0
-",
-        dir = dir.display(),
-        baseline = baseline.addr,
-        canary = canary.addr,
-    );
-    std::fs::write(dir.join("haproxy.cfg"), config).expect("write haproxy.cfg");
-    let log = std::fs::File::create(dir.join("haproxy.log")).expect("log file");
-    let child = Command::new(haproxy)
-        .arg("-db")
-        .arg("-f")
-        .arg(dir.join("haproxy.cfg"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start haproxy");
-    Process {
-        child,
-        dir: dir.to_path_buf(),
-        stop: None,
-    }
-}
-
-fn router(dir: &Path) -> HaproxyRouter {
-    HaproxyRouter::new(HaproxyConfig {
-        socket: dir.join("admin.sock"),
-        backend: "be_app".into(),
-        baseline: "stable".into(),
-        canary: "canary".into(),
-    })
+    write_haproxy_config(dir, port, baseline.addr, canary.addr);
+    router_support::start_haproxy(&haproxy, dir, None)
 }
 
 // --------------------------------------------------------------- Prometheus
@@ -388,7 +344,7 @@ fn start_watch(
     epoch: Instant,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Vec<Seen>> {
-    let router = router(dir);
+    let router = haproxy_router(dir);
     tokio::spawn(async move {
         let mut seen: Vec<Seen> = Vec::new();
         let mut last_h = None;
@@ -806,7 +762,7 @@ async fn a_canary_with_an_error_regression_is_rolled_back_with_evidence() {
     assert_eq!(r["weight"], 0, "{r}");
     let rolled_back_at = lp.epoch.elapsed();
     // HAProxy gives the canary nothing now.
-    let servers = router(&lp.haproxy_dir).servers().await.unwrap();
+    let servers = haproxy_router(&lp.haproxy_dir).servers().await.unwrap();
     let canary = servers.iter().find(|s| s.name == "canary").unwrap();
     let stable = servers.iter().find(|s| s.name == "stable").unwrap();
     assert_eq!((stable.weight, canary.weight), (100, 0), "{servers:?}");

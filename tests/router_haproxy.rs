@@ -7,16 +7,14 @@
 
 mod router_support;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use canaryd::policy::Weight;
 use canaryd::routers::haproxy::HaproxyRouter;
 use canaryd::routers::{HaproxyConfig, Router, RouterError, Target, Weights};
 use router_support::{
-    Process, REQUESTS_PER_STEP, STEPS, Upstream, check_split, ensure_installed, free_port,
-    measure_split, temp_dir, wait_for_path, wait_for_port,
+    REQUESTS_PER_STEP, STEPS, Upstream, check_split, ensure_installed, free_port, haproxy_router,
+    measure_split, start_haproxy, temp_dir, wait_for_path, wait_for_port, write_haproxy_config,
 };
 
 fn target() -> Target {
@@ -27,55 +25,6 @@ fn target() -> Target {
     }
 }
 
-fn write_config(dir: &Path, port: u16, baseline: &Upstream, canary: &Upstream) {
-    let config = format!(
-        "global
-    stats socket {dir}/admin.sock mode 600 level admin
-    stats timeout 30s
-    server-state-file {dir}/server-state
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    load-server-state-from-file global
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be_app
-backend be_app
-    balance roundrobin
-    server stable {baseline} weight 100
-    server canary {canary} weight 0
-",
-        dir = dir.display(),
-        baseline = baseline.addr,
-        canary = canary.addr,
-    );
-    std::fs::write(dir.join("haproxy.cfg"), config).expect("write haproxy.cfg");
-}
-
-/// Starts HAProxy in the foreground (`-db`); `replacing` is the pid of an
-/// instance to take over from (`-sf`, HAProxy's reload).
-fn start_haproxy(haproxy: &str, dir: &Path, replacing: Option<u32>) -> Process {
-    let log = std::fs::File::create(dir.join(format!("haproxy-{}.log", replacing.unwrap_or(0))))
-        .expect("log file");
-    let mut cmd = Command::new(haproxy);
-    cmd.arg("-db")
-        .arg("-f")
-        .arg(dir.join("haproxy.cfg"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    if let Some(pid) = replacing {
-        cmd.arg("-sf").arg(pid.to_string());
-    }
-    Process {
-        child: cmd.spawn().expect("start haproxy"),
-        dir: dir.to_path_buf(),
-        stop: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_follow_each_step_and_survive_a_reload() {
     let haproxy = ensure_installed("haproxy", "haproxy");
@@ -83,18 +32,13 @@ async fn weights_follow_each_step_and_survive_a_reload() {
     let canary = Upstream::start("canary").await;
     let dir = temp_dir("haproxy");
     let port = free_port();
-    write_config(&dir, port, &baseline, &canary);
+    write_haproxy_config(&dir, port, baseline.addr, canary.addr);
     let first = start_haproxy(&haproxy, &dir, None);
     let socket = dir.join("admin.sock");
     wait_for_path(&socket, "haproxy").await;
     wait_for_port(port, "haproxy").await;
 
-    let router = HaproxyRouter::new(HaproxyConfig {
-        socket: socket.clone(),
-        backend: "be_app".into(),
-        baseline: "stable".into(),
-        canary: "canary".into(),
-    });
+    let router = haproxy_router(&dir);
     // The config's own weights (100/0) read back as 0%.
     assert_eq!(
         router.read_weights().await.unwrap(),

@@ -1,6 +1,7 @@
 //! Shared support for the router tests: tiny upstreams on loopback, real
-//! HAProxy and nginx processes that are killed however a test ends, the
-//! Debian install step, and the split tolerance.
+//! HAProxy and nginx processes that are killed however a test ends (with
+//! the HAProxy setup the router and closed-loop tests share), the Debian
+//! install step, and the split tolerance.
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -281,3 +282,65 @@ pub fn check_split(what: &str, weight: u8, baseline: u32, canary: u32) {
 
 pub const STEPS: [u8; 7] = [0, 5, 25, 50, 75, 100, 0];
 pub const REQUESTS_PER_STEP: u32 = 2000;
+
+/// An HAProxy config in `dir`: frontend on `port`, backend `be_app` with
+/// servers `stable` (weight 100) and `canary` (weight 0), the admin socket
+/// at `dir/admin.sock`, and server state kept across reloads in
+/// `dir/server-state`.
+pub fn write_haproxy_config(dir: &Path, port: u16, baseline: SocketAddr, canary: SocketAddr) {
+    let config = format!(
+        "global
+    stats socket {dir}/admin.sock mode 600 level admin
+    stats timeout 30s
+    server-state-file {dir}/server-state
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+    load-server-state-from-file global
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be_app
+backend be_app
+    balance roundrobin
+    server stable {baseline} weight 100
+    server canary {canary} weight 0
+",
+        dir = dir.display(),
+    );
+    std::fs::write(dir.join("haproxy.cfg"), config).expect("write haproxy.cfg");
+}
+
+/// Starts HAProxy on `dir/haproxy.cfg` in the foreground (`-db`);
+/// `replacing` is the pid of an instance to take over from (`-sf`,
+/// HAProxy's reload).
+pub fn start_haproxy(haproxy: &str, dir: &Path, replacing: Option<u32>) -> Process {
+    let log = std::fs::File::create(dir.join(format!("haproxy-{}.log", replacing.unwrap_or(0))))
+        .expect("log file");
+    let mut cmd = Command::new(haproxy);
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(dir.join("haproxy.cfg"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(pid) = replacing {
+        cmd.arg("-sf").arg(pid.to_string());
+    }
+    Process {
+        child: cmd.spawn().expect("start haproxy"),
+        dir: dir.to_path_buf(),
+        stop: None,
+    }
+}
+
+/// The router for the config of [`write_haproxy_config`] in `dir`.
+pub fn haproxy_router(dir: &Path) -> canaryd::routers::haproxy::HaproxyRouter {
+    canaryd::routers::haproxy::HaproxyRouter::new(canaryd::routers::HaproxyConfig {
+        socket: dir.join("admin.sock"),
+        backend: "be_app".into(),
+        baseline: "stable".into(),
+        canary: "canary".into(),
+    })
+}
