@@ -297,6 +297,14 @@ impl Setup {
     }
 }
 
+/// The daemon with one service, `prom`, reading `setup`'s Prometheus, and
+/// one policy (`name` is its file's stem and its `metadata.name`).
+fn prom_daemon(setup: &Setup, name: &str, policy: &str) -> Daemon {
+    let config = service("prom", &setup.url(), REQUESTS, ERRORS);
+    let file = format!("{name}.yaml");
+    tokio::task::block_in_place(|| Daemon::start_with_policies(&config, &[(file.as_str(), policy)]))
+}
+
 async fn start_rollout(api: &Api, service: &str, policy: &str) -> String {
     let a = api.start(service, policy).await;
     assert_eq!(a.status, 201, "{:?}", a.body);
@@ -325,10 +333,7 @@ async fn daemon_metrics(d: &Daemon) -> String {
 async fn a_canary_failing_10_percent_is_rolled_back_on_prometheus_data() {
     let started = Instant::now();
     let setup = Setup::start(100).await;
-    let config = service("prom", &setup.url(), REQUESTS, ERRORS);
-    let d = tokio::task::block_in_place(|| {
-        Daemon::start_with_policies(&config, &[("prom-fast.yaml", FAST_POLICY)])
-    });
+    let d = prom_daemon(&setup, "prom-fast", FAST_POLICY);
     let api = d.client();
     let id = start_rollout(&api, "prom", "prom-fast").await;
 
@@ -372,10 +377,7 @@ async fn a_canary_failing_10_percent_is_rolled_back_on_prometheus_data() {
 async fn a_healthy_canary_goes_through_the_weight_steps_on_prometheus_data() {
     let started = Instant::now();
     let setup = Setup::start(0).await;
-    let config = service("prom", &setup.url(), REQUESTS, ERRORS);
-    let d = tokio::task::block_in_place(|| {
-        Daemon::start_with_policies(&config, &[("prom-fast.yaml", FAST_POLICY)])
-    });
+    let d = prom_daemon(&setup, "prom-fast", FAST_POLICY);
     let api = d.client();
     let id = start_rollout(&api, "prom", "prom-fast").await;
 
@@ -438,10 +440,7 @@ async fn a_healthy_canary_goes_through_the_weight_steps_on_prometheus_data() {
 async fn prometheus_stopped_mid_rollout_pauses_on_no_data_and_says_why() {
     let started = Instant::now();
     let mut setup = Setup::start(0).await;
-    let config = service("prom", &setup.url(), REQUESTS, ERRORS);
-    let d = tokio::task::block_in_place(|| {
-        Daemon::start_with_policies(&config, &[("prom-hold.yaml", HOLD_POLICY)])
-    });
+    let d = prom_daemon(&setup, "prom-hold", HOLD_POLICY);
     let api = d.client();
     let id = start_rollout(&api, "prom", "prom-hold").await;
 
