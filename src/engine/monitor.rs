@@ -752,7 +752,6 @@ impl Analysis for Monitor {
             }
             self.srm_evidence = None;
         }
-        self.windows.start_step(now);
         self.since.get_or_insert(now);
     }
 
@@ -811,11 +810,8 @@ impl Analysis for Monitor {
                 self.srm_evidence = Some(v.evidence);
             }
         }
-        // Windows only fail on mismatched histogram layouts between intervals
-        // of one source; such an interval is left out of the objective checks.
-        if self.windows.push(snap).is_ok() {
-            self.sync_burn_counts();
-        }
+        self.windows.push(snap);
+        self.sync_burn_counts();
     }
 
     /// A function of the monitor's state and `now`. The engine does not ask

@@ -1,6 +1,7 @@
-//! Sliding windows over interval snapshots, and cumulative totals since the
-//! current step began. Objective triggers read these; the sequential tests
-//! keep their own running state and do not need them.
+//! Sliding windows over interval snapshots. Objective triggers read these;
+//! the sequential tests keep their own running state and do not need them.
+//! Nothing keeps running totals here: no reader needed them, and merging
+//! every interval's histograms into one cost more than the rest of a push.
 //!
 //! Memory bound: at most `capacity` snapshots are kept (plus one running
 //! total). A snapshot costs its counters plus, per latency signal and arm,
@@ -18,13 +19,12 @@ use super::StatsError;
 use super::snapshot::IntervalSnapshot;
 use crate::time::Timestamp;
 
-/// The retained intervals and the step's running totals.
+/// The retained intervals. (Checkpoints from before running totals were
+/// dropped carry `step` fields; serde ignores them.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Windows {
     capacity: usize,
     intervals: VecDeque<IntervalSnapshot>,
-    step: IntervalSnapshot,
-    step_started: bool,
 }
 
 impl Windows {
@@ -33,8 +33,6 @@ impl Windows {
         Windows {
             capacity: capacity.max(1),
             intervals: VecDeque::new(),
-            step: IntervalSnapshot::default(),
-            step_started: false,
         }
     }
 
@@ -45,25 +43,17 @@ impl Windows {
         Self::new(usize::try_from(n).unwrap_or(usize::MAX).min(1 << 20))
     }
 
-    /// Starts a new step at `now`: cumulative totals restart from zero.
-    pub fn start_step(&mut self, now: Timestamp) {
-        self.step = IntervalSnapshot::new(now, now);
-        self.step_started = true;
-    }
-
-    /// Appends a closed interval (intervals arrive in time order).
-    pub fn push(&mut self, snap: IntervalSnapshot) -> Result<(), StatsError> {
-        if !self.step_started {
-            self.start_step(snap.start);
-        }
-        self.step.baseline.merge(&snap.baseline)?;
-        self.step.canary.merge(&snap.canary)?;
-        self.step.end = self.step.end.max(snap.end);
-        if self.intervals.len() == self.capacity {
-            self.intervals.pop_front();
-        }
+    /// Appends a closed interval (intervals arrive in time order) and
+    /// returns the one it pushed out, if any, so callers can reuse its
+    /// buffers.
+    pub fn push(&mut self, snap: IntervalSnapshot) -> Option<IntervalSnapshot> {
+        let out = if self.intervals.len() == self.capacity {
+            self.intervals.pop_front()
+        } else {
+            None
+        };
         self.intervals.push_back(snap);
-        Ok(())
+        out
     }
 
     /// Number of retained intervals.
@@ -73,11 +63,6 @@ impl Windows {
 
     pub fn is_empty(&self) -> bool {
         self.intervals.is_empty()
-    }
-
-    /// Totals since the current step began.
-    pub fn since_step(&self) -> &IntervalSnapshot {
-        &self.step
     }
 
     /// Retained intervals, oldest first.
@@ -148,7 +133,8 @@ mod tests {
     fn windows_are_bounded_and_sum_what_they_cover() {
         let mut w = Windows::for_longest_window(Duration::from_secs(5), Duration::from_secs(1));
         for i in 0..20 {
-            w.push(snap(i, i)).unwrap();
+            let out = w.push(snap(i, i));
+            assert_eq!(out.map(|o| o.canary.counter("requests")), i.checked_sub(6));
         }
         assert_eq!(w.intervals().count(), 6);
         let s = w
@@ -156,13 +142,6 @@ mod tests {
             .unwrap();
         assert_eq!(s.canary.counter("requests"), 17 + 18 + 19);
         assert_eq!(s.start, Timestamp::from_millis(17_000));
-        assert_eq!(
-            w.since_step().canary.counter("requests"),
-            (0..20).sum::<u64>()
-        );
-        w.start_step(Timestamp::from_millis(20_000));
-        w.push(snap(20, 5)).unwrap();
-        assert_eq!(w.since_step().canary.counter("requests"), 5);
-        assert_eq!(w.since_step().canary.latency["latency_ms"].total(), 1);
+        assert_eq!(s.canary.latency["latency_ms"].total(), 3);
     }
 }
