@@ -10,9 +10,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use canaryd::policy::parse_policy;
-use canaryd::stats::IntervalSnapshot;
+use canaryd::engine::{Analysis, Monitor};
+use canaryd::policy::{Policy, Weight, parse_policy};
+use canaryd::stats::{IntervalSnapshot, LatencyReads};
 use canaryd_sim::scenario::parse_scenario;
+use canaryd_sim::source::Source;
+use canaryd_sim::traffic::{LATENCY_SIGNAL, LatencyRng};
 use canaryd_sim::{Analyst, SimOptions, model_source, simulate_one};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -53,22 +56,56 @@ fn bar(c: &mut Criterion) {
         })
     });
     // The baseline: the same 50 h of traffic at the run's main weight
-    // (10%), generated and dropped, with no engine.
+    // (10%), generated at the resolution the engine asks for once its
+    // latency gate has fixed its threshold, and dropped, with no engine.
+    let reads = steady_reads(&policy, &source, interval);
     let mut seed = 0;
     g.bench_function("traffic_only", |b| {
         b.iter(|| {
             seed += 1;
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            let mut latency = LatencyRng::seed_from_u64(!seed);
             let mut requests = 0;
             for i in 0..intervals {
                 let mut snap = IntervalSnapshot::default();
-                source.generate(&mut rng, interval * i, interval * (i + 1), 0.1, &mut snap);
+                source.generate(
+                    &mut rng,
+                    &mut latency,
+                    interval * i,
+                    interval * (i + 1),
+                    0.1,
+                    &reads,
+                    &mut snap,
+                );
                 requests += snap.canary.counter("requests");
             }
             black_box(requests)
         })
     });
     g.finish();
+}
+
+/// What the policy's analysis reads of latency after ten intervals at 10%.
+fn steady_reads(policy: &Policy, source: &Source, interval: Duration) -> LatencyReads {
+    let mut monitor = Monitor::new(policy).unwrap();
+    let weight = Weight::new(10).unwrap();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let mut latency = LatencyRng::seed_from_u64(0);
+    for i in 0..10u32 {
+        let mut snap = IntervalSnapshot::default();
+        let reads = monitor.latency_reads(LATENCY_SIGNAL);
+        source.generate(
+            &mut rng,
+            &mut latency,
+            interval * i,
+            interval * (i + 1),
+            weight.fraction(),
+            &reads,
+            &mut snap,
+        );
+        monitor.observe_owned(snap, weight);
+    }
+    monitor.latency_reads(LATENCY_SIGNAL)
 }
 
 criterion_group!(benches, bar);

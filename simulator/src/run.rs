@@ -19,10 +19,11 @@ use canaryd::engine::{
 use canaryd::policy::{Policy, Weight};
 use canaryd::stats::IntervalSnapshot;
 use canaryd::time::{Timestamp, format_duration};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::source::Source;
+use crate::traffic::{LATENCY_SIGNAL, LatencyRng};
 
 /// How a run ended (PRODUCT.md section 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -118,6 +119,10 @@ where
         record: opts.record_timeline,
         approval_delay: opts.approval_delay,
     };
+    // Latencies come from a stream of their own, seeded from the run's: an
+    // analysis that reads less of them than another leaves the counts'
+    // stream, and so every style's requests, errors and clicks, the same.
+    let mut latency_rng = LatencyRng::seed_from_u64(rng.next_u64());
     d.handle(&mut rollout, Input::Tick)?;
     let mut piece_start = 0u64;
     let mut next_boundary = interval_ms;
@@ -138,15 +143,27 @@ where
             next = next.min(due.max(piece_start + 1));
         }
         let weight = rollout.weight();
-        let mut snap = IntervalSnapshot::new(
+        let reads = rollout.analysis().latency_reads(LATENCY_SIGNAL);
+        let (from, to) = (
             Timestamp::from_millis(piece_start),
             Timestamp::from_millis(next),
         );
+        // The windows' oldest snapshot, once they are full: its keys and
+        // buffers are this interval's (the same signals every interval).
+        let mut snap = match rollout.take_spare_snapshot() {
+            Some(mut s) => {
+                s.reset(from, to);
+                s
+            }
+            None => IntervalSnapshot::new(from, to),
+        };
         source.generate(
             rng,
+            &mut latency_rng,
             Duration::from_millis(piece_start),
             Duration::from_millis(next),
             weight.fraction(),
+            &reads,
             &mut snap,
         );
         d.count(&snap, source);

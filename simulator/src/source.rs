@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use canaryd::policy::units::parse_duration;
-use canaryd::stats::{ArmData, IntervalSnapshot};
+use canaryd::stats::{ArmData, IntervalSnapshot, LatencyReads};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::traffic::{TrafficModel, binomial, poisson};
+use crate::traffic::{LatencyRng, TrafficModel, binomial, poisson};
 
 pub enum Source {
     Model(Box<TrafficModel>),
@@ -49,18 +49,31 @@ impl Source {
         }
     }
 
+    /// The traffic of `[t0, t1)` at canary `weight`: counts from `rng`,
+    /// latencies from `latency`, sampled as far as `reads` asks (replays
+    /// carry no latency).
+    #[allow(clippy::too_many_arguments)]
     pub fn generate<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        latency: &mut LatencyRng,
         t0: Duration,
         t1: Duration,
         weight: f64,
+        reads: &LatencyReads,
         snap: &mut IntervalSnapshot,
     ) {
         match self {
-            Source::Model(m) => {
-                m.generate(rng, t0, t1, weight, &mut snap.baseline, &mut snap.canary)
-            }
+            Source::Model(m) => m.generate(
+                rng,
+                latency,
+                t0,
+                t1,
+                weight,
+                reads,
+                &mut snap.baseline,
+                &mut snap.canary,
+            ),
             Source::Replay(r) => r.generate(rng, t0, t1, weight, snap),
         }
     }

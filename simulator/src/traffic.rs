@@ -15,7 +15,8 @@
 use std::f64::consts::PI;
 use std::time::Duration;
 
-use canaryd::stats::{ArmData, LatencyHistogram};
+use canaryd::stats::histogram::log_linear_cuts;
+use canaryd::stats::{ArmData, HistogramReads, LatencyHistogram, LatencyReads};
 use rand::Rng;
 use rand_distr::{Binomial, Distribution, Poisson, StandardNormal};
 
@@ -149,15 +150,19 @@ impl TrafficModel {
     /// both arms. The change's size is taken at the piece's midpoint.
     ///
     /// Requests arrive as a Poisson process, so splitting them by weight
-    /// gives each arm an independent Poisson count (thinning), and, split
-    /// again by latency bucket, independent Poisson counts per bucket: the
-    /// busy buckets are drawn as counts, never request by request.
+    /// gives each arm an independent Poisson count (thinning). Counts come
+    /// from `rng`; latencies, given each arm's count, from `latency` at the
+    /// resolution `reads` asks for, so that what the analysis does not read
+    /// costs nothing and never shifts the counts' random stream.
+    #[allow(clippy::too_many_arguments)]
     pub fn generate<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        latency: &mut LatencyRng,
         t0: Duration,
         t1: Duration,
         weight: f64,
+        reads: &LatencyReads,
         baseline: &mut ArmData,
         canary: &mut ArmData,
     ) {
@@ -167,29 +172,36 @@ impl TrafficModel {
         let expected = self.expected_requests(t0, t1);
         let weight = weight.clamp(0.0, 1.0);
         let (b, c) = self.truth(t0 + (t1 - t0) / 2);
-        self.fill_arm(rng, expected * (1.0 - weight), &b, baseline);
-        self.fill_arm(rng, expected * weight, &c, canary);
+        let arms = [
+            (expected * (1.0 - weight), &b, &reads.baseline, baseline),
+            (expected * weight, &c, &reads.canary, canary),
+        ];
+        for (mean, truth, reads, arm) in arms {
+            let n = poisson(rng, mean);
+            if let Some(l) = truth.latency
+                && self.latency_needed
+                && *reads != HistogramReads::Nothing
+            {
+                let h = arm.latency_mut(LATENCY_SIGNAL);
+                let tail = binomial(latency, n, l.tail_fraction);
+                sample_latencies(latency, h, n - tail, l.mu, l.sigma, 0.0, reads);
+                sample_latencies(latency, h, tail, l.mu, l.sigma, l.tail_add_ms, reads);
+            } else if !arm.latency.is_empty() {
+                // A reused snapshot's histogram that nothing reads now.
+                arm.latency.remove(LATENCY_SIGNAL);
+            }
+            self.fill_counters(rng, n, truth, arm);
+        }
     }
 
-    /// Draws an arm's requests (Poisson with mean `expected`), their
-    /// latencies and their counters.
-    fn fill_arm<R: Rng + ?Sized>(
+    /// Draws an arm's counters for its `n` requests.
+    fn fill_counters<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
-        expected: f64,
+        n: u64,
         truth: &ArmTruth,
         arm: &mut ArmData,
     ) {
-        let n = match truth.latency {
-            Some(l) if self.latency_needed => {
-                let h = arm.latency_mut(LATENCY_SIGNAL);
-                let main = expected * (1.0 - l.tail_fraction);
-                let tail = expected * l.tail_fraction;
-                sample_latencies(rng, h, main, l.mu, l.sigma, 0.0)
-                    + sample_latencies(rng, h, tail, l.mu, l.sigma, l.tail_add_ms)
-            }
-            _ => poisson(rng, expected),
-        };
         let per_group = multinomial(rng, n, &self.shares);
         let grouped = !self.group_names.is_empty();
         let mut totals = vec![0u64; 4 + truth.signals.len()];
@@ -312,69 +324,60 @@ pub fn multinomial<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64]) -> Vec<
     out
 }
 
-/// Draws a Poisson(`expected`) number of requests with latencies
-/// `exp(N(mu, sigma²)) + add_ms` milliseconds into `h`; returns how many.
+/// The random stream latencies are drawn from, apart from the counts'.
+pub type LatencyRng = rand::rngs::Xoshiro256PlusPlus;
+
+/// Adds `n` requests' latencies, `exp(N(mu, sigma²)) + add_ms` milliseconds,
+/// to `h` at the resolution `reads` asks for.
 ///
-/// Each draw lands in a bucket of the stats' log-linear histogram, so only
-/// the bucket probabilities matter: they are computed once per distribution
-/// (cached per thread, see [`latency_table`]) from the CDF at the buckets'
-/// rounding edges, over `mu ± 8 sigma` (the first and last buckets take the
-/// rest of each tail). A Poisson number of requests split over the buckets
-/// gives independent Poisson counts per bucket, so:
-/// - a *busy* bucket, whose expected count is at least [`BUSY_MEAN`], gets
-///   its count drawn directly (one draw whatever the traffic);
-/// - the other, *quiet* buckets together get a Poisson total, and each of
-///   those requests picks its bucket with Walker's alias method over them.
+/// Each latency lands in a bucket of the stats' log-linear histogram, so
+/// only the bucket probabilities matter: they are computed once per
+/// distribution (cached per thread, see [`latency_table`]) from the CDF at
+/// the buckets' rounding edges, over `mu ± 8 sigma` (the first and last
+/// buckets take the rest of each tail). The bucket counts are then exactly
+/// Multinomial(`n`, probabilities), drawn:
+/// - for [`HistogramReads::Thresholds`], one count per range the thresholds
+///   cut ([`log_linear_cuts`]), by conditional binomials, put in the range's
+///   first bucket: all the analysis will read, for two or three draws;
+/// - for [`HistogramReads::Everything`], bucket by bucket. Independent
+///   Poisson counts at a mean a little below `n` (busy buckets, expecting at
+///   least [`BUSY_MEAN`], one draw each; the quiet rest request by request
+///   with Walker's alias method) are, given their total `M`, multinomial;
+///   when `M ≤ n` the other `n − M` requests pick their buckets one by one
+///   (alias method over every bucket), which makes the whole multinomial
+///   with `n` requests. When `M > n` (about 0.1% of draws) the Poisson
+///   counts are drawn again. The cost stops growing with traffic once most
+///   mass is in busy buckets.
 ///
-/// This is exactly the distribution of histogram contents that drawing each
-/// request's latency gives (the alias thresholds are 32-bit fractions), at
-/// a cost that stops growing with traffic once most mass is in busy buckets.
-pub fn sample_latencies<R: Rng + ?Sized>(
-    rng: &mut R,
+/// The alias thresholds are 32-bit fractions.
+pub fn sample_latencies(
+    rng: &mut LatencyRng,
     h: &mut LatencyHistogram,
-    expected: f64,
+    n: u64,
     mu: f64,
     sigma: f64,
     add_ms: f64,
-) -> u64 {
-    if expected.is_nan() || expected <= 0.0 {
-        return 0;
+    reads: &HistogramReads,
+) {
+    if n == 0 {
+        return;
     }
     let table = latency_table(mu, sigma, add_ms);
-    let split = table.split_for(expected);
-    // Highest buckets first, so the histogram grows to its size once.
-    let quiet = poisson(rng, expected * split.quiet_mass);
-    if quiet > 0 {
-        QUIET_COUNTS.with(|cell| {
-            let mut counts = cell.borrow_mut();
-            if counts.len() < split.quiet.buckets.len() {
-                counts.resize(split.quiet.buckets.len(), 0);
-            }
-            let counts = &mut counts[..split.quiet.buckets.len()];
-            split.quiet.draw_counts(rng, quiet, counts);
-            for (&i, c) in split.quiet.buckets.iter().zip(counts.iter_mut()).rev() {
-                if *c > 0 {
-                    h.record_n_us(table.lows_us[i as usize], *c);
-                    *c = 0;
-                }
-            }
-        });
+    match reads {
+        HistogramReads::Nothing => {}
+        HistogramReads::Thresholds(t) => table.sample_ranges(rng, h, n, t),
+        HistogramReads::Everything => table.sample_buckets(rng, h, n),
     }
-    let mut n = quiet;
-    for &(i, p) in split.busy.iter().rev() {
-        let c = poisson(rng, expected * p);
-        if c > 0 {
-            h.record_n_us(table.lows_us[i as usize], c);
-            n += c;
-        }
-    }
-    n
 }
 
 /// Expected count from which a bucket's count is drawn on its own rather
 /// than request by request: about where one Poisson draw costs what this
 /// many alias picks cost.
 pub const BUSY_MEAN: f64 = 8.0;
+
+/// Poisson attempts before [`LatencyTable::sample_buckets`] draws every
+/// request by alias instead (each fails with probability about 0.1%).
+const POISSON_ATTEMPTS: usize = 8;
 
 /// A distribution's buckets split for one traffic level.
 #[derive(Debug)]
@@ -389,38 +392,39 @@ struct Split {
 /// Walker's alias table over some of a table's buckets.
 #[derive(Debug)]
 struct Alias {
-    /// The table's bucket index of each column.
-    buckets: Vec<u32>,
     /// Keep column `i` when the low 32 bits of the draw are below `keep[i]`.
     keep: Vec<u32>,
-    alias: Vec<u32>,
+    /// The table's bucket index of each column, and of its alias.
+    bucket: Vec<u32>,
+    alias_bucket: Vec<u32>,
 }
 
 impl Alias {
     fn new(buckets: Vec<u32>, probs: &[f64]) -> Self {
         let (keep, alias) = alias_table(probs);
+        let alias_bucket = alias.iter().map(|&a| buckets[a as usize]).collect();
         Alias {
-            buckets,
             keep,
-            alias,
+            bucket: buckets,
+            alias_bucket,
         }
     }
 
-    /// Adds `n` picks to `counts`, one entry per column.
-    fn draw_counts<R: Rng + ?Sized>(&self, rng: &mut R, n: u64, counts: &mut [u64]) {
+    /// Adds `n` picks to `counts` (indexed by the table's buckets).
+    fn draw_counts(&self, rng: &mut LatencyRng, n: u64, counts: &mut [u64]) {
         let m = self.keep.len();
-        if m == 0 || counts.len() != m {
+        if m == 0 {
             return;
         }
         // One pick per 32 random bits: `u·m` has the column in its high
         // half and a uniform fraction (steps of m/2^32) for the coin in its
         // low half.
-        let (keep, alias) = (&self.keep[..m], &self.alias[..m]);
+        let (keep, bucket, alias) = (&self.keep[..m], &self.bucket[..m], &self.alias_bucket[..m]);
         let pick = |u: u32| {
             let x = u64::from(u) * m as u64;
             let i = (x >> 32) as usize;
             if (x as u32) < keep[i] {
-                i
+                bucket[i] as usize
             } else {
                 alias[i] as usize
             }
@@ -437,8 +441,8 @@ impl Alias {
 }
 
 thread_local! {
-    /// Per-column counts of the quiet buckets' alias picks (reused).
-    static QUIET_COUNTS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-bucket counts of one draw (reused).
+    static COUNTS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Traffic levels with a split of their own: expected counts in
@@ -449,8 +453,14 @@ const SPLIT_LEVELS: usize = 48;
 /// probability, and its busy/quiet splits, built when first needed.
 #[derive(Debug)]
 pub struct LatencyTable {
+    /// The stats histogram's index of the table's first bucket.
+    pub first: usize,
     pub lows_us: Vec<u64>,
     pub probs: Vec<f64>,
+    /// `cumulative[i]`: the probability of the buckets before `i`.
+    cumulative: Vec<f64>,
+    /// Over every bucket, for requests drawn one by one.
+    all: std::cell::OnceCell<Alias>,
     splits: [std::cell::OnceCell<Split>; SPLIT_LEVELS],
 }
 
@@ -484,9 +494,18 @@ impl LatencyTable {
             probs.push((upper - below).max(0.0));
             below = upper;
         }
+        let cumulative = std::iter::once(0.0)
+            .chain(probs.iter().scan(0.0, |acc, &p| {
+                *acc += p;
+                Some(*acc)
+            }))
+            .collect();
         LatencyTable {
+            first,
             lows_us,
             probs,
+            cumulative,
+            all: std::cell::OnceCell::new(),
             splits: std::array::from_fn(|_| std::cell::OnceCell::new()),
         }
     }
@@ -513,6 +532,79 @@ impl LatencyTable {
                 quiet: Alias::new(quiet, &quiet_probs),
             }
         })
+    }
+
+    fn all(&self) -> &Alias {
+        self.all
+            .get_or_init(|| Alias::new((0..self.probs.len() as u32).collect(), &self.probs))
+    }
+
+    /// Every bucket's count of `n` requests (see [`sample_latencies`]).
+    fn sample_buckets(&self, rng: &mut LatencyRng, h: &mut LatencyHistogram, n: u64) {
+        COUNTS.with(|cell| {
+            let mut counts = cell.borrow_mut();
+            counts.clear();
+            counts.resize(self.probs.len(), 0);
+            let split = self.split_for(n as f64);
+            let mean = n as f64 - 3.0 * (n as f64).sqrt();
+            let mut drawn = 0;
+            if !split.busy.is_empty() && mean > 0.0 {
+                for _ in 0..POISSON_ATTEMPTS {
+                    drawn = poisson(rng, mean * split.quiet_mass);
+                    split.quiet.draw_counts(rng, drawn, &mut counts);
+                    for &(i, p) in &split.busy {
+                        let c = poisson(rng, mean * p);
+                        counts[i as usize] += c;
+                        drawn += c;
+                    }
+                    if drawn <= n {
+                        break;
+                    }
+                    counts.fill(0);
+                    drawn = 0;
+                }
+            }
+            self.all().draw_counts(rng, n - drawn, &mut counts);
+            h.add_log_linear_counts(self.first, &counts);
+        });
+    }
+
+    /// One count per range of `thresholds_us` (see [`sample_latencies`]).
+    fn sample_ranges(
+        &self,
+        rng: &mut LatencyRng,
+        h: &mut LatencyHistogram,
+        n: u64,
+        thresholds_us: &[u64],
+    ) {
+        let cuts = log_linear_cuts(thresholds_us);
+        let (mut left, mut mass_left) = (n, 1.0f64);
+        let mut starts = std::iter::once(0).chain(cuts.iter().copied()).peekable();
+        while let Some(from) = starts.next() {
+            let c = match starts.peek() {
+                None => left,
+                Some(&to) => {
+                    let mass = self.mass_between(from, to);
+                    let c = binomial(rng, left, mass / mass_left);
+                    mass_left -= mass;
+                    c
+                }
+            };
+            if c > 0 {
+                h.add_to_log_linear_bucket(from, c);
+            }
+            left -= c;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+
+    /// The probability of the histogram buckets `[from, to)`.
+    fn mass_between(&self, from: usize, to: usize) -> f64 {
+        let len = self.probs.len();
+        let at = |idx: usize| self.cumulative[idx.saturating_sub(self.first).min(len)];
+        (at(to) - at(from)).max(0.0)
     }
 }
 
@@ -625,7 +717,6 @@ fn erfc(x: f64) -> f64 {
 mod tests {
     use super::*;
     use rand::SeedableRng;
-    use rand::rngs::Xoshiro256PlusPlus;
 
     #[test]
     fn buckets_line_up_with_the_stats_histogram() {
@@ -644,17 +735,16 @@ mod tests {
         (80f64.ln(), (150f64 / 80.0).ln() / crate::scenario::Z95)
     }
 
+    const ALL: HistogramReads = HistogramReads::Everything;
+
     #[test]
     fn sampled_latencies_have_the_scenarios_quantiles() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let mut rng = LatencyRng::seed_from_u64(7);
         let (mu, sigma) = reference();
         let mut big = LatencyHistogram::new();
-        let n = sample_latencies(&mut rng, &mut big, 200_000.0, mu, sigma, 0.0);
+        let n = 200_000;
+        sample_latencies(&mut rng, &mut big, n, mu, sigma, 0.0, &ALL);
         assert_eq!(big.total(), n);
-        assert!(
-            (n as f64 - 200_000.0).abs() < 5.0 * 200_000f64.sqrt(),
-            "{n}"
-        );
         let p50 = big.quantile_ms(0.5).unwrap();
         let p95 = big.quantile_ms(0.95).unwrap();
         assert!((p50 - 80.0).abs() < 2.0, "p50 {p50}");
@@ -670,42 +760,96 @@ mod tests {
         assert!(possibly - surely < 0.005, "{surely} {possibly}");
     }
 
-    /// Every bucket's count, summed over many draws, is within 5 standard
-    /// deviations of what the table expects, at traffic levels that split
-    /// the buckets differently (all quiet, some busy, nearly all busy).
+    /// Bucket counts are Multinomial(n, table): every bucket's count, summed
+    /// over many draws, is within 5 standard deviations of its expectation,
+    /// and the busiest bucket's variance across draws is the multinomial's
+    /// `n·p·(1−p)` (a Poisson count's would be `n·p`), at traffic levels that
+    /// split the buckets differently (all quiet, some busy, nearly all busy).
     #[test]
-    fn busy_and_quiet_buckets_get_their_expected_counts() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+    fn bucket_counts_are_multinomial_at_every_traffic_level() {
+        let mut rng = LatencyRng::seed_from_u64(11);
         let (mu, sigma) = reference();
         let table = latency_table(mu, sigma, 0.0);
-        for (expected, calls) in [(3.0, 40_000u32), (3_000.0, 300), (30_000.0, 100)] {
-            let split = table.split_for(expected);
-            if expected < 4.0 {
+        let (busiest, &p_max) = table
+            .probs
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap();
+        for (n, calls) in [(3u64, 40_000u32), (3_000, 2_000), (30_000, 400)] {
+            let split = table.split_for(n as f64);
+            if n < 4 {
                 assert!(split.busy.is_empty());
             } else {
-                assert!(!split.busy.is_empty() && !split.quiet.buckets.is_empty());
+                assert!(!split.busy.is_empty() && !split.quiet.bucket.is_empty());
             }
             let mut h = LatencyHistogram::new();
-            let mut n = 0;
+            let (mut sum, mut sum_sq) = (0.0, 0.0);
             for _ in 0..calls {
-                n += sample_latencies(&mut rng, &mut h, expected, mu, sigma, 0.0);
+                let mut one = LatencyHistogram::new();
+                sample_latencies(&mut rng, &mut one, n, mu, sigma, 0.0, &ALL);
+                assert_eq!(one.total(), n);
+                let c = bucket_counts(&one)
+                    .get(&table.lows_us[busiest])
+                    .copied()
+                    .unwrap_or(0) as f64;
+                sum += c;
+                sum_sq += c * c;
+                h.merge(&one).unwrap();
             }
-            let want_n = expected * f64::from(calls);
-            assert!(
-                (n as f64 - want_n).abs() < 5.0 * want_n.sqrt(),
-                "{expected}: {n}"
-            );
+            let want_n = n as f64 * f64::from(calls);
             let counts = bucket_counts(&h);
             for (i, &p) in table.probs.iter().enumerate() {
                 let want = want_n * p;
                 let got = counts.get(&table.lows_us[i]).copied().unwrap_or(0) as f64;
                 assert!(
                     (got - want).abs() <= 5.0 * want.sqrt() + 2.0,
-                    "expected {expected}: bucket {} got {got}, want {want:.1}",
+                    "n {n}: bucket {} got {got}, want {want:.1}",
                     table.lows_us[i]
                 );
             }
+            let k = f64::from(calls);
+            let var = (sum_sq - sum * sum / k) / (k - 1.0);
+            let want_var = n as f64 * p_max * (1.0 - p_max);
+            // The sample variance's relative sd is about sqrt(2/(k-1)).
+            let tolerance = 5.0 * (2.0 / (k - 1.0)).sqrt();
+            assert!(
+                (var / want_var - 1.0).abs() < tolerance,
+                "n {n}: variance {var:.2}, multinomial {want_var:.2}"
+            );
         }
+    }
+
+    /// Declared thresholds get one exact count per range: the histogram
+    /// answers the declared reads with the right mean, and reducing it again
+    /// changes nothing.
+    #[test]
+    fn threshold_reads_get_one_count_per_range() {
+        let mut rng = LatencyRng::seed_from_u64(13);
+        let (mu, sigma) = reference();
+        let table = latency_table(mu, sigma, 0.0);
+        // The top of a bucket, as a burnt-in T is.
+        let t = bucket_bounds(bucket_index(150_000)).1;
+        let reads = HistogramReads::Thresholds(vec![t, 160_000]);
+        let b = bucket_index(t);
+        let p_above: f64 = (b + 1 - table.first..table.probs.len())
+            .map(|i| table.probs[i])
+            .sum();
+        let (n, calls) = (5_000u64, 4_000u32);
+        let mut above = 0u64;
+        for _ in 0..calls {
+            let mut h = LatencyHistogram::new();
+            sample_latencies(&mut rng, &mut h, n, mu, sigma, 0.0, &reads);
+            assert_eq!(h.total(), n);
+            assert_eq!(h.reduced_to(&reads).as_ref(), Some(&h));
+            assert_eq!(h.count_surely_above_us(t), h.count_possibly_above_us(t));
+            above += h.count_surely_above_us(t);
+        }
+        let want = n as f64 * f64::from(calls) * p_above;
+        assert!(
+            (above as f64 - want).abs() < 5.0 * want.sqrt(),
+            "{above} vs {want:.0}"
+        );
     }
 
     fn bucket_counts(h: &LatencyHistogram) -> std::collections::BTreeMap<u64, u64> {

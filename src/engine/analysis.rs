@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::policy::Weight;
+use crate::stats::LatencyReads;
 use crate::time::Timestamp;
 
 /// A policy's triggers and gates evaluated over the data seen so far.
@@ -34,6 +35,20 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     /// effect as `observe(&snapshot, weight)`.
     fn observe_owned(&mut self, snapshot: Self::Snapshot, weight: Weight) {
         self.observe(&snapshot, weight);
+    }
+
+    /// A snapshot the analysis no longer needs (it kept it, then let it
+    /// go), for the caller to reset and fill again instead of allocating a
+    /// new one. By default, none.
+    fn take_spare(&mut self) -> Option<Self::Snapshot> {
+        None
+    }
+
+    /// What the next [`Analysis::observe`] will read of the latency
+    /// histograms of `signal`. A simulator samples only that much (see
+    /// `stats::LatencyReads`); by default, everything.
+    fn latency_reads(&self, _signal: &str) -> LatencyReads {
+        LatencyReads::EVERYTHING
     }
 
     /// Readings at `now`, one per policy trigger and gate, in policy order.

@@ -26,9 +26,10 @@ use crate::policy::{
 };
 use crate::stats::mean::MeanTest;
 use crate::stats::{
-    self, ArmCounts, BurnRate, ChangeDetection, Disparity, GateKind, IntervalSnapshot, NoData,
-    QuantileThreshold, QuantileVsBaseline, RatioThreshold, RatioVsBaseline, SampleRatioCheck,
-    StatTest, Status, SustainedQuantile, Verdict, Warmup, Windows,
+    self, ArmCounts, BurnRate, ChangeDetection, Disparity, GateKind, HistogramReads,
+    IntervalSnapshot, LatencyReads, NoData, QuantileThreshold, QuantileVsBaseline, RatioThreshold,
+    RatioVsBaseline, SampleRatioCheck, StatTest, Status, SustainedQuantile, Verdict, Warmup,
+    Windows,
 };
 use crate::time::Timestamp;
 
@@ -207,6 +208,20 @@ pub struct Monitor {
     /// ignored by equality.
     #[serde(skip)]
     measured: Measured,
+    /// The snapshot the windows pushed out last, for a caller that fills a
+    /// new one in its buffers (see [`Analysis::take_spare`]). Not state:
+    /// skipped by serde and ignored by equality.
+    #[serde(skip)]
+    spare: Spare,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Spare(Option<IntervalSnapshot>);
+
+impl PartialEq for Spare {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -275,6 +290,7 @@ impl Monitor {
             lean: false,
             burn_counts: BurnCache::default(),
             measured: Measured::default(),
+            spare: Spare::default(),
         })
     }
 
@@ -810,8 +826,47 @@ impl Analysis for Monitor {
                 self.srm_evidence = Some(v.evidence);
             }
         }
-        self.windows.push(snap);
+        self.spare.0 = self.windows.push(snap);
         self.sync_burn_counts();
+    }
+
+    fn take_spare(&mut self) -> Option<IntervalSnapshot> {
+        self.spare.0.take()
+    }
+
+    /// The union of what every check reads: statistical checks and gates
+    /// say what they read next; the objective checks on a quantile or a mean
+    /// read the canary's whole histogram (now and in the windows).
+    fn latency_reads(&self, signal: &str) -> LatencyReads {
+        let mut reads = LatencyReads::NOTHING;
+        for check in &self.checks {
+            let r = match check {
+                Check::Statistical { test, .. } => test.latency_reads(signal),
+                Check::Mean { test, .. } => test.latency_reads(signal),
+                Check::SustainedQuantile(rule) if rule.signal() == signal => LatencyReads {
+                    baseline: HistogramReads::Nothing,
+                    canary: HistogramReads::Everything,
+                },
+                Check::SustainedMean { signal: s, .. } if s == signal => LatencyReads {
+                    baseline: HistogramReads::Nothing,
+                    canary: HistogramReads::Everything,
+                },
+                Check::SustainedQuantile(_)
+                | Check::SustainedMean { .. }
+                | Check::SustainedRatio { .. }
+                | Check::BurnRate(_)
+                | Check::NoData(_) => LatencyReads::NOTHING,
+            };
+            reads = reads.union(r);
+        }
+        for gate in &self.gates {
+            let r = match &gate.test {
+                GateTest::Stat(t) => t.latency_reads(signal),
+                GateTest::Mean(t) => t.latency_reads(signal),
+            };
+            reads = reads.union(r);
+        }
+        reads
     }
 
     /// A function of the monitor's state and `now`. The engine does not ask

@@ -238,6 +238,12 @@ impl<A: Analysis> Rollout<A> {
         &self.analysis
     }
 
+    /// A snapshot the analysis let go of, to reuse (see
+    /// [`Analysis::take_spare`]).
+    pub fn take_spare_snapshot(&mut self) -> Option<A::Snapshot> {
+        self.analysis.take_spare()
+    }
+
     pub fn poll_effect(&mut self) -> Option<Effect<A::Evidence>> {
         self.effects.pop_front()
     }

@@ -135,6 +135,16 @@ impl LatencyHistogram {
         h
     }
 
+    /// Empties it, keeping its layout and its buffer.
+    pub fn clear(&mut self) {
+        match self.layout {
+            // As new: a log-linear histogram grows to its largest value.
+            Layout::LogLinear => self.counts.clear(),
+            Layout::Bucketed { .. } => self.counts.fill(0),
+        }
+        self.total = 0;
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
@@ -288,6 +298,147 @@ impl LatencyHistogram {
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         self.quantile_bounds_us(q)
             .map(|(lo, hi)| (lo as f64 + hi as f64) / 2000.0)
+    }
+}
+
+/// What an analysis will read of one arm's histogram of a latency signal in
+/// the next interval it is fed. A generator of synthetic traffic (the
+/// simulator) samples only that much: the counts in the ranges that the
+/// thresholds cut are exact Poisson/multinomial draws on their own, so a
+/// histogram holding just those counts answers every declared read as the
+/// full histogram would (see [`LatencyHistogram::reduced_to`], and the
+/// simulator's test that running on reduced histograms changes nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HistogramReads {
+    /// Not read at all: the histogram may be absent.
+    #[default]
+    Nothing,
+    /// Only the total and, for each threshold (µs), the counts surely and
+    /// possibly above it.
+    Thresholds(Vec<u64>),
+    /// Anything (quantiles, moments, merges).
+    Everything,
+}
+
+impl HistogramReads {
+    /// What two readers together read.
+    pub fn union(self, other: HistogramReads) -> HistogramReads {
+        use HistogramReads::*;
+        match (self, other) {
+            (Everything, _) | (_, Everything) => Everything,
+            (Nothing, x) | (x, Nothing) => x,
+            (Thresholds(mut a), Thresholds(b)) => {
+                a.extend(b);
+                a.sort_unstable();
+                a.dedup();
+                Thresholds(a)
+            }
+        }
+    }
+}
+
+/// [`HistogramReads`] of both arms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyReads {
+    pub baseline: HistogramReads,
+    pub canary: HistogramReads,
+}
+
+impl LatencyReads {
+    pub const NOTHING: LatencyReads = LatencyReads {
+        baseline: HistogramReads::Nothing,
+        canary: HistogramReads::Nothing,
+    };
+    pub const EVERYTHING: LatencyReads = LatencyReads {
+        baseline: HistogramReads::Everything,
+        canary: HistogramReads::Everything,
+    };
+
+    pub fn union(self, other: LatencyReads) -> LatencyReads {
+        LatencyReads {
+            baseline: self.baseline.union(other.baseline),
+            canary: self.canary.union(other.canary),
+        }
+    }
+}
+
+/// The log-linear buckets at which the ranges that `thresholds_us` cut
+/// begin, ascending: for each threshold, its own bucket and the next one
+/// (its own bucket counts as "possibly above", the ones after it as "surely
+/// above"). A simulator samples one count per range.
+pub fn log_linear_cuts(thresholds_us: &[u64]) -> Vec<usize> {
+    let mut cuts: Vec<usize> = thresholds_us
+        .iter()
+        .flat_map(|&t| {
+            let b = log_linear_index(t);
+            [b, b + 1]
+        })
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}
+
+impl LatencyHistogram {
+    /// The histogram an analysis declaring `reads` cannot tell from this one:
+    /// `None` for [`HistogramReads::Nothing`], a copy for `Everything` (and
+    /// for explicit buckets), and for thresholds the counts of each range of
+    /// [`log_linear_cuts`] gathered into the range's first bucket.
+    pub fn reduced_to(&self, reads: &HistogramReads) -> Option<LatencyHistogram> {
+        let thresholds = match reads {
+            HistogramReads::Nothing => return None,
+            HistogramReads::Thresholds(t) if matches!(self.layout, Layout::LogLinear) => t,
+            _ => return Some(self.clone()),
+        };
+        let cuts = log_linear_cuts(thresholds);
+        let mut out = LatencyHistogram::new();
+        let mut starts = std::iter::once(0).chain(cuts.iter().copied()).peekable();
+        while let Some(from) = starts.next() {
+            let to = starts.peek().copied().unwrap_or(usize::MAX);
+            let n = self
+                .counts
+                .get(from..to.min(self.counts.len()))
+                .map_or(0, |c| c.iter().fold(0u64, |a, &x| a.saturating_add(x)));
+            if n > 0 {
+                out.add_to_log_linear_bucket(from, n);
+            }
+        }
+        Some(out)
+    }
+
+    /// Adds `counts[i]` observations to log-linear bucket `first + i` (for
+    /// generators that sample bucket counts directly). Ignored for explicit
+    /// buckets. Trailing zeros of `counts` do not grow the histogram.
+    pub fn add_log_linear_counts(&mut self, first: usize, counts: &[u64]) {
+        if !matches!(self.layout, Layout::LogLinear) {
+            return;
+        }
+        let used = counts.iter().rposition(|&c| c > 0).map_or(0, |i| i + 1);
+        let counts = &counts[..used];
+        if counts.is_empty() {
+            return;
+        }
+        let end = first + counts.len();
+        if end > self.counts.len() {
+            self.counts.resize(end, 0);
+        }
+        add_saturating(&mut self.counts[first..end], counts);
+        let added = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
+        self.total = self.total.saturating_add(added);
+    }
+
+    /// Adds `n` observations to log-linear bucket `index` (for generators
+    /// that sample bucket counts directly). Ignored for explicit buckets.
+    #[inline]
+    pub fn add_to_log_linear_bucket(&mut self, index: usize, n: u64) {
+        if !matches!(self.layout, Layout::LogLinear) {
+            return;
+        }
+        if index >= self.counts.len() {
+            self.counts.resize(index + 1, 0);
+        }
+        self.counts[index] = self.counts[index].saturating_add(n);
+        self.total = self.total.saturating_add(n);
     }
 }
 

@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
+use super::histogram::LatencyReads;
 use super::mixture::{ChangeDetection, RestartMixture, normal_mixture_bound, normal_mixture_rho};
 use super::sequential::{Direction, GateKind, design_grid};
 use super::snapshot::IntervalSnapshot;
@@ -242,6 +243,16 @@ impl MeanTest {
 
     fn compares_baseline(&self) -> bool {
         matches!(self.null, MeanNull::Baseline { .. })
+    }
+
+    /// What [`MeanTest::observe`] reads of the latency `signal`: both arms'
+    /// moments, so everything.
+    pub fn latency_reads(&self, signal: &str) -> LatencyReads {
+        if signal == self.signal {
+            LatencyReads::EVERYTHING
+        } else {
+            LatencyReads::NOTHING
+        }
     }
 
     /// Feeds one interval (already admitted past warm-up).

@@ -68,7 +68,7 @@ pub mod window;
 
 pub use evidence::{ArmCounts, Evidence, Interval, Status, Verdict};
 pub use forecast::{DetectionForecast, oracle_min_samples, wald_expected_samples};
-pub use histogram::{LatencyHistogram, Layout};
+pub use histogram::{HistogramReads, LatencyHistogram, LatencyReads, Layout};
 pub use objective::{BurnRate, BurnWindow, NoData, SustainedQuantile};
 pub use sequential::{
     ChangeDetection, Direction, Disparity, GateKind, QuantileGate, QuantileThreshold,

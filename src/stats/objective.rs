@@ -56,6 +56,11 @@ impl SustainedQuantile {
         })
     }
 
+    /// The latency signal it reads (the canary's whole histogram).
+    pub fn signal(&self) -> &str {
+        &self.signal
+    }
+
     pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
         let t = ms_to_us(self.above_ms);
         let run = sustained_run(windows, now, self.for_ms, |s| {
@@ -372,14 +377,14 @@ mod tests {
             .unwrap();
         let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
         for i in 0..14 {
-            w.push(minute(i, 300.0, 100, 0)).unwrap();
+            w.push(minute(i, 300.0, 100, 0));
         }
         let now = Timestamp::from_millis(14 * 60_000);
         assert!(!rule.evaluate(&w, now).fired, "14 minutes are not 15");
-        w.push(minute(14, 300.0, 100, 0)).unwrap();
+        w.push(minute(14, 300.0, 100, 0));
         let v = rule.evaluate(&w, Timestamp::from_millis(15 * 60_000));
         assert!(v.fired, "{v:?}");
-        w.push(minute(15, 150.0, 100, 0)).unwrap();
+        w.push(minute(15, 150.0, 100, 0));
         assert!(!rule.evaluate(&w, Timestamp::from_millis(16 * 60_000)).fired);
     }
 
@@ -391,7 +396,7 @@ mod tests {
             .unwrap();
         let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
         for i in 0..3 {
-            w.push(minute(i, 300.0, 100, 0)).unwrap();
+            w.push(minute(i, 300.0, 100, 0));
         }
         for m in [3, 15, 30] {
             let v = rule.evaluate(&w, Timestamp::from_millis(m * 60_000));
@@ -414,13 +419,13 @@ mod tests {
         .unwrap();
         let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
         for i in 0..60 {
-            w.push(minute(i, 10.0, 1000, 1)).unwrap();
+            w.push(minute(i, 10.0, 1000, 1));
         }
         let now = Timestamp::from_millis(60 * 60_000);
         assert!(!rule.evaluate(&w, now).unwrap().fired);
         // An hour at 10% errors: both windows burn at 10% / 0.5% = 20 > 14.4.
         for i in 60..120 {
-            w.push(minute(i, 10.0, 1000, 100)).unwrap();
+            w.push(minute(i, 10.0, 1000, 100));
         }
         let v = rule
             .evaluate(&w, Timestamp::from_millis(120 * 60_000))
@@ -448,7 +453,7 @@ mod tests {
             let mut i = 0;
             for &(gap, req, err) in &minutes {
                 i += gap;
-                w.push(minute(i, 10.0, req, err)).unwrap();
+                w.push(minute(i, 10.0, req, err));
                 i += 1;
             }
             let kept: std::collections::VecDeque<BurnCounts> =
@@ -462,16 +467,16 @@ mod tests {
     fn no_data_counts_from_the_last_request() {
         let rule = NoData::new("requests", Duration::from_secs(600));
         let mut w = Windows::for_longest_window(Duration::from_secs(3600), Duration::from_secs(60));
-        w.push(minute(0, 10.0, 5, 0)).unwrap();
+        w.push(minute(0, 10.0, 5, 0));
         for i in 1..10 {
-            w.push(minute(i, 10.0, 0, 0)).unwrap();
+            w.push(minute(i, 10.0, 0, 0));
         }
         assert!(
             !rule
                 .evaluate(&w, Timestamp::EPOCH, Timestamp::from_millis(10 * 60_000))
                 .fired
         );
-        w.push(minute(10, 10.0, 0, 0)).unwrap();
+        w.push(minute(10, 10.0, 0, 0));
         assert!(
             rule.evaluate(&w, Timestamp::EPOCH, Timestamp::from_millis(11 * 60_000))
                 .fired

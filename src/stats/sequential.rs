@@ -49,6 +49,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
+use super::histogram::{HistogramReads, LatencyReads};
 pub use super::mixture::ChangeDetection;
 use super::mixture::{
     LikelihoodGrid, LogLikCache, RestartMixture, bernoulli_log_lik, bisect, clamp_p, log_sum_exp,
@@ -1032,6 +1033,17 @@ impl QuantileThreshold {
         })
     }
 
+    /// What [`QuantileThreshold::observe`] reads of `signal`.
+    pub fn latency_reads(&self, signal: &str) -> LatencyReads {
+        if signal != self.signal {
+            return LatencyReads::NOTHING;
+        }
+        LatencyReads {
+            baseline: HistogramReads::Nothing,
+            canary: HistogramReads::Thresholds(vec![self.threshold_us]),
+        }
+    }
+
     pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
         let (n, x) = snap
             .canary
@@ -1181,11 +1193,34 @@ impl QuantileVsBaseline {
         self.threshold_us.map(|t| t as f64 / 1000.0)
     }
 
+    /// What [`QuantileVsBaseline::observe`] reads of `signal`: the whole
+    /// baseline histogram while `T` is estimated, then only the counts above
+    /// `T` (baseline) and `factor·T` (canary).
+    pub fn latency_reads(&self, signal: &str) -> LatencyReads {
+        if signal != self.signal {
+            return LatencyReads::NOTHING;
+        }
+        match (self.threshold_us, &self.test) {
+            (Some(t), Some(_)) => LatencyReads {
+                baseline: HistogramReads::Thresholds(vec![t]),
+                canary: HistogramReads::Thresholds(vec![self.canary_threshold_us(t)]),
+            },
+            _ => LatencyReads {
+                baseline: HistogramReads::Everything,
+                canary: HistogramReads::Nothing,
+            },
+        }
+    }
+
+    fn canary_threshold_us(&self, t: u64) -> u64 {
+        (t as f64 * self.factor).round() as u64
+    }
+
     pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
         let hc = snap.canary.latency.get(&self.signal);
         let hb = snap.baseline.latency.get(&self.signal);
-        if let (Some(t), Some(test)) = (self.threshold_us, self.test.as_mut()) {
-            let tc = (t as f64 * self.factor).round() as u64;
+        let tc = self.threshold_us.map(|t| self.canary_threshold_us(t));
+        if let (Some(t), Some(tc), Some(test)) = (self.threshold_us, tc, self.test.as_mut()) {
             let (nc, nb) = (hc.map_or(0, |h| h.total()), hb.map_or(0, |h| h.total()));
             // Count so that bucketing never helps the decision being made.
             let (xc, xb) = match self.direction {
@@ -1699,6 +1734,17 @@ pub enum StatTest {
 pub type RatioGate = RatioVsBaseline;
 
 impl StatTest {
+    /// What [`StatTest::observe`] will read of the latency `signal`.
+    pub fn latency_reads(&self, signal: &str) -> LatencyReads {
+        match self {
+            StatTest::QuantileThreshold(t) => t.latency_reads(signal),
+            StatTest::QuantileVsBaseline(t) => t.latency_reads(signal),
+            StatTest::RatioVsBaseline(_) | StatTest::RatioThreshold(_) | StatTest::Disparity(_) => {
+                LatencyReads::NOTHING
+            }
+        }
+    }
+
     /// Feeds one admitted interval.
     pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
         match self {

@@ -77,6 +77,17 @@ impl ArmData {
             .expect("latency histogram was just inserted")
     }
 
+    /// Zeroes every count and empties every histogram, keeping the keys
+    /// and the buffers: a generator that writes the same signals every
+    /// interval refills it without allocating.
+    pub fn reset(&mut self) {
+        self.counters.values_mut().for_each(|c| *c = 0);
+        for groups in self.groups.values_mut() {
+            groups.values_mut().for_each(|c| *c = 0);
+        }
+        self.latency.values_mut().for_each(LatencyHistogram::clear);
+    }
+
     /// Adds another arm's data into this one.
     pub fn merge(&mut self, other: &ArmData) -> Result<(), StatsError> {
         for (k, &v) in &other.counters {
@@ -128,6 +139,14 @@ impl IntervalSnapshot {
             end,
             ..Default::default()
         }
+    }
+
+    /// Reuses this snapshot for `[start, end)`: see [`ArmData::reset`].
+    pub fn reset(&mut self, start: Timestamp, end: Timestamp) {
+        self.start = start;
+        self.end = end;
+        self.baseline.reset();
+        self.canary.reset();
     }
 
     /// Length of the interval in milliseconds.
