@@ -205,9 +205,18 @@ impl ChangeDetection {
 pub struct RestartMixture {
     log_alt_weights: Vec<f64>,
     change: ChangeDetection,
-    /// Per activated slot: log prior weight, then per-alternative log products.
+    /// Per activated slot: log prior weight, then per-alternative log
+    /// products less `offset` (slot `k`'s product for alternative `g` is
+    /// `offset[g] + slots[k][g]`): every open slot takes the same factor
+    /// each interval, so an update adds it to `offset` alone, `O(alternatives)`
+    /// rather than `O(slots × alternatives)`.
     slot_log_weights: Vec<f64>,
     slots: Vec<Vec<f64>>,
+    /// Per alternative: the log products of every interval so far. Empty in
+    /// checkpoints written before it existed, whose `slots` hold the
+    /// products themselves: the same as an offset of zero.
+    #[serde(default)]
+    offset: Vec<f64>,
     /// When each activated slot began (the start of its first interval).
     slot_starts: Vec<Timestamp>,
     steps: u64,
@@ -247,6 +256,7 @@ impl RestartMixture {
             change,
             slot_log_weights: vec![first],
             slots: vec![vec![0.0; g]],
+            offset: vec![0.0; g],
             slot_starts: Vec::new(),
             steps: 0,
             max_log_e: 0.0,
@@ -270,6 +280,9 @@ impl RestartMixture {
         if self.log_sums.len() != self.log_alt_weights.len() {
             self.log_sums = self.slot_sums();
         }
+        if self.offset.len() != self.log_alt_weights.len() {
+            self.offset.resize(self.log_alt_weights.len(), 0.0);
+        }
         let c = self.change;
         if c.restarts > 0
             && self.steps > 0
@@ -278,26 +291,16 @@ impl RestartMixture {
         {
             let w = -(2.0 * f64::from(c.restarts)).ln();
             self.slot_log_weights.push(w);
-            self.slots.push(vec![0.0; self.log_alt_weights.len()]);
+            // Its products start at zero: offset + (−offset).
+            self.slots.push(self.offset.iter().map(|o| -o).collect());
             self.slot_starts.push(start);
             for s in &mut self.log_sums {
                 *s = log_add_exp(*s, w);
             }
         }
-        if log_lr.iter().all(|l| l.is_finite()) {
-            // The usual case: a branch-free loop the compiler vectorizes.
-            for slot in &mut self.slots {
-                for (acc, &l) in slot.iter_mut().zip(log_lr) {
-                    *acc += l;
-                }
-            }
-        } else {
-            for slot in &mut self.slots {
-                for (acc, &l) in slot.iter_mut().zip(log_lr) {
-                    if l.is_finite() {
-                        *acc += l;
-                    }
-                }
+        for (o, &l) in self.offset.iter_mut().zip(log_lr) {
+            if l.is_finite() {
+                *o += l;
             }
         }
         for (s, &l) in self.log_sums.iter_mut().zip(log_lr) {
@@ -323,10 +326,15 @@ impl RestartMixture {
                     self.slots
                         .iter()
                         .zip(&self.slot_log_weights)
-                        .map(|(slot, &sw)| sw + slot.get(g).copied().unwrap_or(0.0)),
+                        .map(|(slot, &sw)| sw + self.slot_product(slot, g)),
                 )
             })
             .collect()
+    }
+
+    /// A slot's log product for alternative `g` (see `slots`).
+    fn slot_product(&self, slot: &[f64], g: usize) -> f64 {
+        self.offset.get(g).copied().unwrap_or(0.0) + slot.get(g).copied().unwrap_or(0.0)
     }
 
     /// `ln Z_t`.
@@ -339,10 +347,8 @@ impl RestartMixture {
     fn compute_dominant(&self) -> usize {
         let mut best = (0, f64::MIN);
         for (k, (slot, &sw)) in self.slots.iter().zip(&self.slot_log_weights).enumerate() {
-            let terms = slot
-                .iter()
-                .zip(&self.log_alt_weights)
-                .map(|(&a, &w)| sw + w + a);
+            let terms = (0..self.log_alt_weights.len())
+                .map(|g| sw + self.log_alt_weights[g] + self.slot_product(slot, g));
             let l = log_sum_exp(terms);
             if l > best.1 {
                 best = (k, l);
@@ -746,5 +752,46 @@ mod tests {
         // All-zero evidence: the activated weights sum to at most 1.
         assert!(m.log_e() <= 1e-12);
         close(m.log_e(), 0.0, 1e-12);
+    }
+
+    /// Each slot's product is the sum of the log ratios since it opened, and
+    /// a checkpoint from before `offset` (slots holding the products) goes
+    /// on as the live mixture does.
+    #[test]
+    fn slots_hold_their_products_in_old_and_new_checkpoints() {
+        let c = ChangeDetection {
+            restarts: 3,
+            every: 2,
+        };
+        let mut m = RestartMixture::new(2, c);
+        let lr = |i: u32| [0.1 * f64::from(i % 5) - 0.15, -0.05 * f64::from(i % 3)];
+        for i in 0..7 {
+            m.update(&lr(i), Timestamp::from_millis(u64::from(i) * 1000));
+        }
+        assert_eq!(m.slot_count(), 4);
+        // Slot k opened at interval 2k and has seen intervals 2k..7.
+        for (k, slot) in m.slots.iter().enumerate() {
+            for g in 0..2 {
+                let want: f64 = (2 * k as u32..7).map(|i| lr(i)[g]).sum();
+                close(m.slot_product(slot, g), want, 1e-12);
+            }
+        }
+        let mut old: serde_json::Value = serde_json::to_value(&m).unwrap();
+        let products: Vec<Vec<f64>> = m
+            .slots
+            .iter()
+            .map(|slot| (0..2).map(|g| m.slot_product(slot, g)).collect())
+            .collect();
+        old["slots"] = serde_json::to_value(products).unwrap();
+        old.as_object_mut().unwrap().remove("offset");
+        old.as_object_mut().unwrap().remove("log_sums");
+        let mut restored: RestartMixture = serde_json::from_value(old).unwrap();
+        for i in 7..12 {
+            let at = Timestamp::from_millis(u64::from(i) * 1000);
+            m.update(&lr(i), at);
+            restored.update(&lr(i), at);
+            close(restored.log_e(), m.log_e(), 1e-12);
+            assert_eq!(restored.dominant_slot(), m.dominant_slot());
+        }
     }
 }

@@ -162,6 +162,11 @@ pub struct TwoArmCount {
     etas: Vec<f64>,
     mixture: RestartMixture,
     grid: LikelihoodGrid,
+    /// Intervals `(x, n, base)` not yet added to `grid`: with lean evidence
+    /// (see [`StatTest::set_lean`]) the grid, 61 likelihoods an interval, is
+    /// read only once the test has crossed, so its updates wait until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deferred: Vec<[f64; 3]>,
     baseline: ArmCounts,
     canary: ArmCounts,
     scratch: Vec<f64>,
@@ -185,12 +190,15 @@ impl TwoArmCount {
             scratch: vec![0.0; etas.len()],
             etas,
             grid: LikelihoodGrid::default(),
+            deferred: Vec::new(),
             baseline: ArmCounts::default(),
             canary: ArmCounts::default(),
         }
     }
 
-    /// Feeds one interval's exposures and events.
+    /// Feeds one interval's exposures and events. With `defer_interval`, the
+    /// confidence sequence's share of the work waits for
+    /// [`TwoArmCount::ratio_interval`] (or [`TwoArmCount::catch_up`]).
     pub fn update(
         &mut self,
         canary_exposure: u64,
@@ -198,6 +206,7 @@ impl TwoArmCount {
         baseline_exposure: u64,
         baseline_events: u64,
         at: Timestamp,
+        defer_interval: bool,
     ) {
         self.canary.add(canary_exposure, canary_events);
         self.baseline.add(baseline_exposure, baseline_events);
@@ -219,6 +228,18 @@ impl TwoArmCount {
         }
         self.mixture.update(&self.scratch, at);
         if n > 0.0 {
+            if defer_interval {
+                self.deferred.push([x, n, base]);
+            } else {
+                self.catch_up();
+                self.grid.update(x, n, base);
+            }
+        }
+    }
+
+    /// Adds the deferred intervals to the grid.
+    pub fn catch_up(&mut self) {
+        for [x, n, base] in self.deferred.drain(..) {
             self.grid.update(x, n, base);
         }
     }
@@ -236,8 +257,20 @@ impl TwoArmCount {
         if self.canary.events + self.baseline.events == 0 {
             return (1.0, Interval::unbounded(1.0 - alpha));
         }
-        let (lo, hi) = self.grid.interval(alpha);
-        let est = self.grid.estimate().exp();
+        let caught_up;
+        let grid = if self.deferred.is_empty() {
+            &self.grid
+        } else {
+            // Callers catch up first; this keeps a forgotten one correct.
+            let mut g = self.grid.clone();
+            for &[x, n, base] in &self.deferred {
+                g.update(x, n, base);
+            }
+            caught_up = g;
+            &caught_up
+        };
+        let (lo, hi) = grid.interval(alpha);
+        let est = grid.estimate().exp();
         let lower = lo.map(f64::exp).unwrap_or(0.0);
         let upper = hi.map(f64::exp).unwrap_or(f64::INFINITY);
         (est, Interval::new(lower, upper, 1.0 - alpha))
@@ -603,7 +636,7 @@ impl RatioVsBaseline {
         let started = !matches!(self.engine, RatioEngine::Collecting);
         match &mut self.engine {
             RatioEngine::Collecting => {}
-            RatioEngine::Count(t) => t.update(nc, xc, nb, xb, snap.start),
+            RatioEngine::Count(t) => t.update(nc, xc, nb, xb, snap.start, self.lean),
             RatioEngine::Normal(t) => t.update(xc, nc, xb, nb, pooled_before, snap.start),
         }
         self.canary.add(nc, xc);
@@ -653,6 +686,11 @@ impl RatioVsBaseline {
         } else {
             Status::Collecting
         };
+        if !(self.lean && !self.crossed)
+            && let RatioEngine::Count(t) = &mut self.engine
+        {
+            t.catch_up();
+        }
         let (estimate, interval) = match &self.engine {
             _ if self.lean && !self.crossed => {
                 (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha))
@@ -1233,7 +1271,7 @@ impl QuantileVsBaseline {
                     hb.map_or(0, |h| h.count_surely_above_us(t)),
                 ),
             };
-            test.update(nc, xc, nb, xb, snap.start);
+            test.update(nc, xc, nb, xb, snap.start, self.lean);
             self.span.cover(snap);
         } else if let Some(h) = hb {
             // Burn-in: estimate T from the baseline only; this interval's data
@@ -1279,6 +1317,9 @@ impl QuantileVsBaseline {
             .map_or((0.0, 0.0), |t| (t.log_e(), t.max_log_e()));
         self.crossed |= max_log_e >= boundary;
         let lean = self.lean && !self.crossed;
+        if !lean && let Some(t) = &mut self.test {
+            t.catch_up();
+        }
         let (estimate, interval) = self
             .test
             .as_ref()
