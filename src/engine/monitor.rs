@@ -294,11 +294,10 @@ impl Monitor {
         })
     }
 
-    /// Lean evidence: statistical readings that have not fired (and gates
-    /// not yet shown) carry no confidence interval, which spares a root
-    /// search over every restart slot per test and interval. Verdicts,
-    /// e-values, counts and the evidence of a reading that fires are
-    /// unchanged. For callers that read evidence only when a trigger fires
+    /// Lean evidence: statistical readings that have not fired, and gates
+    /// whether shown or not, carry no confidence interval, which spares a
+    /// likelihood grid per test and interval. Verdicts, e-values, counts and
+    /// the evidence of a reading that fires are unchanged. For callers that read evidence only when a trigger fires
     /// (the simulator); the daemon keeps full evidence for its status API.
     pub fn set_lean(&mut self, lean: bool) {
         self.lean = lean;
@@ -309,7 +308,7 @@ impl Monitor {
         }
         for gate in &mut self.gates {
             if let GateTest::Stat(t) = &mut gate.test {
-                t.set_lean(lean);
+                t.set_lean_gate(lean);
             }
         }
         if let Some(srm) = &mut self.srm {

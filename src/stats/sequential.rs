@@ -429,6 +429,10 @@ pub struct RatioVsBaseline {
     /// crossed (see [`StatTest::set_lean`]).
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    /// Lean as a gate: no interval even once crossed (see
+    /// [`StatTest::set_lean_gate`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean_gate: bool,
     #[serde(skip)]
     estimand: Estimand,
 }
@@ -467,6 +471,7 @@ impl RatioVsBaseline {
             span: Span::default(),
             crossed: false,
             lean: false,
+            lean_gate: false,
             estimand: Estimand::default(),
         })
     }
@@ -686,15 +691,12 @@ impl RatioVsBaseline {
         } else {
             Status::Collecting
         };
-        if !(self.lean && !self.crossed)
-            && let RatioEngine::Count(t) = &mut self.engine
-        {
+        let lean = self.lean_gate || (self.lean && !self.crossed);
+        if !lean && let RatioEngine::Count(t) = &mut self.engine {
             t.catch_up();
         }
         let (estimate, interval) = match &self.engine {
-            _ if self.lean && !self.crossed => {
-                (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha))
-            }
+            _ if lean => (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha)),
             RatioEngine::Count(t) => t.ratio_interval(self.alpha),
             RatioEngine::Normal(t) => {
                 let pb = self.baseline_rate().max(1e-300);
@@ -1138,6 +1140,9 @@ pub struct QuantileVsBaseline {
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     lean: bool,
+    /// See [`StatTest::set_lean_gate`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean_gate: bool,
     #[serde(skip)]
     estimand: Estimand,
 }
@@ -1209,6 +1214,7 @@ impl QuantileVsBaseline {
             span: Span::default(),
             crossed: false,
             lean: false,
+            lean_gate: false,
             estimand: Estimand::default(),
         })
     }
@@ -1316,7 +1322,7 @@ impl QuantileVsBaseline {
             .as_ref()
             .map_or((0.0, 0.0), |t| (t.log_e(), t.max_log_e()));
         self.crossed |= max_log_e >= boundary;
-        let lean = self.lean && !self.crossed;
+        let lean = self.lean_gate || (self.lean && !self.crossed);
         if !lean && let Some(t) = &mut self.test {
             t.catch_up();
         }
@@ -1812,6 +1818,20 @@ impl StatTest {
             StatTest::QuantileThreshold(t) => t.lean = lean,
             StatTest::QuantileVsBaseline(t) => t.lean = lean,
             StatTest::Disparity(t) => t.lean = lean,
+        }
+    }
+
+    /// Lean evidence for a gate, whose caller asks only whether it is shown:
+    /// as [`StatTest::set_lean`], and no interval even once crossed (the
+    /// e-value, the counts and the status are the same).
+    pub fn set_lean_gate(&mut self, lean: bool) {
+        self.set_lean(lean);
+        match self {
+            StatTest::RatioVsBaseline(t) => t.lean_gate = lean,
+            StatTest::QuantileVsBaseline(t) => t.lean_gate = lean,
+            StatTest::RatioThreshold(_)
+            | StatTest::QuantileThreshold(_)
+            | StatTest::Disparity(_) => {}
         }
     }
 
