@@ -833,25 +833,21 @@ impl Analysis for Monitor {
         self.spare.0.take()
     }
 
-    /// The union of what every check reads: statistical checks and gates
-    /// say what they read next; the objective checks on a quantile or a mean
-    /// read the canary's whole histogram (now and in the windows).
+    /// The union of what every check reads: statistical checks, gates and
+    /// sustained quantiles say what they read; a sustained mean reads the
+    /// canary's whole histogram (now and in the windows).
     fn latency_reads(&self, signal: &str) -> LatencyReads {
         let mut reads = LatencyReads::NOTHING;
         for check in &self.checks {
             let r = match check {
                 Check::Statistical { test, .. } => test.latency_reads(signal),
                 Check::Mean { test, .. } => test.latency_reads(signal),
-                Check::SustainedQuantile(rule) if rule.signal() == signal => LatencyReads {
-                    baseline: HistogramReads::Nothing,
-                    canary: HistogramReads::Everything,
-                },
+                Check::SustainedQuantile(rule) => rule.latency_reads(signal),
                 Check::SustainedMean { signal: s, .. } if s == signal => LatencyReads {
                     baseline: HistogramReads::Nothing,
                     canary: HistogramReads::Everything,
                 },
-                Check::SustainedQuantile(_)
-                | Check::SustainedMean { .. }
+                Check::SustainedMean { .. }
                 | Check::SustainedRatio { .. }
                 | Check::BurnRate(_)
                 | Check::NoData(_) => LatencyReads::NOTHING,

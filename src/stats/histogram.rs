@@ -259,11 +259,7 @@ impl LatencyHistogram {
     /// The bounds `(lowest, highest)` in µs of the bucket holding the
     /// `q`-quantile (rank `ceil(q·n)`), or `None` when empty.
     pub fn quantile_bounds_us(&self, q: f64) -> Option<(u64, u64)> {
-        if self.total == 0 || q.is_nan() {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).clamp(1, self.total);
-        self.bucket_of_rank(rank).map(|i| self.bounds(i))
+        self.quantile_bucket(q).map(|i| self.bounds(i))
     }
 
     /// The first bucket where the running (saturating) count reaches `rank`.
@@ -303,42 +299,70 @@ impl LatencyHistogram {
 
 /// What an analysis will read of one arm's histogram of a latency signal in
 /// the next interval it is fed. A generator of synthetic traffic (the
-/// simulator) samples only that much: the counts in the ranges that the
-/// thresholds cut are exact Poisson/multinomial draws on their own, so a
-/// histogram holding just those counts answers every declared read as the
-/// full histogram would (see [`LatencyHistogram::reduced_to`], and the
-/// simulator's test that running on reduced histograms changes nothing).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// simulator) samples only that much: given the total, the counts of the
+/// ranges that thresholds and quantile buckets cut are exact multinomial
+/// draws on their own, so a histogram holding just those counts answers
+/// every declared read as the full histogram would (see
+/// [`LatencyHistogram::reduced_to`], and the simulator's test that running
+/// on reduced histograms changes nothing).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum HistogramReads {
     /// Not read at all: the histogram may be absent.
     #[default]
     Nothing,
-    /// Only the total and, for each threshold (µs), the counts surely and
-    /// possibly above it.
-    Thresholds(Vec<u64>),
-    /// Anything (quantiles, moments, merges).
+    /// Only the total; for each threshold (µs), the counts surely and
+    /// possibly above it; for each quantile, the bucket holding it
+    /// ([`LatencyHistogram::quantile_bounds_us`]).
+    Partial {
+        above_us: Vec<u64>,
+        quantiles: Vec<f64>,
+    },
+    /// Anything (moments, merges, ...).
     Everything,
 }
 
 impl HistogramReads {
+    /// The counts above `thresholds_us`.
+    pub fn above(thresholds_us: Vec<u64>) -> HistogramReads {
+        HistogramReads::Partial {
+            above_us: thresholds_us,
+            quantiles: Vec::new(),
+        }
+    }
+
     /// What two readers together read.
     pub fn union(self, other: HistogramReads) -> HistogramReads {
         use HistogramReads::*;
         match (self, other) {
             (Everything, _) | (_, Everything) => Everything,
             (Nothing, x) | (x, Nothing) => x,
-            (Thresholds(mut a), Thresholds(b)) => {
-                a.extend(b);
-                a.sort_unstable();
-                a.dedup();
-                Thresholds(a)
+            (
+                Partial {
+                    mut above_us,
+                    mut quantiles,
+                },
+                Partial {
+                    above_us: a,
+                    quantiles: q,
+                },
+            ) => {
+                above_us.extend(a);
+                above_us.sort_unstable();
+                above_us.dedup();
+                quantiles.extend(q);
+                quantiles.sort_by(f64::total_cmp);
+                quantiles.dedup();
+                Partial {
+                    above_us,
+                    quantiles,
+                }
             }
         }
     }
 }
 
 /// [`HistogramReads`] of both arms.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LatencyReads {
     pub baseline: HistogramReads,
     pub canary: HistogramReads,
@@ -362,6 +386,15 @@ impl LatencyReads {
     }
 }
 
+/// The rank of the `q`-quantile among `total` observations: `ceil(q·total)`,
+/// at least 1; `None` when there are none.
+pub fn quantile_rank(q: f64, total: u64) -> Option<u64> {
+    if total == 0 || q.is_nan() {
+        return None;
+    }
+    Some(((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total))
+}
+
 /// The log-linear buckets at which the ranges that `thresholds_us` cut
 /// begin, ascending: for each threshold, its own bucket and the next one
 /// (its own bucket counts as "possibly above", the ones after it as "surely
@@ -382,15 +415,26 @@ pub fn log_linear_cuts(thresholds_us: &[u64]) -> Vec<usize> {
 impl LatencyHistogram {
     /// The histogram an analysis declaring `reads` cannot tell from this one:
     /// `None` for [`HistogramReads::Nothing`], a copy for `Everything` (and
-    /// for explicit buckets), and for thresholds the counts of each range of
-    /// [`log_linear_cuts`] gathered into the range's first bucket.
+    /// for explicit buckets), and for partial reads the counts of each range
+    /// that [`log_linear_cuts`] and the quantiles' buckets cut, gathered into
+    /// the range's first bucket.
     pub fn reduced_to(&self, reads: &HistogramReads) -> Option<LatencyHistogram> {
-        let thresholds = match reads {
+        let (above_us, quantiles) = match reads {
             HistogramReads::Nothing => return None,
-            HistogramReads::Thresholds(t) if matches!(self.layout, Layout::LogLinear) => t,
+            HistogramReads::Partial {
+                above_us,
+                quantiles,
+            } if matches!(self.layout, Layout::LogLinear) => (above_us, quantiles),
             _ => return Some(self.clone()),
         };
-        let cuts = log_linear_cuts(thresholds);
+        let mut cuts = log_linear_cuts(above_us);
+        for &q in quantiles {
+            if let Some(b) = self.quantile_bucket(q) {
+                cuts.extend([b, b + 1]);
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
         let mut out = LatencyHistogram::new();
         let mut starts = std::iter::once(0).chain(cuts.iter().copied()).peekable();
         while let Some(from) = starts.next() {
@@ -404,6 +448,11 @@ impl LatencyHistogram {
             }
         }
         Some(out)
+    }
+
+    /// The bucket holding the `q`-quantile (rank `ceil(q·n)`).
+    fn quantile_bucket(&self, q: f64) -> Option<usize> {
+        quantile_rank(q, self.total).and_then(|rank| self.bucket_of_rank(rank))
     }
 
     /// Adds `counts[i]` observations to log-linear bucket `first + i` (for

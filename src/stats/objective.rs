@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{ArmCounts, finite};
-use super::histogram::ms_to_us;
+use super::histogram::{HistogramReads, LatencyReads, ms_to_us};
 use super::snapshot::IntervalSnapshot;
 use super::window::Windows;
 use super::{StatsError, check_positive, check_unit_open};
@@ -56,9 +56,20 @@ impl SustainedQuantile {
         })
     }
 
-    /// The latency signal it reads (the canary's whole histogram).
-    pub fn signal(&self) -> &str {
-        &self.signal
+    /// What [`SustainedQuantile::evaluate`] reads of `signal`, in every
+    /// canary snapshot the windows keep: the quantile's bucket and the count
+    /// above the threshold.
+    pub fn latency_reads(&self, signal: &str) -> LatencyReads {
+        if signal != self.signal {
+            return LatencyReads::NOTHING;
+        }
+        LatencyReads {
+            baseline: HistogramReads::Nothing,
+            canary: HistogramReads::Partial {
+                above_us: vec![ms_to_us(self.above_ms)],
+                quantiles: vec![self.quantile],
+            },
+        }
     }
 
     pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {

@@ -1080,7 +1080,7 @@ impl QuantileThreshold {
         }
         LatencyReads {
             baseline: HistogramReads::Nothing,
-            canary: HistogramReads::Thresholds(vec![self.threshold_us]),
+            canary: HistogramReads::above(vec![self.threshold_us]),
         }
     }
 
@@ -1246,8 +1246,8 @@ impl QuantileVsBaseline {
         }
         match (self.threshold_us, &self.test) {
             (Some(t), Some(_)) => LatencyReads {
-                baseline: HistogramReads::Thresholds(vec![t]),
-                canary: HistogramReads::Thresholds(vec![self.canary_threshold_us(t)]),
+                baseline: HistogramReads::above(vec![t]),
+                canary: HistogramReads::above(vec![self.canary_threshold_us(t)]),
             },
             _ => LatencyReads {
                 baseline: HistogramReads::Everything,
