@@ -81,6 +81,8 @@ impl LatencyTruth {
 #[derive(Clone, Debug)]
 pub struct TrafficModel {
     scenario: Scenario,
+    /// The baseline's rates (fixed), built once.
+    base: ArmTruth,
     shares: Vec<f64>,
     group_names: Vec<String>,
     /// Skip latency when no trigger, gate or peer reads it.
@@ -89,7 +91,9 @@ pub struct TrafficModel {
 
 impl TrafficModel {
     pub fn new(scenario: &Scenario, latency_needed: bool) -> Self {
+        let groups = scenario.groups.len().max(1);
         TrafficModel {
+            base: arm_truth(&scenario.baseline, groups),
             shares: scenario.groups.iter().map(|(_, s)| *s).collect(),
             group_names: scenario.groups.iter().map(|(g, _)| g.clone()).collect(),
             scenario: scenario.clone(),
@@ -112,10 +116,13 @@ impl TrafficModel {
 
     /// Both arms' true rates at offset `t`.
     pub fn truth(&self, t: Duration) -> (ArmTruth, ArmTruth) {
-        let base = arm_truth(&self.scenario.baseline, self.groups_or_one());
-        let Some(change) = &self.scenario.canary else {
-            return (base.clone(), base);
-        };
+        (self.base.clone(), self.canary_truth(t).unwrap_or_else(|| self.base.clone()))
+    }
+
+    /// The canary's true rates at offset `t`, when it has a change.
+    fn canary_truth(&self, t: Duration) -> Option<ArmTruth> {
+        let base = &self.base;
+        let change = self.scenario.canary.as_ref()?;
         let size = change.size_at(t);
         let mix = |b: f64, full: f64| b + size * (full - b);
         let mut canary = base.clone();
@@ -139,11 +146,7 @@ impl TrafficModel {
                 }
             }
         }
-        (base, canary)
-    }
-
-    fn groups_or_one(&self) -> usize {
-        self.shares.len().max(1)
+        Some(canary)
     }
 
     /// Adds the traffic of `[t0, t1)` at canary `weight` (a fraction) to
@@ -171,10 +174,15 @@ impl TrafficModel {
         }
         let expected = self.expected_requests(t0, t1);
         let weight = weight.clamp(0.0, 1.0);
-        let (b, c) = self.truth(t0 + (t1 - t0) / 2);
+        let changed = self.canary_truth(t0 + (t1 - t0) / 2);
         let arms = [
-            (expected * (1.0 - weight), &b, &reads.baseline, baseline),
-            (expected * weight, &c, &reads.canary, canary),
+            (expected * (1.0 - weight), &self.base, &reads.baseline, baseline),
+            (
+                expected * weight,
+                changed.as_ref().unwrap_or(&self.base),
+                &reads.canary,
+                canary,
+            ),
         ];
         for (mean, truth, reads, arm) in arms {
             let n = poisson(rng, mean);
@@ -199,44 +207,51 @@ impl TrafficModel {
         truth: &ArmTruth,
         arm: &mut ArmData,
     ) {
-        let per_group = multinomial(rng, n, &self.shares);
-        let grouped = !self.group_names.is_empty();
-        let mut totals = vec![0u64; 4 + truth.signals.len()];
-        for (g, &n_g) in per_group.iter().enumerate() {
-            let errors = binomial(rng, n_g, truth.error_rate);
-            let clicks = binomial(rng, n_g, truth.ctr);
-            let mut counts = vec![n_g, n_g, errors, clicks];
-            for (_, rates, of) in &truth.signals {
-                let exposure = match of.as_deref() {
-                    None => n_g,
-                    Some("errors") => errors,
-                    Some("clicks") => clicks,
-                    Some(other) => truth
-                        .signals
-                        .iter()
-                        .position(|(n, _, _)| n == other)
-                        .map_or(0, |i| counts[4 + i]),
-                };
-                counts.push(binomial(
-                    rng,
-                    exposure,
-                    rates.get(g).copied().unwrap_or(0.0),
-                ));
-            }
-            for (t, c) in totals.iter_mut().zip(&counts) {
-                *t += c;
-            }
-            if grouped {
-                let group = &self.group_names[g];
-                for (name, &c) in counter_names(truth).zip(&counts) {
-                    arm.add_group(name, group, c);
+        let width = 4 + truth.signals.len();
+        let groups = self.shares.len().max(1);
+        SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            buf.clear();
+            buf.resize(groups + width * (groups + 1), 0);
+            let (per_group, rest) = buf.split_at_mut(groups);
+            let (totals, rows) = rest.split_at_mut(width);
+            multinomial_into(rng, n, &self.shares, per_group);
+            for (g, (&n_g, counts)) in per_group.iter().zip(rows.chunks_mut(width)).enumerate() {
+                let errors = binomial(rng, n_g, truth.error_rate);
+                let clicks = binomial(rng, n_g, truth.ctr);
+                counts[..4].copy_from_slice(&[n_g, n_g, errors, clicks]);
+                for (i, (_, rates, of)) in truth.signals.iter().enumerate() {
+                    let exposure = match of.as_deref() {
+                        None => n_g,
+                        Some("errors") => errors,
+                        Some("clicks") => clicks,
+                        Some(other) => truth
+                            .signals
+                            .iter()
+                            .position(|(n, _, _)| n == other)
+                            .map_or(0, |j| counts[4 + j]),
+                    };
+                    counts[4 + i] = binomial(rng, exposure, rates.get(g).copied().unwrap_or(0.0));
+                }
+                for (t, c) in totals.iter_mut().zip(counts.iter()) {
+                    *t += c;
+                }
+                if let Some(group) = self.group_names.get(g) {
+                    for (name, &c) in counter_names(truth).zip(counts.iter()) {
+                        arm.add_group(name, group, c);
+                    }
                 }
             }
-        }
-        for (name, &c) in counter_names(truth).zip(&totals) {
-            arm.add(name, c);
-        }
+            for (name, &c) in counter_names(truth).zip(totals.iter()) {
+                arm.add(name, c);
+            }
+        });
     }
+}
+
+thread_local! {
+    /// The counters of one arm and interval (reused).
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn counter_names(truth: &ArmTruth) -> impl Iterator<Item = &str> {
@@ -393,25 +408,25 @@ fn stirling_tail(k: f64) -> f64 {
     (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / 1260.0 / k1sq) / k1sq) / k1
 }
 
-/// Multinomial counts by conditional binomials; no shares means one cell.
-pub fn multinomial<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64]) -> Vec<u64> {
+/// Multinomial counts by conditional binomials into `out` (one cell per
+/// share; no shares means one cell, which `out` must still have).
+pub fn multinomial_into<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64], out: &mut [u64]) {
     if shares.len() <= 1 {
-        return vec![n];
+        out[0] = n;
+        return;
     }
     let mut left = n;
     let mut mass = 1.0f64;
-    let mut out = Vec::with_capacity(shares.len());
-    for (i, &s) in shares.iter().enumerate() {
+    for (i, (&s, o)) in shares.iter().zip(out.iter_mut()).enumerate() {
         let c = if i + 1 == shares.len() {
             left
         } else {
             binomial(rng, left, s / mass.max(1e-300))
         };
-        out.push(c);
+        *o = c;
         left -= c;
         mass -= s;
     }
-    out
 }
 
 /// The random stream latencies are drawn from, apart from the counts'.
@@ -468,6 +483,10 @@ pub fn sample_latencies(
 /// than request by request: about where one Poisson draw costs what this
 /// many alias picks cost.
 pub const BUSY_MEAN: f64 = 8.0;
+
+/// Splits of a quantile's range made where its rank is expected before
+/// [`LatencyTable::sample_partial`] falls back to halving.
+const INTERPOLATED_SPLITS: usize = 6;
 
 /// Poisson attempts before [`LatencyTable::sample_buckets`] draws every
 /// request by alias instead (each fails with probability about 0.1%).
@@ -720,9 +739,23 @@ impl LatencyTable {
             return;
         }
         let mut pieces = Vec::with_capacity(16);
+        let mut steps = 0;
         while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
             let whole = self.mass_between(lo, hi);
+            // Split where the rank is expected (interpolation search): the
+            // piece holding it is then seldom more than a bucket or two.
+            // Halving after a few tries bounds the steps; any split point
+            // chosen from what is drawn so far keeps the draw exact.
+            let mid = if steps < INTERPOLATED_SPLITS && whole > 0.0 {
+                let share = ((rank - before) as f64 - 0.5) / c as f64;
+                let target = self.cumulative[lo - self.first] + share * whole;
+                let above = &self.cumulative[lo - self.first + 1..=hi - self.first];
+                let expected = lo + above.partition_point(|&x| x < target);
+                expected.clamp(lo + 1, hi - 1)
+            } else {
+                lo + (hi - lo) / 2
+            };
+            steps += 1;
             let c_left = if whole > 0.0 {
                 binomial(rng, c, self.mass_between(lo, mid) / whole)
             } else {
