@@ -355,7 +355,7 @@ fn objective(
     s: &IntervalSnapshot,
 ) -> ObjectiveEvidence {
     ObjectiveEvidence {
-        measured,
+        measured: measured.into(),
         verdict: ObjectiveVerdict {
             fired: true,
             observed: finite(observed),

@@ -116,7 +116,10 @@ impl TrafficModel {
 
     /// Both arms' true rates at offset `t`.
     pub fn truth(&self, t: Duration) -> (ArmTruth, ArmTruth) {
-        (self.base.clone(), self.canary_truth(t).unwrap_or_else(|| self.base.clone()))
+        (
+            self.base.clone(),
+            self.canary_truth(t).unwrap_or_else(|| self.base.clone()),
+        )
     }
 
     /// The canary's true rates at offset `t`, when it has a change.
@@ -176,7 +179,12 @@ impl TrafficModel {
         let weight = weight.clamp(0.0, 1.0);
         let changed = self.canary_truth(t0 + (t1 - t0) / 2);
         let arms = [
-            (expected * (1.0 - weight), &self.base, &reads.baseline, baseline),
+            (
+                expected * (1.0 - weight),
+                &self.base,
+                &reads.baseline,
+                baseline,
+            ),
             (
                 expected * weight,
                 changed.as_ref().unwrap_or(&self.base),

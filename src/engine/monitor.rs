@@ -16,6 +16,7 @@
 //! and objective checks see every interval.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -93,8 +94,8 @@ pub enum TriggerEvidence {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObjectiveEvidence {
-    /// What was measured, in words.
-    pub measured: String,
+    /// What was measured, in words (shared, formatted once).
+    pub measured: Arc<str>,
     /// The measurement against its limit, the counts and the window.
     #[serde(flatten)]
     pub verdict: stats::objective::ObjectiveVerdict,
@@ -225,7 +226,7 @@ impl PartialEq for Spare {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Measured(Vec<String>);
+struct Measured(Vec<Arc<str>>);
 
 impl PartialEq for Measured {
     fn eq(&self, _: &Self) -> bool {
@@ -656,7 +657,7 @@ fn statistical_reading(v: &Verdict) -> TriggerReading<TriggerEvidence> {
 
 fn objective_reading(
     v: stats::objective::ObjectiveVerdict,
-    measured: String,
+    measured: Arc<str>,
     has_data: bool,
 ) -> TriggerReading<TriggerEvidence> {
     TriggerReading {
@@ -869,7 +870,7 @@ impl Analysis for Monitor {
     /// nothing is memoized here.
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
         if self.measured.0.len() != self.checks.len() {
-            self.measured = Measured(self.checks.iter().map(measured).collect());
+            self.measured = Measured(self.checks.iter().map(|c| measured(c).into()).collect());
         }
         self.assess_now(now)
     }
@@ -918,10 +919,10 @@ impl Monitor {
     }
 
     /// What check `i` measures, in words (formatted once, see `measured`).
-    fn measured_by(&self, i: usize, check: &Check) -> String {
+    fn measured_by(&self, i: usize, check: &Check) -> Arc<str> {
         match self.measured.0.get(i) {
             Some(words) => words.clone(),
-            None => measured(check),
+            None => measured(check).into(),
         }
     }
 

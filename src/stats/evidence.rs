@@ -4,6 +4,8 @@
 //! finite, because JSON cannot carry NaN or infinity and an incident record
 //! must never show one.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
@@ -70,7 +72,9 @@ impl Interval {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// What was estimated, e.g. "rate ratio canary/baseline of errors/requests".
-    pub estimand: String,
+    /// Shared: a test formats it once and every interval's evidence points
+    /// at it.
+    pub estimand: Arc<str>,
     /// Per-arm totals over the window the test covers.
     pub baseline: ArmCounts,
     pub canary: ArmCounts,

@@ -269,6 +269,25 @@ impl LatencyHistogram {
     /// exact sum; the block that reaches `rank` is walked bucket by bucket.
     fn bucket_of_rank(&self, rank: u64) -> Option<usize> {
         const BLOCK: usize = 16;
+        if self.total < u64::MAX {
+            // No count saturated (the total would have): every running sum
+            // is at most the total, so plain u64 sums are exact.
+            let mut seen = 0u64;
+            for (b, block) in self.counts.chunks(BLOCK).enumerate() {
+                let sum: u64 = block.iter().sum();
+                if seen + sum < rank {
+                    seen += sum;
+                    continue;
+                }
+                for (i, &c) in block.iter().enumerate() {
+                    seen += c;
+                    if seen >= rank {
+                        return Some(b * BLOCK + i);
+                    }
+                }
+            }
+            return None;
+        }
         let mut seen = 0u64;
         let mut base = 0;
         for block in self.counts.chunks(BLOCK) {

@@ -412,7 +412,7 @@ impl MeanTest {
         Verdict {
             status,
             evidence: Evidence {
-                estimand,
+                estimand: estimand.into(),
                 baseline: ArmCounts {
                     exposure: self.baseline_n,
                     events: 0,

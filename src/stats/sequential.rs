@@ -45,6 +45,7 @@
 //! alpha share. Gates use no restarts (`ChangeDetection::OFF`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +111,7 @@ fn is_false(b: &bool) -> bool {
 /// verdict is built every interval. Not state: skipped by serde (rebuilt on
 /// first use) and equal to any other cache.
 #[derive(Clone, Debug, Default)]
-struct Estimand(Option<(Option<u64>, String)>);
+struct Estimand(Option<(Option<u64>, Arc<str>)>);
 
 impl PartialEq for Estimand {
     fn eq(&self, _: &Self) -> bool {
@@ -120,11 +121,11 @@ impl PartialEq for Estimand {
 
 impl Estimand {
     /// The text for `key`, from `make` when the cache holds another key.
-    fn text(&mut self, key: Option<u64>, make: impl FnOnce() -> String) -> String {
+    fn text(&mut self, key: Option<u64>, make: impl FnOnce() -> String) -> Arc<str> {
         match &self.0 {
             Some((k, text)) if *k == key => text.clone(),
             _ => {
-                let text = make();
+                let text: Arc<str> = make().into();
                 self.0 = Some((key, text.clone()));
                 text
             }
@@ -893,7 +894,7 @@ impl OneSampleRate {
         alpha: f64,
         crossed: &mut bool,
         running: Status,
-        estimand: String,
+        estimand: Arc<str>,
         span: &Span,
         lean: bool,
     ) -> Verdict {
@@ -1702,7 +1703,7 @@ impl SampleRatioCheck {
                 Status::Monitoring
             },
             evidence: Evidence {
-                estimand: "odds ratio of observed canary share to set weight".to_string(),
+                estimand: "odds ratio of observed canary share to set weight".into(),
                 baseline: self.baseline,
                 canary: self.canary,
                 estimate: finite(self.grid.estimate().exp()),
