@@ -93,7 +93,7 @@ fn steady_reads(policy: &Policy, source: &Source, interval: Duration) -> Latency
     let mut latency = LatencyRng::seed_from_u64(0);
     for i in 0..10u32 {
         let mut snap = IntervalSnapshot::default();
-        let reads = monitor.latency_reads(LATENCY_SIGNAL);
+        let reads = monitor.latency_reads(LATENCY_SIGNAL).into_owned();
         source.generate(
             &mut rng,
             &mut latency,
@@ -105,7 +105,7 @@ fn steady_reads(policy: &Policy, source: &Source, interval: Duration) -> Latency
         );
         monitor.observe_owned(snap, weight);
     }
-    monitor.latency_reads(LATENCY_SIGNAL)
+    monitor.latency_reads(LATENCY_SIGNAL).into_owned()
 }
 
 criterion_group!(benches, bar);

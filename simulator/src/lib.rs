@@ -107,12 +107,30 @@ pub fn needs_latency(policy: &Policy) -> bool {
         .any(|m| matches!(m, Metric::Latency { .. }))
 }
 
-/// A source from a scenario, sampling latency only when the policy reads it.
+/// The counters a policy reads per group: both sides of its `groupBy`
+/// metrics (the engine's disparity checks and the peers read these alone).
+pub fn grouped_signals(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in policy.metrics.values() {
+        if let Metric::Ratio {
+            numerator,
+            denominator,
+            group_by: Some(_),
+        } = m
+        {
+            out.extend([numerator.clone(), denominator.clone()]);
+        }
+    }
+    out
+}
+
+/// A source from a scenario, sampling latency only when the policy reads it
+/// and group counts only for the counters it reads per group.
 pub fn model_source(scenario: &scenario::Scenario, policy: &Policy) -> Source {
-    Source::Model(Box::new(traffic::TrafficModel::new(
-        scenario,
-        needs_latency(policy),
-    )))
+    Source::Model(Box::new(
+        traffic::TrafficModel::new(scenario, needs_latency(policy))
+            .grouping_only(&grouped_signals(policy)),
+    ))
 }
 
 /// A copy of `policy` with every bake, approval timeout, experiment duration

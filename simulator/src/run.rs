@@ -143,7 +143,6 @@ where
             next = next.min(due.max(piece_start + 1));
         }
         let weight = rollout.weight();
-        let reads = rollout.analysis().latency_reads(LATENCY_SIGNAL);
         let (from, to) = (
             Timestamp::from_millis(piece_start),
             Timestamp::from_millis(next),
@@ -157,6 +156,7 @@ where
             }
             None => IntervalSnapshot::new(from, to),
         };
+        let reads = rollout.analysis().latency_reads(LATENCY_SIGNAL);
         source.generate(
             rng,
             &mut latency_rng,

@@ -15,7 +15,7 @@
 use std::f64::consts::PI;
 use std::time::Duration;
 
-use canaryd::stats::histogram::{log_linear_cuts, quantile_rank};
+use canaryd::stats::histogram::{log_linear_cuts_into, quantile_rank};
 use canaryd::stats::{ArmData, HistogramReads, LatencyHistogram, LatencyReads};
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Poisson, StandardNormal};
@@ -87,6 +87,9 @@ pub struct TrafficModel {
     group_names: Vec<String>,
     /// Skip latency when no trigger, gate or peer reads it.
     latency_needed: bool,
+    /// Per counter (in `counter_names` order): written per group too, or
+    /// only as the arm's total.
+    written: Vec<bool>,
 }
 
 impl TrafficModel {
@@ -97,8 +100,21 @@ impl TrafficModel {
             shares: scenario.groups.iter().map(|(_, s)| *s).collect(),
             group_names: scenario.groups.iter().map(|(g, _)| g.clone()).collect(),
             scenario: scenario.clone(),
+            written: vec![!scenario.groups.is_empty(); 4 + scenario.baseline.signals.len()],
             latency_needed,
         }
+    }
+
+    /// Writes per-group counts only for `signals` (the ones a policy's
+    /// `groupBy` metrics read), and only arm totals for the rest. A total is
+    /// then one draw instead of one per group, which is the same
+    /// distribution when the rate is the same in every group.
+    pub fn grouping_only(mut self, signals: &[String]) -> Self {
+        let grouped = !self.group_names.is_empty();
+        self.written = counter_names(&self.base)
+            .map(|name| grouped && signals.iter().any(|s| s == name))
+            .collect();
+        self
     }
 
     pub fn scenario(&self) -> &Scenario {
@@ -207,7 +223,10 @@ impl TrafficModel {
         }
     }
 
-    /// Draws an arm's counters for its `n` requests.
+    /// Draws an arm's counters for its `n` requests: per group where the
+    /// counter is written per group, its rate differs between groups, or a
+    /// counter drawn per group counts out of it (`of`); else once for the
+    /// arm.
     fn fill_counters<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
@@ -217,49 +236,106 @@ impl TrafficModel {
     ) {
         let width = 4 + truth.signals.len();
         let groups = self.shares.len().max(1);
+        let written = |j: usize| self.written.get(j).copied().unwrap_or(false);
+        let parent = |i: usize| match truth.signals[i].2.as_deref() {
+            None => Some(0),
+            Some("errors") => Some(2),
+            Some("clicks") => Some(3),
+            Some(other) => truth
+                .signals
+                .iter()
+                .position(|(n, _, _)| n == other)
+                .map(|k| 4 + k),
+        };
         SCRATCH.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            buf.clear();
-            buf.resize(groups + width * (groups + 1), 0);
-            let (per_group, rest) = buf.split_at_mut(groups);
-            let (totals, rows) = rest.split_at_mut(width);
-            multinomial_into(rng, n, &self.shares, per_group);
-            for (g, (&n_g, counts)) in per_group.iter().zip(rows.chunks_mut(width)).enumerate() {
-                let errors = binomial(rng, n_g, truth.error_rate);
-                let clicks = binomial(rng, n_g, truth.ctr);
-                counts[..4].copy_from_slice(&[n_g, n_g, errors, clicks]);
-                for (i, (_, rates, of)) in truth.signals.iter().enumerate() {
-                    let exposure = match of.as_deref() {
-                        None => n_g,
-                        Some("errors") => errors,
-                        Some("clicks") => clicks,
-                        Some(other) => truth
-                            .signals
-                            .iter()
-                            .position(|(n, _, _)| n == other)
-                            .map_or(0, |j| counts[4 + j]),
-                    };
-                    counts[4 + i] = binomial(rng, exposure, rates.get(g).copied().unwrap_or(0.0));
-                }
-                for (t, c) in totals.iter_mut().zip(counts.iter()) {
-                    *t += c;
-                }
-                if let Some(group) = self.group_names.get(g) {
-                    for (name, &c) in counter_names(truth).zip(counts.iter()) {
-                        arm.add_group(name, group, c);
-                    }
+            let mut scratch = cell.borrow_mut();
+            let Scratch { counts, per_group } = &mut *scratch;
+            // per_group[j]: counter j is drawn group by group.
+            per_group.clear();
+            per_group.extend((0..width).map(|j| {
+                written(j)
+                    || (j >= 4 && {
+                        let rates = &truth.signals[j - 4].1;
+                        rates.iter().any(|&r| r != rates[0])
+                    })
+            }));
+            for i in (0..truth.signals.len()).rev() {
+                if per_group[4 + i]
+                    && let Some(p) = parent(i)
+                {
+                    per_group[p] = true;
                 }
             }
-            for (name, &c) in counter_names(truth).zip(totals.iter()) {
-                arm.add(name, c);
+            per_group[0] |= per_group.iter().any(|&b| b);
+            per_group[1] = per_group[0];
+            // Layout: the arm's totals, then one row per group.
+            counts.clear();
+            counts.resize(width * (groups + 1), 0);
+            let (totals, rows) = counts.split_at_mut(width);
+            totals[..2].copy_from_slice(&[n, n]);
+            if per_group[0] {
+                if groups == 1 {
+                    rows[0] = n;
+                } else {
+                    let mut left = n;
+                    let mut mass = 1.0f64;
+                    for (g, (&s, row)) in self.shares.iter().zip(rows.chunks_mut(width)).enumerate()
+                    {
+                        let c = if g + 1 == groups {
+                            left
+                        } else {
+                            binomial(rng, left, s / mass.max(1e-300))
+                        };
+                        row[0] = c;
+                        left -= c;
+                        mass -= s;
+                    }
+                }
+                for row in rows.chunks_mut(width) {
+                    row[1] = row[0];
+                }
+            }
+            for j in 2..width {
+                let rate = |g: usize| match j {
+                    2 => truth.error_rate,
+                    3 => truth.ctr,
+                    _ => truth.signals[j - 4].1.get(g).copied().unwrap_or(0.0),
+                };
+                let from = if j < 4 { Some(0) } else { parent(j - 4) };
+                if per_group[j] {
+                    let mut total = 0;
+                    for (g, row) in rows.chunks_mut(width).enumerate() {
+                        let exposure = from.map_or(0, |p| row[p]);
+                        row[j] = binomial(rng, exposure, rate(g));
+                        total += row[j];
+                    }
+                    totals[j] = total;
+                } else {
+                    let exposure = from.map_or(0, |p| totals[p]);
+                    totals[j] = binomial(rng, exposure, rate(0));
+                }
+            }
+            for (j, name) in counter_names(truth).enumerate() {
+                arm.add(name, totals[j]);
+                if written(j) {
+                    for (group, row) in self.group_names.iter().zip(rows.chunks(width)) {
+                        arm.add_group(name, group, row[j]);
+                    }
+                }
             }
         });
     }
 }
 
+/// Buffers of [`TrafficModel::fill_counters`], reused.
+#[derive(Default)]
+struct Scratch {
+    counts: Vec<u64>,
+    per_group: Vec<bool>,
+}
+
 thread_local! {
-    /// The counters of one arm and interval (reused).
-    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 fn counter_names(truth: &ArmTruth) -> impl Iterator<Item = &str> {
@@ -416,27 +492,6 @@ fn stirling_tail(k: f64) -> f64 {
     (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / 1260.0 / k1sq) / k1sq) / k1
 }
 
-/// Multinomial counts by conditional binomials into `out` (one cell per
-/// share; no shares means one cell, which `out` must still have).
-pub fn multinomial_into<R: Rng + ?Sized>(rng: &mut R, n: u64, shares: &[f64], out: &mut [u64]) {
-    if shares.len() <= 1 {
-        out[0] = n;
-        return;
-    }
-    let mut left = n;
-    let mut mass = 1.0f64;
-    for (i, (&s, o)) in shares.iter().zip(out.iter_mut()).enumerate() {
-        let c = if i + 1 == shares.len() {
-            left
-        } else {
-            binomial(rng, left, s / mass.max(1e-300))
-        };
-        *o = c;
-        left -= c;
-        mass -= s;
-    }
-}
-
 /// The random stream latencies are drawn from, apart from the counts'.
 pub type LatencyRng = rand::rngs::Xoshiro256PlusPlus;
 
@@ -451,7 +506,8 @@ pub type LatencyRng = rand::rngs::Xoshiro256PlusPlus;
 /// buckets take the rest of each tail). The bucket counts are then exactly
 /// Multinomial(`n`, probabilities), drawn:
 /// - for [`HistogramReads::Partial`], one count per range that the
-///   thresholds cut ([`log_linear_cuts`]), by conditional binomials, each
+///   thresholds cut ([`canaryd::stats::histogram::log_linear_cuts`]), by
+///   conditional binomials, each
 ///   put in its range's first bucket; then, for each quantile, the range
 ///   holding its rank is halved by binomial draws down to one bucket: about
 ///   ten draws for all that the analysis will read;
@@ -491,6 +547,18 @@ pub fn sample_latencies(
 /// than request by request: about where one Poisson draw costs what this
 /// many alias picks cost.
 pub const BUSY_MEAN: f64 = 8.0;
+
+/// Buffers of [`LatencyTable::sample_partial`], reused.
+#[derive(Default)]
+struct Partial {
+    cuts: Vec<usize>,
+    ranges: Vec<(usize, u64)>,
+    pieces: Vec<(usize, u64)>,
+}
+
+thread_local! {
+    static PARTIAL: std::cell::RefCell<Partial> = std::cell::RefCell::new(Partial::default());
+}
 
 /// Splits of a quantile's range made where its rank is expected before
 /// [`LatencyTable::sample_partial`] falls back to halving.
@@ -697,40 +765,55 @@ impl LatencyTable {
         above_us: &[u64],
         quantiles: &[f64],
     ) {
-        // Ranges as (first bucket, count); each ends where the next begins.
-        let cuts = log_linear_cuts(above_us);
-        let mut ranges: Vec<(usize, u64)> = Vec::with_capacity(cuts.len() + 1 + 2 * 16);
-        let (mut left, mut mass_left) = (n, 1.0f64);
-        let mut starts = std::iter::once(0).chain(cuts.iter().copied()).peekable();
-        while let Some(from) = starts.next() {
-            let c = match starts.peek() {
-                None => left,
-                Some(&to) => {
-                    let mass = self.mass_between(from, to);
-                    let c = binomial(rng, left, mass / mass_left);
-                    mass_left -= mass;
-                    c
+        PARTIAL.with(|cell| {
+            let scratch = &mut *cell.borrow_mut();
+            let Partial {
+                cuts,
+                ranges,
+                pieces,
+            } = scratch;
+            // Ranges as (first bucket, count); each ends where the next
+            // begins.
+            log_linear_cuts_into(above_us, cuts);
+            ranges.clear();
+            let (mut left, mut mass_left) = (n, 1.0f64);
+            let mut starts = std::iter::once(0).chain(cuts.iter().copied()).peekable();
+            while let Some(from) = starts.next() {
+                let c = match starts.peek() {
+                    None => left,
+                    Some(&to) => {
+                        let mass = self.mass_between(from, to);
+                        let c = binomial(rng, left, mass / mass_left);
+                        mass_left -= mass;
+                        c
+                    }
+                };
+                ranges.push((from, c));
+                left -= c;
+            }
+            for &q in quantiles {
+                if let Some(rank) = quantile_rank(q, n) {
+                    self.split_down_to(rng, ranges, pieces, rank);
                 }
-            };
-            ranges.push((from, c));
-            left -= c;
-        }
-        for &q in quantiles {
-            if let Some(rank) = quantile_rank(q, n) {
-                self.split_down_to(rng, &mut ranges, rank);
             }
-        }
-        for (from, c) in ranges {
-            if c > 0 {
-                h.add_to_log_linear_bucket(from, c);
+            for &(from, c) in ranges.iter() {
+                if c > 0 {
+                    h.add_to_log_linear_bucket(from, c);
+                }
             }
-        }
+        });
     }
 
     /// Halves the range holding the `rank`-th smallest latency, by binomial
     /// draws, until that range is one bucket; the halves left behind become
     /// ranges of their own.
-    fn split_down_to(&self, rng: &mut LatencyRng, ranges: &mut Vec<(usize, u64)>, rank: u64) {
+    fn split_down_to(
+        &self,
+        rng: &mut LatencyRng,
+        ranges: &mut Vec<(usize, u64)>,
+        pieces: &mut Vec<(usize, u64)>,
+        rank: u64,
+    ) {
         let mut before = 0;
         let Some(i) = ranges.iter().position(|&(_, c)| {
             before += c;
@@ -746,7 +829,7 @@ impl LatencyTable {
         if hi <= lo {
             return;
         }
-        let mut pieces = Vec::with_capacity(16);
+        pieces.clear();
         let mut steps = 0;
         while hi - lo > 1 {
             let whole = self.mass_between(lo, hi);
@@ -781,12 +864,12 @@ impl LatencyTable {
             }
         }
         pieces.push((lo, c));
-        pieces.sort_unstable_by_key(|&(start, _)| start);
         // The range's own start keeps whatever lies below the table (none).
-        if pieces[0].0 != from {
-            pieces.insert(0, (from, 0));
+        if pieces.iter().all(|&(start, _)| start != from) {
+            pieces.push((from, 0));
         }
-        ranges.splice(i..=i, pieces);
+        pieces.sort_unstable_by_key(|&(start, _)| start);
+        ranges.splice(i..=i, pieces.drain(..));
     }
 
     /// The probability of the histogram buckets `[from, to)`.
@@ -1180,6 +1263,71 @@ mod tests {
                 chi2 < df + 5.0 * (2.0 * df).sqrt(),
                 "n {n}, p {p}: chi-square {chi2:.1} on {df} degrees of freedom"
             );
+        }
+    }
+
+    /// Counters a policy does not read per group get only their arm's
+    /// total, drawn once: group counts appear for the grouped counters
+    /// alone and add up to the totals, and every total keeps its mean
+    /// (against the same model writing every counter per group).
+    #[test]
+    fn group_counts_are_written_only_where_read() {
+        let scenario = crate::scenario::parse_scenario(
+            "s.yaml",
+            b"apiVersion: canaryd.dev/v1
+kind: Scenario
+metadata: { name: s }
+spec:
+  duration: 1h
+  traffic: { requestsPerSecond: 100 }
+  baseline:
+    ctr: 0.05
+    errorRate: 0.01
+    signals:
+      approvals: { rate: { a: 0.2, b: 0.5 }, groups: { a: 0.6, b: 0.4 } }
+      refunds: { rate: 0.1, of: approvals }
+",
+        )
+        .unwrap();
+        let all = TrafficModel::new(&scenario, false);
+        let some = TrafficModel::new(&scenario, false)
+            .grouping_only(&["approvals".to_string(), "requests".to_string()]);
+        let mut rng = LatencyRng::seed_from_u64(19);
+        let mut latency = LatencyRng::seed_from_u64(20);
+        let names = ["requests", "errors", "clicks", "approvals", "refunds"];
+        let draws = 4_000u32;
+        let mut means = [[0f64; 5]; 2];
+        for (k, model) in [&all, &some].into_iter().enumerate() {
+            for i in 0..draws {
+                let (mut b, mut c) = (ArmData::default(), ArmData::default());
+                let t = Duration::from_secs(u64::from(i % 100) * 30);
+                let reads = LatencyReads::NOTHING;
+                model.generate(
+                    &mut rng,
+                    &mut latency,
+                    t,
+                    t + Duration::from_secs(30),
+                    0.5,
+                    &reads,
+                    &mut b,
+                    &mut c,
+                );
+                if k == 1 {
+                    let grouped: Vec<&str> = c.groups.keys().map(String::as_str).collect();
+                    assert_eq!(grouped, ["approvals", "requests"]);
+                }
+                for (sig, groups) in &c.groups {
+                    assert_eq!(groups.values().sum::<u64>(), c.counter(sig), "{sig}");
+                }
+                for (m, name) in means[k].iter_mut().zip(names) {
+                    *m += c.counter(name) as f64 / f64::from(draws);
+                }
+            }
+        }
+        for (j, name) in names.iter().enumerate() {
+            let (a, b) = (means[0][j], means[1][j]);
+            let se = (a / f64::from(draws)).sqrt() * 2f64.sqrt();
+            assert!((a - b).abs() < 5.0 * se, "{name}: {a} vs {b}");
         }
     }
 

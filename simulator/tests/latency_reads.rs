@@ -88,8 +88,8 @@ fn compare(policy: &Policy, scenario: &str, seed: u64, intervals: u64) -> u64 {
             &mut snap.baseline,
             &mut snap.canary,
         );
-        let reads = reduced.latency_reads(LATENCY_SIGNAL);
-        assert_eq!(reads, full.latency_reads(LATENCY_SIGNAL));
+        let reads = reduced.latency_reads(LATENCY_SIGNAL).into_owned();
+        assert_eq!(reads, *full.latency_reads(LATENCY_SIGNAL));
         if reads != every {
             reductions += 1;
         }

@@ -6,6 +6,7 @@
 //! the policy-driven analysis in `monitor.rs`; the state machine's own tests
 //! script readings directly, so every transition can be pinned exactly.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 
 use serde::Serialize;
@@ -47,8 +48,8 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     /// What the next [`Analysis::observe`] will read of the latency
     /// histograms of `signal`. A simulator samples only that much (see
     /// `stats::LatencyReads`); by default, everything.
-    fn latency_reads(&self, _signal: &str) -> LatencyReads {
-        LatencyReads::EVERYTHING
+    fn latency_reads(&self, _signal: &str) -> Cow<'_, LatencyReads> {
+        Cow::Borrowed(&LatencyReads::EVERYTHING)
     }
 
     /// Readings at `now`, one per policy trigger and gate, in policy order.

@@ -15,6 +15,7 @@
 //! of the comparative tests (vsBaseline, gates, sample ratio); canary-alone
 //! and objective checks see every interval.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,6 +215,20 @@ pub struct Monitor {
     /// skipped by serde and ignored by equality.
     #[serde(skip)]
     spare: Spare,
+    /// What the checks read of a latency signal, until the next observation
+    /// or stage changes a check (see [`Analysis::latency_reads`]). Not
+    /// state: skipped by serde and ignored by equality.
+    #[serde(skip)]
+    reads: ReadsCache,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ReadsCache(std::sync::OnceLock<(String, LatencyReads)>);
+
+impl PartialEq for ReadsCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -292,6 +307,7 @@ impl Monitor {
             burn_counts: BurnCache::default(),
             measured: Measured::default(),
             spare: Spare::default(),
+            reads: ReadsCache::default(),
         })
     }
 
@@ -758,6 +774,7 @@ impl Analysis for Monitor {
     type Evidence = TriggerEvidence;
 
     fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
+        self.reads = ReadsCache::default();
         self.stage_requests = 0;
         self.stage_start = Some(now);
         self.warmup.on_weight_change(now);
@@ -778,6 +795,7 @@ impl Analysis for Monitor {
     /// The windows keep the snapshot: taking it by value spares a clone
     /// (every histogram and string key) per interval.
     fn observe_owned(&mut self, mut snap: IntervalSnapshot, weight: Weight) {
+        self.reads = ReadsCache::default();
         self.add_complements(&mut snap);
         self.since.get_or_insert(snap.start);
         if self.stage_start.is_none_or(|at| snap.start >= at) {
@@ -834,10 +852,40 @@ impl Analysis for Monitor {
         self.spare.0.take()
     }
 
+    /// The union of what every check reads (see [`Monitor::reads_of`]),
+    /// kept from the last observation when it was for `signal`.
+    fn latency_reads(&self, signal: &str) -> Cow<'_, LatencyReads> {
+        let (s, reads) = self
+            .reads
+            .0
+            .get_or_init(|| (signal.to_string(), self.reads_of(signal)));
+        if s == signal {
+            Cow::Borrowed(reads)
+        } else {
+            Cow::Owned(self.reads_of(signal))
+        }
+    }
+
+    /// A function of the monitor's state and `now`. The engine does not ask
+    /// twice at one instant without new data (see `Rollout::handle`), so
+    /// nothing is memoized here.
+    fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
+        if self.measured.0.len() != self.checks.len() {
+            self.measured = Measured(self.checks.iter().map(|c| measured(c).into()).collect());
+        }
+        self.assess_now(now)
+    }
+
+    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
+        (snapshot.start, snapshot.end)
+    }
+}
+
+impl Monitor {
     /// The union of what every check reads: statistical checks, gates and
     /// sustained quantiles say what they read; a sustained mean reads the
     /// canary's whole histogram (now and in the windows).
-    fn latency_reads(&self, signal: &str) -> LatencyReads {
+    fn reads_of(&self, signal: &str) -> LatencyReads {
         let mut reads = LatencyReads::NOTHING;
         for check in &self.checks {
             let r = match check {
@@ -865,22 +913,6 @@ impl Analysis for Monitor {
         reads
     }
 
-    /// A function of the monitor's state and `now`. The engine does not ask
-    /// twice at one instant without new data (see `Rollout::handle`), so
-    /// nothing is memoized here.
-    fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
-        if self.measured.0.len() != self.checks.len() {
-            self.measured = Measured(self.checks.iter().map(|c| measured(c).into()).collect());
-        }
-        self.assess_now(now)
-    }
-
-    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
-        (snapshot.start, snapshot.end)
-    }
-}
-
-impl Monitor {
     /// Appends the burn counts of the interval just pushed (the newest in
     /// `windows`) and keeps the cache the length of `windows`; rebuilds it
     /// from `windows` when it was not in step (after a restore).

@@ -419,16 +419,20 @@ pub fn quantile_rank(q: f64, total: u64) -> Option<u64> {
 /// (its own bucket counts as "possibly above", the ones after it as "surely
 /// above"). A simulator samples one count per range.
 pub fn log_linear_cuts(thresholds_us: &[u64]) -> Vec<usize> {
-    let mut cuts: Vec<usize> = thresholds_us
-        .iter()
-        .flat_map(|&t| {
-            let b = log_linear_index(t);
-            [b, b + 1]
-        })
-        .collect();
+    let mut cuts = Vec::with_capacity(2 * thresholds_us.len());
+    log_linear_cuts_into(thresholds_us, &mut cuts);
+    cuts
+}
+
+/// [`log_linear_cuts`] into a buffer the caller keeps (cleared first).
+pub fn log_linear_cuts_into(thresholds_us: &[u64], cuts: &mut Vec<usize>) {
+    cuts.clear();
+    cuts.extend(thresholds_us.iter().flat_map(|&t| {
+        let b = log_linear_index(t);
+        [b, b + 1]
+    }));
     cuts.sort_unstable();
     cuts.dedup();
-    cuts
 }
 
 impl LatencyHistogram {
