@@ -427,6 +427,9 @@ fn binomial_at_most_half<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64) -> u64 {
     let r = p / q;
     let alpha = (2.83 + 5.1 / b) * spq;
     let m = ((nf + 1.0) * p).floor();
+    // The terms of the acceptance bound that do not depend on `k`, when
+    // first needed: (m+½)·ln((m+1)/(r(n−m+1))) + (n+1)·ln(n−m+1) + tails.
+    let mut fixed = None;
     loop {
         let u = rng.random::<f64>() - 0.5;
         let v = rng.random::<f64>();
@@ -439,11 +442,16 @@ fn binomial_at_most_half<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64) -> u64 {
             continue;
         }
         let v = (v * alpha / (a / (us * us) + b)).ln();
-        let bound = (m + 0.5) * ((m + 1.0) / (r * (nf - m + 1.0))).ln()
-            + (nf + 1.0) * ((nf - m + 1.0) / (nf - k + 1.0)).ln()
-            + (k + 0.5) * (r * (nf - k + 1.0) / (k + 1.0)).ln()
-            + stirling_tail(m)
-            + stirling_tail(nf - m)
+        let (c, ln_r) = *fixed.get_or_insert_with(|| {
+            let ln_r = r.ln();
+            let c = (m + 0.5) * ((m + 1.0).ln() - ln_r - (nf - m + 1.0).ln())
+                + (nf + 1.0) * (nf - m + 1.0).ln()
+                + stirling_tail(m)
+                + stirling_tail(nf - m);
+            (c, ln_r)
+        });
+        let ln_rest = (nf - k + 1.0).ln();
+        let bound = c - (nf + 1.0) * ln_rest + (k + 0.5) * (ln_r + ln_rest - (k + 1.0).ln())
             - stirling_tail(k)
             - stirling_tail(nf - k);
         if v <= bound {

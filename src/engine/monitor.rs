@@ -795,7 +795,9 @@ impl Analysis for Monitor {
     /// The windows keep the snapshot: taking it by value spares a clone
     /// (every histogram and string key) per interval.
     fn observe_owned(&mut self, mut snap: IntervalSnapshot, weight: Weight) {
-        self.reads = ReadsCache::default();
+        if self.latency_reads_may_change() {
+            self.reads = ReadsCache::default();
+        }
         self.add_complements(&mut snap);
         self.since.get_or_insert(snap.start);
         if self.stage_start.is_none_or(|at| snap.start >= at) {
@@ -882,6 +884,18 @@ impl Analysis for Monitor {
 }
 
 impl Monitor {
+    /// Whether an observation may change what the checks read of latency
+    /// (the rest of the checks read the same every interval).
+    fn latency_reads_may_change(&self) -> bool {
+        self.checks.iter().any(|c| match c {
+            Check::Statistical { test, .. } => test.latency_reads_may_change(),
+            _ => false,
+        }) || self.gates.iter().any(|g| match &g.test {
+            GateTest::Stat(t) => t.latency_reads_may_change(),
+            GateTest::Mean(_) => false,
+        })
+    }
+
     /// The union of what every check reads: statistical checks, gates and
     /// sustained quantiles say what they read; a sustained mean reads the
     /// canary's whole histogram (now and in the windows).

@@ -258,12 +258,7 @@ impl BurnRate {
             |len| {
                 let from = now - len;
                 // Retained in time order: the covered ones are a suffix.
-                let first = retained.len()
-                    - retained
-                        .iter()
-                        .rev()
-                        .take_while(|c| c.start >= from)
-                        .count();
+                let first = retained.partition_point(|c| c.start < from);
                 retained
                     .range(first..)
                     .copied()

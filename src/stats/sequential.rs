@@ -1782,6 +1782,12 @@ pub enum StatTest {
 pub type RatioGate = RatioVsBaseline;
 
 impl StatTest {
+    /// Whether what it reads of latency ([`StatTest::latency_reads`]) can
+    /// still change: only a latency-vs-baseline test estimating its `T`.
+    pub fn latency_reads_may_change(&self) -> bool {
+        matches!(self, StatTest::QuantileVsBaseline(t) if t.test.is_none())
+    }
+
     /// What [`StatTest::observe`] will read of the latency `signal`.
     pub fn latency_reads(&self, signal: &str) -> LatencyReads {
         match self {

@@ -80,14 +80,8 @@ impl Windows {
     ) -> impl DoubleEndedIterator<Item = &IntervalSnapshot> {
         let from = now - length;
         // Intervals arrive in time order: the ones starting at or after
-        // `from` are a suffix, found from the newest end.
-        let first = self.intervals.len()
-            - self
-                .intervals
-                .iter()
-                .rev()
-                .take_while(|s| s.start >= from)
-                .count();
+        // `from` are a suffix.
+        let first = self.intervals.partition_point(|s| s.start < from);
         self.intervals
             .range(first..)
             .filter(move |s| s.start >= from && s.end <= now)
