@@ -16,7 +16,9 @@
 //!
 //! Reproducibility: run `i` draws its traffic from Xoshiro256++ seeded with
 //! `(seed, i)` alone, so the thread count never changes a result, and every
-//! style sees the same random stream for the same run.
+//! style sees the same counts for the same run. Latencies come from a second
+//! stream seeded from the first, drawn as far as the analysis reads them
+//! (in full under `--compare`, so every style sees the same latencies too).
 
 pub mod peers;
 pub mod report;
@@ -171,6 +173,7 @@ pub fn simulate_one(
     let run_opts = RunOptions {
         approval_delay: opts.approval_delay,
         record_timeline,
+        full_latency: opts.compare,
     };
     match analyst {
         Analyst::Canaryd => {

@@ -17,7 +17,7 @@ use canaryd::engine::{
     Actor, Analysis, Command, Effect, Input, Phase, Rollout, RolloutSpec, TriggerEvidence,
 };
 use canaryd::policy::{Policy, Weight};
-use canaryd::stats::IntervalSnapshot;
+use canaryd::stats::{IntervalSnapshot, LatencyReads};
 use canaryd::time::{Timestamp, format_duration};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub approval_delay: Duration,
     /// Record the timeline (for traces); off in Monte Carlo.
     pub record_timeline: bool,
+    /// Draw every latency bucket whatever the analysis reads, so that every
+    /// style of a `--compare` run sees the very same latencies.
+    pub full_latency: bool,
 }
 
 /// What one run produced.
@@ -156,7 +159,11 @@ where
             }
             None => IntervalSnapshot::new(from, to),
         };
-        let reads = rollout.analysis().latency_reads(LATENCY_SIGNAL);
+        let reads = if opts.full_latency {
+            std::borrow::Cow::Borrowed(&LatencyReads::EVERYTHING)
+        } else {
+            rollout.analysis().latency_reads(LATENCY_SIGNAL)
+        };
         source.generate(
             rng,
             &mut latency_rng,
