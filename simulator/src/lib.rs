@@ -16,7 +16,8 @@
 //!
 //! Reproducibility: run `i` draws its traffic from Xoshiro256++ seeded with
 //! `(seed, i)` alone, so the thread count never changes a result, and every
-//! style sees the same counts for the same run. Latencies come from a second
+//! style sees the same counts for the same run (while their weight schedules
+//! agree). Latencies come from a second
 //! stream seeded from the first, drawn as far as the analysis reads them
 //! (in full under `--compare`, so every style sees the same latencies too).
 

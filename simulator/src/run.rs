@@ -151,8 +151,13 @@ where
             Timestamp::from_millis(next),
         );
         // The windows' oldest snapshot, once they are full: its keys and
-        // buffers are this interval's (the same signals every interval).
-        let mut snap = match rollout.take_spare_snapshot() {
+        // buffers are this interval's, since a model writes the same signals
+        // and groups every interval. (A replay's intervals may name other
+        // groups, which a reused snapshot would keep at zero: not reused.)
+        let spare = rollout
+            .take_spare_snapshot()
+            .filter(|_| source.model().is_some());
+        let mut snap = match spare {
             Some(mut s) => {
                 s.reset(from, to);
                 s

@@ -3,12 +3,11 @@
 //! Binomial split of a Poisson total by the canary weight, multinomial
 //! groups, Binomial errors, clicks and custom counters).
 //!
-//! Latency is sampled straight into the log-linear histogram's own buckets
-//! from a per-distribution table of bucket probabilities, as independent
-//! Poisson counts per bucket: drawn directly for busy buckets, request by
-//! request (alias method) for the quiet rest; see [`sample_latencies`]. The
-//! bucket edges mirror `canaryd::stats::histogram` (a test checks they line
-//! up).
+//! Latency, given an arm's request count, is sampled straight into the
+//! log-linear histogram's own buckets from a per-distribution table of
+//! bucket probabilities, only as far as the analysis will read it; see
+//! [`sample_latencies`]. The bucket edges mirror `canaryd::stats::histogram`
+//! (a test checks they line up).
 //!
 //! Nothing here reads a clock: time is the offset from the rollout's start.
 
@@ -460,22 +459,35 @@ fn binomial_at_most_half<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64) -> u64 {
     }
 }
 
-/// Sequential search from 0 (expected `n·p + 1` steps, `n·p < 10`).
+/// Sequential search from 0 (expected `n·p + 1` steps, `n·p < 10`). The
+/// probabilities as computed may add up to a hair less than 1; a uniform
+/// that lands in that gap (or past [`INVERSION_MAX_K`], about 1e-60 away
+/// at `n·p < 10`) is drawn again, as `rand_distr` does, instead of walking
+/// on to `n`.
 fn binomial_inversion<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64) -> u64 {
-    let q = 1.0 - p;
-    let s = p / q;
+    let s = p / (1.0 - p);
     let a = (n as f64 + 1.0) * s;
-    let mut r = (n as f64 * q.ln()).exp();
-    let mut u = rng.random::<f64>();
-    let mut k = 0;
-    // `u` falls below the remaining mass by `n` (up to rounding).
-    while u > r && k < n {
-        u -= r;
-        k += 1;
-        r *= a / k as f64 - s;
+    let r0 = (n as f64 * (-p).ln_1p()).exp();
+    loop {
+        let mut u = rng.random::<f64>();
+        let mut r = r0;
+        let mut k = 0;
+        loop {
+            if u <= r {
+                return k;
+            }
+            u -= r;
+            k += 1;
+            if k > n || k > INVERSION_MAX_K {
+                break;
+            }
+            r *= a / k as f64 - s;
+        }
     }
-    k
 }
+
+/// Where [`binomial_inversion`] gives up on a uniform and draws another.
+const INVERSION_MAX_K: u64 = 110;
 
 /// `ln k! − ((k + ½)·ln(k + 1) − (k + 1) + ½·ln 2π)`: what Stirling's
 /// formula leaves out.
@@ -765,6 +777,7 @@ impl LatencyTable {
 
     /// One count per range of the thresholds, then each quantile's bucket
     /// (see [`sample_latencies`]).
+    /// `h` must be empty: the quantiles' ranks are ranks among these `n`.
     fn sample_partial(
         &self,
         rng: &mut LatencyRng,
@@ -773,6 +786,11 @@ impl LatencyTable {
         above_us: &[u64],
         quantiles: &[f64],
     ) {
+        debug_assert_eq!(
+            h.total(),
+            0,
+            "partial reads are drawn into an empty histogram"
+        );
         PARTIAL.with(|cell| {
             let scratch = &mut *cell.borrow_mut();
             let Partial {

@@ -271,16 +271,18 @@ impl LatencyHistogram {
         const BLOCK: usize = 16;
         if self.total < u64::MAX {
             // No count saturated (the total would have): every running sum
-            // is at most the total, so plain u64 sums are exact.
+            // is at most the total, so plain u64 sums are exact. (Wrapping:
+            // counts that disagree with their total, from a corrupt file,
+            // give a wrong bucket rather than a panic.)
             let mut seen = 0u64;
             for (b, block) in self.counts.chunks(BLOCK).enumerate() {
-                let sum: u64 = block.iter().sum();
-                if seen + sum < rank {
-                    seen += sum;
+                let sum = block.iter().fold(0u64, |a, &c| a.wrapping_add(c));
+                if seen.wrapping_add(sum) < rank {
+                    seen = seen.wrapping_add(sum);
                     continue;
                 }
                 for (i, &c) in block.iter().enumerate() {
-                    seen += c;
+                    seen = seen.wrapping_add(c);
                     if seen >= rank {
                         return Some(b * BLOCK + i);
                     }

@@ -223,7 +223,8 @@ pub struct RestartMixture {
     max_log_e: f64,
     /// `ln Z` after the last update.
     log_e_now: f64,
-    /// Per alternative `g`: `ln Σ_k exp(slot_log_weights[k] + slots[k][g])`,
+    /// Per alternative `g`:
+    /// `ln Σ_k exp(slot_log_weights[k] + offset[g] + slots[k][g])`,
     /// kept up to date as slots open and intervals arrive, so an update
     /// costs `O(alternatives)` transcendental functions instead of one `exp`
     /// per slot and alternative. Empty in checkpoints written before it

@@ -1,10 +1,12 @@
-//! Sliding windows over interval snapshots. Objective triggers read these;
-//! the sequential tests keep their own running state and do not need them.
-//! Nothing keeps running totals here: no reader needed them, and merging
-//! every interval's histograms into one cost more than the rest of a push.
+//! Sliding windows over interval snapshots. Objective triggers read these,
+//! one interval at a time; the sequential tests keep their own running state
+//! and do not need them. Nothing keeps running totals here: no reader needed
+//! them, and merging every interval's histograms into one cost more than the
+//! rest of a push. (It also meant that an interval whose histogram layout
+//! differed from the step's was left out; every interval is kept now.)
 //!
-//! Memory bound: at most `capacity` snapshots are kept (plus one running
-//! total). A snapshot costs its counters plus, per latency signal and arm,
+//! Memory bound: at most `capacity` snapshots are kept (the monitor may hold
+//! one more, the last one pushed out, for reuse). A snapshot costs its counters plus, per latency signal and arm,
 //! one histogram (about 10 KiB for latencies up to 10 s). With a 30 s
 //! interval and a 1 h longest window, capacity is 121 and the bound is about
 //! 121 × 2 × 10 KiB ≈ 2.4 MiB per latency signal per rollout. Size the
@@ -20,7 +22,8 @@ use super::snapshot::IntervalSnapshot;
 use crate::time::Timestamp;
 
 /// The retained intervals. (Checkpoints from before running totals were
-/// dropped carry `step` fields; serde ignores them.)
+/// dropped carry `step` fields; serde ignores them. An older daemon cannot
+/// read a newer checkpoint.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Windows {
     capacity: usize,
