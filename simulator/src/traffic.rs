@@ -537,10 +537,10 @@ pub type LatencyRng = rand::rngs::Xoshiro256PlusPlus;
 /// Multinomial(`n`, probabilities), drawn:
 /// - for [`HistogramReads::Partial`], one count per range that the
 ///   thresholds cut ([`canaryd::stats::histogram::log_linear_cuts`]), by
-///   conditional binomials, each
-///   put in its range's first bucket; then, for each quantile, the range
-///   holding its rank is halved by binomial draws down to one bucket: about
-///   ten draws for all that the analysis will read;
+///   conditional binomials, each put in its range's first bucket; then, for
+///   each quantile, the range holding its rank is split by binomial draws
+///   down to one bucket (first where the rank is expected, then in halves):
+///   about a dozen draws for all that the analysis will read;
 /// - for [`HistogramReads::Everything`], bucket by bucket. Independent
 ///   Poisson counts at a mean a little below `n` (busy buckets, expecting at
 ///   least [`BUSY_MEAN`], one draw each; the quiet rest request by request
