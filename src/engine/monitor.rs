@@ -313,9 +313,11 @@ impl Monitor {
 
     /// Lean evidence: statistical readings that have not fired, and
     /// `vsBaseline` gates whether shown or not, carry no confidence
-    /// interval, which spares a likelihood grid per test and interval. Verdicts, e-values, counts and
-    /// the evidence of a reading that fires are unchanged. For callers that read evidence only when a trigger fires
-    /// (the simulator); the daemon keeps full evidence for its status API.
+    /// interval, which spares a likelihood grid per test and interval.
+    /// Verdicts, e-values, counts and the evidence of a reading that fires
+    /// are unchanged. For callers that read evidence only when a trigger
+    /// fires (the simulator); the daemon keeps full evidence for its status
+    /// API.
     pub fn set_lean(&mut self, lean: bool) {
         self.lean = lean;
         for check in &mut self.checks {
