@@ -6,11 +6,12 @@
 //! differed from the step's was left out; every interval is kept now.)
 //!
 //! Memory bound: at most `capacity` snapshots are kept (the monitor may hold
-//! one more, the last one pushed out, for reuse). A snapshot costs its counters plus, per latency signal and arm,
-//! one histogram (about 10 KiB for latencies up to 10 s). With a 30 s
-//! interval and a 1 h longest window, capacity is 121 and the bound is about
-//! 121 × 2 × 10 KiB ≈ 2.4 MiB per latency signal per rollout. Size the
-//! capacity with [`Windows::for_longest_window`].
+//! one more, the last one pushed out, for reuse). A snapshot costs its
+//! counters plus, per latency signal and arm, one histogram (about 10 KiB
+//! for latencies up to 10 s). With a 30 s interval and a 1 h longest window,
+//! capacity is 121 and the bound is about 121 × 2 × 10 KiB ≈ 2.4 MiB per
+//! latency signal per rollout. Size the capacity with
+//! [`Windows::for_longest_window`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
