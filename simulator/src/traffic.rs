@@ -14,7 +14,7 @@
 use std::f64::consts::PI;
 use std::time::Duration;
 
-use canaryd::stats::histogram::{log_linear_cuts_into, quantile_rank};
+use canaryd::stats::histogram::{log_linear_cuts_into, quantile_rank, ranges_between};
 use canaryd::stats::{ArmData, HistogramReads, LatencyHistogram, LatencyReads};
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Poisson, StandardNormal};
@@ -580,14 +580,14 @@ pub const BUSY_MEAN: f64 = 8.0;
 
 /// Buffers of [`LatencyTable::sample_partial`], reused.
 #[derive(Default)]
-struct Partial {
+struct PartialScratch {
     cuts: Vec<usize>,
     ranges: Vec<(usize, u64)>,
     pieces: Vec<(usize, u64)>,
 }
 
 thread_local! {
-    static PARTIAL: std::cell::RefCell<Partial> = std::cell::RefCell::new(Partial::default());
+    static PARTIAL: std::cell::RefCell<PartialScratch> = std::cell::RefCell::new(PartialScratch::default());
 }
 
 /// Splits of a quantile's range made where its rank is expected before
@@ -803,7 +803,7 @@ impl LatencyTable {
         );
         PARTIAL.with(|cell| {
             let scratch = &mut *cell.borrow_mut();
-            let Partial {
+            let PartialScratch {
                 cuts,
                 ranges,
                 pieces,
@@ -813,11 +813,10 @@ impl LatencyTable {
             log_linear_cuts_into(above_us, cuts);
             ranges.clear();
             let (mut left, mut mass_left) = (n, 1.0f64);
-            let mut starts = std::iter::once(0).chain(cuts.iter().copied()).peekable();
-            while let Some(from) = starts.next() {
-                let c = match starts.peek() {
+            for (from, to) in ranges_between(cuts) {
+                let c = match to {
                     None => left,
-                    Some(&to) => {
+                    Some(to) => {
                         let mass = self.mass_between(from, to);
                         let c = binomial(rng, left, mass / mass_left);
                         mass_left -= mass;

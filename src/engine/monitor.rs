@@ -222,41 +222,22 @@ pub struct Monitor {
     reads: ReadsCache,
 }
 
+/// Derived data kept beside the monitor's state: skipped by serde (each
+/// field says how it is rebuilt) and equal to any other value, so it never
+/// makes two monitors with the same state differ.
 #[derive(Clone, Debug, Default)]
-struct ReadsCache(std::sync::OnceLock<(String, LatencyReads)>);
+struct NotState<T>(T);
 
-impl PartialEq for ReadsCache {
+impl<T> PartialEq for NotState<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-#[derive(Clone, Debug, Default)]
-struct Spare(Option<IntervalSnapshot>);
-
-impl PartialEq for Spare {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-struct Measured(Vec<Arc<str>>);
-
-impl PartialEq for Measured {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-struct BurnCache(Vec<VecDeque<stats::objective::BurnCounts>>);
-
-impl PartialEq for BurnCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
+type ReadsCache = NotState<std::sync::OnceLock<(String, LatencyReads)>>;
+type Spare = NotState<Option<IntervalSnapshot>>;
+type Measured = NotState<Vec<Arc<str>>>;
+type BurnCache = NotState<Vec<VecDeque<stats::objective::BurnCounts>>>;
 
 impl Monitor {
     /// Build the checks for a compiled policy. Fails only for combinations
@@ -875,7 +856,7 @@ impl Analysis for Monitor {
     /// nothing is memoized here.
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
         if self.measured.0.len() != self.checks.len() {
-            self.measured = Measured(self.checks.iter().map(|c| measured(c).into()).collect());
+            self.measured = NotState(self.checks.iter().map(|c| measured(c).into()).collect());
         }
         self.assess_now(now)
     }

@@ -426,6 +426,14 @@ pub fn log_linear_cuts(thresholds_us: &[u64]) -> Vec<usize> {
     cuts
 }
 
+/// The ranges of buckets that `cuts` (ascending) make: `[0, c₀)`,
+/// `[c₀, c₁)`, …, and the last one open (`None` for its end).
+pub fn ranges_between(cuts: &[usize]) -> impl Iterator<Item = (usize, Option<usize>)> + '_ {
+    std::iter::once(0)
+        .chain(cuts.iter().copied())
+        .zip(cuts.iter().copied().map(Some).chain(std::iter::once(None)))
+}
+
 /// [`log_linear_cuts`] into a buffer the caller keeps (cleared first).
 pub fn log_linear_cuts_into(thresholds_us: &[u64], cuts: &mut Vec<usize>) {
     cuts.clear();
@@ -461,9 +469,8 @@ impl LatencyHistogram {
         cuts.sort_unstable();
         cuts.dedup();
         let mut out = LatencyHistogram::new();
-        let mut starts = std::iter::once(0).chain(cuts.iter().copied()).peekable();
-        while let Some(from) = starts.next() {
-            let to = starts.peek().copied().unwrap_or(usize::MAX);
+        for (from, to) in ranges_between(&cuts) {
+            let to = to.unwrap_or(usize::MAX);
             let n = self
                 .counts
                 .get(from..to.min(self.counts.len()))
