@@ -1,7 +1,7 @@
 //! canaryd: canary rollouts with anytime-valid statistics and automatic rollback.
 //!
 //! The crate has two halves. The **pure core** ([`policy`], [`stats`], [`engine`],
-//! [`time`]) takes time as an argument and performs no I/O; it builds without
+//! [`time`], and [`yaml`], the located-YAML toolkit) takes time as an argument and performs no I/O; it builds without
 //! the default `daemon` feature, and the simulator links it that way. The
 //! **shell** (behind `daemon`) reads clocks, files and sockets and carries out
 //! the core's decisions. See ARCHITECTURE.md for the map.
@@ -12,6 +12,7 @@ pub mod engine;
 pub mod policy;
 pub mod stats;
 pub mod time;
+pub mod yaml;
 
 #[cfg(feature = "daemon")]
 pub mod cli;

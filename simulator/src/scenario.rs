@@ -1,6 +1,6 @@
 //! Scenario files (PRODUCT.md section 9): bytes → validated [`Scenario`].
 //!
-//! The same located-YAML machinery as policies (`canaryd::policy::node`,
+//! The same located-YAML machinery as policies (`canaryd::yaml::node`,
 //! `decode`, `diag`): every mistake in a file is reported at once, each as
 //! `FILE:LINE:COL: field.path: message`, unknown fields and duplicate keys are
 //! errors, and nothing here panics on input.
@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use canaryd::policy::Diagnostics;
-use canaryd::policy::compile::{self, load_yaml};
-use canaryd::policy::decode::{self, Fields};
-use canaryd::policy::diag::{Path, Sink};
-use canaryd::policy::node::Node;
+use canaryd::yaml::decode::{self, Fields};
+use canaryd::yaml::diag::{Path, Sink};
+use canaryd::yaml::node::Node;
+use canaryd::yaml::{envelope, load_yaml};
 
 pub const API_VERSION: &str = "canaryd.dev/v1";
 pub const KIND: &str = "Scenario";
@@ -175,7 +175,7 @@ fn finish(sink: Sink) -> Diagnostics {
 
 fn compile(sink: &mut Sink, root: &Node) -> Option<Scenario> {
     let (name, _description, mut scenario) =
-        compile::envelope(sink, root, API_VERSION, KIND, "scenario name", compile_spec)?;
+        envelope(sink, root, API_VERSION, KIND, "scenario name", compile_spec)?;
     scenario.name = name;
     Some(scenario)
 }
@@ -342,7 +342,7 @@ fn compile_baseline(sink: &mut Sink, node: &Node, path: &Path) -> Option<Baselin
 
 /// `(signal name, its of: node)` pairs, for the cross-reference check.
 fn decode_signal_of_positions(n: &Node) -> Vec<(String, &Node)> {
-    use canaryd::policy::node::Value;
+    use canaryd::yaml::node::Value;
     let Value::Map(entries) = &n.value else {
         return Vec::new();
     };
@@ -519,7 +519,7 @@ fn compile_groups(sink: &mut Sink, node: &Node, path: &Path) -> Option<Vec<(Stri
 
 /// A rate: one probability, or one per group (keys exactly the groups).
 fn compile_rate(sink: &mut Sink, node: &Node, path: &Path, groups: &[String]) -> Option<Rate> {
-    use canaryd::policy::node::Value;
+    use canaryd::yaml::node::Value;
     if !matches!(node.value, Value::Map(_)) {
         return unit_number(sink, node, path).map(Rate::Uniform);
     }

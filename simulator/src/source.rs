@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use canaryd::policy::units::parse_duration;
 use canaryd::stats::{ArmData, IntervalSnapshot, LatencyReads};
+use canaryd::yaml::units::parse_duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -283,7 +283,7 @@ pub fn replay_from_prometheus(inputs: &[(String, Vec<u8>)]) -> Result<ReplayFile
             let signal = s.metric.get("signal").ok_or_else(|| {
                 format!("{place}: missing label `signal` (use label_replace to name the counter)")
             })?;
-            if !canaryd::policy::decode::is_identifier(signal) {
+            if !canaryd::yaml::decode::is_identifier(signal) {
                 return Err(format!(
                     "{place}: label `signal` is not a valid signal name: `{signal}`"
                 ));

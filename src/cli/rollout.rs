@@ -95,7 +95,7 @@ pub struct Why {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::policy::units::parse_duration(s)
+    crate::yaml::units::parse_duration(s)
 }
 
 pub fn run(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitCode> {

@@ -46,7 +46,7 @@ impl Role {
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
             _ => match s.strip_prefix("approver:") {
-                Some(r) if !r.is_empty() && crate::policy::decode::is_identifier(r) => {
+                Some(r) if !r.is_empty() && crate::yaml::decode::is_identifier(r) => {
                     Ok(Role::Approver(r.to_string()))
                 }
                 _ => Err(format!(

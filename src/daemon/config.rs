@@ -7,15 +7,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::policy::compile::{is_http_url, load_yaml};
-use crate::policy::decode::{self, Fields};
-use crate::policy::diag::{Diagnostics, Path, Sink};
-use crate::policy::node::Node;
 use crate::routers::{
     BuiltinConfig, CommandConfig, FileConfig, GatewayApiConfig, HaproxyConfig, HookConfig,
     NginxConfig, RouterConfig, WebhookConfig,
 };
 use crate::sources::{QueryConfig, ScrapeConfig, SourceConfig};
+use crate::yaml::decode::is_http_url;
+use crate::yaml::decode::{self, Fields};
+use crate::yaml::diag::{Diagnostics, Path, Sink};
+use crate::yaml::load_yaml;
+use crate::yaml::node::Node;
 
 use super::auth::{Role, TokenEntry};
 

@@ -213,7 +213,7 @@ fn arm_mut(data: &mut Collected, arm: Arm) -> &mut ArmData {
 
 fn check_group(group: Option<&str>, field: &str) -> Result<(), Invalid> {
     match group {
-        Some(g) if !crate::policy::decode::is_identifier(g) => Err(Invalid {
+        Some(g) if !crate::yaml::decode::is_identifier(g) => Err(Invalid {
             field: field.to_string(),
             message: format!(
                 "expected a group name of 1 to 128 letters, digits, `_`, `-`, `.` or `:`, found {g:?}"
@@ -225,7 +225,7 @@ fn check_group(group: Option<&str>, field: &str) -> Result<(), Invalid> {
 
 fn check_counters(counters: &BTreeMap<String, u64>, field: &str) -> Result<(), Invalid> {
     for (name, n) in counters {
-        if !crate::policy::decode::is_identifier(name) {
+        if !crate::yaml::decode::is_identifier(name) {
             return Err(Invalid {
                 field: field.to_string(),
                 message: format!(

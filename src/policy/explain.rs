@@ -6,8 +6,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::model::*;
-use super::units::{format_latency_ms, format_percent};
 use crate::time::format_duration as dur;
+use crate::yaml::units::{format_latency_ms, format_percent};
 
 pub fn explain(policy: &Policy) -> String {
     let mut out = String::new();

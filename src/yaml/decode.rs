@@ -424,3 +424,11 @@ pub fn one_of(names: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// An `http://` or `https://` URL with a host and no white space.
+pub fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
