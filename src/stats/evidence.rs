@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::IntervalSnapshot;
 use crate::time::Timestamp;
 
 /// Where a test stands after an interval.
@@ -115,5 +116,52 @@ pub fn finite(x: f64) -> f64 {
         0.0
     } else {
         x.clamp(-f64::MAX, f64::MAX)
+    }
+}
+
+/// serde: omit the `lean` flag while it is off (older checkpoints lack it).
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A verdict's estimand text, formatted once. It depends only on the test's
+/// parameters and on `key` (a threshold fixed once, a group count), while a
+/// verdict is built every interval. Not state: skipped by serde (rebuilt on
+/// first use) and equal to any other cache.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Estimand(Option<(Option<u64>, Arc<str>)>);
+
+impl PartialEq for Estimand {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Estimand {
+    /// The text for `key`, from `make` when the cache holds another key.
+    pub(crate) fn text(&mut self, key: Option<u64>, make: impl FnOnce() -> String) -> Arc<str> {
+        match &self.0 {
+            Some((k, text)) if *k == key => text.clone(),
+            _ => {
+                let text: Arc<str> = make().into();
+                self.0 = Some((key, text.clone()));
+                text
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Span {
+    pub(crate) start: Option<Timestamp>,
+    pub(crate) end: Timestamp,
+}
+
+impl Span {
+    pub(crate) fn cover(&mut self, snap: &IntervalSnapshot) {
+        if self.start.is_none() {
+            self.start = Some(snap.start);
+        }
+        self.end = self.end.max(snap.end);
     }
 }

@@ -12,8 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::hypothesis::{Direction, design_grid};
 use super::mixture::{ChangeDetection, bernoulli_log_lik, logit};
-use super::sequential::{Direction, RARE_RATE, design_grid};
+use super::ratio::RARE_RATE;
 
 /// Expected detection effort for one test at a given traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -526,7 +526,7 @@ impl LatencyHistogram {
 /// Count, mean and variance of a histogram's values (bucket midpoints; the
 /// `+Inf` bucket of a Prometheus layout counts at its lower bound).
 impl LatencyHistogram {
-    pub fn moments_ms(&self) -> Option<super::mean::Moments> {
+    pub fn moments_ms(&self) -> Option<Moments> {
         if self.total == 0 {
             return None;
         }
@@ -548,7 +548,7 @@ impl LatencyHistogram {
         }
         let n = self.total as f64;
         let mean = sum / n;
-        Some(super::mean::Moments {
+        Some(Moments {
             n: self.total,
             mean,
             variance: (sum_sq / n - mean * mean).max(0.0),
@@ -704,4 +704,12 @@ mod tests {
         assert_eq!(h.total(), 4);
         assert_eq!(h.count_surely_above_us(10_000), 1);
     }
+}
+
+/// Count, mean and variance of one arm's values in one interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    pub n: u64,
+    pub mean: f64,
+    pub variance: f64,
 }

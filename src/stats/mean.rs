@@ -18,20 +18,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
-use super::histogram::LatencyReads;
+use super::histogram::{LatencyReads, Moments};
+use super::hypothesis::{Direction, GateKind, design_grid};
 use super::mixture::{ChangeDetection, RestartMixture, normal_mixture_bound, normal_mixture_rho};
-use super::sequential::{Direction, GateKind, design_grid};
 use super::snapshot::IntervalSnapshot;
 use super::{StatsError, check_positive, check_unit_open};
 use crate::time::Timestamp;
-
-/// Count, mean and variance of one arm's values in one interval.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Moments {
-    pub n: u64,
-    pub mean: f64,
-    pub variance: f64,
-}
 
 /// Values per arm a batch needs before it contributes a contrast: the
 /// normal approximation of a mean of fewer skewed values is too rough (an

@@ -56,26 +56,42 @@
 //! change. After the horizon no new restarts are added and the guarantee
 //! still holds.
 
+pub mod count;
+pub mod disparity;
 pub mod evidence;
 pub mod forecast;
 pub mod histogram;
+pub mod hypothesis;
 pub mod mean;
 pub mod mixture;
+pub mod normal_contrast;
 pub mod objective;
-pub mod sequential;
+pub mod quantile;
+pub mod ratio;
+pub mod sample_ratio;
 pub mod snapshot;
+pub mod stat_test;
+#[cfg(test)]
+mod testing;
+pub mod threshold;
+pub mod warmup;
 pub mod window;
 
+pub use disparity::Disparity;
 pub use evidence::{ArmCounts, Evidence, Interval, Status, Verdict};
 pub use forecast::{DetectionForecast, oracle_min_samples, wald_expected_samples};
-pub use histogram::{HistogramReads, LatencyHistogram, LatencyReads, Layout};
+pub use histogram::{HistogramReads, LatencyHistogram, LatencyReads, Layout, Moments};
+pub use hypothesis::{Direction, GateKind};
+pub use mean::MeanTest;
+pub use mixture::ChangeDetection;
 pub use objective::{BurnRate, BurnWindow, NoData, SustainedQuantile};
-pub use sequential::{
-    ChangeDetection, Direction, Disparity, GateKind, QuantileGate, QuantileThreshold,
-    QuantileVsBaseline, RatioGate, RatioMethod, RatioThreshold, RatioVsBaseline, SampleRatioCheck,
-    StatTest, Warmup,
-};
+pub use quantile::{QuantileGate, QuantileVsBaseline};
+pub use ratio::{RatioGate, RatioMethod, RatioVsBaseline};
+pub use sample_ratio::SampleRatioCheck;
 pub use snapshot::{ArmData, IntervalSnapshot};
+pub use stat_test::StatTest;
+pub use threshold::{QuantileThreshold, RatioThreshold};
+pub use warmup::Warmup;
 pub use window::Windows;
 
 use thiserror::Error;

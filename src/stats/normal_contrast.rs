@@ -1,0 +1,172 @@
+//! The normal-mixture mSPRT on information time (statistics.md §2.2), the
+//! engine of ratio-vs-baseline tests on common events (CTR).
+
+use serde::{Deserialize, Serialize};
+
+use super::hypothesis::{Direction, design_grid};
+use super::mixture::{
+    ChangeDetection, RestartMixture, bisect, log_sum_exp, normal_mixture_bound, normal_mixture_rho,
+};
+use crate::time::Timestamp;
+
+/// Normal-mixture mSPRT on information time for the contrast
+/// `s·(p_c − f·p_b)`, stratified per interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NormalContrast {
+    direction: Direction,
+    null_ratio: f64,
+    design_contrast: f64,
+    lambdas: Vec<f64>,
+    mixture: RestartMixture,
+    /// Σ d_b / v_b and Σ 1 / v_b since the test started.
+    s: f64,
+    v: f64,
+    /// The same sums per restart slot (since the slot began), so the mixture
+    /// can be re-evaluated at a shifted null to give the bound it implies.
+    #[serde(default)]
+    segments: Vec<(f64, f64)>,
+    overdispersion: f64,
+    scratch: Vec<f64>,
+}
+
+const VARIANCE_PRIOR_WEIGHT: f64 = 100.0;
+
+impl NormalContrast {
+    /// A test of `direction` against `null_ratio`, its mixture spread
+    /// around a `design` contrast, restarting as `change` says.
+    pub(crate) fn new(
+        direction: Direction,
+        null_ratio: f64,
+        design: f64,
+        change: ChangeDetection,
+        overdispersion: f64,
+    ) -> NormalContrast {
+        let lambdas = design_grid(design);
+        NormalContrast {
+            direction,
+            null_ratio,
+            design_contrast: design,
+            mixture: RestartMixture::new(lambdas.len(), change),
+            scratch: vec![0.0; lambdas.len()],
+            lambdas,
+            s: 0.0,
+            v: 0.0,
+            segments: Vec::new(),
+            overdispersion,
+        }
+    }
+
+    pub(crate) fn log_e(&self) -> f64 {
+        self.mixture.log_e()
+    }
+
+    pub(crate) fn max_log_e(&self) -> f64 {
+        self.mixture.max_log_e()
+    }
+
+    /// Where the restart slot with the most evidence began.
+    pub(crate) fn dominant_start(&self) -> Option<Timestamp> {
+        self.mixture.dominant_start()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn update(
+        &mut self,
+        xc: u64,
+        nc: u64,
+        xb: u64,
+        nb: u64,
+        pooled_before: f64,
+        at: Timestamp,
+    ) {
+        if nc == 0 || nb == 0 {
+            self.scratch.iter_mut().for_each(|l| *l = 0.0);
+            self.mixture.update(&self.scratch, at);
+            self.sync_segments(0.0, 0.0);
+            return;
+        }
+        let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
+        let f = self.null_ratio;
+        let d = self.direction.sign() * (xc / nc - f * xb / nb);
+        let p =
+            (xc + xb + VARIANCE_PRIOR_WEIGHT * pooled_before) / (nc + nb + VARIANCE_PRIOR_WEIGHT);
+        let unit = if p < 1.0 { p * (1.0 - p) } else { p };
+        let var = (unit.max(1e-12) * (1.0 / nc + f * f / nb) * self.overdispersion).max(1e-300);
+        let (si, vi) = (d / var, 1.0 / var);
+        self.s += si;
+        self.v += vi;
+        for (out, &lam) in self.scratch.iter_mut().zip(&self.lambdas) {
+            *out = lam * si - 0.5 * lam * lam * vi;
+        }
+        self.mixture.update(&self.scratch, at);
+        self.sync_segments(si, vi);
+    }
+
+    /// Mirror the mixture's slots: a slot that began with this interval
+    /// starts from zero; every slot adds this interval's `(s, v)`.
+    fn sync_segments(&mut self, si: f64, vi: f64) {
+        while self.segments.len() < self.mixture.slot_count() {
+            self.segments.push((0.0, 0.0));
+        }
+        for (s, v) in &mut self.segments {
+            *s += si;
+            *v += vi;
+        }
+    }
+
+    /// `ln Z` of the same mixture (slots, alternatives, weights) for the
+    /// null "contrast ≤ c0" instead of "≤ 0": each slot's log likelihood
+    /// ratio `λ·S − λ²·V/2` becomes `λ·(S − c0·V) − λ²·V/2`.
+    fn log_e_at(&self, c0: f64) -> f64 {
+        let (slot_w, alt_w) = self.mixture.log_weights();
+        let terms = self.segments.iter().zip(slot_w).flat_map(|(&(s, v), &sw)| {
+            self.lambdas
+                .iter()
+                .zip(alt_w)
+                .map(move |(&lam, &aw)| sw + aw + lam * (s - c0 * v) - 0.5 * lam * lam * v)
+        });
+        log_sum_exp(terms)
+    }
+
+    /// The one-sided anytime-valid bound on the contrast that this test's
+    /// own mixture implies: the smallest `c0` for which the mixture against
+    /// "contrast ≤ c0" stays below `1/alpha`. Inverting a family of
+    /// e-processes gives a confidence sequence (Ville at the true contrast),
+    /// and it is consistent with the decision: when the test has fired,
+    /// the bound lies beyond the null. `None` before any information.
+    pub(crate) fn one_sided_bound(&self, alpha: f64) -> Option<f64> {
+        if self.segments.iter().all(|&(_, v)| v <= 0.0) {
+            return None;
+        }
+        let cut = (1.0 / alpha).ln();
+        let below = |c0: f64| self.log_e_at(c0) < cut;
+        // Bracket: widen until one end is below the cut and the other not.
+        let scale = self.design_contrast.abs().max(1e-12);
+        let mut hi = self.s / self.v.max(1e-300) + scale;
+        let mut steps = 0;
+        while !below(hi) && steps < 200 {
+            hi += scale * 2f64.powi(steps.min(60));
+            steps += 1;
+        }
+        let mut lo = hi - scale;
+        steps = 0;
+        while below(lo) && steps < 200 {
+            lo -= scale * 2f64.powi(steps.min(60));
+            steps += 1;
+        }
+        Some(bisect(lo, hi, below))
+    }
+
+    /// Estimate and anytime-valid interval of the contrast (two-sided normal
+    /// mixture, tuned to the design effect).
+    pub(crate) fn contrast_interval(&self, alpha: f64) -> (f64, f64, f64) {
+        if self.v <= 0.0 {
+            return (0.0, f64::NEG_INFINITY, f64::INFINITY);
+        }
+        let rho = 1.0 / (self.design_contrast * self.design_contrast).max(1e-300);
+        let rho = rho.max(normal_mixture_rho(1e-300, alpha));
+        let half = normal_mixture_bound(self.v, rho, alpha) / self.v;
+        let est = self.s / self.v;
+        (est, est - half, est + half)
+    }
+}

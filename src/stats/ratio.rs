@@ -1,0 +1,534 @@
+//! **Ratio vs baseline** (`vsBaseline` on a ratio metric, and the ratio
+//! gates): rare events (pooled rate below 2% when the choice is made) use
+//! the exposure-conditioned count test of statistics.md §2.9 (`count.rs`),
+//! exact for Poisson counts under any shared diurnal factor and any
+//! measured split; common events (CTR) use the normal-mixture mSPRT on
+//! information time (§2.2, `normal_contrast.rs`), stratified per interval
+//! (each interval's contrast is a concurrent comparison, so a split that
+//! changes with load does not bias it), with a burn-in because its
+//! validity is asymptotic. The conditional binomial is only approximately
+//! right for non-rare Bernoulli data (it tests an odds ratio, not a rate
+//! ratio), which is why common events go to the normal test.
+//! `RatioMethod::Auto` makes the choice once, from data seen before the
+//! test starts, so the choice is predictable and the guarantee holds.
+
+use serde::{Deserialize, Serialize};
+
+use super::count::TwoArmCount;
+use super::evidence::{
+    ArmCounts, Estimand, Evidence, Interval, Span, Status, Verdict, finite, is_false,
+};
+use super::hypothesis::{Direction, GateKind, log_boundary};
+use super::mixture::ChangeDetection;
+use super::normal_contrast::NormalContrast;
+use super::snapshot::IntervalSnapshot;
+use super::{StatsError, check_positive, check_unit_open};
+use crate::time::Timestamp;
+
+/// How a ratio metric is compared with the baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RatioMethod {
+    /// Decide once `auto_decide_exposure` canary denominators were seen: pooled
+    /// rate below [`RARE_RATE`] → `Count`, otherwise `Normal`.
+    Auto,
+    /// Exposure-conditioned count test (rare events).
+    Count,
+    /// Normal-mixture mSPRT on information time (common events).
+    Normal,
+}
+
+/// Pooled rate below which `RatioMethod::Auto` picks the count test.
+pub const RARE_RATE: f64 = 0.02;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum RatioEngine {
+    Collecting,
+    Count(TwoArmCount),
+    Normal(NormalContrast),
+}
+
+/// A ratio metric (numerator/denominator signals) of the canary against the
+/// baseline's: `vsBaseline` triggers and the ratio gates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RatioVsBaseline {
+    numerator: String,
+    denominator: String,
+    direction: Direction,
+    null_ratio: f64,
+    design_ratio: f64,
+    alpha: f64,
+    change: ChangeDetection,
+    method: RatioMethod,
+    auto_decide_exposure: u64,
+    burn_in_exposure: u64,
+    overdispersion: f64,
+    engine: RatioEngine,
+    baseline: ArmCounts,
+    canary: ArmCounts,
+    span: Span,
+    crossed: bool,
+    /// Lean evidence: the interval is computed only once the test has
+    /// crossed (see [`StatTest::set_lean`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
+    /// Lean as a gate: no interval even once crossed (see
+    /// [`StatTest::set_lean_gate`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean_gate: bool,
+    #[serde(skip)]
+    estimand: Estimand,
+}
+
+impl RatioVsBaseline {
+    /// Lean evidence (see [`StatTest::set_lean`](super::StatTest::set_lean)).
+    pub fn set_lean(&mut self, lean: bool) {
+        self.lean = lean;
+    }
+
+    /// Lean gate evidence (see
+    /// [`StatTest::set_lean_gate`](super::StatTest::set_lean_gate)).
+    pub fn set_lean_gate(&mut self, lean: bool) {
+        self.lean = lean;
+        self.lean_gate = lean;
+    }
+
+    /// General form: evidence that `rate_c / rate_b` is above (Increase) or
+    /// below (Decrease) `null_ratio`, tuned for `design_ratio`, at level
+    /// `alpha` (this test's share).
+    pub fn new(
+        numerator: &str,
+        denominator: &str,
+        direction: Direction,
+        null_ratio: f64,
+        design_ratio: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_positive("null ratio", null_ratio)?;
+        check_positive("design ratio", design_ratio)?;
+        check_unit_open("alpha", alpha)?;
+        Ok(RatioVsBaseline {
+            numerator: numerator.to_string(),
+            denominator: denominator.to_string(),
+            direction,
+            null_ratio,
+            design_ratio,
+            alpha,
+            change,
+            method: RatioMethod::Auto,
+            auto_decide_exposure: 200,
+            burn_in_exposure: 1000,
+            overdispersion: 1.0,
+            engine: RatioEngine::Collecting,
+            baseline: ArmCounts::default(),
+            canary: ArmCounts::default(),
+            span: Span::default(),
+            crossed: false,
+            lean: false,
+            lean_gate: false,
+            estimand: Estimand::default(),
+        })
+    }
+
+    /// Trigger `vsBaseline: {relativeIncrease: x}` (larger is worse).
+    pub fn relative_increase(
+        numerator: &str,
+        denominator: &str,
+        x: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_positive("relativeIncrease", x)?;
+        Self::new(
+            numerator,
+            denominator,
+            Direction::Increase,
+            1.0 + x,
+            1.0 + 2.0 * x,
+            alpha,
+            change,
+        )
+    }
+
+    /// Trigger `vsBaseline: {relativeDrop: x}` (smaller is worse).
+    pub fn relative_drop(
+        numerator: &str,
+        denominator: &str,
+        x: f64,
+        alpha: f64,
+        change: ChangeDetection,
+    ) -> Result<Self, StatsError> {
+        check_unit_open("relativeDrop", x)?;
+        let design = (1.0 - 2.0 * x).max((1.0 - x) / 2.0);
+        Self::new(
+            numerator,
+            denominator,
+            Direction::Decrease,
+            1.0 - x,
+            design,
+            alpha,
+            change,
+        )
+    }
+
+    /// A ratio gate (no restarts; shown once its boundary is crossed).
+    pub fn gate(
+        numerator: &str,
+        denominator: &str,
+        kind: GateKind,
+        alpha: f64,
+    ) -> Result<Self, StatsError> {
+        let (direction, null, design) = kind.ratio_null()?;
+        Self::new(
+            numerator,
+            denominator,
+            direction,
+            null,
+            design,
+            alpha,
+            ChangeDetection::OFF,
+        )
+    }
+
+    /// Chooses the method (default `Auto`).
+    pub fn with_method(mut self, method: RatioMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Denominators per arm the normal test waits for (default 1,000) and the
+    /// canary denominators after which `Auto` decides (default 200).
+    pub fn with_burn_in(mut self, burn_in_exposure: u64, auto_decide_exposure: u64) -> Self {
+        self.burn_in_exposure = burn_in_exposure;
+        self.auto_decide_exposure = auto_decide_exposure;
+        self
+    }
+
+    /// Variance inflation for the normal test when requests are correlated
+    /// within users or hosts (estimate it from A/A runs; default 1).
+    pub fn with_overdispersion(mut self, phi: f64) -> Self {
+        self.overdispersion = if phi.is_finite() && phi >= 1.0 {
+            phi
+        } else {
+            1.0
+        };
+        self
+    }
+
+    /// The method in use, once chosen.
+    pub fn method_in_use(&self) -> Option<RatioMethod> {
+        match self.engine {
+            RatioEngine::Collecting => None,
+            RatioEngine::Count(_) => Some(RatioMethod::Count),
+            RatioEngine::Normal(_) => Some(RatioMethod::Normal),
+        }
+    }
+
+    fn pooled_rate(&self) -> f64 {
+        let n = self.canary.exposure as f64 + self.baseline.exposure as f64;
+        if n == 0.0 {
+            0.0
+        } else {
+            (self.canary.events as f64 + self.baseline.events as f64) / n
+        }
+    }
+
+    fn baseline_rate(&self) -> f64 {
+        if self.baseline.exposure == 0 {
+            self.pooled_rate()
+        } else {
+            self.baseline.events as f64 / self.baseline.exposure as f64
+        }
+    }
+
+    fn maybe_start(&mut self) {
+        if !matches!(self.engine, RatioEngine::Collecting) {
+            return;
+        }
+        let method = match self.method {
+            RatioMethod::Auto if self.canary.exposure < self.auto_decide_exposure => return,
+            RatioMethod::Auto if self.pooled_rate() < RARE_RATE => RatioMethod::Count,
+            RatioMethod::Auto => RatioMethod::Normal,
+            m => m,
+        };
+        match method {
+            RatioMethod::Count | RatioMethod::Auto => {
+                self.engine = RatioEngine::Count(TwoArmCount::new(
+                    self.direction,
+                    self.null_ratio.ln(),
+                    self.design_ratio.ln(),
+                    self.change,
+                ));
+            }
+            RatioMethod::Normal => {
+                if self.canary.exposure < self.burn_in_exposure
+                    || self.baseline.exposure < self.burn_in_exposure
+                {
+                    return;
+                }
+                let design =
+                    ((self.design_ratio - self.null_ratio).abs() * self.baseline_rate()).max(1e-9);
+                self.engine = RatioEngine::Normal(NormalContrast::new(
+                    self.direction,
+                    self.null_ratio,
+                    design,
+                    self.change,
+                    self.overdispersion,
+                ));
+            }
+        }
+    }
+
+    /// Feeds one (admitted) interval and answers.
+    pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
+        let xc = snap.canary.counter(&self.numerator);
+        let nc = snap.canary.counter(&self.denominator);
+        let xb = snap.baseline.counter(&self.numerator);
+        let nb = snap.baseline.counter(&self.denominator);
+        let pooled_before = self.pooled_rate();
+        let started = !matches!(self.engine, RatioEngine::Collecting);
+        match &mut self.engine {
+            RatioEngine::Collecting => {}
+            RatioEngine::Count(t) => t.update(nc, xc, nb, xb, snap.start, self.lean),
+            RatioEngine::Normal(t) => t.update(xc, nc, xb, nb, pooled_before, snap.start),
+        }
+        self.canary.add(nc, xc);
+        self.baseline.add(nb, xb);
+        if started {
+            self.span.cover(snap);
+        }
+        self.maybe_start();
+        self.verdict(started)
+    }
+
+    /// The current answer without feeding data (e.g. for an excluded interval).
+    pub fn current(&self, status_if_running: Status) -> Verdict {
+        let started = !matches!(self.engine, RatioEngine::Collecting);
+        let mut v = self.clone().verdict(started);
+        if v.status != Status::Crossed {
+            v.status = status_if_running;
+        }
+        v
+    }
+
+    fn log_e(&self) -> f64 {
+        match &self.engine {
+            RatioEngine::Collecting => 0.0,
+            RatioEngine::Count(t) => t.log_e(),
+            RatioEngine::Normal(t) => t.log_e(),
+        }
+    }
+
+    fn max_log_e(&self) -> f64 {
+        match &self.engine {
+            RatioEngine::Collecting => 0.0,
+            RatioEngine::Count(t) => t.max_log_e(),
+            RatioEngine::Normal(t) => t.max_log_e(),
+        }
+    }
+
+    fn verdict(&mut self, started: bool) -> Verdict {
+        let boundary = log_boundary(self.alpha);
+        if self.max_log_e() >= boundary {
+            self.crossed = true;
+        }
+        let status = if self.crossed {
+            Status::Crossed
+        } else if started {
+            Status::Monitoring
+        } else {
+            Status::Collecting
+        };
+        let lean = self.lean_gate || (self.lean && !self.crossed);
+        if !lean && let RatioEngine::Count(t) = &mut self.engine {
+            t.catch_up();
+        }
+        let (estimate, interval) = match &self.engine {
+            _ if lean => (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha)),
+            RatioEngine::Count(t) => t.ratio_interval(self.alpha),
+            RatioEngine::Normal(t) => {
+                let pb = self.baseline_rate().max(1e-300);
+                let (est, _, _) = t.contrast_interval(self.alpha);
+                // Contrast s·(p_c − f·p_b) → ratio f + s·contrast/p_b (delta method).
+                let s = self.direction.sign();
+                let to_ratio = |c: f64| self.null_ratio + s * c / pb;
+                // The bound this test's own mixture implies, on the side it
+                // tests: a lower bound on the ratio for an increase, an upper
+                // bound for a decrease. Once the test fires, it excludes the
+                // null ratio, so the evidence reads the way the decision went.
+                let interval = match t.one_sided_bound(self.alpha) {
+                    Some(c) => {
+                        let bound = to_ratio(c);
+                        match self.direction {
+                            Direction::Increase => Interval {
+                                lower: Some(finite(bound.max(0.0))),
+                                upper: None,
+                                level: 1.0 - self.alpha,
+                            },
+                            Direction::Decrease => Interval {
+                                lower: None,
+                                upper: Some(finite(bound.max(0.0))),
+                                level: 1.0 - self.alpha,
+                            },
+                        }
+                    }
+                    None => Interval::unbounded(1.0 - self.alpha),
+                };
+                (to_ratio(est).max(0.0), interval)
+            }
+            RatioEngine::Collecting => (self.naive_ratio(), Interval::unbounded(1.0 - self.alpha)),
+        };
+        let (baseline, canary) = match &self.engine {
+            RatioEngine::Count(t) => t.counts(),
+            _ => (self.baseline, self.canary),
+        };
+        Verdict {
+            status,
+            evidence: Evidence {
+                estimand: self.estimand.text(None, || {
+                    format!(
+                        "rate ratio canary/baseline of {}/{}",
+                        self.numerator, self.denominator
+                    )
+                }),
+                baseline,
+                canary,
+                estimate: finite(estimate),
+                interval,
+                log_e_value: finite(self.log_e()),
+                log_boundary: boundary,
+                window_start: self.span.start.unwrap_or(self.span.end),
+                window_end: self.span.end,
+                evidence_since: self.evidence_since(),
+            },
+        }
+    }
+
+    fn evidence_since(&self) -> Timestamp {
+        let dominant = match &self.engine {
+            _ if self.lean && !self.crossed => None,
+            RatioEngine::Collecting => None,
+            RatioEngine::Count(t) => t.dominant_start(),
+            RatioEngine::Normal(t) => t.dominant_start(),
+        };
+        dominant.unwrap_or(self.span.start.unwrap_or(self.span.end))
+    }
+
+    fn naive_ratio(&self) -> f64 {
+        let rc = self.canary.events as f64 / (self.canary.exposure.max(1)) as f64;
+        let rb = self.baseline.events as f64 / (self.baseline.exposure.max(1)) as f64;
+        if rb > 0.0 { rc / rb } else { 1.0 }
+    }
+}
+
+/// Alias used for gates built with [`RatioVsBaseline::gate`].
+pub type RatioGate = RatioVsBaseline;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::testing::snap;
+
+    fn crossed_within(t: &mut RatioVsBaseline, n: u64, pc: f64, pb: f64) -> Option<u64> {
+        (0..n).find(|&i| t.observe(&snap(i, 1000, 19_000, pc, pb)).crossed())
+    }
+
+    #[test]
+    fn the_normal_tests_bound_reads_the_way_its_decision_went() {
+        // A late drop (restart slots carry it) and an early increase: at the
+        // moment each test fires, its one-sided bound excludes the null, and
+        // before that it does not.
+        let c = ChangeDetection::over_horizon(400, 31);
+        let mut drop = RatioVsBaseline::relative_drop("errors", "requests", 0.02, 0.01, c)
+            .unwrap()
+            .with_method(RatioMethod::Normal);
+        let mut fired = false;
+        for i in 0..400 {
+            let pc = if i < 120 { 0.05 } else { 0.045 };
+            let v = drop.observe(&snap(i, 1000, 19_000, pc, 0.05));
+            let upper = v.evidence.interval.upper;
+            assert!(v.evidence.interval.lower.is_none());
+            if v.crossed() && !fired {
+                fired = true;
+                assert!(upper.is_some_and(|u| u < 0.98), "{:?}", v.evidence);
+            }
+            if !drop.crossed && v.status == Status::Monitoring {
+                assert!(
+                    upper.is_none_or(|u| u >= 0.98 - 1e-9),
+                    "{i}: {:?}",
+                    v.evidence
+                );
+            }
+        }
+        assert!(fired);
+        let mut inc = RatioVsBaseline::relative_increase("errors", "requests", 0.05, 0.01, c)
+            .unwrap()
+            .with_method(RatioMethod::Normal);
+        let at = crossed_within(&mut inc, 400, 0.06, 0.05).expect("fires");
+        let v = inc.current(Status::Monitoring);
+        assert!(
+            v.evidence.interval.lower.is_some_and(|l| l > 1.05),
+            "{at}: {:?}",
+            v.evidence
+        );
+    }
+
+    #[test]
+    fn auto_picks_count_for_rare_and_normal_for_common_events() {
+        let c = ChangeDetection::OFF;
+        let mut rare =
+            RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c).unwrap();
+        rare.observe(&snap(0, 1000, 19_000, 0.005, 0.005));
+        assert_eq!(rare.method_in_use(), Some(RatioMethod::Count));
+        let mut common =
+            RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c).unwrap();
+        common.observe(&snap(0, 1000, 19_000, 0.05, 0.05));
+        assert_eq!(common.method_in_use(), Some(RatioMethod::Normal));
+    }
+
+    #[test]
+    fn increase_and_drop_fire_on_their_own_side_only() {
+        let c = ChangeDetection::over_horizon(400, 15);
+        for method in [RatioMethod::Count, RatioMethod::Normal] {
+            let inc = || {
+                RatioVsBaseline::relative_increase("errors", "requests", 0.1, 0.01, c)
+                    .unwrap()
+                    .with_method(method)
+            };
+            let drop = || {
+                RatioVsBaseline::relative_drop("errors", "requests", 0.1, 0.01, c)
+                    .unwrap()
+                    .with_method(method)
+            };
+            assert!(
+                crossed_within(&mut inc(), 400, 0.015, 0.01).is_some(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut inc(), 400, 0.006, 0.01).is_none(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut drop(), 400, 0.006, 0.01).is_some(),
+                "{method:?}"
+            );
+            assert!(
+                crossed_within(&mut drop(), 400, 0.015, 0.01).is_none(),
+                "{method:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gates_are_shown_on_the_right_evidence() {
+        let gate = |k| RatioVsBaseline::gate("errors", "requests", k, 0.05).unwrap();
+        assert!(crossed_within(&mut gate(GateKind::MinGain(0.05)), 400, 0.013, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MinGain(0.05)), 400, 0.0104, 0.01).is_none());
+        assert!(crossed_within(&mut gate(GateKind::MaxIncrease(0.2)), 400, 0.01, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MaxIncrease(0.2)), 400, 0.013, 0.01).is_none());
+        assert!(crossed_within(&mut gate(GateKind::MaxDrop(0.2)), 400, 0.01, 0.01).is_some());
+        assert!(crossed_within(&mut gate(GateKind::MaxDrop(0.2)), 400, 0.007, 0.01).is_none());
+        assert!(RatioVsBaseline::gate("e", "r", GateKind::MaxDrop(1.5), 0.05).is_err());
+    }
+}
