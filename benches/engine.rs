@@ -9,7 +9,8 @@
 
 use std::hint::black_box;
 
-use canaryd::engine::{Analysis, Input, Monitor, Rollout, RolloutSpec};
+use canaryd::engine::{Analysis, Input, Rollout, RolloutSpec};
+use canaryd::monitor::Monitor;
 use canaryd::policy::{ChangeType, Weight, parse_policy};
 use canaryd::stats::IntervalSnapshot;
 use canaryd::time::Timestamp;

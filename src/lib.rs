@@ -1,7 +1,8 @@
 //! canaryd: canary rollouts with anytime-valid statistics and automatic rollback.
 //!
 //! The crate has two halves. The **pure core** ([`policy`], [`stats`], [`engine`],
-//! [`time`], and [`yaml`], the located-YAML toolkit) takes time as an argument and performs no I/O; it builds without
+//! [`monitor`], the policy-driven analysis between them, [`time`], and
+//! [`yaml`], the located-YAML toolkit) takes time as an argument and performs no I/O; it builds without
 //! the default `daemon` feature, and the simulator links it that way. The
 //! **shell** (behind `daemon`) reads clocks, files and sockets and carries out
 //! the core's decisions. See ARCHITECTURE.md for the map.
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod monitor;
 pub mod policy;
 pub mod stats;
 pub mod time;

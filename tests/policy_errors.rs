@@ -508,7 +508,7 @@ fn every_seed_policy_builds_its_monitor() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let p = parse_policy("x", &std::fs::read(&path).unwrap()).unwrap();
-        if let Err(e) = canaryd::engine::Monitor::new(&p) {
+        if let Err(e) = canaryd::monitor::Monitor::new(&p) {
             panic!("{}: {e}", path.display());
         }
     }

@@ -25,7 +25,7 @@ fn parse_never_panics(bytes: &[u8]) {
         Ok(p) => {
             assert!(!p.steps.is_empty());
             // Whatever compiles can be run: the engine's monitor accepts it.
-            if let Err(e) = canaryd::engine::Monitor::new(&p) {
+            if let Err(e) = canaryd::monitor::Monitor::new(&p) {
                 panic!("policy compiled but the monitor refused it: {e}");
             }
         }

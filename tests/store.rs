@@ -712,7 +712,8 @@ fn commit_latency() {
 /// exactly the live rollout's state.
 #[test]
 fn a_monitor_checkpoint_restores_exactly_through_the_store() {
-    use canaryd::engine::{Monitor, RolloutSpec};
+    use canaryd::engine::RolloutSpec;
+    use canaryd::monitor::Monitor;
     use canaryd::policy::parse_policy;
     use canaryd::stats::IntervalSnapshot;
     use canaryd::store::EngineStep;

@@ -10,7 +10,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use canaryd::engine::{Analysis, Monitor};
+use canaryd::engine::Analysis;
+use canaryd::monitor::Monitor;
 use canaryd::policy::{Policy, Weight, parse_policy};
 use canaryd::stats::{IntervalSnapshot, LatencyReads};
 use canaryd_sim::scenario::parse_scenario;

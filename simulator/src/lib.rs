@@ -32,7 +32,7 @@ pub use canaryd::policy;
 
 use std::time::Duration;
 
-use canaryd::engine::Monitor;
+use canaryd::monitor::Monitor;
 use canaryd::policy::{Metric, Policy};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -191,7 +191,7 @@ pub fn simulate_one(
     }
 }
 
-fn policy_rejected(policy: &Policy, e: &str) -> String {
+fn policy_rejected(policy: &Policy, e: &dyn std::fmt::Display) -> String {
     format!(
         "policy `{}` cannot be simulated: the engine's analysis rejects it: {e}",
         policy.name

@@ -45,11 +45,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use canaryd::engine::{
-    Analysis, Assessment, Monitor, ObjectiveEvidence, TriggerEvidence, TriggerReading,
-    TriggerVerdict,
-};
-use canaryd::policy::{Bound, Metric, Policy, Regression, Trigger, TriggerRule, Weight};
+use canaryd::engine::{Analysis, Assessment, TriggerReading, TriggerVerdict};
+use canaryd::monitor::{Monitor, ObjectiveEvidence, TriggerEvidence};
+use canaryd::policy::{Bound, Policy, Ratio, Regression, Trigger, TriggerCheck, Weight};
 use canaryd::stats::objective::ObjectiveVerdict;
 use canaryd::stats::{ArmCounts, ArmData, IntervalSnapshot};
 use canaryd::time::Timestamp;
@@ -169,65 +167,67 @@ struct StatTrigger {
     rule: Rule,
 }
 
-fn stat_trigger(policy: &Policy, index: usize, t: &Trigger) -> Option<StatTrigger> {
-    if !t.is_statistical() {
-        return None;
-    }
-    let metric = policy.metric(t.metric.as_deref()?)?;
-    let measure = match (metric, &t.rule) {
-        (
-            Metric::Ratio {
-                numerator,
-                denominator,
-                ..
-            },
-            TriggerRule::Disparity { .. },
-        ) => Measure::GroupRatio {
-            num: numerator.clone(),
-            den: denominator.clone(),
-        },
-        (
-            Metric::Ratio {
-                numerator,
-                denominator,
-                ..
-            },
-            _,
-        ) => Measure::Ratio {
-            num: numerator.clone(),
-            den: denominator.clone(),
-        },
-        (Metric::Latency { .. }, _) => Measure::Quantile { q: t.quantile? },
-        (Metric::Mean { .. }, _) => return None,
+/// A statistical trigger as the peer styles judge it: its measure and its
+/// rule. Means are not judged by the peers (`None`), nor are objective
+/// rules (canaryd's own engine applies those for every style).
+#[deny(clippy::wildcard_enum_match_arm)]
+fn stat_trigger(index: usize, t: &Trigger) -> Option<StatTrigger> {
+    let ratio = |m: &Ratio| Measure::Ratio {
+        num: m.numerator.clone(),
+        den: m.denominator.clone(),
     };
-    let rule = match &t.rule {
-        TriggerRule::VsBaseline(Regression::RelativeIncrease(x)) => Rule::VsBaseline {
+    let fixed = |bound: &Bound| match *bound {
+        Bound::Above(b) => Rule::Fixed {
+            bound: b,
+            higher_is_worse: true,
+        },
+        Bound::Below(b) => Rule::Fixed {
+            bound: b,
+            higher_is_worse: false,
+        },
+    };
+    let vs_baseline = |r: &Regression| match *r {
+        Regression::RelativeIncrease(x) => Rule::VsBaseline {
             factor: 1.0 + x,
             higher_is_worse: true,
         },
-        TriggerRule::VsBaseline(Regression::RelativeDrop(x)) => Rule::VsBaseline {
+        Regression::RelativeDrop(x) => Rule::VsBaseline {
             factor: 1.0 - x,
             higher_is_worse: false,
         },
-        TriggerRule::Threshold {
-            bound: Bound::Above(b),
-            ..
-        } => Rule::Fixed {
-            bound: *b,
-            higher_is_worse: true,
-        },
-        TriggerRule::Threshold {
-            bound: Bound::Below(b),
-            ..
-        } => Rule::Fixed {
-            bound: *b,
-            higher_is_worse: false,
-        },
-        TriggerRule::Disparity { min_ratio } => Rule::Fixed {
-            bound: *min_ratio,
-            higher_is_worse: false,
-        },
-        _ => return None,
+    };
+    let (measure, rule) = match &t.check {
+        TriggerCheck::RatioVsBaseline { metric, regression } => {
+            (ratio(metric), vs_baseline(regression))
+        }
+        TriggerCheck::RatioThreshold { metric, bound } => (ratio(metric), fixed(bound)),
+        TriggerCheck::QuantileVsBaseline { metric, increase } => (
+            Measure::Quantile { q: metric.quantile },
+            vs_baseline(&Regression::RelativeIncrease(*increase)),
+        ),
+        TriggerCheck::QuantileThreshold { metric, above_ms } => (
+            Measure::Quantile { q: metric.quantile },
+            fixed(&Bound::Above(*above_ms)),
+        ),
+        TriggerCheck::Disparity {
+            metric, min_ratio, ..
+        } => (
+            Measure::GroupRatio {
+                num: metric.numerator.clone(),
+                den: metric.denominator.clone(),
+            },
+            Rule::Fixed {
+                bound: *min_ratio,
+                higher_is_worse: false,
+            },
+        ),
+        TriggerCheck::MeanVsBaseline { .. }
+        | TriggerCheck::MeanThreshold { .. }
+        | TriggerCheck::SustainedRatio { .. }
+        | TriggerCheck::SustainedQuantile { .. }
+        | TriggerCheck::SustainedMean { .. }
+        | TriggerCheck::BurnRate { .. }
+        | TriggerCheck::NoData { .. } => return None,
     };
     Some(StatTrigger {
         index,
@@ -298,14 +298,14 @@ impl PeerAnalysis {
         failure_limit: u32,
         model: Option<&TrafficModel>,
     ) -> Result<Self, String> {
-        let mut monitor = Monitor::new(policy)?;
+        let mut monitor = Monitor::new(policy).map_err(|e| e.to_string())?;
         // Only fired readings' evidence is reported (see `Monitor::set_lean`).
         monitor.set_lean(true);
         let triggers: Vec<StatTrigger> = policy
             .triggers
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| stat_trigger(policy, i, t))
+            .filter_map(|(i, t)| stat_trigger(i, t))
             .collect();
         let state = match style {
             Style::Threshold => PeerState::Threshold {

@@ -13,9 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use canaryd::engine::{
-    Actor, Analysis, Command, Effect, Input, Phase, Rollout, RolloutSpec, TriggerEvidence,
-};
+use canaryd::engine::{Actor, Analysis, Command, Effect, Input, Phase, Rollout, RolloutSpec};
+use canaryd::monitor::TriggerEvidence;
 use canaryd::policy::{Policy, Weight};
 use canaryd::stats::{IntervalSnapshot, LatencyReads};
 use canaryd::time::{Timestamp, format_duration};

@@ -119,7 +119,7 @@ fn parse_base_rate(s: &str) -> Result<(String, f64), String> {
 fn time_to_detect(p: &policy::Policy, rps: f64, base_rates: &[(String, f64)]) -> String {
     use std::fmt::Write;
 
-    use crate::policy::{Step, TriggerRule, Weight};
+    use crate::policy::{Step, TriggerCheck, Weight};
     use crate::time::format_duration;
 
     let mut weights: Vec<Weight> = Vec::new();
@@ -157,14 +157,14 @@ fn time_to_detect(p: &policy::Policy, rps: f64, base_rates: &[(String, f64)]) ->
     );
     for t in p.statistical_triggers() {
         let base = t
-            .metric
-            .as_deref()
+            .check
+            .metric_name()
             .and_then(|m| base_rates.iter().find(|(name, _)| name == m))
             .map(|(_, r)| *r);
         let estimates: Vec<String> = weights
             .iter()
             .filter_map(|w| {
-                crate::engine::monitor::forecast(p, t, rps, *w, base).map(|f| {
+                crate::monitor::forecast(p, t, rps, *w, base).map(|f| {
                     format!(
                         "at {}%: {} ({:.0} canary requests; oracle {}, {:.1}x)",
                         w.percent(),
@@ -180,11 +180,12 @@ fn time_to_detect(p: &policy::Policy, rps: f64, base_rates: &[(String, f64)]) ->
             let _ = writeln!(out, "  - {}: {}", t.name, estimates.join("; "));
             continue;
         }
-        let why = match (&t.rule, t.metric.as_deref()) {
-            (TriggerRule::VsBaseline(_), Some(m))
-                if matches!(p.metric(m), Some(policy::Metric::Ratio { .. })) && base.is_none() =>
-            {
-                format!("give the baseline's rate, e.g. --base-rate {m}=0.05")
+        let why = match &t.check {
+            TriggerCheck::RatioVsBaseline { metric, .. } if base.is_none() => {
+                format!(
+                    "give the baseline's rate, e.g. --base-rate {}=0.05",
+                    metric.name
+                )
             }
             _ => "depends on distributions the policy does not state; simulate it with canaryd-sim"
                 .to_owned(),

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::clock;
 use super::view::{DriverStatus, SourceHealth, rfc3339, rollout_view};
 use super::{ServiceRuntime, Shared, StreamEvent};
-use crate::engine::{Command, Effect, Input, Monitor, Phase, Rejected, Rollout, TriggerVerdict};
+use crate::engine::{Command, Effect, Input, Phase, Rejected, Rollout, TriggerVerdict};
+use crate::monitor::Monitor;
 use crate::policy::Weight;
 use crate::routers::{Target, apply_with_retries};
 use crate::sources::{Collected, Window};
@@ -502,7 +503,7 @@ impl Driver {
     /// feed back, if an effect moved traffic.
     async fn act(
         &mut self,
-        effects: &[Effect<crate::engine::TriggerEvidence>],
+        effects: &[Effect<crate::monitor::TriggerEvidence>],
         committed: &Committed,
     ) -> Option<Input<IntervalSnapshot>> {
         let mut ack = None;

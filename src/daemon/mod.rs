@@ -37,7 +37,8 @@ use self::config::{Config, Hooks, ServiceConfig};
 use self::driver::{Driver, DriverHandle, DriverMsg};
 use self::metrics::Metrics;
 use self::policies::PolicySet;
-use crate::engine::{Command, Monitor, Rejected, Rollout, RolloutSpec};
+use crate::engine::{Command, Rejected, Rollout, RolloutSpec};
+use crate::monitor::Monitor;
 use crate::policy::ChangeType;
 use crate::routers::{HookConfig, RetryPolicy, Router};
 use crate::sources::Source;
@@ -415,7 +416,8 @@ impl Shared {
                 reason: req.reason.clone(),
                 ticket: req.ticket.clone(),
             };
-            let monitor = Monitor::new(&loaded.policy).map_err(Refusal::Internal)?;
+            let monitor =
+                Monitor::new(&loaded.policy).map_err(|e| Refusal::Internal(e.to_string()))?;
             let rollout = Rollout::new(spec.clone(), (*loaded.policy).clone(), monitor, now)?;
             let row = self.with_store(|s| s.create_rollout(&rollout, &loaded.version, now))?;
             let driver = Driver::new(self.clone(), service.clone(), rollout, row, now);

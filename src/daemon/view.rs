@@ -4,7 +4,8 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Monitor, Rollout, TriggerEvidence, TriggerVerdict};
+use crate::engine::{Rollout, TriggerVerdict};
+use crate::monitor::{Monitor, TriggerEvidence};
 use crate::store::{Incident, Notification, RolloutRow};
 use crate::time::Timestamp;
 

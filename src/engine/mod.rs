@@ -5,13 +5,14 @@
 //! - `types.rs`: phases, inputs, commands, effects, events.
 //! - `analysis.rs`: what the state machine asks of the statistics.
 //! - `rollout.rs`: the state machine itself.
+//!
+//! It knows no statistics and no policy metric: `crate::monitor` is the
+//! `Analysis` a policy drives.
 
 pub mod analysis;
-pub mod monitor;
 pub mod rollout;
 pub mod types;
 
 pub use analysis::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
-pub use monitor::{Monitor, ObjectiveEvidence, TriggerEvidence};
 pub use rollout::{ApprovalWait, Approved, CHECKPOINT_VERSION, Checkpoint, ENGINE, Rollout};
 pub use types::*;

@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::check::{Definitions, Mismatch, resolve_gate, resolve_trigger};
 use super::model::*;
+use super::written::*;
 use crate::yaml::decode::{self, Fields, found, one_of};
 use crate::yaml::diag::{Diagnostics, Path, Sink};
 use crate::yaml::node::{Node, Pos, Value};
@@ -120,12 +122,14 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Policy> {
     }
 
     // Cross-references, checked only on what compiled.
-    if let (Some(metrics), Some(triggers)) = (&metrics, &triggers) {
-        check_triggers(sink, metrics, triggers);
-    }
-    if let (Some(metrics), Some(gates)) = (&metrics, &gates) {
-        check_gates(sink, metrics, gates);
-    }
+    let resolved_triggers = match (&metrics, &triggers) {
+        (Some(metrics), Some(triggers)) => resolve_triggers(sink, metrics, triggers),
+        _ => None,
+    };
+    let resolved_gates = match (&metrics, &gates) {
+        (Some(metrics), Some(gates)) => resolve_gates(sink, metrics, gates),
+        _ => None,
+    };
     if let (Some(triggers), Some(gates)) = (&triggers, &gates) {
         check_unique_names(sink, triggers, gates);
     }
@@ -162,8 +166,8 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Policy> {
             .into_iter()
             .map(|(k, v)| Some((k, v.value?)))
             .collect::<Option<_>>()?,
-        triggers: triggers?.into_iter().map(|t| t.value).collect(),
-        gates: gates?.into_iter().map(|g| g.value).collect(),
+        triggers: resolved_triggers?,
+        gates: resolved_gates?,
         incident: incident?,
         emergency: emergency?,
         experiment: experiment?.map(|e| e.value),
@@ -207,7 +211,7 @@ fn compile_analysis(
     node: Option<&Node>,
     path: &Path,
     steps: Option<&[At<Step>]>,
-) -> Option<Analysis> {
+) -> Option<AnalysisSpec> {
     let fields = match node {
         Some(n) => Some(decode::mapping(
             sink,
@@ -312,7 +316,7 @@ fn compile_analysis(
             (bakes * 2).max(Duration::from_secs(3600))
         }
     };
-    ok.then_some(Analysis {
+    ok.then_some(AnalysisSpec {
         interval,
         alpha,
         min_samples,
@@ -530,7 +534,7 @@ fn compile_trigger(
     node: &Node,
     path: &Path,
     metrics: Option<&Located<Metric>>,
-) -> Option<At<Trigger>> {
+) -> Option<At<WrittenTrigger>> {
     let f = decode::mapping(
         sink,
         node,
@@ -640,7 +644,7 @@ fn compile_trigger(
     }
     let metric_pos = f.get("metric").map_or(f.pos, |n| n.pos);
     Some(At {
-        value: Trigger {
+        value: WrittenTrigger {
             name: name?,
             metric: metric?,
             quantile: quantile?,
@@ -893,7 +897,7 @@ fn compile_burn_rate(sink: &mut Sink, node: &Node, path: &Path) -> Option<Trigge
     })
 }
 
-fn compile_gate(sink: &mut Sink, node: &Node, path: &Path) -> Option<At<Gate>> {
+fn compile_gate(sink: &mut Sink, node: &Node, path: &Path) -> Option<At<WrittenGate>> {
     let f = decode::mapping(
         sink,
         node,
@@ -943,7 +947,7 @@ fn compile_gate(sink: &mut Sink, node: &Node, path: &Path) -> Option<At<Gate>> {
     });
     let metric_pos = f.get("metric").map_or(f.pos, |n| n.pos);
     Some(At {
-        value: Gate {
+        value: WrittenGate {
             name: name?,
             metric: metric?,
             quantile: quantile?,
@@ -1046,135 +1050,155 @@ fn compile_experiment(sink: &mut Sink, node: &Node, path: &Path) -> Option<At<Ex
     })
 }
 
-/// Metric references, and whether each rule fits its metric's kind.
-fn check_triggers(sink: &mut Sink, metrics: &Located<Metric>, triggers: &[At<Trigger>]) {
-    for t in triggers {
-        let trig = &t.value;
-        let Some(metric_name) = &trig.metric else {
-            continue;
-        };
-        let Some(metric) = lookup_metric(sink, metrics, metric_name, t) else {
-            continue;
-        };
-        check_quantile(sink, t, metric, trig.quantile, needs_quantile(&trig.rule));
-        let kind = metric.kind_name();
-        let metric_path = t.path.key("metric");
-        match (&trig.rule, metric) {
-            (TriggerRule::VsBaseline(Regression::RelativeDrop(_)), Metric::Latency { .. }) => {
-                sink.error(t.pos, &t.path.key("vsBaseline").key("relativeDrop"), format!(
-                    "`{metric_name}` is a latency: a drop is an improvement, not a regression; use `relativeIncrease`"
-                ));
-            }
-            (
-                TriggerRule::Threshold {
-                    bound: Bound::Below(_),
-                    ..
-                },
-                Metric::Latency { .. },
-            ) => {
-                sink.error(t.pos, &t.path.key("threshold").key("below"), format!(
-                    "`{metric_name}` is a latency: a latency trigger fires when it is too high; use `above`"
-                ));
-            }
-            (TriggerRule::BurnRate { .. }, m) if !matches!(m, Metric::Ratio { .. }) => {
-                sink.error(t.metric_pos, &metric_path, format!(
-                    "a `burnRate` trigger needs a ratio metric (bad events / all events); `{metric_name}` is a {kind} metric"
-                ));
-            }
-            (
-                TriggerRule::Disparity { .. },
-                Metric::Ratio {
-                    group_by: Some(_), ..
-                },
-            ) => {}
-            (TriggerRule::Disparity { .. }, _) => {
-                sink.error(t.metric_pos, &metric_path, format!(
-                    "a `disparity` trigger needs a ratio metric with `groupBy`; `{metric_name}` has no groups"
-                ));
-            }
-            _ => {}
-        }
-    }
-}
-
-fn needs_quantile(rule: &TriggerRule) -> bool {
-    matches!(
-        rule,
-        TriggerRule::VsBaseline(_) | TriggerRule::Threshold { .. }
-    )
-}
-
-fn check_quantile<T>(
-    sink: &mut Sink,
-    at: &At<T>,
-    metric: &Metric,
+/// A trigger as written, before it is resolved against its metric.
+#[derive(Clone, Debug)]
+struct WrittenTrigger {
+    name: String,
+    metric: Option<String>,
     quantile: Option<f64>,
-    rule_uses_it: bool,
-) {
-    match (metric, quantile) {
-        (Metric::Latency { .. }, None) if rule_uses_it => {
-            sink.error(at.pos, &at.path, "missing required field `quantile` (a latency metric is tested at a quantile, e.g. `quantile: 0.95`)");
-        }
-        (Metric::Latency { .. }, _) => {}
-        (m, Some(_)) => {
-            sink.error(
-                at.pos,
-                &at.path.key("quantile"),
-                format!(
-                    "`quantile` applies to latency metrics only; this metric is a {} metric",
-                    m.kind_name()
-                ),
-            );
-        }
-        _ => {}
-    }
+    rule: TriggerRule,
+    action: Action,
 }
 
-fn lookup_metric<'m, T>(
+/// A gate as written, before it is resolved against its metric.
+#[derive(Clone, Debug)]
+struct WrittenGate {
+    name: String,
+    metric: String,
+    quantile: Option<f64>,
+    requirement: GateRequirement,
+    before: Weight,
+}
+
+fn definitions(metrics: &Located<Metric>) -> Definitions<'_> {
+    metrics
+        .iter()
+        .map(|(name, m)| (name.as_str(), m.value.as_ref()))
+        .collect()
+}
+
+/// Each trigger resolved against its metric (`check::resolve_trigger`):
+/// every reference that is not defined and every rule that does not fit its
+/// metric's kind is reported. `None` when anything was.
+fn resolve_triggers(
     sink: &mut Sink,
-    metrics: &'m Located<Metric>,
-    name: &str,
-    at: &At<T>,
-) -> Option<&'m Metric> {
-    let found = metrics.get(name);
-    if found.is_none() {
-        let defined: Vec<&str> = metrics.keys().map(String::as_str).collect();
-        let msg = if defined.is_empty() {
-            format!("metric `{name}` is not defined (spec.metrics is empty)")
-        } else {
-            format!(
-                "metric `{name}` is not defined; defined metrics: {}",
-                one_of(&defined)
-            )
-        };
-        sink.error(at.metric_pos, &at.path.key("metric"), msg);
-    }
-    found.and_then(|m| m.value.as_ref())
-}
-
-fn check_gates(sink: &mut Sink, metrics: &Located<Metric>, gates: &[At<Gate>]) {
-    for g in gates {
-        if let Some(metric) = lookup_metric(sink, metrics, &g.value.metric, g) {
-            check_quantile(sink, g, metric, g.value.quantile, true);
-            let name = &g.value.metric;
-            match (metric, g.value.requirement) {
-                (Metric::Latency { .. }, GateRequirement::MinGain(_)) => sink.error(
-                    g.pos,
-                    &g.path.key("vsBaseline").key("minGain"),
-                    format!("`{name}` is a latency: a latency gate bounds its increase; use `maxIncrease`"),
-                ),
-                (Metric::Latency { .. }, GateRequirement::MaxDrop(_)) => sink.error(
-                    g.pos,
-                    &g.path.key("vsBaseline").key("maxDrop"),
-                    format!("`{name}` is a latency: a latency gate bounds its increase; use `maxIncrease`"),
-                ),
-                _ => {}
+    metrics: &Located<Metric>,
+    triggers: &[At<WrittenTrigger>],
+) -> Option<Vec<Trigger>> {
+    let defined = definitions(metrics);
+    let mut out = Vec::new();
+    for t in triggers {
+        let w = &t.value;
+        match resolve_trigger(&defined, w.metric.as_deref(), w.quantile, &w.rule) {
+            Ok(check) => out.push(Trigger {
+                name: w.name.clone(),
+                check,
+                action: w.action,
+            }),
+            Err(problems) => {
+                for p in problems {
+                    report_mismatch(sink, t, p);
+                }
+                return None;
             }
         }
     }
+    Some(out)
 }
 
-fn check_unique_names(sink: &mut Sink, triggers: &[At<Trigger>], gates: &[At<Gate>]) {
+/// Each gate resolved against its metric (`check::resolve_gate`).
+fn resolve_gates(
+    sink: &mut Sink,
+    metrics: &Located<Metric>,
+    gates: &[At<WrittenGate>],
+) -> Option<Vec<Gate>> {
+    let defined = definitions(metrics);
+    let mut out = Vec::new();
+    let mut ok = true;
+    for g in gates {
+        let w = &g.value;
+        match resolve_gate(&defined, &w.metric, w.quantile, w.requirement) {
+            Ok(check) => out.push(Gate {
+                name: w.name.clone(),
+                check,
+                before: w.before,
+            }),
+            Err(problems) => {
+                ok = false;
+                for p in problems {
+                    report_mismatch(sink, g, p);
+                }
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A mismatch where it was written.
+fn report_mismatch<T>(sink: &mut Sink, at: &At<T>, mismatch: Mismatch) {
+    let metric_path = at.path.key("metric");
+    match mismatch {
+        Mismatch::UndefinedMetric { name, defined } => {
+            let msg = if defined.is_empty() {
+                format!("metric `{name}` is not defined (spec.metrics is empty)")
+            } else {
+                let defined: Vec<&str> = defined.iter().map(String::as_str).collect();
+                format!(
+                    "metric `{name}` is not defined; defined metrics: {}",
+                    one_of(&defined)
+                )
+            };
+            sink.error(at.metric_pos, &metric_path, msg);
+        }
+        Mismatch::MissingQuantile => sink.error(
+            at.pos,
+            &at.path,
+            "missing required field `quantile` (a latency metric is tested at a quantile, e.g. `quantile: 0.95`)",
+        ),
+        Mismatch::QuantileOnNonLatency { kind } => sink.error(
+            at.pos,
+            &at.path.key("quantile"),
+            format!("`quantile` applies to latency metrics only; this metric is a {kind} metric"),
+        ),
+        Mismatch::LatencyDrop { metric } => sink.error(
+            at.pos,
+            &at.path.key("vsBaseline").key("relativeDrop"),
+            format!(
+                "`{metric}` is a latency: a drop is an improvement, not a regression; use `relativeIncrease`"
+            ),
+        ),
+        Mismatch::LatencyBelow { metric } => sink.error(
+            at.pos,
+            &at.path.key("threshold").key("below"),
+            format!(
+                "`{metric}` is a latency: a latency trigger fires when it is too high; use `above`"
+            ),
+        ),
+        Mismatch::BurnRateNeedsRatio { metric, kind } => sink.error(
+            at.metric_pos,
+            &metric_path,
+            format!(
+                "a `burnRate` trigger needs a ratio metric (bad events / all events); `{metric}` is a {kind} metric"
+            ),
+        ),
+        Mismatch::DisparityNeedsGroups { metric } => sink.error(
+            at.metric_pos,
+            &metric_path,
+            format!(
+                "a `disparity` trigger needs a ratio metric with `groupBy`; `{metric}` has no groups"
+            ),
+        ),
+        Mismatch::LatencyGateRequirement { metric, key } => sink.error(
+            at.pos,
+            &at.path.key("vsBaseline").key(key),
+            format!(
+                "`{metric}` is a latency: a latency gate bounds its increase; use `maxIncrease`"
+            ),
+        ),
+    }
+}
+
+fn check_unique_names(sink: &mut Sink, triggers: &[At<WrittenTrigger>], gates: &[At<WrittenGate>]) {
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for t in triggers {
         if !seen.insert(&t.value.name) {

@@ -5,7 +5,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use super::check::{GateCheck, Mean, Named, Quantile, Ratio, TriggerCheck};
 use super::model::*;
+use super::written::{Bound, GateRequirement, Metric, Regression};
 use crate::time::format_duration as dur;
 use crate::yaml::units::{format_latency_ms, format_percent};
 
@@ -172,7 +174,7 @@ pub fn explain(policy: &Policy) -> String {
             w,
             "  - {} ({kind}): {action} {}",
             t.name,
-            describe_trigger(policy, t)
+            describe_trigger(t)
         );
     }
     let k = policy.statistical_triggers().count();
@@ -206,7 +208,7 @@ pub fn explain(policy: &Policy) -> String {
                 "  - {}: before any step sets {}% or more, show {}",
                 g.name,
                 g.before.percent(),
-                describe_gate(policy, g)
+                describe_gate(g)
             );
         }
     }
@@ -231,77 +233,151 @@ pub fn explain(policy: &Policy) -> String {
     out
 }
 
-fn metric_words(policy: &Policy, name: &str, quantile: Option<f64>) -> String {
-    match policy.metric(name) {
-        Some(Metric::Ratio {
+fn ratio_words(m: &Ratio) -> String {
+    let g = m
+        .group_by
+        .as_ref()
+        .map(|g| format!(" by {g}"))
+        .unwrap_or_default();
+    format!("`{}` ({} / {}{g})", m.name, m.numerator, m.denominator)
+}
+
+fn quantile_words(m: &Quantile) -> String {
+    format!(
+        "p{} of `{}` ({})",
+        fmt_num(m.quantile * 100.0),
+        m.name,
+        m.signal
+    )
+}
+
+fn mean_words(m: &Mean) -> String {
+    format!("the mean of `{}` ({})", m.name, m.signal)
+}
+
+fn named_words(m: &Named) -> String {
+    let name = &m.name;
+    match &m.metric {
+        Metric::Ratio {
             numerator,
             denominator,
             group_by,
-        }) => {
-            let g = group_by
-                .as_ref()
-                .map(|g| format!(" by {g}"))
-                .unwrap_or_default();
-            format!("`{name}` ({numerator} / {denominator}{g})")
+        } => ratio_words(&Ratio {
+            name: name.clone(),
+            numerator: numerator.clone(),
+            denominator: denominator.clone(),
+            group_by: group_by.clone(),
+        }),
+        Metric::Latency { signal } => format!("`{name}` ({signal})"),
+        Metric::Mean { signal } => mean_words(&Mean {
+            name: name.clone(),
+            signal: signal.clone(),
+        }),
+    }
+}
+
+fn bound(b: &Bound) -> (&'static str, f64) {
+    match b {
+        Bound::Above(v) => ("above", *v),
+        Bound::Below(v) => ("below", *v),
+    }
+}
+
+fn regression(r: &Regression) -> (String, &'static str) {
+    match r {
+        Regression::RelativeDrop(x) => (format_percent(*x), "below"),
+        Regression::RelativeIncrease(x) => (format_percent(*x), "above"),
+    }
+}
+
+/// Every check in words. A new check kind is a new arm here: the match
+/// has no catch-all, so the build fails until it is described.
+#[deny(clippy::wildcard_enum_match_arm)]
+fn describe_trigger(t: &Trigger) -> String {
+    let sustained = |m: String, side: &str, limit: String, d: &Duration| {
+        format!(
+            "when the canary's {m} stays {side} {limit} in every interval for {} running",
+            dur(*d)
+        )
+    };
+    match &t.check {
+        TriggerCheck::RatioVsBaseline {
+            metric,
+            regression: r,
+        } => {
+            let (x, side) = regression(r);
+            format!(
+                "on evidence that the canary's {} is more than {x} {side} baseline's",
+                ratio_words(metric)
+            )
         }
-        Some(Metric::Latency { signal }) => match quantile {
-            Some(q) => format!("p{} of `{name}` ({signal})", fmt_num(q * 100.0)),
-            None => format!("`{name}` ({signal})"),
-        },
-        Some(Metric::Mean { signal }) => format!("the mean of `{name}` ({signal})"),
-        None => format!("`{name}`"),
-    }
-}
-
-fn bound_words(policy: &Policy, metric: &str, v: f64) -> String {
-    match policy.metric(metric) {
-        Some(Metric::Ratio { .. }) => format_percent(v),
-        Some(Metric::Latency { .. }) => format_latency_ms(v),
-        _ => fmt_num(v),
-    }
-}
-
-fn describe_trigger(policy: &Policy, t: &Trigger) -> String {
-    let metric = t.metric.as_deref().unwrap_or("");
-    let m = metric_words(policy, metric, t.quantile);
-    match &t.rule {
-        TriggerRule::VsBaseline(Regression::RelativeDrop(x)) => format!(
-            "on evidence that the canary's {m} is more than {} below baseline's",
-            format_percent(*x)
+        TriggerCheck::QuantileVsBaseline { metric, increase } => format!(
+            "on evidence that the canary's {} is more than {} above baseline's",
+            quantile_words(metric),
+            format_percent(*increase)
         ),
-        TriggerRule::VsBaseline(Regression::RelativeIncrease(x)) => format!(
-            "on evidence that the canary's {m} is more than {} above baseline's",
-            format_percent(*x)
+        TriggerCheck::MeanVsBaseline {
+            metric,
+            regression: r,
+        } => {
+            let (x, side) = regression(r);
+            format!(
+                "on evidence that the canary's {} is more than {x} {side} baseline's",
+                mean_words(metric)
+            )
+        }
+        TriggerCheck::RatioThreshold { metric, bound: b } => {
+            let (side, v) = bound(b);
+            format!(
+                "on evidence that the canary's {} is {side} {}",
+                ratio_words(metric),
+                format_percent(v)
+            )
+        }
+        TriggerCheck::QuantileThreshold { metric, above_ms } => format!(
+            "on evidence that the canary's {} is above {}",
+            quantile_words(metric),
+            format_latency_ms(*above_ms)
         ),
-        TriggerRule::Threshold {
-            bound,
-            sustained_for: None,
-        } => match bound {
-            Bound::Above(v) => format!(
-                "on evidence that the canary's {m} is above {}",
-                bound_words(policy, metric, *v)
-            ),
-            Bound::Below(v) => format!(
-                "on evidence that the canary's {m} is below {}",
-                bound_words(policy, metric, *v)
-            ),
-        },
-        TriggerRule::Threshold {
-            bound,
-            sustained_for: Some(d),
-        } => match bound {
-            Bound::Above(v) => format!(
-                "when the canary's {m} stays above {} in every interval for {} running",
-                bound_words(policy, metric, *v),
-                dur(*d)
-            ),
-            Bound::Below(v) => format!(
-                "when the canary's {m} stays below {} in every interval for {} running",
-                bound_words(policy, metric, *v),
-                dur(*d)
-            ),
-        },
-        TriggerRule::BurnRate { slo, windows } => {
+        TriggerCheck::MeanThreshold { metric, bound: b } => {
+            let (side, v) = bound(b);
+            format!(
+                "on evidence that the canary's {} is {side} {}",
+                mean_words(metric),
+                fmt_num(v)
+            )
+        }
+        TriggerCheck::SustainedRatio {
+            metric,
+            bound: b,
+            for_duration,
+        } => {
+            let (side, v) = bound(b);
+            sustained(ratio_words(metric), side, format_percent(v), for_duration)
+        }
+        TriggerCheck::SustainedQuantile {
+            metric,
+            above_ms,
+            for_duration,
+        } => sustained(
+            quantile_words(metric),
+            "above",
+            format_latency_ms(*above_ms),
+            for_duration,
+        ),
+        TriggerCheck::SustainedMean {
+            metric,
+            bound: b,
+            for_duration,
+        } => {
+            let (side, v) = bound(b);
+            sustained(mean_words(metric), side, fmt_num(v), for_duration)
+        }
+        TriggerCheck::BurnRate {
+            metric,
+            slo,
+            windows,
+        } => {
             let ws: Vec<String> = windows
                 .iter()
                 .map(|bw| {
@@ -315,34 +391,47 @@ fn describe_trigger(policy: &Policy, t: &Trigger) -> String {
                 })
                 .collect();
             format!(
-                "when the canary burns the error budget of a {} SLO on {m} {}",
+                "when the canary burns the error budget of a {} SLO on {} {}",
                 format_percent(*slo),
+                ratio_words(metric),
                 ws.join(", or ")
             )
         }
-        TriggerRule::Disparity { min_ratio } => format!(
-            "on evidence that, for the canary, the lowest group's {m} divided by the highest group's is below {}",
+        TriggerCheck::Disparity {
+            metric, min_ratio, ..
+        } => format!(
+            "on evidence that, for the canary, the lowest group's {} divided by the highest group's is below {}",
+            ratio_words(metric),
             fmt_num(*min_ratio)
         ),
-        TriggerRule::NoData { for_duration } => {
-            if t.metric.is_some() {
-                format!(
-                    "when the canary has had no data for {m} for {}",
-                    dur(*for_duration)
-                )
-            } else {
-                format!(
-                    "when the canary has served no requests for {}",
-                    dur(*for_duration)
-                )
-            }
-        }
+        TriggerCheck::NoData {
+            metric: Some(m),
+            for_duration,
+            ..
+        } => format!(
+            "when the canary has had no data for {} for {}",
+            named_words(m),
+            dur(*for_duration)
+        ),
+        TriggerCheck::NoData {
+            metric: None,
+            for_duration,
+            ..
+        } => format!(
+            "when the canary has served no requests for {}",
+            dur(*for_duration)
+        ),
     }
 }
 
-fn describe_gate(policy: &Policy, g: &Gate) -> String {
-    let m = metric_words(policy, &g.metric, g.quantile);
-    match g.requirement {
+#[deny(clippy::wildcard_enum_match_arm)]
+fn describe_gate(g: &Gate) -> String {
+    let m = match &g.check {
+        GateCheck::Ratio { metric, .. } => ratio_words(metric),
+        GateCheck::QuantileMaxIncrease { metric, .. } => quantile_words(metric),
+        GateCheck::Mean { metric, .. } => mean_words(metric),
+    };
+    match g.check.requirement() {
         GateRequirement::MinGain(x) => format!(
             "that the canary's {m} is at least {} above baseline's",
             format_percent(x)

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::check::{GateCheck, TriggerCheck};
+use super::written::Metric;
+
 /// A canary traffic share in percent, 0 to 100.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
@@ -44,12 +47,16 @@ impl From<Weight> for u8 {
     }
 }
 
+/// A compiled policy. Checkpoints hold it in the form of `repr.rs` (the
+/// triggers and gates as written), so the serialized form is the same as
+/// before triggers were resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "super::repr::PolicyRepr", try_from = "super::repr::PolicyRepr")]
 pub struct Policy {
     pub name: String,
     pub description: Option<String>,
     pub change_type: ChangeType,
-    pub analysis: Analysis,
+    pub analysis: AnalysisSpec,
     pub steps: Vec<Step>,
     pub metrics: BTreeMap<String, Metric>,
     pub triggers: Vec<Trigger>,
@@ -86,8 +93,9 @@ impl ChangeType {
     }
 }
 
+/// `spec.analysis`: how the data is judged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Analysis {
+pub struct AnalysisSpec {
     /// How often the engine evaluates; also the length of one data bucket.
     pub interval: Duration,
     /// False-rollback budget of the statistical triggers over the whole rollout.
@@ -127,39 +135,12 @@ pub enum OnTimeout {
     Pause,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
-pub enum Metric {
-    /// numerator / denominator, e.g. clicks / impressions.
-    Ratio {
-        numerator: String,
-        denominator: String,
-        group_by: Option<String>,
-    },
-    /// A latency distribution (milliseconds), tested at a quantile.
-    Latency { signal: String },
-    /// The mean of an observed value signal.
-    Mean { signal: String },
-}
-
-impl Metric {
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Metric::Ratio { .. } => "ratio",
-            Metric::Latency { .. } => "latency",
-            Metric::Mean { .. } => "mean",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A trigger: what it checks, resolved against the metrics (see
+/// `check.rs`), and what happens when it fires.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Trigger {
     pub name: String,
-    /// The metric tested; `None` only for a `noData` trigger on canary requests.
-    pub metric: Option<String>,
-    /// For latency metrics: the quantile tested, in (0, 1).
-    pub quantile: Option<f64>,
-    pub rule: TriggerRule,
+    pub check: TriggerCheck,
     pub action: Action,
 }
 
@@ -167,57 +148,8 @@ impl Trigger {
     /// Statistical triggers fire only on anytime-valid evidence and share
     /// the policy's `alpha`; objective ones fire exactly as written.
     pub fn is_statistical(&self) -> bool {
-        match &self.rule {
-            TriggerRule::VsBaseline(_) | TriggerRule::Disparity { .. } => true,
-            TriggerRule::Threshold { sustained_for, .. } => sustained_for.is_none(),
-            TriggerRule::BurnRate { .. } | TriggerRule::NoData { .. } => false,
-        }
+        self.check.is_statistical()
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum TriggerRule {
-    /// Evidence that the canary is worse than baseline beyond a tolerance.
-    VsBaseline(Regression),
-    /// The canary's value against a fixed bound: statistical without
-    /// `sustained_for`, objective (every interval over the window) with it.
-    Threshold {
-        bound: Bound,
-        sustained_for: Option<Duration>,
-    },
-    /// Multi-window error-budget burn rate (SRE workbook).
-    BurnRate { slo: f64, windows: Vec<BurnWindow> },
-    /// Evidence that lowest / highest group rate is below `min_ratio`.
-    Disparity { min_ratio: f64 },
-    /// No canary data (requests, or the metric's denominator) for this long.
-    NoData { for_duration: Duration },
-}
-
-/// A regression beyond a relative tolerance (fractions: 0.01 = 1%).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Regression {
-    /// Lower is worse (CTR): canary < baseline × (1 − x).
-    RelativeDrop(f64),
-    /// Higher is worse (errors, latency): canary > baseline × (1 + x).
-    RelativeIncrease(f64),
-}
-
-/// A threshold in the metric's unit: a fraction for ratios, milliseconds for
-/// latency, the signal's unit for means.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Bound {
-    Above(f64),
-    Below(f64),
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BurnWindow {
-    pub long: Duration,
-    pub short: Duration,
-    pub factor: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,26 +159,12 @@ pub enum Action {
     Pause,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Gate {
     pub name: String,
-    pub metric: String,
-    pub quantile: Option<f64>,
-    pub requirement: GateRequirement,
+    pub check: GateCheck,
     /// Must be shown before any step sets the weight to this or higher.
     pub before: Weight,
-}
-
-/// What a gate must show, as a confidence-sequence bound (fractions).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum GateRequirement {
-    /// canary ≥ baseline × (1 + x)
-    MinGain(f64),
-    /// canary < baseline × (1 + x)
-    MaxIncrease(f64),
-    /// canary > baseline × (1 − x)
-    MaxDrop(f64),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -84,7 +84,9 @@ pub use histogram::{HistogramReads, LatencyHistogram, LatencyReads, Layout, Mome
 pub use hypothesis::{Direction, GateKind};
 pub use mean::MeanTest;
 pub use mixture::ChangeDetection;
-pub use objective::{BurnRate, BurnWindow, NoData, SustainedQuantile};
+pub use objective::{
+    BurnRate, BurnWindow, MeanLimit, NoData, SustainedMean, SustainedQuantile, SustainedRatio,
+};
 pub use quantile::{QuantileGate, QuantileVsBaseline};
 pub use ratio::{RatioGate, RatioMethod, RatioVsBaseline};
 pub use sample_ratio::SampleRatioCheck;

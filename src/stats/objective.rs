@@ -1,5 +1,5 @@
 //! Objective (non-statistical) triggers, applied exactly as written over
-//! [`Windows`]: sustained quantile thresholds, multi-window burn rates and
+//! [`Windows`]: sustained thresholds (ratio, quantile, mean), multi-window burn rates and
 //! no-data detection. They are outside `alpha`; the simulator measures how
 //! often they fire on healthy traffic. Where latency is bucketed, the bucket
 //! bound least favourable to firing decides.
@@ -92,6 +92,134 @@ impl SustainedQuantile {
                 finite(observed)
             },
             limit: self.above_ms,
+            canary: run.canary,
+            window_start: run.from.unwrap_or(now),
+            window_end: now,
+        }
+    }
+}
+
+/// `threshold: {above|below: p, for: D}` on a ratio: fires when every
+/// interval of the last `D` had the canary's `numerator / denominator`
+/// above `above` (a `below` bound is written as its complement: the
+/// complement counter above `1 − p`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SustainedRatio {
+    pub numerator: String,
+    pub denominator: String,
+    pub above: f64,
+    pub for_ms: u64,
+}
+
+impl SustainedRatio {
+    pub fn new(numerator: &str, denominator: &str, above: f64, for_: Duration) -> Self {
+        SustainedRatio {
+            numerator: numerator.to_owned(),
+            denominator: denominator.to_owned(),
+            above,
+            for_ms: u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Every interval of the last `for_ms` had the canary's rate above
+    /// `above` (see [`sustained_run`] for "exactly as written").
+    pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
+        let run = sustained_run(windows, now, self.for_ms, |s| {
+            let n = s.canary.counter(&self.denominator);
+            let x = s.canary.counter(&self.numerator).min(n);
+            (n > 0).then(|| {
+                let rate = x as f64 / n as f64;
+                (
+                    rate,
+                    rate > self.above,
+                    ArmCounts {
+                        exposure: n,
+                        events: x,
+                    },
+                )
+            })
+        });
+        let lowest = run.values.iter().copied().fold(f64::MAX, f64::min);
+        ObjectiveVerdict {
+            fired: run.fired,
+            observed: if lowest == f64::MAX { 0.0 } else { lowest },
+            limit: self.above,
+            canary: run.canary,
+            window_start: run.from.unwrap_or(now),
+            window_end: now,
+        }
+    }
+}
+
+/// Which side of a mean's bound fires (serialized as the policy writes it:
+/// `{"above": 900.0}`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MeanLimit {
+    Above(f64),
+    Below(f64),
+}
+
+/// `threshold: {above|below: b, for: D}` on a mean: fires when every
+/// interval of the last `D` had the canary's mean beyond `b` (values from
+/// histogram bucket midpoints).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SustainedMean {
+    pub signal: String,
+    pub bound: MeanLimit,
+    pub for_ms: u64,
+}
+
+impl SustainedMean {
+    pub fn new(signal: &str, bound: MeanLimit, for_: Duration) -> Self {
+        SustainedMean {
+            signal: signal.to_owned(),
+            bound,
+            for_ms: u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// It reads the canary's whole histogram of its signal (now and in
+    /// the windows).
+    pub fn latency_reads(&self, signal: &str) -> LatencyReads {
+        if signal != self.signal {
+            return LatencyReads::NOTHING;
+        }
+        LatencyReads {
+            baseline: HistogramReads::Nothing,
+            canary: HistogramReads::Everything,
+        }
+    }
+
+    pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
+        let (limit, beyond): (f64, fn(f64, f64) -> bool) = match self.bound {
+            MeanLimit::Above(b) => (b, |m, b| m > b),
+            MeanLimit::Below(b) => (b, |m, b| m < b),
+        };
+        let run = sustained_run(windows, now, self.for_ms, |s| {
+            let m = s
+                .canary
+                .latency
+                .get(&self.signal)
+                .and_then(|h| h.moments_ms())?;
+            Some((
+                m.mean,
+                beyond(m.mean, limit),
+                ArmCounts {
+                    exposure: m.n,
+                    events: 0,
+                },
+            ))
+        });
+        let nearest = run
+            .values
+            .iter()
+            .copied()
+            .min_by(|a, b| (a - limit).abs().total_cmp(&(b - limit).abs()));
+        ObjectiveVerdict {
+            fired: run.fired,
+            observed: nearest.unwrap_or(0.0),
+            limit,
             canary: run.canary,
             window_start: run.from.unwrap_or(now),
             window_end: now,

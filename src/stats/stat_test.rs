@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use super::disparity::Disparity;
 use super::evidence::{Status, Verdict};
 use super::histogram::LatencyReads;
+use super::mean::MeanTest;
 use super::quantile::QuantileVsBaseline;
 use super::ratio::RatioVsBaseline;
 use super::snapshot::IntervalSnapshot;
@@ -69,6 +70,8 @@ pub enum StatTest {
     QuantileThreshold(QuantileThreshold),
     QuantileVsBaseline(QuantileVsBaseline),
     Disparity(Disparity),
+    /// A `kind: mean` metric's test (vsBaseline, threshold or gate).
+    Mean(MeanTest),
 }
 
 impl StatTest {
@@ -83,6 +86,7 @@ impl StatTest {
         match self {
             StatTest::QuantileThreshold(t) => t.latency_reads(signal),
             StatTest::QuantileVsBaseline(t) => t.latency_reads(signal),
+            StatTest::Mean(t) => t.latency_reads(signal),
             StatTest::RatioVsBaseline(_) | StatTest::RatioThreshold(_) | StatTest::Disparity(_) => {
                 LatencyReads::NOTHING
             }
@@ -97,6 +101,7 @@ impl StatTest {
             StatTest::QuantileThreshold(t) => t.observe(snap),
             StatTest::QuantileVsBaseline(t) => t.observe(snap),
             StatTest::Disparity(t) => t.observe(snap),
+            StatTest::Mean(t) => t.observe(snap),
         }
     }
 
@@ -115,6 +120,8 @@ impl StatTest {
             StatTest::QuantileThreshold(t) => t.set_lean(lean),
             StatTest::QuantileVsBaseline(t) => t.set_lean(lean),
             StatTest::Disparity(t) => t.set_lean(lean),
+            // Its evidence costs no grid: nothing to spare.
+            StatTest::Mean(_) => {}
         }
     }
 
@@ -128,7 +135,8 @@ impl StatTest {
             StatTest::QuantileVsBaseline(t) => t.set_lean_gate(lean),
             StatTest::RatioThreshold(_)
             | StatTest::QuantileThreshold(_)
-            | StatTest::Disparity(_) => {}
+            | StatTest::Disparity(_)
+            | StatTest::Mean(_) => {}
         }
     }
 
@@ -140,6 +148,7 @@ impl StatTest {
             StatTest::QuantileThreshold(t) => t.current(Status::Excluded),
             StatTest::QuantileVsBaseline(t) => t.current(Status::Excluded),
             StatTest::Disparity(t) => t.current(Status::Excluded),
+            StatTest::Mean(t) => t.excluded(),
         }
     }
 }

@@ -1,0 +1,680 @@
+//! The policy-driven [`Analysis`]: builds one statistics test per trigger and
+//! gate of a compiled policy, feeds them interval snapshots, and reports
+//! readings with their evidence. This is what the daemon and the simulator
+//! run; it is glue, the statistics live in `crate::stats`.
+//!
+//! Budgets: the `K` statistical triggers share `alpha` (each runs at
+//! `alpha / K`, Bonferroni over e-values, see `Policy::alpha_per_trigger`);
+//! the `G` gates share a separate false-promotion budget `alpha` (each at
+//! `alpha / G`); the sample-ratio guard runs at [`SRM_ALPHA`] and only
+//! pauses. Statistical triggers restart their mixtures at up to
+//! [`change_detection`] points over the rollout's horizon (`maxDuration`), so a
+//! regression that starts late is caught about as fast as an early one.
+//!
+//! Warm-up: after each weight change, the first `warmup` of data is kept out
+//! of the comparative tests (vsBaseline, gates, sample ratio); canary-alone
+//! and objective checks see every interval.
+
+mod build;
+mod evidence;
+mod forecast;
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use build::{Complement, gate_test, measured, trigger_check};
+pub use build::{MAX_GROUPS, MAX_RESTARTS, MIN_RESTART_SPACING, SRM_ALPHA, change_detection};
+pub use evidence::{ObjectiveEvidence, TriggerEvidence};
+pub use forecast::forecast;
+
+use crate::engine::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
+use crate::policy::{Policy, REQUESTS, Weight};
+use crate::stats::{
+    self, BurnRate, ChangeDetection, IntervalSnapshot, LatencyReads, NoData, SampleRatioCheck,
+    StatTest, StatsError, Status, SustainedMean, SustainedQuantile, SustainedRatio, Verdict,
+    Warmup, Windows,
+};
+use crate::time::Timestamp;
+
+/// One trigger's check, as it runs.
+#[derive(Clone, Debug, PartialEq)]
+enum Check {
+    /// An e-process; `comparative` ones skip warm-up intervals.
+    Statistical {
+        test: Box<StatTest>,
+        comparative: bool,
+        last: Option<Verdict>,
+    },
+    SustainedQuantile(SustainedQuantile),
+    SustainedRatio(SustainedRatio),
+    SustainedMean(SustainedMean),
+    BurnRate(BurnRate),
+    NoData(NoData),
+}
+
+/// One gate's test, as it runs, and its last verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct GateState {
+    #[serde(with = "checkpoint_form::gate_test")]
+    test: StatTest,
+    last: Option<Verdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Monitor {
+    checks: Vec<Check>,
+    gates: Vec<GateState>,
+    srm: Option<SampleRatioCheck>,
+    /// Evidence of a broken split in the current stage (the check restarts
+    /// with each weight, so a fixed split is judged on its own).
+    srm_evidence: Option<stats::Evidence>,
+    change: ChangeDetection,
+    complements: Vec<Complement>,
+    windows: Windows,
+    warmup: Warmup,
+    stage_requests: u64,
+    /// When the router confirmed the current weight: only data from then on
+    /// counts towards the stage's `minSamples`.
+    #[serde(default)]
+    stage_start: Option<Timestamp>,
+    /// When data started to count (for no-data checks).
+    since: Option<Timestamp>,
+    /// Lean evidence (see [`Monitor::set_lean`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    lean: bool,
+    /// Per check, for burn-rate rules: the two counters the rule reads from
+    /// each interval retained in `windows`, in step with it. Derived state:
+    /// skipped by serde (rebuilt from `windows` on the next observation;
+    /// until then the rules read the windows) and ignored by equality.
+    #[serde(skip)]
+    burn_counts: BurnCache,
+    /// Per check, what its objective reading says was measured: words fixed
+    /// by the policy, formatted once rather than at every assessment.
+    /// Derived: skipped by serde (rebuilt on the next assessment) and
+    /// ignored by equality.
+    #[serde(skip)]
+    measured: Measured,
+    /// The snapshot the windows pushed out last, for a caller that fills a
+    /// new one in its buffers (see [`Analysis::take_spare`]). Not state:
+    /// skipped by serde and ignored by equality.
+    #[serde(skip)]
+    spare: Spare,
+    /// What the checks read of a latency signal, until the next observation
+    /// or stage changes a check (see [`Analysis::latency_reads`]). Not
+    /// state: skipped by serde and ignored by equality.
+    #[serde(skip)]
+    reads: ReadsCache,
+}
+
+/// Derived data kept beside the monitor's state: skipped by serde (each
+/// field says how it is rebuilt) and equal to any other value, so it never
+/// makes two monitors with the same state differ.
+#[derive(Clone, Debug, Default)]
+struct NotState<T>(T);
+
+impl<T> PartialEq for NotState<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+type ReadsCache = NotState<std::sync::OnceLock<(String, LatencyReads)>>;
+type Spare = NotState<Option<IntervalSnapshot>>;
+type Measured = NotState<Vec<Arc<str>>>;
+type BurnCache = NotState<Vec<VecDeque<stats::objective::BurnCounts>>>;
+
+impl Monitor {
+    /// Build the checks for a compiled policy (see `build.rs`).
+    pub fn new(policy: &Policy) -> Result<Monitor, BuildError> {
+        let a = &policy.analysis;
+        let change = change_detection(policy);
+        let trigger_alpha = policy.alpha_per_trigger();
+        let gate_alpha = a.alpha / policy.gates.len().max(1) as f64;
+        let mut complements = Vec::new();
+        let mut checks = Vec::new();
+        let mut longest = a.interval;
+        for t in &policy.triggers {
+            let check =
+                trigger_check(t, trigger_alpha, change, &mut complements).map_err(|source| {
+                    BuildError {
+                        what: "trigger",
+                        name: t.name.clone(),
+                        source,
+                    }
+                })?;
+            longest = longest.max(t.check.window());
+            checks.push(check);
+        }
+        let gates = policy
+            .gates
+            .iter()
+            .map(|g| {
+                gate_test(&g.check, gate_alpha)
+                    .map(|test| GateState { test, last: None })
+                    .map_err(|source| BuildError {
+                        what: "gate",
+                        name: g.name.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let srm = if a.sample_ratio_check {
+            Some(
+                SampleRatioCheck::new(REQUESTS, SRM_ALPHA, change).map_err(|source| {
+                    BuildError {
+                        what: "sample-ratio check",
+                        name: REQUESTS.to_owned(),
+                        source,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let interval_ms = a.interval.as_millis().max(1);
+        let warmup_intervals = a.warmup.as_millis().div_ceil(interval_ms);
+        Ok(Monitor {
+            checks,
+            gates,
+            srm,
+            srm_evidence: None,
+            change,
+            complements,
+            windows: Windows::for_longest_window(longest, a.interval),
+            warmup: Warmup::new(u32::try_from(warmup_intervals).unwrap_or(u32::MAX)),
+            stage_requests: 0,
+            stage_start: None,
+            since: None,
+            lean: false,
+            burn_counts: BurnCache::default(),
+            measured: Measured::default(),
+            spare: Spare::default(),
+            reads: ReadsCache::default(),
+        })
+    }
+
+    /// Lean evidence: statistical readings that have not fired, and
+    /// `vsBaseline` gates whether shown or not, carry no confidence
+    /// interval, which spares a likelihood grid per test and interval.
+    /// Verdicts, e-values, counts and the evidence of a reading that fires
+    /// are unchanged. For callers that read evidence only when a trigger
+    /// fires (the simulator); the daemon keeps full evidence for its status
+    /// API.
+    pub fn set_lean(&mut self, lean: bool) {
+        self.lean = lean;
+        for check in &mut self.checks {
+            if let Check::Statistical { test, .. } = check {
+                test.set_lean(lean);
+            }
+        }
+        for gate in &mut self.gates {
+            gate.test.set_lean_gate(lean);
+        }
+        if let Some(srm) = &mut self.srm {
+            srm.set_lean(lean);
+        }
+    }
+
+    /// Adds the complement counters to a snapshot the monitor now owns.
+    fn add_complements(&self, s: &mut IntervalSnapshot) {
+        for c in &self.complements {
+            for arm in [&mut s.baseline, &mut s.canary] {
+                let n = arm.counter(&c.denominator);
+                let x = arm.counter(&c.numerator).min(n);
+                arm.add(&c.name, n - x);
+            }
+        }
+    }
+}
+
+fn verdict_of(status: Status) -> TriggerVerdict {
+    match status {
+        Status::Crossed => TriggerVerdict::Fired,
+        Status::Monitoring => TriggerVerdict::Ok,
+        Status::Collecting | Status::Excluded => TriggerVerdict::Inconclusive,
+    }
+}
+
+fn statistical_reading(v: &Verdict) -> TriggerReading<TriggerEvidence> {
+    TriggerReading {
+        verdict: verdict_of(v.status),
+        estimate: Some(v.evidence.estimate),
+        boundary: Some(v.evidence.log_boundary),
+        samples: v.evidence.canary.exposure,
+        evidence: Some(TriggerEvidence::Statistical(v.evidence.clone())),
+    }
+}
+
+fn objective_reading(
+    v: stats::objective::ObjectiveVerdict,
+    measured: Arc<str>,
+    has_data: bool,
+) -> TriggerReading<TriggerEvidence> {
+    TriggerReading {
+        verdict: if v.fired {
+            TriggerVerdict::Fired
+        } else if has_data {
+            TriggerVerdict::Ok
+        } else {
+            TriggerVerdict::Inconclusive
+        },
+        estimate: Some(v.observed),
+        boundary: Some(v.limit),
+        samples: v.canary.exposure,
+        evidence: Some(TriggerEvidence::Objective(ObjectiveEvidence {
+            measured,
+            verdict: v,
+        })),
+    }
+}
+
+impl Analysis for Monitor {
+    type Snapshot = IntervalSnapshot;
+    type Evidence = TriggerEvidence;
+
+    fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
+        self.reads = ReadsCache::default();
+        self.stage_requests = 0;
+        self.stage_start = Some(now);
+        self.warmup.on_weight_change(now);
+        if self.srm.is_some() {
+            self.srm = SampleRatioCheck::new(REQUESTS, SRM_ALPHA, self.change).ok();
+            if let Some(srm) = &mut self.srm {
+                srm.set_lean(self.lean);
+            }
+            self.srm_evidence = None;
+        }
+        self.since.get_or_insert(now);
+    }
+
+    fn observe(&mut self, snapshot: &IntervalSnapshot, weight: Weight) {
+        self.observe_owned(snapshot.clone(), weight);
+    }
+
+    /// The windows keep the snapshot: taking it by value spares a clone
+    /// (every histogram and string key) per interval.
+    fn observe_owned(&mut self, mut snap: IntervalSnapshot, weight: Weight) {
+        if self.latency_reads_may_change() {
+            self.reads = ReadsCache::default();
+        }
+        self.add_complements(&mut snap);
+        self.since.get_or_insert(snap.start);
+        if self.stage_start.is_none_or(|at| snap.start >= at) {
+            self.stage_requests = self
+                .stage_requests
+                .saturating_add(snap.canary.counter(REQUESTS));
+        }
+        let admitted = self.warmup.admits(&snap);
+        // The objective rules read the windows when assessed.
+        for check in &mut self.checks {
+            if let Check::Statistical {
+                test,
+                comparative,
+                last,
+            } = check
+            {
+                *last = Some(if admitted || !*comparative {
+                    test.observe(&snap)
+                } else {
+                    test.excluded()
+                });
+            }
+        }
+        for gate in &mut self.gates {
+            gate.last = Some(if admitted {
+                gate.test.observe(&snap)
+            } else {
+                gate.test.excluded()
+            });
+        }
+        if admitted && let Some(srm) = &mut self.srm {
+            let v = srm.observe(&snap, weight.fraction());
+            if v.crossed() && self.srm_evidence.is_none() {
+                self.srm_evidence = Some(v.evidence);
+            }
+        }
+        self.spare.0 = self.windows.push(snap);
+        self.sync_burn_counts();
+    }
+
+    fn take_spare(&mut self) -> Option<IntervalSnapshot> {
+        self.spare.0.take()
+    }
+
+    /// The union of what every check reads (see [`Monitor::reads_of`]),
+    /// kept from the last observation when it was for `signal`.
+    fn latency_reads(&self, signal: &str) -> Cow<'_, LatencyReads> {
+        let (s, reads) = self
+            .reads
+            .0
+            .get_or_init(|| (signal.to_string(), self.reads_of(signal)));
+        if s == signal {
+            Cow::Borrowed(reads)
+        } else {
+            Cow::Owned(self.reads_of(signal))
+        }
+    }
+
+    /// A function of the monitor's state and `now`. The engine does not ask
+    /// twice at one instant without new data (see `Rollout::handle`), so
+    /// nothing is memoized here.
+    fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
+        if self.measured.0.len() != self.checks.len() {
+            self.measured = NotState(self.checks.iter().map(|c| measured(c).into()).collect());
+        }
+        self.assess_now(now)
+    }
+
+    fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
+        (snapshot.start, snapshot.end)
+    }
+}
+
+impl Monitor {
+    /// Whether an observation may change what the checks read of latency
+    /// (the rest of the checks read the same every interval).
+    fn latency_reads_may_change(&self) -> bool {
+        self.checks.iter().any(|c| match c {
+            Check::Statistical { test, .. } => test.latency_reads_may_change(),
+            _ => false,
+        }) || self.gates.iter().any(|g| g.test.latency_reads_may_change())
+    }
+
+    /// The union of what every check reads: statistical checks, gates and
+    /// sustained quantiles say what they read; a sustained mean reads the
+    /// canary's whole histogram (now and in the windows).
+    fn reads_of(&self, signal: &str) -> LatencyReads {
+        let mut reads = LatencyReads::NOTHING;
+        for check in &self.checks {
+            let r = match check {
+                Check::Statistical { test, .. } => test.latency_reads(signal),
+                Check::SustainedQuantile(rule) => rule.latency_reads(signal),
+                Check::SustainedMean(rule) => rule.latency_reads(signal),
+                Check::SustainedRatio(_) | Check::BurnRate(_) | Check::NoData(_) => {
+                    LatencyReads::NOTHING
+                }
+            };
+            reads = reads.union(r);
+        }
+        for gate in &self.gates {
+            reads = reads.union(gate.test.latency_reads(signal));
+        }
+        reads
+    }
+
+    /// Appends the burn counts of the interval just pushed (the newest in
+    /// `windows`) and keeps the cache the length of `windows`; rebuilds it
+    /// from `windows` when it was not in step (after a restore).
+    fn sync_burn_counts(&mut self) {
+        let len = self.windows.len();
+        let cache = &mut self.burn_counts.0;
+        let in_step = cache.len() == self.checks.len()
+            && self
+                .checks
+                .iter()
+                .zip(cache.iter())
+                .all(|(c, q)| !matches!(c, Check::BurnRate(_)) || q.len() + 1 >= len);
+        if in_step && let Some(newest) = self.windows.intervals().next_back() {
+            for (q, c) in cache.iter_mut().zip(&self.checks) {
+                if let Check::BurnRate(rule) = c {
+                    q.push_back(rule.counts_of(newest));
+                    while q.len() > len {
+                        q.pop_front();
+                    }
+                }
+            }
+            return;
+        }
+        *cache = self
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::BurnRate(rule) => self
+                    .windows
+                    .intervals()
+                    .map(|s| rule.counts_of(s))
+                    .collect(),
+                _ => VecDeque::new(),
+            })
+            .collect();
+    }
+
+    /// What check `i` measures, in words (formatted once, see `measured`).
+    fn measured_by(&self, i: usize, check: &Check) -> Arc<str> {
+        match self.measured.0.get(i) {
+            Some(words) => words.clone(),
+            None => measured(check).into(),
+        }
+    }
+
+    fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
+        let since = self.since.unwrap_or(now);
+        let has_data = self.windows.intervals().next().is_some();
+        let triggers = self
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, check)| match check {
+                Check::Statistical { last: Some(v), .. } => statistical_reading(v),
+                Check::Statistical { last: None, .. } => TriggerReading::default(),
+                Check::SustainedMean(rule) => objective_reading(
+                    rule.evaluate(&self.windows, now),
+                    self.measured_by(i, check),
+                    has_data,
+                ),
+                Check::SustainedQuantile(rule) => objective_reading(
+                    rule.evaluate(&self.windows, now),
+                    self.measured_by(i, check),
+                    has_data,
+                ),
+                Check::SustainedRatio(rule) => objective_reading(
+                    rule.evaluate(&self.windows, now),
+                    self.measured_by(i, check),
+                    has_data,
+                ),
+                Check::BurnRate(rule) => match self
+                    .burn_counts
+                    .0
+                    .get(i)
+                    .filter(|q| q.len() == self.windows.len())
+                {
+                    Some(q) => objective_reading(
+                        rule.evaluate_counts(q, now),
+                        self.measured_by(i, check),
+                        has_data,
+                    ),
+                    None => match rule.evaluate(&self.windows, now) {
+                        Ok(v) => objective_reading(v, self.measured_by(i, check), has_data),
+                        Err(_) => TriggerReading::default(),
+                    },
+                },
+                Check::NoData(rule) => {
+                    let v = rule.evaluate(&self.windows, since, now);
+                    let mut r = objective_reading(v, self.measured_by(i, check), true);
+                    if r.verdict == TriggerVerdict::Ok && !has_data {
+                        r.verdict = TriggerVerdict::Inconclusive;
+                    }
+                    r
+                }
+            })
+            .collect();
+        let gates = self
+            .gates
+            .iter()
+            .map(|g| GateReading {
+                shown: g.last.as_ref().is_some_and(Verdict::crossed),
+                evidence: g
+                    .last
+                    .as_ref()
+                    .map(|v| TriggerEvidence::Statistical(v.evidence.clone())),
+            })
+            .collect();
+        Assessment {
+            triggers,
+            gates,
+            sample_ratio_mismatch: self.srm_evidence.clone().map(TriggerEvidence::Statistical),
+            canary_requests_in_stage: self.stage_requests,
+        }
+    }
+}
+
+/// A check a statistics constructor refused (the compiler's ranges rule
+/// this out; see `build.rs`).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} `{name}`: {source}")]
+pub struct BuildError {
+    what: &'static str,
+    name: String,
+    #[source]
+    source: StatsError,
+}
+
+/// The serialized form of the running checks, as checkpoint version 1
+/// wrote them: a mean metric's test was a check (and a gate test) of its
+/// own before it joined [`StatTest`]. Serializing writes that form;
+/// deserializing reads it.
+mod checkpoint_form {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Check;
+    use crate::stats::{
+        BurnRate, MeanTest, NoData, StatTest, SustainedMean, SustainedQuantile, SustainedRatio,
+        Verdict,
+    };
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "kebab-case", tag = "check")]
+    enum CheckRef<'a> {
+        Statistical {
+            test: &'a StatTest,
+            comparative: bool,
+            last: &'a Option<Verdict>,
+        },
+        Mean {
+            test: &'a MeanTest,
+            comparative: bool,
+            last: &'a Option<Verdict>,
+        },
+        SustainedQuantile(&'a SustainedQuantile),
+        SustainedRatio(&'a SustainedRatio),
+        SustainedMean(&'a SustainedMean),
+        BurnRate(&'a BurnRate),
+        NoData(&'a NoData),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case", tag = "check")]
+    enum CheckForm {
+        Statistical {
+            test: Box<StatTest>,
+            comparative: bool,
+            last: Option<Verdict>,
+        },
+        Mean {
+            test: Box<MeanTest>,
+            comparative: bool,
+            last: Option<Verdict>,
+        },
+        SustainedQuantile(SustainedQuantile),
+        SustainedRatio(SustainedRatio),
+        SustainedMean(SustainedMean),
+        BurnRate(BurnRate),
+        NoData(NoData),
+    }
+
+    impl Serialize for Check {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Check::Statistical {
+                    test,
+                    comparative,
+                    last,
+                } => match test.as_ref() {
+                    StatTest::Mean(test) => CheckRef::Mean {
+                        test,
+                        comparative: *comparative,
+                        last,
+                    },
+                    test => CheckRef::Statistical {
+                        test,
+                        comparative: *comparative,
+                        last,
+                    },
+                },
+                Check::SustainedQuantile(r) => CheckRef::SustainedQuantile(r),
+                Check::SustainedRatio(r) => CheckRef::SustainedRatio(r),
+                Check::SustainedMean(r) => CheckRef::SustainedMean(r),
+                Check::BurnRate(r) => CheckRef::BurnRate(r),
+                Check::NoData(r) => CheckRef::NoData(r),
+            }
+            .serialize(s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Check {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Check, D::Error> {
+            Ok(match CheckForm::deserialize(d)? {
+                CheckForm::Statistical {
+                    test,
+                    comparative,
+                    last,
+                } => Check::Statistical {
+                    test,
+                    comparative,
+                    last,
+                },
+                CheckForm::Mean {
+                    test,
+                    comparative,
+                    last,
+                } => Check::Statistical {
+                    test: Box::new(StatTest::Mean(*test)),
+                    comparative,
+                    last,
+                },
+                CheckForm::SustainedQuantile(r) => Check::SustainedQuantile(r),
+                CheckForm::SustainedRatio(r) => Check::SustainedRatio(r),
+                CheckForm::SustainedMean(r) => Check::SustainedMean(r),
+                CheckForm::BurnRate(r) => Check::BurnRate(r),
+                CheckForm::NoData(r) => Check::NoData(r),
+            })
+        }
+    }
+
+    /// A gate's test: `{"stat": {...}}` or `{"mean": {...}}`.
+    pub(super) mod gate_test {
+        use super::*;
+
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum GateTestRef<'a> {
+            Stat(&'a StatTest),
+            Mean(&'a MeanTest),
+        }
+
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum GateTestForm {
+            Stat(StatTest),
+            Mean(MeanTest),
+        }
+
+        pub fn serialize<S: Serializer>(test: &StatTest, s: S) -> Result<S::Ok, S::Error> {
+            match test {
+                StatTest::Mean(m) => GateTestRef::Mean(m),
+                other => GateTestRef::Stat(other),
+            }
+            .serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<StatTest, D::Error> {
+            Ok(match GateTestForm::deserialize(d)? {
+                GateTestForm::Stat(t) => t,
+                GateTestForm::Mean(m) => StatTest::Mean(m),
+            })
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The serialized form of a compiled [`Policy`], as checkpoints hold it:
+//! triggers and gates as written (metric name, quantile, rule), exactly the
+//! shape of checkpoint version 1. Serializing flattens each resolved check
+//! back to that form; deserializing resolves it again with the same
+//! functions the compiler uses, so a checkpoint can never hold a
+//! combination the compiler would refuse.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::check::{Definitions, Mismatch, resolve_gate, resolve_trigger};
+use super::model::{
+    Action, AnalysisSpec, ChangeType, EmergencySpec, ExperimentSpec, Gate, IncidentSpec, Policy,
+    Step, Trigger, Weight,
+};
+use super::written::{GateRequirement, Metric, TriggerRule};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyRepr {
+    name: String,
+    description: Option<String>,
+    change_type: ChangeType,
+    analysis: AnalysisSpec,
+    steps: Vec<Step>,
+    metrics: BTreeMap<String, Metric>,
+    triggers: Vec<TriggerRepr>,
+    gates: Vec<GateRepr>,
+    incident: IncidentSpec,
+    emergency: EmergencySpec,
+    experiment: Option<ExperimentSpec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TriggerRepr {
+    name: String,
+    metric: Option<String>,
+    quantile: Option<f64>,
+    rule: TriggerRule,
+    action: Action,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct GateRepr {
+    name: String,
+    metric: String,
+    quantile: Option<f64>,
+    requirement: GateRequirement,
+    before: Weight,
+}
+
+impl From<Policy> for PolicyRepr {
+    fn from(p: Policy) -> PolicyRepr {
+        PolicyRepr {
+            triggers: p
+                .triggers
+                .into_iter()
+                .map(|t| {
+                    let (metric, quantile, rule) = t.check.written();
+                    TriggerRepr {
+                        name: t.name,
+                        metric,
+                        quantile,
+                        rule,
+                        action: t.action,
+                    }
+                })
+                .collect(),
+            gates: p
+                .gates
+                .into_iter()
+                .map(|g| GateRepr {
+                    metric: g.check.metric_name().to_owned(),
+                    quantile: g.check.quantile(),
+                    requirement: g.check.requirement(),
+                    name: g.name,
+                    before: g.before,
+                })
+                .collect(),
+            name: p.name,
+            description: p.description,
+            change_type: p.change_type,
+            analysis: p.analysis,
+            steps: p.steps,
+            metrics: p.metrics,
+            incident: p.incident,
+            emergency: p.emergency,
+            experiment: p.experiment,
+        }
+    }
+}
+
+impl TryFrom<PolicyRepr> for Policy {
+    type Error = String;
+
+    fn try_from(r: PolicyRepr) -> Result<Policy, String> {
+        let defined: Definitions<'_> = r
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v)))
+            .collect();
+        let refused = |what: &str, name: &str, problems: Vec<Mismatch>| {
+            format!("{what} `{name}` does not fit its metric: {problems:?}")
+        };
+        let triggers = r
+            .triggers
+            .iter()
+            .map(|t| {
+                resolve_trigger(&defined, t.metric.as_deref(), t.quantile, &t.rule)
+                    .map(|check| Trigger {
+                        name: t.name.clone(),
+                        check,
+                        action: t.action,
+                    })
+                    .map_err(|p| refused("trigger", &t.name, p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let gates = r
+            .gates
+            .iter()
+            .map(|g| {
+                resolve_gate(&defined, &g.metric, g.quantile, g.requirement)
+                    .map(|check| Gate {
+                        name: g.name.clone(),
+                        check,
+                        before: g.before,
+                    })
+                    .map_err(|p| refused("gate", &g.name, p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy {
+            name: r.name,
+            description: r.description,
+            change_type: r.change_type,
+            analysis: r.analysis,
+            steps: r.steps,
+            metrics: r.metrics,
+            triggers,
+            gates,
+            incident: r.incident,
+            emergency: r.emergency,
+            experiment: r.experiment,
+        })
+    }
+}
