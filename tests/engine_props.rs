@@ -259,7 +259,7 @@ impl Driver {
         while let Some(e) = self.rollout.poll_effect() {
             match &e {
                 Effect::SetWeight { weight, .. } => {
-                    // 4. A step raises the weight only once the stage has
+                    // 4. A step raises the weight only once the weight step has
                     // minSamples canary requests (also during an emergency
                     // bypass, which skips bakes, approvals and gates only).
                     let current = self.rollout.weight();

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use canaryd::policy::parse_policy;
-use canaryd::yaml::units::parse_duration;
+use canaryd::yaml::units::{UnitError, parse_duration};
 use canaryd_sim::scenario::parse_scenario;
 use canaryd_sim::source::{Source, parse_replay, replay_from_prometheus};
 use canaryd_sim::{SimOptions, simulate};
@@ -86,7 +86,7 @@ struct RunArgs {
     trace: Option<u64>,
 }
 
-fn duration_arg(s: &str) -> Result<Duration, String> {
+fn duration_arg(s: &str) -> Result<Duration, UnitError> {
     parse_duration(s)
 }
 

@@ -19,7 +19,7 @@
 //!   Simplification: a failed check does not hold a step's advance.
 //! - [`Style::MannWhitney`] (Kayenta NetflixACAJudge-v1.0): each
 //!   statistical trigger is one directional metric whose points are the
-//!   per-interval values of both arms in the current stage. Every interval,
+//!   per-interval values of both arms in the current weight step. Every interval,
 //!   once [`MW_MIN_POINTS`] points exist, a judgement runs over a sliding
 //!   lookback of the last [`MW_LOOKBACK_POINTS`] points: two-sided
 //!   Mann-Whitney at 98% confidence, Hodges-Lehmann estimate, tolerance band
@@ -256,7 +256,7 @@ enum PeerState {
         last_failed: Option<(usize, ObjectiveEvidence)>,
     },
     MannWhitney {
-        /// Per trigger: (canary points, baseline points) of the stage.
+        /// Per trigger: (canary points, baseline points) of the weight step.
         points: Vec<(Vec<f64>, Vec<f64>)>,
     },
     Oracle {
@@ -713,8 +713,8 @@ impl Analysis for PeerAnalysis {
     type Snapshot = IntervalSnapshot;
     type Evidence = TriggerEvidence;
 
-    fn stage_started(&mut self, now: Timestamp, weight: Weight) {
-        self.monitor.stage_started(now, weight);
+    fn step_started(&mut self, now: Timestamp, weight: Weight) {
+        self.monitor.step_started(now, weight);
         if let PeerState::MannWhitney { points } = &mut self.state {
             for p in points {
                 p.0.clear();

@@ -75,8 +75,8 @@ fn compare(policy: &Policy, scenario: &str, seed: u64, intervals: u64) -> u64 {
         let (t0, t1) = (step * i as u32, step * (i as u32 + 1));
         let at = |d: Duration| Timestamp::from_millis(d.as_millis() as u64);
         if i == 0 || i == intervals / 5 {
-            full.stage_started(at(t0), weight);
-            reduced.stage_started(at(t0), weight);
+            full.step_started(at(t0), weight);
+            reduced.step_started(at(t0), weight);
         }
         let mut snap = IntervalSnapshot::new(at(t0), at(t1));
         model.generate(

@@ -106,7 +106,7 @@ fn parse_base_rate(s: &str) -> Result<(String, f64), String> {
     let (metric, rate) = s
         .split_once('=')
         .ok_or_else(|| format!("expected METRIC=RATE such as `ctr=0.05`, found `{s}`"))?;
-    let rate = crate::yaml::units::parse_percent_text(rate)?;
+    let rate = crate::yaml::units::parse_percent_text(rate).map_err(|e| e.to_string())?;
     if !(rate > 0.0 && rate < 1.0) {
         return Err(format!(
             "the rate of `{metric}` must be between 0 and 1 (exclusive), found `{s}`"

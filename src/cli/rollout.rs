@@ -95,7 +95,7 @@ pub struct Why {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::yaml::units::parse_duration(s)
+    crate::yaml::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub fn run(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitCode> {

@@ -155,7 +155,7 @@ impl Driver {
         let inputs = open
             .inputs_to_replay()
             .map_err(|e| format!("cannot read the journal: {e}"))?;
-        let mut rollout = Rollout::restore(open.checkpoint.clone())?;
+        let mut rollout = Rollout::restore(open.checkpoint.clone()).map_err(|e| e.to_string())?;
         for (at, input) in inputs {
             // Committed inputs were accepted when they were first handled.
             let _ = rollout.handle(at, input);

@@ -273,7 +273,7 @@ impl Shared {
                 Ok(Some((row, cp, inc)))
             })?
             .ok_or_else(|| Refusal::NotFound(format!("rollout {id} not found")))?;
-        let rollout = Rollout::restore(checkpoint).map_err(Refusal::Internal)?;
+        let rollout = Rollout::restore(checkpoint).map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(view::rollout_view(
             &row,
             &rollout,

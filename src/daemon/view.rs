@@ -173,7 +173,7 @@ pub fn rollout_view(
         "triggers": triggers,
         "gates": gates,
         "approvals": approvals,
-        "canary_requests_in_step": latest.canary_requests_in_stage,
+        "canary_requests_in_step": latest.canary_requests_in_step,
         "fired": rollout.fired().map(|(name, _)| name.clone()),
         "incident": incident,
         "waiting_for": (!phase.is_terminal()).then(|| rollout.waiting_for(now)),

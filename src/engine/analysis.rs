@@ -24,9 +24,9 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     /// statistic, boundary, window).
     type Evidence: Clone + Debug + PartialEq + Serialize + DeserializeOwned;
 
-    /// The router confirmed a new canary weight at `now`: a new stage begins
+    /// The router confirmed a new canary weight at `now`: a new weight step begins
     /// (its sample count restarts; its warm-up starts).
-    fn stage_started(&mut self, now: Timestamp, weight: Weight);
+    fn step_started(&mut self, now: Timestamp, weight: Weight);
 
     /// Feed one interval of data, collected while `weight` was set.
     fn observe(&mut self, snapshot: &Self::Snapshot, weight: Weight);
@@ -55,7 +55,7 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     /// Readings at `now`, one per policy trigger and gate, in policy order.
     /// A function of what the analysis was fed and of `now`: the engine
     /// keeps the last answer and asks again only at a new instant or after
-    /// feeding it (data, a new stage).
+    /// feeding it (data, a new weight step).
     fn assess(&mut self, now: Timestamp) -> Assessment<Self::Evidence>;
 
     /// The instants a snapshot covers, `[start, end)`.
@@ -72,8 +72,10 @@ pub struct Assessment<E> {
     pub gates: Vec<GateReading<E>>,
     /// Evidence that the observed split differs from the set weight.
     pub sample_ratio_mismatch: Option<E>,
-    /// Canary requests since the current stage began.
-    pub canary_requests_in_stage: u64,
+    /// Canary requests since the current weight step began.
+    /// (Serialized under its checkpoint-v1 name.)
+    #[serde(rename = "canary_requests_in_stage")]
+    pub canary_requests_in_step: u64,
 }
 
 impl<E> Assessment<E> {
@@ -82,7 +84,7 @@ impl<E> Assessment<E> {
             triggers: (0..triggers).map(|_| TriggerReading::default()).collect(),
             gates: (0..gates).map(|_| GateReading::default()).collect(),
             sample_ratio_mismatch: None,
-            canary_requests_in_stage: 0,
+            canary_requests_in_step: 0,
         }
     }
 }

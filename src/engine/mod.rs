@@ -14,5 +14,7 @@ pub mod rollout;
 pub mod types;
 
 pub use analysis::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
-pub use rollout::{ApprovalWait, Approved, CHECKPOINT_VERSION, Checkpoint, ENGINE, Rollout};
+pub use rollout::{
+    ApprovalWait, Approved, CHECKPOINT_VERSION, Checkpoint, ENGINE, Rollout, UnsupportedCheckpoint,
+};
 pub use types::*;

@@ -64,7 +64,7 @@ pub struct Rollout<A: Analysis> {
     last_data_end: Option<Timestamp>,
     /// Pause triggers that already paused the rollout since they last fired.
     pause_triggers_acted: BTreeSet<String>,
-    /// Whether the sample-ratio guard already paused this stage.
+    /// Whether the sample-ratio guard already paused this weight step.
     srm_acted: bool,
     latest: Assessment<A::Evidence>,
     /// The `now` of `latest` while the analysis has not been fed since:
@@ -105,6 +105,13 @@ pub struct Checkpoint<A: Analysis> {
 }
 
 pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// A checkpoint of a version this build cannot restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint version {version} is not supported (expected {CHECKPOINT_VERSION})")]
+pub struct UnsupportedCheckpoint {
+    pub version: u32,
+}
 
 impl<A: Analysis> Rollout<A> {
     /// A new rollout in `pending`. Emergency changes need a reason and a
@@ -173,12 +180,11 @@ impl<A: Analysis> Rollout<A> {
         }
     }
 
-    pub fn restore(checkpoint: Checkpoint<A>) -> Result<Self, String> {
+    pub fn restore(checkpoint: Checkpoint<A>) -> Result<Self, UnsupportedCheckpoint> {
         if checkpoint.version != CHECKPOINT_VERSION {
-            return Err(format!(
-                "checkpoint version {} is not supported (expected {CHECKPOINT_VERSION})",
-                checkpoint.version
-            ));
+            return Err(UnsupportedCheckpoint {
+                version: checkpoint.version,
+            });
         }
         Ok(checkpoint.rollout)
     }
@@ -418,7 +424,7 @@ impl<A: Analysis> Rollout<A> {
         let changed = self.weight != weight;
         self.weight = weight;
         if changed {
-            self.analysis.stage_started(now, weight);
+            self.analysis.step_started(now, weight);
             self.assessed_at = None;
             self.srm_acted = false;
             self.notify(
@@ -838,8 +844,7 @@ impl<A: Analysis> Rollout<A> {
                     } else {
                         self.cap(w)
                     };
-                    if target > self.weight && self.weight > Weight::ZERO && !self.stage_has_data()
-                    {
+                    if target > self.weight && self.weight > Weight::ZERO && !self.step_has_data() {
                         return;
                     }
                     if !bypass && !self.gates_allow(target) {
@@ -900,11 +905,11 @@ impl<A: Analysis> Rollout<A> {
         }
     }
 
-    /// The current stage has `minSamples` canary requests, and fresh data
+    /// The current weight step has `minSamples` canary requests, and fresh data
     /// since any gap.
-    fn stage_has_data(&self) -> bool {
+    fn step_has_data(&self) -> bool {
         self.fresh_data_after.is_none()
-            && self.latest.canary_requests_in_stage >= self.policy.analysis.min_samples
+            && self.latest.canary_requests_in_step >= self.policy.analysis.min_samples
     }
 
     fn gates_allow(&self, target: Weight) -> bool {
@@ -924,7 +929,7 @@ impl<A: Analysis> Rollout<A> {
         // An emergency bypass skips bakes, approvals and gates, not data:
         // each weight still serves `minSamples` canary requests first, so the
         // armed triggers see the canary before it takes everything.
-        if self.weight < Weight::FULL && !self.stage_has_data() {
+        if self.weight < Weight::FULL && !self.step_has_data() {
             return;
         }
         if !bypass && !self.gates_allow(Weight::FULL) {
@@ -992,7 +997,7 @@ impl<A: Analysis> Rollout<A> {
         }
         format!(
             "{} of {} canary requests in this step",
-            self.latest.canary_requests_in_stage, self.policy.analysis.min_samples
+            self.latest.canary_requests_in_step, self.policy.analysis.min_samples
         )
     }
 

@@ -68,18 +68,20 @@ pub struct Monitor {
     checks: Vec<Check>,
     gates: Vec<GateState>,
     srm: Option<SampleRatioCheck>,
-    /// Evidence of a broken split in the current stage (the check restarts
+    /// Evidence of a broken split in the current weight step (the check restarts
     /// with each weight, so a fixed split is judged on its own).
     srm_evidence: Option<stats::Evidence>,
     change: ChangeDetection,
     complements: Vec<Complement>,
     windows: Windows,
     warmup: Warmup,
-    stage_requests: u64,
+    /// (Serialized under its checkpoint-v1 name.)
+    #[serde(rename = "stage_requests")]
+    step_requests: u64,
     /// When the router confirmed the current weight: only data from then on
-    /// counts towards the stage's `minSamples`.
-    #[serde(default)]
-    stage_start: Option<Timestamp>,
+    /// counts towards the weight step's `minSamples`.
+    #[serde(default, rename = "stage_start")]
+    step_start: Option<Timestamp>,
     /// When data started to count (for no-data checks).
     since: Option<Timestamp>,
     /// Lean evidence (see [`Monitor::set_lean`]).
@@ -103,7 +105,7 @@ pub struct Monitor {
     #[serde(skip)]
     spare: Spare,
     /// What the checks read of a latency signal, until the next observation
-    /// or stage changes a check (see [`Analysis::latency_reads`]). Not
+    /// or weight step changes a check (see [`Analysis::latency_reads`]). Not
     /// state: skipped by serde and ignored by equality.
     #[serde(skip)]
     reads: ReadsCache,
@@ -185,8 +187,8 @@ impl Monitor {
             complements,
             windows: Windows::for_longest_window(longest, a.interval),
             warmup: Warmup::new(u32::try_from(warmup_intervals).unwrap_or(u32::MAX)),
-            stage_requests: 0,
-            stage_start: None,
+            step_requests: 0,
+            step_start: None,
             since: None,
             lean: false,
             burn_counts: BurnCache::default(),
@@ -275,10 +277,10 @@ impl Analysis for Monitor {
     type Snapshot = IntervalSnapshot;
     type Evidence = TriggerEvidence;
 
-    fn stage_started(&mut self, now: Timestamp, _weight: Weight) {
+    fn step_started(&mut self, now: Timestamp, _weight: Weight) {
         self.reads = ReadsCache::default();
-        self.stage_requests = 0;
-        self.stage_start = Some(now);
+        self.step_requests = 0;
+        self.step_start = Some(now);
         self.warmup.on_weight_change(now);
         if self.srm.is_some() {
             self.srm = SampleRatioCheck::new(REQUESTS, SRM_ALPHA, self.change).ok();
@@ -302,9 +304,9 @@ impl Analysis for Monitor {
         }
         self.add_complements(&mut snap);
         self.since.get_or_insert(snap.start);
-        if self.stage_start.is_none_or(|at| snap.start >= at) {
-            self.stage_requests = self
-                .stage_requests
+        if self.step_start.is_none_or(|at| snap.start >= at) {
+            self.step_requests = self
+                .step_requests
                 .saturating_add(snap.canary.counter(REQUESTS));
         }
         let admitted = self.warmup.admits(&snap);
@@ -516,7 +518,7 @@ impl Monitor {
             triggers,
             gates,
             sample_ratio_mismatch: self.srm_evidence.clone().map(TriggerEvidence::Statistical),
-            canary_requests_in_stage: self.stage_requests,
+            canary_requests_in_step: self.step_requests,
         }
     }
 }

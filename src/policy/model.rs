@@ -33,11 +33,16 @@ impl Weight {
     }
 }
 
-impl TryFrom<u8> for Weight {
-    type Error = String;
+/// A weight above 100%.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("weight must be 0..=100, got {0}")]
+pub struct WeightOutOfRange(pub u8);
 
-    fn try_from(v: u8) -> Result<Self, String> {
-        Weight::new(v).ok_or_else(|| format!("weight must be 0..=100, got {v}"))
+impl TryFrom<u8> for Weight {
+    type Error = WeightOutOfRange;
+
+    fn try_from(v: u8) -> Result<Self, WeightOutOfRange> {
+        Weight::new(v).ok_or(WeightOutOfRange(v))
     }
 }
 

@@ -90,17 +90,29 @@ impl From<Policy> for PolicyRepr {
     }
 }
 
-impl TryFrom<PolicyRepr> for Policy {
-    type Error = String;
+/// A stored trigger or gate that does not fit its metric (the compiler
+/// would have refused it: the checkpoint was altered or is corrupt).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{what} `{name}` does not fit its metric: {problems:?}")]
+pub struct Unresolved {
+    what: &'static str,
+    name: String,
+    problems: Vec<Mismatch>,
+}
 
-    fn try_from(r: PolicyRepr) -> Result<Policy, String> {
+impl TryFrom<PolicyRepr> for Policy {
+    type Error = Unresolved;
+
+    fn try_from(r: PolicyRepr) -> Result<Policy, Unresolved> {
         let defined: Definitions<'_> = r
             .metrics
             .iter()
             .map(|(k, v)| (k.as_str(), Some(v)))
             .collect();
-        let refused = |what: &str, name: &str, problems: Vec<Mismatch>| {
-            format!("{what} `{name}` does not fit its metric: {problems:?}")
+        let refused = |what: &'static str, name: &str, problems: Vec<Mismatch>| Unresolved {
+            what,
+            name: name.to_owned(),
+            problems,
         };
         let triggers = r
             .triggers

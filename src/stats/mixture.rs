@@ -101,7 +101,7 @@ fn bernoulli_log_lik_with(x: f64, n: f64, (pos, neg): (f64, f64)) -> f64 {
 
 /// Bernoulli log-likelihoods at log-odds `base` and `base + offsets[i]`,
 /// for tests whose `base` stays put from one interval to the next (the set
-/// weight of a stage, a fixed null): the `ln σ` pairs, which hold all the
+/// weight of a weight step, a fixed null): the `ln σ` pairs, which hold all the
 /// transcendental work, are kept for the last `base` and reused while it is
 /// unchanged (bit for bit). The offsets must stay the same for one cache.
 /// Not state: skipped by serde and equal to any other cache.

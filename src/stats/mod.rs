@@ -3,36 +3,44 @@
 //! does I/O, and every piece of state is serde so the engine can checkpoint
 //! and restore it and replay an identical trace.
 //!
-//! Map of the module:
+//! Map of the module (one concept per file; none of them knows a policy):
 //! - [`snapshot`]: the input, one [`IntervalSnapshot`] per analysis interval
 //!   (per-arm counters, per-group counters, latency histograms).
-//! - [`histogram`]: latency histograms as plain bucket counts.
-//! - [`window`]: sliding windows and per-step totals over snapshots.
+//! - [`histogram`]: latency histograms as plain bucket counts, and the
+//!   [`LatencyReads`] an analysis declares of them.
+//! - [`window`]: the intervals kept for the rules that look back.
 //! - [`mixture`]: the numerical primitives (grid mixtures with restarts,
-//!   normal mixtures, beta-binomial, Wald).
-//! - [`sequential`]: the statistical triggers and gates (e-processes).
+//!   normal mixtures, beta-binomial, confidence sequences).
+//! - [`hypothesis`]: what a test states ([`Direction`], [`GateKind`], the
+//!   design grid, the boundary).
+//! - The e-processes, each in its own file: [`ratio`] (vs baseline, on the
+//!   engines of [`count`] and [`normal_contrast`]), [`threshold`] (canary
+//!   alone), [`quantile`] (latency vs baseline), [`disparity`], [`mean`]
+//!   (`kind: mean` metrics), [`sample_ratio`] (the split guard) and
+//!   [`warmup`]; [`stat_test`]: [`StatTest`], any of them behind one type.
 //! - [`objective`]: the non-statistical triggers, applied exactly as written.
 //! - [`forecast`]: expected time to detect, and the SPRT oracle.
 //! - [`evidence`]: what every verdict carries.
 //!
-//! **How the engine drives it.** Per rollout: one [`Windows`] (objective
-//! triggers), one [`Warmup`] (call `on_weight_change(now)` when the router
-//! applies a weight), one [`SampleRatioCheck`], and one [`StatTest`] per
-//! statistical trigger, built with `alpha_share(policy_alpha, K)` and
-//! `ChangeDetection::over_horizon(maxDuration / interval, 31)`. Each interval:
-//! push the [`IntervalSnapshot`] into the windows, feed it to the SRM check
-//! with the weight that was set, then to every test if `warmup.admits(..)`
-//! (else take `test.excluded()`), and evaluate the objective triggers. A
-//! verdict with `Status::Crossed` fires; its [`Evidence`] goes into the
-//! incident. Gates are [`RatioVsBaseline::gate`] /
-//! [`QuantileVsBaseline::max_increase_gate`] with the gates' own alpha. Keep
-//! the tests alive across steps (optional continuation is valid; recreating
-//! them per step would spend alpha again). All state is serde; checkpoint
-//! formats must round-trip `f64` exactly (serde_json needs its
-//! `float_roundtrip` feature) for a restore to replay an identical trace.
+//! **How the engine drives it.** Per rollout (`crate::monitor` does this):
+//! one [`Windows`] (objective triggers), one [`Warmup`] (call
+//! `on_weight_change(now)` when the router applies a weight), one
+//! [`SampleRatioCheck`], and one [`StatTest`] per statistical trigger, built
+//! with the trigger's share of alpha and a [`ChangeDetection`] over the
+//! rollout's horizon. Each interval: push the [`IntervalSnapshot`] into the
+//! windows, feed it to the SRM check with the weight that was set, then to
+//! every test if `warmup.admits(..)` (else take `test.excluded()`), and
+//! evaluate the objective triggers. A verdict with `Status::Crossed` fires;
+//! its [`Evidence`] goes into the incident. Gates are
+//! [`RatioVsBaseline::gate`] / [`QuantileVsBaseline::max_increase_gate`] /
+//! [`MeanTest::gate`] with the gates' own alpha. Keep the tests alive across
+//! weight steps (optional continuation is valid; recreating them per step
+//! would spend alpha again). All state is serde; checkpoint formats must
+//! round-trip `f64` exactly (serde_json needs its `float_roundtrip` feature)
+//! for a restore to replay an identical trace.
 //!
 //! **The alpha rule.** A policy with `K` statistical triggers and rollout
-//! budget `alpha` gives each trigger `alpha / K` ([`alpha_share`]); each
+//! budget `alpha` gives each trigger `alpha / K` (`Policy::alpha_per_trigger`); each
 //! trigger's e-process fires when `ln E ≥ ln(K / alpha)`. By Ville's
 //! inequality each trigger falsely fires with probability at most `alpha / K`
 //! over the whole rollout, and by the union bound the rollout falsely rolls
@@ -90,7 +98,7 @@ pub use objective::{
 pub use quantile::{QuantileGate, QuantileVsBaseline};
 pub use ratio::{RatioGate, RatioMethod, RatioVsBaseline};
 pub use sample_ratio::SampleRatioCheck;
-pub use snapshot::{ArmData, IntervalSnapshot};
+pub use snapshot::{Arm, ArmData, IntervalSnapshot};
 pub use stat_test::StatTest;
 pub use threshold::{QuantileThreshold, RatioThreshold};
 pub use warmup::Warmup;

@@ -69,7 +69,7 @@ impl SampleRatioCheck {
         if canary_weight > 0.0 && canary_weight < 1.0 {
             let (x, n) = (c as f64, (c + b) as f64);
             let l = logit(canary_weight);
-            // The weight, hence `l`, stays put through a stage.
+            // The weight, hence `l`, stays put through a weight step.
             self.lik.log_lrs(x, n, l, &self.etas, &mut self.scratch);
             self.mixture.update(&self.scratch, at);
             if n > 0.0 {

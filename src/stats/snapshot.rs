@@ -11,6 +11,28 @@ use super::StatsError;
 use super::histogram::LatencyHistogram;
 use crate::time::Timestamp;
 
+/// The two arms of a rollout: the version running before, and the one on
+/// trial. Pushed observations, the builtin proxy and the Prometheus query
+/// source all name them with this type (`"baseline"` / `"canary"` on the
+/// wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    Baseline,
+    Canary,
+}
+
+impl Arm {
+    pub const BOTH: [Arm; 2] = [Arm::Baseline, Arm::Canary];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Baseline => "baseline",
+            Arm::Canary => "canary",
+        }
+    }
+}
+
 /// One arm's data for one interval.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArmData {
@@ -147,6 +169,21 @@ impl IntervalSnapshot {
         self.end = end;
         self.baseline.reset();
         self.canary.reset();
+    }
+
+    /// One arm's data.
+    pub fn arm(&self, arm: Arm) -> &ArmData {
+        match arm {
+            Arm::Baseline => &self.baseline,
+            Arm::Canary => &self.canary,
+        }
+    }
+
+    pub fn arm_mut(&mut self, arm: Arm) -> &mut ArmData {
+        match arm {
+            Arm::Baseline => &mut self.baseline,
+            Arm::Canary => &mut self.canary,
+        }
     }
 
     /// Length of the interval in milliseconds.

@@ -273,7 +273,7 @@ pub fn duration(sink: &mut Sink, node: &Node, path: &Path) -> Option<Duration> {
         Value::Str(s) => match units::parse_duration(s) {
             Ok(d) => Some(d),
             Err(msg) => {
-                sink.error(node.pos, path, msg);
+                sink.error(node.pos, path, msg.to_string());
                 None
             }
         },
@@ -315,7 +315,7 @@ pub fn percent(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
         Value::Str(s) => match units::parse_percent_text(s) {
             Ok(v) => Some(v),
             Err(msg) => {
-                sink.error(node.pos, path, msg);
+                sink.error(node.pos, path, msg.to_string());
                 None
             }
         },
@@ -357,7 +357,7 @@ pub fn latency_ms(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
         Value::Str(s) => match units::parse_latency_ms(s) {
             Ok(v) => Some(v),
             Err(msg) => {
-                sink.error(node.pos, path, msg);
+                sink.error(node.pos, path, msg.to_string());
                 None
             }
         },

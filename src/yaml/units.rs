@@ -4,13 +4,19 @@
 
 use std::time::Duration;
 
+/// What a unit parser expected and found, in words; the caller adds the
+/// place (`FILE:LINE:COL: path:` or the CLI flag).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnitError(String);
+
 /// `30s`, `10m`, `1h30m`, `250ms`, `2d`. A unit is mandatory; components are
 /// whole numbers in descending order of size.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let s = text.trim();
     let expected = "expected a duration with a unit such as `30s`, `10m`, `1h30m`, `250ms` or `2d`";
     if s.is_empty() {
-        return Err(format!("{expected}, found an empty string"));
+        return Err(UnitError(format!("{expected}, found an empty string")));
     }
     let mut total_ms: u128 = 0;
     let mut rest = s;
@@ -18,7 +24,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("{expected}, found `{s}`"));
+            return Err(UnitError(format!("{expected}, found `{s}`")));
         }
         let (num, tail) = rest.split_at(digits);
         let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
@@ -30,52 +36,55 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => (3, 1_000),
             "ms" => (4, 1),
             "" if tail.is_empty() => {
-                return Err(format!("missing unit in `{s}`: {expected}"));
+                return Err(UnitError(format!("missing unit in `{s}`: {expected}")));
             }
-            "" => return Err(format!("{expected}, found `{s}`")),
+            "" => return Err(UnitError(format!("{expected}, found `{s}`"))),
             other => {
-                return Err(format!(
+                return Err(UnitError(format!(
                     "unknown duration unit `{other}` in `{s}`: use ms, s, m, h or d"
-                ));
+                )));
             }
         };
         if last_unit_rank != usize::MAX && rank <= last_unit_rank {
-            return Err(format!(
+            return Err(UnitError(format!(
                 "{expected}, found `{s}` (units must go from largest to smallest, each once)"
-            ));
+            )));
         }
         last_unit_rank = rank;
         let n: u128 = num
             .parse()
-            .map_err(|_| format!("duration `{s}` is too large"))?;
+            .map_err(|_| UnitError(format!("duration `{s}` is too large")))?;
         total_ms = n
             .checked_mul(unit_ms)
             .and_then(|v| total_ms.checked_add(v))
-            .ok_or_else(|| format!("duration `{s}` is too large"))?;
+            .ok_or_else(|| UnitError(format!("duration `{s}` is too large")))?;
         rest = tail;
     }
     // A century is far beyond any rollout; larger values are typos.
     const MAX_MS: u128 = 100 * 365 * 86_400_000;
     if total_ms > MAX_MS {
-        return Err(format!("duration `{s}` is too large (at most 100 years)"));
+        return Err(UnitError(format!(
+            "duration `{s}` is too large (at most 100 years)"
+        )));
     }
     Ok(Duration::from_millis(total_ms as u64))
 }
 
 /// `0.5%` → 0.005; a plain fraction `0.005` → 0.005. The caller checks the range.
-pub fn parse_percent_text(text: &str) -> Result<f64, String> {
+pub fn parse_percent_text(text: &str) -> Result<f64, UnitError> {
     let s = text.trim();
     let expected = "expected a percentage such as `0.5%` or a fraction such as `0.005`";
     let (number, scale) = match s.strip_suffix('%') {
         Some(n) => (n.trim_end(), 100.0),
         None => (s, 1.0),
     };
-    let value: f64 = parse_decimal(number).ok_or_else(|| format!("{expected}, found `{s}`"))?;
+    let value: f64 =
+        parse_decimal(number).ok_or_else(|| UnitError(format!("{expected}, found `{s}`")))?;
     Ok(value / scale)
 }
 
 /// `200ms`, `1.5s`, `750us` → milliseconds. A unit is mandatory.
-pub fn parse_latency_ms(text: &str) -> Result<f64, String> {
+pub fn parse_latency_ms(text: &str) -> Result<f64, UnitError> {
     let s = text.trim();
     let expected = "expected a latency with a unit such as `200ms`, `1.5s` or `750us`";
     let split = s
@@ -83,20 +92,21 @@ pub fn parse_latency_ms(text: &str) -> Result<f64, String> {
         .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     if number.is_empty() {
-        return Err(format!("{expected}, found `{s}`"));
+        return Err(UnitError(format!("{expected}, found `{s}`")));
     }
     let scale = match unit.trim() {
         "ms" => 1.0,
         "s" => 1_000.0,
         "us" | "µs" => 0.001,
-        "" => return Err(format!("missing unit in `{s}`: {expected}")),
+        "" => return Err(UnitError(format!("missing unit in `{s}`: {expected}"))),
         other => {
-            return Err(format!(
+            return Err(UnitError(format!(
                 "unknown latency unit `{other}` in `{s}`: use us, ms or s"
-            ));
+            )));
         }
     };
-    let value = parse_decimal(number).ok_or_else(|| format!("{expected}, found `{s}`"))?;
+    let value =
+        parse_decimal(number).ok_or_else(|| UnitError(format!("{expected}, found `{s}`")))?;
     Ok(value * scale)
 }
 
@@ -160,21 +170,29 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert!(parse_duration("30").unwrap_err().contains("missing unit"));
+        assert!(
+            parse_duration("30")
+                .unwrap_err()
+                .to_string()
+                .contains("missing unit")
+        );
         assert!(parse_duration("30 sec").is_err());
         assert!(
             parse_duration("5y")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown duration unit")
         );
         assert!(
             parse_duration("30m1h")
                 .unwrap_err()
+                .to_string()
                 .contains("largest to smallest")
         );
         assert!(
             parse_duration("99999999999999999999999d")
                 .unwrap_err()
+                .to_string()
                 .contains("too large")
         );
         assert!(parse_duration("-5s").is_err());
@@ -201,11 +219,13 @@ mod tests {
         assert!(
             parse_latency_ms("200")
                 .unwrap_err()
+                .to_string()
                 .contains("missing unit")
         );
         assert!(
             parse_latency_ms("2h")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown latency unit")
         );
         assert_eq!(format_latency_ms(1500.0), "1.5s");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// shown from this snapshot on, and how many canary requests it holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Scripted {
-    pub stage_requests: u64,
+    pub step_requests: u64,
     pub fired: Vec<usize>,
     pub shown: Vec<usize>,
     pub srm: bool,
@@ -34,12 +34,12 @@ impl Analysis for Scripted {
     type Snapshot = Snap;
     type Evidence = String;
 
-    fn stage_started(&mut self, _now: Timestamp, _weight: Weight) {
-        self.stage_requests = 0;
+    fn step_started(&mut self, _now: Timestamp, _weight: Weight) {
+        self.step_requests = 0;
     }
 
     fn observe(&mut self, s: &Snap, _weight: Weight) {
-        self.stage_requests += s.requests;
+        self.step_requests += s.requests;
         self.fired = s.fire.clone();
         self.shown.extend(&s.show);
         self.srm = s.srm;
@@ -58,7 +58,7 @@ impl Analysis for Scripted {
         if self.srm {
             a.sample_ratio_mismatch = Some("split 9% vs 5%".into());
         }
-        a.canary_requests_in_stage = self.stage_requests;
+        a.canary_requests_in_step = self.step_requests;
         a
     }
 
