@@ -21,9 +21,11 @@
 //! stream seeded from the first, drawn as far as the analysis reads them
 //! (in full under `--compare`, so every style sees the same latencies too).
 
+pub mod latency;
 pub mod peers;
 pub mod report;
 pub mod run;
+pub mod sampling;
 pub mod scenario;
 pub mod source;
 pub mod traffic;

@@ -52,7 +52,8 @@ use canaryd::stats::objective::ObjectiveVerdict;
 use canaryd::stats::{ArmCounts, ArmData, IntervalSnapshot};
 use canaryd::time::Timestamp;
 
-use crate::traffic::{ArmTruth, LATENCY_SIGNAL, TrafficModel};
+use crate::latency::LATENCY_SIGNAL;
+use crate::traffic::{ArmTruth, TrafficModel};
 
 /// Flagger's failed-check limit used when none is given (the value of its
 /// tutorials; its code default is 1).

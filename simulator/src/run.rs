@@ -21,8 +21,8 @@ use canaryd::time::{Timestamp, format_duration};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::latency::{LATENCY_SIGNAL, LatencyRng};
 use crate::source::Source;
-use crate::traffic::{LATENCY_SIGNAL, LatencyRng};
 
 /// How a run ended (PRODUCT.md section 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -20,7 +20,9 @@ use canaryd::yaml::units::parse_duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::traffic::{LatencyRng, TrafficModel, binomial, poisson};
+use crate::latency::LatencyRng;
+use crate::sampling::{binomial, poisson};
+use crate::traffic::TrafficModel;
 
 pub enum Source {
     Model(Box<TrafficModel>),

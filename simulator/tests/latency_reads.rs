@@ -15,8 +15,9 @@ use canaryd::monitor::Monitor;
 use canaryd::policy::{Policy, Weight, parse_policy};
 use canaryd::stats::{ArmData, HistogramReads, IntervalSnapshot};
 use canaryd::time::Timestamp;
+use canaryd_sim::latency::{LATENCY_SIGNAL, LatencyRng};
 use canaryd_sim::scenario::parse_scenario;
-use canaryd_sim::traffic::{LATENCY_SIGNAL, LatencyRng, TrafficModel};
+use canaryd_sim::traffic::TrafficModel;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 

@@ -53,8 +53,9 @@ impl Default for LatencyHistogram {
     }
 }
 
+/// The log-linear bucket of a value in µs.
 #[inline]
-fn log_linear_index(value_us: u64) -> usize {
+pub fn log_linear_index(value_us: u64) -> usize {
     let v = value_us.min(MAX_LATENCY_US);
     if v < EXACT_BELOW {
         return v as usize;
@@ -64,7 +65,8 @@ fn log_linear_index(value_us: u64) -> usize {
     (u64::from(shift) * HALF + (v >> shift)) as usize
 }
 
-fn log_linear_bounds(index: usize) -> (u64, u64) {
+/// The `[low, high]` µs of a log-linear bucket.
+pub fn log_linear_bounds(index: usize) -> (u64, u64) {
     let idx = index as u64;
     if idx < EXACT_BELOW {
         return (idx, idx);
