@@ -284,6 +284,53 @@ fn undefined_metrics_and_kind_mismatches() {
     );
 }
 
+/// Every rule that does not fit a metric kind is refused where it is
+/// written, with both problems when a trigger has two.
+#[test]
+fn rules_that_do_not_fit_their_metric_kind() {
+    check(
+        &edit(
+            "quantile: 0.95\n      threshold: { above: 200ms, for: 15m }",
+            "quantile: 0.95\n      burnRate: { slo: 99%, windows: [ { long: 1h, short: 5m, factor: 14.4 } ] }",
+        ),
+        expect![[r#"
+            p.yaml:23:15: spec.triggers[1].metric: a `burnRate` trigger needs a ratio metric (bad events / all events); `latency` is a latency metric
+        "#]],
+    );
+    check(
+        &edit(
+            "    latency: { kind: latency, signal: latency_ms }\n",
+            "    latency: { kind: latency, signal: latency_ms }\n    basket: { kind: mean, signal: basket_ms }\n",
+        )
+        .replace(
+            "metric: ctr\n      vsBaseline: { relativeDrop: 1% }",
+            "metric: basket\n      disparity: { minRatio: 0.8 }",
+        ),
+        expect![[r#"
+            p.yaml:21:15: spec.triggers[0].metric: a `disparity` trigger needs a ratio metric with `groupBy`; `basket` has no groups
+        "#]],
+    );
+    check(
+        &edit(
+            "quantile: 0.95\n      threshold: { above: 200ms, for: 15m }",
+            "vsBaseline: { relativeDrop: 5% }",
+        ),
+        expect![[r#"
+            p.yaml:22:7: spec.triggers[1]: missing required field `quantile` (a latency metric is tested at a quantile, e.g. `quantile: 0.95`)
+            p.yaml:22:7: spec.triggers[1].vsBaseline.relativeDrop: `latency` is a latency: a drop is an improvement, not a regression; use `relativeIncrease`
+        "#]],
+    );
+    check(
+        &edit(
+            "      metric: ctr\n      vsBaseline: { minGain: 2% }",
+            "      metric: latency\n      quantile: 0.95\n      vsBaseline: { maxDrop: 2% }",
+        ),
+        expect![[r#"
+            p.yaml:27:7: spec.gates[0].vsBaseline.maxDrop: `latency` is a latency: a latency gate bounds its increase; use `maxIncrease`
+        "#]],
+    );
+}
+
 #[test]
 fn duplicate_trigger_and_gate_names() {
     check(

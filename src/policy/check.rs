@@ -354,157 +354,186 @@ pub fn resolve_trigger(
         TriggerRule::VsBaseline(_) | TriggerRule::Threshold { .. }
     );
     let q = check_quantile(m, quantile, uses_quantile, &mut problems);
-    let name = name.to_owned();
-    let check = match (m, rule) {
-        (Metric::Ratio { .. }, TriggerRule::VsBaseline(regression)) => {
-            as_ratio(&name, m).map(|metric| TriggerCheck::RatioVsBaseline {
-                metric,
-                regression: *regression,
-            })
-        }
-        (Metric::Latency { .. }, TriggerRule::VsBaseline(Regression::RelativeDrop(_))) => {
-            problems.push(Mismatch::LatencyDrop { metric: name });
-            None
-        }
-        (Metric::Latency { signal }, TriggerRule::VsBaseline(Regression::RelativeIncrease(x))) => q
-            .map(|quantile| TriggerCheck::QuantileVsBaseline {
-                metric: Quantile {
-                    name,
-                    signal: signal.clone(),
-                    quantile,
-                },
-                increase: *x,
-            }),
-        (Metric::Mean { signal }, TriggerRule::VsBaseline(regression)) => {
-            Some(TriggerCheck::MeanVsBaseline {
-                metric: Mean {
-                    name,
-                    signal: signal.clone(),
-                },
-                regression: *regression,
-            })
-        }
-        (
-            Metric::Ratio { .. },
-            TriggerRule::Threshold {
-                bound,
-                sustained_for,
-            },
-        ) => as_ratio(&name, m).map(|metric| match sustained_for {
-            None => TriggerCheck::RatioThreshold {
-                metric,
-                bound: *bound,
-            },
-            Some(d) => TriggerCheck::SustainedRatio {
-                metric,
-                bound: *bound,
-                for_duration: *d,
-            },
-        }),
-        (
-            Metric::Latency { .. },
-            TriggerRule::Threshold {
-                bound: Bound::Below(_),
-                ..
-            },
-        ) => {
-            problems.push(Mismatch::LatencyBelow { metric: name });
-            None
-        }
-        (
-            Metric::Latency { signal },
-            TriggerRule::Threshold {
-                bound: Bound::Above(ms),
-                sustained_for,
-            },
-        ) => q.map(|quantile| {
-            let metric = Quantile {
-                name,
-                signal: signal.clone(),
-                quantile,
-            };
-            match sustained_for {
-                None => TriggerCheck::QuantileThreshold {
-                    metric,
-                    above_ms: *ms,
-                },
-                Some(d) => TriggerCheck::SustainedQuantile {
-                    metric,
-                    above_ms: *ms,
-                    for_duration: *d,
-                },
-            }
-        }),
-        (
-            Metric::Mean { signal },
-            TriggerRule::Threshold {
-                bound,
-                sustained_for,
-            },
-        ) => {
-            let metric = Mean {
-                name,
-                signal: signal.clone(),
-            };
-            Some(match sustained_for {
-                None => TriggerCheck::MeanThreshold {
-                    metric,
-                    bound: *bound,
-                },
-                Some(d) => TriggerCheck::SustainedMean {
-                    metric,
-                    bound: *bound,
-                    for_duration: *d,
-                },
-            })
-        }
-        (Metric::Ratio { .. }, TriggerRule::BurnRate { slo, windows }) => {
-            as_ratio(&name, m).map(|metric| TriggerCheck::BurnRate {
-                metric,
-                slo: *slo,
-                windows: windows.clone(),
-            })
-        }
-        (Metric::Latency { .. } | Metric::Mean { .. }, TriggerRule::BurnRate { .. }) => {
-            problems.push(Mismatch::BurnRateNeedsRatio {
-                metric: name,
-                kind: m.kind_name(),
-            });
-            None
-        }
-        (
-            Metric::Ratio {
-                group_by: Some(g), ..
-            },
-            TriggerRule::Disparity { min_ratio },
-        ) => as_ratio(&name, m).map(|metric| TriggerCheck::Disparity {
-            metric,
-            group_by: g.clone(),
-            min_ratio: *min_ratio,
-        }),
-        (
-            Metric::Ratio { group_by: None, .. } | Metric::Latency { .. } | Metric::Mean { .. },
-            TriggerRule::Disparity { .. },
-        ) => {
-            problems.push(Mismatch::DisparityNeedsGroups { metric: name });
-            None
-        }
-        (_, TriggerRule::NoData { for_duration }) => Some(TriggerCheck::NoData {
+    let check = if let TriggerRule::NoData { for_duration } = rule {
+        Ok(Some(TriggerCheck::NoData {
             signal: match m {
                 Metric::Ratio { denominator, .. } => denominator.clone(),
                 Metric::Latency { .. } | Metric::Mean { .. } => REQUESTS.to_owned(),
             },
             metric: Some(Named {
-                name,
+                name: name.to_owned(),
                 metric: m.clone(),
             }),
             for_duration: *for_duration,
-        }),
+        }))
+    } else {
+        match m {
+            Metric::Ratio {
+                numerator,
+                denominator,
+                group_by,
+            } => on_ratio(
+                Ratio {
+                    name: name.to_owned(),
+                    numerator: numerator.clone(),
+                    denominator: denominator.clone(),
+                    group_by: group_by.clone(),
+                },
+                rule,
+            ),
+            Metric::Latency { signal } => on_latency(name, signal, q, rule),
+            Metric::Mean { signal } => on_mean(
+                Mean {
+                    name: name.to_owned(),
+                    signal: signal.clone(),
+                },
+                rule,
+            ),
+        }
     };
     match check {
-        Some(c) if problems.is_empty() => Ok(c),
-        _ => Err(problems),
+        Ok(Some(c)) if problems.is_empty() => Ok(c),
+        Ok(_) => Err(problems),
+        Err(p) => {
+            problems.push(p);
+            Err(problems)
+        }
     }
+}
+
+/// A rule on a ratio metric (every rule fits a ratio; `disparity` needs
+/// groups). `noData` is resolved by the caller for every kind.
+fn on_ratio(metric: Ratio, rule: &TriggerRule) -> Result<Option<TriggerCheck>, Mismatch> {
+    Ok(Some(match rule {
+        TriggerRule::VsBaseline(regression) => TriggerCheck::RatioVsBaseline {
+            metric,
+            regression: *regression,
+        },
+        TriggerRule::Threshold {
+            bound,
+            sustained_for: None,
+        } => TriggerCheck::RatioThreshold {
+            metric,
+            bound: *bound,
+        },
+        TriggerRule::Threshold {
+            bound,
+            sustained_for: Some(d),
+        } => TriggerCheck::SustainedRatio {
+            metric,
+            bound: *bound,
+            for_duration: *d,
+        },
+        TriggerRule::BurnRate { slo, windows } => TriggerCheck::BurnRate {
+            metric,
+            slo: *slo,
+            windows: windows.clone(),
+        },
+        TriggerRule::Disparity { min_ratio } => match metric.group_by.clone() {
+            Some(group_by) => TriggerCheck::Disparity {
+                metric,
+                group_by,
+                min_ratio: *min_ratio,
+            },
+            None => {
+                return Err(Mismatch::DisparityNeedsGroups {
+                    metric: metric.name,
+                });
+            }
+        },
+        TriggerRule::NoData { .. } => return Ok(None),
+    }))
+}
+
+/// A rule on a latency metric, tested at quantile `q` (`None` when it is
+/// missing, already reported): only increases and upper bounds.
+fn on_latency(
+    name: &str,
+    signal: &str,
+    q: Option<f64>,
+    rule: &TriggerRule,
+) -> Result<Option<TriggerCheck>, Mismatch> {
+    let metric = |quantile| Quantile {
+        name: name.to_owned(),
+        signal: signal.to_owned(),
+        quantile,
+    };
+    match rule {
+        TriggerRule::VsBaseline(Regression::RelativeDrop(_)) => Err(Mismatch::LatencyDrop {
+            metric: name.to_owned(),
+        }),
+        TriggerRule::VsBaseline(Regression::RelativeIncrease(x)) => {
+            Ok(q.map(|q| TriggerCheck::QuantileVsBaseline {
+                metric: metric(q),
+                increase: *x,
+            }))
+        }
+        TriggerRule::Threshold {
+            bound: Bound::Below(_),
+            ..
+        } => Err(Mismatch::LatencyBelow {
+            metric: name.to_owned(),
+        }),
+        TriggerRule::Threshold {
+            bound: Bound::Above(ms),
+            sustained_for,
+        } => Ok(q.map(|q| match sustained_for {
+            None => TriggerCheck::QuantileThreshold {
+                metric: metric(q),
+                above_ms: *ms,
+            },
+            Some(d) => TriggerCheck::SustainedQuantile {
+                metric: metric(q),
+                above_ms: *ms,
+                for_duration: *d,
+            },
+        })),
+        TriggerRule::BurnRate { .. } => Err(Mismatch::BurnRateNeedsRatio {
+            metric: name.to_owned(),
+            kind: "latency",
+        }),
+        TriggerRule::Disparity { .. } => Err(Mismatch::DisparityNeedsGroups {
+            metric: name.to_owned(),
+        }),
+        TriggerRule::NoData { .. } => Ok(None),
+    }
+}
+
+/// A rule on a mean metric: against the baseline or a bound.
+fn on_mean(metric: Mean, rule: &TriggerRule) -> Result<Option<TriggerCheck>, Mismatch> {
+    Ok(Some(match rule {
+        TriggerRule::VsBaseline(regression) => TriggerCheck::MeanVsBaseline {
+            metric,
+            regression: *regression,
+        },
+        TriggerRule::Threshold {
+            bound,
+            sustained_for: None,
+        } => TriggerCheck::MeanThreshold {
+            metric,
+            bound: *bound,
+        },
+        TriggerRule::Threshold {
+            bound,
+            sustained_for: Some(d),
+        } => TriggerCheck::SustainedMean {
+            metric,
+            bound: *bound,
+            for_duration: *d,
+        },
+        TriggerRule::BurnRate { .. } => {
+            return Err(Mismatch::BurnRateNeedsRatio {
+                metric: metric.name,
+                kind: "mean",
+            });
+        }
+        TriggerRule::Disparity { .. } => {
+            return Err(Mismatch::DisparityNeedsGroups {
+                metric: metric.name,
+            });
+        }
+        TriggerRule::NoData { .. } => return Ok(None),
+    }))
 }
 
 /// A gate as written into its check (see [`resolve_trigger`]).

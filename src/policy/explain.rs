@@ -14,6 +14,33 @@ use crate::yaml::units::{format_latency_ms, format_percent};
 pub fn explain(policy: &Policy) -> String {
     let mut out = String::new();
     let w = &mut out;
+    header(w, policy);
+    steps(w, policy);
+    triggers(w, policy);
+    gates(w, policy);
+    let _ = writeln!(
+        w,
+        "\non rollback: an incident ({}) with the evidence{}",
+        policy.incident.severity,
+        if policy.incident.notify.is_empty() {
+            String::new()
+        } else {
+            let urls: Vec<&str> = policy
+                .incident
+                .notify
+                .iter()
+                .map(|n| match n {
+                    Notify::Webhook(u) => u.as_str(),
+                })
+                .collect();
+            format!(", notifying {}", urls.join(", "))
+        }
+    );
+    out
+}
+
+/// The policy's name, how it judges data, and its change type.
+fn header(w: &mut String, policy: &Policy) {
     let a = &policy.analysis;
     let _ = writeln!(w, "policy {}", policy.name);
     if let Some(d) = &policy.description {
@@ -52,7 +79,11 @@ pub fn explain(policy: &Policy) -> String {
             dur(e.duration)
         );
     }
+}
 
+/// Each step with its cumulative time on the fastest path.
+fn steps(w: &mut String, policy: &Policy) {
+    let a = &policy.analysis;
     let _ = writeln!(
         w,
         "\nsteps (time from start on the fastest path; approval waits not counted):"
@@ -151,7 +182,11 @@ pub fn explain(policy: &Policy) -> String {
         "a gate not shown within {} (approval waits not counted) ends the rollout inconclusive, traffic back to baseline",
         dur(a.max_duration)
     );
+}
 
+/// Each trigger in words, and how alpha is split among them.
+fn triggers(w: &mut String, policy: &Policy) {
+    let a = &policy.analysis;
     let _ = writeln!(
         w,
         "\ntriggers (each stays armed in every state, also while paused or awaiting approval):"
@@ -196,7 +231,10 @@ pub fn explain(policy: &Policy) -> String {
             "objective triggers fire exactly as written and are outside alpha; the simulator reports how often they fire on healthy traffic"
         );
     }
+}
 
+/// Each gate in words.
+fn gates(w: &mut String, policy: &Policy) {
     if !policy.gates.is_empty() {
         let _ = writeln!(
             w,
@@ -212,25 +250,6 @@ pub fn explain(policy: &Policy) -> String {
             );
         }
     }
-    let _ = writeln!(
-        w,
-        "\non rollback: an incident ({}) with the evidence{}",
-        policy.incident.severity,
-        if policy.incident.notify.is_empty() {
-            String::new()
-        } else {
-            let urls: Vec<&str> = policy
-                .incident
-                .notify
-                .iter()
-                .map(|n| match n {
-                    Notify::Webhook(u) => u.as_str(),
-                })
-                .collect();
-            format!(", notifying {}", urls.join(", "))
-        }
-    );
-    out
 }
 
 fn ratio_words(m: &Ratio) -> String {
