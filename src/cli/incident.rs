@@ -152,3 +152,115 @@ pub fn render(v: &Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let text = match name {
+            "statistical" => include_str!("../wire/fixtures/incident_statistical.json"),
+            "reviewed" => include_str!("../wire/fixtures/incident_reviewed.json"),
+            _ => include_str!("../wire/fixtures/incident_router.json"),
+        };
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_incident_with_statistical_evidence() {
+        expect_test::expect![[r#"
+            incident inc-01m91g4dj4q9n5zpws   sev2   rollout r-01m91g4cjvakx6bjaq   service web
+            trigger error-rate fired; opened 2026-12-04T21:42:28.164Z; status open
+            evidence:
+              {
+                "baseline": {
+                  "events": 0,
+                  "exposure": 0
+                },
+                "canary": {
+                  "events": 30,
+                  "exposure": 350
+                },
+                "estimand": "canary rate of errors/requests (threshold 0.02)",
+                "estimate": 0.08571428571428572,
+                "evidence_since": 1796420547163,
+                "interval": {
+                  "level": 0.95,
+                  "lower": 0.04506799995089428,
+                  "upper": null
+                },
+                "kind": "statistical",
+                "log_boundary": 2.995732273553991,
+                "log_e_value": 18.683287572504224,
+                "window_end": 1796420548163,
+                "window_start": 1796420547163
+              }
+            router: {"at":1796420548181,"error":null,"weight":0}
+            timeline:
+              2026-12-04T21:42:27.177Z  progressing          0%  canaryd: pending -> progressing: rollout started
+              2026-12-04T21:42:27.177Z  progressing          0%  canaryd: setting canary weight to 10%
+              2026-12-04T21:42:27.204Z  progressing         10%  canaryd: canary weight is now 10%
+              2026-12-04T21:42:28.164Z  rolling-back        10%  canaryd: progressing -> rolling-back: trigger `error-rate` fired
+              2026-12-04T21:42:28.181Z  rolling-back         0%  canaryd: canary weight is now 0%
+              2026-12-04T21:42:28.181Z  rolled-back          0%  canaryd: rolling-back -> rolled-back: trigger `error-rate` fired
+        "#]].assert_eq(&render(&fixture("statistical")));
+    }
+
+    #[test]
+    fn a_reviewed_incident_with_objective_evidence() {
+        expect_test::expect![[r#"
+            incident inc-01m91g4srcc1azbk65   sev3   rollout r-01m91g4ptktb3rd980   service hot
+            trigger p95-latency fired; opened 2026-12-04T21:42:40.652Z; status reviewed
+            evidence:
+              {
+                "canary": {
+                  "events": 600,
+                  "exposure": 600
+                },
+                "fired": true,
+                "kind": "objective",
+                "limit": 5000.0,
+                "measured": "lowest canary p95 bound (ms) over consecutive intervals above 5000ms",
+                "observed": 8912.896,
+                "window_end": 1796420560652,
+                "window_start": 1796420557651
+              }
+            router: {"at":1796420560681,"error":null,"weight":0}
+            timeline:
+              2026-12-04T21:42:37.659Z  progressing          0%  canaryd: pending -> progressing: rollout started
+              2026-12-04T21:42:37.659Z  progressing          0%  canaryd: emergency change: bakes, approvals and gates are bypassed for the first 1h; each weight still serves minSamples canary requests, and triggers stay armed
+              2026-12-04T21:42:37.659Z  progressing          0%  canaryd: setting canary weight to 10%
+              2026-12-04T21:42:37.677Z  progressing         10%  canaryd: canary weight is now 10%
+              2026-12-04T21:42:39.653Z  progressing         10%  canaryd: setting canary weight to 50%
+              2026-12-04T21:42:39.677Z  progressing         50%  canaryd: canary weight is now 50%
+              2026-12-04T21:42:40.652Z  rolling-back        50%  canaryd: progressing -> rolling-back: trigger `p95-latency` fired
+              2026-12-04T21:42:40.681Z  rolling-back         0%  canaryd: canary weight is now 0%
+              2026-12-04T21:42:40.681Z  rolled-back          0%  canaryd: rolling-back -> rolled-back: trigger `p95-latency` fired
+            review: slow build; fixed (olga)
+        "#]].assert_eq(&render(&fixture("reviewed")));
+    }
+
+    #[test]
+    fn a_rollback_the_router_could_not_apply() {
+        expect_test::expect![[r#"
+            incident inc-01m91g4wneb3wmq9cz   sev2   rollout r-01m91g4swvpn6jg6vt   service flaky
+            trigger router fired; opened 2026-12-04T21:42:43.630Z; status open
+            evidence:
+              {
+                "attempts": 5,
+                "error": "file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)",
+                "kind": "router",
+                "router": "file /srv/canaryd/flaky/split.json",
+                "still_retrying": true,
+                "wanted_weight": 0
+              }
+            router: {"at":1796420563642,"error":"file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)","weight":0}
+            timeline:
+              2026-12-04T21:42:40.809Z  progressing          0%  canaryd: pending -> progressing: rollout started
+              2026-12-04T21:42:40.809Z  progressing          0%  canaryd: setting canary weight to 10%
+              2026-12-04T21:42:40.829Z  progressing         10%  canaryd: canary weight is now 10%
+              2026-12-04T21:42:41.797Z  rolling-back        10%  canaryd: progressing -> rolling-back: trigger `error-rate` fired
+              2026-12-04T21:42:43.642Z  rolling-back        10%  canaryd: router failed to set weight 0%: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)
+        "#]].assert_eq(&render(&fixture("router")));
+    }
+}

@@ -459,4 +459,84 @@ mod tests {
         .collect();
         assert_eq!(codes, [Some(0), Some(2), Some(3), Some(4), Some(5), None]);
     }
+
+    fn fixture(name: &str) -> Value {
+        let text = match name {
+            "progressing" => include_str!("../wire/fixtures/rollout_progressing.json"),
+            "approval" => include_str!("../wire/fixtures/rollout_paused_for_approval.json"),
+            "router" => include_str!("../wire/fixtures/rollout_router_failing.json"),
+            _ => include_str!("../wire/fixtures/rollout_rolled_back.json"),
+        };
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn status_of_a_rollout_with_every_kind_of_trigger_and_a_gate() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4gvfhqwzkb3e   service api   v1 -> v2   policy mixed (standard)
+            state progressing   step 3/6   weight 50%   in step 2s   canary requests in step 240
+            reason: rollout started
+            waiting for: baking, 2949ms of 1h
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               ok                  0.0000       2.9957       1020
+            p95-latency              ok                 16.8960    5000.0000          0
+            error-budget             ok                  0.0000       1.5000          0
+            no-traffic               ok                  0.0000    3600.0000          0
+
+            GATE                     SHOWN  BEFORE
+            latency-no-worse         no     100%
+
+            sources: ["push"] (ok)
+        "#]]
+        .assert_eq(&render_status(&fixture("progressing")));
+    }
+
+    #[test]
+    fn status_of_a_rollout_waiting_for_an_approval() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4grpmc707hc5   service pushonly   v1 -> v2   policy slow (standard, dry run)
+            state paused   step 2/4   weight 5%   in step 0s   canary requests in step 0
+            reason: paused by olga: hold
+            waiting for: waiting for approval by compliance
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               inconclusive             -            -          0
+
+            approvals: roles ["risk","compliance"]; given: risk by bo; deadline -
+
+            sources: ["push"] (unknown)
+        "#]].assert_eq(&render_status(&fixture("approval")));
+    }
+
+    #[test]
+    fn status_of_a_rollback_the_router_cannot_apply() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4swvpn6jg6vt   service flaky   v1 -> v2   policy fast (standard)
+            state rolling-back   step 1/5   weight 10%   in step 1s   canary requests in step 600
+            reason: trigger `error-rate` fired
+            waiting for: waiting for the router
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               fired               0.2000       2.9957       1000
+
+            sources: ["push"] (ok)
+            router: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)
+            incident inc-01m91g4tw52hmv2xb2
+        "#]].assert_eq(&render_status(&fixture("router")));
+    }
+
+    #[test]
+    fn status_of_a_rolled_back_rollout() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4cjvakx6bjaq   service web   v1 -> v2   policy fast (standard)
+            state rolled-back   step 1/5   weight 0%   in step 0s   canary requests in step 0
+            reason: trigger `error-rate` fired
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               fired               0.0857       2.9957        350
+            incident inc-01m91g4dj4q9n5zpws
+        "#]]
+        .assert_eq(&render_status(&fixture("rolled-back")));
+    }
 }
