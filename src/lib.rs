@@ -26,3 +26,5 @@ pub mod routers;
 pub mod sources;
 #[cfg(feature = "daemon")]
 pub mod store;
+#[cfg(feature = "daemon")]
+pub mod wire;
