@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::{Client, block_on, field, print_json, require_non_empty};
-use crate::daemon::api::{incident_json, incidents_json};
+use crate::daemon::view;
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
@@ -42,7 +42,7 @@ fn offline(dir: &Path) -> anyhow::Result<Store> {
 }
 
 fn refusal(e: crate::daemon::Refusal) -> anyhow::Error {
-    anyhow::anyhow!("{e:?}")
+    anyhow::anyhow!("{e}")
 }
 
 pub fn run(
@@ -53,7 +53,9 @@ pub fn run(
     match cmd {
         IncidentCommand::List { json } => {
             let list: Value = match data_dir {
-                Some(dir) => Value::Array(incidents_json(&offline(dir)?).map_err(refusal)?),
+                Some(dir) => {
+                    serde_json::to_value(view::incidents(&offline(dir)?).map_err(refusal)?)?
+                }
                 None => block_on(client.get("/v1/incidents"))?,
             };
             if json {
@@ -79,10 +81,9 @@ pub fn run(
         }
         IncidentCommand::Show { id, json } => {
             let v = match data_dir {
-                Some(dir) => incident_json(&offline(dir)?, &id).map_err(|e| match e {
-                    crate::daemon::Refusal::NotFound(m) => anyhow::anyhow!(m),
-                    other => refusal(other),
-                })?,
+                Some(dir) => {
+                    serde_json::to_value(view::incident(&offline(dir)?, &id).map_err(refusal)?)?
+                }
                 None => block_on(client.get(&format!("/v1/incidents/{id}")))?,
             };
             if json {
@@ -138,7 +139,7 @@ pub fn render(v: &Value) -> String {
                 "  {}  {:<18} {:>3}%  {}: {}\n",
                 e.get("at")
                     .and_then(Value::as_u64)
-                    .map(|ms| crate::daemon::view::rfc3339(crate::time::Timestamp::from_millis(ms)))
+                    .map(|ms| crate::wire::rfc3339(crate::time::Timestamp::from_millis(ms)))
                     .unwrap_or_else(|| "-".into()),
                 field(e, "phase"),
                 field(e, "weight"),

@@ -66,13 +66,14 @@ pub fn sorted_keys<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok
         .serialize(s)
 }
 
-/// The last millisecond RFC 3339 with a four-digit year can show
-/// (9999-12-31T23:59:59.999Z).
-const MAX_RFC3339_MS: u64 = 253_402_300_799_999;
+/// The last instant the API writes as RFC 3339 (9999-12-30T22:00:00.000Z,
+/// the end of the time library it was first written with); later ones, as
+/// milliseconds.
+const MAX_RFC3339_MS: u64 = 253_402_207_200_000;
 
 /// An instant as the API writes it: RFC 3339, UTC, millisecond precision
-/// (`2000-02-29T00:00:00.123Z`). One past year 9999 is written as its
-/// milliseconds (`253402300800000ms`).
+/// (`2000-02-29T00:00:00.123Z`); past year 9999 as its milliseconds
+/// (`253402207200001ms`).
 pub fn rfc3339(t: Timestamp) -> String {
     let ms = t.as_millis();
     if ms > MAX_RFC3339_MS {
