@@ -1,17 +1,15 @@
-//! `canaryd incident list|show|review`. `list` and `show` read `--data-dir`
-//! directly when it is given (read-only, safe beside a running daemon);
-//! otherwise they, and `review`, ask the daemon.
+//! `canaryd incident list|show|review`. `list` and `show` read through a
+//! [`StateReader`]: the API, or the data dir directly when `--data-dir` is
+//! given (read-only, safe beside a running daemon); `review` always asks
+//! the daemon.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{Value, json};
 
-use super::client::{Client, block_on, field, print_json, require_non_empty};
-use crate::daemon::view;
-use crate::store::Store;
+use super::StateReader;
+use super::client::{Client, block_on, print_json, require_non_empty};
+use crate::wire::{Incident, ReviewRequest, rfc3339};
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
@@ -36,28 +34,14 @@ pub enum IncidentCommand {
     },
 }
 
-fn offline(dir: &Path) -> anyhow::Result<Store> {
-    Store::open_read_only(dir)
-        .with_context(|| format!("cannot read the state in {}", dir.display()))
-}
-
-fn refusal(e: crate::daemon::Refusal) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
 pub fn run(
     cmd: IncidentCommand,
+    state: &dyn StateReader,
     client: &Client,
-    data_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
         IncidentCommand::List { json } => {
-            let list: Value = match data_dir {
-                Some(dir) => {
-                    serde_json::to_value(view::incidents(&offline(dir)?).map_err(refusal)?)?
-                }
-                None => block_on(client.get("/v1/incidents"))?,
-            };
+            let list = state.incidents()?;
             if json {
                 print_json(&list)?;
             } else {
@@ -65,27 +49,22 @@ pub fn run(
                     "{:<28} {:<28} {:<14} {:<18} {:<6} {:<9} OPENED",
                     "ID", "ROLLOUT", "SERVICE", "TRIGGER", "SEV", "STATUS"
                 );
-                for i in list.as_array().into_iter().flatten() {
+                for i in &list {
                     println!(
                         "{:<28} {:<28} {:<14} {:<18} {:<6} {:<9} {}",
-                        field(i, "id"),
-                        field(i, "rollout_id"),
-                        field(i, "service"),
-                        field(i, "trigger"),
-                        field(i, "severity"),
-                        field(i, "status"),
-                        field(i, "opened_at")
+                        i.id,
+                        i.rollout_id,
+                        i.service,
+                        i.trigger,
+                        i.severity,
+                        i.status.as_str(),
+                        i.opened_at
                     );
                 }
             }
         }
         IncidentCommand::Show { id, json } => {
-            let v = match data_dir {
-                Some(dir) => {
-                    serde_json::to_value(view::incident(&offline(dir)?, &id).map_err(refusal)?)?
-                }
-                None => block_on(client.get(&format!("/v1/incidents/{id}")))?,
-            };
+            let v = state.incident(&id)?;
             if json {
                 print_json(&v)?;
             } else {
@@ -94,10 +73,12 @@ pub fn run(
         }
         IncidentCommand::Review { id, note, json } => {
             require_non_empty("--note", &note)?;
-            let v = block_on(client.post(
-                &format!("/v1/incidents/{id}/review"),
-                &json!({ "note": note }),
-            ))?;
+            let body = ReviewRequest { note };
+            let v: Incident = block_on(async {
+                Ok(client
+                    .post(&format!("/v1/incidents/{id}/review"), &body)
+                    .await?)
+            })?;
             if json {
                 print_json(&v)?;
             } else {
@@ -109,47 +90,47 @@ pub fn run(
 }
 
 /// An incident for people: what fired, on what evidence, what happened.
-pub fn render(v: &Value) -> String {
+pub fn render(v: &Incident) -> String {
     let mut out = format!(
         "incident {}   {}   rollout {}   service {}\ntrigger {} fired; opened {}; status {}\n",
-        field(v, "id"),
-        field(v, "severity"),
-        field(v, "rollout_id"),
-        field(v, "service"),
-        field(v, "trigger"),
-        field(v, "opened_at"),
-        field(v, "status"),
+        v.id,
+        v.severity,
+        v.rollout_id,
+        v.service,
+        v.trigger,
+        v.opened_at,
+        v.status.as_str(),
     );
-    if let Some(e) = v.get("evidence").filter(|e| !e.is_null()) {
-        out.push_str("evidence:\n");
-        let text = serde_json::to_string_pretty(e).unwrap_or_default();
-        for line in text.lines() {
-            out.push_str("  ");
-            out.push_str(line);
-            out.push('\n');
-        }
+    out.push_str("evidence:\n");
+    // Keys sorted, as the API writes evidence.
+    let evidence = serde_json::to_value(&v.evidence)
+        .and_then(|e| serde_json::to_string_pretty(&e))
+        .unwrap_or_default();
+    for line in evidence.lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
     }
-    if let Some(r) = v.get("router_result").filter(|r| !r.is_null()) {
-        out.push_str(&format!("router: {r}\n"));
+    if let Some(r) = &v.router_result {
+        let text = serde_json::to_string(r).unwrap_or_default();
+        out.push_str(&format!("router: {text}\n"));
     }
-    if let Some(t) = v.get("timeline").and_then(Value::as_array) {
-        out.push_str("timeline:\n");
-        for e in t {
-            out.push_str(&format!(
-                "  {}  {:<18} {:>3}%  {}: {}\n",
-                e.get("at")
-                    .and_then(Value::as_u64)
-                    .map(|ms| crate::wire::rfc3339(crate::time::Timestamp::from_millis(ms)))
-                    .unwrap_or_else(|| "-".into()),
-                field(e, "phase"),
-                field(e, "weight"),
-                field(e, "actor"),
-                field(e, "message")
-            ));
-        }
+    out.push_str("timeline:\n");
+    for e in &v.timeline {
+        out.push_str(&format!(
+            "  {}  {:<18} {:>3}%  {}: {}\n",
+            rfc3339(e.at),
+            e.phase.as_str(),
+            e.weight.percent(),
+            e.actor,
+            e.message
+        ));
     }
-    if let Some(n) = v.get("review_note").and_then(Value::as_str) {
-        out.push_str(&format!("review: {n} ({})\n", field(v, "reviewed_by")));
+    if let Some(n) = &v.review_note {
+        out.push_str(&format!(
+            "review: {n} ({})\n",
+            v.reviewed_by.as_deref().unwrap_or("-")
+        ));
     }
     out
 }
@@ -158,7 +139,7 @@ pub fn render(v: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Value {
+    fn fixture(name: &str) -> Incident {
         let text = match name {
             "statistical" => include_str!("../wire/fixtures/incident_statistical.json"),
             "reviewed" => include_str!("../wire/fixtures/incident_reviewed.json"),
