@@ -126,47 +126,9 @@ async fn run_async(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitC
                 ticket,
                 dry_run,
             };
-            let v: Rollout = client.post("/v1/rollouts", &body).await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                println!(
-                    "rollout {} started: {} {} -> {} with policy {} ({}{})",
-                    v.id,
-                    v.service,
-                    v.baseline,
-                    v.canary,
-                    v.policy,
-                    v.state.as_str(),
-                    if dry_run { ", dry run" } else { "" }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            start(client, &body, json).await
         }
-        RolloutCommand::List { json } => {
-            let list: Vec<Rollout> = client.get("/v1/rollouts").await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                println!(
-                    "{:<28} {:<16} {:<18} {:>4} {:>6}  {:<24} POLICY",
-                    "ID", "SERVICE", "STATE", "STEP", "WEIGHT", "BASELINE -> CANARY"
-                );
-                for r in &list {
-                    println!(
-                        "{:<28} {:<16} {:<18} {:>4} {:>5}%  {:<24} {}",
-                        r.id,
-                        r.service,
-                        r.state.as_str(),
-                        r.step,
-                        r.weight,
-                        format!("{} -> {}", r.baseline, r.canary),
-                        r.policy
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        RolloutCommand::List { json } => list(client, json).await,
         RolloutCommand::Status { id, watch, json } => {
             let path = format!("/v1/rollouts/{id}");
             if !watch {
@@ -212,6 +174,50 @@ async fn run_async(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitC
         }
         RolloutCommand::Wait { id, timeout } => wait(client, &id, timeout).await,
     }
+}
+
+async fn start(client: &Client, body: &StartRequest, json: bool) -> anyhow::Result<ExitCode> {
+    let v: Rollout = client.post("/v1/rollouts", body).await?;
+    if json {
+        print_json(&v)?;
+    } else {
+        println!(
+            "rollout {} started: {} {} -> {} with policy {} ({}{})",
+            v.id,
+            v.service,
+            v.baseline,
+            v.canary,
+            v.policy,
+            v.state.as_str(),
+            if body.dry_run { ", dry run" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let list: Vec<Rollout> = client.get("/v1/rollouts").await?;
+    if json {
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<16} {:<18} {:>4} {:>6}  {:<24} POLICY",
+        "ID", "SERVICE", "STATE", "STEP", "WEIGHT", "BASELINE -> CANARY"
+    );
+    for r in &list {
+        println!(
+            "{:<28} {:<16} {:<18} {:>4} {:>5}%  {:<24} {}",
+            r.id,
+            r.service,
+            r.state.as_str(),
+            r.step,
+            r.weight,
+            format!("{} -> {}", r.baseline, r.canary),
+            r.policy
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `pause`, `resume` or `abort`.
@@ -338,7 +344,7 @@ fn num(x: Option<f64>) -> String {
 }
 
 /// A list as the status view shows it: JSON text (`["risk","compliance"]`).
-fn list(items: &[String]) -> String {
+fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_default()
 }
 
@@ -402,7 +408,7 @@ pub fn render_status(v: &Rollout) -> String {
             .collect();
         out.push_str(&format!(
             "\napprovals: roles {}; given: {}; deadline {}\n",
-            list(&a.roles),
+            json_list(&a.roles),
             if given.is_empty() {
                 "none".to_string()
             } else {
@@ -414,7 +420,7 @@ pub fn render_status(v: &Rollout) -> String {
     if let Some(src) = &v.source {
         out.push_str(&format!(
             "\nsources: {} ({}{})\n",
-            list(&src.sources),
+            json_list(&src.sources),
             src.status,
             match &src.last_error {
                 Some(e) => format!(": {e}"),

@@ -212,7 +212,6 @@ async fn demo(regression: Regression) -> anyhow::Result<()> {
     let api_url = format!("http://{}", running.addr);
     let data_dir = dir.join("data");
     let client = Client::new(&api_url, None, Some(&data_dir));
-    let tty = std::io::stdout().is_terminal();
 
     println!(
         "canaryd demo: regression {:?}; baseline v1 on {baseline}, canary v2 on {canary}, proxy on {proxy}, API on {api_url}",
@@ -234,10 +233,29 @@ async fn demo(regression: Regression) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(load(proxy, client.clone(), id.clone(), stop.clone()));
 
-    // The live view, until the rollout ends (bounded: the demo policy ends
-    // well within three minutes; a stuck demo stops there).
+    let ended = follow(&client, &id, regression, &dir).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = load.await;
+    report(&client, ended?.as_ref()).await?;
+    running.stop().await?;
+    println!();
+    println!("state: {}", data_dir.display());
+    println!("  canaryd incident list --data-dir {}", data_dir.display());
+    println!("  canaryd audit verify --data-dir {}", data_dir.display());
+    Ok(())
+}
+
+/// The live view, until the rollout ends (bounded: the demo policy ends
+/// well within three minutes; a stuck demo stops there): the status view
+/// on a terminal, a line per change otherwise. Returns the ended rollout.
+async fn follow(
+    client: &Client,
+    id: &str,
+    regression: Regression,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<Rollout>> {
+    let tty = std::io::stdout().is_terminal();
     let mut last_line = String::new();
-    let mut ended = None;
     for _ in 0..(3 * 60 * 2) {
         let v: Rollout = client.get(&format!("/v1/rollouts/{id}")).await?;
         if tty {
@@ -262,34 +280,27 @@ async fn demo(regression: Regression) -> anyhow::Result<()> {
             }
         }
         if v.outcome.is_some() {
-            ended = Some(v);
-            break;
+            return Ok(Some(v));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    let _ = load.await;
+    Ok(None)
+}
 
+/// The outcome in words, and the incident when there is one.
+async fn report(client: &Client, ended: Option<&Rollout>) -> anyhow::Result<()> {
     println!();
-    match ended
-        .as_ref()
-        .and_then(|v| v.outcome.map(|o| (o, &v.reason)))
-    {
+    match ended.and_then(|v| v.outcome.map(|o| (o, &v.reason))) {
         Some((Phase::Promoted, _)) => println!("promoted: v2 takes all traffic"),
         Some((Phase::RolledBack, reason)) => println!("rolled back: {reason}"),
         Some((other, reason)) => println!("{}: {reason}", other.as_str()),
         None => println!("the demo rollout did not end in time"),
     }
-    if let Some(inc) = ended.as_ref().and_then(|v| v.incident.as_deref()) {
+    if let Some(inc) = ended.and_then(|v| v.incident.as_deref()) {
         let shown: Incident = client.get(&format!("/v1/incidents/{inc}")).await?;
         println!("incident {inc}");
         print!("{}", incident::render(&shown));
     }
-    running.stop().await?;
-    println!();
-    println!("state: {}", data_dir.display());
-    println!("  canaryd incident list --data-dir {}", data_dir.display());
-    println!("  canaryd audit verify --data-dir {}", data_dir.display());
     Ok(())
 }
 
