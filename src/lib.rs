@@ -28,3 +28,5 @@ pub mod routers;
 pub mod sources;
 #[cfg(feature = "daemon")]
 pub mod store;
+#[cfg(feature = "daemon")]
+pub mod wire;

@@ -1,6 +1,234 @@
-//! The `canaryd` binary: parse the command line, run it, print errors once.
+//! The `canaryd` binary: parse the command line, run it, print errors once
+//! (lowercase, with their cause chain) and exit with the code PRODUCT.md
+//! section 8 documents.
+//!
+//! This is where the command line meets the server. `serve` runs the
+//! daemon, `demo` runs one in-process, `token create` mints a token for its
+//! config, and `--data-dir` hands `incident` and `audit` the state itself
+//! (read-only, through the daemon's own views). Everything else is a client
+//! of the API (`canaryd::cli`), which knows nothing of the daemon's insides.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use canaryd::cli::audit::AuditCommand;
+use canaryd::cli::incident::IncidentCommand;
+use canaryd::cli::policy::PolicyCommand;
+use canaryd::cli::rollout::RolloutCommand;
+use canaryd::cli::{self, Client, StateReader};
+use canaryd::daemon::{self, auth, view};
+use canaryd::store::Store;
+use canaryd::wire::{AuditEntry, AuditVerification, Incident};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "canaryd",
+    version,
+    about = "Canary rollouts with anytime-valid statistics and automatic rollback"
+)]
+struct Cli {
+    /// The daemon's API address.
+    #[arg(
+        long,
+        global = true,
+        env = "CANARYD_SERVER",
+        default_value = "http://127.0.0.1:7600"
+    )]
+    server: String,
+    /// API token (default: <data-dir>/admin.token when it exists).
+    #[arg(long, global = true, env = "CANARYD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// State directory (for commands that read it directly).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check and explain rollout policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read and verify the audit log (with --data-dir: directly, read-only).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Run the daemon.
+    Serve {
+        /// The config file (YAML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// API address (default 127.0.0.1:7600).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// The policies directory (default ./rollout-policies).
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
+    },
+    /// Start, watch and steer rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Incidents: list, show, review.
+    #[command(subcommand)]
+    Incident(IncidentCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// A real rollout on this machine in under two minutes: two services,
+    /// the built-in proxy, load, and the daemon; ends with a promotion or a
+    /// rollback and its incident.
+    Demo {
+        /// What is wrong with the canary.
+        #[arg(long, value_enum, default_value = "errors")]
+        regression: canaryd::demo::Regression,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new token and the config line that grants it.
+    Create {
+        #[arg(long)]
+        actor: String,
+        /// viewer, operator, approver:<role>, admin (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
+}
+
 fn main() -> ExitCode {
-    canaryd::cli::main()
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; bad arguments exit 1.
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let client = Client::new(&cli.server, cli.token.as_deref(), cli.data_dir.as_deref());
+    let data_dir = cli.data_dir.clone().map(DataDir);
+    // `incident` and `audit` read the data dir when one is given.
+    let state: &dyn StateReader = match &data_dir {
+        Some(dir) => dir,
+        None => &client,
+    };
+    let result = match cli.command {
+        Command::Policy(cmd) => cli::policy::run(cmd),
+        Command::Audit(cmd) => cli::audit::run(cmd, state),
+        Command::Serve {
+            config,
+            listen,
+            policies,
+        } => serve(daemon::ServeOptions {
+            config,
+            data_dir: cli.data_dir,
+            listen,
+            policies,
+        }),
+        Command::Rollout(cmd) => cli::rollout::run(cmd, &client),
+        Command::Incident(cmd) => cli::incident::run(cmd, state, &client),
+        Command::Token(TokenCommand::Create { actor, roles }) => create_token(&actor, &roles),
+        Command::Demo { regression } => {
+            init_logs(false);
+            canaryd::demo::run(regression)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("canaryd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logs(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("CANARYD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json_logs = std::env::var("CANARYD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        let _ = builder.json().flatten_event(true).try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+fn serve(opts: daemon::ServeOptions) -> anyhow::Result<ExitCode> {
+    init_logs(true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    rt.block_on(daemon::serve(opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `canaryd token create`: a new bearer token and the config line that
+/// grants it. Only the SHA-256 goes into the config; the token is shown once.
+fn create_token(actor: &str, roles: &[String]) -> anyhow::Result<ExitCode> {
+    if actor.trim().is_empty() {
+        bail!("--actor must not be empty");
+    }
+    if roles.is_empty() {
+        bail!("--roles needs at least one role");
+    }
+    let mut parsed = Vec::new();
+    for r in roles {
+        parsed.push(auth::Role::parse(r.trim()).map_err(|e| anyhow::anyhow!("--roles: {e}"))?);
+    }
+    let token = auth::new_token().map_err(|e| anyhow::anyhow!("cannot draw random bytes: {e}"))?;
+    let roles_yaml: Vec<String> = parsed
+        .iter()
+        .map(|r| format!("{:?}", r.to_string()))
+        .collect();
+    println!("token: {token}");
+    println!(
+        "# add to the config's `tokens:` and restart the daemon (tokens are read at start); the token itself is not stored anywhere"
+    );
+    println!(
+        "  - {{ actor: {:?}, sha256: \"{}\", roles: [{}] }}",
+        actor,
+        auth::sha256_hex(&token),
+        roles_yaml.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--data-dir`: the daemon's records read from its state directly, through
+/// a read-only store (safe beside a running daemon), opened per read.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn store(&self) -> anyhow::Result<Store> {
+        Store::open_read_only(&self.0)
+            .with_context(|| format!("cannot read the state in {}", self.0.display()))
+    }
+}
+
+impl StateReader for DataDir {
+    fn incidents(&self) -> anyhow::Result<Vec<Incident>> {
+        Ok(view::incidents(&self.store()?)?)
+    }
+
+    fn incident(&self, id: &str) -> anyhow::Result<Incident> {
+        Ok(view::incident(&self.store()?, id)?)
+    }
+
+    fn audit_log(&self) -> anyhow::Result<Vec<AuditEntry>> {
+        Ok(view::audit_log(&self.store()?)?)
+    }
+
+    fn audit_verify(&self) -> anyhow::Result<AuditVerification> {
+        Ok(view::audit_verification(&self.store()?)?)
+    }
 }

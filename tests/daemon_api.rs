@@ -840,3 +840,177 @@ async fn pushed_events_from_before_the_weight_change_are_left_out() {
         "{metrics}"
     );
 }
+
+/// The body of `GET path` (or `POST path` with `body`) as the daemon wrote
+/// it, byte for byte.
+async fn raw_body(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = api.http.request(m, format!("{}{path}", api.base));
+    if let Some(t) = &api.token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Read `text` as the wire type `T` and write it back: the same bytes.
+#[track_caller]
+fn same_bytes<T: serde::Serialize + serde::de::DeserializeOwned>(what: &str, text: &str) -> T {
+    let typed: T = serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
+    assert_eq!(serde_json::to_string(&typed).unwrap(), text, "{what}");
+    typed
+}
+
+/// The wire types are the contract as the daemon writes it: every kind of
+/// answer (rollouts waiting for an approval and rolled back, incidents, the
+/// audit log, policies, pushes, refusals, the event stream) reads into its
+/// type and writes back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_round_trips_through_its_wire_type() {
+    use canaryd::wire;
+
+    let d = daemon();
+    let admin = d.client();
+    let op = as_(&admin, OPERATOR);
+    let id = op.start("web", "fast").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = reqwest::Client::new()
+        .get(format!("{}/v1/rollouts/{id}/events", d.base))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    let collector = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        tokio::time::timeout_at(deadline, stream.text()).await
+    });
+    let (status, text) = raw_body(
+        &op,
+        "POST",
+        &format!("/v1/rollouts/{id}/observations"),
+        Some(json!({"counts": [{"arm": "baseline", "counters": {"requests": 10}}]})),
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    same_bytes::<wire::ObservationsAccepted>("observations", &text);
+    eventually("a rollback", Duration::from_secs(40), || async {
+        let a = op.push(&id, 100, 0.01, 0.10).await;
+        a.status == 409 || admin.rollout(&id).await["state"] == "rolled-back"
+    })
+    .await;
+
+    // A rollout waiting at an approval, with one given.
+    let waiting = op.start("api", "slow").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |a: &str| format!("/v1/rollouts/{waiting}/{a}");
+    assert_eq!(
+        op.post(&path("promote"), json!({"reason": "skip"}))
+            .await
+            .status,
+        200
+    );
+    let (status, text) = raw_body(
+        &as_(&admin, BOTH),
+        "POST",
+        &path("approve"),
+        Some(json!({"role": "risk", "reason": "ok", "ticket": "CAB-1"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let approved: wire::Rollout = same_bytes("approve answer", &text);
+    assert_eq!(approved.approvals.unwrap().given[0].actor, "bo");
+
+    let (_, text) = raw_body(&admin, "GET", "/v1/rollouts", None).await;
+    let list: Vec<wire::Rollout> = same_bytes("rollout list", &text);
+    assert_eq!(list.len(), 2);
+    let (_, text) = raw_body(&admin, "GET", &format!("/v1/rollouts/{id}"), None).await;
+    let ended: wire::Rollout = same_bytes("rolled-back rollout", &text);
+    let incident = ended.incident.expect("an incident");
+    let (_, text) = raw_body(&admin, "GET", &format!("/v1/incidents/{incident}"), None).await;
+    let shown: wire::Incident = same_bytes("incident", &text);
+    assert!(matches!(
+        shown.evidence,
+        wire::IncidentEvidence::Statistical(_)
+    ));
+    let (_, text) = raw_body(&admin, "GET", "/v1/incidents", None).await;
+    same_bytes::<Vec<wire::Incident>>("incident list", &text);
+    let (status, text) = raw_body(
+        &op,
+        "POST",
+        &format!("/v1/incidents/{incident}/review"),
+        Some(json!({"note": "bad build"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    same_bytes::<wire::Incident>("reviewed incident", &text);
+    let (_, text) = raw_body(&admin, "GET", "/v1/audit", None).await;
+    same_bytes::<Vec<wire::AuditEntry>>("audit log", &text);
+    let (_, text) = raw_body(&admin, "GET", "/v1/audit/verify", None).await;
+    assert!(same_bytes::<wire::AuditVerification>("audit verify", &text).ok);
+    let (_, text) = raw_body(&admin, "GET", "/v1/policies", None).await;
+    same_bytes::<Vec<wire::PolicySummary>>("policies", &text);
+
+    // Refusals come back typed: kind, field, message.
+    let refusals = [
+        (
+            as_(&admin, "wrong"),
+            "GET",
+            "/v1/rollouts".to_string(),
+            None,
+        ),
+        (
+            admin.clone(),
+            "GET",
+            "/v1/rollouts/r-nope".to_string(),
+            None,
+        ),
+        (
+            op.clone(),
+            "POST",
+            "/v1/rollouts".to_string(),
+            Some(json!({"service": "web", "canary": "v2", "baseline": "v1", "policy": "nope"})),
+        ),
+        (
+            op.clone(),
+            "POST",
+            format!("/v1/rollouts/{id}/abort"),
+            Some(json!({"reason": "late"})),
+        ),
+    ];
+    let mut kinds = Vec::new();
+    for (api, method, path, body) in refusals {
+        let (status, text) = raw_body(&api, method, &path, body).await;
+        let r: wire::Refusal = same_bytes(&path, &text);
+        assert_eq!(r.status(), status);
+        kinds.push((r.kind, r.field));
+    }
+    assert_eq!(
+        kinds,
+        [
+            (wire::RefusalKind::Unauthenticated, None),
+            (wire::RefusalKind::NotFound, None),
+            (wire::RefusalKind::Invalid, Some("policy".to_string())),
+            (wire::RefusalKind::Conflict, None),
+        ]
+    );
+
+    let text = collector.await.unwrap().expect("the stream ends").unwrap();
+    let mut names = Vec::new();
+    for frame in text.split("\n\n").filter(|f| f.starts_with("event: ")) {
+        let (name, data) = frame.split_once('\n').unwrap();
+        let (name, data) = (&name["event: ".len()..], &data["data: ".len()..]);
+        let event = wire::StreamEvent::parse(name, data).unwrap();
+        assert_eq!(event.data().unwrap(), data, "{name}");
+        names.push(name.to_string());
+    }
+    assert_eq!(names.first().map(String::as_str), Some("status"));
+    assert_eq!(names.last().map(String::as_str), Some("end"));
+    assert!(names.iter().any(|n| n == "transition"), "{names:?}");
+}

@@ -1,17 +1,15 @@
-//! `canaryd incident list|show|review`. `list` and `show` read `--data-dir`
-//! directly when it is given (read-only, safe beside a running daemon);
-//! otherwise they, and `review`, ask the daemon.
+//! `canaryd incident list|show|review`. `list` and `show` read through a
+//! [`StateReader`]: the API, or the data dir directly when `--data-dir` is
+//! given (read-only, safe beside a running daemon); `review` always asks
+//! the daemon.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{Value, json};
 
-use super::client::{Client, block_on, field, print_json, require_non_empty};
-use crate::daemon::api::{incident_json, incidents_json};
-use crate::store::Store;
+use super::StateReader;
+use super::client::{Client, block_on, print_json, require_non_empty};
+use crate::wire::{Incident, ReviewRequest, rfc3339};
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
@@ -36,26 +34,14 @@ pub enum IncidentCommand {
     },
 }
 
-fn offline(dir: &Path) -> anyhow::Result<Store> {
-    Store::open_read_only(dir)
-        .with_context(|| format!("cannot read the state in {}", dir.display()))
-}
-
-fn refusal(e: crate::daemon::Refusal) -> anyhow::Error {
-    anyhow::anyhow!("{e:?}")
-}
-
 pub fn run(
     cmd: IncidentCommand,
+    state: &dyn StateReader,
     client: &Client,
-    data_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
         IncidentCommand::List { json } => {
-            let list: Value = match data_dir {
-                Some(dir) => Value::Array(incidents_json(&offline(dir)?).map_err(refusal)?),
-                None => block_on(client.get("/v1/incidents"))?,
-            };
+            let list = state.incidents()?;
             if json {
                 print_json(&list)?;
             } else {
@@ -63,28 +49,22 @@ pub fn run(
                     "{:<28} {:<28} {:<14} {:<18} {:<6} {:<9} OPENED",
                     "ID", "ROLLOUT", "SERVICE", "TRIGGER", "SEV", "STATUS"
                 );
-                for i in list.as_array().into_iter().flatten() {
+                for i in &list {
                     println!(
                         "{:<28} {:<28} {:<14} {:<18} {:<6} {:<9} {}",
-                        field(i, "id"),
-                        field(i, "rollout_id"),
-                        field(i, "service"),
-                        field(i, "trigger"),
-                        field(i, "severity"),
-                        field(i, "status"),
-                        field(i, "opened_at")
+                        i.id,
+                        i.rollout_id,
+                        i.service,
+                        i.trigger,
+                        i.severity,
+                        i.status.as_str(),
+                        i.opened_at
                     );
                 }
             }
         }
         IncidentCommand::Show { id, json } => {
-            let v = match data_dir {
-                Some(dir) => incident_json(&offline(dir)?, &id).map_err(|e| match e {
-                    crate::daemon::Refusal::NotFound(m) => anyhow::anyhow!(m),
-                    other => refusal(other),
-                })?,
-                None => block_on(client.get(&format!("/v1/incidents/{id}")))?,
-            };
+            let v = state.incident(&id)?;
             if json {
                 print_json(&v)?;
             } else {
@@ -93,10 +73,12 @@ pub fn run(
         }
         IncidentCommand::Review { id, note, json } => {
             require_non_empty("--note", &note)?;
-            let v = block_on(client.post(
-                &format!("/v1/incidents/{id}/review"),
-                &json!({ "note": note }),
-            ))?;
+            let body = ReviewRequest { note };
+            let v: Incident = block_on(async {
+                Ok(client
+                    .post(&format!("/v1/incidents/{id}/review"), &body)
+                    .await?)
+            })?;
             if json {
                 print_json(&v)?;
             } else {
@@ -108,47 +90,159 @@ pub fn run(
 }
 
 /// An incident for people: what fired, on what evidence, what happened.
-pub fn render(v: &Value) -> String {
+pub fn render(v: &Incident) -> String {
     let mut out = format!(
         "incident {}   {}   rollout {}   service {}\ntrigger {} fired; opened {}; status {}\n",
-        field(v, "id"),
-        field(v, "severity"),
-        field(v, "rollout_id"),
-        field(v, "service"),
-        field(v, "trigger"),
-        field(v, "opened_at"),
-        field(v, "status"),
+        v.id,
+        v.severity,
+        v.rollout_id,
+        v.service,
+        v.trigger,
+        v.opened_at,
+        v.status.as_str(),
     );
-    if let Some(e) = v.get("evidence").filter(|e| !e.is_null()) {
-        out.push_str("evidence:\n");
-        let text = serde_json::to_string_pretty(e).unwrap_or_default();
-        for line in text.lines() {
-            out.push_str("  ");
-            out.push_str(line);
-            out.push('\n');
-        }
+    out.push_str("evidence:\n");
+    // Keys sorted, as the API writes evidence.
+    let evidence = serde_json::to_value(&v.evidence)
+        .and_then(|e| serde_json::to_string_pretty(&e))
+        .unwrap_or_default();
+    for line in evidence.lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
     }
-    if let Some(r) = v.get("router_result").filter(|r| !r.is_null()) {
-        out.push_str(&format!("router: {r}\n"));
+    if let Some(r) = &v.router_result {
+        let text = serde_json::to_string(r).unwrap_or_default();
+        out.push_str(&format!("router: {text}\n"));
     }
-    if let Some(t) = v.get("timeline").and_then(Value::as_array) {
-        out.push_str("timeline:\n");
-        for e in t {
-            out.push_str(&format!(
-                "  {}  {:<18} {:>3}%  {}: {}\n",
-                e.get("at")
-                    .and_then(Value::as_u64)
-                    .map(|ms| crate::daemon::view::rfc3339(crate::time::Timestamp::from_millis(ms)))
-                    .unwrap_or_else(|| "-".into()),
-                field(e, "phase"),
-                field(e, "weight"),
-                field(e, "actor"),
-                field(e, "message")
-            ));
-        }
+    out.push_str("timeline:\n");
+    for e in &v.timeline {
+        out.push_str(&format!(
+            "  {}  {:<18} {:>3}%  {}: {}\n",
+            rfc3339(e.at),
+            e.phase.as_str(),
+            e.weight.percent(),
+            e.actor,
+            e.message
+        ));
     }
-    if let Some(n) = v.get("review_note").and_then(Value::as_str) {
-        out.push_str(&format!("review: {n} ({})\n", field(v, "reviewed_by")));
+    if let Some(n) = &v.review_note {
+        out.push_str(&format!(
+            "review: {n} ({})\n",
+            v.reviewed_by.as_deref().unwrap_or("-")
+        ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Incident {
+        let text = match name {
+            "statistical" => include_str!("../wire/fixtures/incident_statistical.json"),
+            "reviewed" => include_str!("../wire/fixtures/incident_reviewed.json"),
+            _ => include_str!("../wire/fixtures/incident_router.json"),
+        };
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_incident_with_statistical_evidence() {
+        expect_test::expect![[r#"
+            incident inc-01m91g4dj4q9n5zpws   sev2   rollout r-01m91g4cjvakx6bjaq   service web
+            trigger error-rate fired; opened 2026-12-04T21:42:28.164Z; status open
+            evidence:
+              {
+                "baseline": {
+                  "events": 0,
+                  "exposure": 0
+                },
+                "canary": {
+                  "events": 30,
+                  "exposure": 350
+                },
+                "estimand": "canary rate of errors/requests (threshold 0.02)",
+                "estimate": 0.08571428571428572,
+                "evidence_since": 1796420547163,
+                "interval": {
+                  "level": 0.95,
+                  "lower": 0.04506799995089428,
+                  "upper": null
+                },
+                "kind": "statistical",
+                "log_boundary": 2.995732273553991,
+                "log_e_value": 18.683287572504224,
+                "window_end": 1796420548163,
+                "window_start": 1796420547163
+              }
+            router: {"at":1796420548181,"error":null,"weight":0}
+            timeline:
+              2026-12-04T21:42:27.177Z  progressing          0%  canaryd: pending -> progressing: rollout started
+              2026-12-04T21:42:27.177Z  progressing          0%  canaryd: setting canary weight to 10%
+              2026-12-04T21:42:27.204Z  progressing         10%  canaryd: canary weight is now 10%
+              2026-12-04T21:42:28.164Z  rolling-back        10%  canaryd: progressing -> rolling-back: trigger `error-rate` fired
+              2026-12-04T21:42:28.181Z  rolling-back         0%  canaryd: canary weight is now 0%
+              2026-12-04T21:42:28.181Z  rolled-back          0%  canaryd: rolling-back -> rolled-back: trigger `error-rate` fired
+        "#]].assert_eq(&render(&fixture("statistical")));
+    }
+
+    #[test]
+    fn a_reviewed_incident_with_objective_evidence() {
+        expect_test::expect![[r#"
+            incident inc-01m91g4srcc1azbk65   sev3   rollout r-01m91g4ptktb3rd980   service hot
+            trigger p95-latency fired; opened 2026-12-04T21:42:40.652Z; status reviewed
+            evidence:
+              {
+                "canary": {
+                  "events": 600,
+                  "exposure": 600
+                },
+                "fired": true,
+                "kind": "objective",
+                "limit": 5000.0,
+                "measured": "lowest canary p95 bound (ms) over consecutive intervals above 5000ms",
+                "observed": 8912.896,
+                "window_end": 1796420560652,
+                "window_start": 1796420557651
+              }
+            router: {"at":1796420560681,"error":null,"weight":0}
+            timeline:
+              2026-12-04T21:42:37.659Z  progressing          0%  canaryd: pending -> progressing: rollout started
+              2026-12-04T21:42:37.659Z  progressing          0%  canaryd: emergency change: bakes, approvals and gates are bypassed for the first 1h; each weight still serves minSamples canary requests, and triggers stay armed
+              2026-12-04T21:42:37.659Z  progressing          0%  canaryd: setting canary weight to 10%
+              2026-12-04T21:42:37.677Z  progressing         10%  canaryd: canary weight is now 10%
+              2026-12-04T21:42:39.653Z  progressing         10%  canaryd: setting canary weight to 50%
+              2026-12-04T21:42:39.677Z  progressing         50%  canaryd: canary weight is now 50%
+              2026-12-04T21:42:40.652Z  rolling-back        50%  canaryd: progressing -> rolling-back: trigger `p95-latency` fired
+              2026-12-04T21:42:40.681Z  rolling-back         0%  canaryd: canary weight is now 0%
+              2026-12-04T21:42:40.681Z  rolled-back          0%  canaryd: rolling-back -> rolled-back: trigger `p95-latency` fired
+            review: slow build; fixed (olga)
+        "#]].assert_eq(&render(&fixture("reviewed")));
+    }
+
+    #[test]
+    fn a_rollback_the_router_could_not_apply() {
+        expect_test::expect![[r#"
+            incident inc-01m91g4wneb3wmq9cz   sev2   rollout r-01m91g4swvpn6jg6vt   service flaky
+            trigger router fired; opened 2026-12-04T21:42:43.630Z; status open
+            evidence:
+              {
+                "attempts": 5,
+                "error": "file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)",
+                "kind": "router",
+                "router": "file /srv/canaryd/flaky/split.json",
+                "still_retrying": true,
+                "wanted_weight": 0
+              }
+            router: {"at":1796420563642,"error":"file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)","weight":0}
+            timeline:
+              2026-12-04T21:42:40.809Z  progressing          0%  canaryd: pending -> progressing: rollout started
+              2026-12-04T21:42:40.809Z  progressing          0%  canaryd: setting canary weight to 10%
+              2026-12-04T21:42:40.829Z  progressing         10%  canaryd: canary weight is now 10%
+              2026-12-04T21:42:41.797Z  rolling-back        10%  canaryd: progressing -> rolling-back: trigger `error-rate` fired
+              2026-12-04T21:42:43.642Z  rolling-back        10%  canaryd: router failed to set weight 0%: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)
+        "#]].assert_eq(&render(&fixture("router")));
+    }
 }

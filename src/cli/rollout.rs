@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
 
-use super::client::{Client, block_on, field, print_json, require_non_empty};
+use super::client::{Client, block_on, or_dash, print_json, require_non_empty};
+use crate::engine::Phase;
+use crate::wire::{ApproveRequest, CommandRequest, PromoteRequest, Rollout, StartRequest};
 
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
@@ -115,64 +116,23 @@ async fn run_async(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitC
             dry_run,
             json,
         } => {
-            let mut body = json!({
-                "service": service, "canary": canary, "baseline": baseline,
-                "policy": policy, "dry_run": dry_run,
-            });
-            for (k, v) in [
-                ("change_type", change_type),
-                ("ticket", ticket),
-                ("reason", reason),
-            ] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
-                }
-            }
-            let v = client.post("/v1/rollouts", &body).await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                println!(
-                    "rollout {} started: {} {} -> {} with policy {} ({}{})",
-                    field(&v, "id"),
-                    field(&v, "service"),
-                    field(&v, "baseline"),
-                    field(&v, "canary"),
-                    field(&v, "policy"),
-                    field(&v, "state"),
-                    if dry_run { ", dry run" } else { "" }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let body = StartRequest {
+                service,
+                canary,
+                baseline,
+                policy,
+                change_type,
+                reason,
+                ticket,
+                dry_run,
+            };
+            start(client, &body, json).await
         }
-        RolloutCommand::List { json } => {
-            let v = client.get("/v1/rollouts").await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                println!(
-                    "{:<28} {:<16} {:<18} {:>4} {:>6}  {:<24} POLICY",
-                    "ID", "SERVICE", "STATE", "STEP", "WEIGHT", "BASELINE -> CANARY"
-                );
-                for r in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<28} {:<16} {:<18} {:>4} {:>5}%  {:<24} {}",
-                        field(r, "id"),
-                        field(r, "service"),
-                        field(r, "state"),
-                        field(r, "step"),
-                        field(r, "weight"),
-                        format!("{} -> {}", field(r, "baseline"), field(r, "canary")),
-                        field(r, "policy")
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        RolloutCommand::List { json } => list(client, json).await,
         RolloutCommand::Status { id, watch, json } => {
             let path = format!("/v1/rollouts/{id}");
             if !watch {
-                let v = client.get(&path).await?;
+                let v: Rollout = client.get(&path).await?;
                 if json {
                     print_json(&v)?;
                 } else {
@@ -182,9 +142,9 @@ async fn run_async(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitC
             }
             watch_status(client, &path, json).await
         }
-        RolloutCommand::Pause(why) => simple(client, "pause", why, json!({})).await,
-        RolloutCommand::Resume(why) => simple(client, "resume", why, json!({})).await,
-        RolloutCommand::Abort(why) => simple(client, "abort", why, json!({})).await,
+        RolloutCommand::Pause(why) => command(client, "pause", why).await,
+        RolloutCommand::Resume(why) => command(client, "resume", why).await,
+        RolloutCommand::Abort(why) => command(client, "abort", why).await,
         RolloutCommand::Promote {
             why,
             full,
@@ -193,58 +153,116 @@ async fn run_async(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitC
             if override_gates && why.ticket.is_none() {
                 bail!("--override-gates needs --ticket");
             }
-            simple(
-                client,
-                "promote",
-                why,
-                json!({ "full": full, "override_gates": override_gates }),
-            )
-            .await
+            require_non_empty("--reason", &why.reason)?;
+            let body = PromoteRequest {
+                reason: why.reason.clone(),
+                ticket: why.ticket.clone(),
+                full,
+                override_gates,
+            };
+            accepted(client, "promote", &why, &body).await
         }
         RolloutCommand::Approve { why, role } => {
             require_non_empty("--role", &role)?;
-            simple(client, "approve", why, json!({ "role": role })).await
+            require_non_empty("--reason", &why.reason)?;
+            let body = ApproveRequest {
+                role,
+                reason: why.reason.clone(),
+                ticket: why.ticket.clone(),
+            };
+            accepted(client, "approve", &why, &body).await
         }
         RolloutCommand::Wait { id, timeout } => wait(client, &id, timeout).await,
     }
 }
 
-async fn simple(
+async fn start(client: &Client, body: &StartRequest, json: bool) -> anyhow::Result<ExitCode> {
+    let v: Rollout = client.post("/v1/rollouts", body).await?;
+    if json {
+        print_json(&v)?;
+    } else {
+        println!(
+            "rollout {} started: {} {} -> {} with policy {} ({}{})",
+            v.id,
+            v.service,
+            v.baseline,
+            v.canary,
+            v.policy,
+            v.state.as_str(),
+            if body.dry_run { ", dry run" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let list: Vec<Rollout> = client.get("/v1/rollouts").await?;
+    if json {
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<16} {:<18} {:>4} {:>6}  {:<24} POLICY",
+        "ID", "SERVICE", "STATE", "STEP", "WEIGHT", "BASELINE -> CANARY"
+    );
+    for r in &list {
+        println!(
+            "{:<28} {:<16} {:<18} {:>4} {:>5}%  {:<24} {}",
+            r.id,
+            r.service,
+            r.state.as_str(),
+            r.step,
+            r.weight,
+            format!("{} -> {}", r.baseline, r.canary),
+            r.policy
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pause`, `resume` or `abort`.
+async fn command(client: &Client, action: &str, why: Why) -> anyhow::Result<ExitCode> {
+    require_non_empty("--reason", &why.reason)?;
+    let body = CommandRequest {
+        reason: why.reason.clone(),
+        ticket: why.ticket.clone(),
+    };
+    accepted(client, action, &why, &body).await
+}
+
+/// Send a command's body and print the rollout it answers with.
+async fn accepted<B: serde::Serialize>(
     client: &Client,
     action: &str,
-    why: Why,
-    mut body: Value,
+    why: &Why,
+    body: &B,
 ) -> anyhow::Result<ExitCode> {
-    require_non_empty("--reason", &why.reason)?;
-    body["reason"] = json!(why.reason);
-    if let Some(t) = why.ticket {
-        body["ticket"] = json!(t);
-    }
-    let v = client
-        .post(&format!("/v1/rollouts/{}/{action}", why.id), &body)
+    let v: Rollout = client
+        .post(&format!("/v1/rollouts/{}/{action}", why.id), body)
         .await?;
     if why.json {
         print_json(&v)?;
     } else {
         println!(
             "rollout {}: {action} accepted; now {} at step {}, weight {}%",
-            field(&v, "id"),
-            field(&v, "state"),
-            field(&v, "step"),
-            field(&v, "weight")
+            v.id,
+            v.state.as_str(),
+            v.step,
+            v.weight
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The exit code PRODUCT.md section 8 gives each outcome.
-pub fn outcome_code(outcome: &str) -> Option<u8> {
+/// The exit code PRODUCT.md section 8 gives each outcome; `None` for a
+/// phase that is not one.
+pub fn outcome_code(outcome: Phase) -> Option<u8> {
     Some(match outcome {
-        "promoted" => 0,
-        "rolled-back" => 2,
-        "aborted" => 3,
-        "inconclusive" => 4,
-        "concluded" => 5,
+        Phase::Promoted => 0,
+        Phase::RolledBack => 2,
+        Phase::Aborted => 3,
+        Phase::Inconclusive => 4,
+        Phase::Concluded => 5,
         _ => return None,
     })
 }
@@ -255,30 +273,25 @@ async fn wait(client: &Client, id: &str, timeout: Option<Duration>) -> anyhow::R
     let mut failures = 0;
     // Bounded by --timeout, or by the rollout's own maxDuration.
     loop {
-        match client.get(&path).await {
+        match client.get::<Rollout>(&path).await {
             Ok(v) => {
                 failures = 0;
-                if let Some(code) = v
-                    .get("outcome")
-                    .and_then(Value::as_str)
-                    .and_then(outcome_code)
+                if let Some((outcome, code)) = v
+                    .outcome
+                    .and_then(|o| outcome_code(o).map(|code| (o, code)))
                 {
-                    println!(
-                        "rollout {id}: {} ({})",
-                        field(&v, "outcome"),
-                        field(&v, "reason")
-                    );
-                    if let Some(inc) = v.get("incident").and_then(Value::as_str) {
+                    println!("rollout {id}: {} ({})", outcome.as_str(), v.reason);
+                    if let Some(inc) = &v.incident {
                         println!("incident {inc}");
                     }
                     return Ok(ExitCode::from(code));
                 }
             }
             // A daemon restarting is not an outcome: keep waiting a while.
-            Err(e) if e.downcast_ref::<super::client::ApiError>().is_none() && failures < 60 => {
+            Err(e) if !e.is_answer() && failures < 60 => {
                 failures += 1;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         if let Some(t) = timeout
             && started.elapsed() >= t
@@ -294,150 +307,142 @@ async fn watch_status(client: &Client, path: &str, json: bool) -> anyhow::Result
     let tty = std::io::stdout().is_terminal() && !json;
     let mut last_line = String::new();
     loop {
-        let v = client.get(path).await?;
-        let ended = v.get("outcome").is_some_and(|o| !o.is_null());
+        let v: Rollout = client.get(path).await?;
         if json {
-            println!("{v}");
+            println!("{}", serde_json::to_string(&v)?);
         } else if tty {
             print!("\x1b[2J\x1b[H{}", render_status(&v));
         } else {
             let line = format!(
                 "{} step {}/{} weight {}% {}",
-                field(&v, "state"),
-                field(&v, "step"),
-                field(&v, "steps"),
-                field(&v, "weight"),
-                field(&v, "reason")
+                v.state.as_str(),
+                v.step,
+                v.steps,
+                v.weight,
+                v.reason
             );
             if line != last_line {
                 println!("{line}");
                 last_line = line;
             }
         }
-        if ended {
+        if v.outcome.is_some() {
             return Ok(ExitCode::SUCCESS);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-fn num(v: &Value, key: &str) -> String {
-    match v.get(key).and_then(Value::as_f64) {
+/// A trigger's number for the table: `-` when absent, scientific when very
+/// small or large.
+fn num(x: Option<f64>) -> String {
+    match x {
         Some(x) if x != 0.0 && (x.abs() < 0.001 || x.abs() >= 1e6) => format!("{x:.3e}"),
         Some(x) => format!("{x:.4}"),
         None => "-".into(),
     }
 }
 
+/// A list as the status view shows it: JSON text (`["risk","compliance"]`).
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_default()
+}
+
 /// The status view: what `kubectl argo rollouts get rollout` shows, plus
 /// each trigger's estimate against its boundary.
-pub fn render_status(v: &Value) -> String {
+pub fn render_status(v: &Rollout) -> String {
     let mut out = String::new();
-    let s = |k: &str| field(v, k);
     out.push_str(&format!(
         "rollout {}   service {}   {} -> {}   policy {} ({}{})\n",
-        s("id"),
-        s("service"),
-        s("baseline"),
-        s("canary"),
-        s("policy"),
-        s("change_type"),
-        if v.get("dry_run").and_then(Value::as_bool) == Some(true) {
-            ", dry run"
-        } else {
-            ""
-        }
+        v.id,
+        v.service,
+        v.baseline,
+        v.canary,
+        v.policy,
+        v.change_type.as_str(),
+        if v.dry_run { ", dry run" } else { "" }
     ));
     out.push_str(&format!(
         "state {}   step {}/{}   weight {}%   in step {}s   canary requests in step {}\n",
-        s("state"),
-        s("step"),
-        s("steps"),
-        s("weight"),
-        s("time_in_step_s"),
-        s("canary_requests_in_step")
+        v.state.as_str(),
+        v.step,
+        v.steps,
+        v.weight,
+        v.time_in_step_s,
+        v.canary_requests_in_step
     ));
-    out.push_str(&format!("reason: {}\n", s("reason")));
-    if let Some(w) = v.get("waiting_for").and_then(Value::as_str) {
+    out.push_str(&format!("reason: {}\n", v.reason));
+    if let Some(w) = &v.waiting_for {
         out.push_str(&format!("waiting for: {w}\n"));
     }
     out.push_str(&format!(
         "\n{:<24} {:<13} {:>12} {:>12} {:>10}\n",
         "TRIGGER", "VERDICT", "ESTIMATE", "BOUNDARY", "SAMPLES"
     ));
-    for t in v
-        .get("triggers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for t in &v.triggers {
         out.push_str(&format!(
             "{:<24} {:<13} {:>12} {:>12} {:>10}\n",
-            field(t, "name"),
-            field(t, "verdict"),
-            num(t, "estimate"),
-            num(t, "boundary"),
-            field(t, "samples")
+            t.name,
+            verdict(t.verdict),
+            num(t.estimate),
+            num(t.boundary),
+            t.samples
         ));
     }
-    let gates: Vec<&Value> = v
-        .get("gates")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .collect();
-    if !gates.is_empty() {
+    if !v.gates.is_empty() {
         out.push_str(&format!("\n{:<24} {:<6} BEFORE\n", "GATE", "SHOWN"));
-        for g in gates {
+        for g in &v.gates {
             out.push_str(&format!(
                 "{:<24} {:<6} {}%\n",
-                field(g, "name"),
-                if g.get("shown").and_then(Value::as_bool) == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                },
-                field(g, "before")
+                g.name,
+                if g.shown { "yes" } else { "no" },
+                g.before
             ));
         }
     }
-    if let Some(a) = v.get("approvals").filter(|a| !a.is_null()) {
+    if let Some(a) = &v.approvals {
         let given: Vec<String> = a
-            .get("given")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|g| format!("{} by {}", field(g, "role"), field(g, "actor")))
+            .given
+            .iter()
+            .map(|g| format!("{} by {}", g.role, g.actor))
             .collect();
         out.push_str(&format!(
             "\napprovals: roles {}; given: {}; deadline {}\n",
-            field(a, "roles"),
+            json_list(&a.roles),
             if given.is_empty() {
                 "none".to_string()
             } else {
                 given.join(", ")
             },
-            field(a, "deadline")
+            or_dash(a.deadline.as_deref())
         ));
     }
-    if let Some(src) = v.get("source").filter(|s| !s.is_null()) {
+    if let Some(src) = &v.source {
         out.push_str(&format!(
             "\nsources: {} ({}{})\n",
-            field(src, "sources"),
-            field(src, "status"),
-            match src.get("last_error").and_then(Value::as_str) {
+            json_list(&src.sources),
+            src.status,
+            match &src.last_error {
                 Some(e) => format!(": {e}"),
                 None => String::new(),
             }
         ));
     }
-    if let Some(e) = v.get("router_error").and_then(Value::as_str) {
+    if let Some(e) = &v.router_error {
         out.push_str(&format!("router: {e}\n"));
     }
-    if let Some(i) = v.get("incident").and_then(Value::as_str) {
+    if let Some(i) = &v.incident {
         out.push_str(&format!("incident {i}\n"));
     }
     out
+}
+
+fn verdict(v: crate::engine::TriggerVerdict) -> &'static str {
+    match v {
+        crate::engine::TriggerVerdict::Ok => "ok",
+        crate::engine::TriggerVerdict::Inconclusive => "inconclusive",
+        crate::engine::TriggerVerdict::Fired => "fired",
+    }
 }
 
 #[cfg(test)]
@@ -447,16 +452,96 @@ mod tests {
     #[test]
     fn outcomes_map_to_the_documented_exit_codes() {
         let codes: Vec<_> = [
-            "promoted",
-            "rolled-back",
-            "aborted",
-            "inconclusive",
-            "concluded",
-            "paused",
+            Phase::Promoted,
+            Phase::RolledBack,
+            Phase::Aborted,
+            Phase::Inconclusive,
+            Phase::Concluded,
+            Phase::Paused,
         ]
-        .iter()
-        .map(|o| outcome_code(o))
+        .into_iter()
+        .map(outcome_code)
         .collect();
         assert_eq!(codes, [Some(0), Some(2), Some(3), Some(4), Some(5), None]);
+    }
+
+    fn fixture(name: &str) -> Rollout {
+        let text = match name {
+            "progressing" => include_str!("../wire/fixtures/rollout_progressing.json"),
+            "approval" => include_str!("../wire/fixtures/rollout_paused_for_approval.json"),
+            "router" => include_str!("../wire/fixtures/rollout_router_failing.json"),
+            _ => include_str!("../wire/fixtures/rollout_rolled_back.json"),
+        };
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn status_of_a_rollout_with_every_kind_of_trigger_and_a_gate() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4gvfhqwzkb3e   service api   v1 -> v2   policy mixed (standard)
+            state progressing   step 3/6   weight 50%   in step 2s   canary requests in step 240
+            reason: rollout started
+            waiting for: baking, 2949ms of 1h
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               ok                  0.0000       2.9957       1020
+            p95-latency              ok                 16.8960    5000.0000          0
+            error-budget             ok                  0.0000       1.5000          0
+            no-traffic               ok                  0.0000    3600.0000          0
+
+            GATE                     SHOWN  BEFORE
+            latency-no-worse         no     100%
+
+            sources: ["push"] (ok)
+        "#]]
+        .assert_eq(&render_status(&fixture("progressing")));
+    }
+
+    #[test]
+    fn status_of_a_rollout_waiting_for_an_approval() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4grpmc707hc5   service pushonly   v1 -> v2   policy slow (standard, dry run)
+            state paused   step 2/4   weight 5%   in step 0s   canary requests in step 0
+            reason: paused by olga: hold
+            waiting for: waiting for approval by compliance
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               inconclusive             -            -          0
+
+            approvals: roles ["risk","compliance"]; given: risk by bo; deadline -
+
+            sources: ["push"] (unknown)
+        "#]].assert_eq(&render_status(&fixture("approval")));
+    }
+
+    #[test]
+    fn status_of_a_rollback_the_router_cannot_apply() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4swvpn6jg6vt   service flaky   v1 -> v2   policy fast (standard)
+            state rolling-back   step 1/5   weight 10%   in step 1s   canary requests in step 600
+            reason: trigger `error-rate` fired
+            waiting for: waiting for the router
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               fired               0.2000       2.9957       1000
+
+            sources: ["push"] (ok)
+            router: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)
+            incident inc-01m91g4tw52hmv2xb2
+        "#]].assert_eq(&render_status(&fixture("router")));
+    }
+
+    #[test]
+    fn status_of_a_rolled_back_rollout() {
+        expect_test::expect![[r#"
+            rollout r-01m91g4cjvakx6bjaq   service web   v1 -> v2   policy fast (standard)
+            state rolled-back   step 1/5   weight 0%   in step 0s   canary requests in step 0
+            reason: trigger `error-rate` fired
+
+            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
+            error-rate               fired               0.0857       2.9957        350
+            incident inc-01m91g4dj4q9n5zpws
+        "#]]
+        .assert_eq(&render_status(&fixture("rolled-back")));
     }
 }

@@ -1,6 +1,7 @@
-//! The HTTP API (PRODUCT.md section 7), axum. JSON in and out; every bad
-//! request gets a 4xx with `{"error": {"status", "field", "message"}}` and
-//! changes nothing. Bodies are read with an explicit limit (413).
+//! The HTTP API (PRODUCT.md section 7), axum. JSON in and out, every body
+//! one of `crate::wire`'s types; every bad request gets a 4xx with its
+//! [`Refusal`] (`{"error": {"status", "field", "message"}}`) and changes
+//! nothing. Bodies are read with an explicit limit (413).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,11 +16,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
 use super::auth::{Need, Principal};
-use super::{Refusal, Shared, StartRequest, clock, push, view};
+use super::{Shared, clock, push, view};
 use crate::engine::{Actor, Command};
+use crate::wire::{
+    self, ApproveRequest, CommandRequest, ObservationBatch, PromoteRequest, Refusal, RefusalKind,
+    ReviewRequest, StartRequest,
+};
 
 /// Commands, starts and reviews.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -43,37 +47,23 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/policies", get(list_policies))
         .route("/v1/registries", get(list_registries))
-        .fallback(|| async {
-            error(
-                StatusCode::NOT_FOUND,
-                "",
-                "no such endpoint; see PRODUCT.md section 7",
-            )
-        })
+        .fallback(|| async { Refusal::not_found("no such endpoint; see PRODUCT.md section 7") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(shared)
 }
 
-/// An error answer: `{"error": {"status", "field", "message"}}`.
-#[derive(Debug)]
-pub struct Fail {
-    status: StatusCode,
-    /// Empty when the whole request is at fault.
-    field: String,
-    message: String,
-}
-
-impl IntoResponse for Fail {
+/// A refusal answers with its status and error body (401 also says how
+/// to authenticate); an internal one is logged first.
+impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "status": self.status.as_u16(),
-                "field": (!self.field.is_empty()).then_some(&self.field),
-                "message": self.message,
-            }
-        });
-        let mut r = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.kind == RefusalKind::Internal {
+            tracing::error!(error = %self.message, "internal error answering a request");
+        }
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let unauthenticated = self.kind == RefusalKind::Unauthenticated;
+        let mut r = (status, axum::Json(self)).into_response();
+        if unauthenticated {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
         }
@@ -81,48 +71,16 @@ impl IntoResponse for Fail {
     }
 }
 
-pub fn error(status: StatusCode, field: &str, message: &str) -> Fail {
-    Fail {
-        status,
-        field: field.to_string(),
-        message: message.to_string(),
-    }
-}
-
-impl From<Refusal> for Fail {
-    fn from(r: Refusal) -> Fail {
-        match r {
-            Refusal::NotFound(m) => error(StatusCode::NOT_FOUND, "", &m),
-            Refusal::Conflict(m) => error(StatusCode::CONFLICT, "", &m),
-            Refusal::Invalid(f, m) => error(StatusCode::UNPROCESSABLE_ENTITY, &f, &m),
-            Refusal::Forbidden(m) => error(StatusCode::FORBIDDEN, "", &m),
-            Refusal::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, "", &m),
-            Refusal::Internal(m) => {
-                tracing::error!(error = %m, "internal error answering a request");
-                error(StatusCode::INTERNAL_SERVER_ERROR, "", &m)
-            }
-        }
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        Fail::from(self).into_response()
-    }
-}
-
-type ApiResult = Result<Response, Fail>;
+type ApiResult = Result<Response, Refusal>;
 
 /// The caller, or 401; then the role, or 403.
-fn authorize(shared: &Shared, headers: &HeaderMap, need: Need<'_>) -> Result<Principal, Fail> {
+fn authorize(shared: &Shared, headers: &HeaderMap, need: Need<'_>) -> Result<Principal, Refusal> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let tokens = shared.tokens.read().unwrap_or_else(|e| e.into_inner());
     let Some(p) = tokens.authenticate(header).cloned() else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "",
+        return Err(Refusal::unauthenticated(
             "missing or unknown bearer token (send `Authorization: Bearer <token>`)",
         ));
     };
@@ -133,33 +91,21 @@ fn authorize(shared: &Shared, headers: &HeaderMap, need: Need<'_>) -> Result<Pri
             Need::Approve(r) => format!("approver:{r}"),
             Need::Admin => "admin".to_string(),
         };
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "",
-            &format!(
-                "actor {} lacks the role `{needed}` this action needs",
-                p.actor
-            ),
-        ));
+        return Err(Refusal::forbidden(format!(
+            "actor {} lacks the role `{needed}` this action needs",
+            p.actor
+        )));
     }
     Ok(p)
 }
 
 /// Read a body with a limit and decode it, naming the field at fault.
-async fn json_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Fail> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "",
-            &format!("request body is larger than {limit} bytes"),
-        )
-    })?;
+async fn json_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Refusal> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Refusal::too_large(format!("request body is larger than {limit} bytes")))?;
     if bytes.is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "",
-            "expected a JSON object body",
-        ));
+        return Err(Refusal::malformed("", "expected a JSON object body"));
     }
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -182,10 +128,10 @@ async fn json_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, F
                 } else {
                     format!("{path}.{name}")
                 };
-                return error(StatusCode::UNPROCESSABLE_ENTITY, &field, &message);
+                return Refusal::invalid(field, message);
             }
         }
-        error(StatusCode::BAD_REQUEST, &path, &message)
+        Refusal::malformed(path, message)
     })
 }
 
@@ -210,7 +156,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 
 async fn list_rollouts(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let list = s.rollouts_json()?;
+    let list = s.rollouts()?;
     Ok(axum::Json(list).into_response())
 }
 
@@ -220,7 +166,7 @@ async fn get_rollout(
     Path(id): Path<String>,
 ) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let v = s.rollout_json(&id)?;
+    let v = s.rollout(&id)?;
     Ok(axum::Json(v).into_response())
 }
 
@@ -229,32 +175,6 @@ async fn start_rollout(State(s): State<Arc<Shared>>, headers: HeaderMap, body: B
     let req: StartRequest = json_body(body, MAX_BODY).await?;
     let v = s.start_rollout(req, &p).await?;
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Plain {
-    reason: String,
-    ticket: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromoteBody {
-    reason: String,
-    ticket: Option<String>,
-    #[serde(default)]
-    full: bool,
-    #[serde(default)]
-    override_gates: bool,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApproveBody {
-    role: String,
-    reason: String,
-    ticket: Option<String>,
 }
 
 async fn command(
@@ -271,7 +191,7 @@ async fn command(
     let command = match action.as_str() {
         "pause" | "resume" | "abort" => {
             let p = authorize(&s, &headers, Need::Operate)?;
-            let b: Plain = json_body(body, MAX_BODY).await?;
+            let b: CommandRequest = json_body(body, MAX_BODY).await?;
             let by = actor(&p, b.reason, b.ticket);
             match action.as_str() {
                 "pause" => Command::Pause { by },
@@ -281,21 +201,17 @@ async fn command(
         }
         "promote" => {
             let p = authorize(&s, &headers, Need::Operate)?;
-            let b: PromoteBody = json_body(body, MAX_BODY).await?;
+            let b: PromoteRequest = json_body(body, MAX_BODY).await?;
             if b.override_gates {
                 if !p.may(Need::Admin) {
-                    return Err(error(
-                        StatusCode::FORBIDDEN,
-                        "override_gates",
-                        &format!(
-                            "actor {} is not an admin; only admins may override gates",
-                            p.actor
-                        ),
-                    ));
+                    return Err(Refusal::forbidden(format!(
+                        "actor {} is not an admin; only admins may override gates",
+                        p.actor
+                    ))
+                    .at("override_gates"));
                 }
                 if b.ticket.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                    return Err(error(
-                        StatusCode::UNPROCESSABLE_ENTITY,
+                    return Err(Refusal::invalid(
                         "ticket",
                         "overriding gates needs a ticket",
                     ));
@@ -310,13 +226,13 @@ async fn command(
         "approve" => {
             // The role is in the body: authenticate first, then check it.
             let p = authorize(&s, &headers, Need::Read)?;
-            let b: ApproveBody = json_body(body, MAX_BODY).await?;
+            let b: ApproveRequest = json_body(body, MAX_BODY).await?;
             if !p.may(Need::Approve(&b.role)) {
-                return Err(error(
-                    StatusCode::FORBIDDEN,
-                    "role",
-                    &format!("actor {} lacks the role `approver:{}`", p.actor, b.role),
-                ));
+                return Err(Refusal::forbidden(format!(
+                    "actor {} lacks the role `approver:{}`",
+                    p.actor, b.role
+                ))
+                .at("role"));
             }
             Command::Approve {
                 by: actor(&p, b.reason, b.ticket),
@@ -324,13 +240,9 @@ async fn command(
             }
         }
         _ => {
-            return Err(error(
-                StatusCode::NOT_FOUND,
-                "",
-                &format!(
-                    "no action `{action}`; expected pause, resume, promote, abort, approve or observations"
-                ),
-            ));
+            return Err(Refusal::not_found(format!(
+                "no action `{action}`; expected pause, resume, promote, abort, approve or observations"
+            )));
         }
     };
     let v = s.command(&id, command).await?;
@@ -344,26 +256,22 @@ async fn observations(
     body: Body,
 ) -> ApiResult {
     authorize(&s, &headers, Need::Operate)?;
-    let batch: push::Batch = json_body(body, MAX_BATCH_BODY).await?;
+    let batch: ObservationBatch = json_body(body, MAX_BATCH_BODY).await?;
     let items = batch.events.len() + batch.counts.len();
     if items > push::MAX_BATCH_ITEMS {
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "",
-            &format!(
-                "batch has {items} items; at most {} events and counts per batch",
-                push::MAX_BATCH_ITEMS
-            ),
-        ));
+        return Err(Refusal::too_large(format!(
+            "batch has {items} items; at most {} events and counts per batch",
+            push::MAX_BATCH_ITEMS
+        )));
     }
     let added = s.push(&id, &batch)?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "accepted_events": added.events,
-            "accepted_counts": batch.counts.len(),
-            "stale_events": added.stale,
-        })),
+        axum::Json(wire::ObservationsAccepted {
+            accepted_counts: batch.counts.len() as u64,
+            accepted_events: added.events,
+            stale_events: added.stale,
+        }),
     )
         .into_response())
 }
@@ -376,9 +284,9 @@ async fn events(
     authorize(&s, &headers, Need::Read)?;
     let rx = s.events.subscribe();
     let stop = s.shutdown.subscribe();
-    let first = s.rollout_json(&id)?;
-    let ended = first.get("outcome").is_some_and(|o| !o.is_null());
-    let initial = SseEvent::default().event("status").data(first.to_string());
+    let first = wire::StreamEvent::Status(Box::new(s.rollout(&id)?));
+    let ended = first.ends_stream();
+    let initial = sse(&first);
     enum St {
         First(SseEvent, bool),
         Live,
@@ -403,15 +311,16 @@ async fn events(
                         };
                         match next {
                             Ok(e) if e.rollout_id == id => {
-                                let next = if e.kind == "end" { St::Done } else { St::Live };
-                                let ev = SseEvent::default().event(e.kind).data(e.data.to_string());
-                                return Some((Ok(ev), (next, rx, id)));
+                                let next = if e.event.ends_stream() {
+                                    St::Done
+                                } else {
+                                    St::Live
+                                };
+                                return Some((Ok(sse(&e.event)), (next, rx, id)));
                             }
                             Ok(_) => continue,
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                let ev = SseEvent::default()
-                                    .event("lagged")
-                                    .data(json!({ "missed": n }).to_string());
+                                let ev = sse(&wire::StreamEvent::Lagged { missed: n });
                                 return Some((Ok(ev), (St::Live, rx, id)));
                             }
                             Err(_) => return None,
@@ -426,36 +335,19 @@ async fn events(
         .into_response())
 }
 
+/// One server-sent event: the wire event's name and its JSON.
+fn sse(event: &wire::StreamEvent) -> SseEvent {
+    let data = event.data().unwrap_or_else(|e| {
+        tracing::error!(error = %e, event = event.name(), "cannot write a stream event");
+        String::new()
+    });
+    SseEvent::default().event(event.name()).data(data)
+}
+
 async fn list_incidents(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let list = s.with_store(|st| incidents_json(st))?;
+    let list = s.with_store(|st| view::incidents(st))?;
     Ok(axum::Json(list).into_response())
-}
-
-/// Every incident as the API shows it (also used offline by the CLI).
-pub fn incidents_json(store: &crate::store::Store) -> Result<Vec<Value>, Refusal> {
-    let incidents = store.incidents()?;
-    incidents
-        .iter()
-        .map(|i| incident_json(store, &i.id))
-        .collect()
-}
-
-pub fn incident_json(store: &crate::store::Store, id: &str) -> Result<Value, Refusal> {
-    let i = store
-        .incident(id)?
-        .ok_or_else(|| Refusal::NotFound(format!("incident {id} not found")))?;
-    let review = store
-        .reviews_for_rollout(&i.rollout_id)?
-        .into_iter()
-        .last()
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
-    let notifications: Vec<_> = store
-        .notifications_for_rollout(&i.rollout_id)?
-        .into_iter()
-        .filter(|n| n.incident_id.as_deref() == Some(id))
-        .collect();
-    Ok(view::incident_view(&i, review, &notifications))
 }
 
 async fn get_incident(
@@ -464,14 +356,8 @@ async fn get_incident(
     Path(id): Path<String>,
 ) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let v = s.with_store(|st| incident_json(st, &id))?;
+    let v = s.with_store(|st| view::incident(st, &id))?;
     Ok(axum::Json(v).into_response())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReviewBody {
-    note: String,
 }
 
 async fn review_incident(
@@ -481,21 +367,17 @@ async fn review_incident(
     body: Body,
 ) -> ApiResult {
     let p = authorize(&s, &headers, Need::Operate)?;
-    let b: ReviewBody = json_body(body, MAX_BODY).await?;
+    let b: ReviewRequest = json_body(body, MAX_BODY).await?;
     if b.note.trim().is_empty() {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "note",
-            "must not be empty",
-        ));
+        return Err(Refusal::invalid("note", "must not be empty"));
     }
     let now = clock::now();
-    let v = s.with_store(|st| -> Result<Value, Refusal> {
+    let v = s.with_store(|st| -> Result<wire::Incident, Refusal> {
         let Some(incident) = st.incident(&id)? else {
-            return Err(Refusal::NotFound(format!("incident {id} not found")));
+            return Err(Refusal::not_found(format!("incident {id} not found")));
         };
         if incident.status == crate::store::IncidentStatus::Reviewed {
-            return Err(Refusal::Conflict(format!(
+            return Err(Refusal::conflict(format!(
                 "incident {id} was already reviewed"
             )));
         }
@@ -506,57 +388,49 @@ async fn review_incident(
                 st.close_review(&r.id, &p.actor, &b.note, now)?;
             }
         }
-        incident_json(st, &id)
+        view::incident(st, &id)
     })?;
     Ok(axum::Json(v).into_response())
 }
 
 async fn audit_log(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let entries = s.with_store(|st| st.audit_log()).map_err(Refusal::from)?;
+    let entries = s.with_store(|st| view::audit_log(st))?;
     Ok(axum::Json(entries).into_response())
 }
 
 async fn audit_verify(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let v = s.with_store(|st| st.verify()).map_err(Refusal::from)?;
-    Ok(axum::Json(json!({
-        "ok": v.broken.is_none(),
-        "entries": v.entries,
-        "head": { "seq": v.last.seq, "hash": v.last.to_string() },
-        "ahead_of_head": v.ahead_of_head,
-        "broken": v.broken.as_ref().map(|b| json!({ "seq": b.seq, "detail": b.detail })),
-    }))
-    .into_response())
+    let v = s.with_store(|st| view::audit_verification(st))?;
+    Ok(axum::Json(v).into_response())
 }
 
 async fn list_policies(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
     let set = s.policies.read().unwrap_or_else(|e| e.into_inner());
-    let list: Vec<Value> = set
+    let list: Vec<wire::PolicySummary> = set
         .by_name
         .values()
-        .map(|p| {
-            json!({
-                "name": p.policy.name,
-                "description": p.policy.description,
-                "version": p.version,
-                "file": p.file.display().to_string(),
-                "change_type": p.policy.change_type.as_str(),
-                "interval_s": p.policy.analysis.interval.as_secs_f64(),
-                "alpha": p.policy.analysis.alpha,
-                "triggers": p.policy.triggers.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-                "gates": p.policy.gates.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),
-            })
+        .map(|p| wire::PolicySummary {
+            alpha: p.policy.analysis.alpha,
+            change_type: p.policy.change_type,
+            description: p.policy.description.clone(),
+            file: p.file.display().to_string(),
+            gates: p.policy.gates.iter().map(|g| g.name.clone()).collect(),
+            interval_s: p.policy.analysis.interval.as_secs_f64(),
+            name: p.policy.name.clone(),
+            triggers: p.policy.triggers.iter().map(|t| t.name.clone()).collect(),
+            version: p.version.clone(),
         })
         .collect();
     Ok(axum::Json(list).into_response())
 }
 
-/// The model-registry watchers' status (src/daemon/registry.rs).
+/// The model-registry watchers' status (src/daemon/registry.rs), passed
+/// through as the watchers publish it.
 async fn list_registries(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let list: Vec<Value> = s
+    let list: Vec<serde_json::Value> = s
         .metrics
         .registries
         .lock()

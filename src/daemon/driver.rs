@@ -12,11 +12,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::clock;
-use super::view::{DriverStatus, SourceHealth, rfc3339, rollout_view};
+use super::view::{DriverStatus, rollout_view};
 use super::{ServiceRuntime, Shared, StreamEvent};
 use crate::engine::{Command, Effect, Input, Phase, Rejected, Rollout, TriggerVerdict};
 use crate::monitor::Monitor;
@@ -26,6 +26,7 @@ use crate::sources::{Collected, Window};
 use crate::stats::{ArmData, IntervalSnapshot};
 use crate::store::{Committed, EngineStep, NewAudit, OpenRollout, RolloutRow};
 use crate::time::Timestamp;
+use crate::wire::{self, SourceHealth, rfc3339};
 
 /// Checkpoint at least this often (in steps), so a restart replays little.
 const CHECKPOINT_EVERY: u32 = 20;
@@ -35,7 +36,7 @@ const MAX_CHAINED_INPUTS: usize = 64;
 pub enum DriverMsg {
     Command {
         command: Command,
-        reply: oneshot::Sender<Result<Value, Rejected>>,
+        reply: oneshot::Sender<Result<wire::Rollout, Rejected>>,
     },
 }
 
@@ -44,7 +45,7 @@ pub enum DriverMsg {
 pub struct DriverHandle {
     pub tx: mpsc::Sender<DriverMsg>,
     pub push: Arc<Mutex<Collected>>,
-    pub view: Arc<Mutex<Value>>,
+    pub view: Arc<Mutex<wire::Rollout>>,
     pub service: String,
     pub started_at: Timestamp,
     /// When the canary weight in force took effect (ms since the epoch):
@@ -58,7 +59,8 @@ pub struct Driver {
     rollout: Rollout<Monitor>,
     row: RolloutRow,
     push: Arc<Mutex<Collected>>,
-    view: Arc<Mutex<Value>>,
+    /// The rollout as the API shows it, refreshed after every step.
+    view: Arc<Mutex<wire::Rollout>>,
     status: DriverStatus,
     interval: Duration,
     window_start: Timestamp,
@@ -102,13 +104,14 @@ impl Driver {
             },
             ..DriverStatus::default()
         };
+        let view = rollout_view(&row, &rollout, None, Some(&status), now);
         Driver {
             shared,
             service,
             rollout,
             row,
             push: Arc::new(Mutex::new(Collected::default())),
-            view: Arc::new(Mutex::new(Value::Null)),
+            view: Arc::new(Mutex::new(view)),
             status,
             interval,
             window_start: now,
@@ -139,8 +142,8 @@ impl Driver {
         &self.rollout.spec().id
     }
 
-    pub fn view(&self) -> Value {
-        self.view.lock().map(|v| v.clone()).unwrap_or(Value::Null)
+    pub fn view(&self) -> wire::Rollout {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Rebuild a rollout from its checkpoint and the journal after it. The
@@ -530,8 +533,7 @@ impl Driver {
                 Effect::Notify(event) => {
                     let _ = self.shared.events.send(StreamEvent {
                         rollout_id: self.id().to_string(),
-                        kind: "transition",
-                        data: serde_json::to_value(event).unwrap_or(Value::Null),
+                        event: wire::StreamEvent::Transition(event.clone()),
                     });
                     tracing::info!(rollout = %self.id(), phase = event.phase.as_str(), weight = event.weight.percent(), actor = %event.actor, "{}", event.message);
                     continue;
@@ -695,9 +697,7 @@ impl Driver {
             Some(&self.status),
             now,
         );
-        if let Ok(mut v) = self.view.lock() {
-            *v = view;
-        }
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
         let spec = self.rollout.spec();
         let m = &self.shared.metrics;
         for phase in ALL_PHASES {
@@ -751,8 +751,7 @@ impl Driver {
         self.shared.metrics.forget_triggers(&spec.id, &triggers);
         let _ = self.shared.events.send(StreamEvent {
             rollout_id: spec.id.clone(),
-            kind: "end",
-            data: self.view(),
+            event: wire::StreamEvent::End(Box::new(self.view())),
         });
         self.shared.finished(&spec.id);
         // The step that ended the rollout queued its hook (the store's

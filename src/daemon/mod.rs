@@ -5,7 +5,8 @@
 //! - `driver.rs`: one task per active rollout (windows, engine steps,
 //!   commit-then-act, router retries, reconcile after restart).
 //! - `api.rs`: the HTTP API (axum); `push.rs`: observation batches;
-//!   `view.rs`: the JSON objects; `metrics.rs`: `/metrics`.
+//!   `view.rs`: the API's objects (`crate::wire`) built from the daemon's
+//!   state; `metrics.rs`: `/metrics`.
 //!
 //! All state changes go through the store (`crate::store`), one
 //! transaction per engine step, before anything outside is touched.
@@ -53,13 +54,12 @@ pub struct ServeOptions {
     pub policies: Option<PathBuf>,
 }
 
-/// One entry of `GET /v1/rollouts/{id}/events`.
+/// One entry of `GET /v1/rollouts/{id}/events`, for the rollout it names.
 #[derive(Clone, Debug)]
 pub struct StreamEvent {
     pub rollout_id: String,
-    /// `transition` (an engine event) or `end` (the final rollout object).
-    pub kind: &'static str,
-    pub data: Value,
+    /// `transition` (an engine event) or `end` (the final rollout).
+    pub event: crate::wire::StreamEvent,
 }
 
 /// A configured service, built: its router and pull sources.
@@ -140,29 +140,20 @@ async fn committer(shared: Arc<Shared>, mut rx: mpsc::Receiver<CommitJob>) {
     }
 }
 
-/// Why an operation was refused, mapped to an HTTP status by the API.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
-    NotFound(String),
-    Conflict(String),
-    /// A field the contract refuses: (field, message).
-    Invalid(String, String),
-    Forbidden(String),
-    Unavailable(String),
-    Internal(String),
-}
+/// Why an operation was refused (the API answers it with its status and
+/// error body), and what a start asks for: both are the wire's.
+pub use crate::wire::{Refusal, StartRequest};
 
 impl From<Rejected> for Refusal {
     fn from(r: Rejected) -> Refusal {
         match r.kind {
-            crate::engine::RejectKind::Conflict => Refusal::Conflict(r.message),
-            crate::engine::RejectKind::Invalid => {
-                let (field, msg) = match r.message.split_once(": ") {
-                    Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
-                    _ => (String::new(), r.message.clone()),
-                };
-                Refusal::Invalid(field, msg)
-            }
+            crate::engine::RejectKind::Conflict => Refusal::conflict(r.message),
+            // The engine names the field at fault at the head of its
+            // message (`ticket: ...`); this is the one place that reads it.
+            crate::engine::RejectKind::Invalid => match r.message.split_once(": ") {
+                Some((f, m)) if !f.contains(' ') => Refusal::invalid(f, m),
+                _ => Refusal::invalid("", r.message),
+            },
         }
     }
 }
@@ -170,27 +161,12 @@ impl From<Rejected> for Refusal {
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Refusal {
         match e {
-            StoreError::NotFound { .. } => Refusal::NotFound(e.to_string()),
-            StoreError::ServiceBusy { .. } => Refusal::Conflict(e.to_string()),
-            StoreError::Invalid(m) => Refusal::Conflict(m),
-            other => Refusal::Internal(other.to_string()),
+            StoreError::NotFound { .. } => Refusal::not_found(e.to_string()),
+            StoreError::ServiceBusy { .. } => Refusal::conflict(e.to_string()),
+            StoreError::Invalid(m) => Refusal::conflict(m),
+            other => Refusal::internal(other.to_string()),
         }
     }
-}
-
-/// `POST /v1/rollouts`.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartRequest {
-    pub service: String,
-    pub canary: String,
-    pub baseline: String,
-    pub policy: String,
-    pub change_type: Option<String>,
-    pub reason: Option<String>,
-    pub ticket: Option<String>,
-    #[serde(default)]
-    pub dry_run: bool,
 }
 
 impl Shared {
@@ -253,14 +229,11 @@ impl Shared {
         self.spawn(driver.run_loop(rx));
     }
 
-    /// A rollout's JSON object, live for active ones, from the store for
-    /// finished ones.
-    pub fn rollout_json(&self, id: &str) -> Result<Value, Refusal> {
+    /// A rollout as the API shows it: live for active ones, from the store
+    /// for finished ones.
+    pub fn rollout(&self, id: &str) -> Result<crate::wire::Rollout, Refusal> {
         if let Some(h) = self.driver(id) {
-            let v = h.view.lock().map(|v| v.clone()).unwrap_or(Value::Null);
-            if !v.is_null() {
-                return Ok(v);
-            }
+            return Ok(h.view.lock().unwrap_or_else(|e| e.into_inner()).clone());
         }
         let (row, checkpoint, incidents) = self
             .with_store(|s| {
@@ -272,8 +245,8 @@ impl Shared {
                 let inc = s.incidents_for_rollout(id)?;
                 Ok(Some((row, cp, inc)))
             })?
-            .ok_or_else(|| Refusal::NotFound(format!("rollout {id} not found")))?;
-        let rollout = Rollout::restore(checkpoint).map_err(|e| Refusal::Internal(e.to_string()))?;
+            .ok_or_else(|| Refusal::not_found(format!("rollout {id} not found")))?;
+        let rollout = Rollout::restore(checkpoint).map_err(|e| Refusal::internal(e.to_string()))?;
         Ok(view::rollout_view(
             &row,
             &rollout,
@@ -287,19 +260,19 @@ impl Shared {
         ))
     }
 
-    pub fn rollouts_json(&self) -> Result<Vec<Value>, Refusal> {
+    pub fn rollouts(&self) -> Result<Vec<crate::wire::Rollout>, Refusal> {
         let rows: Vec<RolloutRow> = self.with_store(|s| s.rollouts())?;
-        rows.iter().map(|r| self.rollout_json(&r.id)).collect()
+        rows.iter().map(|r| self.rollout(&r.id)).collect()
     }
 
     /// `POST /v1/rollouts`: idempotent; 409 when another rollout of the
-    /// service is active. Returns the rollout's JSON.
+    /// service is active. Returns the rollout.
     pub async fn start_rollout(
         self: &Arc<Self>,
         req: StartRequest,
         by: &Principal,
-    ) -> Result<Value, Refusal> {
-        let invalid = |f: &str, m: &str| Refusal::Invalid(f.into(), m.into());
+    ) -> Result<crate::wire::Rollout, Refusal> {
+        let invalid = Refusal::invalid;
         for (field, value) in [
             ("service", &req.service),
             ("canary", &req.canary),
@@ -317,8 +290,8 @@ impl Shared {
             ));
         }
         let Some(service) = self.services.get(&req.service).cloned() else {
-            return Err(Refusal::Invalid(
-                "service".into(),
+            return Err(Refusal::invalid(
+                "service",
                 format!(
                     "unknown service `{}`; configured: {}",
                     req.service,
@@ -327,8 +300,8 @@ impl Shared {
             ));
         };
         if service.router.is_none() && !req.dry_run {
-            return Err(Refusal::Invalid(
-                "dry_run".into(),
+            return Err(Refusal::invalid(
+                "dry_run",
                 format!(
                     "service `{}` has no router configured; only a dry run can start",
                     req.service
@@ -340,8 +313,8 @@ impl Shared {
             set.by_name.get(&req.policy).cloned()
         };
         let Some(loaded) = loaded else {
-            return Err(Refusal::Invalid(
-                "policy".into(),
+            return Err(Refusal::invalid(
+                "policy",
                 format!("no loaded policy is named `{}`", req.policy),
             ));
         };
@@ -351,8 +324,8 @@ impl Shared {
             Some("emergency") => ChangeType::Emergency,
             Some("experiment") => ChangeType::Experiment,
             Some(other) => {
-                return Err(Refusal::Invalid(
-                    "change_type".into(),
+                return Err(Refusal::invalid(
+                    "change_type",
                     format!("expected `standard`, `emergency` or `experiment`, found `{other}`"),
                 ));
             }
@@ -367,7 +340,7 @@ impl Shared {
                 .await
         })
         .await
-        .map_err(|e| Refusal::Internal(format!("the start task failed: {e}")))?
+        .map_err(|e| Refusal::internal(format!("the start task failed: {e}")))?
     }
 
     async fn create_and_launch(
@@ -377,7 +350,7 @@ impl Shared {
         loaded: policies::LoadedPolicy,
         change_type: ChangeType,
         service: Arc<ServiceRuntime>,
-    ) -> Result<Value, Refusal> {
+    ) -> Result<crate::wire::Rollout, Refusal> {
         let now = clock::now();
         let (spec, mut driver) = {
             // Held for the check and the insert only, not for router I/O.
@@ -393,9 +366,9 @@ impl Shared {
                     && s.ticket == req.ticket
                     && s.started_by == by.actor;
                 if same {
-                    return self.rollout_json(&active.id);
+                    return self.rollout(&active.id);
                 }
-                return Err(Refusal::Conflict(format!(
+                return Err(Refusal::conflict(format!(
                     "service {} already has an active rollout {} ({} -> {}, {}); abort it or wait for it to end",
                     req.service,
                     active.id,
@@ -417,7 +390,7 @@ impl Shared {
                 ticket: req.ticket.clone(),
             };
             let monitor =
-                Monitor::new(&loaded.policy).map_err(|e| Refusal::Internal(e.to_string()))?;
+                Monitor::new(&loaded.policy).map_err(|e| Refusal::internal(e.to_string()))?;
             let rollout = Rollout::new(spec.clone(), (*loaded.policy).clone(), monitor, now)?;
             let row = self.with_store(|s| s.create_rollout(&rollout, &loaded.version, now))?;
             let driver = Driver::new(self.clone(), service.clone(), rollout, row, now);
@@ -432,14 +405,18 @@ impl Shared {
         Ok(view)
     }
 
-    /// A command for an active rollout, answered with its new JSON.
-    pub async fn command(&self, id: &str, command: Command) -> Result<Value, Refusal> {
+    /// A command for an active rollout, answered with the rollout after it.
+    pub async fn command(
+        &self,
+        id: &str,
+        command: Command,
+    ) -> Result<crate::wire::Rollout, Refusal> {
         self.require_ready()?;
         let Some(handle) = self.driver(id) else {
             let row = self.with_store(|s| s.rollout(id))?;
             return Err(match row {
-                None => Refusal::NotFound(format!("rollout {id} not found")),
-                Some(r) => Refusal::Conflict(format!(
+                None => Refusal::not_found(format!("rollout {id} not found")),
+                Some(r) => Refusal::conflict(format!(
                     "rollout {id} is already {}; `{}` no longer applies",
                     r.phase.as_str(),
                     command.name()
@@ -451,12 +428,12 @@ impl Shared {
             .tx
             .send(DriverMsg::Command { command, reply })
             .await
-            .map_err(|_| Refusal::Unavailable("the rollout's driver is stopping".into()))?;
+            .map_err(|_| Refusal::unavailable("the rollout's driver is stopping"))?;
         match answer.await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(rejected)) => Err(rejected.into()),
-            Err(_) => Err(Refusal::Unavailable(
-                "the rollout's driver stopped before answering".into(),
+            Err(_) => Err(Refusal::unavailable(
+                "the rollout's driver stopped before answering",
             )),
         }
     }
@@ -467,8 +444,8 @@ impl Shared {
         let Some(handle) = self.driver(id) else {
             let row = self.with_store(|s| s.rollout(id))?;
             return Err(match row {
-                None => Refusal::NotFound(format!("rollout {id} not found")),
-                Some(r) => Refusal::Conflict(format!(
+                None => Refusal::not_found(format!("rollout {id} not found")),
+                Some(r) => Refusal::conflict(format!(
                     "rollout {id} is {}; it takes no more observations",
                     r.phase.as_str()
                 )),
@@ -477,7 +454,7 @@ impl Shared {
         let weight_since =
             crate::time::Timestamp::from_millis(handle.weight_since.load(Ordering::SeqCst));
         let v = push::validate(batch, clock::now(), handle.started_at, weight_since)
-            .map_err(|e| Refusal::Invalid(e.field, e.message))?;
+            .map_err(|e| Refusal::invalid(e.field, e.message))?;
         if v.stale > 0 {
             self.metrics
                 .stale_events
@@ -509,8 +486,8 @@ impl Shared {
         if self.ready.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(Refusal::Unavailable(
-                "the daemon is restoring its rollouts; retry in a moment".into(),
+            Err(Refusal::unavailable(
+                "the daemon is restoring its rollouts; retry in a moment",
             ))
         }
     }

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use crate::sources::Collected;
 use crate::stats::ArmData;
 use crate::time::Timestamp;
@@ -22,46 +20,10 @@ pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
 pub const MAX_NAMES_PER_BATCH: usize = 64;
 pub const MAX_GROUPS_PER_BATCH: usize = 1_000;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Batch {
-    #[serde(default)]
-    pub events: Vec<Event>,
-    #[serde(default)]
-    pub counts: Vec<Counts>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Arm {
-    Baseline,
-    Canary,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Event {
-    pub arm: Arm,
-    pub latency_ms: Option<f64>,
-    #[serde(default)]
-    pub error: bool,
-    #[serde(default)]
-    pub impression: bool,
-    #[serde(default)]
-    pub click: bool,
-    #[serde(default)]
-    pub counters: BTreeMap<String, u64>,
-    pub group: Option<String>,
-    pub at: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Counts {
-    pub arm: Arm,
-    pub counters: BTreeMap<String, u64>,
-    pub group: Option<String>,
-}
+/// A batch's shape is the wire's (`crate::wire::ObservationBatch`).
+pub use crate::wire::{
+    Arm, ObservationBatch as Batch, ObservedCounts as Counts, ObservedEvent as Event,
+};
 
 /// A contract violation in a well-formed batch: the field and what was
 /// expected (HTTP 422).

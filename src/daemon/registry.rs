@@ -62,10 +62,11 @@ use serde_json::{Value, json};
 use super::auth::Principal;
 use super::config::{MlflowConfig, RegistryConfig};
 use super::metrics::RegistryLabels;
-use super::{Refusal, Shared, StartRequest, clock};
+use super::{Shared, StartRequest, clock};
 use crate::engine::{Actor, Command, Phase};
 use crate::store::NewAudit;
 use crate::store::registry::{VersionRow, VersionStatus};
+use crate::wire::RefusalKind;
 
 /// Spawn one watcher per configured registry; each stops on shutdown.
 pub fn spawn_all(shared: &Arc<Shared>) {
@@ -628,18 +629,17 @@ impl Watcher {
         };
         match self.shared.start_rollout(req, &by).await {
             Ok(view) => {
-                let id = view
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let id = view.id;
                 tracing::info!(watch = %self.key, version = %row.version, rollout = %id, "rollout started from the registry");
                 self.mark_started(row, &id);
             }
             Err(refusal) => {
-                let why = match &refusal {
-                    Refusal::Conflict(m) => format!("service busy, retrying at the next poll: {m}"),
-                    other => format!("start refused, retrying at the next poll: {other:?}"),
+                let why = match refusal.kind {
+                    RefusalKind::Conflict => format!(
+                        "service busy, retrying at the next poll: {}",
+                        refusal.message
+                    ),
+                    _ => format!("start refused, retrying at the next poll: {refusal}"),
                 };
                 tracing::warn!(watch = %self.key, version = %row.version, reason = %why, "rollout not started");
                 self.waiting = Some(why);

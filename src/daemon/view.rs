@@ -1,36 +1,20 @@
-//! The JSON objects the API and the CLI's `--json` print (PRODUCT.md
-//! section 7): one shape per resource, the same in single and list answers.
+//! The API's objects (`crate::wire`) built from the daemon's state: a
+//! rollout from its engine state, row and driver status; an incident with
+//! its review and deliveries, and the audit answers, from the store. The API
+//! serves them, and the command line reads a data dir through the same
+//! functions. No JSON is built here: the wire types write it.
 
-use serde::Serialize;
-use serde_json::{Value, json};
-
-use crate::engine::{Rollout, TriggerVerdict};
+use crate::engine::Rollout;
 use crate::monitor::{Monitor, TriggerEvidence};
-use crate::store::{Incident, Notification, RolloutRow};
+use crate::store::{self, RolloutRow, Store};
 use crate::time::Timestamp;
-
-/// RFC 3339, UTC, millisecond precision.
-pub fn rfc3339(t: Timestamp) -> String {
-    let ms = i64::try_from(t.as_millis()).unwrap_or(i64::MAX);
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(ts) => format!("{ts:.3}"),
-        Err(_) => format!("{}ms", t.as_millis()),
-    }
-}
-
-/// Where a service's data comes from right now.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct SourceHealth {
-    /// `push`, `prometheusQuery http://...`, `builtin 127.0.0.1:8080`, ...
-    pub sources: Vec<String>,
-    /// `ok`, `failing` or `unknown` (nothing pulled yet).
-    pub status: String,
-    pub last_error: Option<String>,
-    pub last_success_at: Option<String>,
-}
+use crate::wire::{
+    self, ApprovalGiven, Approvals, GateView, Refusal, SourceHealth, TriggerKind, TriggerView,
+    rfc3339,
+};
 
 /// What the driver knows that the engine does not.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct DriverStatus {
     pub source: SourceHealth,
     /// The last router error, while a weight is not yet applied.
@@ -43,33 +27,6 @@ pub struct DriverStatus {
     pub step_since: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct TriggerView {
-    pub name: String,
-    /// `statistical` (an anytime-valid test) or `objective` (a rule).
-    pub kind: &'static str,
-    pub verdict: TriggerVerdict,
-    /// The tested quantity (a rate, a ratio, a quantile in ms, seconds
-    /// without data, ...).
-    pub estimate: Option<f64>,
-    /// What `statistic` is compared with: the log boundary `ln(K/alpha)`
-    /// for a statistical trigger, the rule's limit for an objective one.
-    pub boundary: Option<f64>,
-    /// The log e-value for a statistical trigger, the measured value for
-    /// an objective one: the trigger fires when it reaches `boundary`.
-    pub statistic: Option<f64>,
-    /// The anytime-valid interval of `estimate` (statistical triggers).
-    pub interval: Option<(Option<f64>, Option<f64>)>,
-    pub samples: u64,
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct GateView {
-    pub name: String,
-    pub shown: bool,
-    pub before: u8,
-}
-
 /// `GET /v1/rollouts/{id}`.
 pub fn rollout_view(
     row: &RolloutRow,
@@ -77,138 +34,255 @@ pub fn rollout_view(
     incident: Option<&str>,
     driver: Option<&DriverStatus>,
     now: Timestamp,
-) -> Value {
+) -> wire::Rollout {
     let policy = rollout.policy();
+    let spec = rollout.spec();
+    let phase = rollout.phase();
     let latest = rollout.latest();
-    let triggers: Vec<TriggerView> = policy
+    wire::Rollout {
+        approvals: approvals(rollout),
+        baseline: spec.baseline.clone(),
+        canary: spec.canary.clone(),
+        canary_requests_in_step: latest.canary_requests_in_step,
+        change_type: spec.change_type,
+        dry_run: spec.dry_run,
+        fired: rollout.fired().map(|(name, _)| name.clone()),
+        gates: policy
+            .gates
+            .iter()
+            .map(|g| GateView {
+                before: g.before.percent(),
+                name: g.name.clone(),
+                shown: rollout.gates_shown().contains(&g.name),
+            })
+            .collect(),
+        id: spec.id.clone(),
+        incident: incident.map(str::to_string),
+        outcome: phase.is_terminal().then_some(phase),
+        pending_weight: driver.and_then(|d| d.pending_weight),
+        policy: policy.name.clone(),
+        policy_version: row.policy_version.clone(),
+        reason: rollout.reason().to_string(),
+        router_error: driver.and_then(|d| d.router_error.clone()),
+        service: spec.service.clone(),
+        source: driver.map(|d| d.source.clone()),
+        started_at: rfc3339(rollout.started_at()),
+        started_by: spec.started_by.clone(),
+        state: phase,
+        step: rollout.step(),
+        steps: policy.steps.len(),
+        ticket: spec.ticket.clone(),
+        time_in_step_s: now
+            .saturating_since(driver.and_then(|d| d.step_since).unwrap_or(row.updated_at))
+            .as_secs(),
+        triggers: triggers(rollout),
+        updated_at: rfc3339(row.updated_at),
+        waiting_for: (!phase.is_terminal()).then(|| rollout.waiting_for(now)),
+        weight: rollout.weight().percent(),
+    }
+}
+
+/// Each trigger of the policy against its boundary, from the latest
+/// readings. Non-finite numbers are shown as absent.
+fn triggers(rollout: &Rollout<Monitor>) -> Vec<TriggerView> {
+    let latest = rollout.latest();
+    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+    rollout
+        .policy()
         .triggers
         .iter()
         .enumerate()
         .map(|(i, t)| {
             let r = latest.triggers.get(i);
-            let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
             let (kind, statistic, interval) = match r.and_then(|r| r.evidence.as_ref()) {
                 Some(TriggerEvidence::Statistical(e)) => (
-                    "statistical",
+                    TriggerKind::Statistical,
                     finite(Some(e.log_e_value)),
                     Some((finite(e.interval.lower), finite(e.interval.upper))),
                 ),
-                Some(TriggerEvidence::Objective(o)) => {
-                    ("objective", finite(Some(o.verdict.observed)), None)
-                }
-                None => (
-                    if t.is_statistical() {
-                        "statistical"
-                    } else {
-                        "objective"
-                    },
-                    None,
+                Some(TriggerEvidence::Objective(o)) => (
+                    TriggerKind::Objective,
+                    finite(Some(o.verdict.observed)),
                     None,
                 ),
+                None if t.is_statistical() => (TriggerKind::Statistical, None, None),
+                None => (TriggerKind::Objective, None, None),
             };
             TriggerView {
-                name: t.name.clone(),
-                kind,
-                verdict: r.map(|r| r.verdict).unwrap_or_default(),
-                estimate: finite(r.and_then(|r| r.estimate)),
                 boundary: finite(r.and_then(|r| r.boundary)),
-                statistic,
+                estimate: finite(r.and_then(|r| r.estimate)),
                 interval,
+                kind,
+                name: t.name.clone(),
                 samples: r.map(|r| r.samples).unwrap_or(0),
+                statistic,
+                verdict: r.map(|r| r.verdict).unwrap_or_default(),
             }
         })
-        .collect();
-    let gates: Vec<GateView> = policy
-        .gates
-        .iter()
-        .map(|g| GateView {
-            name: g.name.clone(),
-            shown: rollout.gates_shown().contains(&g.name),
-            before: g.before.percent(),
-        })
-        .collect();
-    let approvals = match rollout.approval() {
-        Some(wait) => {
-            let roles = match policy.steps.get(wait.step) {
-                Some(crate::policy::Step::Approval(a)) => a.roles.clone(),
-                _ => Vec::new(),
-            };
-            json!({
-                "step": wait.step,
-                "since": rfc3339(wait.since),
-                "deadline": wait.deadline.map(rfc3339),
-                "roles": roles,
-                "given": wait.given.iter().map(|(role, a)| json!({
-                    "role": role, "actor": a.actor, "at": rfc3339(a.at),
-                    "reason": a.reason, "ticket": a.ticket,
-                })).collect::<Vec<_>>(),
-            })
-        }
-        None => Value::Null,
+        .collect()
+}
+
+/// The approval step the rollout waits at, if it does.
+fn approvals(rollout: &Rollout<Monitor>) -> Option<Approvals> {
+    let wait = rollout.approval()?;
+    let roles = match rollout.policy().steps.get(wait.step) {
+        Some(crate::policy::Step::Approval(a)) => a.roles.clone(),
+        _ => Vec::new(),
     };
-    let spec = rollout.spec();
-    let phase = rollout.phase();
-    json!({
-        "id": spec.id,
-        "service": spec.service,
-        "policy": policy.name,
-        "policy_version": row.policy_version,
-        "baseline": spec.baseline,
-        "canary": spec.canary,
-        "change_type": spec.change_type.as_str(),
-        "dry_run": spec.dry_run,
-        "state": phase.as_str(),
-        "outcome": phase.is_terminal().then(|| phase.as_str()),
-        "reason": rollout.reason(),
-        "step": rollout.step(),
-        "steps": policy.steps.len(),
-        "weight": rollout.weight().percent(),
-        "started_at": rfc3339(rollout.started_at()),
-        "started_by": spec.started_by,
-        "ticket": spec.ticket,
-        "updated_at": rfc3339(row.updated_at),
-        "time_in_step_s": now
-            .saturating_since(driver.and_then(|d| d.step_since).unwrap_or(row.updated_at))
-            .as_secs(),
-        "triggers": triggers,
-        "gates": gates,
-        "approvals": approvals,
-        "canary_requests_in_step": latest.canary_requests_in_step,
-        "fired": rollout.fired().map(|(name, _)| name.clone()),
-        "incident": incident,
-        "waiting_for": (!phase.is_terminal()).then(|| rollout.waiting_for(now)),
-        "source": driver.map(|d| &d.source),
-        "router_error": driver.and_then(|d| d.router_error.clone()),
-        "pending_weight": driver.and_then(|d| d.pending_weight),
+    Some(Approvals {
+        deadline: wait.deadline.map(rfc3339),
+        given: wait
+            .given
+            .iter()
+            .map(|(role, a)| ApprovalGiven {
+                actor: a.actor.clone(),
+                at: rfc3339(a.at),
+                reason: a.reason.clone(),
+                role: role.clone(),
+                ticket: a.ticket.clone(),
+            })
+            .collect(),
+        roles,
+        since: rfc3339(wait.since),
+        step: wait.step,
     })
 }
 
-/// `GET /v1/incidents/{id}`: with the post-incident review (emergency
-/// changes) and every notification with its delivery attempts.
-pub fn incident_view(i: &Incident, review: Option<Value>, notifications: &[Notification]) -> Value {
-    json!({
-        "id": i.id,
-        "rollout_id": i.rollout_id,
-        "service": i.service,
-        "trigger": i.trigger,
-        "severity": i.severity,
-        "opened_at": rfc3339(i.opened_at),
-        "policy_version": i.policy_version,
-        "evidence": i.evidence,
-        "timeline": i.timeline,
-        "router_result": i.router_result,
-        "status": i.status.as_str(),
-        "review_note": i.review_note,
-        "reviewed_by": i.reviewed_by,
-        "reviewed_at": i.reviewed_at.map(rfc3339),
-        "review": review,
-        "notifications": notifications.iter().map(|n| json!({
-            "target": n.target,
-            "attempts": n.attempts,
-            "delivered_at": n.delivered_at.map(rfc3339),
-            "last_error": n.last_error,
-            "last_attempt_at": n.last_attempt_at.map(rfc3339),
-        })).collect::<Vec<_>>(),
+/// Every incident, oldest first, as the API shows it.
+pub fn incidents(store: &Store) -> Result<Vec<wire::Incident>, Refusal> {
+    store
+        .incidents()?
+        .iter()
+        .map(|i| incident(store, &i.id))
+        .collect()
+}
+
+/// `GET /v1/incidents/{id}`: with the rollout's latest post-incident review
+/// (emergency changes) and every notification of this incident with its
+/// delivery attempts.
+pub fn incident(store: &Store, id: &str) -> Result<wire::Incident, Refusal> {
+    let i = store
+        .incident(id)?
+        .ok_or_else(|| Refusal::not_found(format!("incident {id} not found")))?;
+    let review = store
+        .reviews_for_rollout(&i.rollout_id)?
+        .into_iter()
+        .last()
+        .map(review_view);
+    let notifications = store
+        .notifications_for_rollout(&i.rollout_id)?
+        .into_iter()
+        .filter(|n| n.incident_id.as_deref() == Some(id))
+        .map(|n| wire::Notification {
+            attempts: n.attempts,
+            delivered_at: n.delivered_at.map(rfc3339),
+            last_attempt_at: n.last_attempt_at.map(rfc3339),
+            last_error: n.last_error,
+            target: n.target,
+        })
+        .collect();
+    incident_view(i, review, notifications)
+}
+
+/// The stored incident's JSON columns (evidence, timeline, router result)
+/// read into their wire types; one that does not read is an internal error
+/// naming the incident.
+fn incident_view(
+    i: store::Incident,
+    review: Option<wire::Review>,
+    notifications: Vec<wire::Notification>,
+) -> Result<wire::Incident, Refusal> {
+    fn column<T: serde::de::DeserializeOwned>(
+        id: &str,
+        name: &str,
+        v: serde_json::Value,
+    ) -> Result<T, Refusal> {
+        serde_json::from_value(v).map_err(|e| {
+            Refusal::internal(format!(
+                "incident {id}: its stored {name} does not read: {e}"
+            ))
+        })
+    }
+    let router_result = match i.router_result {
+        Some(v) => Some(column(&i.id, "router result", v)?),
+        None => None,
+    };
+    Ok(wire::Incident {
+        evidence: column(&i.id, "evidence", i.evidence)?,
+        notifications,
+        opened_at: rfc3339(i.opened_at),
+        policy_version: i.policy_version,
+        review,
+        review_note: i.review_note,
+        reviewed_at: i.reviewed_at.map(rfc3339),
+        reviewed_by: i.reviewed_by,
+        rollout_id: i.rollout_id,
+        router_result,
+        service: i.service,
+        severity: i.severity,
+        status: match i.status {
+            store::IncidentStatus::Open => wire::IncidentStatus::Open,
+            store::IncidentStatus::Reviewed => wire::IncidentStatus::Reviewed,
+        },
+        timeline: column(&i.id, "timeline", i.timeline)?,
+        trigger: i.trigger,
+        id: i.id,
+    })
+}
+
+fn review_view(r: store::Review) -> wire::Review {
+    wire::Review {
+        closed_at: r.closed_at,
+        closed_by: r.closed_by,
+        id: r.id,
+        note: r.note,
+        opened_at: r.opened_at,
+        reason: r.reason,
+        rollout_id: r.rollout_id,
+        status: match r.status {
+            store::ReviewStatus::Open => wire::ReviewStatus::Open,
+            store::ReviewStatus::Closed => wire::ReviewStatus::Closed,
+        },
+        ticket: r.ticket,
+    }
+}
+
+/// `GET /v1/audit`: the whole log, oldest first.
+pub fn audit_log(store: &Store) -> Result<Vec<wire::AuditEntry>, store::StoreError> {
+    Ok(store
+        .audit_log()?
+        .into_iter()
+        .map(|e| wire::AuditEntry {
+            seq: e.seq,
+            tx: e.tx,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            rollout_id: e.rollout_id,
+            reason: e.reason,
+            ticket: e.ticket,
+            details: e.details,
+            mac: e.mac,
+        })
+        .collect())
+}
+
+/// `GET /v1/audit/verify`: the chain checked from the first entry.
+pub fn audit_verification(store: &Store) -> Result<wire::AuditVerification, store::StoreError> {
+    let v = store.verify()?;
+    let ok = v.broken.is_none();
+    Ok(wire::AuditVerification {
+        ahead_of_head: v.ahead_of_head,
+        broken: v.broken.map(|b| wire::BrokenLink {
+            detail: b.detail,
+            seq: b.seq,
+        }),
+        entries: v.entries,
+        head: wire::AuditHead {
+            hash: v.last.to_string(),
+            seq: v.last.seq,
+        },
+        ok,
     })
 }
 
@@ -216,15 +290,32 @@ pub fn incident_view(i: &Incident, review: Option<Value>, notifications: &[Notif
 mod tests {
     use super::*;
 
+    /// The wire's own RFC 3339 writer against jiff's, which the API used
+    /// before: spread over the range a timestamp can take, every day
+    /// boundary of the leap years around 2000, and the last second jiff
+    /// writes.
     #[test]
-    fn instants_render_as_rfc3339_utc() {
+    fn instants_render_as_jiff_renders_them() {
+        let jiff = |ms: u64| match jiff::Timestamp::from_millisecond(ms as i64) {
+            Ok(ts) => format!("{ts:.3}"),
+            Err(_) => format!("{ms}ms"),
+        };
+        let last = jiff::Timestamp::MAX.as_millisecond() as u64;
+        let spread = (0..20_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % (last + 1000));
+        let days = (10_900..11_700u64).map(|d| d * 86_400_000 + d % 1000);
+        let edge = last - 1002..last + 3;
+        for ms in spread.chain(days).chain(edge) {
+            assert_eq!(rfc3339(Timestamp::from_millis(ms)), jiff(ms), "{ms}");
+        }
+    }
+
+    /// What the daemon writes and what a local CLI looks for.
+    #[test]
+    fn the_local_contract_matches_the_daemons_files() {
         assert_eq!(
-            rfc3339(Timestamp::from_millis(0)),
-            "1970-01-01T00:00:00.000Z"
+            super::super::config::DEFAULT_DATA_DIR,
+            wire::DEFAULT_DATA_DIR
         );
-        assert_eq!(
-            rfc3339(Timestamp::from_millis(951_782_400_123)),
-            "2000-02-29T00:00:00.123Z"
-        );
+        assert_eq!(super::super::auth::ADMIN_TOKEN_FILE, wire::ADMIN_TOKEN_FILE);
     }
 }

@@ -8,6 +8,10 @@
 //! loopback ports; the state stays in a directory the demo names at the end,
 //! so `canaryd incident show --data-dir DIR` and `canaryd audit verify
 //! --data-dir DIR` work on it afterwards.
+//!
+//! The demo is a client like any other: it starts the daemon (its public
+//! `start`) and then only speaks the API, through the CLI's client and its
+//! renderings, in `crate::wire`'s types.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -19,10 +23,15 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::cli::client::Client;
+use crate::cli::{incident, rollout};
 use crate::daemon::{self, config::parse_config};
+use crate::engine::Phase;
+use crate::wire::{
+    Arm, Incident, ObservationBatch, ObservationsAccepted, ObservedCounts, Rollout, StartRequest,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Regression {
@@ -105,8 +114,17 @@ impl SplitMix {
     }
 }
 
-/// One demo service: answers `GET /recommend` with a JSON body that says
-/// which version served it and whether the (simulated) user will click.
+/// A demo service's answer to `GET /recommend`.
+#[derive(Serialize, Deserialize)]
+struct Recommendations {
+    /// Which version served it.
+    version: String,
+    items: Vec<u32>,
+    /// Whether the (simulated) user will click.
+    click: bool,
+}
+
+/// One demo service: answers `GET /recommend` with [`Recommendations`].
 async fn service(canary: bool, regression: Regression) -> anyhow::Result<SocketAddr> {
     let (err_p, (lo, hi), ctr) = behaviour(canary, regression);
     let rng = Arc::new(SplitMix(AtomicU64::new(if canary { 7 } else { 3 })));
@@ -125,11 +143,12 @@ async fn service(canary: bool, regression: Regression) -> anyhow::Result<SocketA
                 let click = rng.next_f64() < ctr;
                 let mut headers = HeaderMap::new();
                 headers.insert("x-served-by", version.parse().expect("static"));
-                (
-                    headers,
-                    axum::Json(json!({ "version": version, "items": [1, 2, 3], "click": click })),
-                )
-                    .into_response()
+                let answer = Recommendations {
+                    version: version.to_string(),
+                    items: vec![1, 2, 3],
+                    click,
+                };
+                (headers, axum::Json(answer)).into_response()
             }
         }),
     );
@@ -146,12 +165,25 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// A new directory for this run's state: the first `canaryd-demo-PID-N`
+/// in the temp dir that does not exist yet.
 fn state_dir() -> anyhow::Result<PathBuf> {
-    let stamp = daemon::clock::now().as_millis();
-    let dir = std::env::temp_dir().join(format!("canaryd-demo-{stamp}-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("policies"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    // Bounded: a thousand earlier runs with this pid would be odd.
+    for n in 1..=1000 {
+        let dir = base.join(format!("canaryd-demo-{pid}-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::create_dir_all(dir.join("policies"))
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    anyhow::bail!("cannot find a free demo directory in {}", base.display())
 }
 
 pub fn run(regression: Regression) -> anyhow::Result<std::process::ExitCode> {
@@ -180,79 +212,31 @@ async fn demo(regression: Regression) -> anyhow::Result<()> {
     let api_url = format!("http://{}", running.addr);
     let data_dir = dir.join("data");
     let client = Client::new(&api_url, None, Some(&data_dir));
-    let tty = std::io::stdout().is_terminal();
 
     println!(
         "canaryd demo: regression {:?}; baseline v1 on {baseline}, canary v2 on {canary}, proxy on {proxy}, API on {api_url}",
         regression
     );
-    let v = client
-        .post(
-            "/v1/rollouts",
-            &json!({"service": "recommender", "canary": "v2", "baseline": "v1", "policy": "demo",
-                    "reason": "canaryd demo"}),
-        )
-        .await?;
-    let id = v["id"].as_str().unwrap_or_default().to_string();
+    let start = StartRequest {
+        service: "recommender".into(),
+        canary: "v2".into(),
+        baseline: "v1".into(),
+        policy: "demo".into(),
+        change_type: None,
+        reason: Some("canaryd demo".into()),
+        ticket: None,
+        dry_run: false,
+    };
+    let started: Rollout = client.post("/v1/rollouts", &start).await?;
+    let id = started.id;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(load(
-        proxy,
-        client_for_push(&api_url, &data_dir),
-        id.clone(),
-        stop.clone(),
-    ));
+    let load = tokio::spawn(load(proxy, client.clone(), id.clone(), stop.clone()));
 
-    // The live view, until the rollout ends (bounded: the demo policy ends
-    // well within three minutes; a stuck demo stops there).
-    let mut last_line = String::new();
-    let mut outcome = Value::Null;
-    for _ in 0..(3 * 60 * 2) {
-        let v = client.get(&format!("/v1/rollouts/{id}")).await?;
-        if tty {
-            print!(
-                "\x1b[2J\x1b[H canaryd demo (--regression {}), state in {}\n\n{}",
-                format!("{regression:?}").to_lowercase(),
-                dir.display(),
-                crate::cli::rollout::render_status(&v)
-            );
-        } else {
-            let line = format!(
-                "{} step {}/{} weight {}%: {}",
-                v["state"].as_str().unwrap_or("-"),
-                v["step"],
-                v["steps"],
-                v["weight"],
-                v["reason"].as_str().unwrap_or("")
-            );
-            if line != last_line {
-                println!("{line}");
-                last_line = line;
-            }
-        }
-        if !v["outcome"].is_null() {
-            outcome = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let ended = follow(&client, &id, regression, &dir).await;
     stop.store(true, Ordering::SeqCst);
     let _ = load.await;
-
-    println!();
-    match outcome["outcome"].as_str() {
-        Some("promoted") => println!("promoted: v2 takes all traffic"),
-        Some("rolled-back") => {
-            println!("rolled back: {}", outcome["reason"].as_str().unwrap_or(""))
-        }
-        Some(other) => println!("{other}: {}", outcome["reason"].as_str().unwrap_or("")),
-        None => println!("the demo rollout did not end in time"),
-    }
-    if let Some(inc) = outcome["incident"].as_str() {
-        let incident = client.get(&format!("/v1/incidents/{inc}")).await?;
-        println!("incident {inc}");
-        print!("{}", crate::cli::incident::render(&incident));
-    }
+    report(&client, ended?.as_ref()).await?;
     running.stop().await?;
     println!();
     println!("state: {}", data_dir.display());
@@ -261,29 +245,77 @@ async fn demo(regression: Regression) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn client_for_push(api: &str, data_dir: &std::path::Path) -> (String, String) {
-    (
-        api.to_string(),
-        daemon::read_admin_token(data_dir).unwrap_or_default(),
-    )
+/// The live view, until the rollout ends (bounded: the demo policy ends
+/// well within three minutes; a stuck demo stops there): the status view
+/// on a terminal, a line per change otherwise. Returns the ended rollout.
+async fn follow(
+    client: &Client,
+    id: &str,
+    regression: Regression,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<Rollout>> {
+    let tty = std::io::stdout().is_terminal();
+    let mut last_line = String::new();
+    for _ in 0..(3 * 60 * 2) {
+        let v: Rollout = client.get(&format!("/v1/rollouts/{id}")).await?;
+        if tty {
+            print!(
+                "\x1b[2J\x1b[H canaryd demo (--regression {}), state in {}\n\n{}",
+                format!("{regression:?}").to_lowercase(),
+                dir.display(),
+                rollout::render_status(&v)
+            );
+        } else {
+            let line = format!(
+                "{} step {}/{} weight {}%: {}",
+                v.state.as_str(),
+                v.step,
+                v.steps,
+                v.weight,
+                v.reason
+            );
+            if line != last_line {
+                println!("{line}");
+                last_line = line;
+            }
+        }
+        if v.outcome.is_some() {
+            return Ok(Some(v));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(None)
+}
+
+/// The outcome in words, and the incident when there is one.
+async fn report(client: &Client, ended: Option<&Rollout>) -> anyhow::Result<()> {
+    println!();
+    match ended.and_then(|v| v.outcome.map(|o| (o, &v.reason))) {
+        Some((Phase::Promoted, _)) => println!("promoted: v2 takes all traffic"),
+        Some((Phase::RolledBack, reason)) => println!("rolled back: {reason}"),
+        Some((other, reason)) => println!("{}: {reason}", other.as_str()),
+        None => println!("the demo rollout did not end in time"),
+    }
+    if let Some(inc) = ended.and_then(|v| v.incident.as_deref()) {
+        let shown: Incident = client.get(&format!("/v1/incidents/{inc}")).await?;
+        println!("incident {inc}");
+        print!("{}", incident::render(&shown));
+    }
+    Ok(())
 }
 
 /// ~250 requests/s through the proxy from 6 workers; each answer's arm and
 /// click become an impression (and maybe a click) pushed to the daemon, as
 /// a client app reporting engagement would.
-async fn load(
-    proxy: SocketAddr,
-    (api, token): (String, String),
-    id: String,
-    stop: Arc<AtomicBool>,
-) {
+async fn load(proxy: SocketAddr, api: Client, id: String, stop: Arc<AtomicBool>) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default();
+    let path = format!("/v1/rollouts/{id}/observations");
     let workers: Vec<_> = (0..6)
         .map(|w| {
-            let (http, stop, api, token, id) = (http.clone(), stop.clone(), api.clone(), token.clone(), id.clone());
+            let (http, stop, api, path) = (http.clone(), stop.clone(), api.clone(), path.clone());
             tokio::spawn(async move {
                 let mut events = Vec::new();
                 let mut n = 0u64;
@@ -296,24 +328,27 @@ async fn load(
                         .send()
                         .await;
                     if let Ok(r) = sent {
-                        let arm = match r.headers().get("x-served-by").and_then(|v| v.to_str().ok()) {
-                            Some("v2") => "canary",
-                            Some(_) => "baseline",
-                            None => "",
+                        let arm = match r.headers().get("x-served-by").and_then(|v| v.to_str().ok())
+                        {
+                            Some("v2") => Some(Arm::Canary),
+                            Some(_) => Some(Arm::Baseline),
+                            None => None,
                         };
-                        if let (false, Ok(body)) = (arm.is_empty(), r.json::<Value>().await) {
-                            let click = body["click"].as_bool().unwrap_or(false);
-                            events.push(json!({"arm": arm, "counters": {"impressions": 1, "clicks": u64::from(click)}}));
+                        if let (Some(arm), Ok(body)) = (arm, r.json::<Recommendations>().await) {
+                            let counters = [("impressions", 1), ("clicks", u64::from(body.click))];
+                            events.push(ObservedCounts {
+                                arm,
+                                counters: counters.map(|(k, v)| (k.to_string(), v)).into(),
+                                group: None,
+                            });
                         }
                     }
                     if events.len() >= 25 {
-                        let counts = std::mem::take(&mut events);
-                        let _ = http
-                            .post(format!("{api}/v1/rollouts/{id}/observations"))
-                            .bearer_auth(&token)
-                            .json(&json!({ "counts": counts }))
-                            .send()
-                            .await;
+                        let batch = ObservationBatch {
+                            counts: std::mem::take(&mut events),
+                            ..ObservationBatch::default()
+                        };
+                        let _: Result<ObservationsAccepted, _> = api.post(&path, &batch).await;
                     }
                     tokio::time::sleep(Duration::from_millis(12)).await;
                 }

@@ -1,0 +1,186 @@
+//! A rollout as `GET /v1/rollouts[/{id}]` and every command answer show it
+//! (one shape in single and list answers), and the bodies that start and
+//! steer one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Phase, TriggerVerdict};
+use crate::policy::ChangeType;
+
+/// `GET /v1/rollouts/{id}`; also the answer to a start and to a command.
+/// Instants are RFC 3339 strings ([`super::rfc3339`]). Fields in the order
+/// the API writes them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// While an approval step waits: who must approve, who has.
+    pub approvals: Option<Approvals>,
+    pub baseline: String,
+    pub canary: String,
+    /// Canary requests counted since the current step began.
+    pub canary_requests_in_step: u64,
+    pub change_type: ChangeType,
+    /// Decides everything, moves no traffic.
+    pub dry_run: bool,
+    /// The trigger that fired, once one has.
+    pub fired: Option<String>,
+    pub gates: Vec<GateView>,
+    pub id: String,
+    /// The rollout's incident (a trigger's before the router's).
+    pub incident: Option<String>,
+    /// The final phase once the rollout has ended; `None` while it runs.
+    pub outcome: Option<Phase>,
+    /// A weight asked of the router and not yet confirmed.
+    pub pending_weight: Option<u8>,
+    /// The policy's `metadata.name`.
+    pub policy: String,
+    /// The SHA-256 of the policy file the rollout is pinned to.
+    pub policy_version: String,
+    /// Why the rollout is where it is, in words.
+    pub reason: String,
+    /// The router's last error while a weight is not yet applied.
+    pub router_error: Option<String>,
+    pub service: String,
+    /// Where the service's data comes from; `None` once the rollout ended.
+    pub source: Option<SourceHealth>,
+    pub started_at: String,
+    pub started_by: String,
+    pub state: Phase,
+    /// Index of the current step of the policy's `steps`.
+    pub step: usize,
+    /// How many steps the policy has.
+    pub steps: usize,
+    pub ticket: Option<String>,
+    pub time_in_step_s: u64,
+    pub triggers: Vec<TriggerView>,
+    pub updated_at: String,
+    /// What the rollout is waiting for (bake, samples, approvals, ...);
+    /// `None` once it ended.
+    pub waiting_for: Option<String>,
+    /// The canary's share of traffic, in percent.
+    pub weight: u8,
+}
+
+/// One trigger of the policy against its boundary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerView {
+    /// What `statistic` is compared with: the log boundary `ln(K/alpha)`
+    /// for a statistical trigger, the rule's limit for an objective one.
+    pub boundary: Option<f64>,
+    /// The tested quantity (a rate, a ratio, a quantile in ms, seconds
+    /// without data, ...).
+    pub estimate: Option<f64>,
+    /// The anytime-valid interval of `estimate`, `[lower, upper]`
+    /// (statistical triggers).
+    pub interval: Option<(Option<f64>, Option<f64>)>,
+    pub kind: TriggerKind,
+    pub name: String,
+    pub samples: u64,
+    /// The log e-value for a statistical trigger, the measured value for an
+    /// objective one: the trigger fires when it reaches `boundary`.
+    pub statistic: Option<f64>,
+    pub verdict: TriggerVerdict,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// An anytime-valid test.
+    Statistical,
+    /// A rule applied exactly as written.
+    Objective,
+}
+
+/// One promotion gate: shown yet, and the weight it must be shown before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateView {
+    /// In percent.
+    pub before: u8,
+    pub name: String,
+    pub shown: bool,
+}
+
+/// The approval step a rollout waits at.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approvals {
+    pub deadline: Option<String>,
+    pub given: Vec<ApprovalGiven>,
+    /// The roles the step needs.
+    pub roles: Vec<String>,
+    pub since: String,
+    pub step: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalGiven {
+    pub actor: String,
+    pub at: String,
+    pub reason: String,
+    pub role: String,
+    pub ticket: Option<String>,
+}
+
+/// Where a service's data comes from right now.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceHealth {
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+    /// `push`, `prometheusQuery http://...`, `builtin 127.0.0.1:8080`, ...
+    pub sources: Vec<String>,
+    /// `ok`, `failing` or `unknown` (nothing pulled yet).
+    pub status: String,
+}
+
+/// `POST /v1/rollouts`: idempotent (the same request returns the same
+/// rollout). `change_type` stays text so that a wrong one is refused with
+/// the values it may take, naming the field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    pub service: String,
+    pub canary: String,
+    pub baseline: String,
+    /// The policy's `metadata.name`.
+    pub policy: String,
+    /// `standard`, `emergency` or `experiment`; the policy's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/rollouts/{id}/pause`, `/resume` and `/abort`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+}
+
+/// `POST /v1/rollouts/{id}/promote`: skip the rest of the bake (`full`:
+/// straight to 100%); `override_gates` is for admins, with a ticket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub override_gates: bool,
+}
+
+/// `POST /v1/rollouts/{id}/approve`: the caller approves as `role`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    pub role: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+}
