@@ -10,13 +10,14 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use canaryd::policy::Weight;
+use canaryd::retry::RetryPolicy;
 use canaryd::routers::command::CommandRouter;
 use canaryd::routers::haproxy::HaproxyRouter;
 use canaryd::routers::hooks::{HookContext, run_hook};
 use canaryd::routers::webhook::WebhookRouter;
 use canaryd::routers::{
-    CommandConfig, HaproxyConfig, HookConfig, RetryPolicy, Router, RouterError, Target,
-    WebhookConfig, apply_with_retries,
+    CommandConfig, HaproxyConfig, HookConfig, Router, RouterError, Target, WebhookConfig,
+    apply_with_retries,
 };
 use serde_json::{Value, json};
 

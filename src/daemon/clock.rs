@@ -10,12 +10,3 @@ pub fn now() -> Timestamp {
         .unwrap_or_default();
     Timestamp::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
-
-/// A uniform draw in [0, 1) for backoff jitter (not for anything secret).
-pub fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
-}

@@ -576,7 +576,7 @@ impl Driver {
             &target,
             weight,
             policy,
-            clock::jitter,
+            crate::retry::jitter,
             tokio::time::sleep,
         )
         .await;
@@ -608,7 +608,7 @@ impl Driver {
                     .get_or_create(&label)
                     .inc_by(attempts.len() as u64);
                 self.router_failures += 1;
-                let backoff = policy.delay(self.router_failures + 1, clock::jitter());
+                let backoff = policy.delay(self.router_failures + 1, crate::retry::jitter());
                 self.router_retry_at = Some(clock::now() + backoff.max(Duration::from_secs(1)));
                 let message = format!("{e} (after {} attempts)", attempts.len());
                 tracing::error!(rollout = %self.id(), weight = weight.percent(), error = %message, "router failed");

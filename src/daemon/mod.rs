@@ -39,7 +39,8 @@ use self::metrics::Metrics;
 use self::policies::PolicySet;
 use crate::engine::{Command, Monitor, Rejected, Rollout, RolloutSpec};
 use crate::policy::ChangeType;
-use crate::routers::{HookConfig, RetryPolicy, Router};
+use crate::retry::RetryPolicy;
+use crate::routers::{HookConfig, Router};
 use crate::sources::Source;
 use crate::store::{Committed, HookStatus, NewAudit, PreparedStep, RolloutRow, Store, StoreError};
 
@@ -583,7 +584,7 @@ impl Shared {
             if ok {
                 return;
             }
-            tokio::time::sleep(self.retry.delay(attempt, clock::jitter())).await;
+            tokio::time::sleep(self.retry.delay(attempt, crate::retry::jitter())).await;
         }
     }
 
@@ -695,7 +696,7 @@ impl Shared {
                 break;
             }
             if attempt < last_attempt {
-                tokio::time::sleep(self.retry.delay(attempt, clock::jitter())).await;
+                tokio::time::sleep(self.retry.delay(attempt, crate::retry::jitter())).await;
             }
         }
         if last_error.is_some() {

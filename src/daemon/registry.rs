@@ -165,7 +165,7 @@ impl Watcher {
                         .registry_errors
                         .get_or_create(&self.labels)
                         .inc();
-                    backoff(self.c.poll_interval, self.failures, clock::jitter())
+                    backoff(self.c.poll_interval, self.failures, crate::retry::jitter())
                 }
             };
             let state = self

@@ -1,7 +1,8 @@
 //! Lifecycle hooks (`onStart`, `onPromoted`, `onRolledBack`, `onAborted`,
 //! PRODUCT.md section 6): one attempt at running a hook. The daemon runs a
 //! hook after the state it reports is committed and retries it with
-//! [`super::RetryPolicy`]; a failed hook never blocks or reverses anything.
+//! [`crate::retry::RetryPolicy`]; a failed hook never blocks or reverses
+//! anything.
 //!
 //! A command hook gets `{{service}}`, `{{baseline}}`, `{{canary}}`,
 //! `{{rollout}}`, `{{outcome}}`, `{{reason}}` and `{{event}}` substituted in

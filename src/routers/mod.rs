@@ -3,8 +3,8 @@
 //! One trait, [`Router`], one module per adapter. An adapter makes *one*
 //! attempt per call, bounded by its own timeout, and says precisely what
 //! failed; retries with backoff and jitter are the caller's business
-//! ([`apply_with_retries`]), so every adapter gets the same schedule and the
-//! daemon can record each attempt.
+//! ([`apply_with_retries`], on the schedule of [`crate::retry`]), so every
+//! adapter gets the same schedule and the daemon can record each attempt.
 //!
 //! Every adapter is idempotent: setting the weight it already has succeeds
 //! and changes nothing a user could see.
@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Weight;
+use crate::retry::RetryPolicy;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -100,38 +101,6 @@ pub trait Router: Send + Sync {
     fn read_weights<'a>(&'a self) -> BoxFuture<'a, Result<Option<Weights>, RouterError>>;
 }
 
-/// Backoff between attempts: exponential from `initial`, capped at `max`,
-/// with full jitter, for at most `attempts` attempts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before attempt `n + 1` (n >= 1 attempts made), given a
-    /// uniform draw `jitter` in [0, 1): full jitter over the capped
-    /// exponential.
-    pub fn delay(&self, n: u32, jitter: f64) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX));
-        let capped = exp.min(self.max);
-        capped.mul_f64(jitter.clamp(0.0, 1.0))
-    }
-}
-
 /// One attempt's outcome, for the journal and the incident's router result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -139,44 +108,48 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// Apply `weight` with retries. Returns the attempts made; the last one's
-/// error (if any) is the failure. `jitter` supplies uniform draws in [0, 1)
-/// and `sleep` waits (both passed in so tests run without a clock).
+/// Apply `weight` with retries ([`crate::retry`]). Returns the attempts
+/// made; the last one's error (if any) is the failure. A router that says
+/// the request itself is wrong is not asked again. `jitter` supplies
+/// uniform draws in [0, 1) and `sleep` waits (both passed in so tests run
+/// without a clock).
 pub async fn apply_with_retries<S, F>(
     router: &dyn Router,
     target: &Target,
     weight: Weight,
     policy: RetryPolicy,
-    mut jitter: impl FnMut() -> f64,
-    mut sleep: S,
+    jitter: impl FnMut() -> f64,
+    sleep: S,
 ) -> Result<Vec<Attempt>, (RouterError, Vec<Attempt>)>
 where
     S: FnMut(Duration) -> F,
     F: Future<Output = ()>,
 {
     let mut attempts = Vec::new();
-    let mut n = 0;
-    loop {
-        n += 1;
-        match router.set_weight(target, weight).await {
-            Ok(()) => {
+    let run = policy
+        .run(
+            0,
+            jitter,
+            sleep,
+            |_| router.set_weight(target, weight),
+            |t, e: &RouterError| {
                 attempts.push(Attempt {
-                    attempt: n,
-                    error: None,
-                });
-                return Ok(attempts);
-            }
-            Err(e) => {
-                attempts.push(Attempt {
-                    attempt: n,
+                    attempt: t.number,
                     error: Some(e.to_string()),
                 });
-                if n >= policy.attempts.max(1) || !e.is_transient() {
-                    return Err((e, attempts));
-                }
-                sleep(policy.delay(n, jitter())).await;
-            }
+                e.is_transient()
+            },
+        )
+        .await;
+    match run.result {
+        Ok(()) => {
+            attempts.push(Attempt {
+                attempt: run.attempts,
+                error: None,
+            });
+            Ok(attempts)
         }
+        Err(e) => Err((e, attempts)),
     }
 }
 
@@ -385,20 +358,5 @@ mod tests {
             build(&both).await.err(),
             Some(RouterError::Protocol { .. })
         ));
-    }
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters() {
-        let p = RetryPolicy {
-            attempts: 6,
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-        };
-        assert_eq!(p.delay(1, 0.999_999), Duration::from_nanos(99_999_900));
-        assert_eq!(p.delay(2, 0.5), Duration::from_millis(100));
-        assert_eq!(p.delay(4, 1.0), Duration::from_millis(800));
-        assert_eq!(p.delay(5, 1.0), Duration::from_millis(1000));
-        assert_eq!(p.delay(40, 1.0), Duration::from_millis(1000));
-        assert_eq!(p.delay(3, 0.0), Duration::ZERO);
     }
 }
