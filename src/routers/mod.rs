@@ -8,6 +8,10 @@
 //!
 //! Every adapter is idempotent: setting the weight it already has succeeds
 //! and changes nothing a user could see.
+//!
+//! `builtin` is canaryd's own proxy ([`crate::proxy`]); [`builtin`] is its
+//! face as a router, and [`build`] also hands it over as the service's
+//! source. The adapters' futures are `futures_util`'s `BoxFuture`.
 
 pub mod builtin;
 pub mod command;
@@ -21,16 +25,16 @@ pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Weight;
+pub use crate::proxy::BuiltinConfig;
 use crate::retry::RetryPolicy;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::sources::Source;
 
 /// What a weight change is about: the payload of `file` and `webhook`, the
 /// arguments of `command`.
@@ -168,15 +172,6 @@ pub enum RouterConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BuiltinConfig {
-    /// `host:port` the proxy listens on.
-    pub listen: String,
-    /// Upstream base URLs (`http://127.0.0.1:9001`).
-    pub baseline: String,
-    pub canary: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HaproxyConfig {
     /// The runtime API's UNIX socket (`stats socket ... level admin`).
     pub socket: PathBuf,
@@ -243,21 +238,15 @@ pub enum HookConfig {
 /// A service's router once built: the adapter, and, for the `builtin`
 /// proxy, the signal source it also is.
 pub struct Built {
-    pub router: std::sync::Arc<dyn Router>,
-    pub source: Option<std::sync::Arc<dyn crate::sources::Source>>,
+    pub router: Arc<dyn Router>,
+    pub source: Option<Arc<dyn Source>>,
 }
 
 /// Build (and for `builtin`, start) the adapter for a service's router
 /// config. Runs inside the daemon's tokio runtime.
 pub async fn build(config: &RouterConfig) -> Result<Built, RouterError> {
     match config {
-        RouterConfig::Builtin(c) => {
-            let proxy = Arc::new(builtin::BuiltinProxy::start(c).await?);
-            Ok(Built {
-                router: Arc::clone(&proxy) as Arc<dyn Router>,
-                source: Some(proxy),
-            })
-        }
+        RouterConfig::Builtin(c) => builtin::start(c).await,
         RouterConfig::Haproxy(c) => Ok(only_router(haproxy::HaproxyRouter::new(c.clone()))),
         RouterConfig::Nginx(c) => Ok(only_router(nginx::NginxRouter::new(c.clone()))),
         RouterConfig::GatewayApi(c) => {
