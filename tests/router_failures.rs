@@ -13,7 +13,7 @@ use canaryd::policy::Weight;
 use canaryd::retry::RetryPolicy;
 use canaryd::routers::command::CommandRouter;
 use canaryd::routers::haproxy::HaproxyRouter;
-use canaryd::routers::hooks::{HookContext, run_hook};
+use canaryd::routers::hooks::{HookContext, HookEvent, run_hook};
 use canaryd::routers::webhook::WebhookRouter;
 use canaryd::routers::{
     CommandConfig, HaproxyConfig, HookConfig, Router, RouterError, Target, WebhookConfig,
@@ -209,7 +209,7 @@ async fn a_slow_webhook_times_out() {
 async fn a_webhook_hook_posts_its_context() {
     let (url, hits) = receiver(StatusCode::OK).await;
     let ctx = HookContext {
-        event: "onRolledBack",
+        event: HookEvent::OnRolledBack,
         service: "checkout".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

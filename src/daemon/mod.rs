@@ -40,6 +40,7 @@ use self::policies::PolicySet;
 use crate::engine::{Command, Monitor, Rejected, Rollout, RolloutSpec};
 use crate::policy::ChangeType;
 use crate::retry::RetryPolicy;
+use crate::routers::hooks::HookEvent;
 use crate::routers::{HookConfig, Router};
 use crate::sources::Source;
 use crate::store::{Committed, HookStatus, NewAudit, PreparedStep, RolloutRow, Store, StoreError};
@@ -639,19 +640,12 @@ impl Shared {
                 return;
             }
         };
-        let event: &'static str = match run.event.as_str() {
-            "onStart" => "onStart",
-            "onPromoted" => "onPromoted",
-            "onRolledBack" => "onRolledBack",
-            _ => "onAborted",
-        };
-        let hooks = self.services.get(&row.service).map(|s| &s.hooks);
-        let hook = hooks.and_then(|h| match event {
-            "onStart" => h.on_start.clone(),
-            "onPromoted" => h.on_promoted.clone(),
-            "onRolledBack" => h.on_rolled_back.clone(),
-            _ => h.on_aborted.clone(),
-        });
+        let event = run.event;
+        let hook = self
+            .services
+            .get(&row.service)
+            .and_then(|s| s.hooks.get(event))
+            .cloned();
         let Some(hook) = hook else {
             if let Err(e) = self.with_store(|s| s.skip_hook_run(id, clock::now())) {
                 tracing::error!(hook_run = id, error = %e, "cannot close a hook run");
@@ -664,10 +658,10 @@ impl Shared {
             baseline: row.spec.baseline.clone(),
             canary: row.spec.canary.clone(),
             rollout_id: row.id.clone(),
-            outcome: (event != "onStart")
+            outcome: (event != HookEvent::OnStart)
                 .then(|| row.outcome.map(|p| p.as_str().to_string()))
                 .flatten(),
-            reason: Some(if event == "onStart" {
+            reason: Some(if event == HookEvent::OnStart {
                 "started".to_string()
             } else {
                 row.reason.clone()
@@ -911,7 +905,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     shared.run_hooks(
         pending_hooks
             .into_iter()
-            .filter(|h| h.event == "onStart" || shared.driver(&h.rollout_id).is_none())
+            .filter(|h| h.event == HookEvent::OnStart || shared.driver(&h.rollout_id).is_none())
             .map(|h| h.id)
             .collect(),
     );

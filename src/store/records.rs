@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{AuditEntry, Result, Store, StoreError};
 use crate::engine::{Analysis, Checkpoint, Effect, Input, Phase, RolloutSpec};
 use crate::policy::Weight;
+use crate::routers::hooks::HookEvent;
 use crate::time::Timestamp;
 
 /// A rollout as stored: identity, pinned policy, and its state after the
@@ -182,8 +183,7 @@ pub struct Notification {
 pub struct HookRun {
     pub id: i64,
     pub rollout_id: String,
-    /// `onStart`, `onPromoted`, `onRolledBack` or `onAborted`.
-    pub event: String,
+    pub event: HookEvent,
     pub created_at: Timestamp,
     pub attempts: u32,
     pub last_attempt_at: Option<Timestamp>,
@@ -356,7 +356,7 @@ fn hook_run_row(r: &Row<'_>) -> rusqlite::Result<HookRun> {
     Ok(HookRun {
         id: r.get(0)?,
         rollout_id: r.get(1)?,
-        event: r.get(2)?,
+        event: enum_col(r, 2)?,
         created_at: ts(r.get(3)?),
         attempts: r.get(4)?,
         last_attempt_at: r.get::<_, Option<i64>>(5)?.map(ts),

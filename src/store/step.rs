@@ -15,6 +15,7 @@ use super::records::{
 use super::{IdGen, Incident, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
 use crate::policy::{Notify, Weight};
+use crate::routers::hooks::HookEvent;
 use crate::time::Timestamp;
 
 /// One engine step, after the rollout handled `input` at `at` and the
@@ -181,8 +182,8 @@ impl Store {
                     checkpoint,
                 ],
             )?;
-            queue_hook(tx, &spec.id, "onStart", ms(at))?;
-            if let Some(event) = outcome.and_then(hook_event) {
+            queue_hook(tx, &spec.id, HookEvent::OnStart, ms(at))?;
+            if let Some(event) = HookEvent::ending(rollout.phase()) {
                 queue_hook(tx, &spec.id, event, ms(at))?;
             }
             Ok(((), audit))
@@ -499,6 +500,8 @@ pub struct PreparedStep {
     reviews: Vec<(String, String, Timestamp)>,
     phase: &'static str,
     outcome: Option<&'static str>,
+    /// The lifecycle hook the step's end queues, if it ends the rollout.
+    ending: Option<HookEvent>,
     reason: String,
     step: usize,
     weight: u8,
@@ -575,6 +578,7 @@ impl<A: Analysis> EngineStep<'_, A> {
             reviews,
             phase: phase.as_str(),
             outcome: phase.is_terminal().then(|| phase.as_str()),
+            ending: HookEvent::ending(phase),
             reason: rollout.reason().to_string(),
             step: rollout.step(),
             weight: rollout.weight().percent(),
@@ -713,7 +717,7 @@ fn apply_prepared(
     // The step that ends the rollout queues its lifecycle hook.
     let mut hooks = Vec::new();
     if outcome_before.is_none()
-        && let Some(event) = step.outcome.and_then(hook_event)
+        && let Some(event) = step.ending
     {
         hooks.push(queue_hook(tx, &id, event, at)?);
     }
@@ -784,22 +788,10 @@ fn insert_incident(
     Ok((incident_id, notifications))
 }
 
-/// The hook a rollout's end runs: `onRolledBack` also for `inconclusive`,
-/// which sends traffic back to baseline too; an experiment's `concluded`
-/// end is not a failure and has none.
-pub fn hook_event(outcome: &str) -> Option<&'static str> {
-    match outcome {
-        "promoted" => Some("onPromoted"),
-        "rolled-back" | "inconclusive" => Some("onRolledBack"),
-        "aborted" => Some("onAborted"),
-        _ => None,
-    }
-}
-
-fn queue_hook(tx: &Transaction<'_>, rollout_id: &str, event: &str, at: i64) -> Result<i64> {
+fn queue_hook(tx: &Transaction<'_>, rollout_id: &str, event: HookEvent, at: i64) -> Result<i64> {
     tx.execute(
         "INSERT INTO hook_runs (rollout_id, event, created_at) VALUES (?1, ?2, ?3)",
-        params![rollout_id, event, at],
+        params![rollout_id, event.as_str(), at],
     )?;
     Ok(tx.last_insert_rowid())
 }
