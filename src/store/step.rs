@@ -9,9 +9,8 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
 use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
-use super::records::{
-    HookRun, HookStatus, IncidentStatus, Notification, Review, ReviewStatus, RolloutRow, ms,
-};
+use super::outbox::{queue_delivery, queue_hook};
+use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, ms};
 use super::{IdGen, Incident, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
 use crate::policy::{Notify, Weight};
@@ -367,92 +366,6 @@ impl Store {
         })
     }
 
-    /// Record one delivery attempt of a webhook: `Ok(())` delivered it,
-    /// `Err(message)` failed and stays pending.
-    pub fn record_delivery(
-        &mut self,
-        id: i64,
-        at: Timestamp,
-        outcome: std::result::Result<(), String>,
-    ) -> Result<Notification> {
-        let (error, delivered_at) = match &outcome {
-            Ok(()) => (None, Some(ms(at))),
-            Err(e) => (Some(e.as_str()), None),
-        };
-        self.write(|tx, _| {
-            let n = tx.execute(
-                "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = ?2,
-                    last_error = ?3, delivered_at = coalesce(delivered_at, ?4)
-                 WHERE id = ?1",
-                params![id, ms(at), error, delivered_at],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound {
-                    what: "notification",
-                    id: id.to_string(),
-                });
-            }
-            Ok(((), Vec::new()))
-        })?;
-        self.notification(id)?.ok_or_else(|| StoreError::NotFound {
-            what: "notification",
-            id: id.to_string(),
-        })
-    }
-
-    /// Record one attempt of a hook run: `Ok(())` ran it, `Err(message)`
-    /// failed; `last` marks the run failed for good after a failed attempt.
-    pub fn record_hook_attempt(
-        &mut self,
-        id: i64,
-        at: Timestamp,
-        outcome: std::result::Result<(), String>,
-        last: bool,
-    ) -> Result<HookRun> {
-        let (error, status) = match &outcome {
-            Ok(()) => (None, HookStatus::Ran),
-            Err(e) if last => (Some(e.as_str()), HookStatus::Failed),
-            Err(e) => (Some(e.as_str()), HookStatus::Pending),
-        };
-        let done_at = (status != HookStatus::Pending).then(|| ms(at));
-        self.write(|tx, _| {
-            let n = tx.execute(
-                "UPDATE hook_runs SET attempts = attempts + 1, last_attempt_at = ?2,
-                    last_error = ?3, status = ?4, done_at = ?5
-                 WHERE id = ?1 AND status = 'pending'",
-                params![id, ms(at), error, status.as_str(), done_at],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound {
-                    what: "pending hook run",
-                    id: id.to_string(),
-                });
-            }
-            Ok(((), Vec::new()))
-        })?;
-        self.hook_run_done(id)
-    }
-
-    /// Close a hook run whose service has no hook for its event.
-    pub fn skip_hook_run(&mut self, id: i64, at: Timestamp) -> Result<HookRun> {
-        self.write(|tx, _| {
-            tx.execute(
-                "UPDATE hook_runs SET status = 'none', done_at = ?2
-                 WHERE id = ?1 AND status = 'pending'",
-                params![id, ms(at)],
-            )?;
-            Ok(((), Vec::new()))
-        })?;
-        self.hook_run_done(id)
-    }
-
-    fn hook_run_done(&self, id: i64) -> Result<HookRun> {
-        self.hook_run(id)?.ok_or_else(|| StoreError::NotFound {
-            what: "hook run",
-            id: id.to_string(),
-        })
-    }
-
     /// One write transaction: `work` changes tables and returns the audit
     /// entries to chain; they are appended, the transaction commits, and
     /// then the head file is replaced. Returns whether that write worked.
@@ -776,24 +689,12 @@ fn insert_incident(
         "evidence": inc.evidence,
     })
     .to_string();
-    let mut notifications = Vec::new();
-    for url in &inc.notify {
-        tx.execute(
-            "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![rollout_id, incident_id, url, payload, queued_at],
-        )?;
-        notifications.push(tx.last_insert_rowid());
-    }
+    let notifications = inc
+        .notify
+        .iter()
+        .map(|url| queue_delivery(tx, rollout_id, &incident_id, url, &payload, queued_at))
+        .collect::<Result<Vec<_>>>()?;
     Ok((incident_id, notifications))
-}
-
-fn queue_hook(tx: &Transaction<'_>, rollout_id: &str, event: HookEvent, at: i64) -> Result<i64> {
-    tx.execute(
-        "INSERT INTO hook_runs (rollout_id, event, created_at) VALUES (?1, ?2, ?3)",
-        params![rollout_id, event.as_str(), at],
-    )?;
-    Ok(tx.last_insert_rowid())
 }
 
 /// The rollout's events so far, from its journal's `notify` effects.
