@@ -546,10 +546,8 @@ impl Driver {
                 })
                 .inc();
         }
-        if !committed.notifications.is_empty() {
-            self.shared
-                .deliver_notifications(committed.notifications.clone());
-        }
+        self.shared
+            .send_notifications(self.id(), &committed.notifications);
         ack
     }
 
@@ -655,9 +653,7 @@ impl Driver {
             Ok((incident, notifications)) => {
                 self.rollback_incident = true;
                 tracing::error!(rollout = %id, incident = %incident, "the rollback could not be applied; incident opened, still retrying");
-                if !notifications.is_empty() {
-                    self.shared.deliver_notifications(notifications);
-                }
+                self.shared.send_notifications(&id, &notifications);
             }
             Err(e) => {
                 tracing::error!(rollout = %id, error = %e, "cannot record the failed rollback's incident")

@@ -56,7 +56,6 @@ use self::metrics::Metrics;
 use self::policies::PolicySet;
 use crate::engine::{Monitor, Rejected, Rollout};
 use crate::retry::RetryPolicy;
-use crate::routers::hooks::HookEvent;
 use crate::store::{NewAudit, RolloutRow, Store, StoreError};
 
 /// `canaryd serve` flags; each overrides the config file.
@@ -96,8 +95,7 @@ pub struct Shared {
     pub http: reqwest::Client,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     commits: mpsc::Sender<CommitJob>,
-    /// Hook runs being run now, so none runs twice at once.
-    hooks_running: Mutex<std::collections::HashSet<i64>>,
+    outbox: outbox::Outbox,
 }
 
 /// Why an operation was refused, mapped to an HTTP status by the API.
@@ -321,6 +319,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let local = listener.local_addr()?;
     let (shutdown, _) = watch::channel(false);
     let (commits, commit_rx) = committer::queue();
+    let (outbox, outbox_queue) = outbox::queue();
     let shared = Arc::new(Shared {
         store: Mutex::new(store),
         config,
@@ -338,9 +337,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http: reqwest::Client::new(),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
         commits,
-        hooks_running: Mutex::new(std::collections::HashSet::new()),
+        outbox,
     });
     tokio::spawn(committer::run(shared.clone(), commit_rx));
+    shared.spawn(outbox::run(shared.clone(), outbox_queue));
 
     let app = api::router(shared.clone());
     let mut stop = shared.shutdown.subscribe();
@@ -353,28 +353,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     tracing::info!(addr = %local, "listening");
 
-    // Webhook deliveries pending from before a restart (read before the
-    // restore, which may queue and send new ones itself).
-    let pending = shared
-        .with_store(|s| s.pending_notifications())
-        .unwrap_or_default();
-    let pending_hooks = shared
-        .with_store(|s| s.pending_hook_runs())
-        .unwrap_or_default();
+    let pending = shared.pending_outbox();
     shared.restore_open_rollouts().await?;
     shared.ready.store(true, Ordering::SeqCst);
-    // Hooks queued before a restart. A restored rollout that has ended but
-    // whose traffic is not yet confirmed back runs its end hook when it is.
-    shared.run_hooks(
-        pending_hooks
-            .into_iter()
-            .filter(|h| h.event == HookEvent::OnStart || shared.driver(&h.rollout_id).is_none())
-            .map(|h| h.id)
-            .collect(),
-    );
+    shared.resume_outbox(pending);
     // Model-registry intake (registries:): one watcher per registry.
     registry::spawn_all(&shared);
-    shared.deliver_notifications(pending.into_iter().map(|n| n.id).collect());
     Ok(Running {
         addr: local,
         shared,
