@@ -15,7 +15,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::clock;
 use super::view::{DriverStatus, SourceHealth, rfc3339, rollout_view};
 use super::{ServiceRuntime, Shared, StreamEvent};
 use crate::engine::{Command, Effect, Input, Monitor, Phase, Rejected, Rollout, TriggerVerdict};
@@ -191,7 +190,7 @@ impl Driver {
             return self.settle_pending_dry(target_weight).await;
         }
         let seen = router.read_weights().await;
-        let now = clock::now();
+        let now = self.shared.clock.now();
         let seen_text = match &seen {
             Ok(Some(w)) => format!("{}%", w.canary.percent()),
             Ok(None) => "nothing set".into(),
@@ -258,7 +257,7 @@ impl Driver {
             if *shutdown.borrow() {
                 return;
             }
-            let now = clock::now();
+            let now = self.shared.clock.now();
             let mut wake = if ended {
                 now + self.interval
             } else {
@@ -302,7 +301,7 @@ impl Driver {
     }
 
     async fn on_timer(&mut self) -> Result<(), Rejected> {
-        let now = clock::now();
+        let now = self.shared.clock.now();
         if self.rollout.phase().is_terminal() {
             // Ended, traffic not yet back: only the router is retried.
             if self.router_retry_at.is_none_or(|t| now >= t) {
@@ -438,7 +437,7 @@ impl Driver {
                 tracing::error!(rollout = %self.id(), "too many chained inputs; stopping this round");
                 break;
             }
-            let now = clock::now();
+            let now = self.shared.clock.now();
             match self.rollout.handle(now, input.clone()) {
                 Ok(()) => {}
                 Err(e) if first => return Err(e),
@@ -607,7 +606,8 @@ impl Driver {
                     .inc_by(attempts.len() as u64);
                 self.router_failures += 1;
                 let backoff = policy.delay(self.router_failures + 1, crate::retry::jitter());
-                self.router_retry_at = Some(clock::now() + backoff.max(Duration::from_secs(1)));
+                self.router_retry_at =
+                    Some(self.shared.clock.now() + backoff.max(Duration::from_secs(1)));
                 let message = format!("{e} (after {} attempts)", attempts.len());
                 tracing::error!(rollout = %self.id(), weight = weight.percent(), error = %message, "router failed");
                 self.status.router_error = Some(message.clone());
@@ -645,7 +645,7 @@ impl Driver {
             "still_retrying": true,
         });
         let id = self.id().to_string();
-        let now = clock::now();
+        let now = self.shared.clock.now();
         match self
             .shared
             .with_store(|s| s.open_router_incident(&id, &severity, &notify, evidence, now))

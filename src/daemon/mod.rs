@@ -33,6 +33,8 @@ pub mod push;
 pub mod registry;
 mod rollouts;
 pub mod services;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,11 +46,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
+use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
 pub use self::services::ServiceRuntime;
 
 use self::auth::Tokens;
+use self::clock::{Clock, SystemClock};
 use self::committer::CommitJob;
 use self::config::Config;
 use self::driver::DriverHandle;
@@ -79,6 +83,8 @@ pub struct StreamEvent {
 /// Everything the API handlers and the drivers share.
 pub struct Shared {
     store: Mutex<Store>,
+    /// The one source of the time (`clock.rs`).
+    pub clock: Arc<dyn Clock>,
     pub config: Config,
     pub tokens: RwLock<Tokens>,
     pub policies: RwLock<PolicySet>,
@@ -243,13 +249,36 @@ pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Run the daemon until SIGTERM/SIGINT (or a fatal store error).
+/// Run the daemon until SIGTERM/SIGINT (or a fatal store error): bind
+/// `listen`, then [`start`] on the system clock.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = load_config(&opts)?;
-    let running = start(config).await?;
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            // A second daemon of the same config: the data dir's lock is
+            // the clearer error (one daemon per data dir), as it was when
+            // the state was opened before the port.
+            if let Err(locked @ StoreError::Locked { .. }) = Store::open(&config.data_dir) {
+                return Err(anyhow::Error::new(locked).context(format!(
+                    "cannot open the state in {}",
+                    config.data_dir.display()
+                )));
+            }
+            return Err(e).with_context(|| format!("cannot listen on {}", config.listen));
+        }
+    };
+    let running = start(config, listener, Arc::new(SystemClock)).await?;
     println!("canaryd listening on http://{}", running.addr);
     signals(running.shared.clone()).await;
     running.stop().await
+}
+
+/// Bind the API's address, for callers of [`start`].
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// A daemon running inside the caller's runtime (the binary, benches).
@@ -284,9 +313,15 @@ impl Running {
     }
 }
 
-/// Open the state, load policies and tokens, build the services, listen,
-/// restore every open rollout, and return once ready.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+/// Open the state, load policies and tokens, build the services, serve the
+/// API on `listener`, restore every open rollout, and return once ready.
+/// The daemon reads the time from `clock` only. `config.listen` is for the
+/// caller that bound `listener` ([`serve`]); tests bind `127.0.0.1:0`.
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Running> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot open the state in {}", config.data_dir.display()))?;
     let policies = policies::load_dir(&config.policies).map_err(|errs| {
@@ -313,15 +348,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokens.insert(entry);
     }
     let services = services::build_all(&config.services).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     let (shutdown, _) = watch::channel(false);
     let (commits, commit_rx) = committer::queue();
     let (outbox, outbox_queue) = outbox::queue();
     let shared = Arc::new(Shared {
         store: Mutex::new(store),
+        clock,
         config,
         tokens: RwLock::new(tokens),
         policies: RwLock::new(policies),

@@ -36,8 +36,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{Id, JoinSet};
 
+use super::Shared;
 use super::metrics::ServiceLabels;
-use super::{Shared, clock};
 use crate::retry::{self, Try};
 use crate::routers::HookConfig;
 use crate::routers::hooks::{self, HookContext, HookEvent};
@@ -318,7 +318,8 @@ impl Parcel {
                         hook,
                     }),
                     None => {
-                        shared.with_store(|s| s.skip_hook_run(run.id, clock::now()))?;
+                        let now = shared.clock.now();
+                        shared.with_store(|s| s.skip_hook_run(run.id, now))?;
                         None
                     }
                 }
@@ -386,9 +387,9 @@ impl Parcel {
                 .inc();
             tracing::warn!(notification = notification.id, target = %notification.target, error = %e, "webhook delivery failed");
         }
-        let item = self.item();
+        let (item, now) = (self.item(), shared.clock.now());
         shared
-            .with_store(|s| s.record_outbox_attempt(item, clock::now(), outcome, t.last))
+            .with_store(|s| s.record_outbox_attempt(item, now, outcome, t.last))
             .map(|_| ())
     }
 
@@ -409,7 +410,7 @@ impl Parcel {
                 .inc();
         }
         let _ = shared.audit(NewAudit {
-            at: clock::now(),
+            at: shared.clock.now(),
             actor: crate::engine::ENGINE.into(),
             action: format!("hook.{event}"),
             rollout_id: Some(context.rollout_id.clone()),

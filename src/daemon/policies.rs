@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Shared, clock};
+use super::Shared;
 use crate::policy::{Policy, parse_policy};
 use crate::store::NewAudit;
 
@@ -97,7 +97,7 @@ impl Shared {
         let names: Vec<String> = set.by_name.keys().cloned().collect();
         *self.policies.write().unwrap_or_else(|e| e.into_inner()) = set;
         let _ = self.audit(NewAudit {
-            at: clock::now(),
+            at: self.clock.now(),
             actor: crate::engine::ENGINE.into(),
             action: "policies.reload".into(),
             rollout_id: None,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::driver::merge;
 use super::metrics::{ArmLabels, ServiceLabels};
-use super::{Refusal, Shared, clock};
+use super::{Refusal, Shared};
 use crate::sources::Collected;
 use crate::stats::ArmData;
 use crate::time::Timestamp;
@@ -273,7 +273,7 @@ impl Shared {
             });
         };
         let weight_since = Timestamp::from_millis(handle.weight_since.load(Ordering::SeqCst));
-        let v = validate(batch, clock::now(), handle.started_at, weight_since)
+        let v = validate(batch, self.clock.now(), handle.started_at, weight_since)
             .map_err(|e| Refusal::Invalid(e.field, e.message))?;
         if v.stale > 0 {
             self.metrics

@@ -62,7 +62,7 @@ use serde_json::{Value, json};
 use super::auth::Principal;
 use super::config::{MlflowConfig, RegistryConfig};
 use super::metrics::RegistryLabels;
-use super::{Refusal, Shared, StartRequest, clock};
+use super::{Refusal, Shared, StartRequest};
 use crate::engine::{Actor, Command, Phase};
 use crate::store::NewAudit;
 use crate::store::registry::{VersionRow, VersionStatus};
@@ -285,7 +285,7 @@ impl Watcher {
         details: Value,
     ) -> NewAudit {
         NewAudit {
-            at: clock::now(),
+            at: self.shared.clock.now(),
             actor: self.actor.clone(),
             action: action.into(),
             rollout_id: rollout_id.map(str::to_string),
@@ -355,10 +355,9 @@ impl Watcher {
             };
             let audit = vec![self.audit("registry.baseline", None, &reason, details)];
             let v = version.as_deref();
-            if let Err(e) = self
-                .shared
-                .with_store(|s| s.registry_set_watch(&self.key, v, v, clock::now(), audit))
-            {
+            if let Err(e) = self.shared.with_store(|s| {
+                s.registry_set_watch(&self.key, v, v, self.shared.clock.now(), audit)
+            }) {
                 tracing::error!(watch = %self.key, error = %e, "cannot record the baseline");
             } else {
                 tracing::info!(watch = %self.key, version = ?v, "registry baseline recorded");
@@ -395,7 +394,7 @@ impl Watcher {
                     ),
                     event.clone(),
                 )];
-                let now = clock::now();
+                let now = self.shared.clock.now();
                 match self.shared.with_store(|s| {
                     s.registry_intend(&self.key, v, &baseline, &reason, &event, now, audit)
                 }) {
@@ -444,7 +443,7 @@ impl Watcher {
                     &self.key,
                     version.as_deref(),
                     stable.as_deref(),
-                    clock::now(),
+                    self.shared.clock.now(),
                     audit,
                 )
             }) {
@@ -488,7 +487,7 @@ impl Watcher {
                             VersionStatus::Skipped,
                             None,
                             None,
-                            clock::now(),
+                            self.shared.clock.now(),
                             audit,
                         )
                     });
@@ -522,7 +521,7 @@ impl Watcher {
                             VersionStatus::Ended,
                             None,
                             Some(outcome.as_str()),
-                            clock::now(),
+                            self.shared.clock.now(),
                             audit,
                         )
                     });
@@ -597,7 +596,7 @@ impl Watcher {
                 VersionStatus::Started,
                 Some(id),
                 None,
-                clock::now(),
+                self.shared.clock.now(),
                 audit,
             )
         }) {
@@ -706,10 +705,9 @@ impl Watcher {
             &format!("verdict {verdict} written back to version {} as tags", row.version),
             json!({ "version": row.version, "tags": tags.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>() }),
         )];
-        if let Err(e) = self
-            .shared
-            .with_store(|s| s.registry_tags_written(&self.key, &row.version, clock::now(), audit))
-        {
+        if let Err(e) = self.shared.with_store(|s| {
+            s.registry_tags_written(&self.key, &row.version, self.shared.clock.now(), audit)
+        }) {
             tracing::error!(watch = %self.key, error = %e, "cannot record the written verdict");
         }
     }

@@ -13,7 +13,7 @@ use super::auth::Principal;
 use super::driver::{Driver, DriverHandle, DriverMsg};
 use super::policies::LoadedPolicy;
 use super::services::ServiceRuntime;
-use super::{Refusal, Shared, StartRequest, clock};
+use super::{Refusal, Shared, StartRequest};
 use crate::engine::{Command, Monitor, Rollout, RolloutSpec};
 use crate::policy::ChangeType;
 
@@ -123,7 +123,7 @@ impl Shared {
         change_type: ChangeType,
         service: Arc<ServiceRuntime>,
     ) -> Result<Value, Refusal> {
-        let now = clock::now();
+        let now = self.clock.now();
         let (spec, mut driver) = {
             // Held for the check and the insert only, not for router I/O.
             let _guard = self.start_lock.lock().await;
@@ -221,7 +221,7 @@ impl Shared {
     /// routers match.
     pub(super) async fn restore_open_rollouts(self: &Arc<Self>) -> anyhow::Result<()> {
         let open = self.with_store(|s| s.open_rollouts::<Monitor>())?;
-        let now = clock::now();
+        let now = self.clock.now();
         for o in open {
             let id = o.row.id.clone();
             let Some(service) = self.services.get(&o.row.service).cloned() else {
