@@ -19,6 +19,7 @@ use super::view::{DriverStatus, SourceHealth, rfc3339, rollout_view};
 use super::{ServiceRuntime, Shared, StreamEvent};
 use crate::engine::{Command, Effect, Input, Monitor, Phase, Rejected, Rollout, TriggerVerdict};
 use crate::policy::Weight;
+use crate::retry;
 use crate::routers::{Target, apply_with_retries};
 use crate::sources::{Collected, Window};
 use crate::stats::{ArmData, IntervalSnapshot};
@@ -573,7 +574,7 @@ impl Driver {
             &target,
             weight,
             policy,
-            crate::retry::jitter,
+            retry::jitter,
             tokio::time::sleep,
         )
         .await;
@@ -605,7 +606,7 @@ impl Driver {
                     .get_or_create(&label)
                     .inc_by(attempts.len() as u64);
                 self.router_failures += 1;
-                let backoff = policy.delay(self.router_failures + 1, crate::retry::jitter());
+                let backoff = policy.delay(self.router_failures + 1, retry::jitter());
                 self.router_retry_at =
                     Some(self.shared.clock.now() + backoff.max(Duration::from_secs(1)));
                 let message = format!("{e} (after {} attempts)", attempts.len());

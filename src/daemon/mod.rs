@@ -37,7 +37,7 @@ pub mod services;
 mod tests;
 pub mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,7 +55,6 @@ use self::auth::Tokens;
 use self::clock::{Clock, SystemClock};
 use self::committer::CommitJob;
 use self::config::Config;
-use self::driver::DriverHandle;
 use self::metrics::Metrics;
 use self::policies::PolicySet;
 use crate::engine::{Monitor, Rejected, Rollout};
@@ -82,26 +81,32 @@ pub struct StreamEvent {
 
 /// Everything the API handlers and the drivers share.
 pub struct Shared {
-    store: Mutex<Store>,
+    // What it was started with.
+    pub config: Config,
     /// The one source of the time (`clock.rs`).
     pub clock: Arc<dyn Clock>,
-    pub config: Config,
+    pub services: BTreeMap<String, Arc<ServiceRuntime>>,
     pub tokens: RwLock<Tokens>,
     pub policies: RwLock<PolicySet>,
-    pub services: BTreeMap<String, Arc<ServiceRuntime>>,
-    drivers: Mutex<HashMap<String, DriverHandle>>,
+    // State, and the ways into it.
+    store: Mutex<Store>,
+    /// The group committer's queue (`committer.rs`).
+    commits: mpsc::Sender<CommitJob>,
+    /// Deliveries and hook runs to send (`outbox.rs`).
+    outbox: outbox::Outbox,
+    /// The running rollouts (`rollouts.rs`).
+    drivers: rollouts::Drivers,
+    // Out of the process.
+    /// Routers, deliveries and hooks retry on this schedule.
+    pub retry: RetryPolicy,
+    pub http: reqwest::Client,
     pub metrics: Metrics,
     pub events: broadcast::Sender<StreamEvent>,
+    // Life cycle.
     pub ready: AtomicBool,
     pub shutdown: watch::Sender<bool>,
     fatal: Mutex<Option<String>>,
-    /// Serializes rollout creation (idempotency and the one-active check).
-    start_lock: tokio::sync::Mutex<()>,
-    pub retry: RetryPolicy,
-    pub http: reqwest::Client,
     tasks: Mutex<tokio::task::JoinSet<()>>,
-    commits: mpsc::Sender<CommitJob>,
-    outbox: outbox::Outbox,
 }
 
 /// Why an operation was refused, mapped to an HTTP status by the API.
@@ -359,13 +364,12 @@ pub async fn start(
         tokens: RwLock::new(tokens),
         policies: RwLock::new(policies),
         services,
-        drivers: Mutex::new(HashMap::new()),
+        drivers: rollouts::Drivers::default(),
         metrics: Metrics::new(),
         events: broadcast::channel(1024).0,
         ready: AtomicBool::new(false),
         shutdown,
         fatal: Mutex::new(None),
-        start_lock: tokio::sync::Mutex::new(()),
         retry: RetryPolicy::default(),
         http: reqwest::Client::new(),
         tasks: Mutex::new(tokio::task::JoinSet::new()),

@@ -64,6 +64,7 @@ use super::config::{MlflowConfig, RegistryConfig};
 use super::metrics::RegistryLabels;
 use super::{Refusal, Shared, StartRequest};
 use crate::engine::{Actor, Command, Phase};
+use crate::retry;
 use crate::store::NewAudit;
 use crate::store::registry::{VersionRow, VersionStatus};
 
@@ -165,7 +166,7 @@ impl Watcher {
                         .registry_errors
                         .get_or_create(&self.labels)
                         .inc();
-                    backoff(self.c.poll_interval, self.failures, crate::retry::jitter())
+                    backoff(self.c.poll_interval, self.failures, retry::jitter())
                 }
             };
             let state = self

@@ -3,8 +3,9 @@
 //! lock), commands to a running one, the drivers that run them, and, at
 //! start, resuming every open rollout.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -17,21 +18,30 @@ use super::{Refusal, Shared, StartRequest};
 use crate::engine::{Command, Monitor, Rollout, RolloutSpec};
 use crate::policy::ChangeType;
 
+/// The drivers of the rollouts running now, by id, and the lock under
+/// which a start checks and inserts.
+#[derive(Default)]
+pub(super) struct Drivers {
+    active: Mutex<HashMap<String, DriverHandle>>,
+    /// Serializes rollout creation (idempotency and the one-active check).
+    start_lock: tokio::sync::Mutex<()>,
+}
+
 impl Shared {
     pub(super) fn finished(&self, id: &str) {
-        if let Ok(mut d) = self.drivers.lock() {
+        if let Ok(mut d) = self.drivers.active.lock() {
             d.remove(id);
         }
     }
 
     pub fn driver(&self, id: &str) -> Option<DriverHandle> {
-        self.drivers.lock().ok()?.get(id).cloned()
+        self.drivers.active.lock().ok()?.get(id).cloned()
     }
 
     pub(super) fn launch(self: &Arc<Self>, driver: Driver) {
         let (tx, rx) = mpsc::channel(64);
         let handle = driver.handle(tx);
-        if let Ok(mut d) = self.drivers.lock() {
+        if let Ok(mut d) = self.drivers.active.lock() {
             d.insert(driver.id().to_string(), handle);
         }
         self.spawn(driver.run_loop(rx));
@@ -126,7 +136,7 @@ impl Shared {
         let now = self.clock.now();
         let (spec, mut driver) = {
             // Held for the check and the insert only, not for router I/O.
-            let _guard = self.start_lock.lock().await;
+            let _guard = self.drivers.start_lock.lock().await;
             if let Some(active) = self.with_store(|s| s.active_rollout(&req.service))? {
                 let s = &active.spec;
                 let same = s.canary == req.canary

@@ -1,9 +1,10 @@
-//! Everything that writes: creating a rollout, committing one engine step,
-//! reviews, deliveries and standalone audit entries. Each public call is one
-//! SQLite transaction that also appends its audit entries to the chain; the
-//! head file is replaced after the commit (see `audit.rs` for the crash
-//! window). Nothing returned from here has been acted on yet: the caller
-//! acts only after the call returns `Ok`.
+//! Everything that writes, except outbox attempts (`outbox.rs`): creating a
+//! rollout, committing one engine step (its outbox rows included), reviews
+//! and standalone audit entries. Each public call is one SQLite transaction
+//! that also appends its audit entries to the chain; the head file is
+//! replaced after the commit (see `audit.rs` for the crash window). Nothing
+//! returned from here has been acted on yet: the caller acts only after
+//! the call returns `Ok`.
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
