@@ -9,6 +9,7 @@
 
 #![allow(clippy::disallowed_methods)] // benches read the clock
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use canaryd::daemon::{self, config::Config};
@@ -61,7 +62,12 @@ fn env(services: usize) -> Env {
         .enable_all()
         .build()
         .unwrap();
-    let running = rt.block_on(daemon::start(config)).unwrap();
+    let running = rt
+        .block_on(async {
+            let listener = daemon::bind(config.listen).await?;
+            daemon::start(config, listener, Arc::new(daemon::clock::SystemClock)).await
+        })
+        .unwrap();
     let base = format!("http://{}", running.addr);
     let token = daemon::read_admin_token(&dir.path().join("data")).unwrap();
     Env {

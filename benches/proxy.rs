@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::extract::Request;
 use canaryd::policy::Weight;
-use canaryd::routers::builtin::BuiltinProxy;
+use canaryd::proxy::BuiltinProxy;
 use canaryd::routers::{BuiltinConfig, Router, Target};
 use criterion::{Criterion, criterion_group, criterion_main};
 

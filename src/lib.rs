@@ -23,6 +23,10 @@ pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod demo;
 #[cfg(feature = "daemon")]
+pub mod proxy;
+#[cfg(feature = "daemon")]
+pub mod retry;
+#[cfg(feature = "daemon")]
 pub mod routers;
 #[cfg(feature = "daemon")]
 pub mod sources;

@@ -223,12 +223,13 @@ async fn a_hook_interrupted_by_a_crash_runs_after_the_restart() {
         .into_iter()
         .map(|h| (h.event, h.status))
         .collect();
+    use canaryd::routers::hooks::HookEvent;
     use canaryd::store::HookStatus;
     assert_eq!(
         runs,
         [
-            ("onStart".to_string(), HookStatus::None),
-            ("onRolledBack".to_string(), HookStatus::Ran)
+            (HookEvent::OnStart, HookStatus::None),
+            (HookEvent::OnRolledBack, HookStatus::Ran)
         ]
     );
 }

@@ -11,7 +11,7 @@ mod router_support;
 use std::time::Duration;
 
 use canaryd::policy::Weight;
-use canaryd::routers::builtin::{BuiltinProxy, KEY_HEADER};
+use canaryd::proxy::{BuiltinProxy, KEY_HEADER};
 use canaryd::routers::{BuiltinConfig, Router, Target, Weights};
 use canaryd::sources::{Source, Window};
 use canaryd::time::Timestamp;

@@ -10,13 +10,14 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use canaryd::policy::Weight;
+use canaryd::retry::RetryPolicy;
 use canaryd::routers::command::CommandRouter;
 use canaryd::routers::haproxy::HaproxyRouter;
-use canaryd::routers::hooks::{HookContext, run_hook};
+use canaryd::routers::hooks::{HookContext, HookEvent, run_hook};
 use canaryd::routers::webhook::WebhookRouter;
 use canaryd::routers::{
-    CommandConfig, HaproxyConfig, HookConfig, RetryPolicy, Router, RouterError, Target,
-    WebhookConfig, apply_with_retries,
+    CommandConfig, HaproxyConfig, HookConfig, Router, RouterError, Target, WebhookConfig,
+    apply_with_retries,
 };
 use serde_json::{Value, json};
 
@@ -208,7 +209,7 @@ async fn a_slow_webhook_times_out() {
 async fn a_webhook_hook_posts_its_context() {
     let (url, hits) = receiver(StatusCode::OK).await;
     let ctx = HookContext {
-        event: "onRolledBack",
+        event: HookEvent::OnRolledBack,
         service: "checkout".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

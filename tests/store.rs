@@ -436,6 +436,84 @@ fn incidents_reviews_and_notifications_round_trip() {
     assert!(store.verify().unwrap().is_ok());
 }
 
+/// Deliveries and hook runs behind one interface: one pending scan, and
+/// one way to record an attempt, whose `last` closes a hook run but leaves
+/// a delivery pending for the next start.
+#[test]
+fn the_outbox_is_one_interface_over_deliveries_and_hook_runs() {
+    use canaryd::routers::hooks::HookEvent;
+    use canaryd::store::{OutboxItem, OutboxRow};
+    let dir = tempdir();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.set_id_seed(7);
+    let mut d = Driver::start(&mut store, "r-em", "search", ChangeType::Emergency, 0);
+    d.step(&mut store, Input::Tick, false, |_| vec![]).unwrap();
+    d.unacked = None;
+    for _ in 0..3 {
+        let input = d.next_input(true);
+        d.step(&mut store, input, false, |_| vec![]).unwrap();
+        if d.rollout.phase().is_terminal() {
+            break;
+        }
+    }
+    assert_eq!(d.rollout.phase(), Phase::RolledBack);
+
+    let pending = store.pending_outbox().unwrap();
+    let notifications = store.pending_notifications().unwrap();
+    let hooks = store.pending_hook_runs().unwrap();
+    let items: Vec<OutboxItem> = pending.iter().map(OutboxRow::item).collect();
+    assert_eq!(
+        items,
+        [
+            OutboxItem::Delivery(notifications[0].id),
+            OutboxItem::Delivery(notifications[1].id),
+            OutboxItem::Hook(hooks[0].id),
+            OutboxItem::Hook(hooks[1].id),
+        ]
+    );
+    assert!(
+        pending
+            .iter()
+            .all(|r| r.is_pending() && r.rollout_id() == "r-em")
+    );
+    assert_eq!(
+        store.outbox_row(items[2]).unwrap(),
+        Some(OutboxRow::Hook(hooks[0].clone()))
+    );
+    assert_eq!(store.outbox_row(OutboxItem::Hook(9_999)).unwrap(), None);
+
+    // A last failed attempt closes a hook run, not a delivery.
+    let hook = store
+        .record_outbox_attempt(items[3], at(900), Err("exit 1".into()), true)
+        .unwrap();
+    let OutboxRow::Hook(run) = &hook else {
+        panic!("{hook:?}")
+    };
+    assert_eq!(
+        (run.event, run.status),
+        (HookEvent::OnRolledBack, HookStatus::Failed)
+    );
+    assert!(!hook.is_pending());
+    let delivery = store
+        .record_outbox_attempt(items[0], at(900), Err("refused".into()), true)
+        .unwrap();
+    assert_eq!(delivery.attempts(), 1);
+    assert!(delivery.is_pending());
+    let delivery = store
+        .record_outbox_attempt(items[0], at(901), Ok(()), false)
+        .unwrap();
+    assert_eq!(delivery.attempts(), 2);
+    assert!(!delivery.is_pending());
+    let left: Vec<OutboxItem> = store
+        .pending_outbox()
+        .unwrap()
+        .iter()
+        .map(OutboxRow::item)
+        .collect();
+    assert_eq!(left, [items[1], items[2]]);
+    assert!(store.verify().unwrap().is_ok());
+}
+
 #[test]
 fn edited_entry_is_named() {
     let (dir, _) = audited_dir();

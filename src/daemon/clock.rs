@@ -1,21 +1,90 @@
-//! The one place the daemon reads the wall clock. Everything else takes
-//! `now` as an argument (see clippy.toml).
+//! The daemon's clock: the one place that reads the wall clock (see
+//! clippy.toml). [`start`](super::start) takes a [`Clock`] as a value and
+//! everything the daemon runs reads `Shared::clock`: [`SystemClock`] in
+//! production, a [`ManualClock`] in tests. Waiting is `tokio::time`'s,
+//! which tests can pause.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::time::Timestamp;
 
-#[allow(clippy::disallowed_methods)] // the daemon's clock: the one allowed reader
-pub fn now() -> Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+/// Where the daemon reads the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
 }
 
-/// A uniform draw in [0, 1) for backoff jitter (not for anything secret).
-pub fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0.5;
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the daemon's clock: the one allowed reader
+    fn now(&self) -> Timestamp {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The wall clock, for code that runs no daemon (the demo names its
+/// directory with it).
+pub fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+/// A clock that stands still until it is set or advanced.
+#[derive(Debug)]
+pub struct ManualClock {
+    ms: AtomicU64,
+}
+
+impl ManualClock {
+    pub fn new(at: Timestamp) -> ManualClock {
+        ManualClock {
+            ms: AtomicU64::new(at.as_millis()),
+        }
+    }
+
+    pub fn set(&self, at: Timestamp) {
+        self.ms.store(at.as_millis(), Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let _ = self
+            .ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |ms| {
+                Some(ms.saturating_add(by))
+            });
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.ms.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(Timestamp::from_millis(1_000));
+        assert_eq!(c.now(), Timestamp::from_millis(1_000));
+        c.advance(Duration::from_millis(250));
+        assert_eq!(c.now(), Timestamp::from_millis(1_250));
+        c.set(Timestamp::from_millis(7));
+        assert_eq!(c.now(), Timestamp::from_millis(7));
+        c.advance(Duration::MAX);
+        assert_eq!(c.now(), Timestamp::from_millis(u64::MAX));
+    }
+
+    #[test]
+    fn the_system_clock_is_after_2020() {
+        assert!(SystemClock.now() > Timestamp::from_millis(1_577_836_800_000));
+    }
 }

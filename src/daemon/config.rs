@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::routers::hooks::HookEvent;
 use crate::routers::{
     BuiltinConfig, CommandConfig, FileConfig, GatewayApiConfig, HaproxyConfig, HookConfig,
     NginxConfig, RouterConfig, WebhookConfig,
@@ -62,6 +63,27 @@ pub struct Hooks {
     pub on_promoted: Option<HookConfig>,
     pub on_rolled_back: Option<HookConfig>,
     pub on_aborted: Option<HookConfig>,
+}
+
+impl Hooks {
+    /// The hook configured for `event`, if any.
+    pub fn get(&self, event: HookEvent) -> Option<&HookConfig> {
+        match event {
+            HookEvent::OnStart => self.on_start.as_ref(),
+            HookEvent::OnPromoted => self.on_promoted.as_ref(),
+            HookEvent::OnRolledBack => self.on_rolled_back.as_ref(),
+            HookEvent::OnAborted => self.on_aborted.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, event: HookEvent) -> &mut Option<HookConfig> {
+        match event {
+            HookEvent::OnStart => &mut self.on_start,
+            HookEvent::OnPromoted => &mut self.on_promoted,
+            HookEvent::OnRolledBack => &mut self.on_rolled_back,
+            HookEvent::OnAborted => &mut self.on_aborted,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -559,20 +581,15 @@ fn service(sink: &mut Sink, node: &Node, path: &Path) -> Option<ServiceConfig> {
     let mut hooks = Hooks::default();
     if let Some(n) = f.get("hooks") {
         let p = f.child("hooks");
-        let names = ["onStart", "onPromoted", "onRolledBack", "onAborted"];
+        let names = HookEvent::ALL.map(HookEvent::as_str);
         match decode::mapping(sink, n, &p, &names) {
             Some(h) => {
-                for name in names {
+                for event in HookEvent::ALL {
+                    let name = event.as_str();
                     let Some(n) = h.get(name) else { continue };
                     let parsed = hook(sink, n, &h.child(name));
                     ok &= parsed.is_some();
-                    let slot = match name {
-                        "onStart" => &mut hooks.on_start,
-                        "onPromoted" => &mut hooks.on_promoted,
-                        "onRolledBack" => &mut hooks.on_rolled_back,
-                        _ => &mut hooks.on_aborted,
-                    };
-                    *slot = parsed;
+                    *hooks.slot(event) = parsed;
                 }
             }
             None => ok = false,

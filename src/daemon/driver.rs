@@ -15,12 +15,12 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::clock;
 use super::view::{DriverStatus, rollout_view};
 use super::{ServiceRuntime, Shared, StreamEvent};
 use crate::engine::{Command, Effect, Input, Phase, Rejected, Rollout, TriggerVerdict};
 use crate::monitor::Monitor;
 use crate::policy::Weight;
+use crate::retry;
 use crate::routers::{Target, apply_with_retries};
 use crate::sources::{Collected, Window};
 use crate::stats::{ArmData, IntervalSnapshot};
@@ -195,7 +195,7 @@ impl Driver {
             return self.settle_pending_dry(target_weight).await;
         }
         let seen = router.read_weights().await;
-        let now = clock::now();
+        let now = self.shared.clock.now();
         let seen_text = match &seen {
             Ok(Some(w)) => format!("{}%", w.canary.percent()),
             Ok(None) => "nothing set".into(),
@@ -262,7 +262,7 @@ impl Driver {
             if *shutdown.borrow() {
                 return;
             }
-            let now = clock::now();
+            let now = self.shared.clock.now();
             let mut wake = if ended {
                 now + self.interval
             } else {
@@ -306,7 +306,7 @@ impl Driver {
     }
 
     async fn on_timer(&mut self) -> Result<(), Rejected> {
-        let now = clock::now();
+        let now = self.shared.clock.now();
         if self.rollout.phase().is_terminal() {
             // Ended, traffic not yet back: only the router is retried.
             if self.router_retry_at.is_none_or(|t| now >= t) {
@@ -442,7 +442,7 @@ impl Driver {
                 tracing::error!(rollout = %self.id(), "too many chained inputs; stopping this round");
                 break;
             }
-            let now = clock::now();
+            let now = self.shared.clock.now();
             match self.rollout.handle(now, input.clone()) {
                 Ok(()) => {}
                 Err(e) if first => return Err(e),
@@ -549,10 +549,8 @@ impl Driver {
                 })
                 .inc();
         }
-        if !committed.notifications.is_empty() {
-            self.shared
-                .deliver_notifications(committed.notifications.clone());
-        }
+        self.shared
+            .send_notifications(self.id(), &committed.notifications);
         ack
     }
 
@@ -579,7 +577,7 @@ impl Driver {
             &target,
             weight,
             policy,
-            clock::jitter,
+            retry::jitter,
             tokio::time::sleep,
         )
         .await;
@@ -611,8 +609,9 @@ impl Driver {
                     .get_or_create(&label)
                     .inc_by(attempts.len() as u64);
                 self.router_failures += 1;
-                let backoff = policy.delay(self.router_failures + 1, clock::jitter());
-                self.router_retry_at = Some(clock::now() + backoff.max(Duration::from_secs(1)));
+                let backoff = policy.delay(self.router_failures + 1, retry::jitter());
+                self.router_retry_at =
+                    Some(self.shared.clock.now() + backoff.max(Duration::from_secs(1)));
                 let message = format!("{e} (after {} attempts)", attempts.len());
                 tracing::error!(rollout = %self.id(), weight = weight.percent(), error = %message, "router failed");
                 self.status.router_error = Some(message.clone());
@@ -650,7 +649,7 @@ impl Driver {
             "still_retrying": true,
         });
         let id = self.id().to_string();
-        let now = clock::now();
+        let now = self.shared.clock.now();
         match self
             .shared
             .with_store(|s| s.open_router_incident(&id, &severity, &notify, evidence, now))
@@ -658,9 +657,7 @@ impl Driver {
             Ok((incident, notifications)) => {
                 self.rollback_incident = true;
                 tracing::error!(rollout = %id, incident = %incident, "the rollback could not be applied; incident opened, still retrying");
-                if !notifications.is_empty() {
-                    self.shared.deliver_notifications(notifications);
-                }
+                self.shared.send_notifications(&id, &notifications);
             }
             Err(e) => {
                 tracing::error!(rollout = %id, error = %e, "cannot record the failed rollback's incident")

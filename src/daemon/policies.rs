@@ -2,15 +2,19 @@
 //! directory, compiled, keyed by `metadata.name`, each with a version (the
 //! SHA-256 of its bytes) that rollouts are pinned to. A reload that finds
 //! any invalid file keeps the whole previous set (an invalid policy never
-//! replaces a valid one) and reports every problem.
+//! replaces a valid one) and reports every problem. [`Shared::reload_policies`]
+//! swaps the set in (SIGHUP) and audits it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::Shared;
 use crate::policy::{Policy, parse_policy};
+use crate::store::NewAudit;
 
 #[derive(Clone, Debug)]
 pub struct LoadedPolicy {
@@ -83,6 +87,26 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<String>> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Shared {
+    /// Reload the policies directory; an invalid set keeps the old one.
+    pub fn reload_policies(&self) -> Result<usize, Vec<String>> {
+        let set = load_dir(&self.config.policies)?;
+        let n = set.by_name.len();
+        let names: Vec<String> = set.by_name.keys().cloned().collect();
+        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = set;
+        let _ = self.audit(NewAudit {
+            at: self.clock.now(),
+            actor: crate::engine::ENGINE.into(),
+            action: "policies.reload".into(),
+            rollout_id: None,
+            reason: format!("{n} policies loaded"),
+            ticket: None,
+            details: json!({ "policies": names }),
+        });
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

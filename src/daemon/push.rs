@@ -1,9 +1,14 @@
 //! Push ingestion (PRODUCT.md section 5): a batch of raw events and
 //! pre-aggregated counts per arm, validated as a whole before anything is
-//! applied, so a bad batch changes nothing.
+//! applied, so a bad batch changes nothing; then added to the rollout's
+//! open window ([`Shared::push`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
+use super::driver::merge;
+use super::metrics::{ArmLabels, ServiceLabels};
+use super::{Refusal, Shared};
 use crate::sources::Collected;
 use crate::stats::ArmData;
 use crate::time::Timestamp;
@@ -213,6 +218,49 @@ fn check_counters(counters: &BTreeMap<String, u64>, field: &str) -> Result<(), I
         }
     }
     Ok(())
+}
+
+impl Shared {
+    /// Add a validated batch to a rollout's open window.
+    pub fn push(&self, id: &str, batch: &Batch) -> Result<Validated, Refusal> {
+        self.require_ready()?;
+        let Some(handle) = self.driver(id) else {
+            let row = self.with_store(|s| s.rollout(id))?;
+            return Err(match row {
+                None => Refusal::not_found(format!("rollout {id} not found")),
+                Some(r) => Refusal::conflict(format!(
+                    "rollout {id} is {}; it takes no more observations",
+                    r.phase.as_str()
+                )),
+            });
+        };
+        let weight_since = Timestamp::from_millis(handle.weight_since.load(Ordering::SeqCst));
+        let v = validate(batch, self.clock.now(), handle.started_at, weight_since)
+            .map_err(|e| Refusal::invalid(e.field, e.message))?;
+        if v.stale > 0 {
+            self.metrics
+                .stale_events
+                .get_or_create(&ServiceLabels {
+                    service: handle.service.clone(),
+                })
+                .inc_by(v.stale);
+        }
+        for (arm, data) in [("baseline", &v.data.baseline), ("canary", &v.data.canary)] {
+            let n = data.counter("requests");
+            if n > 0 {
+                self.metrics
+                    .observations
+                    .get_or_create(&ArmLabels {
+                        service: handle.service.clone(),
+                        arm: arm.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        let mut open = handle.push.lock().unwrap_or_else(|e| e.into_inner());
+        merge(&mut open, &v.data);
+        Ok(v)
+    }
 }
 
 #[cfg(test)]

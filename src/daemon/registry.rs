@@ -62,8 +62,9 @@ use serde_json::{Value, json};
 use super::auth::Principal;
 use super::config::{MlflowConfig, RegistryConfig};
 use super::metrics::RegistryLabels;
-use super::{Shared, StartRequest, clock};
+use super::{Shared, StartRequest};
 use crate::engine::{Actor, Command, Phase};
+use crate::retry;
 use crate::store::NewAudit;
 use crate::store::registry::{VersionRow, VersionStatus};
 use crate::wire::RefusalKind;
@@ -166,7 +167,7 @@ impl Watcher {
                         .registry_errors
                         .get_or_create(&self.labels)
                         .inc();
-                    backoff(self.c.poll_interval, self.failures, clock::jitter())
+                    backoff(self.c.poll_interval, self.failures, retry::jitter())
                 }
             };
             let state = self
@@ -286,7 +287,7 @@ impl Watcher {
         details: Value,
     ) -> NewAudit {
         NewAudit {
-            at: clock::now(),
+            at: self.shared.clock.now(),
             actor: self.actor.clone(),
             action: action.into(),
             rollout_id: rollout_id.map(str::to_string),
@@ -356,10 +357,9 @@ impl Watcher {
             };
             let audit = vec![self.audit("registry.baseline", None, &reason, details)];
             let v = version.as_deref();
-            if let Err(e) = self
-                .shared
-                .with_store(|s| s.registry_set_watch(&self.key, v, v, clock::now(), audit))
-            {
+            if let Err(e) = self.shared.with_store(|s| {
+                s.registry_set_watch(&self.key, v, v, self.shared.clock.now(), audit)
+            }) {
                 tracing::error!(watch = %self.key, error = %e, "cannot record the baseline");
             } else {
                 tracing::info!(watch = %self.key, version = ?v, "registry baseline recorded");
@@ -396,7 +396,7 @@ impl Watcher {
                     ),
                     event.clone(),
                 )];
-                let now = clock::now();
+                let now = self.shared.clock.now();
                 match self.shared.with_store(|s| {
                     s.registry_intend(&self.key, v, &baseline, &reason, &event, now, audit)
                 }) {
@@ -445,7 +445,7 @@ impl Watcher {
                     &self.key,
                     version.as_deref(),
                     stable.as_deref(),
-                    clock::now(),
+                    self.shared.clock.now(),
                     audit,
                 )
             }) {
@@ -489,7 +489,7 @@ impl Watcher {
                             VersionStatus::Skipped,
                             None,
                             None,
-                            clock::now(),
+                            self.shared.clock.now(),
                             audit,
                         )
                     });
@@ -523,7 +523,7 @@ impl Watcher {
                             VersionStatus::Ended,
                             None,
                             Some(outcome.as_str()),
-                            clock::now(),
+                            self.shared.clock.now(),
                             audit,
                         )
                     });
@@ -598,7 +598,7 @@ impl Watcher {
                 VersionStatus::Started,
                 Some(id),
                 None,
-                clock::now(),
+                self.shared.clock.now(),
                 audit,
             )
         }) {
@@ -706,10 +706,9 @@ impl Watcher {
             &format!("verdict {verdict} written back to version {} as tags", row.version),
             json!({ "version": row.version, "tags": tags.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>() }),
         )];
-        if let Err(e) = self
-            .shared
-            .with_store(|s| s.registry_tags_written(&self.key, &row.version, clock::now(), audit))
-        {
+        if let Err(e) = self.shared.with_store(|s| {
+            s.registry_tags_written(&self.key, &row.version, self.shared.clock.now(), audit)
+        }) {
             tracing::error!(watch = %self.key, error = %e, "cannot record the written verdict");
         }
     }

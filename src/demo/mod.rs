@@ -208,7 +208,8 @@ async fn demo(regression: Regression) -> anyhow::Result<()> {
     std::fs::write(dir.join("canaryd.yaml"), &config_text)?;
     let config = parse_config("canaryd.yaml", config_text.as_bytes())
         .map_err(|d| anyhow::anyhow!("demo config: {d}"))?;
-    let running = daemon::start(config).await?;
+    let listener = daemon::bind(config.listen).await?;
+    let running = daemon::start(config, listener, Arc::new(daemon::clock::SystemClock)).await?;
     let api_url = format!("http://{}", running.addr);
     let data_dir = dir.join("data");
     let client = Client::new(&api_url, None, Some(&data_dir));

@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
-use super::{BoxFuture, CommandConfig, Router, RouterError, Target, Weights, process};
+use futures_util::future::BoxFuture;
+
+use super::{CommandConfig, Router, RouterError, Target, Weights, process};
 use crate::policy::Weight;
 
 pub struct CommandRouter {

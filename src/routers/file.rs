@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, FileConfig, Router, RouterError, Target, Weights};
+use futures_util::future::BoxFuture;
+
+use super::{FileConfig, Router, RouterError, Target, Weights};
 use crate::policy::Weight;
 
 pub struct FileRouter {

@@ -39,7 +39,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::webhook::{http_error, snippet};
-use super::{BoxFuture, GatewayApiConfig, Router, RouterError, Target, Weights};
+use futures_util::future::BoxFuture;
+
+use super::{GatewayApiConfig, Router, RouterError, Target, Weights};
 use crate::policy::Weight;
 
 pub const JSON_PATCH: &str = "application/json-patch+json";

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{BoxFuture, HaproxyConfig, Router, RouterError, Target, Weights};
+use futures_util::future::BoxFuture;
+
+use super::{HaproxyConfig, Router, RouterError, Target, Weights};
 use crate::policy::Weight;
 
 /// Answers longer than this are not an answer to our commands.

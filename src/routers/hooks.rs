@@ -1,7 +1,8 @@
 //! Lifecycle hooks (`onStart`, `onPromoted`, `onRolledBack`, `onAborted`,
 //! PRODUCT.md section 6): one attempt at running a hook. The daemon runs a
 //! hook after the state it reports is committed and retries it with
-//! [`super::RetryPolicy`]; a failed hook never blocks or reverses anything.
+//! [`crate::retry::RetryPolicy`]; a failed hook never blocks or reverses
+//! anything.
 //!
 //! A command hook gets `{{service}}`, `{{baseline}}`, `{{canary}}`,
 //! `{{rollout}}`, `{{outcome}}`, `{{reason}}` and `{{event}}` substituted in
@@ -10,20 +11,75 @@
 //! `service`, `baseline`, `canary`, `rollout_id`, `outcome`, `reason`); 2xx
 //! succeeds.
 
+use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{HookConfig, RouterError, process, webhook};
+use crate::engine::Phase;
 
 /// How long one hook attempt may take.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The lifecycle event a hook runs on. Written, stored and sent as its
+/// config key (`onStart`, ...): the `hooks:` keys, the `hook_runs.event`
+/// column and the `event` a hook receives are the same strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HookEvent {
+    OnStart,
+    OnPromoted,
+    OnRolledBack,
+    OnAborted,
+}
+
+impl HookEvent {
+    pub const ALL: [HookEvent; 4] = [
+        HookEvent::OnStart,
+        HookEvent::OnPromoted,
+        HookEvent::OnRolledBack,
+        HookEvent::OnAborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::OnStart => "onStart",
+            HookEvent::OnPromoted => "onPromoted",
+            HookEvent::OnRolledBack => "onRolledBack",
+            HookEvent::OnAborted => "onAborted",
+        }
+    }
+
+    /// The hook a rollout's end runs: `onRolledBack` also for
+    /// `inconclusive`, which sends traffic back to baseline too; an
+    /// experiment's `concluded` end is not a failure and has none, and a
+    /// phase that is no end has none either.
+    pub fn ending(outcome: Phase) -> Option<HookEvent> {
+        match outcome {
+            Phase::Promoted => Some(HookEvent::OnPromoted),
+            Phase::RolledBack | Phase::Inconclusive => Some(HookEvent::OnRolledBack),
+            Phase::Aborted => Some(HookEvent::OnAborted),
+            Phase::Pending
+            | Phase::Progressing
+            | Phase::Paused
+            | Phase::AwaitingApproval
+            | Phase::RollingBack
+            | Phase::Concluded => None,
+        }
+    }
+}
+
+impl fmt::Display for HookEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a hook reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HookContext {
-    /// `onStart`, `onPromoted`, `onRolledBack` or `onAborted`.
-    pub event: &'static str,
+    pub event: HookEvent,
     pub service: String,
     pub baseline: String,
     pub canary: String,
@@ -61,7 +117,7 @@ pub async fn run_hook_with_timeout(
             let outcome = ctx.outcome.clone().unwrap_or_default();
             let reason = ctx.reason.clone().unwrap_or_default();
             let vars: [(&str, &str); 7] = [
-                ("event", ctx.event),
+                ("event", ctx.event.as_str()),
                 ("service", &ctx.service),
                 ("baseline", &ctx.baseline),
                 ("canary", &ctx.canary),
@@ -105,7 +161,7 @@ mod tests {
 
     fn ctx() -> HookContext {
         HookContext {
-            event: "onPromoted",
+            event: HookEvent::OnPromoted,
             service: "recommender".into(),
             baseline: "1".into(),
             canary: "2".into(),
@@ -150,6 +206,30 @@ mod tests {
             e.to_string()
                 .starts_with("onPromoted hook command /bin/false")
         );
+    }
+
+    #[test]
+    fn events_are_their_config_keys() {
+        for event in HookEvent::ALL {
+            assert_eq!(
+                serde_json::to_value(event).unwrap(),
+                serde_json::json!(event.as_str())
+            );
+            assert_eq!(
+                serde_json::from_value::<HookEvent>(serde_json::json!(event.as_str())).unwrap(),
+                event
+            );
+        }
+        assert_eq!(
+            HookEvent::ALL.map(HookEvent::as_str),
+            ["onStart", "onPromoted", "onRolledBack", "onAborted"]
+        );
+        assert_eq!(
+            HookEvent::ending(Phase::Inconclusive),
+            Some(HookEvent::OnRolledBack)
+        );
+        assert_eq!(HookEvent::ending(Phase::Concluded), None);
+        assert_eq!(HookEvent::ending(Phase::Progressing), None);
     }
 
     #[test]

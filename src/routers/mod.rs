@@ -3,11 +3,15 @@
 //! One trait, [`Router`], one module per adapter. An adapter makes *one*
 //! attempt per call, bounded by its own timeout, and says precisely what
 //! failed; retries with backoff and jitter are the caller's business
-//! ([`apply_with_retries`]), so every adapter gets the same schedule and the
-//! daemon can record each attempt.
+//! ([`apply_with_retries`], on the schedule of [`crate::retry`]), so every
+//! adapter gets the same schedule and the daemon can record each attempt.
 //!
 //! Every adapter is idempotent: setting the weight it already has succeeds
 //! and changes nothing a user could see.
+//!
+//! `builtin` is canaryd's own proxy ([`crate::proxy`]); [`builtin`] is its
+//! face as a router, and [`build`] also hands it over as the service's
+//! source. The adapters' futures are `futures_util`'s `BoxFuture`.
 
 pub mod builtin;
 pub mod command;
@@ -21,15 +25,16 @@ pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Weight;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::proxy::BuiltinConfig;
+use crate::retry::RetryPolicy;
+use crate::sources::Source;
 
 /// What a weight change is about: the payload of `file` and `webhook`, the
 /// arguments of `command`.
@@ -100,38 +105,6 @@ pub trait Router: Send + Sync {
     fn read_weights<'a>(&'a self) -> BoxFuture<'a, Result<Option<Weights>, RouterError>>;
 }
 
-/// Backoff between attempts: exponential from `initial`, capped at `max`,
-/// with full jitter, for at most `attempts` attempts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before attempt `n + 1` (n >= 1 attempts made), given a
-    /// uniform draw `jitter` in [0, 1): full jitter over the capped
-    /// exponential.
-    pub fn delay(&self, n: u32, jitter: f64) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX));
-        let capped = exp.min(self.max);
-        capped.mul_f64(jitter.clamp(0.0, 1.0))
-    }
-}
-
 /// One attempt's outcome, for the journal and the incident's router result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -139,44 +112,48 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// Apply `weight` with retries. Returns the attempts made; the last one's
-/// error (if any) is the failure. `jitter` supplies uniform draws in [0, 1)
-/// and `sleep` waits (both passed in so tests run without a clock).
+/// Apply `weight` with retries ([`crate::retry`]). Returns the attempts
+/// made; the last one's error (if any) is the failure. A router that says
+/// the request itself is wrong is not asked again. `jitter` supplies
+/// uniform draws in [0, 1) and `sleep` waits (both passed in so tests run
+/// without a clock).
 pub async fn apply_with_retries<S, F>(
     router: &dyn Router,
     target: &Target,
     weight: Weight,
     policy: RetryPolicy,
-    mut jitter: impl FnMut() -> f64,
-    mut sleep: S,
+    jitter: impl FnMut() -> f64,
+    sleep: S,
 ) -> Result<Vec<Attempt>, (RouterError, Vec<Attempt>)>
 where
     S: FnMut(Duration) -> F,
     F: Future<Output = ()>,
 {
     let mut attempts = Vec::new();
-    let mut n = 0;
-    loop {
-        n += 1;
-        match router.set_weight(target, weight).await {
-            Ok(()) => {
+    let run = policy
+        .run(
+            0,
+            jitter,
+            sleep,
+            |_| router.set_weight(target, weight),
+            |t, e: &RouterError| {
                 attempts.push(Attempt {
-                    attempt: n,
-                    error: None,
-                });
-                return Ok(attempts);
-            }
-            Err(e) => {
-                attempts.push(Attempt {
-                    attempt: n,
+                    attempt: t.number,
                     error: Some(e.to_string()),
                 });
-                if n >= policy.attempts.max(1) || !e.is_transient() {
-                    return Err((e, attempts));
-                }
-                sleep(policy.delay(n, jitter())).await;
-            }
+                e.is_transient()
+            },
+        )
+        .await;
+    match run.result {
+        Ok(()) => {
+            attempts.push(Attempt {
+                attempt: run.attempts,
+                error: None,
+            });
+            Ok(attempts)
         }
+        Err(e) => Err((e, attempts)),
     }
 }
 
@@ -192,15 +169,6 @@ pub enum RouterConfig {
     Command(CommandConfig),
     Webhook(WebhookConfig),
     File(FileConfig),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BuiltinConfig {
-    /// `host:port` the proxy listens on.
-    pub listen: String,
-    /// Upstream base URLs (`http://127.0.0.1:9001`).
-    pub baseline: String,
-    pub canary: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,21 +238,15 @@ pub enum HookConfig {
 /// A service's router once built: the adapter, and, for the `builtin`
 /// proxy, the signal source it also is.
 pub struct Built {
-    pub router: std::sync::Arc<dyn Router>,
-    pub source: Option<std::sync::Arc<dyn crate::sources::Source>>,
+    pub router: Arc<dyn Router>,
+    pub source: Option<Arc<dyn Source>>,
 }
 
 /// Build (and for `builtin`, start) the adapter for a service's router
 /// config. Runs inside the daemon's tokio runtime.
 pub async fn build(config: &RouterConfig) -> Result<Built, RouterError> {
     match config {
-        RouterConfig::Builtin(c) => {
-            let proxy = Arc::new(builtin::BuiltinProxy::start(c).await?);
-            Ok(Built {
-                router: Arc::clone(&proxy) as Arc<dyn Router>,
-                source: Some(proxy),
-            })
-        }
+        RouterConfig::Builtin(c) => builtin::start(c).await,
         RouterConfig::Haproxy(c) => Ok(only_router(haproxy::HaproxyRouter::new(c.clone()))),
         RouterConfig::Nginx(c) => Ok(only_router(nginx::NginxRouter::new(c.clone()))),
         RouterConfig::GatewayApi(c) => {
@@ -385,20 +347,5 @@ mod tests {
             build(&both).await.err(),
             Some(RouterError::Protocol { .. })
         ));
-    }
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters() {
-        let p = RetryPolicy {
-            attempts: 6,
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-        };
-        assert_eq!(p.delay(1, 0.999_999), Duration::from_nanos(99_999_900));
-        assert_eq!(p.delay(2, 0.5), Duration::from_millis(100));
-        assert_eq!(p.delay(4, 1.0), Duration::from_millis(800));
-        assert_eq!(p.delay(5, 1.0), Duration::from_millis(1000));
-        assert_eq!(p.delay(40, 1.0), Duration::from_millis(1000));
-        assert_eq!(p.delay(3, 0.0), Duration::ZERO);
     }
 }

@@ -40,7 +40,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{BoxFuture, NginxConfig, Router, RouterError, Target, Weights, process};
+use futures_util::future::BoxFuture;
+
+use super::{NginxConfig, Router, RouterError, Target, Weights, process};
 use crate::policy::Weight;
 
 pub struct NginxRouter {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{BoxFuture, Router, RouterError, Target, WebhookConfig, Weights};
+use futures_util::future::BoxFuture;
+
+use super::{Router, RouterError, Target, WebhookConfig, Weights};
 use crate::policy::Weight;
 
 pub struct WebhookRouter {

@@ -5,7 +5,8 @@
 //! The retry: a request that failed in a way that may pass (refused or
 //! reset connection, timeout, HTTP 5xx, Prometheus' `timeout` and
 //! `unavailable` error types) is tried once more after a uniform random
-//! 50-250 ms. Nothing else is retried. So one request takes at most twice the
+//! 50-250 ms ([`SOURCE_RETRY`] on the schedule of [`crate::retry`]).
+//! Nothing else is retried. So one request takes at most twice the
 //! configured timeout plus 250 ms, and a whole `collect` (whose requests run
 //! concurrently) about the same: well within any analysis interval the
 //! policy language allows (the daemon's interval is at least tens of
@@ -15,12 +16,18 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::SourceError;
-use crate::routers::BoxFuture;
+use futures_util::future::BoxFuture;
 
-/// Jittered pause before the one retry.
-const RETRY_MIN_MS: u64 = 50;
-const RETRY_SPREAD_MS: u64 = 200;
+use super::SourceError;
+use crate::retry::{self, RetryPolicy};
+
+/// Two attempts; the pause between them is at most 250 ms, and
+/// [`pause_draw`] keeps it at least 50 ms.
+pub(crate) const SOURCE_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 2,
+    initial: Duration::from_millis(250),
+    max: Duration::from_millis(250),
+};
 
 pub(crate) fn client(source_name: &str, timeout: Duration) -> Result<reqwest::Client, SourceError> {
     reqwest::Client::builder()
@@ -128,25 +135,37 @@ pub(crate) fn is_transient(e: &SourceError) -> bool {
 
 /// Runs `attempt`, and once more after a jittered pause when it failed in a
 /// transient way.
-pub(crate) async fn with_one_retry<T, F, Fut>(mut attempt: F) -> Result<T, SourceError>
+pub(crate) async fn with_one_retry<T, F, Fut>(attempt: F) -> Result<T, SourceError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SourceError>>,
 {
-    match attempt().await {
-        Err(e) if is_transient(&e) => {
-            tokio::time::sleep(retry_pause()).await;
-            attempt().await
-        }
-        other => other,
-    }
+    with_one_retry_on(pause_draw, tokio::time::sleep, attempt).await
 }
 
-fn retry_pause() -> Duration {
-    // Jitter only spreads retries of several daemons apart; if the OS has
-    // no random source for us, a fixed pause is still correct.
-    let draw = getrandom::u64().unwrap_or(0);
-    Duration::from_millis(RETRY_MIN_MS + draw % (RETRY_SPREAD_MS + 1))
+/// [`with_one_retry`] with its jitter source and sleep given.
+async fn with_one_retry_on<T, F, Fut, S, Pause>(
+    jitter: impl FnMut() -> f64,
+    sleep: S,
+    mut attempt: F,
+) -> Result<T, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SourceError>>,
+    S: FnMut(Duration) -> Pause,
+    Pause: Future<Output = ()>,
+{
+    SOURCE_RETRY
+        .run(0, jitter, sleep, |_| attempt(), |_, e| is_transient(e))
+        .await
+        .result
+}
+
+/// A draw in [0.2, 1): the pause before the retry is 50-250 ms. Jitter
+/// only spreads retries of several daemons apart; if the OS has no random
+/// source for us, a fixed pause is still correct.
+fn pause_draw() -> f64 {
+    0.2 + 0.8 * retry::jitter()
 }
 
 /// Runs futures concurrently on the current task and returns their outputs
@@ -177,4 +196,72 @@ pub(crate) async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
     .await;
     // Every slot was filled before the poll above returned Ready.
     done.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+
+    fn unreachable() -> SourceError {
+        SourceError::Unreachable {
+            source_name: "s".into(),
+            detail: "connection refused".into(),
+        }
+    }
+
+    /// One `with_one_retry_on` run against `answers` on a fake clock: its
+    /// result, the requests made and the pauses slept.
+    fn run(
+        draw: f64,
+        answers: Vec<Result<u32, SourceError>>,
+    ) -> (Result<u32, SourceError>, usize, Vec<Duration>) {
+        let answers = RefCell::new(answers.into_iter());
+        let made = Cell::new(0);
+        let slept = RefCell::new(Vec::new());
+        let result = {
+            let future = with_one_retry_on(
+                || 0.2 + 0.8 * draw,
+                |d| {
+                    slept.borrow_mut().push(d);
+                    std::future::ready(())
+                },
+                || {
+                    made.set(made.get() + 1);
+                    std::future::ready(answers.borrow_mut().next().expect("an answer per request"))
+                },
+            );
+            let mut future = std::pin::pin!(future);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            loop {
+                if let Poll::Ready(r) = future.as_mut().poll(&mut cx) {
+                    break r;
+                }
+            }
+        };
+        (result, made.get(), slept.into_inner())
+    }
+
+    #[test]
+    fn a_transient_failure_is_tried_once_more_after_50_to_250_ms() {
+        let (r, made, slept) = run(0.0, vec![Err(unreachable()), Ok(7)]);
+        assert_eq!((r, made), (Ok(7), 2));
+        assert_eq!(slept, [Duration::from_millis(50)]);
+        let (r, made, slept) = run(1.0, vec![Err(unreachable()), Err(unreachable())]);
+        assert_eq!((r, made), (Err(unreachable()), 2), "only once more");
+        assert_eq!(slept, [Duration::from_millis(250)]);
+    }
+
+    #[test]
+    fn other_failures_and_successes_are_not_retried() {
+        let parse = SourceError::Parse {
+            source_name: "s".into(),
+            detail: "bad".into(),
+        };
+        let (r, made, slept) = run(0.5, vec![Err(parse.clone())]);
+        assert_eq!((r, made), (Err(parse), 1));
+        assert!(slept.is_empty());
+        let (r, made, slept) = run(0.5, vec![Ok(1)]);
+        assert_eq!((r, made, slept.len()), (Ok(1), 1, 0));
+    }
 }

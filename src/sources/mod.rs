@@ -13,6 +13,8 @@
 //! [`prom_text`] is the exposition parser for Prometheus text format 0.0.4
 //! and OpenMetrics 1.0, which `prometheusScrape` ([`scrape`]) builds on;
 //! [`query`] is `prometheusQuery`. [`build`] makes either from its config.
+//! The `builtin` router's proxy is a source too ([`builtin`]); the router's
+//! build hands it over.
 //!
 //! A signal whose name ends in `_ms` (`latency_ms`) is a latency signal: it
 //! names a Prometheus histogram, and both sources report it as a
@@ -21,6 +23,7 @@
 //! is always reported with its bucket's bounds. Every other signal is a
 //! counter.
 
+pub mod builtin;
 mod http;
 pub mod prom_text;
 pub mod query;
@@ -30,9 +33,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::routers::BoxFuture;
 use crate::stats::histogram::ms_to_us;
 use crate::stats::{ArmData, LatencyHistogram};
 use crate::time::Timestamp;

@@ -38,6 +38,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use super::prom_text::{MatchOp, Selector};
@@ -45,7 +46,6 @@ use super::{
     Collected, QueryConfig, Source, SourceError, Window, http, is_latency_signal,
     latency_from_cumulative, ms_per_unit,
 };
-use crate::routers::BoxFuture;
 use crate::stats::{ArmData, LatencyHistogram};
 
 /// Bound on one answer (a `sum by (le)` has a few dozen samples).

@@ -38,6 +38,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::prom_text::{
@@ -47,7 +48,6 @@ use super::{
     Collected, ScrapeConfig, Source, SourceError, Window, http, is_latency_signal,
     latency_from_cumulative, ms_per_unit,
 };
-use crate::routers::BoxFuture;
 use crate::stats::ArmData;
 use crate::time::Timestamp;
 

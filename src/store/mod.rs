@@ -1,7 +1,8 @@
 //! The daemon's durable state: one SQLite database per data dir holding
 //! rollouts (with their latest engine checkpoint), the per-rollout journal of
 //! every engine input and effect, the HMAC-chained audit log, incidents,
-//! post-incident reviews and webhook deliveries.
+//! post-incident reviews, and the outbox of webhook deliveries and
+//! lifecycle hook runs.
 //!
 //! The API is synchronous; the daemon calls it from one dedicated thread.
 //! It reads no clock: every timestamp comes from the caller. Its one rule is
@@ -14,7 +15,9 @@
 //! - `schema.rs`: tables and forward-only migrations.
 //! - `audit.rs`: the hash chain, the key and head files, `verify`.
 //! - `step.rs`: creating rollouts and committing engine steps.
-//! - `records.rs`: the typed rows and the queries that read them.
+//! - `outbox.rs`: webhook deliveries and lifecycle hook runs, two tables
+//!   behind one interface: rows, the pending scan, attempts.
+//! - `records.rs`: the other typed rows and the queries that read them.
 //! - `id.rs`: identifiers.
 //!
 //! Files in a data dir: `canaryd.db` (+ `-wal`, `-shm`), `lock` (held by the
@@ -22,6 +25,7 @@
 
 pub mod audit;
 pub mod id;
+pub mod outbox;
 pub mod records;
 pub mod registry;
 pub mod schema;
@@ -36,9 +40,10 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit, Verification};
 pub use id::IdGen;
+pub use outbox::{HookRun, HookStatus, Notification, OutboxItem, OutboxRow};
 pub use records::{
-    HookRun, HookStatus, Incident, IncidentStatus, JournalEntry, JournalKind, Notification,
-    OpenRollout, Review, ReviewStatus, RolloutRow,
+    Incident, IncidentStatus, JournalEntry, JournalKind, OpenRollout, Review, ReviewStatus,
+    RolloutRow,
 };
 pub use schema::SCHEMA_VERSION;
 pub use step::{Committed, EngineStep, PreparedStep};

@@ -159,69 +159,6 @@ pub struct Review {
     pub closed_at: Option<Timestamp>,
 }
 
-/// One webhook delivery, recorded with the step that caused it (an outbox):
-/// the daemon sends pending ones and records every attempt.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
-    pub id: i64,
-    pub rollout_id: String,
-    pub incident_id: Option<String>,
-    /// The webhook URL.
-    pub target: String,
-    pub payload: serde_json::Value,
-    pub created_at: Timestamp,
-    pub attempts: u32,
-    pub last_attempt_at: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub delivered_at: Option<Timestamp>,
-}
-
-/// One lifecycle event's hook, queued with the commit of the state it
-/// reports (an outbox); the daemon runs pending ones, also after a restart.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HookRun {
-    pub id: i64,
-    pub rollout_id: String,
-    /// `onStart`, `onPromoted`, `onRolledBack` or `onAborted`.
-    pub event: String,
-    pub created_at: Timestamp,
-    pub attempts: u32,
-    pub last_attempt_at: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub status: HookStatus,
-    pub done_at: Option<Timestamp>,
-}
-
-/// Where a hook run stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HookStatus {
-    Pending,
-    /// The hook succeeded.
-    Ran,
-    /// Every attempt failed; not retried again.
-    Failed,
-    /// The service has no hook for the event.
-    None,
-}
-
-impl HookStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookStatus::Pending => "pending",
-            HookStatus::Ran => "ran",
-            HookStatus::Failed => "failed",
-            HookStatus::None => "none",
-        }
-    }
-}
-
-impl Notification {
-    pub fn delivered(&self) -> bool {
-        self.delivered_at.is_some()
-    }
-}
-
 pub(crate) fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millis(u64::try_from(ms).unwrap_or(0))
 }
@@ -234,7 +171,7 @@ fn json_err(idx: usize, e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn json_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+pub(super) fn json_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
     let text: String = r.get(idx)?;
     serde_json::from_str(&text).map_err(|e| json_err(idx, e))
 }
@@ -246,7 +183,7 @@ fn opt_json_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Resul
 }
 
 /// A kebab-case enum stored as its serde name.
-fn enum_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+pub(super) fn enum_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
     let text: String = r.get(idx)?;
     serde_json::from_value(serde_json::Value::String(text)).map_err(|e| json_err(idx, e))
 }
@@ -329,40 +266,6 @@ fn review_row(r: &Row<'_>) -> rusqlite::Result<Review> {
         note: r.get(6)?,
         closed_by: r.get(7)?,
         closed_at: r.get::<_, Option<i64>>(8)?.map(ts),
-    })
-}
-
-const NOTIFICATION_COLS: &str = "id, rollout_id, incident_id, target, payload, created_at, attempts, last_attempt_at, last_error, delivered_at";
-
-fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
-    Ok(Notification {
-        id: r.get(0)?,
-        rollout_id: r.get(1)?,
-        incident_id: r.get(2)?,
-        target: r.get(3)?,
-        payload: json_col(r, 4)?,
-        created_at: ts(r.get(5)?),
-        attempts: r.get(6)?,
-        last_attempt_at: r.get::<_, Option<i64>>(7)?.map(ts),
-        last_error: r.get(8)?,
-        delivered_at: r.get::<_, Option<i64>>(9)?.map(ts),
-    })
-}
-
-const HOOK_RUN_COLS: &str =
-    "id, rollout_id, event, created_at, attempts, last_attempt_at, last_error, status, done_at";
-
-fn hook_run_row(r: &Row<'_>) -> rusqlite::Result<HookRun> {
-    Ok(HookRun {
-        id: r.get(0)?,
-        rollout_id: r.get(1)?,
-        event: r.get(2)?,
-        created_at: ts(r.get(3)?),
-        attempts: r.get(4)?,
-        last_attempt_at: r.get::<_, Option<i64>>(5)?.map(ts),
-        last_error: r.get(6)?,
-        status: enum_col(r, 7)?,
-        done_at: r.get::<_, Option<i64>>(8)?.map(ts),
     })
 }
 
@@ -546,60 +449,6 @@ impl Store {
             ),
             [],
             review_row,
-        )
-    }
-
-    pub fn notification(&self, id: i64) -> Result<Option<Notification>> {
-        self.query_one(
-            &format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = ?1"),
-            [id],
-            notification_row,
-        )
-    }
-
-    /// Deliveries not yet made, oldest first.
-    pub fn pending_notifications(&self) -> Result<Vec<Notification>> {
-        self.query_all(
-            &format!(
-                "SELECT {NOTIFICATION_COLS} FROM notifications WHERE delivered_at IS NULL ORDER BY id"
-            ),
-            [],
-            notification_row,
-        )
-    }
-
-    pub fn notifications_for_rollout(&self, rollout_id: &str) -> Result<Vec<Notification>> {
-        self.query_all(
-            &format!(
-                "SELECT {NOTIFICATION_COLS} FROM notifications WHERE rollout_id = ?1 ORDER BY id"
-            ),
-            [rollout_id],
-            notification_row,
-        )
-    }
-
-    pub fn hook_run(&self, id: i64) -> Result<Option<HookRun>> {
-        self.query_one(
-            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE id = ?1"),
-            [id],
-            hook_run_row,
-        )
-    }
-
-    /// Hook runs not yet done, oldest first.
-    pub fn pending_hook_runs(&self) -> Result<Vec<HookRun>> {
-        self.query_all(
-            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE status = 'pending' ORDER BY id"),
-            [],
-            hook_run_row,
-        )
-    }
-
-    pub fn hook_runs_for_rollout(&self, rollout_id: &str) -> Result<Vec<HookRun>> {
-        self.query_all(
-            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE rollout_id = ?1 ORDER BY id"),
-            [rollout_id],
-            hook_run_row,
         )
     }
 

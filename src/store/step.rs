@@ -1,20 +1,21 @@
-//! Everything that writes: creating a rollout, committing one engine step,
-//! reviews, deliveries and standalone audit entries. Each public call is one
-//! SQLite transaction that also appends its audit entries to the chain; the
-//! head file is replaced after the commit (see `audit.rs` for the crash
-//! window). Nothing returned from here has been acted on yet: the caller
-//! acts only after the call returns `Ok`.
+//! Everything that writes, except outbox attempts (`outbox.rs`): creating a
+//! rollout, committing one engine step (its outbox rows included), reviews
+//! and standalone audit entries. Each public call is one SQLite transaction
+//! that also appends its audit entries to the chain; the head file is
+//! replaced after the commit (see `audit.rs` for the crash window). Nothing
+//! returned from here has been acted on yet: the caller acts only after
+//! the call returns `Ok`.
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
 use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
-use super::records::{
-    HookRun, HookStatus, IncidentStatus, Notification, Review, ReviewStatus, RolloutRow, ms,
-};
+use super::outbox::{queue_delivery, queue_hook};
+use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, ms};
 use super::{IdGen, Incident, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
 use crate::policy::{Notify, Weight};
+use crate::routers::hooks::HookEvent;
 use crate::time::Timestamp;
 
 /// One engine step, after the rollout handled `input` at `at` and the
@@ -181,8 +182,8 @@ impl Store {
                     checkpoint,
                 ],
             )?;
-            queue_hook(tx, &spec.id, "onStart", ms(at))?;
-            if let Some(event) = outcome.and_then(hook_event) {
+            queue_hook(tx, &spec.id, HookEvent::OnStart, ms(at))?;
+            if let Some(event) = HookEvent::ending(rollout.phase()) {
                 queue_hook(tx, &spec.id, event, ms(at))?;
             }
             Ok(((), audit))
@@ -366,92 +367,6 @@ impl Store {
         })
     }
 
-    /// Record one delivery attempt of a webhook: `Ok(())` delivered it,
-    /// `Err(message)` failed and stays pending.
-    pub fn record_delivery(
-        &mut self,
-        id: i64,
-        at: Timestamp,
-        outcome: std::result::Result<(), String>,
-    ) -> Result<Notification> {
-        let (error, delivered_at) = match &outcome {
-            Ok(()) => (None, Some(ms(at))),
-            Err(e) => (Some(e.as_str()), None),
-        };
-        self.write(|tx, _| {
-            let n = tx.execute(
-                "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = ?2,
-                    last_error = ?3, delivered_at = coalesce(delivered_at, ?4)
-                 WHERE id = ?1",
-                params![id, ms(at), error, delivered_at],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound {
-                    what: "notification",
-                    id: id.to_string(),
-                });
-            }
-            Ok(((), Vec::new()))
-        })?;
-        self.notification(id)?.ok_or_else(|| StoreError::NotFound {
-            what: "notification",
-            id: id.to_string(),
-        })
-    }
-
-    /// Record one attempt of a hook run: `Ok(())` ran it, `Err(message)`
-    /// failed; `last` marks the run failed for good after a failed attempt.
-    pub fn record_hook_attempt(
-        &mut self,
-        id: i64,
-        at: Timestamp,
-        outcome: std::result::Result<(), String>,
-        last: bool,
-    ) -> Result<HookRun> {
-        let (error, status) = match &outcome {
-            Ok(()) => (None, HookStatus::Ran),
-            Err(e) if last => (Some(e.as_str()), HookStatus::Failed),
-            Err(e) => (Some(e.as_str()), HookStatus::Pending),
-        };
-        let done_at = (status != HookStatus::Pending).then(|| ms(at));
-        self.write(|tx, _| {
-            let n = tx.execute(
-                "UPDATE hook_runs SET attempts = attempts + 1, last_attempt_at = ?2,
-                    last_error = ?3, status = ?4, done_at = ?5
-                 WHERE id = ?1 AND status = 'pending'",
-                params![id, ms(at), error, status.as_str(), done_at],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound {
-                    what: "pending hook run",
-                    id: id.to_string(),
-                });
-            }
-            Ok(((), Vec::new()))
-        })?;
-        self.hook_run_done(id)
-    }
-
-    /// Close a hook run whose service has no hook for its event.
-    pub fn skip_hook_run(&mut self, id: i64, at: Timestamp) -> Result<HookRun> {
-        self.write(|tx, _| {
-            tx.execute(
-                "UPDATE hook_runs SET status = 'none', done_at = ?2
-                 WHERE id = ?1 AND status = 'pending'",
-                params![id, ms(at)],
-            )?;
-            Ok(((), Vec::new()))
-        })?;
-        self.hook_run_done(id)
-    }
-
-    fn hook_run_done(&self, id: i64) -> Result<HookRun> {
-        self.hook_run(id)?.ok_or_else(|| StoreError::NotFound {
-            what: "hook run",
-            id: id.to_string(),
-        })
-    }
-
     /// One write transaction: `work` changes tables and returns the audit
     /// entries to chain; they are appended, the transaction commits, and
     /// then the head file is replaced. Returns whether that write worked.
@@ -499,6 +414,8 @@ pub struct PreparedStep {
     reviews: Vec<(String, String, Timestamp)>,
     phase: &'static str,
     outcome: Option<&'static str>,
+    /// The lifecycle hook the step's end queues, if it ends the rollout.
+    ending: Option<HookEvent>,
     reason: String,
     step: usize,
     weight: u8,
@@ -575,6 +492,7 @@ impl<A: Analysis> EngineStep<'_, A> {
             reviews,
             phase: phase.as_str(),
             outcome: phase.is_terminal().then(|| phase.as_str()),
+            ending: HookEvent::ending(phase),
             reason: rollout.reason().to_string(),
             step: rollout.step(),
             weight: rollout.weight().percent(),
@@ -713,7 +631,7 @@ fn apply_prepared(
     // The step that ends the rollout queues its lifecycle hook.
     let mut hooks = Vec::new();
     if outcome_before.is_none()
-        && let Some(event) = step.outcome.and_then(hook_event)
+        && let Some(event) = step.ending
     {
         hooks.push(queue_hook(tx, &id, event, at)?);
     }
@@ -772,36 +690,12 @@ fn insert_incident(
         "evidence": inc.evidence,
     })
     .to_string();
-    let mut notifications = Vec::new();
-    for url in &inc.notify {
-        tx.execute(
-            "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![rollout_id, incident_id, url, payload, queued_at],
-        )?;
-        notifications.push(tx.last_insert_rowid());
-    }
+    let notifications = inc
+        .notify
+        .iter()
+        .map(|url| queue_delivery(tx, rollout_id, &incident_id, url, &payload, queued_at))
+        .collect::<Result<Vec<_>>>()?;
     Ok((incident_id, notifications))
-}
-
-/// The hook a rollout's end runs: `onRolledBack` also for `inconclusive`,
-/// which sends traffic back to baseline too; an experiment's `concluded`
-/// end is not a failure and has none.
-pub fn hook_event(outcome: &str) -> Option<&'static str> {
-    match outcome {
-        "promoted" => Some("onPromoted"),
-        "rolled-back" | "inconclusive" => Some("onRolledBack"),
-        "aborted" => Some("onAborted"),
-        _ => None,
-    }
-}
-
-fn queue_hook(tx: &Transaction<'_>, rollout_id: &str, event: &str, at: i64) -> Result<i64> {
-    tx.execute(
-        "INSERT INTO hook_runs (rollout_id, event, created_at) VALUES (?1, ?2, ?3)",
-        params![rollout_id, event, at],
-    )?;
-    Ok(tx.last_insert_rowid())
 }
 
 /// The rollout's events so far, from its journal's `notify` effects.

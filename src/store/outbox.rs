@@ -1,0 +1,383 @@
+//! The outbox: what the daemon sends out after a commit, kept in the same
+//! transaction as the state it reports so that a crash cannot lose it.
+//! Two kinds, two tables: webhook deliveries of incidents (`notifications`)
+//! and lifecycle hook runs (`hook_runs`, migration 3). [`OutboxItem`] and
+//! [`OutboxRow`] put both behind one interface: one pending scan
+//! ([`Store::pending_outbox`]) and one way to record an attempt
+//! ([`Store::record_outbox_attempt`]).
+//!
+//! They stay two tables. A delivery carries its target and its payload,
+//! frozen when the incident opened; a hook run carries only its event, its
+//! command or URL looked up in the config when it runs. And the ids are
+//! referenced from the audit log (`"hook_run": id` in `hook.*` entries),
+//! which can never be rewritten, so merging the tables would have to keep
+//! both id spaces anyway.
+//!
+//! Rows are written by `step.rs` (in the step's transaction, through
+//! [`queue_delivery`] and [`queue_hook`]); attempts are recorded here.
+
+use rusqlite::{Row, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use super::records::{enum_col, json_col, ms, ts};
+use super::{Result, Store, StoreError};
+use crate::routers::hooks::HookEvent;
+use crate::time::Timestamp;
+
+/// One row of the outbox: its table and id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutboxItem {
+    /// A `notifications` row: an incident's webhook delivery.
+    Delivery(i64),
+    /// A `hook_runs` row: a lifecycle hook to run.
+    Hook(i64),
+}
+
+/// An outbox row as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutboxRow {
+    Delivery(Notification),
+    Hook(HookRun),
+}
+
+impl OutboxRow {
+    pub fn item(&self) -> OutboxItem {
+        match self {
+            OutboxRow::Delivery(n) => OutboxItem::Delivery(n.id),
+            OutboxRow::Hook(h) => OutboxItem::Hook(h.id),
+        }
+    }
+
+    pub fn rollout_id(&self) -> &str {
+        match self {
+            OutboxRow::Delivery(n) => &n.rollout_id,
+            OutboxRow::Hook(h) => &h.rollout_id,
+        }
+    }
+
+    /// Attempts made so far, across restarts.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            OutboxRow::Delivery(n) => n.attempts,
+            OutboxRow::Hook(h) => h.attempts,
+        }
+    }
+
+    /// Still to send: a delivery not yet delivered, a hook run not closed.
+    pub fn is_pending(&self) -> bool {
+        match self {
+            OutboxRow::Delivery(n) => !n.delivered(),
+            OutboxRow::Hook(h) => h.status == HookStatus::Pending,
+        }
+    }
+}
+
+/// One webhook delivery, recorded with the step that caused it (an outbox):
+/// the daemon sends pending ones and records every attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: i64,
+    pub rollout_id: String,
+    pub incident_id: Option<String>,
+    /// The webhook URL.
+    pub target: String,
+    pub payload: serde_json::Value,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// One lifecycle event's hook, queued with the commit of the state it
+/// reports (an outbox); the daemon runs pending ones, also after a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HookRun {
+    pub id: i64,
+    pub rollout_id: String,
+    pub event: HookEvent,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub status: HookStatus,
+    pub done_at: Option<Timestamp>,
+}
+
+/// Where a hook run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookStatus {
+    Pending,
+    /// The hook succeeded.
+    Ran,
+    /// Every attempt failed; not retried again.
+    Failed,
+    /// The service has no hook for the event.
+    None,
+}
+
+impl HookStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookStatus::Pending => "pending",
+            HookStatus::Ran => "ran",
+            HookStatus::Failed => "failed",
+            HookStatus::None => "none",
+        }
+    }
+}
+
+impl Notification {
+    pub fn delivered(&self) -> bool {
+        self.delivered_at.is_some()
+    }
+}
+
+const NOTIFICATION_COLS: &str = "id, rollout_id, incident_id, target, payload, created_at, attempts, last_attempt_at, last_error, delivered_at";
+
+fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: r.get(0)?,
+        rollout_id: r.get(1)?,
+        incident_id: r.get(2)?,
+        target: r.get(3)?,
+        payload: json_col(r, 4)?,
+        created_at: ts(r.get(5)?),
+        attempts: r.get(6)?,
+        last_attempt_at: r.get::<_, Option<i64>>(7)?.map(ts),
+        last_error: r.get(8)?,
+        delivered_at: r.get::<_, Option<i64>>(9)?.map(ts),
+    })
+}
+
+const HOOK_RUN_COLS: &str =
+    "id, rollout_id, event, created_at, attempts, last_attempt_at, last_error, status, done_at";
+
+fn hook_run_row(r: &Row<'_>) -> rusqlite::Result<HookRun> {
+    Ok(HookRun {
+        id: r.get(0)?,
+        rollout_id: r.get(1)?,
+        event: enum_col(r, 2)?,
+        created_at: ts(r.get(3)?),
+        attempts: r.get(4)?,
+        last_attempt_at: r.get::<_, Option<i64>>(5)?.map(ts),
+        last_error: r.get(6)?,
+        status: enum_col(r, 7)?,
+        done_at: r.get::<_, Option<i64>>(8)?.map(ts),
+    })
+}
+
+impl Store {
+    /// One outbox row, from whichever table `item` names.
+    pub fn outbox_row(&self, item: OutboxItem) -> Result<Option<OutboxRow>> {
+        Ok(match item {
+            OutboxItem::Delivery(id) => self.notification(id)?.map(OutboxRow::Delivery),
+            OutboxItem::Hook(id) => self.hook_run(id)?.map(OutboxRow::Hook),
+        })
+    }
+
+    /// Every row still to send, deliveries then hook runs, each oldest
+    /// first: what a daemon picks up at its start.
+    pub fn pending_outbox(&self) -> Result<Vec<OutboxRow>> {
+        let mut rows: Vec<OutboxRow> = self
+            .pending_notifications()?
+            .into_iter()
+            .map(OutboxRow::Delivery)
+            .collect();
+        rows.extend(self.pending_hook_runs()?.into_iter().map(OutboxRow::Hook));
+        Ok(rows)
+    }
+
+    /// Record one attempt at sending `item`: `Ok(())` sent it,
+    /// `Err(message)` failed. `last`: no attempt follows, so a hook run that
+    /// failed is closed as failed. A delivery has no such state and stays
+    /// pending, so each start tries it again.
+    pub fn record_outbox_attempt(
+        &mut self,
+        item: OutboxItem,
+        at: Timestamp,
+        outcome: std::result::Result<(), String>,
+        last: bool,
+    ) -> Result<OutboxRow> {
+        Ok(match item {
+            OutboxItem::Delivery(id) => OutboxRow::Delivery(self.record_delivery(id, at, outcome)?),
+            OutboxItem::Hook(id) => {
+                OutboxRow::Hook(self.record_hook_attempt(id, at, outcome, last)?)
+            }
+        })
+    }
+
+    pub fn notification(&self, id: i64) -> Result<Option<Notification>> {
+        self.query_one(
+            &format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = ?1"),
+            [id],
+            notification_row,
+        )
+    }
+
+    /// Deliveries not yet made, oldest first.
+    pub fn pending_notifications(&self) -> Result<Vec<Notification>> {
+        self.query_all(
+            &format!(
+                "SELECT {NOTIFICATION_COLS} FROM notifications WHERE delivered_at IS NULL ORDER BY id"
+            ),
+            [],
+            notification_row,
+        )
+    }
+
+    pub fn notifications_for_rollout(&self, rollout_id: &str) -> Result<Vec<Notification>> {
+        self.query_all(
+            &format!(
+                "SELECT {NOTIFICATION_COLS} FROM notifications WHERE rollout_id = ?1 ORDER BY id"
+            ),
+            [rollout_id],
+            notification_row,
+        )
+    }
+
+    pub fn hook_run(&self, id: i64) -> Result<Option<HookRun>> {
+        self.query_one(
+            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE id = ?1"),
+            [id],
+            hook_run_row,
+        )
+    }
+
+    /// Hook runs not yet done, oldest first.
+    pub fn pending_hook_runs(&self) -> Result<Vec<HookRun>> {
+        self.query_all(
+            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE status = 'pending' ORDER BY id"),
+            [],
+            hook_run_row,
+        )
+    }
+
+    pub fn hook_runs_for_rollout(&self, rollout_id: &str) -> Result<Vec<HookRun>> {
+        self.query_all(
+            &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE rollout_id = ?1 ORDER BY id"),
+            [rollout_id],
+            hook_run_row,
+        )
+    }
+
+    /// Record one delivery attempt of a webhook: `Ok(())` delivered it,
+    /// `Err(message)` failed and stays pending.
+    pub fn record_delivery(
+        &mut self,
+        id: i64,
+        at: Timestamp,
+        outcome: std::result::Result<(), String>,
+    ) -> Result<Notification> {
+        let (error, delivered_at) = match &outcome {
+            Ok(()) => (None, Some(ms(at))),
+            Err(e) => (Some(e.as_str()), None),
+        };
+        self.write(|tx, _| {
+            let n = tx.execute(
+                "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = ?2,
+                    last_error = ?3, delivered_at = coalesce(delivered_at, ?4)
+                 WHERE id = ?1",
+                params![id, ms(at), error, delivered_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "notification",
+                    id: id.to_string(),
+                });
+            }
+            Ok(((), Vec::new()))
+        })?;
+        self.notification(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "notification",
+            id: id.to_string(),
+        })
+    }
+
+    /// Record one attempt of a hook run: `Ok(())` ran it, `Err(message)`
+    /// failed; `last` marks the run failed for good after a failed attempt.
+    pub fn record_hook_attempt(
+        &mut self,
+        id: i64,
+        at: Timestamp,
+        outcome: std::result::Result<(), String>,
+        last: bool,
+    ) -> Result<HookRun> {
+        let (error, status) = match &outcome {
+            Ok(()) => (None, HookStatus::Ran),
+            Err(e) if last => (Some(e.as_str()), HookStatus::Failed),
+            Err(e) => (Some(e.as_str()), HookStatus::Pending),
+        };
+        let done_at = (status != HookStatus::Pending).then(|| ms(at));
+        self.write(|tx, _| {
+            let n = tx.execute(
+                "UPDATE hook_runs SET attempts = attempts + 1, last_attempt_at = ?2,
+                    last_error = ?3, status = ?4, done_at = ?5
+                 WHERE id = ?1 AND status = 'pending'",
+                params![id, ms(at), error, status.as_str(), done_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "pending hook run",
+                    id: id.to_string(),
+                });
+            }
+            Ok(((), Vec::new()))
+        })?;
+        self.hook_run_done(id)
+    }
+
+    /// Close a hook run whose service has no hook for its event.
+    pub fn skip_hook_run(&mut self, id: i64, at: Timestamp) -> Result<HookRun> {
+        self.write(|tx, _| {
+            tx.execute(
+                "UPDATE hook_runs SET status = 'none', done_at = ?2
+                 WHERE id = ?1 AND status = 'pending'",
+                params![id, ms(at)],
+            )?;
+            Ok(((), Vec::new()))
+        })?;
+        self.hook_run_done(id)
+    }
+
+    fn hook_run_done(&self, id: i64) -> Result<HookRun> {
+        self.hook_run(id)?.ok_or_else(|| StoreError::NotFound {
+            what: "hook run",
+            id: id.to_string(),
+        })
+    }
+}
+
+/// Queue one webhook delivery of incident `incident_id` inside `tx`
+/// (created at `at`, ms); returns its id.
+pub(super) fn queue_delivery(
+    tx: &Transaction<'_>,
+    rollout_id: &str,
+    incident_id: &str,
+    target: &str,
+    payload: &str,
+    at: i64,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![rollout_id, incident_id, target, payload, at],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Queue the hook run of `event` inside `tx` (created at `at`, ms);
+/// returns its id.
+pub(super) fn queue_hook(
+    tx: &Transaction<'_>,
+    rollout_id: &str,
+    event: HookEvent,
+    at: i64,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO hook_runs (rollout_id, event, created_at) VALUES (?1, ?2, ?3)",
+        params![rollout_id, event.as_str(), at],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
