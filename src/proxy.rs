@@ -108,11 +108,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arm {
-    Baseline,
-    Canary,
-}
+pub use crate::stats::Arm;
 
 struct Upstream {
     /// `http://host:port` plus the base path without its trailing slash.

@@ -46,7 +46,7 @@ use super::{
     Collected, QueryConfig, Source, SourceError, Window, http, is_latency_signal,
     latency_from_cumulative, ms_per_unit,
 };
-use crate::stats::{ArmData, LatencyHistogram};
+use crate::stats::{Arm, ArmData, LatencyHistogram};
 
 /// Bound on one answer (a `sum by (le)` has a few dozen samples).
 const MAX_ANSWER_BYTES: usize = 4 << 20;
@@ -66,12 +66,6 @@ struct Signal {
     name: String,
     template: String,
     latency: bool,
-}
-
-#[derive(Clone, Copy)]
-enum Arm {
-    Baseline,
-    Canary,
 }
 
 impl QuerySource {
@@ -138,10 +132,7 @@ impl QuerySource {
             Arm::Baseline => &window.baseline_version,
             Arm::Canary => &window.canary_version,
         };
-        let arm_name = match arm {
-            Arm::Baseline => "baseline",
-            Arm::Canary => "canary",
-        };
+        let arm_name = arm.as_str();
         let source_name = format!("{} ({arm_name} {version})", self.describe);
         check_version(version).map_err(|detail| SourceError::Config {
             source_name: source_name.clone(),
@@ -511,7 +502,7 @@ impl Source for QuerySource {
     fn collect<'a>(&'a self, window: &'a Window) -> BoxFuture<'a, Result<Collected, SourceError>> {
         Box::pin(async move {
             let mut queries: Vec<BoxFuture<'_, Result<Measured, SourceError>>> = Vec::new();
-            for arm in [Arm::Baseline, Arm::Canary] {
+            for arm in Arm::BOTH {
                 for signal in &self.signals {
                     queries.push(Box::pin(self.signal(arm, signal, window)));
                 }

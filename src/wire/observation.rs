@@ -15,12 +15,8 @@ pub struct ObservationBatch {
     pub counts: Vec<ObservedCounts>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arm {
-    Baseline,
-    Canary,
-}
+/// `"baseline"` or `"canary"`: the core's own type.
+pub use crate::stats::Arm;
 
 /// One request as a client saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
