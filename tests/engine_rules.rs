@@ -546,7 +546,11 @@ fn emergency_bypasses_bakes_approvals_and_gates_until_it_expires() {
     no_ticket.ticket = None;
     let p = parse_policy("p", policy.as_bytes()).unwrap();
     let err = Rollout::new(no_ticket, p, Scripted::default(), Timestamp::EPOCH).unwrap_err();
-    assert_eq!(err.message, "ticket: an emergency change needs a ticket");
+    assert_eq!(
+        err.to_string(),
+        "ticket: an emergency change needs a ticket"
+    );
+    assert_eq!(err.field, "ticket");
 }
 
 #[test]

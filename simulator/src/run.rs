@@ -102,8 +102,8 @@ where
     R: Rng + ?Sized,
 {
     let start = Timestamp::EPOCH;
-    let mut rollout = Rollout::new(spec(policy), policy.clone(), analysis, start)
-        .map_err(|e| e.message.clone())?;
+    let mut rollout =
+        Rollout::new(spec(policy), policy.clone(), analysis, start).map_err(|e| e.to_string())?;
     let interval_ms = (policy.analysis.interval.as_millis() as u64).max(1);
     let end_ms = source.duration().as_millis() as u64;
     let mut d = Driver {
@@ -264,7 +264,7 @@ impl Driver {
     where
         A: Analysis<Snapshot = IntervalSnapshot, Evidence = TriggerEvidence>,
     {
-        rollout.handle(self.now, input).map_err(|e| e.message)?;
+        rollout.handle(self.now, input).map_err(|e| e.to_string())?;
         // Bounded: each acknowledgement produces a handful of effects.
         for _ in 0..10_000 {
             let Some(effect) = rollout.poll_effect() else {
@@ -280,7 +280,7 @@ impl Driver {
                                 error: None,
                             },
                         )
-                        .map_err(|e| e.message)?;
+                        .map_err(|e| e.to_string())?;
                 }
                 Effect::Rollback {
                     trigger, evidence, ..
@@ -300,7 +300,7 @@ impl Driver {
                                 error: None,
                             },
                         )
-                        .map_err(|e| e.message)?;
+                        .map_err(|e| e.to_string())?;
                 }
                 Effect::AwaitApproval { roles, .. } => {
                     let due = (self.now + self.approval_delay).as_millis();

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
 use super::auth::{Need, Principal};
-use super::{Shared, clock, push, view};
+use super::{Shared, push, view};
 use crate::engine::{Actor, Command};
 use crate::wire::{
     self, ApproveRequest, CommandRequest, ObservationBatch, PromoteRequest, Refusal, RefusalKind,
@@ -371,7 +371,7 @@ async fn review_incident(
     if b.note.trim().is_empty() {
         return Err(Refusal::invalid("note", "must not be empty"));
     }
-    let now = clock::now();
+    let now = s.clock.now();
     let v = s.with_store(|st| -> Result<wire::Incident, Refusal> {
         let Some(incident) = st.incident(&id)? else {
             return Err(Refusal::not_found(format!("incident {id} not found")));

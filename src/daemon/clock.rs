@@ -28,12 +28,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// The wall clock, for code that runs no daemon (the demo names its
-/// directory with it).
-pub fn now() -> Timestamp {
-    SystemClock.now()
-}
-
 /// A clock that stands still until it is set or advanced.
 #[derive(Debug)]
 pub struct ManualClock {

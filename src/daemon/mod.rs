@@ -116,12 +116,7 @@ impl From<Rejected> for Refusal {
     fn from(r: Rejected) -> Refusal {
         match r.kind {
             crate::engine::RejectKind::Conflict => Refusal::conflict(r.message),
-            // The engine names the field at fault at the head of its
-            // message (`ticket: ...`); this is the one place that reads it.
-            crate::engine::RejectKind::Invalid => match r.message.split_once(": ") {
-                Some((f, m)) if !f.contains(' ') => Refusal::invalid(f, m),
-                _ => Refusal::invalid("", r.message),
-            },
+            crate::engine::RejectKind::Invalid => Refusal::invalid(r.field, r.message),
         }
     }
 }
@@ -193,7 +188,7 @@ impl Shared {
                 .or(incidents.last())
                 .map(|i| i.id.as_str()),
             None,
-            clock::now(),
+            self.clock.now(),
         ))
     }
 

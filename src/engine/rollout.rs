@@ -125,20 +125,25 @@ impl<A: Analysis> Rollout<A> {
         if spec.change_type == ChangeType::Emergency {
             if spec.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
                 return Err(Rejected::invalid(
-                    "reason: an emergency change needs a reason",
+                    "reason",
+                    "an emergency change needs a reason",
                 ));
             }
             if spec.ticket.as_deref().is_none_or(|t| t.trim().is_empty()) {
                 return Err(Rejected::invalid(
-                    "ticket: an emergency change needs a ticket",
+                    "ticket",
+                    "an emergency change needs a ticket",
                 ));
             }
         }
         if spec.change_type == ChangeType::Experiment && policy.experiment.is_none() {
-            return Err(Rejected::invalid(format!(
-                "change_type: policy `{}` has no spec.experiment, so it cannot run as an experiment",
-                policy.name
-            )));
+            return Err(Rejected::invalid(
+                "change_type",
+                format!(
+                    "policy `{}` has no spec.experiment, so it cannot run as an experiment",
+                    policy.name
+                ),
+            ));
         }
         let latest = Assessment::empty(policy.triggers.len(), policy.gates.len());
         Ok(Rollout {
@@ -444,7 +449,7 @@ impl<A: Analysis> Rollout<A> {
     fn validate(&self, command: &Command) -> Result<(), Rejected> {
         let by = command.actor();
         if by.reason.trim().is_empty() {
-            return Err(Rejected::invalid("reason: every command needs a reason"));
+            return Err(Rejected::invalid("reason", "every command needs a reason"));
         }
         if self.phase.is_terminal() {
             return Err(Rejected::conflict(format!(
@@ -477,9 +482,10 @@ impl<A: Analysis> Rollout<A> {
                 override_gates: true,
                 by,
                 ..
-            } if by.ticket.is_none() => {
-                Err(Rejected::invalid("ticket: --override-gates needs a ticket"))
-            }
+            } if by.ticket.is_none() => Err(Rejected::invalid(
+                "ticket",
+                "--override-gates needs a ticket",
+            )),
             Command::Abort { .. } if self.phase == Phase::RollingBack => {
                 Err(Rejected::conflict("rollout is already rolling back"))
             }
@@ -499,10 +505,13 @@ impl<A: Analysis> Rollout<A> {
             return Err(Rejected::conflict("rollout is not waiting for an approval"));
         };
         if !step.roles.iter().any(|r| r == role) {
-            return Err(Rejected::invalid(format!(
-                "role: this approval needs {}; `{role}` is not one of them",
-                step.roles.join(", ")
-            )));
+            return Err(Rejected::invalid(
+                "role",
+                format!(
+                    "this approval needs {}; `{role}` is not one of them",
+                    step.roles.join(", ")
+                ),
+            ));
         }
         if let Some(given) = wait.given.get(role) {
             return Err(Rejected::conflict(format!(
@@ -512,14 +521,20 @@ impl<A: Analysis> Rollout<A> {
         }
         if step.distinct {
             if actor == self.spec.started_by {
-                return Err(Rejected::invalid(format!(
-                    "actor: {actor} started this rollout and may not approve it (distinct approvals)"
-                )));
+                return Err(Rejected::invalid(
+                    "actor",
+                    format!(
+                        "{actor} started this rollout and may not approve it (distinct approvals)"
+                    ),
+                ));
             }
             if let Some((other_role, _)) = wait.given.iter().find(|(_, a)| a.actor == actor) {
-                return Err(Rejected::invalid(format!(
-                    "actor: {actor} already approved as `{other_role}`; each role needs a different person (distinct approvals)"
-                )));
+                return Err(Rejected::invalid(
+                    "actor",
+                    format!(
+                        "{actor} already approved as `{other_role}`; each role needs a different person (distinct approvals)"
+                    ),
+                ));
             }
         }
         Ok(())

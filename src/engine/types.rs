@@ -146,11 +146,15 @@ pub enum Input<S> {
     },
 }
 
-/// A command the engine refused; it changed nothing.
+/// A command the engine refused; it changed nothing. An `Invalid` one names
+/// the field of the command or rollout at fault (`ticket`, `role`, ...),
+/// which the API returns as the error's `field`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("{message}")]
+#[error("{}", self.describe())]
 pub struct Rejected {
     pub kind: RejectKind,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub field: String,
     pub message: String,
 }
 
@@ -159,15 +163,26 @@ impl Rejected {
     pub fn conflict(message: impl Into<String>) -> Rejected {
         Rejected {
             kind: RejectKind::Conflict,
+            field: String::new(),
             message: message.into(),
         }
     }
 
-    /// The contract refuses the command (a field is wrong or missing).
-    pub fn invalid(message: impl Into<String>) -> Rejected {
+    /// The contract refuses the command: `field` is wrong or missing.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Rejected {
         Rejected {
             kind: RejectKind::Invalid,
+            field: field.to_owned(),
             message: message.into(),
+        }
+    }
+
+    /// `field: message`, or the message alone.
+    fn describe(&self) -> String {
+        if self.field.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.field, self.message)
         }
     }
 }

@@ -158,7 +158,7 @@ where
 }
 
 /// A service's router, as the daemon's config file writes it (the table in
-/// PRODUCT.md section 6). Decoded, with located errors, by `crate::config`.
+/// PRODUCT.md section 6). Decoded, with located errors, by `crate::daemon::config`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RouterConfig {
