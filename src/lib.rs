@@ -1,11 +1,19 @@
 //! canaryd: canary rollouts with anytime-valid statistics and automatic rollback.
 //!
-//! The crate has two halves. The **pure core** ([`policy`], [`stats`], [`engine`],
-//! [`monitor`], the policy-driven analysis between them, [`time`], and
-//! [`yaml`], the located-YAML toolkit) takes time as an argument and performs no I/O; it builds without
-//! the default `daemon` feature, and the simulator links it that way. The
-//! **shell** (behind `daemon`) reads clocks, files and sockets and carries out
-//! the core's decisions. See ARCHITECTURE.md for the map.
+//! Three parts, declared below in that order:
+//!
+//! - the **pure core**, which takes time as an argument and performs no I/O;
+//!   it builds without the default `daemon` feature, and the simulator links
+//!   it that way: [`policy`] (the policy language, compiled to one check per
+//!   trigger and gate), [`stats`] (windows and sequential tests), [`engine`]
+//!   (one rollout's state machine), [`monitor`] (the policy-driven analysis
+//!   between them), [`yaml`] (the located-YAML toolkit) and [`time`];
+//! - the **shell**, behind `daemon`, which reads clocks, files and sockets
+//!   and carries out the core's decisions: `daemon`, `store`, `routers`,
+//!   `sources`, `proxy`, `retry`, `cli`, `demo`;
+//! - the **wire** contract between the daemon and its clients: `wire`.
+//!
+//! See ARCHITECTURE.md for the map.
 
 #![forbid(unsafe_code)]
 
