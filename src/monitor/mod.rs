@@ -346,7 +346,7 @@ impl Analysis for Monitor {
         self.spare.0.take()
     }
 
-    /// The union of what every check reads (see [`Monitor::reads_of`]),
+    /// The union of what every check reads (see `Monitor::reads_of`),
     /// kept from the last observation when it was for `signal`.
     fn latency_reads(&self, signal: &str) -> Cow<'_, LatencyReads> {
         let (s, reads) = self

@@ -33,7 +33,7 @@ impl Metric {
 }
 
 /// A trigger's rule as written (one of the five keys). The compiler
-/// resolves it with the metric into a [`TriggerCheck`]; checkpoints keep
+/// resolves it with the metric into a [`TriggerCheck`](super::TriggerCheck); checkpoints keep
 /// it in this form (see `repr.rs`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

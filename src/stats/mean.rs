@@ -11,7 +11,7 @@
 //! concurrent comparison, a mean that moves with the time of day moves both
 //! arms and does not bias it. Validity is asymptotic (plug-in variances), so
 //! the test waits for a burn-in of observations per arm and skips intervals
-//! with fewer than [`MIN_PER_INTERVAL`] observations in an arm. The design
+//! with fewer than `MIN_PER_INTERVAL` observations in an arm. The design
 //! effect (twice the tolerance) is fixed from the burn-in data, before the
 //! test starts, so the alternatives are predictable.
 

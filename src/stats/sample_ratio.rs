@@ -52,7 +52,7 @@ impl SampleRatioCheck {
         })
     }
 
-    /// Lean evidence (see [`StatTest::set_lean`]).
+    /// Lean evidence (see [`StatTest::set_lean`](super::StatTest::set_lean)).
     pub fn set_lean(&mut self, lean: bool) {
         self.lean = lean;
     }

@@ -40,7 +40,7 @@
 //!   requests against the set weight, per interval.
 //!
 //! Late changes: every trigger's mixture restarts at evenly spaced points of
-//! the rollout horizon (see [`ChangeDetection`]), so a regression that starts
+//! the rollout horizon (see [`ChangeDetection`](super::ChangeDetection)), so a regression that starts
 //! hours in is caught about as fast as one present from the start, while the
 //! false-fire probability over the whole horizon stays at most the trigger's
 //! alpha share. Gates use no restarts (`ChangeDetection::OFF`).

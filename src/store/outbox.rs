@@ -14,7 +14,7 @@
 //! both id spaces anyway.
 //!
 //! Rows are written by `step.rs` (in the step's transaction, through
-//! [`queue_delivery`] and [`queue_hook`]); attempts are recorded here.
+//! `queue_delivery` and `queue_hook`); attempts are recorded here.
 
 use rusqlite::{Row, Transaction, params};
 use serde::{Deserialize, Serialize};
