@@ -1,7 +1,9 @@
 //! The policy-driven [`Analysis`]: builds one statistics test per trigger and
 //! gate of a compiled policy, feeds them interval snapshots, and reports
 //! readings with their evidence. This is what the daemon and the simulator
-//! run; it is glue, the statistics live in `crate::stats`.
+//! run; it is glue: the statistics live in `crate::stats`, and which test
+//! each compiled check becomes is `build.rs`, one `match` with an arm per
+//! `policy::TriggerCheck` variant.
 //!
 //! Budgets: the `K` statistical triggers share `alpha` (each runs at
 //! `alpha / K`, Bonferroni over e-values, see `Policy::alpha_per_trigger`);
