@@ -120,6 +120,8 @@ pub enum TriggerCheck {
     },
 }
 
+// No catch-all arm in these matches: a new variant must say what it is.
+#[deny(clippy::wildcard_enum_match_arm)]
 impl TriggerCheck {
     /// Statistical checks fire only on anytime-valid evidence and share the
     /// policy's `alpha`; objective ones fire exactly as written.
@@ -270,6 +272,7 @@ pub enum GateCheck {
     },
 }
 
+#[deny(clippy::wildcard_enum_match_arm)]
 impl GateCheck {
     pub fn metric_name(&self) -> &str {
         match self {
@@ -403,6 +406,7 @@ pub fn resolve_trigger(
 
 /// A rule on a ratio metric (every rule fits a ratio; `disparity` needs
 /// groups). `noData` is resolved by the caller for every kind.
+#[deny(clippy::wildcard_enum_match_arm)]
 fn on_ratio(metric: Ratio, rule: &TriggerRule) -> Result<Option<TriggerCheck>, Mismatch> {
     Ok(Some(match rule {
         TriggerRule::VsBaseline(regression) => TriggerCheck::RatioVsBaseline {
@@ -447,6 +451,7 @@ fn on_ratio(metric: Ratio, rule: &TriggerRule) -> Result<Option<TriggerCheck>, M
 
 /// A rule on a latency metric, tested at quantile `q` (`None` when it is
 /// missing, already reported): only increases and upper bounds.
+#[deny(clippy::wildcard_enum_match_arm)]
 fn on_latency(
     name: &str,
     signal: &str,
@@ -500,6 +505,7 @@ fn on_latency(
 }
 
 /// A rule on a mean metric: against the baseline or a bound.
+#[deny(clippy::wildcard_enum_match_arm)]
 fn on_mean(metric: Mean, rule: &TriggerRule) -> Result<Option<TriggerCheck>, Mismatch> {
     Ok(Some(match rule {
         TriggerRule::VsBaseline(regression) => TriggerCheck::MeanVsBaseline {
