@@ -29,6 +29,17 @@ pub struct Ratio {
     pub group_by: Option<String>,
 }
 
+impl Ratio {
+    pub fn new(name: &str, numerator: &str, denominator: &str, group_by: Option<&str>) -> Ratio {
+        Ratio {
+            name: name.to_owned(),
+            numerator: numerator.to_owned(),
+            denominator: denominator.to_owned(),
+            group_by: group_by.map(str::to_owned),
+        }
+    }
+}
+
 /// A latency metric tested at one quantile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quantile {
@@ -44,6 +55,15 @@ pub struct Quantile {
 pub struct Mean {
     pub name: String,
     pub signal: String,
+}
+
+impl Mean {
+    pub fn new(name: &str, signal: &str) -> Mean {
+        Mean {
+            name: name.to_owned(),
+            signal: signal.to_owned(),
+        }
+    }
 }
 
 /// The metric a `noData` trigger names, of any kind.
@@ -376,22 +396,11 @@ pub fn resolve_trigger(
                 denominator,
                 group_by,
             } => on_ratio(
-                Ratio {
-                    name: name.to_owned(),
-                    numerator: numerator.clone(),
-                    denominator: denominator.clone(),
-                    group_by: group_by.clone(),
-                },
+                Ratio::new(name, numerator, denominator, group_by.as_deref()),
                 rule,
             ),
             Metric::Latency { signal } => on_latency(name, signal, q, rule),
-            Metric::Mean { signal } => on_mean(
-                Mean {
-                    name: name.to_owned(),
-                    signal: signal.clone(),
-                },
-                rule,
-            ),
+            Metric::Mean { signal } => on_mean(Mean::new(name, signal), rule),
         }
     };
     match check {
@@ -554,8 +563,15 @@ pub fn resolve_gate(
     let q = check_quantile(m, quantile, true, &mut problems);
     let name = metric.to_owned();
     let check = match (m, requirement) {
-        (Metric::Ratio { .. }, requirement) => as_ratio(&name, m).map(|metric| GateCheck::Ratio {
-            metric,
+        (
+            Metric::Ratio {
+                numerator,
+                denominator,
+                group_by,
+            },
+            requirement,
+        ) => Some(GateCheck::Ratio {
+            metric: Ratio::new(&name, numerator, denominator, group_by.as_deref()),
             requirement,
         }),
         (Metric::Latency { signal }, GateRequirement::MaxIncrease(x)) => {
@@ -583,10 +599,7 @@ pub fn resolve_gate(
             None
         }
         (Metric::Mean { signal }, requirement) => Some(GateCheck::Mean {
-            metric: Mean {
-                name,
-                signal: signal.clone(),
-            },
+            metric: Mean::new(&name, signal),
             requirement,
         }),
     };
@@ -628,22 +641,5 @@ fn check_quantile(
             None
         }
         (Metric::Ratio { .. } | Metric::Mean { .. }, None) => None,
-    }
-}
-
-/// The ratio metric `name` is, if it is one.
-fn as_ratio(name: &str, m: &Metric) -> Option<Ratio> {
-    match m {
-        Metric::Ratio {
-            numerator,
-            denominator,
-            group_by,
-        } => Some(Ratio {
-            name: name.to_owned(),
-            numerator: numerator.clone(),
-            denominator: denominator.clone(),
-            group_by: group_by.clone(),
-        }),
-        Metric::Latency { .. } | Metric::Mean { .. } => None,
     }
 }

@@ -281,17 +281,14 @@ fn named_words(m: &Named) -> String {
             numerator,
             denominator,
             group_by,
-        } => ratio_words(&Ratio {
-            name: name.clone(),
-            numerator: numerator.clone(),
-            denominator: denominator.clone(),
-            group_by: group_by.clone(),
-        }),
+        } => ratio_words(&Ratio::new(
+            name,
+            numerator,
+            denominator,
+            group_by.as_deref(),
+        )),
         Metric::Latency { signal } => format!("`{name}` ({signal})"),
-        Metric::Mean { signal } => mean_words(&Mean {
-            name: name.clone(),
-            signal: signal.clone(),
-        }),
+        Metric::Mean { signal } => mean_words(&Mean::new(name, signal)),
     }
 }
 
