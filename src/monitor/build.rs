@@ -15,13 +15,17 @@ use crate::policy::{
 };
 use crate::stats::{
     BurnRate, BurnWindow, ChangeDetection, Direction, Disparity, GateKind, MeanLimit, MeanTest,
-    NoData, QuantileThreshold, QuantileVsBaseline, RatioThreshold, RatioVsBaseline, StatTest,
-    StatsError, SustainedMean, SustainedQuantile, SustainedRatio,
+    NoData, Overdispersion, QuantileThreshold, QuantileVsBaseline, RatioThreshold, RatioVsBaseline,
+    Schedule, StatTest, StatsError, SustainedMean, SustainedQuantile, SustainedRatio,
 };
 
 /// Budget of the sample-ratio guard: a false pause costs an operator's look,
 /// so it is kept rare and apart from the rollback budget.
 pub const SRM_ALPHA: f64 = 0.001;
+/// The sample-ratio guard's band: an observed share whose odds are within
+/// 10% of the weight's is not a mismatch (routing per connection or per
+/// sticky session splits sessions, not requests, and never lands exactly).
+pub const SRM_TOLERANCE: f64 = 0.1;
 /// Most restart points of the change-detecting mixtures over the horizon.
 pub const MAX_RESTARTS: u32 = 255;
 /// Fewest intervals between two restart points.
@@ -30,27 +34,32 @@ pub const MIN_RESTART_SPACING: u64 = 10;
 pub const MAX_GROUPS: usize = 16;
 
 /// The restart grid for a policy: restart points every `horizon / R`
-/// intervals, with `R` as large as [`MAX_RESTARTS`] while the spacing stays
-/// at least [`MIN_RESTART_SPACING`] intervals.
+/// intervals over the rollout's real schedule, with `R` as large as
+/// [`MAX_RESTARTS`] while the spacing stays at least
+/// [`MIN_RESTART_SPACING`] intervals.
 ///
 /// A regression that starts between two restart points waits for the next
 /// one (the slots already running carry the healthy evidence gathered before
 /// it), so the spacing bounds the extra delay of a late change; each restart
-/// point costs `ln(2R)` nats of evidence for the changes it catches. With a
-/// fixed R = 31 the recommender policy (98 h horizon) restarted every 3.1 h
-/// and caught an error spike starting 2 h in after 1 h 14 m (p50, 100 runs);
-/// R = 255 (23 min spacing) pays 2.1 nats more and waits far less.
+/// point costs `ln(R / 0.1)` nats of evidence for the changes it catches
+/// (the start slot holds 0.9 of the weight, see `stats::mixture`).
+///
+/// The horizon is `maxDuration` plus the approvals' timeouts (data keeps
+/// arriving while an approval is awaited), or an experiment's duration. An
+/// approval without a timeout adds nothing: its wait is unknown, and giving
+/// it a day of restart points (as before) spread the weight of every
+/// restart over 250 points instead of ~50 on a short policy, about 1.7
+/// nats more for each late change. A change that starts after the horizon
+/// is still caught by the slots opened before it, more slowly; the
+/// guarantee holds for any duration.
 pub fn change_detection(policy: &Policy) -> ChangeDetection {
     let a = &policy.analysis;
     let interval_ms = a.interval.as_millis().max(1) as u64;
-    // Data keeps arriving while approvals are awaited (not counted in
-    // maxDuration) and for an experiment's whole duration: the grid covers
-    // those too, so restart points do not run out early.
     let approval_waits: Duration = policy
         .steps
         .iter()
         .map(|s| match s {
-            Step::Approval(ap) => ap.timeout.unwrap_or(Duration::from_secs(86_400)),
+            Step::Approval(ap) => ap.timeout.unwrap_or(Duration::ZERO),
             Step::SetWeight(_) | Step::Bake(_) => Duration::ZERO,
         })
         .sum();
@@ -62,6 +71,41 @@ pub fn change_detection(policy: &Policy) -> ChangeDetection {
     let horizon = (horizon_time.as_millis() as u64).div_ceil(interval_ms);
     let restarts = (horizon / MIN_RESTART_SPACING).min(u64::from(MAX_RESTARTS)) as u32;
     ChangeDetection::over_horizon(horizon, restarts)
+}
+
+/// The weights the policy holds before it promotes, and how long: each
+/// bake at the weight set before it, up to the step that sets 100%; an
+/// experiment holds its weight for its duration. A schedule with no bake
+/// below 100% holds its first weight for `maxDuration`. Approval waits are
+/// not counted (unknown; more data only helps).
+pub fn schedule(policy: &Policy) -> Schedule {
+    if let Some(e) = &policy.experiment {
+        return Schedule {
+            holds: vec![(e.weight.fraction(), e.duration.as_secs_f64())],
+        };
+    }
+    let mut holds = Vec::new();
+    let mut weight = 0.0;
+    let mut first = None;
+    for step in &policy.steps {
+        match step {
+            Step::SetWeight(w) => {
+                weight = w.fraction();
+                if weight >= 1.0 {
+                    break;
+                }
+                first.get_or_insert(weight);
+            }
+            Step::Bake(d) if weight > 0.0 => holds.push((weight, d.as_secs_f64())),
+            Step::Bake(_) | Step::Approval(_) => {}
+        }
+    }
+    if holds.is_empty()
+        && let Some(w) = first
+    {
+        holds.push((w, policy.analysis.max_duration.as_secs_f64()));
+    }
+    Schedule { holds }
 }
 
 /// A counter added to each snapshot: `name = denominator − numerator`, so a
@@ -100,6 +144,8 @@ pub(super) fn trigger_check(
     t: &Trigger,
     alpha: f64,
     change: ChangeDetection,
+    o: Overdispersion,
+    plan: &Schedule,
     complements: &mut Vec<Complement>,
 ) -> Result<Check, StatsError> {
     Ok(match &t.check {
@@ -113,6 +159,7 @@ pub(super) fn trigger_check(
                     RatioVsBaseline::relative_drop(n, d, x, alpha, change)?
                 }
             };
+            let test = test.with_overdispersion(o).with_schedule(plan.clone());
             statistical(StatTest::RatioVsBaseline(test), true)
         }
         TriggerCheck::QuantileVsBaseline { metric, increase } => {
@@ -123,7 +170,10 @@ pub(super) fn trigger_check(
                 alpha,
                 change,
             )?;
-            statistical(StatTest::QuantileVsBaseline(test), true)
+            statistical(
+                StatTest::QuantileVsBaseline(test.with_overdispersion(o)),
+                true,
+            )
         }
         TriggerCheck::MeanVsBaseline { metric, regression } => {
             let test = match *regression {
@@ -134,7 +184,7 @@ pub(super) fn trigger_check(
                     MeanTest::relative_drop(&metric.signal, x, alpha, change)?
                 }
             };
-            statistical(StatTest::Mean(test), true)
+            statistical(StatTest::Mean(test.with_overdispersion(o)), true)
         }
         TriggerCheck::RatioThreshold { metric, bound } => {
             let (n, d) = (&metric.numerator, &metric.denominator);
@@ -145,12 +195,15 @@ pub(super) fn trigger_check(
                     RatioThreshold::new(&name, d, 1.0 - p, alpha, change)?
                 }
             };
-            statistical(StatTest::RatioThreshold(test), false)
+            statistical(StatTest::RatioThreshold(test.with_overdispersion(o)), false)
         }
         TriggerCheck::QuantileThreshold { metric, above_ms } => {
             let test =
                 QuantileThreshold::new(&metric.signal, metric.quantile, *above_ms, alpha, change)?;
-            statistical(StatTest::QuantileThreshold(test), false)
+            statistical(
+                StatTest::QuantileThreshold(test.with_overdispersion(o)),
+                false,
+            )
         }
         TriggerCheck::MeanThreshold { metric, bound } => {
             let (side, b) = match *bound {
@@ -158,7 +211,7 @@ pub(super) fn trigger_check(
                 Bound::Below(b) => (Direction::Decrease, b),
             };
             let test = MeanTest::bound(&metric.signal, side, b, alpha, change)?;
-            statistical(StatTest::Mean(test), false)
+            statistical(StatTest::Mean(test.with_overdispersion(o)), false)
         }
         TriggerCheck::SustainedRatio {
             metric,
@@ -233,30 +286,35 @@ pub(super) fn trigger_check(
 
 /// The test for one gate, at its share `alpha` of the promotion budget.
 #[deny(clippy::wildcard_enum_match_arm)]
-pub(super) fn gate_test(check: &GateCheck, alpha: f64) -> Result<StatTest, StatsError> {
+pub(super) fn gate_test(
+    check: &GateCheck,
+    alpha: f64,
+    o: Overdispersion,
+) -> Result<StatTest, StatsError> {
     let kind = match check.requirement() {
         GateRequirement::MinGain(x) => GateKind::MinGain(x),
         GateRequirement::MaxIncrease(x) => GateKind::MaxIncrease(x),
         GateRequirement::MaxDrop(x) => GateKind::MaxDrop(x),
     };
     Ok(match check {
-        GateCheck::Ratio { metric, .. } => StatTest::RatioVsBaseline(RatioVsBaseline::gate(
-            &metric.numerator,
-            &metric.denominator,
-            kind,
-            alpha,
-        )?),
+        GateCheck::Ratio { metric, .. } => StatTest::RatioVsBaseline(
+            RatioVsBaseline::gate(&metric.numerator, &metric.denominator, kind, alpha)?
+                .with_overdispersion(o),
+        ),
         GateCheck::QuantileMaxIncrease {
             metric,
             max_increase,
-        } => StatTest::QuantileVsBaseline(QuantileVsBaseline::max_increase_gate(
-            &metric.signal,
-            metric.quantile,
-            *max_increase,
-            alpha,
-        )?),
+        } => StatTest::QuantileVsBaseline(
+            QuantileVsBaseline::max_increase_gate(
+                &metric.signal,
+                metric.quantile,
+                *max_increase,
+                alpha,
+            )?
+            .with_overdispersion(o),
+        ),
         GateCheck::Mean { metric, .. } => {
-            StatTest::Mean(MeanTest::gate(&metric.signal, kind, alpha)?)
+            StatTest::Mean(MeanTest::gate(&metric.signal, kind, alpha)?.with_overdispersion(o))
         }
     })
 }

@@ -1,7 +1,7 @@
 //! `policy explain --rps`: the expected time to detect a change of twice a
 //! statistical trigger's tolerance, from the tests' own formulas.
 
-use super::build::change_detection;
+use super::build::{change_detection, schedule};
 use crate::policy::{Bound, Policy, Regression, Trigger, TriggerCheck, Weight};
 use crate::stats::{self, Direction};
 
@@ -36,7 +36,14 @@ pub fn forecast(
                 Regression::RelativeDrop(x) => (Direction::Decrease, x),
             };
             Some(stats::forecast::ratio_vs_baseline(
-                base, direction, tolerance, rps_total, w, alpha, change,
+                base,
+                direction,
+                tolerance,
+                rps_total,
+                w,
+                alpha,
+                change,
+                Some(&schedule(policy)),
             ))
         }
         TriggerCheck::RatioThreshold { bound, .. } => {

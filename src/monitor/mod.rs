@@ -28,16 +28,19 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use build::{Complement, gate_test, measured, trigger_check};
-pub use build::{MAX_GROUPS, MAX_RESTARTS, MIN_RESTART_SPACING, SRM_ALPHA, change_detection};
+pub use build::{
+    MAX_GROUPS, MAX_RESTARTS, MIN_RESTART_SPACING, SRM_ALPHA, SRM_TOLERANCE, change_detection,
+    schedule,
+};
 pub use evidence::{ObjectiveEvidence, TriggerEvidence};
 pub use forecast::forecast;
 
 use crate::engine::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
 use crate::policy::{Policy, REQUESTS, Weight};
 use crate::stats::{
-    self, BurnRate, ChangeDetection, IntervalSnapshot, LatencyReads, NoData, SampleRatioCheck,
-    StatTest, StatsError, Status, SustainedMean, SustainedQuantile, SustainedRatio, Verdict,
-    Warmup, Windows,
+    self, BurnRate, ChangeDetection, IntervalSnapshot, LatencyReads, NoData, Overdispersion,
+    SampleRatioCheck, StatTest, StatsError, Status, SustainedMean, SustainedQuantile,
+    SustainedRatio, Verdict, Warmup, Windows,
 };
 use crate::time::Timestamp;
 
@@ -135,19 +138,19 @@ impl Monitor {
     pub fn new(policy: &Policy) -> Result<Monitor, BuildError> {
         let a = &policy.analysis;
         let change = change_detection(policy);
+        let o = a.overdispersion.unwrap_or(Overdispersion::Auto);
+        let plan = schedule(policy);
         let trigger_alpha = policy.alpha_per_trigger();
         let gate_alpha = a.alpha / policy.gates.len().max(1) as f64;
         let mut complements = Vec::new();
         let mut checks = Vec::new();
         let mut longest = a.interval;
         for t in &policy.triggers {
-            let check =
-                trigger_check(t, trigger_alpha, change, &mut complements).map_err(|source| {
-                    BuildError {
-                        what: "trigger",
-                        name: t.name.clone(),
-                        source,
-                    }
+            let check = trigger_check(t, trigger_alpha, change, o, &plan, &mut complements)
+                .map_err(|source| BuildError {
+                    what: "trigger",
+                    name: t.name.clone(),
+                    source,
                 })?;
             longest = longest.max(t.check.window());
             checks.push(check);
@@ -156,7 +159,7 @@ impl Monitor {
             .gates
             .iter()
             .map(|g| {
-                gate_test(&g.check, gate_alpha)
+                gate_test(&g.check, gate_alpha, o)
                     .map(|test| GateState { test, last: None })
                     .map_err(|source| BuildError {
                         what: "gate",
@@ -167,13 +170,14 @@ impl Monitor {
             .collect::<Result<Vec<_>, _>>()?;
         let srm = if a.sample_ratio_check {
             Some(
-                SampleRatioCheck::new(REQUESTS, SRM_ALPHA, change).map_err(|source| {
-                    BuildError {
+                SampleRatioCheck::new(REQUESTS, SRM_ALPHA, change)
+                    .map_err(|source| BuildError {
                         what: "sample-ratio check",
                         name: REQUESTS.to_owned(),
                         source,
-                    }
-                })?,
+                    })?
+                    .with_tolerance(SRM_TOLERANCE)
+                    .with_overdispersion(o),
             )
         } else {
             None
@@ -284,11 +288,9 @@ impl Analysis for Monitor {
         self.step_requests = 0;
         self.step_start = Some(now);
         self.warmup.on_weight_change(now);
-        if self.srm.is_some() {
-            self.srm = SampleRatioCheck::new(REQUESTS, SRM_ALPHA, self.change).ok();
-            if let Some(srm) = &mut self.srm {
-                srm.set_lean(self.lean);
-            }
+        if let Some(srm) = &mut self.srm {
+            *srm = srm.renewed();
+            srm.set_lean(self.lean);
             self.srm_evidence = None;
         }
         self.since.get_or_insert(now);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::check::{Definitions, Mismatch, resolve_gate, resolve_trigger};
 use super::model::*;
 use super::written::*;
+use crate::stats::Overdispersion;
 use crate::yaml::decode::{self, Fields, found, one_of};
 use crate::yaml::diag::{Diagnostics, Path, Sink};
 use crate::yaml::node::{Node, Pos, Value};
@@ -224,6 +225,7 @@ fn compile_analysis(
                 "maxDuration",
                 "sampleRatioCheck",
                 "warmup",
+                "overdispersion",
             ],
         )?),
         None => None,
@@ -290,6 +292,15 @@ fn compile_analysis(
             true
         }),
     };
+    let overdispersion = match get("overdispersion") {
+        None => Overdispersion::Auto,
+        Some(n) => {
+            compile_overdispersion(sink, n, &path.key("overdispersion")).unwrap_or_else(|| {
+                ok = false;
+                Overdispersion::Auto
+            })
+        }
+    };
     let warmup = match get("warmup") {
         None => interval,
         Some(n) => decode::duration(sink, n, &path.key("warmup")).unwrap_or_else(|| {
@@ -323,7 +334,38 @@ fn compile_analysis(
         max_duration,
         sample_ratio_check,
         warmup,
+        overdispersion: Some(overdispersion),
     })
+}
+
+/// `overdispersion: auto` or a number >= 1.
+fn compile_overdispersion(sink: &mut Sink, node: &Node, path: &Path) -> Option<Overdispersion> {
+    match &node.value {
+        Value::Str(s) if s == "auto" => Some(Overdispersion::Auto),
+        Value::Int(_) | Value::Float(_) => {
+            let x = decode::number(sink, node, path)?;
+            let fixed = Overdispersion::fixed(x);
+            if fixed.is_none() {
+                sink.error(
+                    node.pos,
+                    path,
+                    format!("expected `auto` or a number >= 1 (a variance factor), found {x}"),
+                );
+            }
+            fixed
+        }
+        other => {
+            sink.error(
+                node.pos,
+                path,
+                format!(
+                    "expected `auto` or a number >= 1 (a variance factor), found {}",
+                    decode::found(other)
+                ),
+            );
+            None
+        }
+    }
 }
 
 const STEP_KINDS: &[&str] = &["setWeight", "bake", "approval"];

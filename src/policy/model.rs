@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{GateCheck, TriggerCheck};
 use super::written::Metric;
+use crate::stats::Overdispersion;
 
 /// A canary traffic share in percent, 0 to 100.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -113,6 +114,13 @@ pub struct AnalysisSpec {
     pub sample_ratio_check: bool,
     /// Time after each weight change excluded from comparisons.
     pub warmup: Duration,
+    /// How the tests account for requests that are not independent
+    /// (`spec.analysis.overdispersion`). Always set by the compiler; `None`
+    /// only in a policy restored from a checkpoint written before the field
+    /// existed (its running tests keep the state they were checkpointed
+    /// with, without inflation; a test built anew from it uses `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdispersion: Option<Overdispersion>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dispersion::{Dispersion, Overdispersion};
 use super::evidence::{ArmCounts, Interval};
 use super::hypothesis::{Direction, design_grid};
 use super::mixture::{ChangeDetection, LikelihoodGrid, RestartMixture, bernoulli_log_lik, logit};
@@ -28,6 +29,32 @@ pub struct TwoArmCount {
     baseline: ArmCounts,
     canary: ArmCounts,
     scratch: Vec<f64>,
+    /// Overdispersion: each interval's likelihood is tempered by the
+    /// predictable factor `φ` (its counts enter as `x/φ` of `n/φ`), which
+    /// keeps its factor a supermartingale increment when the canary's
+    /// share of events varies `φ` times more than binomially. Absent in
+    /// checkpoints written before it existed (no inflation, as then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispersion: Option<Dispersion>,
+    /// With `dispersion`: the counts before the last interval of data.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    canary_before: ArmCounts,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    baseline_before: ArmCounts,
+}
+
+fn is_empty(c: &ArmCounts) -> bool {
+    *c == ArmCounts::default()
+}
+
+/// The log rate ratio the counts point to (½ added to each arm's events,
+/// so no arm's zero makes it infinite; 0 before any exposure).
+fn pooled_log_ratio(canary: ArmCounts, baseline: ArmCounts) -> f64 {
+    if canary.exposure == 0 || baseline.exposure == 0 {
+        return 0.0;
+    }
+    let rate = |c: ArmCounts| (c.events as f64 + 0.5) / c.exposure as f64;
+    (rate(canary) / rate(baseline)).ln()
 }
 
 impl TwoArmCount {
@@ -43,6 +70,7 @@ impl TwoArmCount {
         null_log_ratio: f64,
         design_log_ratio: f64,
         change: ChangeDetection,
+        overdispersion: Option<Overdispersion>,
     ) -> Self {
         let design = (design_log_ratio - null_log_ratio).abs().max(1e-3);
         let etas = design_grid(design);
@@ -56,7 +84,21 @@ impl TwoArmCount {
             deferred: Vec::new(),
             baseline: ArmCounts::default(),
             canary: ArmCounts::default(),
+            dispersion: overdispersion.map(|o| Dispersion::new(o).with_log_odds_scale(1.0)),
+            canary_before: ArmCounts::default(),
+            baseline_before: ArmCounts::default(),
         }
+    }
+
+    /// Replaces the alternatives (before any data): see
+    /// [`super::hypothesis::information_grid`].
+    pub fn with_grid(mut self, etas: Vec<f64>) -> Self {
+        if !etas.is_empty() && self.mixture.steps() == 0 {
+            self.mixture = RestartMixture::new(etas.len(), self.mixture.change());
+            self.scratch = vec![0.0; etas.len()];
+            self.etas = etas;
+        }
+        self
     }
 
     /// Feeds one interval's exposures and events. With `defer_interval`, the
@@ -84,18 +126,48 @@ impl TwoArmCount {
         let n = x + baseline_events as f64;
         let base = logit(r);
         let null = base + self.null_log_ratio;
-        let l0 = bernoulli_log_lik(x, n, null);
+        // The canary's share of events under the null, and the binomial
+        // information of its log-odds there.
+        let share = 1.0 / (1.0 + (-null).exp());
+        let info = n * share * (1.0 - share);
+        let temper = match &self.dispersion {
+            Some(d) if info > 0.0 => d.factor(1.0 / info),
+            _ => 1.0,
+        };
+        let (x_eff, n_eff) = (x / temper, n / temper);
+        let l0 = bernoulli_log_lik(x_eff, n_eff, null);
         let s = self.direction.sign();
         for (out, &eta) in self.scratch.iter_mut().zip(&self.etas) {
-            *out = bernoulli_log_lik(x, n, null + s * eta) - l0;
+            *out = bernoulli_log_lik(x_eff, n_eff, null + s * eta) - l0;
         }
         self.mixture.update(&self.scratch, at);
+        if n > 0.0
+            && let Some(d) = &mut self.dispersion
+        {
+            // Deviations from the null share (a constant offset under a
+            // constant effect, which differencing removes), against the
+            // binomial variance at the share the data so far point to
+            // (predictable: counts before this interval): under a
+            // regression that variance differs from the null's, and the
+            // difference is not overdispersion.
+            let shift = pooled_log_ratio(self.canary_before, self.baseline_before);
+            let expected = 1.0 / (1.0 + (-(base + shift)).exp());
+            let unit = share * (1.0 - share);
+            let spread = expected * (1.0 - expected);
+            if unit > 0.0 && spread > 0.0 {
+                d.record((x / n - share) / unit, spread / (n * unit * unit));
+            }
+        }
+        if self.dispersion.is_some() {
+            self.canary_before = self.canary;
+            self.baseline_before = self.baseline;
+        }
         if n > 0.0 {
             if defer_interval {
-                self.deferred.push([x, n, base]);
+                self.deferred.push([x_eff, n_eff, base]);
             } else {
                 self.catch_up();
-                self.grid.update(x, n, base);
+                self.grid.update(x_eff, n_eff, base);
             }
         }
     }

@@ -12,7 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::hypothesis::{Direction, design_grid};
+use super::hypothesis::{
+    Direction, GRID_POINTS, Schedule, design_grid, information_grid, log_boundary,
+};
 use super::mixture::{ChangeDetection, bernoulli_log_lik, logit};
 use super::ratio::RARE_RATE;
 
@@ -44,6 +46,12 @@ pub fn oracle_min_samples(kl_per_obs: f64, alpha: f64, beta: f64) -> f64 {
     d / kl_per_obs.max(1e-300)
 }
 
+/// The evidence a test's best grid point must gather when it sizes its
+/// grid (as `RatioVsBaseline` does).
+fn need_grid(alpha_share: f64, change: ChangeDetection) -> f64 {
+    log_boundary(alpha_share) + (GRID_POINTS as f64).ln() + change.log_start_cost()
+}
+
 fn kl_bernoulli(a: f64, b: f64) -> f64 {
     bernoulli_log_lik(a, 1.0, logit(a)) - bernoulli_log_lik(a, 1.0, logit(b))
 }
@@ -66,6 +74,9 @@ fn build(total_requests: f64, oracle_total: f64, rps_total: f64, w: f64) -> Dete
 /// `tolerance`), when the true change is twice the tolerance. `base_rate` is
 /// the baseline's rate, `canary_weight` a fraction. Uses the count test when
 /// `base_rate < RARE_RATE`, the normal test otherwise (as `RatioMethod::Auto`).
+/// With `schedule`, the grid is the one the test sizes from it at this
+/// traffic (as a policy's trigger does).
+#[allow(clippy::too_many_arguments)]
 pub fn ratio_vs_baseline(
     base_rate: f64,
     direction: Direction,
@@ -74,6 +85,7 @@ pub fn ratio_vs_baseline(
     canary_weight: f64,
     alpha_share: f64,
     change: ChangeDetection,
+    schedule: Option<&Schedule>,
 ) -> DetectionForecast {
     let (null, truth) = match direction {
         Direction::Increase => (1.0 + tolerance, 1.0 + 2.0 * tolerance),
@@ -96,6 +108,7 @@ pub fn ratio_vs_baseline(
             w,
             alpha_share,
             change,
+            schedule,
         )
     } else {
         // Information per total request and drift of the contrast.
@@ -103,7 +116,18 @@ pub fn ratio_vs_baseline(
         let info_per_request = 1.0 / (unit.max(1e-300) * (1.0 / w + null * null / (1.0 - w)));
         let delta = (pc - null * pb).abs();
         let design = (truth - null).abs() * pb;
-        let drift = design_grid(design)
+        // The grid the test sizes from the schedule at this traffic.
+        let per_second =
+            |w: f64| rps_total / (unit.max(1e-300) * (1.0 / w + null * null / (1.0 - w)));
+        let grid = match schedule {
+            Some(plan) => information_grid(
+                design,
+                plan.information(per_second),
+                need_grid(alpha_share, change),
+            ),
+            None => design_grid(design),
+        };
+        let drift = grid
             .into_iter()
             .map(|l| l * delta - 0.5 * l * l)
             .fold(f64::MIN, f64::max);
@@ -128,6 +152,7 @@ pub fn two_arm_count(
     canary_weight: f64,
     alpha_share: f64,
     change: ChangeDetection,
+    schedule: Option<&Schedule>,
 ) -> DetectionForecast {
     let w = canary_weight;
     let need =
@@ -147,7 +172,16 @@ pub fn two_arm_count(
     } else {
         (truth.ln() - null.ln()).abs().max(1e-3)
     };
-    let drift = design_grid(design)
+    let events = rps_total * (w * pc + (1.0 - w) * pb);
+    let grid = match schedule {
+        Some(plan) => information_grid(
+            design,
+            plan.information(|w| events * w * (1.0 - w)),
+            need_grid(alpha_share, change),
+        ),
+        None => design_grid(design),
+    };
+    let drift = grid
         .into_iter()
         .map(|eta| {
             bernoulli_log_lik(theta1, 1.0, l0 + s * eta) - bernoulli_log_lik(theta1, 1.0, l0)
@@ -207,12 +241,12 @@ mod tests {
     #[test]
     fn forecasts_are_finite_and_ordered() {
         let c = ChangeDetection::over_horizon(2880, 31);
-        let f = ratio_vs_baseline(0.001, Direction::Increase, 0.5, 200.0, 0.05, 0.01, c);
+        let f = ratio_vs_baseline(0.001, Direction::Increase, 0.5, 200.0, 0.05, 0.01, c, None);
         assert!(
             f.seconds.is_finite() && f.seconds > f.oracle_seconds,
             "{f:?}"
         );
-        let g = ratio_vs_baseline(0.05, Direction::Decrease, 0.05, 200.0, 0.1, 0.01, c);
+        let g = ratio_vs_baseline(0.05, Direction::Decrease, 0.05, 200.0, 0.1, 0.01, c, None);
         assert!(
             g.seconds.is_finite() && g.seconds > g.oracle_seconds,
             "{g:?}"

@@ -28,9 +28,69 @@ impl Direction {
     }
 }
 
-/// The alternatives of a grid mixture: the design effect times powers of two.
+/// The alternatives of a grid mixture: the design effect times powers of
+/// √2, from half to twice the design.
+///
+/// Each point costs `ln(points)` nats of evidence, and an effect between
+/// two points is tested at the nearer one, losing a share of its evidence
+/// rate that grows with the spacing. Effects far below the design (a
+/// change just past the tolerance) need far more data than a rollout
+/// has; effects far above it are caught in a few intervals by the top
+/// point anyway. Five points at ×√2 (ln 5 = 1.61 nats, at most 3% of the
+/// rate lost between points) replaced seven at ×2 (ln 7 = 1.95 nats, up
+/// to 11% lost), which spent most of their weight on effects no rollout
+/// would see.
 pub fn design_grid(design: f64) -> Vec<f64> {
-    (-3..=3).map(|k| design * 2f64.powi(k)).collect()
+    let half = (GRID_POINTS / 2) as i32;
+    (-half..=half)
+        .map(|k| design * std::f64::consts::SQRT_2.powi(k))
+        .collect()
+}
+
+/// Points of a grid mixture.
+pub const GRID_POINTS: usize = 5;
+
+/// The canary weights a rollout's schedule holds before it promotes, and
+/// for how long: what a test can expect to see. Fixed by the policy, so a
+/// grid sized from it (with traffic seen before the test starts) is
+/// predictable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// `(weight in (0, 1), seconds)` per held weight, in order.
+    pub holds: Vec<(f64, f64)>,
+}
+
+impl Schedule {
+    /// `Σ seconds · per_second(weight)` over the holds: the information a
+    /// test gathers when `per_second` is its information rate at a weight.
+    pub fn information(&self, per_second: impl Fn(f64) -> f64) -> f64 {
+        self.holds
+            .iter()
+            .filter(|&&(w, t)| w > 0.0 && w < 1.0 && t > 0.0)
+            .map(|&(w, t)| t * per_second(w))
+            .filter(|x| x.is_finite())
+            .sum()
+    }
+}
+
+/// The alternatives of a grid mixture sized to the information `planned`
+/// the test expects before promotion (in the units of its effect: an
+/// effect `η` gathers `η²·planned/2` nats by then): [`GRID_POINTS`] points
+/// at ×√2 from the smallest effect it can detect by then,
+/// `√(2·need/planned)`, `need` the evidence its best point must gather
+/// (`ln(1/alpha)` plus the grid's and the start slot's cost). Smaller
+/// effects cannot be told apart from the null before promotion, so weight
+/// spent on them is lost. The smallest point is kept between an eighth and
+/// twice the design, and without a plan the grid is [`design_grid`].
+pub fn information_grid(design: f64, planned: f64, need: f64) -> Vec<f64> {
+    if !(planned.is_finite() && planned > 0.0 && need.is_finite() && need > 0.0) {
+        return design_grid(design);
+    }
+    let smallest = (2.0 * need / planned).sqrt();
+    let lo = smallest.clamp(design / 8.0, 2.0 * design);
+    (0..GRID_POINTS as i32)
+        .map(|k| lo * std::f64::consts::SQRT_2.powi(k))
+        .collect()
 }
 
 /// The log e-value at which a test with budget `alpha` crosses (Ville).

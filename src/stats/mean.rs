@@ -17,10 +17,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dispersion::{Dispersion, Overdispersion};
 use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
 use super::histogram::{LatencyReads, Moments};
 use super::hypothesis::{Direction, GateKind, design_grid};
 use super::mixture::{ChangeDetection, RestartMixture, normal_mixture_bound, normal_mixture_rho};
+use super::normal_contrast::{one_sided_bound, sync_segments};
 use super::snapshot::IntervalSnapshot;
 use super::{StatsError, check_positive, check_unit_open};
 use crate::time::Timestamp;
@@ -98,6 +100,31 @@ pub struct MeanTest {
     span_start: Option<Timestamp>,
     span_end: Timestamp,
     crossed: bool,
+    /// Σ n·variance and Σ n of the baseline's batches fed to the mixture.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    baseline_var_sum: f64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    baseline_var_n: u64,
+    /// Set by tests built since each arm's variance comes from its own
+    /// earlier batches (a canary whose spread grows is not tested against
+    /// the baseline's), and the batch contrasts carry the predictable
+    /// overdispersion factor of [`super::dispersion`]. Checkpoints written
+    /// before lack it and keep the pooled current-batch variance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispersion: Option<Dispersion>,
+    /// With `dispersion`: per restart slot, `(Σ d/v, Σ 1/v)` since it
+    /// began, so the interval reported is the bound the mixture itself
+    /// implies (it reads the way the decision went).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    segments: Vec<(f64, f64)>,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_zero_u64(x: &u64) -> bool {
+    *x == 0
 }
 
 impl MeanTest {
@@ -138,6 +165,10 @@ impl MeanTest {
             s: 0.0,
             v: 0.0,
             scratch: Vec::new(),
+            baseline_var_sum: 0.0,
+            baseline_var_n: 0,
+            dispersion: Some(Dispersion::new(Overdispersion::Auto)),
+            segments: Vec::new(),
             span_start: None,
             span_end: Timestamp::EPOCH,
             crossed: false,
@@ -207,6 +238,13 @@ impl MeanTest {
     /// Observations per arm before the test starts (default 200).
     pub fn with_burn_in(mut self, n: u64) -> Self {
         self.burn_in = n;
+        self
+    }
+
+    /// How the test accounts for values that are not independent (default
+    /// [`Overdispersion::Auto`]; see [`super::dispersion`]).
+    pub fn with_overdispersion(mut self, setting: Overdispersion) -> Self {
+        self.dispersion = Some(Dispersion::new(setting));
         self
     }
 
@@ -319,9 +357,10 @@ impl MeanTest {
         let Some(mixture) = self.mixture.as_mut() else {
             return;
         };
+        let (mut si, mut vi) = (0.0, 0.0);
         match contrast {
             Some((d, var)) => {
-                let (si, vi) = (d / var, 1.0 / var);
+                (si, vi) = (d / var, 1.0 / var);
                 self.s += si;
                 self.v += vi;
                 for (out, &lam) in self.scratch.iter_mut().zip(&self.lambdas) {
@@ -333,6 +372,9 @@ impl MeanTest {
             None => self.scratch.iter_mut().for_each(|l| *l = 0.0),
         }
         mixture.update(&self.scratch, start);
+        if self.dispersion.is_some() {
+            sync_segments(&mut self.segments, mixture, si, vi);
+        }
     }
 
     /// The contrast and its variance of a complete batch (each arm at least
@@ -355,9 +397,25 @@ impl MeanTest {
                 // dominated by the larger arm; scaled by the null ratio it is
                 // the canary's variance for a scale family at the null.
                 let (nc, nb) = (c.n as f64, b.n as f64);
-                let pooled = (nc * c.variance + nb * b.variance) / (nc + nb);
-                let var = (pooled * f.max(1.0).powi(2) * (1.0 / nc + 1.0 / nb)).max(1e-12);
-                (self.sign() * (c.mean - f * b.mean), var)
+                let d = self.sign() * (c.mean - f * b.mean);
+                let earlier = |sum: f64, n: u64, now: f64| {
+                    if n > 0 { sum / n as f64 } else { now }
+                };
+                let var = if self.dispersion.is_some() && self.canary_var_n > 0 {
+                    // Each arm's own spread, from its earlier batches:
+                    // predictable, and a canary whose spread grows at an
+                    // equal mean is not held to the baseline's.
+                    let vc = earlier(self.canary_var_sum, self.canary_var_n, c.variance);
+                    let vb = earlier(self.baseline_var_sum, self.baseline_var_n, b.variance);
+                    vc / nc + f * f * vb / nb
+                } else {
+                    let pooled = (nc * c.variance + nb * b.variance) / (nc + nb);
+                    pooled * f.max(1.0).powi(2) * (1.0 / nc + 1.0 / nb)
+                }
+                .max(1e-12);
+                self.baseline_var_sum += b.variance * nb;
+                self.baseline_var_n = self.baseline_var_n.saturating_add(b.n);
+                (d, var)
             }
             MeanNull::Bound { bound } => {
                 if c.n < BATCH_MIN {
@@ -378,10 +436,18 @@ impl MeanTest {
             }
         };
         self.canary_var_sum += c.variance * c.n as f64;
-        self.canary_var_n += c.n;
+        self.canary_var_n = self.canary_var_n.saturating_add(c.n);
         self.batch_canary = Batch::default();
         self.batch_baseline = Batch::default();
-        Some(contrast)
+        let (d, var) = contrast;
+        Some(match self.dispersion.as_mut() {
+            Some(dispersion) => {
+                let factor = dispersion.factor(var);
+                dispersion.record(d, var);
+                (d, var * factor)
+            }
+            None => (d, var),
+        })
     }
 
     fn verdict(&mut self, running: Status) -> Verdict {
@@ -431,8 +497,45 @@ impl MeanTest {
 
     /// The estimate and its anytime-valid interval: the ratio of means
     /// against the baseline, or the canary's mean against a bound.
+    /// The bound on the contrast its own mixture implies, on the side it
+    /// tests (tests built since `segments` exist).
+    fn mixture_bound(&self) -> Option<f64> {
+        let (mixture, design) = (self.mixture.as_ref()?, self.design?);
+        if self.segments.is_empty() {
+            return None;
+        }
+        one_sided_bound(
+            mixture,
+            &self.lambdas,
+            &self.segments,
+            self.s / self.v.max(1e-300),
+            design,
+            self.alpha,
+        )
+    }
+
+    /// An interval from a one-sided bound on the contrast, mapped by `to`
+    /// (increasing in the contrast for an increase, decreasing for a drop).
+    fn one_sided(&self, c: f64, to: impl Fn(f64) -> f64) -> Interval {
+        let level = 1.0 - self.alpha;
+        let bound = finite(to(c));
+        match self.direction {
+            Direction::Increase => Interval {
+                lower: Some(bound),
+                upper: None,
+                level,
+            },
+            Direction::Decrease => Interval {
+                lower: None,
+                upper: Some(bound),
+                level,
+            },
+        }
+    }
+
     fn estimate(&self) -> (String, f64, Interval) {
         let level = 1.0 - self.alpha;
+        let one_sided = self.mixture_bound();
         let half = match self.design {
             Some(design) if self.v > 0.0 => {
                 let rho = (1.0 / (design * design)).max(normal_mixture_rho(1e-300, self.alpha));
@@ -449,10 +552,11 @@ impl MeanTest {
                     1.0
                 };
                 // Contrast c = s·(m_c − f·m_b) ⇒ ratio = f + s·c / m_b.
-                let interval = match half {
-                    Some(h) if mb != 0.0 => {
+                let to_ratio = |x: f64| null_ratio + self.sign() * x / mb;
+                let interval = match (one_sided, half) {
+                    (Some(c), _) if mb != 0.0 => self.one_sided(c, to_ratio),
+                    (None, Some(h)) if mb != 0.0 => {
                         let c = self.s / self.v;
-                        let to_ratio = |x: f64| null_ratio + self.sign() * x / mb;
                         let (a, b) = (to_ratio(c - h), to_ratio(c + h));
                         Interval::new(a.min(b), a.max(b), level)
                     }
@@ -465,14 +569,15 @@ impl MeanTest {
                 )
             }
             MeanNull::Bound { bound } => {
-                let interval = match half {
-                    Some(h) => {
+                let to_mean = |x: f64| bound + self.sign() * x;
+                let interval = match (one_sided, half) {
+                    (Some(c), _) => self.one_sided(c, to_mean),
+                    (None, Some(h)) => {
                         let c = self.s / self.v;
-                        let to_mean = |x: f64| bound + self.sign() * x;
                         let (a, b) = (to_mean(c - h), to_mean(c + h));
                         Interval::new(a.min(b), a.max(b), level)
                     }
-                    None => Interval::unbounded(level),
+                    (None, None) => Interval::unbounded(level),
                 };
                 (
                     format!("canary mean {} (bound {bound})", self.signal),

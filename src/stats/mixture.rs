@@ -145,12 +145,14 @@ impl LogLikCache {
 /// Where the restart mixture places its restart points.
 ///
 /// With `restarts = R > 0` and spacing `every` intervals, the process is
-/// `Z_t = ½·Σ_g w_g Π_{i≤t} LR_{g,i} + (½/R)·Σ_{j=1..R} Σ_g w_g Π_{j·every ≤ i ≤ t} LR_{g,i}`,
+/// `Z_t = s·Σ_g w_g Π_{i≤t} LR_{g,i} + ((1−s)/R)·Σ_{j=1..R} Σ_g w_g Π_{j·every ≤ i ≤ t} LR_{g,i}`
+/// with `s` the start slot's weight ([`START_WEIGHT`]),
 /// a mixture (weights summing to at most 1) of test supermartingales that
 /// start at different times, hence itself a test supermartingale: by Ville,
 /// `P(∃t: Z_t ≥ 1/α) ≤ α` over the **whole** horizon, not just in average
 /// run length as for a CUSUM-type e-detector. A change that starts at any time
-/// is picked up by the next restart point, paying `ln(2R)` extra evidence.
+/// is picked up by the next restart point, paying `ln(R/(1−s))` extra
+/// evidence; one present from the start pays `ln(1/s)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeDetection {
     /// Number of restart points after the start (0 disables change detection).
@@ -185,7 +187,7 @@ impl ChangeDetection {
         if self.restarts == 0 {
             0.0
         } else {
-            (2.0 * f64::from(self.restarts)).ln()
+            (f64::from(self.restarts) / (1.0 - START_WEIGHT)).ln()
         }
     }
 
@@ -194,7 +196,7 @@ impl ChangeDetection {
         if self.restarts == 0 {
             0.0
         } else {
-            std::f64::consts::LN_2
+            -START_WEIGHT.ln()
         }
     }
 }
@@ -223,6 +225,10 @@ pub struct RestartMixture {
     max_log_e: f64,
     /// `ln Z` after the last update.
     log_e_now: f64,
+    /// Prior weight of the slot that starts with the test; the restart
+    /// points share the rest. ½ in checkpoints written before it existed.
+    #[serde(default = "half", skip_serializing_if = "is_half")]
+    start_weight: f64,
     /// Per alternative `g`:
     /// `ln Σ_k exp(slot_log_weights[k] + offset[g] + slots[k][g])`,
     /// kept up to date as slots open and intervals arrive, so an update
@@ -231,6 +237,19 @@ pub struct RestartMixture {
     /// existed; rebuilt from `slots` on the next update.
     #[serde(default)]
     log_sums: Vec<f64>,
+}
+
+/// The start slot's prior weight: most regressions ship with the canary,
+/// so a change present from the start pays only `ln(1/0.9)` ≈ 0.1 nats for
+/// change detection, and one that starts later `ln(10R)`.
+pub const START_WEIGHT: f64 = 0.9;
+
+fn half() -> f64 {
+    0.5
+}
+
+fn is_half(x: &f64) -> bool {
+    *x == 0.5
 }
 
 /// `ln(e^a + e^b)`, stable.
@@ -250,7 +269,7 @@ impl RestartMixture {
         let first = if change.restarts == 0 {
             0.0
         } else {
-            -std::f64::consts::LN_2
+            START_WEIGHT.ln()
         };
         RestartMixture {
             log_alt_weights: vec![-(g as f64).ln(); g],
@@ -263,7 +282,13 @@ impl RestartMixture {
             max_log_e: 0.0,
             log_e_now: 0.0,
             log_sums: vec![first; g],
+            start_weight: START_WEIGHT,
         }
+    }
+
+    /// Where its restart points are.
+    pub fn change(&self) -> ChangeDetection {
+        self.change
     }
 
     pub fn alternatives(&self) -> usize {
@@ -290,7 +315,7 @@ impl RestartMixture {
             && self.steps.is_multiple_of(c.every)
             && self.slots.len() <= c.restarts as usize
         {
-            let w = -(2.0 * f64::from(c.restarts)).ln();
+            let w = ((1.0 - self.start_weight) / f64::from(c.restarts)).ln();
             self.slot_log_weights.push(w);
             // Its products start at zero: offset + (−offset).
             self.slots.push(self.offset.iter().map(|o| -o).collect());

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dispersion::{Dispersion, Overdispersion};
 use super::hypothesis::{Direction, design_grid};
 use super::mixture::{
     ChangeDetection, RestartMixture, bisect, log_sum_exp, normal_mixture_bound, normal_mixture_rho,
@@ -27,6 +28,13 @@ pub(crate) struct NormalContrast {
     segments: Vec<(f64, f64)>,
     overdispersion: f64,
     scratch: Vec<f64>,
+    /// Overdispersion, estimated predictably (see [`super::dispersion`]).
+    /// Its presence also marks a test whose per-interval variance comes
+    /// from earlier intervals only; checkpoints written before it existed
+    /// lack it and keep the variance they were started with (which also
+    /// used the current interval's counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispersion: Option<Dispersion>,
 }
 
 const VARIANCE_PRIOR_WEIGHT: f64 = 100.0;
@@ -40,6 +48,7 @@ impl NormalContrast {
         design: f64,
         change: ChangeDetection,
         overdispersion: f64,
+        dispersion: Option<Overdispersion>,
     ) -> NormalContrast {
         let lambdas = design_grid(design);
         NormalContrast {
@@ -53,7 +62,28 @@ impl NormalContrast {
             v: 0.0,
             segments: Vec::new(),
             overdispersion,
+            dispersion: dispersion.map(Dispersion::new),
         }
+    }
+
+    /// Where the dispersion estimate starts, for a rate near `p` (see
+    /// [`Dispersion::with_log_odds_scale`]).
+    pub(crate) fn with_rate(mut self, p: f64) -> Self {
+        if let Some(d) = &mut self.dispersion {
+            d.set_log_odds_scale(p * (1.0 - p));
+        }
+        self
+    }
+
+    /// Replaces the alternatives (before any data): see
+    /// [`super::hypothesis::information_grid`].
+    pub(crate) fn with_grid(mut self, lambdas: Vec<f64>) -> Self {
+        if !lambdas.is_empty() && self.mixture.steps() == 0 {
+            self.mixture = RestartMixture::new(lambdas.len(), self.mixture.change());
+            self.scratch = vec![0.0; lambdas.len()];
+            self.lambdas = lambdas;
+        }
+        self
     }
 
     pub(crate) fn log_e(&self) -> f64 {
@@ -88,10 +118,27 @@ impl NormalContrast {
         let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
         let f = self.null_ratio;
         let d = self.direction.sign() * (xc / nc - f * xb / nb);
-        let p =
-            (xc + xb + VARIANCE_PRIOR_WEIGHT * pooled_before) / (nc + nb + VARIANCE_PRIOR_WEIGHT);
-        let unit = if p < 1.0 { p * (1.0 - p) } else { p };
-        let var = (unit.max(1e-12) * (1.0 / nc + f * f / nb) * self.overdispersion).max(1e-300);
+        let var = match self.dispersion.as_mut() {
+            Some(dispersion) => {
+                // Predictable: the rate pooled over earlier intervals only.
+                let p = pooled_before;
+                let unit = if p < 1.0 { p * (1.0 - p) } else { p };
+                // An interval whose events are all zero (or all one) so far
+                // carries the information of one event, not of 1e12.
+                let unit = unit.max(1.0 / (nc + nb));
+                let model = unit * (1.0 / nc + f * f / nb);
+                let var = model * self.overdispersion * dispersion.factor(model);
+                dispersion.record(d, model);
+                var
+            }
+            None => {
+                let p = (xc + xb + VARIANCE_PRIOR_WEIGHT * pooled_before)
+                    / (nc + nb + VARIANCE_PRIOR_WEIGHT);
+                let unit = if p < 1.0 { p * (1.0 - p) } else { p };
+                unit.max(1e-12) * (1.0 / nc + f * f / nb) * self.overdispersion
+            }
+        }
+        .max(1e-300);
         let (si, vi) = (d / var, 1.0 / var);
         self.s += si;
         self.v += vi;
@@ -105,56 +152,20 @@ impl NormalContrast {
     /// Mirror the mixture's slots: a slot that began with this interval
     /// starts from zero; every slot adds this interval's `(s, v)`.
     fn sync_segments(&mut self, si: f64, vi: f64) {
-        while self.segments.len() < self.mixture.slot_count() {
-            self.segments.push((0.0, 0.0));
-        }
-        for (s, v) in &mut self.segments {
-            *s += si;
-            *v += vi;
-        }
-    }
-
-    /// `ln Z` of the same mixture (slots, alternatives, weights) for the
-    /// null "contrast ≤ c0" instead of "≤ 0": each slot's log likelihood
-    /// ratio `λ·S − λ²·V/2` becomes `λ·(S − c0·V) − λ²·V/2`.
-    fn log_e_at(&self, c0: f64) -> f64 {
-        let (slot_w, alt_w) = self.mixture.log_weights();
-        let terms = self.segments.iter().zip(slot_w).flat_map(|(&(s, v), &sw)| {
-            self.lambdas
-                .iter()
-                .zip(alt_w)
-                .map(move |(&lam, &aw)| sw + aw + lam * (s - c0 * v) - 0.5 * lam * lam * v)
-        });
-        log_sum_exp(terms)
+        sync_segments(&mut self.segments, &self.mixture, si, vi);
     }
 
     /// The one-sided anytime-valid bound on the contrast that this test's
-    /// own mixture implies: the smallest `c0` for which the mixture against
-    /// "contrast ≤ c0" stays below `1/alpha`. Inverting a family of
-    /// e-processes gives a confidence sequence (Ville at the true contrast),
-    /// and it is consistent with the decision: when the test has fired,
-    /// the bound lies beyond the null. `None` before any information.
+    /// own mixture implies (see [`one_sided_bound`]).
     pub(crate) fn one_sided_bound(&self, alpha: f64) -> Option<f64> {
-        if self.segments.iter().all(|&(_, v)| v <= 0.0) {
-            return None;
-        }
-        let cut = (1.0 / alpha).ln();
-        let below = |c0: f64| self.log_e_at(c0) < cut;
-        // Bracket: widen until one end is below the cut and the other not.
-        let scale = self.design_contrast.abs().max(1e-12);
-        let mut hi = self.s / self.v.max(1e-300) + scale;
-        let mut steps = 0;
-        while !below(hi) && steps < 200 {
-            hi += scale * 2f64.powi(steps.min(60));
-            steps += 1;
-        }
-        let mut lo = hi - scale;
-        steps = 0;
-        while below(lo) && steps < 200 {
-            lo -= scale * 2f64.powi(steps.min(60));
-            steps += 1;
-        }
-        Some(bisect(lo, hi, below))
+        one_sided_bound(
+            &self.mixture,
+            &self.lambdas,
+            &self.segments,
+            self.s / self.v.max(1e-300),
+            self.design_contrast,
+            alpha,
+        )
     }
 
     /// Estimate and anytime-valid interval of the contrast (two-sided normal
@@ -169,4 +180,74 @@ impl NormalContrast {
         let est = self.s / self.v;
         (est, est - half, est + half)
     }
+}
+
+/// Mirrors a mixture's slots in `segments` (each slot's `(Σ s, Σ v)` since
+/// it began): a slot that began with this interval starts from zero; every
+/// slot adds this interval's `(s, v)`.
+pub(crate) fn sync_segments(
+    segments: &mut Vec<(f64, f64)>,
+    mixture: &RestartMixture,
+    si: f64,
+    vi: f64,
+) {
+    while segments.len() < mixture.slot_count() {
+        segments.push((0.0, 0.0));
+    }
+    for (s, v) in segments {
+        *s += si;
+        *v += vi;
+    }
+}
+
+/// `ln Z` of a normal mixture on information time (slots, alternatives
+/// `lambdas`, weights) for the null "contrast ≤ c0" instead of "≤ 0": each
+/// slot's log likelihood ratio `λ·S − λ²·V/2` becomes
+/// `λ·(S − c0·V) − λ²·V/2`.
+fn log_e_at(mixture: &RestartMixture, lambdas: &[f64], segments: &[(f64, f64)], c0: f64) -> f64 {
+    let (slot_w, alt_w) = mixture.log_weights();
+    let terms = segments.iter().zip(slot_w).flat_map(|(&(s, v), &sw)| {
+        lambdas
+            .iter()
+            .zip(alt_w)
+            .map(move |(&lam, &aw)| sw + aw + lam * (s - c0 * v) - 0.5 * lam * lam * v)
+    });
+    log_sum_exp(terms)
+}
+
+/// The one-sided anytime-valid bound on the contrast that a normal
+/// mixture implies: the smallest `c0` for which the mixture against
+/// "contrast ≤ c0" stays below `1/alpha`. Inverting a family of
+/// e-processes gives a confidence sequence (Ville at the true contrast),
+/// and it is consistent with the decision: when the test has fired, the
+/// bound lies beyond the null. `estimate` (the pooled contrast) and
+/// `scale` (the design) start the bracket. `None` before any information.
+pub(crate) fn one_sided_bound(
+    mixture: &RestartMixture,
+    lambdas: &[f64],
+    segments: &[(f64, f64)],
+    estimate: f64,
+    scale: f64,
+    alpha: f64,
+) -> Option<f64> {
+    if segments.iter().all(|&(_, v)| v <= 0.0) {
+        return None;
+    }
+    let cut = (1.0 / alpha).ln();
+    let below = |c0: f64| log_e_at(mixture, lambdas, segments, c0) < cut;
+    // Bracket: widen until one end is below the cut and the other not.
+    let scale = scale.abs().max(1e-12);
+    let mut hi = estimate + scale;
+    let mut steps = 0;
+    while !below(hi) && steps < 200 {
+        hi += scale * 2f64.powi(steps.min(60));
+        steps += 1;
+    }
+    let mut lo = hi - scale;
+    steps = 0;
+    while below(lo) && steps < 200 {
+        lo -= scale * 2f64.powi(steps.min(60));
+        steps += 1;
+    }
+    Some(bisect(lo, hi, below))
 }

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::count::TwoArmCount;
+use super::dispersion::Overdispersion;
 use super::evidence::{Estimand, Evidence, Interval, Span, Status, Verdict, finite, is_false};
 use super::histogram::{HistogramReads, LatencyReads};
 use super::hypothesis::{Direction, log_boundary};
@@ -35,6 +36,10 @@ pub struct QuantileVsBaseline {
     threshold_us: Option<u64>,
     baseline_hist: super::histogram::LatencyHistogram,
     test: Option<TwoArmCount>,
+    /// How the count test accounts for overdispersion. Absent in
+    /// checkpoints written before it existed: no inflation, as then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispersion: Option<Overdispersion>,
     span: Span,
     crossed: bool,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -107,6 +112,13 @@ impl QuantileVsBaseline {
         )
     }
 
+    /// How the test accounts for requests that are not independent
+    /// (default [`Overdispersion::Auto`]; see [`super::dispersion`]).
+    pub fn with_overdispersion(mut self, setting: Overdispersion) -> Self {
+        self.dispersion = Some(setting);
+        self
+    }
+
     fn build(
         signal: &str,
         quantile: f64,
@@ -128,6 +140,7 @@ impl QuantileVsBaseline {
             threshold_us: None,
             baseline_hist: super::histogram::LatencyHistogram::new(),
             test: None,
+            dispersion: Some(Overdispersion::Auto),
             span: Span::default(),
             crossed: false,
             lean: false,
@@ -216,7 +229,13 @@ impl QuantileVsBaseline {
                 Direction::Increase => std::f64::consts::LN_2,
                 Direction::Decrease => -std::f64::consts::LN_2,
             };
-            self.test = Some(TwoArmCount::new(self.direction, 0.0, design, self.change));
+            self.test = Some(TwoArmCount::new(
+                self.direction,
+                0.0,
+                design,
+                self.change,
+                self.dispersion,
+            ));
             self.baseline_hist = super::histogram::LatencyHistogram::new();
         }
         let running = if self.span.start.is_some() {

@@ -15,10 +15,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::count::TwoArmCount;
+use super::dispersion::Overdispersion;
 use super::evidence::{
     ArmCounts, Estimand, Evidence, Interval, Span, Status, Verdict, finite, is_false,
 };
-use super::hypothesis::{Direction, GateKind, log_boundary};
+use super::hypothesis::{
+    Direction, GRID_POINTS, GateKind, Schedule, information_grid, log_boundary,
+};
 use super::mixture::ChangeDetection;
 use super::normal_contrast::NormalContrast;
 use super::snapshot::IntervalSnapshot;
@@ -36,6 +39,10 @@ pub enum RatioMethod {
     Count,
     /// Normal-mixture mSPRT on information time (common events).
     Normal,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 /// Pooled rate below which `RatioMethod::Auto` picks the count test.
@@ -62,10 +69,24 @@ pub struct RatioVsBaseline {
     method: RatioMethod,
     auto_decide_exposure: u64,
     burn_in_exposure: u64,
+    /// A fixed variance factor of the normal test, as checkpoint version 1
+    /// wrote it (always 1 since `dispersion` exists).
     overdispersion: f64,
+    /// How the engines account for overdispersion. Absent in checkpoints
+    /// written before it existed: no inflation, as then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispersion: Option<Overdispersion>,
     engine: RatioEngine,
     baseline: ArmCounts,
     canary: ArmCounts,
+    /// The weights the rollout will hold before promotion; with it the
+    /// grid is sized to the information expected by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<Schedule>,
+    /// Milliseconds of data seen before the test started (its traffic rate
+    /// sizes the grid).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    collected_ms: u64,
     span: Span,
     crossed: bool,
     /// Lean evidence: the interval is computed only once the test has
@@ -120,9 +141,12 @@ impl RatioVsBaseline {
             auto_decide_exposure: 200,
             burn_in_exposure: 1000,
             overdispersion: 1.0,
+            dispersion: Some(Overdispersion::Auto),
             engine: RatioEngine::Collecting,
             baseline: ArmCounts::default(),
             canary: ArmCounts::default(),
+            schedule: None,
+            collected_ms: 0,
             span: Span::default(),
             crossed: false,
             lean: false,
@@ -205,15 +229,41 @@ impl RatioVsBaseline {
         self
     }
 
-    /// Variance inflation for the normal test when requests are correlated
-    /// within users or hosts (estimate it from A/A runs; default 1).
-    pub fn with_overdispersion(mut self, phi: f64) -> Self {
-        self.overdispersion = if phi.is_finite() && phi >= 1.0 {
-            phi
-        } else {
-            1.0
-        };
+    /// How the test accounts for requests that are not independent
+    /// (default [`Overdispersion::Auto`]; see [`super::dispersion`]).
+    pub fn with_overdispersion(mut self, setting: Overdispersion) -> Self {
+        self.dispersion = Some(setting);
         self
+    }
+
+    /// The weights the rollout holds before promotion (see [`Schedule`]):
+    /// the grid is then sized to the information expected by promotion.
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = Some(schedule);
+        self
+    }
+
+    /// The grid sized to the plan: `per_second(w)` is the engine's
+    /// information rate per second at weight `w`, given the traffic seen
+    /// so far; `design` the design effect on the engine's scale.
+    fn planned_grid(&self, design: f64, per_second: impl Fn(f64) -> f64) -> Option<Vec<f64>> {
+        let schedule = self.schedule.as_ref()?;
+        if self.collected_ms == 0 {
+            return None;
+        }
+        let need =
+            log_boundary(self.alpha) + (GRID_POINTS as f64).ln() + self.change.log_start_cost();
+        Some(information_grid(
+            design,
+            schedule.information(per_second),
+            need,
+        ))
+    }
+
+    /// Requests (denominators, both arms) per second before the test started.
+    fn collected_rate(&self) -> f64 {
+        let n = self.canary.exposure as f64 + self.baseline.exposure as f64;
+        n / (self.collected_ms as f64 / 1000.0).max(1e-3)
     }
 
     /// The method in use, once chosen.
@@ -254,12 +304,21 @@ impl RatioVsBaseline {
         };
         match method {
             RatioMethod::Count | RatioMethod::Auto => {
-                self.engine = RatioEngine::Count(TwoArmCount::new(
+                let mut test = TwoArmCount::new(
                     self.direction,
                     self.null_ratio.ln(),
                     self.design_ratio.ln(),
                     self.change,
-                ));
+                    self.dispersion,
+                );
+                // Information per second at weight w: events per second
+                // times the binomial information of the canary's share.
+                let events = self.collected_rate() * self.pooled_rate();
+                let design = (self.design_ratio.ln() - self.null_ratio.ln()).abs();
+                if let Some(grid) = self.planned_grid(design, |w| events * w * (1.0 - w)) {
+                    test = test.with_grid(grid);
+                }
+                self.engine = RatioEngine::Count(test);
             }
             RatioMethod::Normal => {
                 if self.canary.exposure < self.burn_in_exposure
@@ -269,13 +328,22 @@ impl RatioVsBaseline {
                 }
                 let design =
                     ((self.design_ratio - self.null_ratio).abs() * self.baseline_rate()).max(1e-9);
-                self.engine = RatioEngine::Normal(NormalContrast::new(
+                let mut test = NormalContrast::new(
                     self.direction,
                     self.null_ratio,
                     design,
                     self.change,
                     self.overdispersion,
-                ));
+                    self.dispersion,
+                );
+                let (rate, p, f) = (self.collected_rate(), self.pooled_rate(), self.null_ratio);
+                test = test.with_rate(p);
+                let unit = (p * (1.0 - p)).max(1e-12);
+                let per_second = |w: f64| rate / (unit * (1.0 / w + f * f / (1.0 - w)));
+                if let Some(grid) = self.planned_grid(design, per_second) {
+                    test = test.with_grid(grid);
+                }
+                self.engine = RatioEngine::Normal(test);
             }
         }
     }
@@ -297,6 +365,9 @@ impl RatioVsBaseline {
         self.baseline.add(nb, xb);
         if started {
             self.span.cover(snap);
+        } else {
+            let ms = snap.end.as_millis().saturating_sub(snap.start.as_millis());
+            self.collected_ms = self.collected_ms.saturating_add(ms);
         }
         self.maybe_start();
         self.verdict(started)

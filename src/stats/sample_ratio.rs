@@ -1,8 +1,16 @@
 //! The **sample-ratio check**: a two-sided grid mixture on the canary's
 //! share of requests against the set weight, per interval. It only pauses.
+//!
+//! Routing per connection or per sticky session is not per request, so the
+//! split is never exactly the weight: the null is a band, "the odds of the
+//! observed share are within a factor `1 ± tolerance` of the weight's"
+//! (each side's alternatives are tested against the band's edge on their
+//! side), and the per-interval variance is inflated by the predictable
+//! overdispersion estimate of [`super::dispersion`].
 
 use serde::{Deserialize, Serialize};
 
+use super::dispersion::{Dispersion, Overdispersion};
 use super::evidence::{ArmCounts, Evidence, Interval, Span, Status, Verdict, finite, is_false};
 use super::hypothesis::log_boundary;
 use super::mixture::{ChangeDetection, LikelihoodGrid, LogLikCache, RestartMixture, logit};
@@ -27,6 +35,23 @@ pub struct SampleRatioCheck {
     lean: bool,
     #[serde(skip)]
     lik: LogLikCache,
+    /// The band's half-width on the log-odds scale, `ln(1 + tolerance)`;
+    /// 0 (an exact null) in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    band: f64,
+    #[serde(skip)]
+    lik_below: LogLikCache,
+    /// Absent in checkpoints written before it existed: no inflation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispersion: Option<Dispersion>,
+    /// The weight of the last interval fed (a new weight starts a new
+    /// chain of differences for the dispersion estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_weight: Option<f64>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl SampleRatioCheck {
@@ -49,7 +74,43 @@ impl SampleRatioCheck {
             crossed: false,
             lean: false,
             lik: LogLikCache::default(),
+            band: 0.0,
+            lik_below: LogLikCache::default(),
+            dispersion: Some(Dispersion::new(Overdispersion::Auto)),
+            last_weight: None,
         })
+    }
+
+    /// Accepts an observed share whose odds are within `1 ± tolerance` of
+    /// the weight's (default 0: the exact weight).
+    pub fn with_tolerance(mut self, tolerance: f64) -> Self {
+        self.band = if tolerance.is_finite() && tolerance > 0.0 {
+            tolerance.ln_1p()
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// How the check accounts for a split that varies more than binomially
+    /// (default [`Overdispersion::Auto`]).
+    pub fn with_overdispersion(mut self, setting: Overdispersion) -> Self {
+        self.dispersion = Some(Dispersion::new(setting));
+        self
+    }
+
+    /// The same check with no data: its signal, budget, restart grid, band,
+    /// overdispersion setting and lean flag (a new weight step starts one).
+    pub fn renewed(&self) -> Self {
+        let mut fresh = SampleRatioCheck::new(&self.signal, self.alpha, self.mixture.change())
+            .unwrap_or_else(|_| self.clone());
+        fresh.band = self.band;
+        fresh.dispersion = self
+            .dispersion
+            .as_ref()
+            .map(|d| Dispersion::new(d.setting()));
+        fresh.lean = self.lean;
+        fresh
     }
 
     /// Lean evidence (see [`StatTest::set_lean`](super::StatTest::set_lean)).
@@ -67,10 +128,39 @@ impl SampleRatioCheck {
         self.baseline.add(b, b);
         self.span.cover(snap);
         if canary_weight > 0.0 && canary_weight < 1.0 {
-            let (x, n) = (c as f64, (c + b) as f64);
+            let (x, n) = (c as f64, c as f64 + b as f64);
             let l = logit(canary_weight);
+            let model = canary_weight * (1.0 - canary_weight) / n;
+            let temper = match &mut self.dispersion {
+                Some(d) if n > 0.0 => {
+                    if self.last_weight != Some(canary_weight) {
+                        d.break_chain();
+                        if d.pairs() == 0 {
+                            d.set_log_odds_scale(canary_weight * (1.0 - canary_weight));
+                        }
+                    }
+                    let f = d.factor(model);
+                    d.record(x / n, model);
+                    f
+                }
+                _ => 1.0,
+            };
+            self.last_weight = Some(canary_weight);
+            let (x, n) = (x / temper, n / temper);
             // The weight, hence `l`, stays put through a weight step.
-            self.lik.log_lrs(x, n, l, &self.etas, &mut self.scratch);
+            if self.band == 0.0 {
+                self.lik.log_lrs(x, n, l, &self.etas, &mut self.scratch);
+            } else {
+                // Alternatives above the band against its upper edge, those
+                // below against its lower edge (`etas` holds the positive
+                // half first).
+                let half = self.etas.len() / 2;
+                let (up, down) = self.scratch.split_at_mut(half);
+                self.lik
+                    .log_lrs(x, n, l + self.band, &self.etas[..half], up);
+                self.lik_below
+                    .log_lrs(x, n, l - self.band, &self.etas[half..], down);
+            }
             self.mixture.update(&self.scratch, at);
             if n > 0.0 {
                 self.grid.update(x, n, l);
@@ -129,7 +219,9 @@ mod tests {
                 break;
             }
         }
-        assert!(fired.is_some_and(|i| i < 20), "{fired:?}");
+        // About 20 intervals: the first are weighed down until the split's
+        // own interval-to-interval spread is known (see `dispersion`).
+        assert!(fired.is_some_and(|i| i < 30), "{fired:?}");
         let mut ok = SampleRatioCheck::new("requests", 0.001, ChangeDetection::OFF).unwrap();
         assert!((0..200).all(|i| !ok.observe(&snap(i, 500, 9_500, 0.0, 0.0), 0.05).crossed()));
     }

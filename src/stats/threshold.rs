@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::dispersion::{Dispersion, Overdispersion};
 use super::evidence::{
     ArmCounts, Estimand, Evidence, Interval, Span, Status, Verdict, finite, is_false,
 };
@@ -37,10 +38,21 @@ struct OneSampleRate {
     scratch: Vec<f64>,
     #[serde(skip)]
     lik: LogLikCache,
+    /// Overdispersion: each interval's likelihood is tempered by the
+    /// predictable factor `φ` (its counts enter as `x/φ` of `n/φ`; see
+    /// [`super::dispersion`]). Absent in checkpoints written before it
+    /// existed: no inflation, as then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispersion: Option<Dispersion>,
+    /// With `dispersion`: per restart slot, the tempered `(events,
+    /// exposure)` the likelihood depends on (`segments` keeps the raw
+    /// counts the estimate reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    effective: Vec<[f64; 2]>,
 }
 
 impl OneSampleRate {
-    fn new(p0: f64, change: ChangeDetection) -> Self {
+    fn new(p0: f64, change: ChangeDetection, overdispersion: Overdispersion) -> Self {
         let p1 = (2.0 * p0).min((1.0 + p0) / 2.0);
         let etas = design_grid(logit(p1) - logit(p0));
         OneSampleRate {
@@ -51,15 +63,37 @@ impl OneSampleRate {
             counts: ArmCounts::default(),
             segments: Vec::new(),
             lik: LogLikCache::default(),
+            dispersion: Some(Dispersion::new(overdispersion).with_log_odds_scale(p0 * (1.0 - p0))),
+            effective: Vec::new(),
         }
+    }
+
+    fn set_overdispersion(&mut self, setting: Overdispersion) {
+        let p0 = 1.0 / (1.0 + (-self.null_logit).exp());
+        self.dispersion = Some(Dispersion::new(setting).with_log_odds_scale(p0 * (1.0 - p0)));
     }
 
     fn update(&mut self, exposure: u64, events: u64, at: Timestamp) {
         let events = events.min(exposure);
-        self.counts.add(exposure, events);
         let (x, n) = (events as f64, exposure as f64);
+        let p0 = 1.0 / (1.0 + (-self.null_logit).exp());
+        let temper = match &self.dispersion {
+            Some(d) if n > 0.0 => d.factor(p0 * (1.0 - p0) / n),
+            _ => 1.0,
+        };
+        if n > 0.0 {
+            // The canary's rate so far (predictable), for the binomial
+            // variance of this interval's rate.
+            let before = &self.counts;
+            let p = (before.events as f64 + 0.5) / (before.exposure as f64 + 1.0);
+            if let Some(d) = &mut self.dispersion {
+                d.record(x / n, p * (1.0 - p) / n);
+            }
+        }
+        self.counts.add(exposure, events);
+        let (x_eff, n_eff) = (x / temper, n / temper);
         self.lik
-            .log_lrs(x, n, self.null_logit, &self.etas, &mut self.scratch);
+            .log_lrs(x_eff, n_eff, self.null_logit, &self.etas, &mut self.scratch);
         self.mixture.update(&self.scratch, at);
         while self.segments.len() < self.mixture.slot_count() {
             self.segments.push(ArmCounts::default());
@@ -67,14 +101,32 @@ impl OneSampleRate {
         for seg in &mut self.segments {
             seg.add(exposure, events);
         }
+        if self.dispersion.is_some() {
+            self.effective.resize(self.mixture.slot_count(), [0.0; 2]);
+            for seg in &mut self.effective {
+                seg[0] += x_eff;
+                seg[1] += n_eff;
+            }
+        }
+    }
+
+    /// Restart slot `k`'s `(events, exposure)`, as its likelihood sees them.
+    fn segment_counts(&self, k: usize) -> (f64, f64) {
+        if self.dispersion.is_some() {
+            self.effective.get(k).map_or((0.0, 0.0), |&[x, n]| (x, n))
+        } else {
+            self.segments
+                .get(k)
+                .map_or((0.0, 0.0), |s| (s.events as f64, s.exposure as f64))
+        }
     }
 
     /// `ln Z` of the same mixture for the null "rate ≤ sigmoid(l)" (the
     /// alternatives keep their offsets from the null).
     fn log_e_at(&self, l: f64) -> f64 {
         let (slot_w, alt_w) = self.mixture.log_weights();
-        let terms = self.segments.iter().zip(slot_w).flat_map(|(seg, &sw)| {
-            let (x, n) = (seg.events as f64, seg.exposure as f64);
+        let terms = slot_w.iter().enumerate().flat_map(|(k, &sw)| {
+            let (x, n) = self.segment_counts(k);
             let l0 = bernoulli_log_lik(x, n, l);
             self.etas
                 .iter()
@@ -209,12 +261,19 @@ impl RatioThreshold {
             denominator: denominator.to_string(),
             above,
             alpha,
-            test: OneSampleRate::new(above, change),
+            test: OneSampleRate::new(above, change, Overdispersion::Auto),
             span: Span::default(),
             crossed: false,
             lean: false,
             estimand: Estimand::default(),
         })
+    }
+
+    /// How the test accounts for requests that are not independent
+    /// (default [`Overdispersion::Auto`]; see [`super::dispersion`]).
+    pub fn with_overdispersion(mut self, setting: Overdispersion) -> Self {
+        self.test.set_overdispersion(setting);
+        self
     }
 
     pub fn observe(&mut self, snap: &IntervalSnapshot) -> Verdict {
@@ -290,12 +349,19 @@ impl QuantileThreshold {
             quantile,
             threshold_us: super::histogram::ms_to_us(above_ms),
             alpha,
-            test: OneSampleRate::new(1.0 - quantile, change),
+            test: OneSampleRate::new(1.0 - quantile, change, Overdispersion::Auto),
             span: Span::default(),
             crossed: false,
             lean: false,
             estimand: Estimand::default(),
         })
+    }
+
+    /// How the test accounts for requests that are not independent
+    /// (default [`Overdispersion::Auto`]; see [`super::dispersion`]).
+    pub fn with_overdispersion(mut self, setting: Overdispersion) -> Self {
+        self.test.set_overdispersion(setting);
+        self
     }
 
     /// What [`QuantileThreshold::observe`] reads of `signal`.
