@@ -20,6 +20,7 @@
 //!   around the arm's (`sampling::session_binomial`); a counter with `of`
 //!   stays Binomial given its parent's count, which carries the parent's
 //!   clustering.
+//!
 //! Latency takes no noise. The oracles' truth ([`TrafficModel::truth`]) is
 //! the mean rates, without the noise.
 //!
