@@ -58,10 +58,13 @@
 //!   f²·p_b(1−p_b)·n_c/n_b))` per canary request. Since the Bernoulli KL
 //!   of the known-baseline oracle is at least `δ'²/(2 p_1(1−p_1))` for rates
 //!   below ½, this oracle needs at least as many requests as that one.
-//!   Threshold triggers have no baseline to pay for and run the
-//!   known-baseline test; so do latency triggers against the baseline (a
-//!   simplification: the baseline quantile's own noise is not charged, so
-//!   there this oracle stays the known-baseline lower bound).
+//!   A latency quantile trigger against the baseline gets the same
+//!   contrast on exceedances: the canary's share of latencies surely above
+//!   `f ×` the baseline's true quantile minus the baseline's share surely
+//!   above that quantile (`f` = 1 in the contrast), less the difference the
+//!   histograms' bucket edges give at the boundary (the baseline scaled by
+//!   `f`), so that H0 is mean 0 as the histograms read it. Threshold
+//!   triggers have no baseline to pay for and run the known-baseline test.
 //!
 //! [`wald_expected_samples`]: canaryd::stats::wald_expected_samples
 
@@ -305,13 +308,18 @@ pub enum FairOracle {
 /// the arms (see the module docs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContrastTest {
-    num: String,
-    den: String,
+    events: ContrastEvents,
     /// +1 when a higher canary rate is worse, −1 when lower is.
     sign: f64,
-    /// The trigger's factor: H0 is `p_c = factor · p_b`.
+    /// The baseline's weight in the contrast: the trigger's factor for a
+    /// ratio (H0 is `p_c = factor · p_b`), 1 for latency (the factor is in
+    /// the canary's threshold).
     pub factor: f64,
-    /// True rates (at the change's full size) behind the variance.
+    /// The contrast's mean under H0 before the sign (0 for a ratio; for
+    /// latency what the histograms' bucket edges make of "at the boundary").
+    pub offset: f64,
+    /// True per-exposure rates (at the change's full size) behind the
+    /// variance.
     pub baseline_rate: f64,
     pub canary_rate: f64,
     /// The alternative's mean of the signed contrast (> 0).
@@ -322,6 +330,48 @@ pub struct ContrastTest {
     llr: f64,
     canary: ArmCounts,
     done: bool,
+}
+
+/// What each arm counts for a [`ContrastTest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum ContrastEvents {
+    /// `num` events out of `den` exposures, in both arms.
+    Ratio { num: String, den: String },
+    /// Latencies surely above a threshold (histogram buckets entirely
+    /// above it): the canary's `factor ×` the baseline's true quantile, the
+    /// baseline's that quantile.
+    Exceed { canary_ms: f64, baseline_ms: f64 },
+}
+
+impl ContrastEvents {
+    /// (exposure, events) of the canary and of the baseline.
+    fn counts(&self, s: &IntervalSnapshot) -> ((u64, u64), (u64, u64)) {
+        match self {
+            ContrastEvents::Ratio { num, den } => {
+                let rate = |arm: &ArmData| {
+                    let n = arm.counter(den);
+                    (n, arm.counter(num).min(n))
+                };
+                (rate(&s.canary), rate(&s.baseline))
+            }
+            ContrastEvents::Exceed {
+                canary_ms,
+                baseline_ms,
+            } => {
+                let above = |arm: &ArmData, ms: f64| match arm.latency.get(LATENCY_SIGNAL) {
+                    Some(h) => (
+                        h.total(),
+                        h.count_surely_above_us(canaryd::stats::histogram::ms_to_us(ms)),
+                    ),
+                    None => (0, 0),
+                };
+                (
+                    above(&s.canary, *canary_ms),
+                    above(&s.baseline, *baseline_ms),
+                )
+            }
+        }
+    }
 }
 
 impl ContrastTest {
@@ -343,11 +393,7 @@ impl ContrastTest {
         if self.done || s.start.as_millis() < self.start_ms {
             return false;
         }
-        let rate = |arm: &ArmData| {
-            let n = arm.counter(&self.den);
-            (n, arm.counter(&self.num).min(n))
-        };
-        let ((nc, xc), (nb, xb)) = (rate(&s.canary), rate(&s.baseline));
+        let ((nc, xc), (nb, xb)) = self.events.counts(s);
         self.canary
             .add(nc, if self.sign > 0.0 { xc } else { nc - xc });
         // An arm without exposure says nothing about the contrast.
@@ -356,7 +402,7 @@ impl ContrastTest {
         }
         let (pb, pc, f) = (self.baseline_rate, self.canary_rate, self.factor);
         let var = pc * (1.0 - pc) / nc as f64 + f * f * pb * (1.0 - pb) / nb as f64;
-        let d = self.sign * (xc as f64 / nc as f64 - f * xb as f64 / nb as f64);
+        let d = self.sign * (xc as f64 / nc as f64 - f * xb as f64 / nb as f64 - self.offset);
         self.llr += (self.delta * d - 0.5 * self.delta * self.delta) / var;
         if self.llr >= self.log_a {
             self.done = true;
@@ -797,20 +843,20 @@ fn oracle_test(
     })
 }
 
-/// The fair oracle's test for one trigger: a contrast test for a ratio
-/// against the baseline, else the known-baseline oracle's own test.
+/// The fair oracle's test for one trigger: a contrast test for a ratio or
+/// a quantile against the baseline, else the known-baseline oracle's own
+/// test.
 fn fair_oracle(
     policy: &Policy,
     t: &StatTrigger,
     model: &TrafficModel,
     alpha: f64,
 ) -> Option<FairOracle> {
-    let (Measure::Ratio { num, den }, Rule::VsBaseline { factor, .. }) = (&t.measure, &t.rule)
-    else {
-        return oracle_test(policy, t, model, alpha).map(FairOracle::KnownBaseline);
-    };
-    // The known-baseline oracle's onset, full-size truth and thresholds.
+    // The known-baseline oracle's onset, thresholds and alternative.
     let known = oracle_test(policy, t, model, alpha)?;
+    let Rule::VsBaseline { factor, .. } = t.rule else {
+        return Some(FairOracle::KnownBaseline(known));
+    };
     let scenario = model.scenario();
     let full = scenario
         .canary
@@ -818,24 +864,73 @@ fn fair_oracle(
         .map_or(std::time::Duration::ZERO, |c| c.from + c.ramp_over);
     let (base, canary) = model.truth(full);
     let shares: Vec<f64> = scenario.groups.iter().map(|(_, s)| *s).collect();
-    let pb = true_ratio(&base, &shares, num, den)?;
-    let pc = true_ratio(&canary, &shares, num, den)?;
     let sign = if t.rule.higher_is_worse() { 1.0 } else { -1.0 };
-    let beyond = sign * (pc - factor * pb);
-    // Twice the tolerance: canary at (1 + 2(f − 1))·p_b, δ = |f − 1|·p_b.
-    let delta = if beyond > 0.0 {
-        beyond
+    // (events, baseline factor, H0 offset, p_b, p_c, H1 canary value of
+    // the read at twice the tolerance).
+    let (events, f, offset, pb, pc, twice) = match &t.measure {
+        Measure::Ratio { num, den } => {
+            let pb = true_ratio(&base, &shares, num, den)?;
+            let pc = true_ratio(&canary, &shares, num, den)?;
+            let events = ContrastEvents::Ratio {
+                num: num.clone(),
+                den: den.clone(),
+            };
+            (
+                events,
+                factor,
+                0.0,
+                pb,
+                pc,
+                pb * (1.0 + 2.0 * (factor - 1.0)),
+            )
+        }
+        Measure::Quantile { q } => {
+            let (lb, lc) = (base.latency?, canary.latency?);
+            let baseline_ms = lb.quantile_ms(*q);
+            let canary_ms = baseline_ms * factor;
+            // What a histogram reads as surely above: the bucket edges.
+            let read = |truth: &crate::latency::LatencyTruth, ms: f64| {
+                use canaryd::stats::histogram::{log_linear_bounds, log_linear_index, ms_to_us};
+                let high = log_linear_bounds(log_linear_index(ms_to_us(ms))).1;
+                truth.exceedance((high as f64 + 0.5) / 1000.0)
+            };
+            let scaled = |by: f64| {
+                let mut l = lb;
+                l.mu += by.ln();
+                l
+            };
+            let pb = read(&lb, baseline_ms);
+            let at_boundary = read(&scaled(factor), canary_ms);
+            let events = ContrastEvents::Exceed {
+                canary_ms,
+                baseline_ms,
+            };
+            let twice = read(&scaled(1.0 + 2.0 * (factor - 1.0)), canary_ms);
+            (
+                events,
+                1.0,
+                at_boundary - pb,
+                pb,
+                read(&lc, canary_ms),
+                twice,
+            )
+        }
+        Measure::GroupRatio { .. } => return None,
+    };
+    let mean = |p_c: f64| sign * (p_c - f * pb - offset);
+    let delta = if mean(pc) > 0.0 {
+        mean(pc)
     } else {
-        (factor - 1.0).abs() * pb
+        mean(twice)
     };
     if !(delta > 0.0 && delta.is_finite() && pb > 0.0 && pb < 1.0 && pc < 1.0) {
         return None;
     }
     Some(FairOracle::Contrast(ContrastTest {
-        num: num.clone(),
-        den: den.clone(),
+        events,
         sign,
-        factor: *factor,
+        factor: f,
+        offset,
         baseline_rate: pb,
         canary_rate: pc,
         delta,
@@ -1206,6 +1301,74 @@ spec:
             (false_rollbacks as f64) <= bound,
             "{false_rollbacks} false rollbacks"
         );
+    }
+
+    /// A p95 trigger against the baseline: the fair oracle's contrast has
+    /// mean 0 at the boundary as the histograms read it, fires on a tail
+    /// regression later than the known-baseline oracle, and keeps A/A
+    /// within alpha.
+    #[test]
+    fn two_sample_oracle_on_latency_against_the_baseline() {
+        let policy = canaryd::policy::parse_policy(
+            "p.yaml",
+            ORACLE_POLICY
+                .replace(
+                    "error_rate: { kind: ratio, numerator: errors, denominator: requests }",
+                    "latency: { kind: latency, signal: latency_ms }",
+                )
+                .replace(
+                    "{ name: error-rate, metric: error_rate, vsBaseline: { relativeIncrease: 20% } }",
+                    "{ name: p95, metric: latency, quantile: 0.95, vsBaseline: { relativeIncrease: 10% } }",
+                )
+                .as_bytes(),
+        )
+        .unwrap();
+        let scenario = |canary: &str| {
+            crate::scenario::parse_scenario(
+                "lat.yaml",
+                format!(
+                    "apiVersion: canaryd.dev/v1
+kind: Scenario
+metadata: {{ name: lat }}
+spec:
+  duration: 11h
+  traffic: {{ requestsPerSecond: 100 }}
+  baseline: {{ latency: {{ distribution: lognormal, p50: 80ms, p95: 150ms }} }}
+{canary}"
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let tail = scenario("  canary: { latency: { tail: { fraction: 0.05, add: 600ms } } }");
+        let source = crate::model_source(&tail, &policy);
+        let fair =
+            PeerAnalysis::new(&policy, Style::SprtOracleTwoSample, 5, source.model()).unwrap();
+        let Some(FairOracle::Contrast(test)) = fair.fair_oracle_tests().remove(0).1 else {
+            panic!("a quantile vsBaseline trigger gets a contrast test");
+        };
+        // At the boundary (the baseline scaled by 1.1) the canary reads as
+        // far above 1.1 × p95 as the baseline above its p95, up to a bucket.
+        assert!(test.offset.abs() < 0.002, "{test:?}");
+        assert!(test.delta > 0.02, "{test:?}");
+        let runs = 300;
+        let (fair_n, fair_rollbacks) =
+            requests_to_rollback(&policy, &source, Style::SprtOracleTwoSample, runs);
+        let (known_n, _) = requests_to_rollback(&policy, &source, Style::SprtOracle, runs);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        eprintln!(
+            "p95 tail: two-sample {:.0}, known-baseline {:.0} canary requests; {fair_rollbacks} of {runs}",
+            mean(&fair_n),
+            mean(&known_n)
+        );
+        assert!(fair_rollbacks >= 290, "{fair_rollbacks}");
+        assert!(mean(&fair_n) > mean(&known_n), "{fair_n:?}");
+        let aa = crate::model_source(&scenario(""), &policy);
+        let (_, false_rollbacks) =
+            requests_to_rollback(&policy, &aa, Style::SprtOracleTwoSample, runs);
+        let alpha = policy.alpha_per_trigger();
+        let bound = runs as f64 * alpha + 3.0 * (runs as f64 * alpha * (1.0 - alpha)).sqrt();
+        assert!((false_rollbacks as f64) <= bound, "{false_rollbacks}");
     }
 
     #[test]
