@@ -11,7 +11,8 @@
 //! - `traffic.rs`: the scenario's traffic model, sampled per interval.
 //! - `source.rs`: model or replay; the Prometheus `query_range` converter.
 //! - `run.rs`: one rollout on a virtual clock.
-//! - `peers.rs`: the `--compare` styles (threshold, Mann-Whitney, SPRT oracle).
+//! - `peers.rs`: the `--compare` styles (threshold, Mann-Whitney, the SPRT
+//!   oracles: known-baseline and two-sample).
 //! - `report.rs`: aggregation, the `--json` report and the table.
 //!
 //! Reproducibility: run `i` draws its traffic from Xoshiro256++ seeded with
@@ -222,6 +223,7 @@ pub fn simulate(policy: &Policy, source: &Source, opts: &SimOptions) -> Result<R
             Analyst::Peer(Style::Threshold),
             Analyst::Peer(Style::MannWhitney),
             Analyst::Peer(Style::SprtOracle),
+            Analyst::Peer(Style::SprtOracleTwoSample),
         ]);
     }
     let mut builder = rayon::ThreadPoolBuilder::new();

@@ -61,8 +61,8 @@ struct RunArgs {
     /// Print one JSON object instead of a table
     #[arg(long)]
     json: bool,
-    /// Also run the threshold (Flagger/Argo), mann-whitney (Kayenta) and
-    /// sprt-oracle styles on the same traffic
+    /// Also run the threshold (Flagger/Argo), mann-whitney (Kayenta),
+    /// sprt-oracle and sprt-oracle-two-sample styles on the same traffic
     #[arg(long)]
     compare: bool,
     /// Worker threads (default: all cores)
@@ -188,7 +188,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let styles = if args.compare { 4 } else { 1 };
+    let styles = if args.compare { 5 } else { 1 };
     let show_bar = !args.json && std::io::stderr().is_terminal();
     if show_bar {
         let bar = ProgressBar::with_draw_target(

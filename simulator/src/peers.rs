@@ -42,6 +42,31 @@
 //!   β = [`ORACLE_BETA`]. No test needs fewer samples on average (Wald-
 //!   Wolfowitz), so its detection time is a lower bound. Disparity triggers
 //!   and ratios whose truth the scenario does not define are left out.
+//! - [`Style::SprtOracleTwoSample`], the fair oracle: the same triggers,
+//!   alphas, β, onset and alternatives as [`Style::SprtOracle`], but a
+//!   `vsBaseline` ratio trigger pays for the baseline's noise as any
+//!   concurrent test must: Wald's SPRT with known variance on each
+//!   interval's contrast `d = s·(p̂_c − f·p̂_b)` (`f` the trigger's factor,
+//!   `s` = +1 when higher is worse, −1 when lower is), normal approximation,
+//!   `Var d = p_c(1−p_c)/n_c + f²·p_b(1−p_b)/n_b` at the true rates of the
+//!   interval's counts. H0: mean 0 (the canary at the trigger's boundary);
+//!   H1: mean `δ = s·(p_c − f·p_b)` when the canary is beyond the boundary,
+//!   else `|f − 1|·p_b` (a change of twice the tolerance). Each interval adds
+//!   `(δ·d − δ²/2)/Var d` to the log-likelihood ratio, so it drifts by
+//!   `δ²/(2 Var d)` per interval under the truth: Wald's expected canary
+//!   requests are [`wald_expected_samples`] at `κ = δ² / (2(p_c(1−p_c) +
+//!   f²·p_b(1−p_b)·n_c/n_b))` per canary request. Since the Bernoulli KL
+//!   of the known-baseline oracle is at least `δ'²/(2 p_1(1−p_1))` for rates
+//!   below ½, this oracle needs at least as many requests as that one.
+//!   A latency quantile trigger against the baseline gets the same
+//!   contrast on exceedances: the canary's share of latencies surely above
+//!   `f ×` the baseline's true quantile minus the baseline's share surely
+//!   above that quantile (`f` = 1 in the contrast), less the difference the
+//!   histograms' bucket edges give at the boundary (the baseline scaled by
+//!   `f`), so that H0 is mean 0 as the histograms read it. Threshold
+//!   triggers have no baseline to pay for and run the known-baseline test.
+//!
+//! [`wald_expected_samples`]: canaryd::stats::wald_expected_samples
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +97,7 @@ pub enum Style {
     Threshold,
     MannWhitney,
     SprtOracle,
+    SprtOracleTwoSample,
 }
 
 impl Style {
@@ -80,6 +106,7 @@ impl Style {
             Style::Threshold => "threshold",
             Style::MannWhitney => "mann-whitney",
             Style::SprtOracle => "sprt-oracle",
+            Style::SprtOracleTwoSample => "sprt-oracle-two-sample",
         }
     }
 }
@@ -263,6 +290,129 @@ enum PeerState {
     Oracle {
         tests: Vec<Option<OracleTest>>,
     },
+    /// The fair oracle: a contrast test where the trigger compares with the
+    /// baseline, else the known-baseline test.
+    TwoSampleOracle {
+        tests: Vec<Option<FairOracle>>,
+    },
+}
+
+/// One trigger's test in the fair oracle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FairOracle {
+    Contrast(ContrastTest),
+    KnownBaseline(OracleTest),
+}
+
+/// Wald's SPRT with known variance on the per-interval contrast between
+/// the arms (see the module docs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContrastTest {
+    events: ContrastEvents,
+    /// +1 when a higher canary rate is worse, −1 when lower is.
+    sign: f64,
+    /// The baseline's weight in the contrast: the trigger's factor for a
+    /// ratio (H0 is `p_c = factor · p_b`), 1 for latency (the factor is in
+    /// the canary's threshold).
+    pub factor: f64,
+    /// The contrast's mean under H0 before the sign (0 for a ratio; for
+    /// latency what the histograms' bucket edges make of "at the boundary").
+    pub offset: f64,
+    /// True per-exposure rates (at the change's full size) behind the
+    /// variance.
+    pub baseline_rate: f64,
+    pub canary_rate: f64,
+    /// The alternative's mean of the signed contrast (> 0).
+    pub delta: f64,
+    log_a: f64,
+    log_b: f64,
+    start_ms: u64,
+    llr: f64,
+    canary: ArmCounts,
+    done: bool,
+}
+
+/// What each arm counts for a [`ContrastTest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum ContrastEvents {
+    /// `num` events out of `den` exposures, in both arms.
+    Ratio { num: String, den: String },
+    /// Latencies surely above a threshold (histogram buckets entirely
+    /// above it): the canary's `factor ×` the baseline's true quantile, the
+    /// baseline's that quantile.
+    Exceed { canary_ms: f64, baseline_ms: f64 },
+}
+
+impl ContrastEvents {
+    /// (exposure, events) of the canary and of the baseline.
+    fn counts(&self, s: &IntervalSnapshot) -> ((u64, u64), (u64, u64)) {
+        match self {
+            ContrastEvents::Ratio { num, den } => {
+                let rate = |arm: &ArmData| {
+                    let n = arm.counter(den);
+                    (n, arm.counter(num).min(n))
+                };
+                (rate(&s.canary), rate(&s.baseline))
+            }
+            ContrastEvents::Exceed {
+                canary_ms,
+                baseline_ms,
+            } => {
+                let above = |arm: &ArmData, ms: f64| match arm.latency.get(LATENCY_SIGNAL) {
+                    Some(h) => (
+                        h.total(),
+                        h.count_surely_above_us(canaryd::stats::histogram::ms_to_us(ms)),
+                    ),
+                    None => (0, 0),
+                };
+                (
+                    above(&s.canary, *canary_ms),
+                    above(&s.baseline, *baseline_ms),
+                )
+            }
+        }
+    }
+}
+
+impl ContrastTest {
+    /// KL per canary request under the truth when the arms' requests are in
+    /// the ratio `canary_per_baseline` (`w/(1−w)`): `δ²/(2 n_c Var d)`.
+    pub fn kl_per_canary_request(&self, canary_per_baseline: f64) -> f64 {
+        let (pb, pc, f) = (self.baseline_rate, self.canary_rate, self.factor);
+        let unit = pc * (1.0 - pc) + f * f * pb * (1.0 - pb) * canary_per_baseline;
+        self.delta * self.delta / (2.0 * unit)
+    }
+
+    /// The log-likelihood ratio so far.
+    pub fn log_likelihood_ratio(&self) -> f64 {
+        self.llr
+    }
+
+    /// Feeds one interval; `true` when H1 is accepted (the trigger fires).
+    fn observe(&mut self, s: &IntervalSnapshot) -> bool {
+        if self.done || s.start.as_millis() < self.start_ms {
+            return false;
+        }
+        let ((nc, xc), (nb, xb)) = self.events.counts(s);
+        self.canary
+            .add(nc, if self.sign > 0.0 { xc } else { nc - xc });
+        // An arm without exposure says nothing about the contrast.
+        if nc == 0 || nb == 0 {
+            return false;
+        }
+        let (pb, pc, f) = (self.baseline_rate, self.canary_rate, self.factor);
+        let var = pc * (1.0 - pc) / nc as f64 + f * f * pb * (1.0 - pb) / nb as f64;
+        let d = self.sign * (xc as f64 / nc as f64 - f * xb as f64 / nb as f64 - self.offset);
+        self.llr += (self.delta * d - 0.5 * self.delta * self.delta) / var;
+        if self.llr >= self.log_a {
+            self.done = true;
+            return true;
+        }
+        if self.llr <= self.log_b {
+            self.done = true;
+        }
+        false
+    }
 }
 
 /// Wald's SPRT on Bernoulli events of the canary.
@@ -325,6 +475,14 @@ impl PeerAnalysis {
                     .collect();
                 PeerState::Oracle { tests }
             }
+            Style::SprtOracleTwoSample => {
+                let alpha = policy.alpha_per_trigger();
+                let tests = triggers
+                    .iter()
+                    .map(|t| model.and_then(|m| fair_oracle(policy, t, m, alpha)))
+                    .collect();
+                PeerState::TwoSampleOracle { tests }
+            }
         };
         Ok(PeerAnalysis {
             monitor,
@@ -338,6 +496,19 @@ impl PeerAnalysis {
     pub fn oracle_tests(&self) -> Vec<(String, Option<OracleTest>)> {
         match &self.state {
             PeerState::Oracle { tests } => self
+                .triggers
+                .iter()
+                .zip(tests)
+                .map(|(t, o)| (t.name.clone(), o.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The fair oracle's tests, for reports and tests (`None`: left out).
+    pub fn fair_oracle_tests(&self) -> Vec<(String, Option<FairOracle>)> {
+        match &self.state {
+            PeerState::TwoSampleOracle { tests } => self
                 .triggers
                 .iter()
                 .zip(tests)
@@ -672,6 +843,140 @@ fn oracle_test(
     })
 }
 
+/// The fair oracle's test for one trigger: a contrast test for a ratio or
+/// a quantile against the baseline, else the known-baseline oracle's own
+/// test.
+fn fair_oracle(
+    policy: &Policy,
+    t: &StatTrigger,
+    model: &TrafficModel,
+    alpha: f64,
+) -> Option<FairOracle> {
+    // The known-baseline oracle's onset, thresholds and alternative.
+    let known = oracle_test(policy, t, model, alpha)?;
+    let Rule::VsBaseline { factor, .. } = t.rule else {
+        return Some(FairOracle::KnownBaseline(known));
+    };
+    let scenario = model.scenario();
+    let full = scenario
+        .canary
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |c| c.from + c.ramp_over);
+    let (base, canary) = model.truth(full);
+    let shares: Vec<f64> = scenario.groups.iter().map(|(_, s)| *s).collect();
+    let sign = if t.rule.higher_is_worse() { 1.0 } else { -1.0 };
+    // (events, baseline factor, H0 offset, p_b, p_c, H1 canary value of
+    // the read at twice the tolerance).
+    let (events, f, offset, pb, pc, twice) = match &t.measure {
+        Measure::Ratio { num, den } => {
+            let pb = true_ratio(&base, &shares, num, den)?;
+            let pc = true_ratio(&canary, &shares, num, den)?;
+            let events = ContrastEvents::Ratio {
+                num: num.clone(),
+                den: den.clone(),
+            };
+            (
+                events,
+                factor,
+                0.0,
+                pb,
+                pc,
+                pb * (1.0 + 2.0 * (factor - 1.0)),
+            )
+        }
+        Measure::Quantile { q } => {
+            let (lb, lc) = (base.latency?, canary.latency?);
+            let baseline_ms = lb.quantile_ms(*q);
+            let canary_ms = baseline_ms * factor;
+            // What a histogram reads as surely above: the bucket edges.
+            let read = |truth: &crate::latency::LatencyTruth, ms: f64| {
+                use canaryd::stats::histogram::{log_linear_bounds, log_linear_index, ms_to_us};
+                let high = log_linear_bounds(log_linear_index(ms_to_us(ms))).1;
+                truth.exceedance((high as f64 + 0.5) / 1000.0)
+            };
+            let scaled = |by: f64| {
+                let mut l = lb;
+                l.mu += by.ln();
+                l
+            };
+            let pb = read(&lb, baseline_ms);
+            let at_boundary = read(&scaled(factor), canary_ms);
+            let events = ContrastEvents::Exceed {
+                canary_ms,
+                baseline_ms,
+            };
+            let twice = read(&scaled(1.0 + 2.0 * (factor - 1.0)), canary_ms);
+            (
+                events,
+                1.0,
+                at_boundary - pb,
+                pb,
+                read(&lc, canary_ms),
+                twice,
+            )
+        }
+        Measure::GroupRatio { .. } => return None,
+    };
+    let mean = |p_c: f64| sign * (p_c - f * pb - offset);
+    let delta = if mean(pc) > 0.0 {
+        mean(pc)
+    } else {
+        mean(twice)
+    };
+    if !(delta > 0.0 && delta.is_finite() && pb > 0.0 && pb < 1.0 && pc < 1.0) {
+        return None;
+    }
+    Some(FairOracle::Contrast(ContrastTest {
+        events,
+        sign,
+        factor: f,
+        offset,
+        baseline_rate: pb,
+        canary_rate: pc,
+        delta,
+        log_a: known.log_a,
+        log_b: known.log_b,
+        start_ms: known.start_ms,
+        llr: 0.0,
+        canary: ArmCounts::default(),
+        done: false,
+    }))
+}
+
+impl FairOracle {
+    fn observe(&mut self, s: &IntervalSnapshot) -> bool {
+        match self {
+            FairOracle::Contrast(c) => c.observe(s),
+            FairOracle::KnownBaseline(k) => k.observe(s),
+        }
+    }
+
+    /// What the evidence says it measured, its log-likelihood ratio, its
+    /// threshold and the canary's counts.
+    fn evidence(&self) -> (String, f64, f64, ArmCounts) {
+        match self {
+            FairOracle::Contrast(c) => (
+                format!(
+                    "two-sample SPRT log-likelihood ratio on the contrast canary - {:.4} x baseline, 0 vs {:.6}",
+                    c.factor, c.delta
+                ),
+                c.llr,
+                c.log_a,
+                c.canary,
+            ),
+            FairOracle::KnownBaseline(k) => (
+                format!(
+                    "SPRT log-likelihood ratio, p0 {:.6} vs p1 {:.6}",
+                    k.p0, k.p1
+                ),
+                k.llr,
+                k.log_a,
+                k.canary,
+            ),
+        }
+    }
+}
+
 impl OracleTest {
     /// Feeds one interval; `true` when H1 is accepted (the trigger fires).
     fn observe(&mut self, s: &IntervalSnapshot) -> bool {
@@ -833,6 +1138,17 @@ impl Analysis for PeerAnalysis {
                     }
                 }
             }
+            PeerState::TwoSampleOracle { tests } => {
+                for (t, test) in self.triggers.iter().zip(tests.iter_mut()) {
+                    if let Some(test) = test
+                        && test.observe(s)
+                    {
+                        let (measured, llr, log_a, canary) = test.evidence();
+                        self.fired = Some((t.index, objective(measured, llr, log_a, canary, s)));
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -868,6 +1184,192 @@ impl Analysis for PeerAnalysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ORACLE_POLICY: &str = "apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata: { name: oracle-check }
+spec:
+  analysis: { interval: 10s, alpha: 0.01, minSamples: 100 }
+  steps:
+    - setWeight: 10
+    - bake: 10h
+    - setWeight: 100
+  metrics:
+    error_rate: { kind: ratio, numerator: errors, denominator: requests }
+  triggers:
+    - { name: error-rate, metric: error_rate, vsBaseline: { relativeIncrease: 20% } }
+";
+
+    /// Steady traffic (no diurnal swing) at 100 req/s, errors 1%.
+    fn steady_errors(canary: &str) -> crate::scenario::Scenario {
+        let text = format!(
+            "apiVersion: canaryd.dev/v1
+kind: Scenario
+metadata: {{ name: steady }}
+spec:
+  duration: 11h
+  traffic: {{ requestsPerSecond: 100 }}
+  baseline: {{ errorRate: 0.01 }}
+{canary}"
+        );
+        crate::scenario::parse_scenario("steady.yaml", text.as_bytes()).unwrap()
+    }
+
+    /// Canary requests before each rollback of `runs` runs of `style`.
+    fn requests_to_rollback(
+        policy: &Policy,
+        source: &crate::source::Source,
+        style: Style,
+        runs: u64,
+    ) -> (Vec<f64>, u64) {
+        let opts = crate::SimOptions::default();
+        let mut out = Vec::new();
+        let mut rollbacks = 0;
+        for i in 0..runs {
+            let r = crate::simulate_one(
+                policy,
+                source,
+                crate::Analyst::Peer(style),
+                5,
+                i,
+                &opts,
+                false,
+            )
+            .unwrap();
+            if r.outcome == crate::run::Outcome::Rollback {
+                rollbacks += 1;
+                out.push(r.canary_requests_before_decision as f64);
+            }
+        }
+        (out, rollbacks)
+    }
+
+    /// The fair oracle on errors doubled (1% to 2%, trigger at +20%) at a
+    /// 10% canary: its mean canary requests to rollback match Wald's
+    /// approximation given rejection, `(ln((1−β)/α) + R)/κ` with `κ` the KL
+    /// per canary request of the contrast and `R ≈ 0.583·σ` Siegmund's
+    /// overshoot of a normal random walk whose increments have sd `σ =
+    /// √(2κ·n_c)` per interval; it is the same as `wald_expected_samples`
+    /// but for `R` and the β terms. It needs more requests than the
+    /// known-baseline oracle, and on A/A traffic it fires within alpha.
+    #[test]
+    fn two_sample_oracle_matches_wald_and_pays_for_the_baseline() {
+        let policy = canaryd::policy::parse_policy("p.yaml", ORACLE_POLICY.as_bytes()).unwrap();
+        let scenario = steady_errors("  canary: { errorRate: { absolute: 0.02 } }");
+        let source = crate::model_source(&scenario, &policy);
+        let fair =
+            PeerAnalysis::new(&policy, Style::SprtOracleTwoSample, 5, source.model()).unwrap();
+        let Some(FairOracle::Contrast(test)) = fair.fair_oracle_tests().remove(0).1 else {
+            panic!("a ratio vsBaseline trigger gets a contrast test");
+        };
+        assert!((test.delta - (0.02 - 1.2 * 0.01)).abs() < 1e-12, "{test:?}");
+        let runs = 1_000;
+        let (fair_n, fair_rollbacks) =
+            requests_to_rollback(&policy, &source, Style::SprtOracleTwoSample, runs);
+        let (known_n, _) = requests_to_rollback(&policy, &source, Style::SprtOracle, runs);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let sd = |v: &[f64]| {
+            let m = mean(v);
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
+        };
+        let (w, per_interval) = (0.1, 100.0 * 10.0 * 0.1);
+        let kappa = test.kl_per_canary_request(w / (1.0 - w));
+        let alpha = policy.alpha_per_trigger();
+        let log_a = ((1.0 - ORACLE_BETA) / alpha).ln();
+        let overshoot = 0.583 * (2.0 * kappa * per_interval).sqrt();
+        let want = (log_a + overshoot) / kappa;
+        let wald = canaryd::stats::wald_expected_samples(kappa, alpha, ORACLE_BETA);
+        let se = sd(&fair_n) / (fair_n.len() as f64).sqrt();
+        let got = mean(&fair_n);
+        eprintln!(
+            "two-sample: {got:.0} canary requests (se {se:.0}) vs {want:.0} predicted (Wald without overshoot {wald:.0}); known-baseline: {:.0}; {fair_rollbacks} rollbacks of {runs}",
+            mean(&known_n)
+        );
+        assert!(fair_rollbacks >= 980, "power 1 − β: {fair_rollbacks}");
+        assert!((got - want).abs() < 4.0 * se, "{got} vs {want} (se {se})");
+        assert!(
+            got > mean(&known_n) + 4.0 * se,
+            "{got} vs {}",
+            mean(&known_n)
+        );
+        // A/A: the canary below the boundary; false rollbacks within alpha.
+        let aa = crate::model_source(&steady_errors(""), &policy);
+        let (_, false_rollbacks) =
+            requests_to_rollback(&policy, &aa, Style::SprtOracleTwoSample, 1_000);
+        let bound = 1_000.0 * alpha + 3.0 * (1_000.0 * alpha * (1.0 - alpha)).sqrt();
+        assert!(
+            (false_rollbacks as f64) <= bound,
+            "{false_rollbacks} false rollbacks"
+        );
+    }
+
+    /// A p95 trigger against the baseline: the fair oracle's contrast has
+    /// mean 0 at the boundary as the histograms read it, fires on a tail
+    /// regression later than the known-baseline oracle, and keeps A/A
+    /// within alpha.
+    #[test]
+    fn two_sample_oracle_on_latency_against_the_baseline() {
+        let policy = canaryd::policy::parse_policy(
+            "p.yaml",
+            ORACLE_POLICY
+                .replace(
+                    "error_rate: { kind: ratio, numerator: errors, denominator: requests }",
+                    "latency: { kind: latency, signal: latency_ms }",
+                )
+                .replace(
+                    "{ name: error-rate, metric: error_rate, vsBaseline: { relativeIncrease: 20% } }",
+                    "{ name: p95, metric: latency, quantile: 0.95, vsBaseline: { relativeIncrease: 10% } }",
+                )
+                .as_bytes(),
+        )
+        .unwrap();
+        let scenario = |canary: &str| {
+            crate::scenario::parse_scenario(
+                "lat.yaml",
+                format!(
+                    "apiVersion: canaryd.dev/v1
+kind: Scenario
+metadata: {{ name: lat }}
+spec:
+  duration: 11h
+  traffic: {{ requestsPerSecond: 100 }}
+  baseline: {{ latency: {{ distribution: lognormal, p50: 80ms, p95: 150ms }} }}
+{canary}"
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let tail = scenario("  canary: { latency: { tail: { fraction: 0.05, add: 600ms } } }");
+        let source = crate::model_source(&tail, &policy);
+        let fair =
+            PeerAnalysis::new(&policy, Style::SprtOracleTwoSample, 5, source.model()).unwrap();
+        let Some(FairOracle::Contrast(test)) = fair.fair_oracle_tests().remove(0).1 else {
+            panic!("a quantile vsBaseline trigger gets a contrast test");
+        };
+        // At the boundary (the baseline scaled by 1.1) the canary reads as
+        // far above 1.1 × p95 as the baseline above its p95, up to a bucket.
+        assert!(test.offset.abs() < 0.002, "{test:?}");
+        assert!(test.delta > 0.02, "{test:?}");
+        let runs = 300;
+        let (fair_n, fair_rollbacks) =
+            requests_to_rollback(&policy, &source, Style::SprtOracleTwoSample, runs);
+        let (known_n, _) = requests_to_rollback(&policy, &source, Style::SprtOracle, runs);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        eprintln!(
+            "p95 tail: two-sample {:.0}, known-baseline {:.0} canary requests; {fair_rollbacks} of {runs}",
+            mean(&fair_n),
+            mean(&known_n)
+        );
+        assert!(fair_rollbacks >= 290, "{fair_rollbacks}");
+        assert!(mean(&fair_n) > mean(&known_n), "{fair_n:?}");
+        let aa = crate::model_source(&scenario(""), &policy);
+        let (_, false_rollbacks) =
+            requests_to_rollback(&policy, &aa, Style::SprtOracleTwoSample, runs);
+        let alpha = policy.alpha_per_trigger();
+        let bound = runs as f64 * alpha + 3.0 * (runs as f64 * alpha * (1.0 - alpha)).sqrt();
+        assert!((false_rollbacks as f64) <= bound, "{false_rollbacks}");
+    }
 
     #[test]
     fn inverse_normal_matches_known_quantiles() {

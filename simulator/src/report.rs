@@ -149,6 +149,14 @@ impl Report {
     /// The readable table shown without `--json`.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        // The style column fits the longest name (`sprt-oracle-two-sample`).
+        let width = self
+            .results
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(13);
         let _ = writeln!(
             out,
             "policy {} on scenario {}: {} runs per style, seed {}",
@@ -156,7 +164,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9}  {:<17} {:<17} {:>12} {:>12}",
+            "{:<width$} {:>9} {:>9} {:>9} {:>9} {:>9}  {:<17} {:<17} {:>12} {:>12}",
             "style",
             "rollback",
             "promote",
@@ -166,12 +174,13 @@ impl Report {
             "rollback p50/p90",
             "promote p50/p90",
             "canary req*",
-            "bad req"
+            "bad req",
+            width = width,
         );
         for r in &self.results {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9}  {:<17} {:<17} {:>12} {:>12}",
+                "{:<width$} {:>9} {:>9} {:>9} {:>9} {:>9}  {:<17} {:<17} {:>12} {:>12}",
                 r.name,
                 pct(r.rollback_rate),
                 pct(r.promotion_rate),
@@ -183,6 +192,7 @@ impl Report {
                 r.canary_requests_before_decision
                     .map_or("-".into(), |m| format!("{:.0}", m.mean)),
                 format!("{:.0}", r.bad_requests_served.mean),
+                width = width,
             );
         }
         let _ = writeln!(

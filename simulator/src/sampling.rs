@@ -1,9 +1,11 @@
 //! Exact samplers the simulator draws counts with: Poisson, and Binomial
 //! (inversion below `n·p = 10`, Hörmann's BTRS above), plus the normal CDF
-//! the latency model needs. Pure functions of the generator they are given.
+//! the latency model needs; and for `spec.noise`, mean-one lognormal factors
+//! and counts of requests that come in sessions (exact for a few sessions,
+//! moment-matched beyond). Pure functions of the generator they are given.
 
 use rand::{Rng, RngExt};
-use rand_distr::{Distribution, Poisson, StandardNormal};
+use rand_distr::{Beta, Distribution, Poisson, StandardNormal};
 
 /// A Poisson count; the normal approximation beyond the sampler's range.
 pub fn poisson<R: Rng + ?Sized>(rng: &mut R, mean: f64) -> u64 {
@@ -155,6 +157,76 @@ fn stirling_tail(k: f64) -> f64 {
     let k1 = k + 1.0;
     let k1sq = k1 * k1;
     (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / 1260.0 / k1sq) / k1sq) / k1
+}
+
+/// A mean-one lognormal factor `exp(σZ − σ²/2)`; exactly 1, drawing
+/// nothing, when `sd` is 0.
+pub fn lognormal_factor<R: Rng + ?Sized>(rng: &mut R, sd: f64) -> f64 {
+    if sd <= 0.0 {
+        return 1.0;
+    }
+    let z: f64 = StandardNormal.sample(rng);
+    (sd * z - 0.5 * sd * sd).exp()
+}
+
+/// Up to this many sessions, [`session_binomial`] draws each session; beyond,
+/// it draws the moment-matched law.
+pub const EXACT_SESSIONS: u64 = 32;
+
+/// Events among `n` requests that come in sessions of `size` (the last one
+/// shorter when `size` does not divide `n`): each session draws its rate
+/// from a Beta with mean `p` and intra-class correlation `rho`
+/// (`a + b = (1 − ρ)/ρ`), then its events Binomial(its size, that rate).
+///
+/// The count has mean `n·p` and variance `p(1−p)·Σ sᵢ(1 + (sᵢ−1)ρ)` over the
+/// sessions' sizes `sᵢ`, about `n·p(1−p)(1 + (size−1)ρ)`. Up to
+/// [`EXACT_SESSIONS`] sessions it is drawn exactly, session by session;
+/// beyond, as one beta-binomial over all `n` requests whose correlation
+/// `ρ' = (φ − 1)/(n − 1)` gives that same mean and variance (`φ` the
+/// variance over the binomial's): two draws instead of two per session,
+/// exact in its first two moments (checked against the exact law in
+/// `tests/noise.rs`), not in its higher ones. `size` 1 or `rho` 0 is
+/// the plain binomial, drawn as [`binomial`].
+pub fn session_binomial<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64, size: u64, rho: f64) -> u64 {
+    if size <= 1 || rho.is_nan() || rho <= 0.0 || n == 0 || p.is_nan() || p <= 0.0 || p >= 1.0 {
+        return binomial(rng, n, p);
+    }
+    let rho = rho.min(1.0 - 1e-12);
+    let (full, rest) = (n / size, n % size);
+    let sessions = full + u64::from(rest > 0);
+    if sessions <= EXACT_SESSIONS {
+        let Some(beta) = beta_with_mean(p, rho) else {
+            return binomial(rng, n, p);
+        };
+        let mut events = 0;
+        for i in 0..sessions {
+            let len = if i < full { size } else { rest };
+            let rate = beta.sample(rng);
+            events += binomial(rng, len, rate);
+        }
+        return events;
+    }
+    // φ = Σ sᵢ(1 + (sᵢ−1)ρ) / n.
+    let spread = |s: u64| s as f64 * (1.0 + (s as f64 - 1.0) * rho);
+    let phi = (full as f64 * spread(size) + spread(rest)) / n as f64;
+    let rho_all = (phi - 1.0) / (n as f64 - 1.0);
+    match beta_with_mean(p, rho_all) {
+        Some(beta) => {
+            let rate = beta.sample(rng);
+            binomial(rng, n, rate)
+        }
+        None => binomial(rng, n, p),
+    }
+}
+
+/// The Beta with mean `p` and intra-class correlation `rho`: `a = p·k`,
+/// `b = (1 − p)·k`, `k = (1 − ρ)/ρ`. `None` when it degenerates.
+fn beta_with_mean(p: f64, rho: f64) -> Option<Beta<f64>> {
+    if !(rho > 0.0 && rho < 1.0) {
+        return None;
+    }
+    let k = (1.0 - rho) / rho;
+    Beta::new(p * k, (1.0 - p) * k).ok()
 }
 
 /// Standard normal CDF via erfc (Numerical Recipes `erfcc`, relative error

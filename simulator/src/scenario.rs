@@ -44,7 +44,48 @@ pub struct Scenario {
     pub baseline: ArmModel,
     /// `None`: an A/A run.
     pub canary: Option<CanaryChange>,
+    /// Production-shaped variation (`spec.noise`); all off by default.
+    pub noise: Noise,
 }
+
+/// `spec.noise`: variation beyond independent requests, each kind off at
+/// zero (the default). The traffic model (`traffic.rs`) says how each is
+/// drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Noise {
+    /// Log-sd of each arm's own mean-one lognormal factor on the rate of
+    /// every ratio signal, per interval (`rateSd`).
+    pub rate_sd: f64,
+    /// Log-sd of one factor per signal and interval shared by both arms
+    /// (`commonRateSd`).
+    pub common_rate_sd: f64,
+    /// Requests in sessions whose outcomes share a rate (`sessions`).
+    pub sessions: Option<Sessions>,
+    /// Log-sd of the mean-one lognormal factor on the canary's share of
+    /// requests, per interval (`splitSd`).
+    pub split_sd: f64,
+}
+
+impl Noise {
+    pub fn is_off(&self) -> bool {
+        *self == Noise::default()
+    }
+}
+
+/// Requests come in sessions of `size`; a session's outcomes share a rate
+/// drawn from a Beta with the arm's rate as mean and intra-class
+/// correlation `correlation` (so `a + b = (1 − ρ)/ρ`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sessions {
+    pub size: u64,
+    pub correlation: f64,
+}
+
+/// Largest log-sd accepted for a noise factor (a typo guard: at 5 one
+/// standard deviation already multiplies a rate by about 150).
+pub const MAX_NOISE_SD: f64 = 5.0;
+/// Largest session accepted, in requests.
+pub const MAX_SESSION_SIZE: u64 = 1_000_000;
 
 /// What one arm serves.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,7 +226,7 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Scenario> {
         sink,
         node,
         path,
-        &["duration", "traffic", "baseline", "canary"],
+        &["duration", "traffic", "baseline", "canary", "noise"],
     )?;
     let duration = f.require(sink, "duration").and_then(|n| {
         let d = decode::positive_duration(sink, n, &f.child("duration"))?;
@@ -216,6 +257,10 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Scenario> {
         (Some(_), None) => None,
         (None, _) => Some(None),
     };
+    let noise = match f.get("noise") {
+        Some(n) => compile_noise(sink, n, &f.child("noise")),
+        None => Some(Noise::default()),
+    };
     let (rps, amplitude) = traffic?;
     let (baseline, groups) = baseline?;
     Some(Scenario {
@@ -226,6 +271,75 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Scenario> {
         groups,
         baseline,
         canary: canary?,
+        noise: noise?,
+    })
+}
+
+fn compile_noise(sink: &mut Sink, node: &Node, path: &Path) -> Option<Noise> {
+    let f = decode::mapping(
+        sink,
+        node,
+        path,
+        &["rateSd", "commonRateSd", "sessions", "splitSd"],
+    )?;
+    let sd = |sink: &mut Sink, key: &str| match f.get(key) {
+        Some(n) => log_sd(sink, n, &f.child(key)),
+        None => Some(0.0),
+    };
+    let rate_sd = sd(sink, "rateSd");
+    let common_rate_sd = sd(sink, "commonRateSd");
+    let split_sd = sd(sink, "splitSd");
+    let sessions = match f.get("sessions") {
+        Some(n) => compile_sessions(sink, n, &f.child("sessions")).map(Some),
+        None => Some(None),
+    };
+    Some(Noise {
+        rate_sd: rate_sd?,
+        common_rate_sd: common_rate_sd?,
+        sessions: sessions?,
+        split_sd: split_sd?,
+    })
+}
+
+/// The log-sd of a mean-one lognormal factor: a plain number from 0 to
+/// [`MAX_NOISE_SD`].
+fn log_sd(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
+    let v = decode::number(sink, node, path)?;
+    if !(0.0..=MAX_NOISE_SD).contains(&v) {
+        sink.error(
+            node.pos,
+            path,
+            format!("expected a log standard deviation from 0 to {MAX_NOISE_SD}, got {v}"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+fn compile_sessions(sink: &mut Sink, node: &Node, path: &Path) -> Option<Sessions> {
+    let f = decode::mapping(sink, node, path, &["size", "correlation"])?;
+    let size = f.require(sink, "size").and_then(|n| {
+        decode::integer(sink, n, &f.child("size"), 1, i128::from(MAX_SESSION_SIZE))
+            .and_then(|v| u64::try_from(v).ok())
+    });
+    let correlation = f.require(sink, "correlation").and_then(|n| {
+        let p = f.child("correlation");
+        let v = decode::number(sink, n, &p)?;
+        if !(0.0..1.0).contains(&v) {
+            sink.error(
+                n.pos,
+                &p,
+                format!(
+                    "expected an intra-session correlation from 0 up to (not including) 1, got {v}"
+                ),
+            );
+            return None;
+        }
+        Some(v)
+    });
+    Some(Sessions {
+        size: size?,
+        correlation: correlation?,
     })
 }
 

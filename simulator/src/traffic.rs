@@ -5,6 +5,25 @@
 //! `sampling.rs`; latency, given an arm's request count, comes from
 //! `latency.rs`, only as far as the analysis will read it.
 //!
+//! `spec.noise` (all off by default, and then nothing extra is drawn, so a
+//! scenario without it draws exactly what it always drew), per piece of
+//! traffic (one `generate` call: an analysis interval, or the part of one
+//! before a deadline or an approval cut it):
+//! - `splitSd`: the canary's share of requests is the weight times a mean-one
+//!   lognormal factor (clamped into (0, 1); weights 0 and 1 stay exact);
+//! - `commonRateSd`, then `rateSd`: every ratio counter's rate (errors,
+//!   clicks, custom signals, per group alike) is multiplied by one factor per
+//!   counter shared by both arms, then by one per arm and counter, and
+//!   clamped to [0, 1];
+//! - `sessions`: counters drawn out of requests (errors, clicks, custom
+//!   signals without `of`) count requests in sessions whose rate is drawn
+//!   around the arm's (`sampling::session_binomial`); a counter with `of`
+//!   stays Binomial given its parent's count, which carries the parent's
+//!   clustering.
+//!
+//! Latency takes no noise. The oracles' truth ([`TrafficModel::truth`]) is
+//! the mean rates, without the noise.
+//!
 //! Nothing here reads a clock: time is the offset from the rollout's start.
 
 use std::f64::consts::PI;
@@ -14,8 +33,8 @@ use canaryd::stats::{ArmData, HistogramReads, LatencyReads};
 use rand::Rng;
 
 use crate::latency::{LATENCY_SIGNAL, LatencyRng, LatencyTruth, sample_latencies};
-use crate::sampling::{binomial, poisson};
-use crate::scenario::{ArmModel, Rate, Scenario};
+use crate::sampling::{binomial, lognormal_factor, poisson, session_binomial};
+use crate::scenario::{ArmModel, Noise, Rate, Scenario, Sessions};
 
 const DAY_SECS: f64 = 86_400.0;
 
@@ -145,23 +164,27 @@ impl TrafficModel {
             return;
         }
         let expected = self.expected_requests(t0, t1);
-        let weight = weight.clamp(0.0, 1.0);
+        let noise = self.scenario.noise;
+        let weight = canary_share(rng, weight.clamp(0.0, 1.0), noise.split_sd);
         let changed = self.canary_truth(t0 + (t1 - t0) / 2);
+        let factors = rate_factors(rng, &noise, 4 + self.base.signals.len());
         let arms = [
             (
                 expected * (1.0 - weight),
                 &self.base,
                 &reads.baseline,
                 baseline,
+                factors.as_ref().map(|f| &f[0][..]),
             ),
             (
                 expected * weight,
                 changed.as_ref().unwrap_or(&self.base),
                 &reads.canary,
                 canary,
+                factors.as_ref().map(|f| &f[1][..]),
             ),
         ];
-        for (mean, truth, reads, arm) in arms {
+        for (mean, truth, reads, arm, factors) in arms {
             let n = poisson(rng, mean);
             if let Some(l) = truth.latency
                 && self.latency_needed
@@ -172,19 +195,22 @@ impl TrafficModel {
                 // A reused snapshot's histogram that nothing reads now.
                 arm.latency.remove(LATENCY_SIGNAL);
             }
-            self.fill_counters(rng, n, truth, arm);
+            self.fill_counters(rng, n, truth, factors, noise.sessions, arm);
         }
     }
 
     /// Draws an arm's counters for its `n` requests: per group where the
     /// counter is written per group, its rate differs between groups, or a
     /// counter drawn per group counts out of it (`of`); else once for the
-    /// arm.
+    /// arm. `factors` (noise) multiply each counter's rate; `sessions`
+    /// (noise) cluster the counters drawn out of requests.
     fn fill_counters<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
         n: u64,
         truth: &ArmTruth,
+        factors: Option<&[f64]>,
+        sessions: Option<Sessions>,
         arm: &mut ArmData,
     ) {
         let width = 4 + truth.signals.len();
@@ -249,23 +275,33 @@ impl TrafficModel {
                 }
             }
             for j in 2..width {
-                let rate = |g: usize| match j {
+                let mean_rate = |g: usize| match j {
                     2 => truth.error_rate,
                     3 => truth.ctr,
                     _ => truth.signals[j - 4].1.get(g).copied().unwrap_or(0.0),
                 };
+                let rate = |g: usize| match factors.and_then(|f| f.get(j)) {
+                    Some(f) => (mean_rate(g) * f).clamp(0.0, 1.0),
+                    None => mean_rate(g),
+                };
                 let from = if j < 4 { Some(0) } else { parent(j - 4) };
+                // Sessions are made of requests: only counters out of requests.
+                let sessions = sessions.filter(|_| from == Some(0));
+                let draw = |rng: &mut R, exposure: u64, p: f64| match sessions {
+                    Some(s) => session_binomial(rng, exposure, p, s.size, s.correlation),
+                    None => binomial(rng, exposure, p),
+                };
                 if per_group[j] {
                     let mut total = 0;
                     for (g, row) in rows.chunks_mut(width).enumerate() {
                         let exposure = from.map_or(0, |p| row[p]);
-                        row[j] = binomial(rng, exposure, rate(g));
+                        row[j] = draw(rng, exposure, rate(g));
                         total += row[j];
                     }
                     totals[j] = total;
                 } else {
                     let exposure = from.map_or(0, |p| totals[p]);
-                    totals[j] = binomial(rng, exposure, rate(0));
+                    totals[j] = draw(rng, exposure, rate(0));
                 }
             }
             for (j, name) in counter_names(truth).enumerate() {
@@ -278,6 +314,56 @@ impl TrafficModel {
             }
         });
     }
+}
+
+/// The canary's share of requests: `weight`, or with `split_sd` the weight
+/// times a mean-one lognormal factor, clamped into (0, 1). Weights 0 and 1
+/// stay as they are (nothing is drawn): a router at 0% or 100% sends every
+/// request to one arm.
+fn canary_share<R: Rng + ?Sized>(rng: &mut R, weight: f64, split_sd: f64) -> f64 {
+    if split_sd <= 0.0 || weight <= 0.0 || weight >= 1.0 {
+        return weight;
+    }
+    (weight * lognormal_factor(rng, split_sd)).clamp(f64::MIN_POSITIVE, 1.0 - f64::EPSILON)
+}
+
+/// Per arm (baseline, canary), each counter's rate factor, in counter order
+/// (`requests` and `impressions` keep 1): the shared factor per counter
+/// (`commonRateSd`) times the arm's own (`rateSd`). `None`, drawing nothing,
+/// when both are off.
+fn rate_factors<R: Rng + ?Sized>(
+    rng: &mut R,
+    noise: &Noise,
+    width: usize,
+) -> Option<[Vec<f64>; 2]> {
+    if noise.rate_sd <= 0.0 && noise.common_rate_sd <= 0.0 {
+        return None;
+    }
+    let common: Vec<f64> = (0..width)
+        .map(|j| {
+            if j < 2 {
+                1.0
+            } else {
+                lognormal_factor(rng, noise.common_rate_sd)
+            }
+        })
+        .collect();
+    let mut arm = || -> Vec<f64> {
+        common
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                if j < 2 {
+                    1.0
+                } else {
+                    c * lognormal_factor(rng, noise.rate_sd)
+                }
+            })
+            .collect()
+    };
+    let baseline = arm();
+    let canary = arm();
+    Some([baseline, canary])
 }
 
 /// Buffers of [`TrafficModel::fill_counters`], reused.

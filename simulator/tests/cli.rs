@@ -107,7 +107,13 @@ fn json_report_has_the_contract_fields() {
         .collect();
     assert_eq!(
         names,
-        ["canaryd", "threshold", "mann-whitney", "sprt-oracle"]
+        [
+            "canaryd",
+            "threshold",
+            "mann-whitney",
+            "sprt-oracle",
+            "sprt-oracle-two-sample"
+        ]
     );
     expect!["bad_requests_served by_trigger canary_requests_before_decision concluded_rate inconclusive_rate name promotion_rate rollback_rate time_to_promotion_s time_to_rollback_s unfinished_rate"]
         .assert_eq(&keys(&v["results"][0]));

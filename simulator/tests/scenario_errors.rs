@@ -55,7 +55,7 @@ fn no_canary_section_is_an_a_a_run() {
     check(
         "apiVersion: canaryd.dev/v1\nkind: Scenario\nmetadata: { name: aa }\nspec:\n  duration: 1h\n  traffic: { requestsPerSecond: 5 }\n  baseline: { errorRate: 1% }\n",
         expect![[
-            r#"ok: Scenario { name: "aa", duration: 3600s, requests_per_second: 5.0, diurnal_amplitude: 0.0, groups: [], baseline: ArmModel { ctr: 0.0, error_rate: 0.01, latency: None, signals: [] }, canary: None }"#
+            r#"ok: Scenario { name: "aa", duration: 3600s, requests_per_second: 5.0, diurnal_amplitude: 0.0, groups: [], baseline: ArmModel { ctr: 0.0, error_rate: 0.01, latency: None, signals: [] }, canary: None, noise: Noise { rate_sd: 0.0, common_rate_sd: 0.0, sessions: None, split_sd: 0.0 } }"#
         ]],
     );
 }
@@ -181,6 +181,103 @@ fn canary_mistakes() {
             s.yaml:18:7: spec.canary.signals.unknown: unknown signal `unknown`: the canary can only change a signal declared under spec.baseline.signals
             s.yaml:19:5: spec.canary.colour: unknown field `colour`, expected one of `from`, `rampOver`, `ctr`, `errorRate`, `latency`, `signals`"#]],
     );
+}
+
+#[test]
+fn noise_mistakes() {
+    check(
+        &with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline: { errorRate: 1% }
+  noise:
+    rateSd: -0.3
+    commonRateSd: 9
+    splitSd: lots
+    sessions: { size: 0, correlation: 1 }
+    burstiness: 2
+",
+        ),
+        expect![[r#"
+            s.yaml:9:13: spec.noise.rateSd: expected a log standard deviation from 0 to 5, got -0.3
+            s.yaml:10:19: spec.noise.commonRateSd: expected a log standard deviation from 0 to 5, got 9
+            s.yaml:11:14: spec.noise.splitSd: expected a number, found a string `lots`
+            s.yaml:12:23: spec.noise.sessions.size: must be from 1 to 1000000, got 0
+            s.yaml:12:39: spec.noise.sessions.correlation: expected an intra-session correlation from 0 up to (not including) 1, got 1
+            s.yaml:13:5: spec.noise.burstiness: unknown field `burstiness`, expected one of `rateSd`, `commonRateSd`, `sessions`, `splitSd`"#]],
+    );
+    check(
+        &with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline: { errorRate: 1% }
+  noise:
+    sessions: { size: 20.5, correlation: -0.1, users: 3 }
+",
+        ),
+        expect![[r#"
+            s.yaml:9:23: spec.noise.sessions.size: expected a whole number from 1 to 1000000, found a number 20.5
+            s.yaml:9:42: spec.noise.sessions.correlation: expected an intra-session correlation from 0 up to (not including) 1, got -0.1
+            s.yaml:9:48: spec.noise.sessions.users: unknown field `users`, expected one of `size`, `correlation`"#]],
+    );
+    check(
+        &with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline: { errorRate: 1% }
+  noise:
+    sessions: { correlation: 5% }
+",
+        ),
+        expect![[r#"
+            s.yaml:9:15: spec.noise.sessions: missing required field `size`
+            s.yaml:9:30: spec.noise.sessions.correlation: expected a number, found a string `5%`"#]],
+    );
+    check(
+        &with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline: { errorRate: 1% }
+  noise: 0.3
+",
+        ),
+        expect!["s.yaml:8:10: spec.noise: expected a mapping, found a number 0.3"],
+    );
+}
+
+/// Every kind of noise parses to its field; absent kinds are off, and an
+/// empty `noise` is the same as none.
+#[test]
+fn noise_parses() {
+    let spec = |noise: &str| {
+        with_spec(&format!(
+            "  duration: 1h
+  traffic: {{ requestsPerSecond: 10 }}
+  baseline: {{ errorRate: 1% }}
+{noise}"
+        ))
+    };
+    let parse = |noise: &str| {
+        parse_scenario("s.yaml", spec(noise).as_bytes())
+            .unwrap()
+            .noise
+    };
+    check(
+        &spec(
+            "  noise:
+    rateSd: 0.3
+    commonRateSd: 0.2
+    sessions: { size: 20, correlation: 0.05 }
+    splitSd: 0.05
+",
+        ),
+        expect![[
+            r#"ok: Scenario { name: "s", duration: 3600s, requests_per_second: 10.0, diurnal_amplitude: 0.0, groups: [], baseline: ArmModel { ctr: 0.0, error_rate: 0.01, latency: None, signals: [] }, canary: None, noise: Noise { rate_sd: 0.3, common_rate_sd: 0.2, sessions: Some(Sessions { size: 20, correlation: 0.05 }), split_sd: 0.05 } }"#
+        ]],
+    );
+    assert!(parse("").is_off());
+    assert_eq!(parse("  noise: {}\n"), parse(""));
+    assert!(!parse("  noise: { splitSd: 0.01 }\n").is_off());
 }
 
 proptest! {
