@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::hypothesis::{
     Direction, GRID_POINTS, Schedule, design_grid, information_grid, log_boundary,
 };
-use super::mixture::{ChangeDetection, bernoulli_log_lik, logit};
+use super::mixture::{ChangeDetection, bernoulli_log_lik, bisect, log_sum_exp, logit};
 use super::ratio::RARE_RATE;
 
 /// Expected detection effort for one test at a given traffic.
@@ -50,6 +50,27 @@ pub fn oracle_min_samples(kl_per_obs: f64, alpha: f64, beta: f64) -> f64 {
 /// grid (as `RatioVsBaseline` does).
 fn need_grid(alpha_share: f64, change: ChangeDetection) -> f64 {
     log_boundary(alpha_share) + (GRID_POINTS as f64).ln() + change.log_start_cost()
+}
+
+/// Observations until a grid mixture with equal weights crosses: the `n`
+/// where `ln((1/G)·Σ_g e^{n·drift_g}) = need` (`need`: `ln(1/alpha)` plus
+/// the restart cost; the grid's `ln G` is inside). Counting only the best
+/// point and paying `ln G` in full overstates the time when neighbouring
+/// points (a ×√2 grid) carry nearly as much evidence. Infinite when no
+/// point drifts up.
+pub fn mixture_crossing(drifts: &[f64], need: f64) -> f64 {
+    let best = drifts.iter().copied().fold(f64::MIN, f64::max);
+    if best.is_nan() || best <= 0.0 || drifts.is_empty() {
+        return f64::INFINITY;
+    }
+    let log_g = (drifts.len() as f64).ln();
+    let at = |n: f64| log_sum_exp(drifts.iter().map(|&d| n * d)) - log_g;
+    // Between the best point alone without and with the grid's cost.
+    let (lo, hi) = (need.max(0.0) / best, (need.max(0.0) + log_g) / best);
+    if at(lo) >= need {
+        return lo;
+    }
+    bisect(lo, hi, |n| at(n) >= need)
 }
 
 fn kl_bernoulli(a: f64, b: f64) -> f64 {
@@ -94,8 +115,7 @@ pub fn ratio_vs_baseline(
             (1.0 - 2.0 * tolerance).max((1.0 - tolerance) / 2.0),
         ),
     };
-    let need_base =
-        (1.0 / alpha_share).ln() + (design_grid(1.0).len() as f64).ln() + change.log_start_cost();
+    let need_base = (1.0 / alpha_share).ln() + change.log_start_cost();
     let w = canary_weight;
     let (pb, pc) = (base_rate, base_rate * truth);
     if base_rate < RARE_RATE {
@@ -127,11 +147,8 @@ pub fn ratio_vs_baseline(
             ),
             None => design_grid(design),
         };
-        let drift = grid
-            .into_iter()
-            .map(|l| l * delta - 0.5 * l * l)
-            .fold(f64::MIN, f64::max);
-        let info = need_base / drift.max(1e-300);
+        let drifts: Vec<f64> = grid.into_iter().map(|l| l * delta - 0.5 * l * l).collect();
+        let info = mixture_crossing(&drifts, need_base);
         let kl = 0.5 * delta * delta * info_per_request;
         let oracle_total = wald_expected_samples(kl, alpha_share, ORACLE_BETA);
         build(info / info_per_request, oracle_total, rps_total, w)
@@ -155,8 +172,7 @@ pub fn two_arm_count(
     schedule: Option<&Schedule>,
 ) -> DetectionForecast {
     let w = canary_weight;
-    let need =
-        (1.0 / alpha_share).ln() + (design_grid(1.0).len() as f64).ln() + change.log_start_cost();
+    let need = (1.0 / alpha_share).ln() + change.log_start_cost();
     let (pb, pc) = (base_rate, base_rate * truth);
     // Per event: canary share θ1 vs null θ0; alternatives shift log-odds by η.
     let events_per_request = w * pc + (1.0 - w) * pb;
@@ -181,13 +197,13 @@ pub fn two_arm_count(
         ),
         None => design_grid(design),
     };
-    let drift = grid
+    let drifts: Vec<f64> = grid
         .into_iter()
         .map(|eta| {
             bernoulli_log_lik(theta1, 1.0, l0 + s * eta) - bernoulli_log_lik(theta1, 1.0, l0)
         })
-        .fold(f64::MIN, f64::max);
-    let events = need / drift.max(1e-300);
+        .collect();
+    let events = mixture_crossing(&drifts, need);
     let kl = kl_bernoulli(theta1, sigmoid(l0));
     let oracle_events = wald_expected_samples(kl, alpha_share, ORACLE_BETA);
     build(
@@ -208,14 +224,13 @@ pub fn rate_threshold(
     change: ChangeDetection,
 ) -> DetectionForecast {
     let p1 = (2.0 * p0).min((1.0 + p0) / 2.0);
-    let need =
-        (1.0 / alpha_share).ln() + (design_grid(1.0).len() as f64).ln() + change.log_start_cost();
+    let need = (1.0 / alpha_share).ln() + change.log_start_cost();
     let l0 = logit(p0);
-    let drift = design_grid(logit(p1) - l0)
+    let drifts: Vec<f64> = design_grid(logit(p1) - l0)
         .into_iter()
         .map(|eta| bernoulli_log_lik(p1, 1.0, l0 + eta) - bernoulli_log_lik(p1, 1.0, l0))
-        .fold(f64::MIN, f64::max);
-    let canary = need / drift.max(1e-300);
+        .collect();
+    let canary = mixture_crossing(&drifts, need);
     let oracle = wald_expected_samples(kl_bernoulli(p1, p0), alpha_share, ORACLE_BETA);
     let w = canary_weight.max(1e-300);
     build(canary / w, oracle / w, rps_total, w)

@@ -43,7 +43,7 @@ struct Batch {
 impl Batch {
     fn add(&mut self, m: Moments) {
         let n = m.n as f64;
-        self.n += m.n;
+        self.n = self.n.saturating_add(m.n);
         self.sum += n * m.mean;
         self.sum_sq += n * (m.variance + m.mean * m.mean);
     }
@@ -305,11 +305,11 @@ impl MeanTest {
             self.update(mc, mb, snap.start);
         }
         if let Some(m) = mc {
-            self.canary_n += m.n;
+            self.canary_n = self.canary_n.saturating_add(m.n);
             self.canary_sum += m.mean * m.n as f64;
         }
         if let Some(m) = mb {
-            self.baseline_n += m.n;
+            self.baseline_n = self.baseline_n.saturating_add(m.n);
             self.baseline_sum += m.mean * m.n as f64;
         }
         self.maybe_start();

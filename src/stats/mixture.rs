@@ -252,6 +252,16 @@ fn is_half(x: &f64) -> bool {
     *x == 0.5
 }
 
+/// A log likelihood ratio as the mixture adds it: an infinite one counts
+/// as ±1e9 nats (an alternative the data rule out is out, e^−1e9, not
+/// ignored as it was when non-finite ratios were dropped; one the data
+/// prove stays decisive), so sums of them stay finite and never turn NaN.
+/// A NaN (no test computes one from counts) carries no information: 0.
+#[inline]
+fn bounded_log_lr(l: f64) -> f64 {
+    if l.is_nan() { 0.0 } else { l.clamp(-1e9, 1e9) }
+}
+
 /// `ln(e^a + e^b)`, stable.
 #[inline]
 fn log_add_exp(a: f64, b: f64) -> f64 {
@@ -325,14 +335,10 @@ impl RestartMixture {
             }
         }
         for (o, &l) in self.offset.iter_mut().zip(log_lr) {
-            if l.is_finite() {
-                *o += l;
-            }
+            *o += bounded_log_lr(l);
         }
         for (s, &l) in self.log_sums.iter_mut().zip(log_lr) {
-            if l.is_finite() {
-                *s += l;
-            }
+            *s += bounded_log_lr(l);
         }
         self.steps += 1;
         self.log_e_now = log_sum_exp(
@@ -764,6 +770,20 @@ mod tests {
         let (lo, hi) = rate_confidence_sequence(0, 1_000_000_000_000, 0.5, 0.5, 0.05);
         assert_eq!(lo, 0.0);
         assert!(hi > 0.0 && hi < 1e-10);
+    }
+
+    /// A ratio the data rule out removes its alternative (it used to count
+    /// as a factor of 1); a proven one decides; nothing turns NaN.
+    #[test]
+    fn non_finite_log_ratios_are_bounded_not_dropped() {
+        let mut m = RestartMixture::new(2, ChangeDetection::OFF);
+        m.update(&[f64::NEG_INFINITY, 0.0], Timestamp::EPOCH);
+        close(m.log_e(), (0.5f64).ln(), 1e-12);
+        m.update(&[50.0, f64::NAN], Timestamp::EPOCH);
+        close(m.log_e(), (0.5f64).ln(), 1e-12);
+        m.update(&[f64::INFINITY, f64::INFINITY], Timestamp::EPOCH);
+        assert!(m.log_e().is_finite() && m.log_e() > 1e8, "{}", m.log_e());
+        assert!(m.max_log_e().is_finite());
     }
 
     #[test]
