@@ -213,11 +213,20 @@ fn a_checkpoint_of_the_reference_build_restores_and_runs_on_identically() {
         canaryd::engine::CHECKPOINT_VERSION
     );
     assert_eq!(rollout.phase(), Phase::AwaitingApproval);
-    // A v1 checkpoint predates `overdispersion`: its policy reads without
-    // it, and its running tests keep the state they were written with.
-    let mut expected = policy();
-    expected.analysis.overdispersion = None;
-    assert_eq!(rollout.policy(), &expected, "the policy in the checkpoint");
+    // The reference build predates `requireNoHarm` and `overdispersion`:
+    // its checkpoint records neither, so the rollout continues under the
+    // rules it started with (the written gates only, tests without
+    // inflation), while the same file compiled today gets the defaults.
+    let mut as_started = policy();
+    assert!(as_started.implied_gates().count() > 0);
+    as_started.analysis.require_no_harm = None;
+    as_started.analysis.overdispersion = None;
+    as_started.gates.retain(|g| !g.is_implied());
+    assert_eq!(
+        rollout.policy(),
+        &as_started,
+        "the policy in the checkpoint"
+    );
     let mut trace = Vec::new();
     drive(
         &mut rollout,

@@ -232,6 +232,58 @@ fn healthy_rollout_waits_for_bakes_samples_gates_and_approvals() {
 }
 
 #[test]
+fn a_gate_is_checked_again_when_used_a_lost_gate_holds_the_step() {
+    let mut r = Run::standard();
+    r.handle(0, Input::Tick).unwrap();
+    // Shown at 5m, during the bake at 10%; the data turns bad at 9m.
+    r.data_with(0, 600, 50, |s| match s.start {
+        300 => s.show = vec![0],
+        540 => s.hide = vec![0],
+        _ => {}
+    });
+    for (t, who, role) in [(700, "bob", "owner"), (710, "carol", "sre")] {
+        r.command(
+            t,
+            Command::Approve {
+                by: actor(who),
+                role: role.into(),
+            },
+        )
+        .unwrap();
+    }
+    // Weight 50 needs the gate: shown once is not enough, it must read
+    // shown now. Held until the data shows it again at 20m.
+    r.data_with(600, 2100, 50, |s| {
+        if s.start == 1140 {
+            s.show = vec![0]
+        }
+    });
+    assert_eq!(r.rollout.phase(), Phase::Promoted);
+    r.check(expect![[r#"
+        0s      [canaryd] pending -> progressing: rollout started
+        0s      [canaryd] setting canary weight to 10%
+        0s      set weight 10%
+        0s      [canaryd] canary weight is now 10%
+        6m      [canaryd] gate `not-worse` shown
+        10m     [canaryd] progressing -> awaiting-approval: waiting for approval by owner, sre
+        10m     await approval by owner, sre until 1h10m
+        11m40s  [bob] approved as `owner` by bob: looks good
+        11m50s  [carol] approved as `sre` by carol: looks good
+        11m50s  [canaryd] awaiting-approval -> progressing: every approval given
+        11m50s  [canaryd] gate `not-worse` no longer shown: the step to 50% waits until it is shown again
+        20m     [canaryd] gate `not-worse` shown
+        20m     [canaryd] setting canary weight to 50%
+        20m     set weight 50%
+        20m     [canaryd] canary weight is now 50%
+        30m     [canaryd] setting canary weight to 100%
+        30m     set weight 100%
+        30m     [canaryd] canary weight is now 100%
+        30m     [canaryd] progressing -> promoted: every step done
+        30m     promote
+    "#]]);
+}
+
+#[test]
 fn a_fired_trigger_rolls_back_from_any_phase_with_an_incident() {
     let mut r = Run::standard();
     r.handle(0, Input::Tick).unwrap();

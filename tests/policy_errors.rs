@@ -73,8 +73,8 @@ fn unknown_fields_each_reported() {
             "    alpha: 0.01\n    alhpa: 0.02\n    windw: 5m\n",
         ),
         expect![[r#"
-            p.yaml:9:5: spec.analysis.alhpa: unknown field `alhpa`, expected one of `interval`, `alpha`, `minSamples`, `maxDuration`, `sampleRatioCheck`, `warmup`, `overdispersion`
-            p.yaml:10:5: spec.analysis.windw: unknown field `windw`, expected one of `interval`, `alpha`, `minSamples`, `maxDuration`, `sampleRatioCheck`, `warmup`, `overdispersion`
+            p.yaml:9:5: spec.analysis.alhpa: unknown field `alhpa`, expected one of `interval`, `alpha`, `minSamples`, `maxDuration`, `sampleRatioCheck`, `warmup`, `overdispersion`, `requireNoHarm`
+            p.yaml:10:5: spec.analysis.windw: unknown field `windw`, expected one of `interval`, `alpha`, `minSamples`, `maxDuration`, `sampleRatioCheck`, `warmup`, `overdispersion`, `requireNoHarm`
         "#]],
     );
 }

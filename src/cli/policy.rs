@@ -19,7 +19,8 @@ pub enum PolicyCommand {
     },
     /// Describe a policy in plain language; with --rps, also each
     /// statistical trigger's expected time to detect a change of twice its
-    /// tolerance at the policy's weights.
+    /// tolerance at the policy's weights, and each gate's expected time to
+    /// be shown by a healthy canary against the schedule.
     Explain {
         #[arg(value_name = "FILE")]
         file: PathBuf,
@@ -40,7 +41,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             let mut stderr = std::io::stderr().lock();
             for file in &files {
                 match load(file)? {
-                    Ok(_) => {}
+                    Ok(p) => {
+                        for (field, message) in policy::warnings(&p) {
+                            writeln!(stderr, "{}: warning: {field}: {message}", file.display())?;
+                        }
+                    }
                     Err(diags) => {
                         all_ok = false;
                         writeln!(stderr, "{diags}")?;
@@ -191,6 +196,125 @@ fn time_to_detect(p: &policy::Policy, rps: f64, base_rates: &[(String, f64)]) ->
                 .to_owned(),
         };
         let _ = writeln!(out, "  - {}: not estimated ({why})", t.name);
+    }
+    out.push_str(&time_to_show(p, rps, base_rates, &secs));
+    out
+}
+
+/// The gates part of `--rps`: how long a healthy canary takes to show each
+/// gate that bounds harm (the `requireNoHarm` ones first of all), against
+/// the step that needs it and `maxDuration`.
+fn time_to_show(
+    p: &policy::Policy,
+    rps: f64,
+    base_rates: &[(String, f64)],
+    secs: &dyn Fn(f64) -> String,
+) -> String {
+    use std::fmt::Write;
+
+    use crate::policy::{GateRequirement, Weight};
+
+    let mut out = String::new();
+    let bounding: Vec<&policy::Gate> = p
+        .gates
+        .iter()
+        .filter(|g| !matches!(g.check.requirement(), GateRequirement::MinGain(_)))
+        .collect();
+    if bounding.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\ntime for a healthy canary (no true change) to show each gate that bounds harm, at {rps} requests/s:"
+    );
+    let mut weights: Vec<Weight> = Vec::new();
+    for s in &p.steps {
+        if let policy::Step::SetWeight(w) = s
+            && w.percent() > 0
+            && w.percent() < 100
+            && !weights.contains(w)
+        {
+            weights.push(*w);
+        }
+    }
+    for g in bounding {
+        let metric = g.check.metric_name();
+        let base = base_rates
+            .iter()
+            .find(|(name, _)| name == metric)
+            .map(|(_, r)| *r);
+        let at: Vec<String> = weights
+            .iter()
+            .filter_map(|w| {
+                crate::monitor::gate_forecast(p, g, rps, *w, base).map(|f| {
+                    format!(
+                        "at {}% alone: {} ({:.0} canary requests)",
+                        w.percent(),
+                        secs(f.seconds),
+                        f.canary_requests
+                    )
+                })
+            })
+            .collect();
+        let Some(plan) = crate::monitor::gate_schedule(p, g, rps, base) else {
+            let why = match &g.check {
+                policy::GateCheck::Ratio { metric, .. } if base.is_none() => format!(
+                    "give the baseline's rate, e.g. --base-rate {}=0.05",
+                    metric.name
+                ),
+                _ => "depends on distributions the policy does not state; simulate it with canaryd-sim"
+                    .to_owned(),
+            };
+            let _ = writeln!(out, "  - {}: not estimated ({why})", g.name);
+            continue;
+        };
+        let needed = secs(plan.needed_at.as_secs_f64());
+        let verdict = match plan.shown_at {
+            Some(t) if t <= plan.needed_at => format!(
+                "expected shown {} after start, before the step that needs it ({} on the fastest path)",
+                secs(t.as_secs_f64()),
+                needed
+            ),
+            Some(t) if plan.in_time() => format!(
+                "expected shown {} after start: the step that needs it ({}) waits for it, within maxDuration {}",
+                secs(t.as_secs_f64()),
+                needed,
+                secs(plan.max_duration.as_secs_f64())
+            ),
+            Some(t) => format!(
+                "UNDERPOWERED: expected shown only {} after start, past maxDuration {}: at this traffic the rollout will likely end inconclusive",
+                secs(t.as_secs_f64()),
+                secs(plan.max_duration.as_secs_f64())
+            ),
+            None => "the canary has no weight between 0% and 100% before the step that needs it, so it cannot be shown".to_owned(),
+        };
+        let _ = writeln!(out, "  - {}: {verdict}; {}", g.name, at.join("; "));
+        if let Some(t) = plan.shown_at.filter(|t| *t > plan.needed_at) {
+            let mut fixes = Vec::new();
+            if !plan.in_time() {
+                fixes.push(format!(
+                    "a maxDuration of at least {}",
+                    secs(t.as_secs_f64() * 1.5)
+                ));
+            }
+            if g.is_implied() {
+                match crate::monitor::margin_in_time(p, g, rps, base) {
+                    Some(m) => fixes.push(format!("requireNoHarm.margin {m:.1}x")),
+                    None => fixes.push("no margin up to 100x is enough".to_owned()),
+                }
+            }
+            if plan.needed_at.as_secs_f64() > 0.0 {
+                fixes.push(format!(
+                    "about {:.0} requests/s",
+                    rps * t.as_secs_f64() / plan.needed_at.as_secs_f64()
+                ));
+            }
+            let _ = writeln!(
+                out,
+                "    to show it by the step that needs it: {}",
+                fixes.join(", or ")
+            );
+        }
     }
     out
 }

@@ -50,10 +50,12 @@ pub fn rollout_view(
         gates: policy
             .gates
             .iter()
-            .map(|g| GateView {
+            .enumerate()
+            .map(|(i, g)| GateView {
                 before: g.before.percent(),
                 name: g.name.clone(),
-                shown: rollout.gates_shown().contains(&g.name),
+                // As of the latest assessment: gates are not latched.
+                shown: latest.gates.get(i).is_some_and(|r| r.shown),
             })
             .collect(),
         id: spec.id.clone(),

@@ -47,7 +47,13 @@ pub struct Rollout<A: Analysis> {
     /// Time counted against `maxDuration` (approval waits and pauses excluded).
     active: Duration,
     approval: Option<ApprovalWait>,
-    /// Gates shown so far; a shown gate stays shown.
+    /// Gates announced as shown and not announced lost since: the "gate
+    /// shown" notification goes out when a gate's reading turns shown, "no
+    /// longer shown" when a step that needs it is held because its current
+    /// reading does not show it (a gate near its boundary may flip between
+    /// intervals; only a flip that holds a step is worth a notification).
+    /// Steps never read this set: a gate counts only while the latest
+    /// assessment shows it (not latched).
     gates_shown: BTreeSet<String>,
     /// `promote --override-gates`: gates count as shown from then on.
     gates_overridden: bool,
@@ -629,9 +635,9 @@ impl<A: Analysis> Rollout<A> {
             .policy
             .gates
             .iter()
-            .zip(&self.latest.gates)
-            .filter(|(gate, reading)| reading.shown && !self.gates_shown.contains(&gate.name))
-            .map(|(gate, _)| gate.name.clone())
+            .enumerate()
+            .filter(|(i, gate)| self.gate_shown_now(*i) && !self.gates_shown.contains(&gate.name))
+            .map(|(_, gate)| gate.name.clone())
             .collect();
         for name in newly_shown {
             self.notify(now, ENGINE, None, format!("gate `{name}` shown"));
@@ -863,6 +869,7 @@ impl<A: Analysis> Rollout<A> {
                         return;
                     }
                     if !bypass && !self.gates_allow(target) {
+                        self.announce_lost_gates(now, target);
                         return;
                     }
                     self.step += 1;
@@ -927,14 +934,51 @@ impl<A: Analysis> Rollout<A> {
             && self.latest.canary_requests_in_step >= self.policy.analysis.min_samples
     }
 
+    /// Whether gate `i` (policy order) reads shown in the latest
+    /// assessment.
+    fn gate_shown_now(&self, i: usize) -> bool {
+        self.latest.gates.get(i).is_some_and(|r| r.shown)
+    }
+
+    /// A step to `target` is held by its gates: each gate it needs that was
+    /// announced shown and does not read shown now is announced lost.
+    fn announce_lost_gates(&mut self, now: Timestamp, target: Weight) {
+        let lost: Vec<String> = self
+            .policy
+            .gates
+            .iter()
+            .enumerate()
+            .filter(|(i, g)| {
+                g.before <= target && !self.gate_shown_now(*i) && self.gates_shown.contains(&g.name)
+            })
+            .map(|(_, g)| g.name.clone())
+            .collect();
+        for name in lost {
+            self.notify(
+                now,
+                ENGINE,
+                None,
+                format!(
+                    "gate `{name}` no longer shown: the step to {}% waits until it is shown again",
+                    target.percent()
+                ),
+            );
+            self.gates_shown.remove(&name);
+        }
+    }
+
+    /// Every gate that `target` needs reads shown *now*: gates are checked
+    /// again each time they are used, never latched, so a canary that
+    /// degrades after showing one does not advance on it.
     fn gates_allow(&self, target: Weight) -> bool {
         self.gates_overridden
             || self
                 .policy
                 .gates
                 .iter()
-                .filter(|g| g.before <= target)
-                .all(|g| self.gates_shown.contains(&g.name))
+                .enumerate()
+                .filter(|(_, g)| g.before <= target)
+                .all(|(i, _)| self.gate_shown_now(i))
     }
 
     fn try_promote(&mut self, now: Timestamp, bypass: bool) {
@@ -948,6 +992,7 @@ impl<A: Analysis> Rollout<A> {
             return;
         }
         if !bypass && !self.gates_allow(Weight::FULL) {
+            self.announce_lost_gates(now, Weight::FULL);
             return;
         }
         let reason = if self.gates_overridden {
@@ -1001,8 +1046,9 @@ impl<A: Analysis> Rollout<A> {
             .policy
             .gates
             .iter()
-            .filter(|g| g.before <= target && !self.gates_shown.contains(&g.name))
-            .map(|g| g.name.as_str())
+            .enumerate()
+            .filter(|(i, g)| g.before <= target && !self.gate_shown_now(*i))
+            .map(|(_, g)| g.name.as_str())
             .collect();
         if !missing.is_empty() && !self.gates_overridden {
             return format!("gate {} not shown", missing.join(", "));

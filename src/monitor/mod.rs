@@ -7,8 +7,10 @@
 //!
 //! Budgets: the `K` statistical triggers share `alpha` (each runs at
 //! `alpha / K`, Bonferroni over e-values, see `Policy::alpha_per_trigger`);
-//! the `G` gates share a separate false-promotion budget `alpha` (each at
-//! `alpha / G`); the sample-ratio guard runs at [`SRM_ALPHA`] and only
+//! the `G` gates, written and implied by `requireNoHarm` alike, share a
+//! separate false-promotion budget `alpha` (each at `alpha / G`, see
+//! `policy::no_harm` for the guarantee), and a gate reads shown while its
+//! current e-value is at its boundary (never latched); the sample-ratio guard runs at [`SRM_ALPHA`] and only
 //! pauses. Statistical triggers restart their mixtures at up to
 //! [`change_detection`] points over the rollout's horizon (`maxDuration`), so a
 //! regression that starts late is caught about as fast as an early one.
@@ -33,7 +35,7 @@ pub use build::{
     schedule,
 };
 pub use evidence::{ObjectiveEvidence, TriggerEvidence};
-pub use forecast::forecast;
+pub use forecast::{GateSchedule, forecast, gate_forecast, gate_schedule, margin_in_time};
 
 use crate::engine::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
 use crate::policy::{Policy, REQUESTS, Weight};
@@ -141,7 +143,7 @@ impl Monitor {
         let o = a.overdispersion.unwrap_or(Overdispersion::Auto);
         let plan = schedule(policy);
         let trigger_alpha = policy.alpha_per_trigger();
-        let gate_alpha = a.alpha / policy.gates.len().max(1) as f64;
+        let gate_alpha = policy.alpha_per_gate();
         let mut complements = Vec::new();
         let mut checks = Vec::new();
         let mut longest = a.interval;
@@ -236,6 +238,16 @@ impl Monitor {
             }
         }
     }
+}
+
+/// Whether a gate's test shows its bound *now*: its current log e-value is
+/// at or above its boundary. Not `Status::Crossed`, which latches once the
+/// running maximum has crossed: a gate is checked again whenever a step
+/// needs it, so a canary that degrades after showing it loses it. Reading
+/// the current value keeps the guarantee (the event is a subset of Ville's
+/// "the e-process ever reached its boundary"; see `policy::no_harm`).
+fn shown_now(v: &Verdict) -> bool {
+    v.status != Status::Collecting && v.evidence.log_e_value >= v.evidence.log_boundary
 }
 
 fn verdict_of(status: Status) -> TriggerVerdict {
@@ -511,7 +523,7 @@ impl Monitor {
             .gates
             .iter()
             .map(|g| GateReading {
-                shown: g.last.as_ref().is_some_and(Verdict::crossed),
+                shown: g.last.as_ref().is_some_and(shown_now),
                 evidence: g
                     .last
                     .as_ref()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::check::{Definitions, Mismatch, resolve_gate, resolve_trigger};
 use super::model::*;
+use super::no_harm::implied_gates;
 use super::written::*;
 use crate::stats::Overdispersion;
 use crate::yaml::decode::{self, Fields, found, one_of};
@@ -131,6 +132,17 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Policy> {
         (Some(metrics), Some(gates)) => resolve_gates(sink, metrics, gates),
         _ => None,
     };
+    // The gates `requireNoHarm` implies follow the written ones; their
+    // names (`no-harm:<trigger>`) cannot be written, so they never collide.
+    let resolved_gates = match (resolved_gates, &resolved_triggers, &analysis) {
+        (Some(mut gates), Some(triggers), Some(analysis)) => {
+            if let Some(no_harm) = analysis.require_no_harm {
+                gates.extend(implied_gates(triggers, no_harm));
+            }
+            Some(gates)
+        }
+        _ => None,
+    };
     if let (Some(triggers), Some(gates)) = (&triggers, &gates) {
         check_unique_names(sink, triggers, gates);
     }
@@ -226,6 +238,7 @@ fn compile_analysis(
                 "sampleRatioCheck",
                 "warmup",
                 "overdispersion",
+                "requireNoHarm",
             ],
         )?),
         None => None,
@@ -308,6 +321,13 @@ fn compile_analysis(
             Duration::ZERO
         }),
     };
+    let require_no_harm = match get("requireNoHarm") {
+        None => Some(NoHarm::default()),
+        Some(n) => compile_no_harm(sink, n, &path.key("requireNoHarm")).unwrap_or_else(|| {
+            ok = false;
+            None
+        }),
+    };
     let max_duration = match get("maxDuration") {
         Some(n) => {
             decode::positive_duration(sink, n, &path.key("maxDuration")).unwrap_or_else(|| {
@@ -335,6 +355,7 @@ fn compile_analysis(
         sample_ratio_check,
         warmup,
         overdispersion: Some(overdispersion),
+        require_no_harm,
     })
 }
 
@@ -365,6 +386,71 @@ fn compile_overdispersion(sink: &mut Sink, node: &Node, path: &Path) -> Option<O
             );
             None
         }
+    }
+}
+
+/// `requireNoHarm: false | true | { margin: 2x, before: 100 }`: `None`
+/// (inner) when the policy opts out; the outer `None` after an error.
+fn compile_no_harm(sink: &mut Sink, node: &Node, path: &Path) -> Option<Option<NoHarm>> {
+    if let Value::Bool(on) = node.value {
+        return Some(on.then(NoHarm::default));
+    }
+    if !matches!(node.value, Value::Map(_)) {
+        sink.error(
+            node.pos,
+            path,
+            format!(
+                "expected `false` (opt out), `true` or a mapping `{{ margin: 2x, before: 100 }}`, found {}",
+                found(&node.value)
+            ),
+        );
+        return None;
+    }
+    let f = decode::mapping(sink, node, path, &["margin", "before"])?;
+    let margin = match f.get("margin") {
+        None => Some(NoHarm::DEFAULT_MARGIN),
+        Some(n) => margin_factor(sink, n, &f.child("margin")),
+    };
+    let before = match f.get("before") {
+        None => Some(Weight::FULL),
+        Some(n) => weight(sink, n, &f.child("before"), 1),
+    };
+    Some(Some(NoHarm {
+        margin: margin?,
+        before: before?,
+    }))
+}
+
+/// A margin written `2x` (or a plain number): finite and at least 1.
+fn margin_factor(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
+    let v = match &node.value {
+        Value::Str(s) => {
+            let text = s.trim();
+            match text.strip_suffix('x').map(str::trim).map(str::parse::<f64>) {
+                Some(Ok(v)) => v,
+                _ => {
+                    sink.error(
+                        node.pos,
+                        path,
+                        format!("expected a factor such as `2x` or `1.5`, found `{text}`"),
+                    );
+                    return None;
+                }
+            }
+        }
+        _ => decode::number(sink, node, path)?,
+    };
+    if v.is_finite() && (1.0..=1000.0).contains(&v) {
+        Some(v)
+    } else {
+        sink.error(
+            node.pos,
+            path,
+            format!(
+                "must be from 1x to 1000x (the harm shown is below margin × each trigger's tolerance), got {v}x"
+            ),
+        );
+        None
     }
 }
 
@@ -1164,6 +1250,7 @@ fn resolve_gates(
                 name: w.name.clone(),
                 check,
                 before: w.before,
+                implied_by: None,
             }),
             Err(problems) => {
                 ok = false;

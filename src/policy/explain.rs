@@ -1,13 +1,18 @@
 //! `policy explain`: a compiled policy in plain language. Each step with its
-//! cumulative time, each trigger and gate in words, how `alpha` is split, and
-//! the fastest possible promotion. Pure: it formats, it does not print.
+//! cumulative time, each trigger and gate in words (the gates `requireNoHarm`
+//! implies with the trigger behind each), how `alpha` is split, and the
+//! fastest possible promotion; and the warnings `policy check` prints for a
+//! policy that compiles (opting out of `requireNoHarm`). Pure: it formats,
+//! it does not print.
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use super::check::{GateCheck, Mean, Named, Quantile, Ratio, TriggerCheck};
 use super::model::*;
+use super::no_harm::{NoHarmCheck, implied_gate_name, no_harm_check};
 use super::written::{Bound, GateRequirement, Metric, Regression};
+use crate::stats::Overdispersion;
 use crate::time::format_duration as dur;
 use crate::yaml::units::{format_latency_ms, format_percent};
 
@@ -18,6 +23,7 @@ pub fn explain(policy: &Policy) -> String {
     steps(w, policy);
     triggers(w, policy);
     gates(w, policy);
+    no_harm(w, policy);
     let _ = writeln!(
         w,
         "\non rollback: an incident ({}) with the evidence{}",
@@ -58,11 +64,12 @@ fn header(w: &mut String, policy: &Policy) {
         "after each weight change the first {} of data is left out of comparisons (warm-up){}",
         dur(a.warmup),
         if a.sample_ratio_check {
-            "; evidence that the observed split differs from the set weight pauses the rollout"
+            "; evidence that the observed split differs from the set weight (by more than 10% on the odds) pauses the rollout"
         } else {
             ""
         }
     );
+    let _ = writeln!(w, "{}", overdispersion(a.overdispersion));
     if policy.change_type == ChangeType::Emergency {
         let _ = writeln!(
             w,
@@ -108,8 +115,14 @@ fn steps(w: &mut String, policy: &Policy) {
                     })
                     .map(|g| g.name.as_str())
                     .collect();
-                if !needed.is_empty() {
-                    let _ = write!(w, ", once gate {} is shown", needed.join(" and "));
+                match needed.len() {
+                    0 => {}
+                    1 => {
+                        let _ = write!(w, ", once gate {} is shown", needed[0]);
+                    }
+                    _ => {
+                        let _ = write!(w, ", once gates {} are shown", needed.join(" and "));
+                    }
                 }
                 let _ = writeln!(w);
                 weight = wt.percent();
@@ -233,23 +246,123 @@ fn triggers(w: &mut String, policy: &Policy) {
     }
 }
 
-/// Each gate in words.
+/// Each gate in words, and how the false-promotion budget is split.
 fn gates(w: &mut String, policy: &Policy) {
-    if !policy.gates.is_empty() {
+    if policy.gates.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\ngates (shown by an anytime-valid bound; checked again each time a step needs them, not latched):"
+    );
+    for g in &policy.gates {
+        let from = match &g.implied_by {
+            Some(t) => format!(" (implied by requireNoHarm for trigger `{t}`)"),
+            None => String::new(),
+        };
         let _ = writeln!(
             w,
-            "\ngates (shown by an anytime-valid confidence bound at level alpha):"
+            "  - {}{from}: before any step sets {}% or more, show {}",
+            g.name,
+            g.before.percent(),
+            describe_gate(g)
         );
-        for g in &policy.gates {
+    }
+    let g = policy.gates.len();
+    let _ = writeln!(
+        w,
+        "the {g} gate{} share the false-promotion budget alpha = {}: each is shown while its e-value is at least {}/{} = {}, so the chance that any gate whose claim is false is shown when a step needs it is at most {}",
+        if g == 1 { "" } else { "s" },
+        fmt_prob(policy.analysis.alpha),
+        g,
+        fmt_prob(policy.analysis.alpha),
+        fmt_num(g as f64 / policy.analysis.alpha),
+        fmt_prob(policy.analysis.alpha)
+    );
+}
+
+/// What `requireNoHarm` asks, or that the policy opted out.
+fn no_harm(w: &mut String, policy: &Policy) {
+    let vs_baseline: Vec<&Trigger> = policy
+        .triggers
+        .iter()
+        .filter(|t| no_harm_check(&t.check, 1.0).is_some())
+        .collect();
+    let Some(nh) = policy.analysis.require_no_harm else {
+        if vs_baseline.is_empty() {
             let _ = writeln!(
                 w,
-                "  - {}: before any step sets {}% or more, show {}",
-                g.name,
-                g.before.percent(),
-                describe_gate(g)
+                "\nrequireNoHarm: false (no vsBaseline trigger, so nothing changes)"
+            );
+        } else {
+            let _ = writeln!(
+                w,
+                "\nWARNING: requireNoHarm: false: promotion needs no evidence that the canary is not worse than baseline; the absence of a rollback promotes it, however little data there was (triggers {} only roll back on evidence of harm)",
+                vs_baseline
+                    .iter()
+                    .map(|t| format!("`{}`", t.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "\npromotion needs evidence, not silence (requireNoHarm, margin {}x): before a step sets {}% or more, each vsBaseline trigger's harm must be shown below {}x its tolerance, so a canary whose true harm is at least {}x a tolerance is promoted with probability at most {}",
+        fmt_num(nh.margin),
+        nh.before.percent(),
+        fmt_num(nh.margin),
+        fmt_num(nh.margin),
+        fmt_prob(policy.analysis.alpha / policy.gates.len().max(1) as f64)
+    );
+    if vs_baseline.is_empty() {
+        let _ = writeln!(w, "  (no vsBaseline trigger: no gate implied)");
     }
+    for t in vs_baseline {
+        match no_harm_check(&t.check, nh.margin) {
+            Some(NoHarmCheck::Gate(_)) => {
+                let _ = writeln!(w, "  - `{}`: gate `{}`", t.name, implied_gate_name(&t.name));
+            }
+            Some(NoHarmCheck::Unneeded { bound }) => {
+                let _ = writeln!(
+                    w,
+                    "  - `{}`: no gate needed: {}x its tolerance is a drop of {}, and no drop can be larger than all of it",
+                    t.name,
+                    fmt_num(nh.margin),
+                    format_percent(bound)
+                );
+            }
+            None => {}
+        }
+    }
+    let _ = writeln!(
+        w,
+        "  a gate not shown within maxDuration {} ends the rollout inconclusive; `policy explain --rps` forecasts how long a healthy canary takes to show each",
+        dur(policy.analysis.max_duration)
+    );
+}
+
+/// What `policy check` warns about in a policy that compiles: today, a
+/// policy that opts out of `requireNoHarm` while it has `vsBaseline`
+/// triggers. Each is `(field path, message)`.
+pub fn warnings(policy: &Policy) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let vs_baseline = policy
+        .triggers
+        .iter()
+        .filter(|t| no_harm_check(&t.check, 1.0).is_some())
+        .count();
+    if policy.analysis.require_no_harm.is_none() && vs_baseline > 0 {
+        out.push((
+            "spec.analysis.requireNoHarm".to_owned(),
+            format!(
+                "false: this policy promotes a canary on the absence of evidence of harm; its {vs_baseline} vsBaseline trigger{} will not be required to show that the harm is small before 100% (remove the field to get the default `{{ margin: 2x }}`)",
+                if vs_baseline == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    out
 }
 
 fn ratio_words(m: &Ratio) -> String {
@@ -475,4 +588,15 @@ fn fmt_prob(p: f64) -> String {
 fn fmt_num(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// What the tests assume about requests that are not independent.
+fn overdispersion(o: Option<Overdispersion>) -> String {
+    match o {
+        Some(Overdispersion::Fixed(1.0)) => "requests are taken as independent (overdispersion 1): counts that vary more than binomially from one interval to the next (sessions, bursts, hosts) will read as evidence".to_owned(),
+        Some(Overdispersion::Fixed(f)) => format!(
+            "every binomial variance is multiplied by {f} (overdispersion), for requests that are not independent"
+        ),
+        Some(Overdispersion::Auto) | None => "requests are not taken as independent: each test inflates an interval's variance by how much more than binomially its counts varied over the intervals before it (overdispersion auto)".to_owned(),
+    }
 }

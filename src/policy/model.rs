@@ -121,6 +121,37 @@ pub struct AnalysisSpec {
     /// with, without inflation; a test built anew from it uses `auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdispersion: Option<Overdispersion>,
+    /// `requireNoHarm`: the implied no-harm gates (see `no_harm.rs`);
+    /// `None` when the policy opts out. A checkpoint written before the
+    /// field existed has none, so a rollout restored from it continues
+    /// under the rules it started with (no implied gates); serialized only
+    /// when set, so such a checkpoint re-serializes to the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_no_harm: Option<NoHarm>,
+}
+
+/// `spec.analysis.requireNoHarm`: before a step sets `before` or more,
+/// each `vsBaseline` trigger's harm must be shown below `margin` × its
+/// tolerance (one implied gate per trigger, see `no_harm.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoHarm {
+    /// Multiplies each trigger's tolerance; at least 1 (default 2).
+    pub margin: f64,
+    /// The weight from which the implied gates are needed (default 100).
+    pub before: Weight,
+}
+
+impl NoHarm {
+    pub const DEFAULT_MARGIN: f64 = 2.0;
+}
+
+impl Default for NoHarm {
+    fn default() -> NoHarm {
+        NoHarm {
+            margin: NoHarm::DEFAULT_MARGIN,
+            before: Weight::FULL,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,6 +209,16 @@ pub struct Gate {
     pub check: GateCheck,
     /// Must be shown before any step sets the weight to this or higher.
     pub before: Weight,
+    /// The `vsBaseline` trigger whose `requireNoHarm` gate this is; `None`
+    /// for a gate written under `spec.gates`.
+    pub implied_by: Option<String>,
+}
+
+impl Gate {
+    /// Derived from `requireNoHarm`, not written under `spec.gates`.
+    pub fn is_implied(&self) -> bool {
+        self.implied_by.is_some()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -226,6 +267,18 @@ impl Policy {
     pub fn alpha_per_trigger(&self) -> f64 {
         let k = self.statistical_triggers().count().max(1);
         self.analysis.alpha / k as f64
+    }
+
+    /// Each gate's share of the false-promotion budget: `alpha / G` over
+    /// all `G` gates, written and implied alike (see `no_harm.rs` for why
+    /// the implied ones must share it).
+    pub fn alpha_per_gate(&self) -> f64 {
+        self.analysis.alpha / self.gates.len().max(1) as f64
+    }
+
+    /// The gates `requireNoHarm` implies, in trigger order.
+    pub fn implied_gates(&self) -> impl Iterator<Item = &Gate> {
+        self.gates.iter().filter(|g| g.is_implied())
     }
 
     pub fn metric(&self, name: &str) -> Option<&Metric> {

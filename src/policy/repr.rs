@@ -3,7 +3,9 @@
 //! shape of checkpoint version 1. Serializing flattens each resolved check
 //! back to that form; deserializing resolves it again with the same
 //! functions the compiler uses, so a checkpoint can never hold a
-//! combination the compiler would refuse.
+//! combination the compiler would refuse. The gates `requireNoHarm` implies
+//! are not written: they are derived again from the setting the analysis
+//! records (see `no_harm.rs`).
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,7 @@ use super::model::{
     Action, AnalysisSpec, ChangeType, EmergencySpec, ExperimentSpec, Gate, IncidentSpec, Policy,
     Step, Trigger, Weight,
 };
+use super::no_harm::implied_gates;
 use super::written::{GateRequirement, Metric, TriggerRule};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,9 +69,13 @@ impl From<Policy> for PolicyRepr {
                     }
                 })
                 .collect(),
+            // Implied gates are not written: reading derives them again
+            // from `analysis.require_no_harm` (absent in checkpoints that
+            // predate it, so those rollouts keep running without them).
             gates: p
                 .gates
                 .into_iter()
+                .filter(|g| !g.is_implied())
                 .map(|g| GateRepr {
                     metric: g.check.metric_name().to_owned(),
                     quantile: g.check.quantile(),
@@ -136,9 +143,18 @@ impl TryFrom<PolicyRepr> for Policy {
                         name: g.name.clone(),
                         check,
                         before: g.before,
+                        implied_by: None,
                     })
                     .map_err(|p| refused("gate", &g.name, p))
             })
+            .chain(
+                r.analysis
+                    .require_no_harm
+                    .map(|no_harm| implied_gates(&triggers, no_harm))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Ok),
+            )
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy {
             name: r.name,

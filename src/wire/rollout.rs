@@ -90,7 +90,9 @@ pub enum TriggerKind {
     Objective,
 }
 
-/// One promotion gate: shown yet, and the weight it must be shown before.
+/// One promotion gate (written, or implied by `requireNoHarm`:
+/// `no-harm:<trigger>`): shown as of the latest assessment (gates are not
+/// latched), and the weight it must be shown before.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateView {
     /// In percent.

@@ -1,5 +1,5 @@
 //! A scripted [`Analysis`]: each snapshot says which triggers fire and which
-//! gates are shown from then on, so the state machine's rules can be pinned
+//! gates are shown (or no longer shown) from then on, so the state machine's rules can be pinned
 //! exactly, independent of the statistics.
 
 use canaryd::engine::{Analysis, Assessment, TriggerVerdict};
@@ -27,6 +27,8 @@ pub struct Snap {
     pub requests: u64,
     pub fire: Vec<usize>,
     pub show: Vec<usize>,
+    /// Gates no longer shown from this snapshot on (a canary that degraded).
+    pub hide: Vec<usize>,
     pub srm: bool,
 }
 
@@ -42,6 +44,7 @@ impl Analysis for Scripted {
         self.step_requests += s.requests;
         self.fired = s.fire.clone();
         self.shown.extend(&s.show);
+        self.shown.retain(|i| !s.hide.contains(i));
         self.srm = s.srm;
         self.last_end = s.end;
     }
