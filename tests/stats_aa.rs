@@ -89,16 +89,9 @@ fn two_arm_counts(
     effect: f64,
 ) -> (canaryd::stats::IntervalSnapshot, f64) {
     let (nc, nb, m) = sc.route(rng, i);
-    let mut s = snapshot(i);
     let pb = p_b * m.rate;
-    s.canary.add("requests", nc);
-    s.baseline.add("requests", nb);
-    if den != "requests" {
-        s.canary.add(den, nc);
-        s.baseline.add(den, nb);
-    }
-    s.canary.add(num, rng.binom(nc, pb * effect));
-    s.baseline.add(num, rng.binom(nb, pb));
+    let events = (rng.binom(nc, pb * effect), rng.binom(nb, pb));
+    let s = counts_snapshot(i, (nc, nb), num, den, events);
     (s, sc.at(i).weight)
 }
 

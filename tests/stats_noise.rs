@@ -100,14 +100,7 @@ fn noisy_counts(
 ) -> (IntervalSnapshot, f64) {
     let (nc, nb, m) = sc.route(rng, i);
     let p = p * m.rate;
-    let mut s = snapshot(i);
-    s.canary.add("requests", nc);
-    s.baseline.add("requests", nb);
-    if den != "requests" {
-        s.canary.add(den, nc);
-        s.baseline.add(den, nb);
-    }
-    let (xc, xb) = match noise {
+    let events = match noise {
         Noise::Rate(sd) => {
             let (fc, fb) = (nr.factor(sd), nr.factor(sd));
             (
@@ -130,8 +123,7 @@ fn noisy_counts(
             )
         }
     };
-    s.canary.add(num, xc);
-    s.baseline.add(num, xb);
+    let s = counts_snapshot(i, (nc, nb), num, den, events);
     (s, sc.at(i).weight)
 }
 

@@ -36,15 +36,11 @@ fn counts_interval(
     effect: f64,
 ) -> (IntervalSnapshot, f64) {
     let (nc, nb, m) = sc.route(rng, i);
-    let mut s = snapshot(i);
-    s.canary.add("requests", nc);
-    s.baseline.add("requests", nb);
-    if den != "requests" {
-        s.canary.add(den, nc);
-        s.baseline.add(den, nb);
-    }
-    s.canary.add(num, rng.binom(nc, p_b * m.rate * effect));
-    s.baseline.add(num, rng.binom(nb, p_b * m.rate));
+    let events = (
+        rng.binom(nc, p_b * m.rate * effect),
+        rng.binom(nb, p_b * m.rate),
+    );
+    let s = counts_snapshot(i, (nc, nb), num, den, events);
     (s, m.weight)
 }
 

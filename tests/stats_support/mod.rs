@@ -139,6 +139,27 @@ pub fn snapshot(i: u64) -> IntervalSnapshot {
     )
 }
 
+/// Interval `i` of a ratio metric `num/den`: `(canary, baseline)` requests
+/// (also the denominators unless `den` is `requests`) and events.
+pub fn counts_snapshot(
+    i: u64,
+    (nc, nb): (u64, u64),
+    num: &str,
+    den: &str,
+    (xc, xb): (u64, u64),
+) -> IntervalSnapshot {
+    let mut s = snapshot(i);
+    s.canary.add("requests", nc);
+    s.baseline.add("requests", nb);
+    if den != "requests" {
+        s.canary.add(den, nc);
+        s.baseline.add(den, nb);
+    }
+    s.canary.add(num, xc);
+    s.baseline.add(num, xb);
+    s
+}
+
 /// Outcome of one simulated rollout.
 pub struct RunResult {
     /// Interval index at which the test crossed, if it did.
