@@ -10,7 +10,6 @@ use crate::policy::{
     Bound, Gate, GateCheck, GateRequirement, Policy, Regression, Step, Trigger, TriggerCheck,
     Weight,
 };
-use crate::stats::hypothesis::design_grid;
 use crate::stats::ratio::RARE_RATE;
 use crate::stats::{self, ChangeDetection, Direction};
 
@@ -121,8 +120,7 @@ fn harm_bound(check: &GateCheck) -> Option<(Direction, f64)> {
 
 /// The ratio gate's test (count test below `RARE_RATE`, the normal
 /// contrast above, as `RatioMethod::Auto`; no restarts) when the truth is
-/// ratio 1: the formulas of `stats::forecast::ratio_vs_baseline` with the
-/// null at the gate's bound.
+/// ratio 1, with the null at the gate's bound.
 fn ratio_gate_forecast(
     base_rate: f64,
     direction: Direction,
@@ -154,23 +152,16 @@ fn ratio_gate_forecast(
             None,
         ));
     }
-    let pb = base_rate;
-    let need = (1.0 / alpha).ln();
-    let info_per_request = 1.0 / (pb * (1.0 - pb) * (1.0 / w + null * null / (1.0 - w)));
-    let delta = (1.0 - null).abs() * pb;
-    let drifts: Vec<f64> = design_grid(delta)
-        .into_iter()
-        .map(|l| l * delta - 0.5 * l * l)
-        .collect();
-    let total = stats::forecast::mixture_crossing(&drifts, need) / info_per_request;
-    let kl = 0.5 * delta * delta * info_per_request;
-    let oracle_total = stats::wald_expected_samples(kl, alpha, stats::forecast::ORACLE_BETA);
-    Some(stats::DetectionForecast {
-        canary_requests: w * total,
-        seconds: total / rps_total,
-        oracle_canary_requests: w * oracle_total,
-        oracle_seconds: oracle_total / rps_total,
-    })
+    Some(stats::forecast::normal_contrast(
+        base_rate,
+        null,
+        1.0,
+        rps_total,
+        w,
+        alpha,
+        ChangeDetection::OFF,
+        None,
+    ))
 }
 
 /// A gate's expected showing set against the policy's schedule (fastest

@@ -115,9 +115,7 @@ pub fn ratio_vs_baseline(
             (1.0 - 2.0 * tolerance).max((1.0 - tolerance) / 2.0),
         ),
     };
-    let need_base = (1.0 / alpha_share).ln() + change.log_start_cost();
     let w = canary_weight;
-    let (pb, pc) = (base_rate, base_rate * truth);
     if base_rate < RARE_RATE {
         two_arm_count(
             base_rate,
@@ -131,28 +129,57 @@ pub fn ratio_vs_baseline(
             schedule,
         )
     } else {
-        // Information per total request and drift of the contrast.
-        let unit = pb * (1.0 - pb).max(0.0);
-        let info_per_request = 1.0 / (unit.max(1e-300) * (1.0 / w + null * null / (1.0 - w)));
-        let delta = (pc - null * pb).abs();
-        let design = (truth - null).abs() * pb;
-        // The grid the test sizes from the schedule at this traffic.
-        let per_second =
-            |w: f64| rps_total / (unit.max(1e-300) * (1.0 / w + null * null / (1.0 - w)));
-        let grid = match schedule {
-            Some(plan) => information_grid(
-                design,
-                plan.information(per_second),
-                need_grid(alpha_share, change),
-            ),
-            None => design_grid(design),
-        };
-        let drifts: Vec<f64> = grid.into_iter().map(|l| l * delta - 0.5 * l * l).collect();
-        let info = mixture_crossing(&drifts, need_base);
-        let kl = 0.5 * delta * delta * info_per_request;
-        let oracle_total = wald_expected_samples(kl, alpha_share, ORACLE_BETA);
-        build(info / info_per_request, oracle_total, rps_total, w)
+        normal_contrast(
+            base_rate,
+            null,
+            truth,
+            rps_total,
+            w,
+            alpha_share,
+            change,
+            schedule,
+        )
     }
+}
+
+/// The normal-mixture test on the contrast `p_c − null·p_b` (statistics.md
+/// §2.2) with baseline rate `base_rate`, null rate ratio `null` and true
+/// ratio `truth` (common events; the ratio-vs-baseline triggers and the
+/// ratio gates above [`RARE_RATE`]).
+#[allow(clippy::too_many_arguments)]
+pub fn normal_contrast(
+    base_rate: f64,
+    null: f64,
+    truth: f64,
+    rps_total: f64,
+    canary_weight: f64,
+    alpha_share: f64,
+    change: ChangeDetection,
+    schedule: Option<&Schedule>,
+) -> DetectionForecast {
+    let w = canary_weight;
+    let (pb, pc) = (base_rate, base_rate * truth);
+    let need = (1.0 / alpha_share).ln() + change.log_start_cost();
+    // Information per total request and drift of the contrast.
+    let unit = pb * (1.0 - pb).max(0.0);
+    let info_per_request = 1.0 / (unit.max(1e-300) * (1.0 / w + null * null / (1.0 - w)));
+    let delta = (pc - null * pb).abs();
+    let design = (truth - null).abs() * pb;
+    // The grid the test sizes from the schedule at this traffic.
+    let per_second = |w: f64| rps_total / (unit.max(1e-300) * (1.0 / w + null * null / (1.0 - w)));
+    let grid = match schedule {
+        Some(plan) => information_grid(
+            design,
+            plan.information(per_second),
+            need_grid(alpha_share, change),
+        ),
+        None => design_grid(design),
+    };
+    let drifts: Vec<f64> = grid.into_iter().map(|l| l * delta - 0.5 * l * l).collect();
+    let info = mixture_crossing(&drifts, need);
+    let kl = 0.5 * delta * delta * info_per_request;
+    let oracle_total = wald_expected_samples(kl, alpha_share, ORACLE_BETA);
+    build(info / info_per_request, oracle_total, rps_total, w)
 }
 
 /// The exposure-conditioned count test (statistics.md §2.9) with baseline
