@@ -131,12 +131,15 @@ fn explain_estimates_time_to_detect_with_rps() {
         .lines()
         .find(|l| l.trim_start().starts_with("- error-rate:"))
         .expect(&text);
-    // A 0.5% threshold, true rate 1%: about 3,300 canary requests, whatever the weight.
+    // A 0.5% threshold, true rate 1%: about 3,400 canary requests at 1%;
+    // more at higher weights, where a 30 s interval carries more requests
+    // than the test needs and the dispersion prior weighs the first ones
+    // down (simulator/tests/forecast.rs checks such forecasts against runs).
     assert!(
         line.contains("at 1%:") && line.contains("at 10%:") && line.contains("at 50%:"),
         "{line}"
     );
-    assert!(line.contains("3270 canary requests"), "{line}");
+    assert!(line.contains("3431 canary requests"), "{line}");
     let ctr = text
         .lines()
         .find(|l| l.trim_start().starts_with("- ctr-drop:"))

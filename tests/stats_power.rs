@@ -4,7 +4,9 @@
 
 mod stats_support;
 
-use canaryd::stats::forecast::{rate_threshold, ratio_vs_baseline, two_arm_count};
+use canaryd::stats::forecast::{
+    Cadence, Conditions, rate_threshold, ratio_vs_baseline, two_arm_count,
+};
 use canaryd::stats::{
     ChangeDetection, Direction, Disparity, IntervalSnapshot, QuantileThreshold, QuantileVsBaseline,
     RatioThreshold, RatioVsBaseline, StatTest, alpha_share,
@@ -17,6 +19,22 @@ fn share() -> f64 {
 }
 
 const LONG_HORIZON: u64 = 1440; // 12 h of 30 s intervals
+
+/// Where a forecast is made for these tests: no schedule, no warm-up
+/// (they feed every interval), 30 s intervals.
+fn conditions(rps_total: f64, canary_weight: f64) -> Conditions<'static> {
+    Conditions {
+        rps_total,
+        canary_weight,
+        alpha_share: share(),
+        change: long_change(),
+        schedule: None,
+        cadence: Some(Cadence {
+            interval_s: INTERVAL_MS as f64 / 1000.0,
+            warmup_intervals: 0,
+        }),
+    }
+}
 
 fn long_change() -> ChangeDetection {
     ChangeDetection::over_horizon(LONG_HORIZON, 31)
@@ -98,6 +116,18 @@ fn report(label: &str, p: &Power, forecast_req: f64, oracle_req: f64) {
     );
 }
 
+/// `policy explain --rps` forecasts this test's mean detection effort
+/// within 10%.
+fn assert_forecast_close(label: &str, p: &Power, forecast_req: f64) {
+    let error = forecast_req / p.mean_canary_requests - 1.0;
+    assert!(
+        error.abs() <= 0.10,
+        "{label}: forecast {forecast_req:.0} against {:.0} measured ({:+.1}%)",
+        p.mean_canary_requests,
+        100.0 * error
+    );
+}
+
 fn steady(rps: f64, weight: f64) -> Scenario {
     Scenario {
         name: "steady",
@@ -124,16 +154,7 @@ fn power_error_rate_vs_baseline() {
         1,
         |rng, i| counts_interval(rng, &sc, i, "errors", "requests", 0.005, 1.5),
     );
-    let f = ratio_vs_baseline(
-        0.005,
-        Direction::Increase,
-        0.25,
-        200.0,
-        0.05,
-        share(),
-        change,
-        None,
-    );
+    let f = ratio_vs_baseline(0.005, Direction::Increase, 0.25, &conditions(200.0, 0.05));
     report(
         "error rate 0.5%→0.75%, relativeIncrease 25%, 200 rps, 5% canary",
         &p,
@@ -142,6 +163,7 @@ fn power_error_rate_vs_baseline() {
     );
     assert!(p.detected as f64 >= 0.95 * p.runs as f64);
     assert!(p.mean_canary_requests < 4.0 * f.oracle_canary_requests);
+    assert_forecast_close("errors vs baseline", &p, f.canary_requests);
 }
 
 #[test]
@@ -160,16 +182,7 @@ fn power_ctr_vs_baseline() {
         2,
         |rng, i| counts_interval(rng, &sc, i, "clicks", "impressions", 0.05, 0.96),
     );
-    let f = ratio_vs_baseline(
-        0.05,
-        Direction::Decrease,
-        0.02,
-        2000.0,
-        0.10,
-        share(),
-        change,
-        None,
-    );
+    let f = ratio_vs_baseline(0.05, Direction::Decrease, 0.02, &conditions(2000.0, 0.10));
     report(
         "CTR 5%→4.8%, relativeDrop 2%, 2000 rps, 10% canary",
         &p,
@@ -177,6 +190,7 @@ fn power_ctr_vs_baseline() {
         f.oracle_canary_requests,
     );
     assert!(p.detected as f64 >= 0.95 * p.runs as f64);
+    assert_forecast_close("CTR vs baseline", &p, f.canary_requests);
 }
 
 #[test]
@@ -193,7 +207,7 @@ fn power_thresholds() {
         3,
         |rng, i| counts_interval(rng, &sc, i, "errors", "requests", 0.010, 1.0),
     );
-    let f = rate_threshold(0.005, 20.0, 0.05, share(), change);
+    let f = rate_threshold(0.005, &conditions(20.0, 0.05));
     report(
         "error-rate threshold 0.5%, canary at 1.0%, 20 rps, 5% canary",
         &p,
@@ -201,6 +215,7 @@ fn power_thresholds() {
         f.oracle_canary_requests,
     );
     assert!(p.detected as f64 >= 0.95 * p.runs as f64);
+    assert_forecast_close("error-rate threshold", &p, f.canary_requests);
 
     let q = measure(
         || {
@@ -219,7 +234,7 @@ fn power_thresholds() {
             (s, m.weight)
         },
     );
-    let g = rate_threshold(0.05, 20.0, 0.05, share(), change);
+    let g = rate_threshold(0.05, &conditions(20.0, 0.05));
     report(
         "p95 threshold 200ms, canary P(>200ms) = 10%, 20 rps, 5% canary",
         &q,
@@ -227,6 +242,7 @@ fn power_thresholds() {
         g.oracle_canary_requests,
     );
     assert!(q.detected as f64 >= 0.95 * q.runs as f64);
+    assert_forecast_close("p95 threshold", &q, g.canary_requests);
 }
 
 #[test]
@@ -258,11 +274,8 @@ fn power_p95_vs_baseline_and_disparity() {
         Direction::Increase,
         1.0,
         2.0,
-        20.0,
-        0.05,
-        share(),
-        change,
-        None,
+        0,
+        &conditions(20.0, 0.05),
     );
     report(
         "p95 relativeIncrease 10%, canary P(>220ms) = 10% vs baseline P(>200ms) = 5%, 20 rps, 5% canary",

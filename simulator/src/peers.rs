@@ -37,7 +37,9 @@
 //!   exceedances), knowing the true baseline and canary rates: H0 is the
 //!   trigger's boundary, H1 the canary's true rate at full size when it is
 //!   beyond the boundary, else a change of twice the tolerance. It starts at
-//!   the change's onset (`canary.from`), fires at ln((1−β)/α_k) and stops
+//!   the change's onset (`canary.from`), skips the intervals the policy's
+//!   warm-up keeps out of canaryd's comparative tests (the bound is on the
+//!   data a test may use), fires at ln((1−β)/α_k) and stops
 //!   watching (accepts H0) at ln(β/(1−α_k)), α_k the trigger's alpha share,
 //!   β = [`ORACLE_BETA`]. No test needs fewer samples on average (Wald-
 //!   Wolfowitz), so its detection time is a lower bound. Disparity triggers
@@ -74,7 +76,7 @@ use canaryd::engine::{Analysis, Assessment, TriggerReading, TriggerVerdict};
 use canaryd::monitor::{Monitor, ObjectiveEvidence, TriggerEvidence};
 use canaryd::policy::{Bound, Policy, Ratio, Regression, Trigger, TriggerCheck, Weight};
 use canaryd::stats::objective::ObjectiveVerdict;
-use canaryd::stats::{ArmCounts, ArmData, IntervalSnapshot};
+use canaryd::stats::{ArmCounts, ArmData, IntervalSnapshot, Warmup};
 use canaryd::time::Timestamp;
 
 use crate::latency::LATENCY_SIGNAL;
@@ -273,6 +275,10 @@ pub struct PeerAnalysis {
     state: PeerState,
     /// The trigger index that fired, with its evidence; sticky.
     fired: Option<(usize, ObjectiveEvidence)>,
+    /// The policy's warm-up, which the oracles honour as canaryd's
+    /// comparative tests do: the lower bound is on the data the policy
+    /// lets a test use.
+    warmup: Warmup,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -489,6 +495,7 @@ impl PeerAnalysis {
             triggers,
             state,
             fired: None,
+            warmup: canaryd::monitor::warmup(policy),
         })
     }
 
@@ -1021,6 +1028,7 @@ impl Analysis for PeerAnalysis {
 
     fn step_started(&mut self, now: Timestamp, weight: Weight) {
         self.monitor.step_started(now, weight);
+        self.warmup.on_weight_change(now);
         if let PeerState::MannWhitney { points } = &mut self.state {
             for p in points {
                 p.0.clear();
@@ -1031,6 +1039,7 @@ impl Analysis for PeerAnalysis {
 
     fn observe(&mut self, s: &IntervalSnapshot, weight: Weight) {
         self.monitor.observe(s, weight);
+        let admitted = self.warmup.admits(s);
         if self.fired.is_some() {
             return;
         }
@@ -1116,6 +1125,7 @@ impl Analysis for PeerAnalysis {
                     ));
                 }
             }
+            PeerState::Oracle { .. } | PeerState::TwoSampleOracle { .. } if !admitted => {}
             PeerState::Oracle { tests } => {
                 for (t, test) in self.triggers.iter().zip(tests.iter_mut()) {
                     if let Some(test) = test

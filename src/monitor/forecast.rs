@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use super::build::{change_detection, schedule};
+use super::warmup;
 use crate::policy::{
     Bound, Gate, GateCheck, GateRequirement, Policy, Regression, Step, Trigger, TriggerCheck,
     Weight,
 };
-use crate::stats::ratio::RARE_RATE;
+use crate::stats::forecast::{Cadence, Conditions};
+use crate::stats::ratio::{AUTO_DECIDE_EXPOSURE, RARE_RATE};
 use crate::stats::{self, ChangeDetection, Direction};
 
 /// Expected time to detect a change of twice a statistical trigger's
@@ -29,13 +31,23 @@ pub fn forecast(
     weight: Weight,
     base_rate: Option<f64>,
 ) -> Option<stats::DetectionForecast> {
-    let change = change_detection(policy);
-    let alpha = policy.alpha_per_trigger();
     let w = weight.fraction();
     let usable = w > 0.0 && w < 1.0 && rps_total.is_finite() && rps_total > 0.0;
     if !usable {
         return None;
     }
+    let plan = schedule(policy);
+    let at = Conditions {
+        rps_total,
+        canary_weight: w,
+        alpha_share: policy.alpha_per_trigger(),
+        change: change_detection(policy),
+        schedule: Some(&plan),
+        cadence: Some(Cadence {
+            interval_s: policy.analysis.interval.as_secs_f64(),
+            warmup_intervals: warmup(policy).intervals(),
+        }),
+    };
     match &trigger.check {
         TriggerCheck::RatioVsBaseline { regression, .. } => {
             let base = base_rate.filter(|b| *b > 0.0 && *b < 1.0)?;
@@ -44,14 +56,7 @@ pub fn forecast(
                 Regression::RelativeDrop(x) => (Direction::Decrease, x),
             };
             Some(stats::forecast::ratio_vs_baseline(
-                base,
-                direction,
-                tolerance,
-                rps_total,
-                w,
-                alpha,
-                change,
-                Some(&schedule(policy)),
+                base, direction, tolerance, &at,
             ))
         }
         TriggerCheck::RatioThreshold { bound, .. } => {
@@ -59,16 +64,11 @@ pub fn forecast(
                 Bound::Above(p) => p,
                 Bound::Below(p) => 1.0 - p,
             };
-            (p0 > 0.0 && p0 < 1.0)
-                .then(|| stats::forecast::rate_threshold(p0, rps_total, w, alpha, change))
+            (p0 > 0.0 && p0 < 1.0).then(|| stats::forecast::rate_threshold(p0, &at))
         }
-        TriggerCheck::QuantileThreshold { metric, .. } => Some(stats::forecast::rate_threshold(
-            1.0 - metric.quantile,
-            rps_total,
-            w,
-            alpha,
-            change,
-        )),
+        TriggerCheck::QuantileThreshold { metric, .. } => {
+            Some(stats::forecast::rate_threshold(1.0 - metric.quantile, &at))
+        }
         TriggerCheck::QuantileVsBaseline { .. }
         | TriggerCheck::MeanVsBaseline { .. }
         | TriggerCheck::MeanThreshold { .. }
@@ -139,29 +139,27 @@ fn ratio_gate_forecast(
     if !usable {
         return None;
     }
+    // Continuous: the schedule walk weighs the evidence rate at each
+    // weight, which a rollout's fixed costs would distort.
+    let at = Conditions {
+        rps_total,
+        canary_weight: w,
+        alpha_share: alpha,
+        change: ChangeDetection::OFF,
+        schedule: None,
+        cadence: None,
+    };
     if base_rate < RARE_RATE {
         return Some(stats::forecast::two_arm_count(
             base_rate,
             direction,
             null,
             1.0,
-            rps_total,
-            w,
-            alpha,
-            ChangeDetection::OFF,
-            None,
+            AUTO_DECIDE_EXPOSURE,
+            &at,
         ));
     }
-    Some(stats::forecast::normal_contrast(
-        base_rate,
-        null,
-        1.0,
-        rps_total,
-        w,
-        alpha,
-        ChangeDetection::OFF,
-        None,
-    ))
+    Some(stats::forecast::normal_contrast(base_rate, null, 1.0, &at))
 }
 
 /// A gate's expected showing set against the policy's schedule (fastest

@@ -135,6 +135,16 @@ type Spare = NotState<Option<IntervalSnapshot>>;
 type Measured = NotState<Vec<Arc<str>>>;
 type BurnCache = NotState<Vec<VecDeque<stats::objective::BurnCounts>>>;
 
+/// The policy's warm-up (`analysis.warmup`) in whole intervals: what a
+/// monitor of `policy` keeps out of its comparative tests after each weight
+/// change.
+pub fn warmup(policy: &Policy) -> Warmup {
+    let a = &policy.analysis;
+    let interval_ms = a.interval.as_millis().max(1);
+    let intervals = a.warmup.as_millis().div_ceil(interval_ms);
+    Warmup::new(u32::try_from(intervals).unwrap_or(u32::MAX))
+}
+
 impl Monitor {
     /// Build the checks for a compiled policy (see `build.rs`).
     pub fn new(policy: &Policy) -> Result<Monitor, BuildError> {
@@ -184,8 +194,6 @@ impl Monitor {
         } else {
             None
         };
-        let interval_ms = a.interval.as_millis().max(1);
-        let warmup_intervals = a.warmup.as_millis().div_ceil(interval_ms);
         Ok(Monitor {
             checks,
             gates,
@@ -194,7 +202,7 @@ impl Monitor {
             change,
             complements,
             windows: Windows::for_longest_window(longest, a.interval),
-            warmup: Warmup::new(u32::try_from(warmup_intervals).unwrap_or(u32::MAX)),
+            warmup: warmup(policy),
             step_requests: 0,
             step_start: None,
             since: None,

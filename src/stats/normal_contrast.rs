@@ -75,6 +75,21 @@ impl NormalContrast {
         self
     }
 
+    /// Starts the dispersion estimate from `history`, fed by intervals
+    /// before the test (its burn-in), on this test's scale (before any
+    /// data; only when both estimate the same way).
+    pub(crate) fn with_dispersion_history(mut self, history: Dispersion) -> Self {
+        if self.mixture.steps() == 0
+            && self
+                .dispersion
+                .as_ref()
+                .is_some_and(|d| d.setting() == history.setting())
+        {
+            self.dispersion = Some(history);
+        }
+        self
+    }
+
     /// Replaces the alternatives (before any data): see
     /// [`super::hypothesis::information_grid`].
     pub(crate) fn with_grid(mut self, lambdas: Vec<f64>) -> Self {

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::count::TwoArmCount;
-use super::dispersion::Overdispersion;
+use super::dispersion::{Dispersion, Overdispersion};
 use super::evidence::{
     ArmCounts, Estimand, Evidence, Interval, Span, Status, Verdict, finite, is_false,
 };
@@ -47,6 +47,11 @@ fn is_zero(x: &u64) -> bool {
 
 /// Pooled rate below which `RatioMethod::Auto` picks the count test.
 pub const RARE_RATE: f64 = 0.02;
+/// Canary denominators after which `RatioMethod::Auto` decides (the count
+/// test starts with the interval that brings them).
+pub const AUTO_DECIDE_EXPOSURE: u64 = 200;
+/// Denominators per arm the normal test waits for before it starts.
+pub const BURN_IN_EXPOSURE: u64 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum RatioEngine {
@@ -87,6 +92,13 @@ pub struct RatioVsBaseline {
     /// sizes the grid).
     #[serde(default, skip_serializing_if = "is_zero")]
     collected_ms: u64,
+    /// With `Overdispersion::Auto`: the dispersion estimate fed by the
+    /// intervals collected before the normal test starts (its burn-in), so
+    /// the test begins with what they show instead of the prior alone.
+    /// Any function of them is predictable for the test, which starts
+    /// after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    burn_in_dispersion: Option<Box<Dispersion>>,
     span: Span,
     crossed: bool,
     /// Lean evidence: the interval is computed only once the test has
@@ -138,8 +150,8 @@ impl RatioVsBaseline {
             alpha,
             change,
             method: RatioMethod::Auto,
-            auto_decide_exposure: 200,
-            burn_in_exposure: 1000,
+            auto_decide_exposure: AUTO_DECIDE_EXPOSURE,
+            burn_in_exposure: BURN_IN_EXPOSURE,
             overdispersion: 1.0,
             dispersion: Some(Overdispersion::Auto),
             engine: RatioEngine::Collecting,
@@ -147,6 +159,7 @@ impl RatioVsBaseline {
             canary: ArmCounts::default(),
             schedule: None,
             collected_ms: 0,
+            burn_in_dispersion: None,
             span: Span::default(),
             crossed: false,
             lean: false,
@@ -318,6 +331,7 @@ impl RatioVsBaseline {
                 if let Some(grid) = self.planned_grid(design, |w| events * w * (1.0 - w)) {
                     test = test.with_grid(grid);
                 }
+                self.burn_in_dispersion = None;
                 self.engine = RatioEngine::Count(test);
             }
             RatioMethod::Normal => {
@@ -337,6 +351,9 @@ impl RatioVsBaseline {
                     self.dispersion,
                 );
                 let (rate, p, f) = (self.collected_rate(), self.pooled_rate(), self.null_ratio);
+                if let Some(history) = self.burn_in_dispersion.take() {
+                    test = test.with_dispersion_history(*history);
+                }
                 test = test.with_rate(p);
                 let unit = (p * (1.0 - p)).max(1e-12);
                 let per_second = |w: f64| rate / (unit * (1.0 / w + f * f / (1.0 - w)));
@@ -368,9 +385,33 @@ impl RatioVsBaseline {
         } else {
             let ms = snap.end.as_millis().saturating_sub(snap.start.as_millis());
             self.collected_ms = self.collected_ms.saturating_add(ms);
+            if self.dispersion == Some(Overdispersion::Auto) {
+                let pooled = self.pooled_rate();
+                let (direction, f) = (self.direction, self.null_ratio);
+                let d = self
+                    .burn_in_dispersion
+                    .get_or_insert_with(|| Box::new(Dispersion::new(Overdispersion::Auto)));
+                record_contrast(d, direction, f, pooled, [xc, nc, xb, nb]);
+            }
         }
         self.maybe_start();
-        self.verdict(started)
+        // The count test may take the interval that started it: it tests
+        // the canary's share of each interval's events *given* the
+        // interval's totals (exposures and events of both arms), and the
+        // choice to start, the method and the grid are functions of those
+        // totals and of earlier intervals alone. Conditionally on every
+        // interval's totals its factors stay supermartingale increments,
+        // so the guarantee holds and one interval of evidence is not
+        // thrown away. (The normal test has no such conditional form: its
+        // variance must come from earlier intervals.)
+        let started_now = !started && matches!(self.engine, RatioEngine::Count(_));
+        if let RatioEngine::Count(t) = &mut self.engine
+            && started_now
+        {
+            t.update(nc, xc, nb, xb, snap.start, self.lean);
+            self.span.cover(snap);
+        }
+        self.verdict(started || started_now)
     }
 
     /// The current answer without feeding data (e.g. for an excluded interval).
@@ -495,6 +536,30 @@ impl RatioVsBaseline {
 
 /// Alias used for gates built with [`RatioVsBaseline::gate`].
 pub type RatioGate = RatioVsBaseline;
+
+/// Records one burn-in interval's contrast `s·(p̂_c − f·p̂_b)` and its
+/// binomial variance at the pooled rate `pooled` into `d`, on the normal
+/// test's scale (see `NormalContrast::update`).
+fn record_contrast(
+    d: &mut Dispersion,
+    direction: Direction,
+    f: f64,
+    pooled: f64,
+    [xc, nc, xb, nb]: [u64; 4],
+) {
+    if nc == 0 || nb == 0 {
+        return;
+    }
+    let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
+    let contrast = direction.sign() * (xc / nc - f * xb / nb);
+    let unit = if pooled < 1.0 {
+        pooled * (1.0 - pooled)
+    } else {
+        pooled
+    };
+    let unit = unit.max(1.0 / (nc + nb));
+    d.record(contrast, unit * (1.0 / nc + f * f / nb));
+}
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,11 @@ impl Warmup {
         }
     }
 
+    /// Intervals left out after each weight change.
+    pub fn intervals(&self) -> u32 {
+        self.intervals
+    }
+
     /// The router applied a new weight at `now`.
     pub fn on_weight_change(&mut self, now: Timestamp) {
         self.changed_at = Some(now);
