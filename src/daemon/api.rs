@@ -220,7 +220,15 @@ async fn read_body(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        // A body just over the limit is read and dropped (nothing kept),
+        // so its client, still sending, gets the 413 and not a reset
+        // connection; a much larger one is refused at once.
+        if n <= limit.saturating_mul(2) {
+            let mut stream = body.into_data_stream();
+            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+            let _ = tokio::time::timeout(shared.config.api.body_read_timeout, drain).await;
+        }
         return Err(too_large());
     }
     let read = async {

@@ -254,9 +254,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             return Err(e).with_context(|| format!("cannot listen on {}", config.listen));
         }
     };
+    // Installed before anything starts, so a SIGTERM during the start
+    // drains instead of killing the process with its default action.
+    let signals = Signals::install()?;
     let running = start(config, listener, Arc::new(SystemClock)).await?;
     println!("canaryd listening on http://{}", running.addr);
-    signals(running.shared.clone()).await;
+    signals.run(running.shared.clone()).await;
     running.stop().await
 }
 
@@ -392,30 +395,41 @@ pub async fn start(
     })
 }
 
-async fn signals(shared: Arc<Shared>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let mut stop = shared.shutdown.subscribe();
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT: draining"); return; }
-            _ = stop.wait_for(|s| *s) => return,
-            _ = hup.recv() => match shared.reload_policies() {
-                Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
-                Err(errs) => {
-                    for e in &errs {
-                        tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+/// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload policies).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind| signal(kind).context("cannot install signal handlers");
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+
+    /// Until a stop signal (or the daemon stops itself).
+    async fn run(mut self, shared: Arc<Shared>) {
+        let mut stop = shared.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM: draining"); return; }
+                _ = self.int.recv() => { tracing::info!("SIGINT: draining"); return; }
+                _ = stop.wait_for(|s| *s) => return,
+                _ = self.hup.recv() => match shared.reload_policies() {
+                    Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
+                    Err(errs) => {
+                        for e in &errs {
+                            tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+                        }
                     }
-                }
-            },
+                },
+            }
         }
     }
 }
