@@ -49,8 +49,10 @@ fn env(services: usize) -> Env {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/steady.yaml"), POLICY).unwrap();
+    // The bench measures ingestion as fast as it goes: no per-token push
+    // rate limit (api.pushRateLimit, issue #21) in the way.
     let mut yaml = format!(
-        "listen: 127.0.0.1:0\ndataDir: {0}/data\npolicies: {0}/policies\nservices:\n",
+        "listen: 127.0.0.1:0\ndataDir: {0}/data\npolicies: {0}/policies\napi: {{ pushRateLimit: {{ perSecond: 1000000, burst: 1000000 }} }}\nservices:\n",
         dir.path().display()
     );
     for i in 0..services {

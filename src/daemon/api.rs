@@ -1,7 +1,15 @@
 //! The HTTP API (PRODUCT.md section 7), axum. JSON in and out, every body
 //! one of `crate::wire`'s types; every bad request gets a 4xx with its
 //! [`Refusal`] (`{"error": {"status", "field", "message"}}`) and changes
-//! nothing. Bodies are read with an explicit limit (413).
+//! nothing.
+//!
+//! A request is checked in this order, each step before any work of the
+//! next: the token (401) and its role (403), the token's write rate (429),
+//! `Content-Type` (415: `application/json`, parameters allowed), then the
+//! body, read with a size limit (413), a time limit (408) and a share of the
+//! daemon's body memory (503), broken framing being 400; then decoded
+//! strictly (`crate::wire::body`: 400 malformed, 422 contract). The
+//! connections themselves are `connections.rs`'.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,16 +17,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::{Need, Principal};
-use super::{Shared, push, view};
+use super::{Shared, view};
 use crate::engine::{Actor, Command};
 use crate::wire::{
     self, ApproveRequest, CommandRequest, ObservationBatch, PromoteRequest, Refusal, RefusalKind,
@@ -27,7 +37,8 @@ use crate::wire::{
 
 /// Commands, starts and reviews.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Observation batches (also capped at `push::MAX_BATCH_ITEMS` items).
+/// Observation batches (also capped at `wire::MAX_BATCH_ITEMS` items, and
+/// the other limits of `crate::wire::decode_batch`).
 pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -61,11 +72,18 @@ impl IntoResponse for Refusal {
         }
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let unauthenticated = self.kind == RefusalKind::Unauthenticated;
+        let kind = self.kind;
         let mut r = (status, axum::Json(self)).into_response();
-        if unauthenticated {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        match kind {
+            RefusalKind::Unauthenticated => {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            RefusalKind::TooManyRequests | RefusalKind::Unavailable => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         r
     }
@@ -89,6 +107,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap, need: Need<'_>) -> Result<Pri
             Need::Read => "viewer".to_string(),
             Need::Operate => "operator".to_string(),
             Need::Approve(r) => format!("approver:{r}"),
+            Need::ApproveAny => "approver:<role>".to_string(),
             Need::Admin => "admin".to_string(),
         };
         return Err(Refusal::forbidden(format!(
@@ -99,40 +118,177 @@ fn authorize(shared: &Shared, headers: &HeaderMap, need: Need<'_>) -> Result<Pri
     Ok(p)
 }
 
-/// Read a body with a limit and decode it, naming the field at fault.
-async fn json_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Refusal> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Refusal::too_large(format!("request body is larger than {limit} bytes")))?;
-    if bytes.is_empty() {
-        return Err(Refusal::malformed("", "expected a JSON object body"));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        let message = e.inner().to_string();
-        // A well-formed object with a field missing or unknown is refused
-        // by the contract (422), naming that field; malformed JSON and
-        // wrong types are 400.
-        for kind in ["missing field `", "unknown field `"] {
-            if let Some(rest) = message.strip_prefix(kind)
-                && let Some(name) = rest.split('`').next()
-            {
-                // serde_path_to_error's path already ends at an unknown
-                // field; a missing one is named below the path.
-                let field = if path.is_empty() {
-                    name.to_string()
-                } else if path == name || path.ends_with(&format!(".{name}")) {
-                    path.clone()
-                } else {
-                    format!("{path}.{name}")
-                };
-                return Refusal::invalid(field, message);
-            }
-        }
-        Refusal::malformed(path, message)
+/// What a write costs the caller's token: a write that commits to the
+/// store, or an observation batch.
+#[derive(Clone, Copy)]
+enum Write {
+    Commit,
+    Push,
+}
+
+/// Take one write from the caller's bucket, or 429.
+fn admit(shared: &Shared, p: &Principal, write: Write) -> Result<(), Refusal> {
+    let (rate, what) = match write {
+        Write::Commit => (&shared.write_rate, "writes"),
+        Write::Push => (&shared.push_rate, "observation batches"),
+    };
+    rate.admit(&p.actor, shared.clock.now()).map_err(|wait| {
+        Refusal::too_many_requests(format!(
+            "actor {} is sending {what} faster than api.{} allows; retry in {} ms",
+            p.actor,
+            match write {
+                Write::Commit => "writeRateLimit",
+                Write::Push => "pushRateLimit",
+            },
+            wait.as_millis().max(1)
+        ))
     })
+}
+
+/// `application/json`, with parameters (`; charset=utf-8`) or without.
+fn is_json(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// A request body read whole, holding its share of the daemon's body
+/// memory (`api.bodyMemoryMiB`) until dropped.
+struct ReadBody {
+    bytes: Vec<u8>,
+    _memory: Option<OwnedSemaphorePermit>,
+}
+
+/// A body's share of `api.bodyMemoryMiB`, grown before its buffer grows.
+struct BodyMemory<'s> {
+    shared: &'s Shared,
+    held: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl BodyMemory<'_> {
+    fn grow_to(&mut self, bytes: usize) -> Result<(), Refusal> {
+        let more = bytes.saturating_sub(self.bytes);
+        if more == 0 {
+            return Ok(());
+        }
+        let busy = || {
+            Refusal::unavailable(
+                "the daemon is reading too many request bodies at once (api.bodyMemoryMiB); retry",
+            )
+        };
+        let n = u32::try_from(more).map_err(|_| busy())?;
+        let share = self
+            .shared
+            .body_memory
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| busy())?;
+        match &mut self.held {
+            Some(h) => h.merge(share),
+            None => self.held = Some(share),
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+/// Read a JSON route's body: `Content-Type` first (415; a request without
+/// one may only have an empty body), then the bytes, within `limit` (413),
+/// `api.bodyReadTimeout` (408) and the body memory left (503). A body whose
+/// framing breaks (bad chunked encoding, a client that stops mid-body) is
+/// 400.
+async fn read_body(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<ReadBody, Refusal> {
+    let typed = match headers.get(header::CONTENT_TYPE) {
+        None => false,
+        Some(v) if is_json(v) => true,
+        Some(v) => {
+            return Err(Refusal::unsupported_media_type(format!(
+                "this route takes `Content-Type: application/json`, not `{}`",
+                String::from_utf8_lossy(v.as_bytes())
+            )));
+        }
+    };
+    let too_large = || Refusal::too_large(format!("request body is larger than {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        // A body just over the limit is read and dropped (nothing kept),
+        // so its client, still sending, gets the 413 and not a reset
+        // connection; a much larger one is refused at once.
+        if n <= limit.saturating_mul(2) {
+            let mut stream = body.into_data_stream();
+            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+            let _ = tokio::time::timeout(shared.config.api.body_read_timeout, drain).await;
+        }
+        return Err(too_large());
+    }
+    let read = async {
+        // The buffer's capacity, not only what arrived, is what counts
+        // against the body memory: reserved before it is allocated.
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut memory = BodyMemory {
+            shared,
+            held: None,
+            bytes: 0,
+        };
+        if let Some(n) = declared {
+            memory.grow_to(n)?;
+            bytes.reserve_exact(n);
+        }
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                Refusal::malformed("", format!("the request body could not be read: {e}"))
+            })?;
+            let needed = bytes.len() + chunk.len();
+            if needed > limit {
+                return Err(too_large());
+            }
+            if needed > bytes.capacity() {
+                let capacity = needed.max(bytes.capacity().saturating_mul(2)).min(limit);
+                memory.grow_to(capacity)?;
+                bytes.reserve_exact(capacity - bytes.len());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(ReadBody {
+            bytes,
+            _memory: memory.held,
+        })
+    };
+    let timeout = shared.config.api.body_read_timeout;
+    let read = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        Refusal::timed_out(format!(
+            "the request body did not arrive within {} ms (api.bodyReadTimeout)",
+            timeout.as_millis()
+        ))
+    })??;
+    if !typed && !read.bytes.is_empty() {
+        return Err(Refusal::unsupported_media_type(
+            "a request body needs `Content-Type: application/json`",
+        ));
+    }
+    Ok(read)
+}
+
+/// Read a body and decode it strictly, naming the field at fault.
+async fn json_body<T: DeserializeOwned>(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, Refusal> {
+    let read = read_body(shared, headers, body, limit).await?;
+    wire::body::decode(&read.bytes)
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
@@ -172,7 +328,8 @@ async fn get_rollout(
 
 async fn start_rollout(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> ApiResult {
     let p = authorize(&s, &headers, Need::Operate)?;
-    let req: StartRequest = json_body(body, MAX_BODY).await?;
+    admit(&s, &p, Write::Commit)?;
+    let req: StartRequest = json_body(&s, &headers, body, MAX_BODY).await?;
     let v = s.start_rollout(req, &p).await?;
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }
@@ -191,7 +348,8 @@ async fn command(
     let command = match action.as_str() {
         "pause" | "resume" | "abort" => {
             let p = authorize(&s, &headers, Need::Operate)?;
-            let b: CommandRequest = json_body(body, MAX_BODY).await?;
+            admit(&s, &p, Write::Commit)?;
+            let b: CommandRequest = json_body(&s, &headers, body, MAX_BODY).await?;
             let by = actor(&p, b.reason, b.ticket);
             match action.as_str() {
                 "pause" => Command::Pause { by },
@@ -201,7 +359,8 @@ async fn command(
         }
         "promote" => {
             let p = authorize(&s, &headers, Need::Operate)?;
-            let b: PromoteRequest = json_body(body, MAX_BODY).await?;
+            admit(&s, &p, Write::Commit)?;
+            let b: PromoteRequest = json_body(&s, &headers, body, MAX_BODY).await?;
             if b.override_gates {
                 if !p.may(Need::Admin) {
                     return Err(Refusal::forbidden(format!(
@@ -224,9 +383,11 @@ async fn command(
             }
         }
         "approve" => {
-            // The role is in the body: authenticate first, then check it.
-            let p = authorize(&s, &headers, Need::Read)?;
-            let b: ApproveRequest = json_body(body, MAX_BODY).await?;
+            // The role is in the body: a caller who may approve as no
+            // role is refused before it is read; the role itself after.
+            let p = authorize(&s, &headers, Need::ApproveAny)?;
+            admit(&s, &p, Write::Commit)?;
+            let b: ApproveRequest = json_body(&s, &headers, body, MAX_BODY).await?;
             if !p.may(Need::Approve(&b.role)) {
                 return Err(Refusal::forbidden(format!(
                     "actor {} lacks the role `approver:{}`",
@@ -255,15 +416,13 @@ async fn observations(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    authorize(&s, &headers, Need::Operate)?;
-    let batch: ObservationBatch = json_body(body, MAX_BATCH_BODY).await?;
-    let items = batch.events.len() + batch.counts.len();
-    if items > push::MAX_BATCH_ITEMS {
-        return Err(Refusal::too_large(format!(
-            "batch has {items} items; at most {} events and counts per batch",
-            push::MAX_BATCH_ITEMS
-        )));
-    }
+    let p = authorize(&s, &headers, Need::Operate)?;
+    admit(&s, &p, Write::Push)?;
+    let read = read_body(&s, &headers, body, MAX_BATCH_BODY).await?;
+    // Limits hold while parsing (`wire::decode_batch`): an oversized batch
+    // is refused before its items are all in memory.
+    let batch: ObservationBatch = wire::decode_batch(&read.bytes)?;
+    drop(read);
     let added = s.push(&id, &batch)?;
     Ok((
         StatusCode::ACCEPTED,
@@ -282,6 +441,12 @@ async fn events(
     Path(id): Path<String>,
 ) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
+    // Held by the stream until it ends.
+    let slot = s.event_streams.clone().try_acquire_owned().map_err(|_| {
+        Refusal::unavailable(
+            "too many event streams are open (a quarter of the API's connections); retry later",
+        )
+    })?;
     let rx = s.events.subscribe();
     let stop = s.shutdown.subscribe();
     let first = wire::StreamEvent::Status(Box::new(s.rollout(&id)?));
@@ -296,6 +461,7 @@ async fn events(
         (St::First(initial, ended), rx, id),
         move |(state, mut rx, id)| {
             let mut stop = stop.clone();
+            let _slot = &slot;
             async move {
                 match state {
                     St::Done => None,
@@ -367,7 +533,8 @@ async fn review_incident(
     body: Body,
 ) -> ApiResult {
     let p = authorize(&s, &headers, Need::Operate)?;
-    let b: ReviewRequest = json_body(body, MAX_BODY).await?;
+    admit(&s, &p, Write::Commit)?;
+    let b: ReviewRequest = json_body(&s, &headers, body, MAX_BODY).await?;
     if b.note.trim().is_empty() {
         return Err(Refusal::invalid("note", "must not be empty"));
     }

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -63,6 +65,9 @@ pub enum Need<'a> {
     Read,
     Operate,
     Approve(&'a str),
+    /// Approve as some role (which one is in the body): checked before the
+    /// body is read, so a caller who may approve nothing gets 403 first.
+    ApproveAny,
     Admin,
 }
 
@@ -90,8 +95,52 @@ impl Principal {
             (Role::Approver(_), Need::Read) => true,
             (Role::Operator, Need::Operate) => true,
             (Role::Approver(mine), Need::Approve(wanted)) => mine == wanted,
+            (Role::Approver(_), Need::ApproveAny) => true,
             _ => false,
         })
+    }
+}
+
+/// Writes per actor (`api.writeRateLimit`): a token bucket each, `burst`
+/// deep, refilled at `per_second`. Only authenticated actors get a bucket,
+/// so there are as many as configured tokens.
+pub struct WriteRate {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: crate::time::Timestamp,
+}
+
+impl WriteRate {
+    pub fn new(per_second: f64, burst: u32) -> WriteRate {
+        WriteRate {
+            per_second,
+            burst: f64::from(burst),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one write for `actor` at `now`, or say how long until one is
+    /// available.
+    pub fn admit(&self, actor: &str, now: crate::time::Timestamp) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let b = buckets.entry(actor.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let elapsed_s = now.as_millis().saturating_sub(b.at.as_millis()) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed_s * self.per_second).min(self.burst);
+        b.at = b.at.max(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_second))
+        }
     }
 }
 
@@ -226,10 +275,29 @@ mod tests {
         assert!(op.may(Need::Operate) && !op.may(Need::Approve("risk")) && !op.may(Need::Admin));
         let risk = p(&["approver:risk"]);
         assert!(risk.may(Need::Approve("risk")) && !risk.may(Need::Approve("compliance")));
+        assert!(risk.may(Need::ApproveAny) && !op.may(Need::ApproveAny));
+        assert!(!viewer.may(Need::ApproveAny));
         assert!(!risk.may(Need::Operate));
         let admin = p(&["admin"]);
         assert!(admin.may(Need::Admin) && admin.may(Need::Approve("anything")));
         assert!(Role::parse("approver:").is_err() && Role::parse("root").is_err());
+    }
+
+    #[test]
+    fn writes_are_limited_per_actor_and_refill_with_time() {
+        let t = |ms: u64| crate::time::Timestamp::from_millis(ms);
+        let rate = WriteRate::new(2.0, 3);
+        for _ in 0..3 {
+            assert!(rate.admit("a", t(1_000)).is_ok());
+        }
+        let wait = rate.admit("a", t(1_000)).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(rate.admit("b", t(1_000)).is_ok(), "each actor has its own");
+        assert!(rate.admit("a", t(1_500)).is_ok());
+        assert!(rate.admit("a", t(1_500)).is_err());
+        // A clock that steps back refills nothing and breaks nothing.
+        assert!(rate.admit("a", t(500)).is_err());
+        assert!(rate.admit("a", t(60_000)).is_ok());
     }
 
     #[test]

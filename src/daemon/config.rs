@@ -33,6 +33,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     pub tokens: Vec<TokenEntry>,
     pub registries: Vec<RegistryConfig>,
+    /// How much of the machine the API's clients may hold (`api:`).
+    pub api: ApiLimits,
 }
 
 impl Default for Config {
@@ -44,6 +46,62 @@ impl Default for Config {
             services: BTreeMap::new(),
             tokens: Vec::new(),
             registries: Vec::new(),
+            api: ApiLimits::default(),
+        }
+    }
+}
+
+/// The `api:` block: what the API's clients may hold, so that what a
+/// rollback needs (descriptors for the router, the store and the audit
+/// head; memory) is never taken by them. README's config section documents
+/// each key and why its default is what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiLimits {
+    /// At most this many API connections at once; `None` (`auto`): the
+    /// descriptor limit less `reserved_descriptors`, at most
+    /// [`ApiLimits::AUTO_MAX_CONNECTIONS`].
+    pub max_connections: Option<usize>,
+    /// Descriptors never given to API connections.
+    pub reserved_descriptors: usize,
+    /// From the moment the daemon waits for a request (a new connection, or
+    /// a kept-alive one after its last answer) until that request's whole
+    /// head has arrived; past it the connection is closed. It is also the
+    /// idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this (408 past it).
+    pub body_read_timeout: Duration,
+    /// Request bodies being read, all connections together, in bytes (503
+    /// beyond, to retry).
+    pub body_memory_bytes: usize,
+    /// Writes that commit to the store (starts, commands, reviews) per
+    /// token: a bucket of `write_burst` refilled at `writes_per_second`
+    /// (429 when empty).
+    pub writes_per_second: f64,
+    pub write_burst: u32,
+    /// Observation batches per token, likewise (they only touch memory).
+    pub pushes_per_second: f64,
+    pub push_burst: u32,
+}
+
+impl ApiLimits {
+    /// The cap `auto` never exceeds.
+    pub const AUTO_MAX_CONNECTIONS: usize = 4096;
+    /// The fewest API connections the daemon starts with.
+    pub const MIN_CONNECTIONS: usize = 16;
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: None,
+            reserved_descriptors: 256,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            body_memory_bytes: 64 * 1024 * 1024,
+            writes_per_second: 50.0,
+            write_burst: 100,
+            pushes_per_second: 1000.0,
+            push_burst: 2000,
         }
     }
 }
@@ -127,10 +185,17 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
             "services",
             "tokens",
             "registries",
+            "api",
         ],
     )?;
     let mut config = Config::default();
     let mut ok = true;
+    if let Some(n) = f.get("api") {
+        match api_limits(sink, n, &f.child("api")) {
+            Some(a) => config.api = a,
+            None => ok = false,
+        }
+    }
     if let Some(n) = f.get("listen") {
         match socket_addr(sink, n, &f.child("listen")) {
             Some(a) => config.listen = a,
@@ -217,6 +282,112 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
         }
     }
     ok.then_some(config)
+}
+
+fn api_limits(sink: &mut Sink, node: &Node, path: &Path) -> Option<ApiLimits> {
+    let f = decode::mapping(
+        sink,
+        node,
+        path,
+        &[
+            "maxConnections",
+            "reservedDescriptors",
+            "headerReadTimeout",
+            "bodyReadTimeout",
+            "bodyMemoryMiB",
+            "writeRateLimit",
+            "pushRateLimit",
+        ],
+    )?;
+    let mut out = ApiLimits::default();
+    let mut ok = true;
+    if let Some(n) = f.get("maxConnections") {
+        let p = f.child("maxConnections");
+        if matches!(&n.value, crate::yaml::node::Value::Str(s) if s == "auto") {
+            out.max_connections = None;
+        } else {
+            match decode::integer(sink, n, &p, ApiLimits::MIN_CONNECTIONS as i128, 1_000_000) {
+                Some(v) => out.max_connections = Some(v as usize),
+                None => ok = false,
+            }
+        }
+    }
+    if let Some(n) = f.get("reservedDescriptors") {
+        match decode::integer(sink, n, &f.child("reservedDescriptors"), 32, 1_000_000) {
+            Some(v) => out.reserved_descriptors = v as usize,
+            None => ok = false,
+        }
+    }
+    for (key, slot) in [
+        ("headerReadTimeout", &mut out.header_read_timeout),
+        ("bodyReadTimeout", &mut out.body_read_timeout),
+    ] {
+        if let Some(n) = f.get(key) {
+            match decode::positive_duration(sink, n, &f.child(key)) {
+                Some(d) => *slot = d,
+                None => ok = false,
+            }
+        }
+    }
+    if let Some(n) = f.get("bodyMemoryMiB") {
+        // At least one whole observation batch (8 MiB) must fit.
+        match decode::integer(sink, n, &f.child("bodyMemoryMiB"), 9, 1 << 20) {
+            Some(v) => out.body_memory_bytes = v as usize * 1024 * 1024,
+            None => ok = false,
+        }
+    }
+    for (key, per_second, burst) in [
+        (
+            "writeRateLimit",
+            &mut out.writes_per_second,
+            &mut out.write_burst,
+        ),
+        (
+            "pushRateLimit",
+            &mut out.pushes_per_second,
+            &mut out.push_burst,
+        ),
+    ] {
+        if let Some(n) = f.get(key) {
+            ok &= rate_limit(sink, n, &f.child(key), per_second, burst);
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `{ perSecond, burst }` into the two slots; false after reporting.
+fn rate_limit(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    per_second: &mut f64,
+    burst: &mut u32,
+) -> bool {
+    let Some(w) = decode::mapping(sink, node, path, &["perSecond", "burst"]) else {
+        return false;
+    };
+    let mut ok = true;
+    if let Some(n) = w.get("perSecond") {
+        match decode::number(sink, n, &w.child("perSecond")) {
+            Some(v) if v > 0.0 && v.is_finite() => *per_second = v,
+            Some(v) => {
+                sink.error(
+                    n.pos,
+                    &w.child("perSecond"),
+                    format!("expected a positive number per second, found {v}"),
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = w.get("burst") {
+        match decode::integer(sink, n, &w.child("burst"), 1, 1_000_000) {
+            Some(v) => *burst = v as u32,
+            None => ok = false,
+        }
+    }
+    ok
 }
 
 fn valid_name(s: &str) -> bool {
@@ -806,6 +977,44 @@ registries:
             "registries[0].mlflow.service: service `nowhere` is not defined",
         ] {
             assert!(d.contains(want), "missing {want:?} in:\n{d}");
+        }
+    }
+
+    #[test]
+    fn api_limits_are_read_and_checked() {
+        let c = parse_config(
+            "c.yaml",
+            b"api: { maxConnections: 100, reservedDescriptors: 64, headerReadTimeout: 2s,\n       bodyReadTimeout: 3s, bodyMemoryMiB: 16, writeRateLimit: { perSecond: 5, burst: 10 } }",
+        )
+        .unwrap();
+        assert_eq!(
+            c.api,
+            ApiLimits {
+                max_connections: Some(100),
+                reserved_descriptors: 64,
+                header_read_timeout: Duration::from_secs(2),
+                body_read_timeout: Duration::from_secs(3),
+                body_memory_bytes: 16 * 1024 * 1024,
+                writes_per_second: 5.0,
+                write_burst: 10,
+                ..ApiLimits::default()
+            }
+        );
+        let auto = parse_config("c.yaml", b"api: { maxConnections: auto }").unwrap();
+        assert_eq!(auto.api.max_connections, None);
+        let bad = parse_config(
+            "c.yaml",
+            b"api: { maxConnections: 3, headerReadTimeout: 0s, writeRateLimit: { perSecond: -1 }, extra: 1 }",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "api.maxConnections",
+            "api.headerReadTimeout",
+            "api.writeRateLimit.perSecond",
+            "api.extra: unknown field",
+        ] {
+            assert!(bad.contains(want), "missing {want:?} in:\n{bad}");
         }
     }
 

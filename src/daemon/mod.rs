@@ -14,7 +14,9 @@
 //!   reload; `registry.rs`: model-registry watchers.
 //! - `services.rs`: the configured services' routers and sources;
 //!   `config.rs`: the config file; `auth.rs`: tokens and roles.
-//! - `api.rs`: the HTTP API (axum); `view.rs`: the JSON objects;
+//! - `api.rs`: the HTTP API (axum); `connections.rs`: its connections
+//!   (cap, idle eviction, timeouts, the descriptor reserve); `view.rs`: the
+//!   JSON objects;
 //!   `metrics.rs`: `/metrics`; `clock.rs`: the wall clock.
 //!
 //! All state changes go through the store (`crate::store`), one
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod clock;
 mod committer;
 pub mod config;
+pub mod connections;
 pub mod driver;
 pub mod metrics;
 mod outbox;
@@ -101,6 +104,16 @@ pub struct Shared {
     pub http: reqwest::Client,
     pub metrics: Metrics,
     pub events: broadcast::Sender<StreamEvent>,
+    // What API clients may take (`api:` in the config).
+    /// Bytes of request bodies being read, all requests together.
+    pub body_memory: Arc<tokio::sync::Semaphore>,
+    /// Event streams open at once: a quarter of the connection cap, so
+    /// streams (never idle, so never evicted) cannot hold every connection.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// Store-committing writes per token.
+    pub write_rate: auth::WriteRate,
+    /// Observation batches per token.
+    pub push_rate: auth::WriteRate,
     // Life cycle.
     pub ready: AtomicBool,
     pub shutdown: watch::Sender<bool>,
@@ -225,6 +238,7 @@ pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
 /// `listen`, then [`start`] on the system clock.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = load_config(&opts)?;
+    connections::raise_descriptor_limit();
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -240,9 +254,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             return Err(e).with_context(|| format!("cannot listen on {}", config.listen));
         }
     };
+    // Installed before anything starts, so a SIGTERM during the start
+    // drains instead of killing the process with its default action.
+    let signals = Signals::install()?;
     let running = start(config, listener, Arc::new(SystemClock)).await?;
     println!("canaryd listening on http://{}", running.addr);
-    signals(running.shared.clone()).await;
+    signals.run(running.shared.clone()).await;
     running.stop().await
 }
 
@@ -294,6 +311,10 @@ pub async fn start(
     listener: TcpListener,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Running> {
+    // The API's share of descriptors, decided before anything is opened.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let max_connections =
+        connections::connection_cap(&config.api, nofile).map_err(anyhow::Error::msg)?;
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot open the state in {}", config.data_dir.display()))?;
     let policies = policies::load_dir(&config.policies).map_err(|errs| {
@@ -324,7 +345,12 @@ pub async fn start(
     let (shutdown, _) = watch::channel(false);
     let (commits, commit_rx) = committer::queue();
     let (outbox, outbox_queue) = outbox::queue();
+    let limits = config.api.clone();
     let shared = Arc::new(Shared {
+        body_memory: Arc::new(tokio::sync::Semaphore::new(limits.body_memory_bytes)),
+        event_streams: Arc::new(tokio::sync::Semaphore::new((max_connections / 4).max(1))),
+        write_rate: auth::WriteRate::new(limits.writes_per_second, limits.write_burst),
+        push_rate: auth::WriteRate::new(limits.pushes_per_second, limits.push_burst),
         store: Mutex::new(store),
         clock,
         config,
@@ -347,15 +373,14 @@ pub async fn start(
     shared.spawn(outbox::run(shared.clone(), outbox_queue));
 
     let app = api::router(shared.clone());
-    let mut stop = shared.shutdown.subscribe();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
-    tracing::info!(addr = %local, "listening");
+    let server = tokio::spawn(connections::serve(
+        listener,
+        app,
+        max_connections,
+        limits.header_read_timeout,
+        shared.shutdown.subscribe(),
+    ));
+    tracing::info!(addr = %local, max_connections, descriptor_limit = nofile, "listening");
 
     let pending = shared.pending_outbox();
     shared.restore_open_rollouts().await?;
@@ -370,30 +395,41 @@ pub async fn start(
     })
 }
 
-async fn signals(shared: Arc<Shared>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let mut stop = shared.shutdown.subscribe();
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT: draining"); return; }
-            _ = stop.wait_for(|s| *s) => return,
-            _ = hup.recv() => match shared.reload_policies() {
-                Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
-                Err(errs) => {
-                    for e in &errs {
-                        tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+/// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload policies).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind| signal(kind).context("cannot install signal handlers");
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+
+    /// Until a stop signal (or the daemon stops itself).
+    async fn run(mut self, shared: Arc<Shared>) {
+        let mut stop = shared.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM: draining"); return; }
+                _ = self.int.recv() => { tracing::info!("SIGINT: draining"); return; }
+                _ = stop.wait_for(|s| *s) => return,
+                _ = self.hup.recv() => match shared.reload_policies() {
+                    Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
+                    Err(errs) => {
+                        for e in &errs {
+                            tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+                        }
                     }
-                }
-            },
+                },
+            }
         }
     }
 }

@@ -13,16 +13,18 @@ use crate::sources::Collected;
 use crate::stats::ArmData;
 use crate::time::Timestamp;
 
-/// At most this many events plus counts in one batch (413 beyond).
-pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// At most this many events plus counts in one batch (413 beyond), and at
+/// most this many distinct custom counter names (422): the wire's limits,
+/// enforced while a body is parsed (`crate::wire::decode_batch`) and again
+/// here for a batch built any other way. Every name lands in the window's
+/// snapshot and the journal, so a client must not be able to grow them
+/// without bound.
+pub use crate::wire::{MAX_BATCH_ITEMS, MAX_NAMES_PER_BATCH};
 /// Clock skew tolerated for an event's `at` ahead of the daemon's clock.
 pub const FUTURE_GRACE_MS: u64 = 1_000;
 /// The largest latency accepted, in ms (one day).
 pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
-/// Distinct custom counter names, and distinct groups, in one batch: every
-/// name lands in the window's snapshot and the journal, so a client must
-/// not be able to grow them without bound.
-pub const MAX_NAMES_PER_BATCH: usize = 64;
+/// Distinct groups in one batch, for the same reason.
 pub const MAX_GROUPS_PER_BATCH: usize = 1_000;
 
 /// A batch's shape is the wire's (`crate::wire::ObservationBatch`).
@@ -328,10 +330,21 @@ mod tests {
             assert_eq!(e.field, field, "{body}: {}", e.message);
         }
         assert!(serde_json::from_str::<Batch>(r#"{"events":[{"arm":"both"}]}"#).is_err());
-        let many: Vec<String> = (0..65)
-            .map(|i| format!(r#"{{"arm":"canary","counters":{{"s{i}":1}}}}"#))
-            .collect();
-        let b = parse(&format!(r#"{{"events":[{}]}}"#, many.join(",")));
+        // A batch built other than by parsing (which stops at the limit,
+        // `crate::wire::decode_batch`) is held to it here.
+        let one = parse(r#"{"events":[{"arm":"canary"}]}"#).events[0].clone();
+        let b = Batch {
+            events: (0..65)
+                .map(|i| Event {
+                    counters: [(format!("s{i}"), 1)].into(),
+                    ..one.clone()
+                })
+                .collect(),
+            counts: Vec::new(),
+        };
+        assert!(
+            serde_json::to_string(&b).is_ok_and(|j| serde_json::from_str::<Batch>(&j).is_err())
+        );
         assert_eq!(
             validate(&b, now, Timestamp::EPOCH, Timestamp::EPOCH)
                 .unwrap_err()

@@ -332,6 +332,16 @@ impl Watcher {
     async fn poll(&mut self) -> Result<(), RegistryError> {
         let target = self.target().await?;
         let version = target.as_ref().and_then(version_of);
+        // A version the API would refuse never starts a rollout (nor
+        // becomes a baseline): the watch reports it and polls again.
+        if let Some(v) = &version {
+            crate::wire::check_version(v).map_err(|e| {
+                RegistryError(format!(
+                    "model {} {} points to a version canaryd refuses: {e}",
+                    self.c.model, self.what
+                ))
+            })?;
+        }
         let state = match self.shared.with_store(|s| s.registry_watch(&self.key)) {
             Ok(s) => s,
             Err(e) => {

@@ -65,6 +65,9 @@ impl Shared {
                 return Err(invalid(field, "must not be empty"));
             }
         }
+        for (field, version) in [("canary", &req.canary), ("baseline", &req.baseline)] {
+            crate::wire::check_version(version).map_err(|e| Refusal::invalid(field, e))?;
+        }
         if req.canary == req.baseline {
             return Err(invalid(
                 "canary",

@@ -137,7 +137,9 @@ pub struct Notification {
 
 /// `POST /v1/incidents/{id}/review`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct ReviewRequest {
     pub note: String,
 }
+
+super::body::objects_only!(ReviewRequest);

@@ -21,6 +21,7 @@
 //! the shell.
 
 mod audit;
+pub mod body;
 mod incident;
 mod observation;
 mod policy;
@@ -37,12 +38,15 @@ pub use incident::{
     Incident, IncidentEvidence, IncidentStatus, Notification, Review, ReviewRequest, ReviewStatus,
     RouterFailure, RouterResult,
 };
-pub use observation::{Arm, ObservationBatch, ObservationsAccepted, ObservedCounts, ObservedEvent};
+pub use observation::{
+    Arm, BatchLimit, MAX_BATCH_ITEMS, MAX_COUNTER_ENTRIES, MAX_NAMES_PER_BATCH, ObservationBatch,
+    ObservationsAccepted, ObservedCounts, ObservedEvent, decode_batch,
+};
 pub use policy::PolicySummary;
 pub use refusal::{ErrorBody, ErrorDetail, Refusal, RefusalKind};
 pub use rollout::{
-    ApprovalGiven, Approvals, ApproveRequest, CommandRequest, GateView, PromoteRequest, Rollout,
-    SourceHealth, StartRequest, TriggerKind, TriggerView,
+    ApprovalGiven, Approvals, ApproveRequest, CommandRequest, GateView, MAX_VERSION_LEN,
+    PromoteRequest, Rollout, SourceHealth, StartRequest, TriggerKind, TriggerView, check_version,
 };
 pub use stream::{StreamEvent, StreamEventError};
 

@@ -18,13 +18,19 @@ pub enum RefusalKind {
     Forbidden,
     /// 404: no such rollout, incident or endpoint.
     NotFound,
+    /// 408: the request's body did not arrive in time.
+    TimedOut,
     /// 409: the action does not apply in the current state.
     Conflict,
     /// 413: the body or the batch is too large.
     TooLarge,
+    /// 415: the body is not sent as `application/json`.
+    UnsupportedMediaType,
     /// 422: well-formed, but the contract refuses it (a field is wrong or
     /// missing, a rule is broken).
     Invalid,
+    /// 429: the caller's token has used its writes for now; retry.
+    TooManyRequests,
     /// 500: the daemon failed (its log has the cause).
     Internal,
     /// 503: not now (restoring state, a driver stopping); retry.
@@ -38,9 +44,12 @@ impl RefusalKind {
             RefusalKind::Unauthenticated => 401,
             RefusalKind::Forbidden => 403,
             RefusalKind::NotFound => 404,
+            RefusalKind::TimedOut => 408,
             RefusalKind::Conflict => 409,
             RefusalKind::TooLarge => 413,
+            RefusalKind::UnsupportedMediaType => 415,
             RefusalKind::Invalid => 422,
+            RefusalKind::TooManyRequests => 429,
             RefusalKind::Internal => 500,
             RefusalKind::Unavailable => 503,
         }
@@ -54,9 +63,12 @@ impl RefusalKind {
             401 => RefusalKind::Unauthenticated,
             403 => RefusalKind::Forbidden,
             404 => RefusalKind::NotFound,
+            408 => RefusalKind::TimedOut,
             409 => RefusalKind::Conflict,
             413 => RefusalKind::TooLarge,
+            415 => RefusalKind::UnsupportedMediaType,
             422 => RefusalKind::Invalid,
+            429 => RefusalKind::TooManyRequests,
             500 => RefusalKind::Internal,
             503 => RefusalKind::Unavailable,
             _ => return None,
@@ -108,6 +120,18 @@ impl Refusal {
 
     pub fn too_large(message: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::TooLarge, "", message)
+    }
+
+    pub fn timed_out(message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::TimedOut, "", message)
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::UnsupportedMediaType, "", message)
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::TooManyRequests, "", message)
     }
 
     /// The contract refuses `field` (empty: no one field).

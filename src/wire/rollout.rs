@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::body::objects_only;
+
 use crate::engine::{Phase, TriggerVerdict};
 use crate::policy::ChangeType;
 
@@ -132,11 +134,47 @@ pub struct SourceHealth {
     pub status: String,
 }
 
+/// The longest version string the daemon takes.
+pub const MAX_VERSION_LEN: usize = 128;
+
+/// Whether `v` may be a version (a rollout's `canary` or `baseline`, a
+/// registry's model version): 1 to [`MAX_VERSION_LEN`] characters from
+/// `A-Z a-z 0-9 . _ + -`, the first a letter or a digit. That covers OCI
+/// image tags, SemVer (with pre-release and build metadata), git hashes and
+/// MLflow version numbers; it keeps out spaces, quotes, control and
+/// non-ASCII characters, which a version would carry into router files,
+/// hook arguments, HTTP headers and HAProxy commands, and a leading `-`,
+/// which a hook's program could read as an option. The error says what is
+/// wrong, for a 422 naming the field.
+pub fn check_version(v: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-');
+    if v.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if v.len() > MAX_VERSION_LEN {
+        return Err(format!(
+            "a version has at most {MAX_VERSION_LEN} characters, found {}",
+            v.len()
+        ));
+    }
+    if let Some((i, c)) = v.char_indices().find(|&(_, c)| !allowed(c)) {
+        return Err(format!(
+            "expected a version of letters, digits, `.`, `_`, `+` and `-`, found {c:?} at byte {i} of {v:?}"
+        ));
+    }
+    if !v.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "a version starts with a letter or a digit, found {v:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/rollouts`: idempotent (the same request returns the same
 /// rollout). `change_type` stays text so that a wrong one is refused with
 /// the values it may take, naming the field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct StartRequest {
     pub service: String,
     pub canary: String,
@@ -156,7 +194,7 @@ pub struct StartRequest {
 
 /// `POST /v1/rollouts/{id}/pause`, `/resume` and `/abort`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct CommandRequest {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +204,7 @@ pub struct CommandRequest {
 /// `POST /v1/rollouts/{id}/promote`: skip the rest of the bake (`full`:
 /// straight to 100%); `override_gates` is for admins, with a ticket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct PromoteRequest {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,10 +217,12 @@ pub struct PromoteRequest {
 
 /// `POST /v1/rollouts/{id}/approve`: the caller approves as `role`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct ApproveRequest {
     pub role: String,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
 }
+
+objects_only!(StartRequest, CommandRequest, PromoteRequest, ApproveRequest);

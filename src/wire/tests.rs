@@ -207,3 +207,184 @@ fn instants_render_as_rfc3339_utc() {
         assert_eq!(rfc3339(Timestamp::from_millis(ms)), text);
     }
 }
+
+/// Request bodies are one JSON object and nothing else: trailing data,
+/// arrays in place of objects and duplicate keys (at any depth) are
+/// malformed (400); missing and unknown fields are the contract's (422).
+#[test]
+fn request_bodies_are_one_object_and_nothing_more() {
+    let refused = |body: &str| body::decode::<CommandRequest>(body.as_bytes()).unwrap_err();
+    assert_eq!(
+        body::decode::<CommandRequest>(b" {\"reason\":\"r\"} \n").unwrap(),
+        CommandRequest {
+            reason: "r".into(),
+            ticket: None
+        }
+    );
+    for body in [
+        r#"{"reason":"r"} this is not json"#,
+        r#"{"reason":"r"}{"reason":"x"}"#,
+        r#"["paused via array body", null]"#,
+        r#"{"reason":"r","reason":"x"}"#,
+        "",
+        "  ",
+    ] {
+        let r = refused(body);
+        assert_eq!(r.kind, RefusalKind::Malformed, "{body}: {r}");
+    }
+    assert_eq!(refused(r#"{}"#).field.as_deref(), Some("reason"));
+    assert_eq!(refused(r#"{}"#).kind, RefusalKind::Invalid);
+    assert_eq!(
+        refused(r#"{"reason":"r","colour":1}"#).field.as_deref(),
+        Some("colour")
+    );
+    let start = r#"{"service":"web","canary":"v2","baseline":"v1","policy":"fast"}]]]"#;
+    assert_eq!(
+        body::decode::<StartRequest>(start.as_bytes())
+            .unwrap_err()
+            .kind,
+        RefusalKind::Malformed
+    );
+    assert!(body::decode::<ReviewRequest>(br#"["a note"]"#).is_err());
+    // The CLI still writes what the daemon reads.
+    let promote = PromoteRequest {
+        reason: "r".into(),
+        ticket: Some("T-1".into()),
+        full: true,
+        override_gates: false,
+    };
+    let json = serde_json::to_string(&promote).unwrap();
+    assert_eq!(
+        json,
+        r#"{"reason":"r","ticket":"T-1","full":true,"override_gates":false}"#
+    );
+    assert_eq!(
+        body::decode::<PromoteRequest>(json.as_bytes()).unwrap(),
+        promote
+    );
+}
+
+#[test]
+fn batches_are_objects_with_each_key_once_at_every_level() {
+    let refused = |body: &str| decode_batch(body.as_bytes()).unwrap_err();
+    let ok = decode_batch(
+        br#"{"events":[{"arm":"canary","counters":{"a":1,"b":2}}],"counts":[{"arm":"baseline","counters":{"requests":3}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(ok.events[0].counters.len(), 2);
+    assert_eq!(ok.counts[0].counters["requests"], 3);
+    for (body, field) in [
+        (r#"{"events":[]} GARBAGE"#, None),
+        (r#"[[{"arm":"canary"},{"arm":"canary"}],[]]"#, None),
+        (r#"{"events":[["canary"]]}"#, Some("events[0]")),
+        (
+            r#"{"counts":[{"arm":"canary","counters":{"requests":1,"requests":7}}]}"#,
+            Some("counts[0].counters"),
+        ),
+        (
+            r#"{"events":[{"arm":"canary","arm":"baseline"}]}"#,
+            Some("events[0]"),
+        ),
+        (r#"{"events":[],"events":[]}"#, None),
+        (
+            r#"{"events":[{"arm":"canary","counters":[1]}]}"#,
+            Some("events[0].counters"),
+        ),
+    ] {
+        let r = refused(body);
+        assert_eq!(r.kind, RefusalKind::Malformed, "{body}: {r}");
+        assert_eq!(r.field.as_deref(), field, "{body}: {r}");
+    }
+    let r = refused(r#"{"counts":[{"arm":"canary"}]}"#);
+    assert_eq!(
+        (r.kind, r.field.as_deref()),
+        (RefusalKind::Invalid, Some("counts[0].counters"))
+    );
+    // The same rules for any reader of the type.
+    assert!(serde_json::from_str::<ObservationBatch>(r#"[[],[]]"#).is_err());
+    assert!(
+        serde_json::from_str::<ObservedCounts>(r#"{"arm":"canary","counters":{"a":1,"a":2}}"#)
+            .is_err()
+    );
+}
+
+/// The limits stop the parse: one item, name or entry past a limit is
+/// refused with that limit's status, however long the rest of the body.
+#[test]
+fn batch_limits_hold_while_parsing() {
+    let events = |n: usize| {
+        let items = vec![r#"{"arm":"canary"}"#; n].join(",");
+        format!(r#"{{"events":[{items}]}}"#)
+    };
+    assert_eq!(
+        decode_batch(events(MAX_BATCH_ITEMS).as_bytes())
+            .unwrap()
+            .events
+            .len(),
+        MAX_BATCH_ITEMS
+    );
+    let r = decode_batch(events(MAX_BATCH_ITEMS + 1).as_bytes()).unwrap_err();
+    assert_eq!(r.kind, RefusalKind::TooLarge, "{r}");
+    assert!(r.message.contains("at most 10000"), "{r}");
+    // Events and counts share the limit.
+    let mixed = format!(
+        r#"{{"events":[{}],"counts":[{{"arm":"canary","counters":{{}}}}]}}"#,
+        vec![r#"{"arm":"canary"}"#; MAX_BATCH_ITEMS].join(",")
+    );
+    assert_eq!(
+        decode_batch(mixed.as_bytes()).unwrap_err().kind,
+        RefusalKind::TooLarge
+    );
+    let names: Vec<String> = (0..=MAX_NAMES_PER_BATCH)
+        .map(|i| format!(r#""s{i}":1"#))
+        .collect();
+    let r = decode_batch(
+        format!(
+            r#"{{"counts":[{{"arm":"canary","counters":{{{}}}}}]}}"#,
+            names.join(",")
+        )
+        .as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (r.kind, r.field.as_deref()),
+        (RefusalKind::Invalid, Some("counters")),
+        "{r}"
+    );
+    let counters = vec![
+        r#"{"arm":"canary","counters":{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1,"j":1,"k":1}}"#;
+        MAX_COUNTER_ENTRIES / 11 + 1
+    ];
+    let r =
+        decode_batch(format!(r#"{{"counts":[{}]}}"#, counters.join(",")).as_bytes()).unwrap_err();
+    assert_eq!(r.kind, RefusalKind::TooLarge, "{r}");
+    assert!(r.message.contains("counter entries"), "{r}");
+}
+
+#[test]
+fn versions_are_tags_not_text() {
+    for ok in [
+        "v1",
+        "2",
+        "1.2.3-rc.1+build.5",
+        "sha-0f3a9c1",
+        "release_2024.06",
+    ] {
+        assert_eq!(check_version(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        "v2\u{0}\n\u{202e}<x>",
+        "v1\r\nX: y",
+        "v 1",
+        "\"v1\"",
+        "-rf",
+        ".hidden",
+        "v1/../../etc",
+        "caf\u{e9}",
+    ] {
+        assert!(check_version(bad).is_err(), "{bad:?}");
+    }
+    assert!(check_version(&"a".repeat(MAX_VERSION_LEN)).is_ok());
+    assert!(check_version(&"a".repeat(MAX_VERSION_LEN + 1)).is_err());
+}

@@ -73,10 +73,17 @@ pub struct Daemon {
     pub token: String,
     pub log: PathBuf,
     config: PathBuf,
+    /// Run the child under `prlimit --nofile=N:N` (both limits).
+    pub nofile: Option<u64>,
 }
 
+/// The daemon under test: this build's, or the one `CANARYD_TEST_BIN`
+/// names (to check that a test fails against an older build).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_canaryd")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("CANARYD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_canaryd").into())
+    })
 }
 
 impl Daemon {
@@ -116,6 +123,17 @@ impl Daemon {
         extra_policies: &[(&str, &str)],
         token: Option<String>,
     ) -> Daemon {
+        let mut daemon = Daemon::prepare(extra_config, extra_policies, token);
+        daemon.spawn();
+        daemon
+    }
+
+    /// The temp dir, config and policies, without starting the child.
+    fn prepare(
+        extra_config: &str,
+        extra_policies: &[(&str, &str)],
+        token: Option<String>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
@@ -134,16 +152,29 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let mut daemon = Daemon {
+        Daemon {
             log: dir.path().join("serve.log"),
             dir,
             child: None,
             base: String::new(),
             token: token.unwrap_or_default(),
             config,
-        };
-        daemon.spawn();
-        daemon
+            nofile: None,
+        }
+    }
+
+    /// As [`Daemon::start`], with the child's descriptor limit (soft and
+    /// hard) set to `nofile` by `prlimit` before it runs.
+    pub fn start_with_nofile(extra_config: &str, nofile: u64) -> Daemon {
+        let mut d = Daemon::prepare(extra_config, &[], None);
+        d.nofile = Some(nofile);
+        d.spawn();
+        d
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -161,7 +192,16 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = Command::new(bin())
+        let mut command = match self.nofile {
+            // prlimit sets the limits, then execs the daemon (same pid).
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("CANARYD_LOG", "info")
@@ -399,4 +439,39 @@ pub fn http_status(base: &str, path: &str) -> Option<u16> {
 
 pub fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Write `request` on a fresh connection to the daemon and read until it
+/// closes or `limit` passes; the bytes read, as text.
+pub fn raw_exchange(base: &str, request: &[u8], limit: Duration) -> String {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").expect("an http base");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status of a raw HTTP answer (`HTTP/1.1 415 ...`).
+pub fn status_of(answer: &str) -> Option<u16> {
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A field of a process's `/proc/PID/status` in kB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How many descriptors a process has open.
+pub fn open_descriptors(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }

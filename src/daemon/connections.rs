@@ -1,0 +1,399 @@
+//! The API's connections: the accept loop that serves the axum router
+//! (instead of `axum::serve`), so that clients of the API can never take
+//! what a rollback needs. It owns the connection cap, idle eviction, the
+//! header read timeout and the descriptor budget; it knows no route.
+//!
+//! - **Descriptors.** [`raise_descriptor_limit`] lifts the soft
+//!   `RLIMIT_NOFILE` to the hard one at start (as Go and nginx do);
+//!   [`connection_cap`] gives the API that limit less a reserve
+//!   (`api.reservedDescriptors`) kept for the router, the store, the audit
+//!   head, hooks and outbound HTTP. The cap is counted here, so a flood of
+//!   sockets is refused at accept instead of failing a router write later.
+//! - **Idle eviction.** Near the cap, each new connection closes the
+//!   connection idle the longest (no request in flight: never used, between
+//!   kept-alive requests, or still sending its request's head), as nginx
+//!   reuses idle keep-alive connections when it runs short; at the cap with
+//!   nothing idle, a new connection gets a 503 and is closed. So idle
+//!   sockets cannot keep `/healthz` or an operator out.
+//! - **Timeouts.** hyper's `header_read_timeout` closes a connection whose
+//!   request head has not arrived in time; its clock starts whenever hyper
+//!   waits for a head, so it is also the idle keep-alive timeout. Request
+//!   bodies have their own timeout where they are read (`api.rs`).
+//!
+//! In-flight requests are counted by wrapping each response body: a
+//! request is over when hyper drops its body (sent, or the client left).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use super::config::ApiLimits;
+
+/// The largest request head (request line and headers) hyper buffers.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// What a connection over the cap is told before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connections to the API; retry\r\n";
+
+/// Raise the soft descriptor limit to the hard one; returns the soft limit
+/// in force afterwards (`None`: unlimited).
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be the soft one for descriptors
+    // (Linux caps it at fs.nr_open): take a large finite value instead.
+    let target = now.maximum.unwrap_or(1 << 20);
+    if now.current.is_some_and(|c| c < target) {
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(
+                from = now.current,
+                to = target,
+                "raised the descriptor limit"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the descriptor limit; keeping it")
+            }
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// How many API connections may be open at once: the configured cap (or
+/// `auto`), never more than the descriptor limit less the reserve. Fails
+/// when the limit leaves fewer than [`ApiLimits::MIN_CONNECTIONS`].
+pub fn connection_cap(limits: &ApiLimits, nofile: Option<u64>) -> Result<usize, String> {
+    let by_descriptors = match nofile {
+        None => usize::MAX,
+        Some(n) => usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(limits.reserved_descriptors),
+    };
+    if by_descriptors < ApiLimits::MIN_CONNECTIONS {
+        return Err(format!(
+            "the descriptor limit (RLIMIT_NOFILE) is {}: {} are kept for rollbacks (api.reservedDescriptors) and the API needs at least {}; raise the limit (ulimit -n, LimitNOFILE=) or lower api.reservedDescriptors",
+            nofile.unwrap_or(0),
+            limits.reserved_descriptors,
+            ApiLimits::MIN_CONNECTIONS
+        ));
+    }
+    Ok(match limits.max_connections {
+        None => by_descriptors.min(ApiLimits::AUTO_MAX_CONNECTIONS),
+        Some(m) if m > by_descriptors => {
+            tracing::warn!(
+                configured = m,
+                allowed = by_descriptors,
+                "api.maxConnections is more than the descriptor limit leaves; using what it leaves"
+            );
+            by_descriptors
+        }
+        Some(m) => m,
+    })
+}
+
+/// One open connection, as the accept loop sees it.
+#[derive(Default)]
+struct Conn {
+    in_flight: AtomicUsize,
+    /// When it last became idle, in the table's sequence (smaller: idle
+    /// longer); meaningless while a request is in flight.
+    idle_since: AtomicU64,
+    closing: AtomicBool,
+    close: Notify,
+}
+
+/// Every open connection.
+#[derive(Default)]
+struct Table {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    seq: AtomicU64,
+}
+
+impl Table {
+    fn tick(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn len(&self) -> usize {
+        self.conns.lock().map_or(0, |c| c.len())
+    }
+
+    fn insert(&self) -> (u64, Arc<Conn>) {
+        let id = self.tick();
+        let conn = Arc::new(Conn::default());
+        conn.idle_since.store(id, Ordering::Relaxed);
+        if let Ok(mut c) = self.conns.lock() {
+            c.insert(id, conn.clone());
+        }
+        (id, conn)
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.remove(&id);
+        }
+    }
+
+    /// Ask the connection idle the longest to close; false when none is
+    /// idle.
+    fn evict_idlest(&self) -> bool {
+        let Ok(conns) = self.conns.lock() else {
+            return false;
+        };
+        let idlest = conns
+            .values()
+            .filter(|c| {
+                c.in_flight.load(Ordering::Acquire) == 0 && !c.closing.load(Ordering::Acquire)
+            })
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        match idlest {
+            Some(c) => {
+                c.closing.store(true, Ordering::Release);
+                c.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn close_all(&self) {
+        if let Ok(conns) = self.conns.lock() {
+            for c in conns.values() {
+                c.closing.store(true, Ordering::Release);
+                c.close.notify_one();
+            }
+        }
+    }
+}
+
+/// Serve `app` on `listener` until `stop` turns true, then close every
+/// connection (in-flight requests finish; bounded by the caller).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    cap: usize,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let table = Arc::new(Table::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    // Evict from here on, so a flood of idle sockets leaves room for the
+    // next real request instead of reaching the hard cap.
+    let evict_from = cap - (cap / 16).clamp(1, cap / 2);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let open = table.len();
+                if open >= evict_from {
+                    table.evict_idlest();
+                }
+                if open >= cap {
+                    refuse(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let (id, conn) = table.insert();
+                let app = app.clone();
+                let table = table.clone();
+                tasks.spawn(async move {
+                    run(stream, app, &table, conn, header_read_timeout).await;
+                    table.remove(id);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset
+                // before it was accepted: free an idle one and back off
+                // instead of spinning.
+                tracing::warn!(error = %e, open = table.len(), "cannot accept an API connection");
+                table.evict_idlest();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }
+    drop(listener);
+    table.close_all();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Over the cap: say so and close, without waiting for the client.
+fn refuse(stream: TcpStream) {
+    tracing::debug!("API connection refused: at the connection cap");
+    let _ = stream.try_write(REFUSED);
+}
+
+/// One connection, until it ends or is asked to close.
+async fn run(
+    stream: TcpStream,
+    app: Router,
+    table: &Arc<Table>,
+    conn: Arc<Conn>,
+    header_read_timeout: Duration,
+) {
+    let service = Tracking {
+        inner: TowerToHyperService::new(app),
+        conn: conn.clone(),
+        table: table.clone(),
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        r = connection.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "API connection ended");
+            }
+        }
+        _ = conn.close.notified() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The router as a hyper service that counts the connection's requests
+/// in flight.
+struct Tracking {
+    inner: TowerToHyperService<Router>,
+    conn: Arc<Conn>,
+    table: Arc<Table>,
+}
+
+impl Service<hyper::Request<Incoming>> for Tracking {
+    type Response = hyper::Response<TrackedBody>;
+    type Error = Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::new(self.conn.clone(), self.table.clone());
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// A request in flight on its connection, until dropped.
+struct InFlight {
+    conn: Arc<Conn>,
+    table: Arc<Table>,
+}
+
+impl InFlight {
+    fn new(conn: Arc<Conn>, table: Arc<Table>) -> InFlight {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight { conn, table }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.conn
+            .idle_since
+            .store(self.table.tick(), Ordering::Relaxed);
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it.
+pub struct TrackedBody {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_the_reserve_to_rollbacks() {
+        let limits = ApiLimits::default();
+        assert_eq!(connection_cap(&limits, Some(1024)), Ok(768));
+        assert_eq!(
+            connection_cap(&limits, Some(1 << 20)),
+            Ok(ApiLimits::AUTO_MAX_CONNECTIONS)
+        );
+        assert_eq!(
+            connection_cap(&limits, None),
+            Ok(ApiLimits::AUTO_MAX_CONNECTIONS)
+        );
+        let fixed = ApiLimits {
+            max_connections: Some(5000),
+            ..ApiLimits::default()
+        };
+        assert_eq!(connection_cap(&fixed, Some(1024)), Ok(768));
+        assert_eq!(connection_cap(&fixed, Some(100_000)), Ok(5000));
+        let e = connection_cap(&limits, Some(260)).unwrap_err();
+        assert!(e.contains("RLIMIT_NOFILE) is 260"), "{e}");
+    }
+
+    #[test]
+    fn the_idlest_connection_is_evicted_and_busy_ones_never() {
+        let table = Table::default();
+        let (_, first) = table.insert();
+        let (_, second) = table.insert();
+        let busy = InFlight::new(first.clone(), Arc::new(Table::default()));
+        assert!(table.evict_idlest());
+        assert!(second.closing.load(Ordering::Acquire));
+        assert!(!first.closing.load(Ordering::Acquire));
+        // The only idle one is closing already; the busy one stays.
+        assert!(!table.evict_idlest());
+        drop(busy);
+        assert!(table.evict_idlest());
+        assert!(first.closing.load(Ordering::Acquire));
+    }
+}
