@@ -85,7 +85,7 @@ struct Parser<'a, 'l> {
     /// Every series seen so far (a hash of its name and label set, label
     /// order ignored) and where its latest sample is: (family, sample). A
     /// hit is confirmed against that sample.
-    series_last: HashMap<u64, (usize, usize)>,
+    series_last: HashMap<u64, (usize, usize), KeyIsHash>,
     /// Keys unknown to whoever writes the exposition, so that colliding
     /// series or metrics cannot be crafted.
     series_hasher: RandomState,
@@ -109,7 +109,7 @@ impl<'a, 'l> Parser<'a, 'l> {
             current: None,
             last_sample_name: "",
             value_offsets: Vec::new(),
-            series_last: HashMap::new(),
+            series_last: HashMap::default(),
             series_hasher: RandomState::new(),
             family_state: FamilyState::default(),
             claimed: HashMap::new(),
@@ -793,6 +793,39 @@ impl<'a, 'l> Parser<'a, 'l> {
 /// one found in the other means the same set.
 fn same_label_set(a: &[(String, String)], b: &[(String, String)]) -> bool {
     a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
+}
+
+/// For maps keyed by a series or metric key, which is already a hash with
+/// keys secret to the writer of the exposition (`RandomState`): hashing it
+/// again would only cost time.
+#[derive(Default, Clone, Copy)]
+pub(super) struct KeyIsHash;
+
+impl BuildHasher for KeyIsHash {
+    type Hasher = PassThrough;
+
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+pub(super) struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are stored; fold anything else rather than fail.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
 }
 
 /// A broken type rule as a located error.

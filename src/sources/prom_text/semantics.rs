@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::parse::KeyIsHash;
 use super::{Family, Format, Kind, ParseErrorKind as E};
 
 /// Where a broken rule is reported: a byte offset in the line being read,
@@ -185,11 +186,11 @@ pub(super) struct FamilyState {
     metric: Option<Metric>,
     /// OpenMetrics: every metric this family has had (label-set keys), so
     /// one coming back is caught.
-    seen: HashSet<u64>,
+    seen: HashSet<u64, KeyIsHash>,
     /// Text format histograms only: metrics left before they were complete
     /// (a histogram written all buckets first, then all sums), by key.
     parked: Vec<Metric>,
-    parked_by_key: HashMap<u64, usize>,
+    parked_by_key: HashMap<u64, usize, KeyIsHash>,
 }
 
 /// One metric: the samples of a family that share a label set (less the
