@@ -17,6 +17,7 @@
 //! `prometheus-parse` 0.2.5 fails the conformance corpus in
 //! `tests/promtext_corpus/`; `tests/promtext_corpus.rs` records how.
 
+mod number;
 mod parse;
 mod query;
 mod semantics;

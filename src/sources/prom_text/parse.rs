@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
 
-use super::semantics::{At, Broken, FamilyState, Incoming, Special, check_sample};
+use super::number::parse_number;
+use super::semantics::{At, Broken, FamilyState, Incoming, KeyIsHash, Special, check_sample};
 use super::{Exemplar, Family, Format, Kind, Limits, ParseError, ParseErrorKind as E, Sample};
 
 /// Parses a whole exposition. Any malformed line fails it as a whole.
@@ -795,39 +796,6 @@ fn same_label_set(a: &[(String, String)], b: &[(String, String)]) -> bool {
     a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
 }
 
-/// For maps keyed by a series or metric key, which is already a hash with
-/// keys secret to the writer of the exposition (`RandomState`): hashing it
-/// again would only cost time.
-#[derive(Default, Clone, Copy)]
-pub(super) struct KeyIsHash;
-
-impl BuildHasher for KeyIsHash {
-    type Hasher = PassThrough;
-
-    fn build_hasher(&self) -> PassThrough {
-        PassThrough(0)
-    }
-}
-
-pub(super) struct PassThrough(u64);
-
-impl std::hash::Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, key: u64) {
-        self.0 = key;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are stored; fold anything else rather than fail.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-}
-
 /// A broken type rule as a located error.
 fn located(line: &mut Line<'_>, (at, kind): Broken) -> ParseError {
     match at {
@@ -926,55 +894,6 @@ fn unescape(line: &mut Line<'_>, raw: &str, escapes: &Escapes) -> Result<String,
     }
     out.push_str(&raw[segment..]);
     Ok(out)
-}
-
-/// A float as both formats spell it: decimal with optional exponent, or
-/// `[+-]Inf`/`Infinity`/`NaN` in any case. (Go's `ParseFloat`, which the text
-/// format's reference parser uses, also takes hex floats; no client writes them.)
-pub(super) fn parse_number(token: &str) -> Option<f64> {
-    let b = token.as_bytes();
-    let unsigned = match b.first() {
-        Some(b'+' | b'-') => &token[1..],
-        _ => token,
-    };
-    if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
-        return Some(if b[0] == b'-' {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        });
-    }
-    if token.eq_ignore_ascii_case("nan") {
-        return Some(f64::NAN);
-    }
-    let u = unsigned.as_bytes();
-    let mut i = 0;
-    let int_digits = u.iter().take_while(|b| b.is_ascii_digit()).count();
-    i += int_digits;
-    let mut frac_digits = 0;
-    if u.get(i) == Some(&b'.') {
-        i += 1;
-        frac_digits = u[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        i += frac_digits;
-    }
-    if int_digits + frac_digits == 0 {
-        return None;
-    }
-    if matches!(u.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(u.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let exp_digits = u[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        if exp_digits == 0 {
-            return None;
-        }
-        i += exp_digits;
-    }
-    if i != u.len() {
-        return None;
-    }
-    token.parse().ok()
 }
 
 fn is_integer(token: &str) -> bool {

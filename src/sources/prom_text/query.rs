@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use thiserror::Error;
 
-use super::{Family, Kind, Sample, parse::parse_number};
+use super::{Family, Kind, Sample, number::parse_number};
 
 /// A metric name and label matchers, in PromQL's instant-selector syntax.
 #[derive(Debug, Clone)]

@@ -14,9 +14,42 @@
 //! metrics interleave is still read metric by metric, as Prometheus reads it.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 
-use super::parse::KeyIsHash;
 use super::{Family, Format, Kind, ParseErrorKind as E};
+
+/// For maps keyed by a series or metric key, which is already a hash with
+/// keys secret to the writer of the exposition (`RandomState`): hashing it
+/// again would only cost time.
+#[derive(Default, Clone, Copy)]
+pub(super) struct KeyIsHash;
+
+impl BuildHasher for KeyIsHash {
+    type Hasher = PassThrough;
+
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+pub(super) struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are stored; fold anything else rather than fail.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+}
 
 /// Where a broken rule is reported: a byte offset in the line being read,
 /// or (for a point checked once it is complete) the first column of an
@@ -107,7 +140,7 @@ pub(super) fn check_sample(
         };
         let text = s.labels[i].1.as_str();
         let at = At::Here(s.label_at[i]);
-        let Some(number) = super::parse::parse_number(text) else {
+        let Some(number) = super::number::parse_number(text) else {
             return Err((at, E::BadNumber(text.to_owned())));
         };
         let bad = |rule| {
