@@ -1,5 +1,5 @@
 //! The parser on hostile input: random bytes and random mutations of the
-//! corpus never panic, every error points inside the input, and every limit
+//! corpus and of the OpenMetrics suite never panic, every error points inside the input, and every limit
 //! fails with an error that names it.
 
 use std::path::Path;
@@ -7,13 +7,24 @@ use std::path::Path;
 use canaryd::sources::prom_text::{Format, Limits, ParseErrorKind, parse, parse_bytes};
 use proptest::prelude::*;
 
+/// Read once for every proptest case.
+static CORPUS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+
+/// The project's corpus and the OpenMetrics suite's expositions (whose
+/// histograms, statesets and timestamps reach the type rules).
 fn corpus() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/promtext_corpus");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(root.join("tests/promtext_corpus"))
         .expect("corpus dir")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "prom" || e == "om"))
         .collect();
+    files.extend(
+        std::fs::read_dir(root.join("tests/openmetrics_suite"))
+            .expect("suite dir")
+            .map(|e| e.expect("dir entry").path().join("metrics"))
+            .filter(|p| p.is_file()),
+    );
     files.sort();
     files
         .iter()
@@ -107,7 +118,7 @@ proptest! {
         file in any::<prop::sample::Index>(),
         mutations in prop::collection::vec(mutation(), 1..6),
     ) {
-        let corpus = corpus();
+        let corpus = CORPUS.get_or_init(corpus);
         let original = corpus[file.index(corpus.len())].clone();
         parse_both(&apply(original, &mutations))?;
     }

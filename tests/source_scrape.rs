@@ -2,8 +2,12 @@
 //! expositions the test writes: deltas per window, counter resets, restarts
 //! (counters back to zero, a changed start time, a target that goes away and
 //! comes back), a missing family, an exposition that does not parse,
-//! timeouts, HTTP errors, and OpenMetrics.
+//! timeouts, HTTP errors, and OpenMetrics. And end to end, with the real
+//! `canaryd serve`: a target whose exposition breaks a rule (buckets out of
+//! `le` order) shows that rule, its line and its column in the rollout's
+//! source status, through the API and the command line.
 
+mod daemon_support;
 mod source_support;
 
 use std::collections::BTreeMap;
@@ -507,4 +511,83 @@ fn bad_configs_are_refused_when_built() {
             Ok(_) => panic!("{baseline} {signal}: accepted"),
         }
     }
+}
+
+/// The canary's OpenMetrics with two buckets swapped: line 6 breaks the
+/// rule that buckets come in increasing `le` order.
+const BUCKETS_OUT_OF_ORDER: &str = "\
+# TYPE http_requests counter
+http_requests_total{code=\"200\"} 10
+# TYPE http_request_duration_seconds histogram
+# UNIT http_request_duration_seconds seconds
+http_request_duration_seconds_bucket{le=\"0.1\"} 4
+http_request_duration_seconds_bucket{le=\"0.05\"} 2
+http_request_duration_seconds_bucket{le=\"0.25\"} 5
+http_request_duration_seconds_bucket{le=\"+Inf\"} 6
+http_request_duration_seconds_count 6
+http_request_duration_seconds_sum 1.5
+# EOF
+";
+
+const BROKEN_RULE: &str = "line 6, column 41: histogram `http_request_duration_seconds`: \
+bucket le=\"0.05\" after le=\"0.1\" (buckets must be in increasing le order)";
+
+fn openmetrics_reply(body: &str) -> Reply {
+    Reply {
+        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8".to_owned(),
+        ..Reply::text(body)
+    }
+}
+
+#[tokio::test]
+async fn an_exposition_breaking_a_type_rule_fails_the_scrape_naming_rule_and_place() {
+    let p = pair(IDLE, IDLE).await;
+    p.canary.set(openmetrics_reply(BUCKETS_OUT_OF_ORDER));
+    let err = p.source.collect(&w(0)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "prometheusScrape canary {}: cannot parse the answer: OpenMetrics exposition: {BROKEN_RULE}",
+            p.canary.url("/metrics")
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollout_status_shows_the_broken_rule_and_its_line() {
+    let baseline = FakeServer::start(Reply::text(text(IDLE))).await;
+    let canary = FakeServer::start(openmetrics_reply(BUCKETS_OUT_OF_ORDER)).await;
+    let config = format!(
+        "  scraped:\n    router: {{ file: {{ path: {{dir}}/scraped.json }} }}\n    source:\n      prometheusScrape:\n        baseline: {}\n        canary: {}\n        timeout: 2s\n        signals:\n          requests: 'http_requests_total'\n          errors: 'http_requests_total{{code=~\"5..\"}}'\n          latency_ms: 'http_request_duration_seconds'\n",
+        baseline.url("/metrics"),
+        canary.url("/metrics"),
+    );
+    let d = tokio::task::block_in_place(|| daemon_support::Daemon::start(&config));
+    let api = d.client();
+    let started = api.start("scraped", "slow").await;
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+
+    daemon_support::eventually("the source failing", Duration::from_secs(20), || async {
+        api.rollout(&id).await["source"]["status"] == "failing"
+    })
+    .await;
+    let rollout = api.rollout(&id).await;
+    let error = rollout["source"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "prometheusScrape canary {}",
+            canary.url("/metrics")
+        )) && error.contains(BROKEN_RULE),
+        "{rollout}"
+    );
+    let status = tokio::task::block_in_place(|| d.cli(&["rollout", "status", &id]));
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("sources:") && l.contains("failing") && l.contains(BROKEN_RULE)),
+        "{shown}"
+    );
 }

@@ -3,9 +3,12 @@
 //! are the owned strings of the result (a label value with no escapes is
 //! copied once).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
 
+use super::number::parse_number;
+use super::semantics::{At, Broken, FamilyState, Incoming, KeyIsHash, Special, check_sample};
 use super::{Exemplar, Family, Format, Kind, Limits, ParseError, ParseErrorKind as E, Sample};
 
 /// Parses a whole exposition. Any malformed line fails it as a whole.
@@ -80,12 +83,19 @@ struct Parser<'a, 'l> {
     /// Byte offset of each label value on the current line (for located
     /// `le`/`quantile` errors); reused across lines.
     value_offsets: Vec<usize>,
-    /// A hash of every series seen so far (name and label set, label order
-    /// ignored); a hit is confirmed against the family's samples.
-    series_seen: HashSet<u64>,
+    /// Every series seen so far (a hash of its name and label set, label
+    /// order ignored) and where its latest sample is: (family, sample). A
+    /// hit is confirmed against that sample.
+    series_last: HashMap<u64, (usize, usize), KeyIsHash>,
     /// Keys unknown to whoever writes the exposition, so that colliding
-    /// series cannot be crafted to make the confirmation scans quadratic.
+    /// series or metrics cannot be crafted.
     series_hasher: RandomState,
+    /// The type rules' state for the current family.
+    family_state: FamilyState,
+    /// OpenMetrics: the suffixed sample names each typed family owns
+    /// (`a_total`, `a_created` of counter `a`), so that another family
+    /// cannot take one.
+    claimed: HashMap<String, usize>,
 }
 
 impl<'a, 'l> Parser<'a, 'l> {
@@ -100,8 +110,10 @@ impl<'a, 'l> Parser<'a, 'l> {
             current: None,
             last_sample_name: "",
             value_offsets: Vec::new(),
-            series_seen: HashSet::new(),
+            series_last: HashMap::default(),
             series_hasher: RandomState::new(),
+            family_state: FamilyState::default(),
+            claimed: HashMap::new(),
         }
     }
 
@@ -154,6 +166,7 @@ impl<'a, 'l> Parser<'a, 'l> {
                 kind: E::MissingEof,
             });
         }
+        self.finish_family()?;
         Ok(self.families)
     }
 
@@ -191,7 +204,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         if keyword == "HELP" {
             line.skip_blanks();
             let doc = line.text[line.pos..].trim_end_matches([' ', '\t']);
-            let help = unescape(line, doc, HELP_ESCAPES_TEXT)?;
+            let help = unescape(line, doc, &TEXT_HELP_ESCAPES)?;
             self.metadata(line, name_at, name, Meta::Help(help))
         } else {
             line.expect_blanks("a blank and a metric type")?;
@@ -236,12 +249,10 @@ impl<'a, 'l> Parser<'a, 'l> {
         let name = line.metric_name()?;
         let meta = match keyword {
             "HELP" => {
-                // An empty help may come without its separating space.
-                if line.peek().is_some() {
-                    line.expect_byte(b' ', "a space")?;
-                }
+                // Even an empty help has its separating space.
+                line.expect_byte(b' ', "a space and the help text")?;
                 let raw = &line.text[line.pos..];
-                Meta::Help(unescape(line, raw, LABEL_ESCAPES)?)
+                Meta::Help(unescape(line, raw, &OM_ESCAPES)?)
             }
             "TYPE" => {
                 line.expect_byte(b' ', "a space and a metric type")?;
@@ -263,9 +274,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                 Meta::Type(kind)
             }
             _ => {
-                if line.peek().is_some() {
-                    line.expect_byte(b' ', "a space and a unit")?;
-                }
+                // Even an empty unit has its separating space.
+                line.expect_byte(b' ', "a space and a unit")?;
                 let unit_at = line.pos;
                 let unit = line.take_while(is_metric_name_byte);
                 line.expect_end()?;
@@ -308,7 +318,7 @@ impl<'a, 'l> Parser<'a, 'l> {
                     ended_at: self.ended_at[index],
                 }));
             }
-            self.start_family(name, line.no);
+            self.start_family(line, name)?;
         }
         let Some(current) = self.current.as_mut() else {
             unreachable!("a current family was checked or just started above");
@@ -330,17 +340,70 @@ impl<'a, 'l> Parser<'a, 'l> {
                 family: name.to_owned(),
             }));
         }
-        let family = &mut self.families[current.index];
+        let index = current.index;
+        let family = &mut self.families[index];
+        let no_unit = |kind: Kind| matches!(kind, Kind::Info | Kind::StateSet);
+        match (&meta, family.kind, &family.unit) {
+            (&Meta::Type(kind), _, Some(_)) | (Meta::Unit(Some(_)), kind, _) if no_unit(kind) => {
+                return Err(line.err(E::UnitNotAllowed {
+                    kind: kind.as_str(),
+                    family: name.to_owned(),
+                }));
+            }
+            _ => {}
+        }
         match meta {
             Meta::Help(help) => family.help = Some(help),
-            Meta::Type(kind) => family.kind = kind,
+            Meta::Type(kind) => {
+                family.kind = kind;
+                if self.format == Format::OpenMetrics {
+                    self.claim_sample_names(line, index)?;
+                }
+            }
             Meta::Unit(unit) => family.unit = unit,
         }
-        self.ended_at[current.index] = line.no;
+        self.ended_at[index] = line.no;
         Ok(())
     }
 
-    fn start_family(&mut self, name: &'a str, line_no: usize) -> usize {
+    /// OpenMetrics: a typed family owns its suffixed sample names; one that
+    /// is already a family's name, or another family's sample name, clashes.
+    fn claim_sample_names(&mut self, line: &Line<'a>, index: usize) -> Result<(), ParseError> {
+        let family = &self.families[index];
+        for suffix in family.kind.sample_suffixes(self.format) {
+            if suffix.is_empty() {
+                continue;
+            }
+            let name = format!("{}{suffix}", family.name);
+            let other = self
+                .family_by_name
+                .get(name.as_str())
+                .or_else(|| self.claimed.get(&name));
+            if other.is_some_and(|&other| other != index) {
+                return Err(line.err(E::ClashingName {
+                    name,
+                    kind: family.kind.as_str(),
+                    family: family.name.clone(),
+                }));
+            }
+            self.claimed.insert(name, index);
+        }
+        Ok(())
+    }
+
+    /// Finishes the current family and starts family `name`, which the
+    /// caller checked is new; `line.pos` is at the name.
+    fn start_family(&mut self, line: &Line<'a>, name: &'a str) -> Result<usize, ParseError> {
+        if let Some(&owner) = self.claimed.get(name) {
+            let owner = &self.families[owner];
+            return Err(line.err(E::ClashingName {
+                name: name.to_owned(),
+                kind: owner.kind.as_str(),
+                family: owner.name.clone(),
+            }));
+        }
+        self.finish_family()?;
+        let line_no = line.no;
         let index = self.families.len();
         self.families.push(Family {
             name: name.to_owned(),
@@ -358,7 +421,26 @@ impl<'a, 'l> Parser<'a, 'l> {
             has_unit: false,
             has_samples: false,
         });
-        index
+        Ok(index)
+    }
+
+    /// The checks a family can only make once it is complete (its last
+    /// histogram point, and in the text format every point it left).
+    fn finish_family(&mut self) -> Result<(), ParseError> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let index = current.index;
+        self.family_state
+            .finish(self.format, &self.families[index])
+            .map_err(|(at, kind)| ParseError {
+                line: match at {
+                    At::Line(line) => line,
+                    At::Here(_) => self.ended_at[index],
+                },
+                column: 1,
+                kind,
+            })
     }
 
     fn sample(&mut self, line: &mut Line<'a>) -> Result<(), ParseError> {
@@ -382,14 +464,21 @@ impl<'a, 'l> Parser<'a, 'l> {
             line.pos = before_blanks;
             self.separator(line)?;
         }
+        let value_at = line.pos;
         let value = self.number(line)?;
         let mut timestamp_ms = None;
+        // OpenMetrics: seconds as written; text format: milliseconds.
+        let mut timestamp = None;
+        let mut timestamp_at = line.pos;
         let mut exemplar = None;
         let mut exemplar_at = 0;
         if self.om() {
             if line.peek() == Some(b' ') && line.peek_at(1) != Some(b'#') {
                 line.pos += 1;
-                timestamp_ms = Some(self.om_timestamp(line)?);
+                timestamp_at = line.pos;
+                let (ms, seconds) = self.om_timestamp(line)?;
+                timestamp_ms = Some(ms);
+                timestamp = Some(seconds);
             }
             if line.peek() == Some(b' ') {
                 line.pos += 1;
@@ -400,17 +489,18 @@ impl<'a, 'l> Parser<'a, 'l> {
             line.skip_blanks();
             if line.peek().is_some() {
                 let at = line.pos;
+                timestamp_at = at;
                 let token = line.token();
-                timestamp_ms = Some(
-                    token
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|_| is_integer(token))
-                        .ok_or_else(|| {
-                            line.pos = at;
-                            line.err(E::BadTimestamp(token.to_owned()))
-                        })?,
-                );
+                let ms = token
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|_| is_integer(token))
+                    .ok_or_else(|| {
+                        line.pos = at;
+                        line.err(E::BadTimestamp(token.to_owned()))
+                    })?;
+                timestamp_ms = Some(ms);
+                timestamp = Some(ms as f64);
                 line.skip_blanks();
             }
         }
@@ -419,25 +509,19 @@ impl<'a, 'l> Parser<'a, 'l> {
         let index = self.family_for(line, name_at, name)?;
         let family = &self.families[index];
         let suffix = &name[family.name.len()..];
-        let needs = match (family.kind, suffix) {
-            (Kind::Histogram | Kind::GaugeHistogram, "_bucket") => Some("le"),
-            (Kind::Summary, "") => Some("quantile"),
-            _ => None,
+        let incoming = Incoming {
+            name,
+            name_at,
+            suffix,
+            labels: &labels,
+            label_at: &self.value_offsets,
+            value,
+            value_at,
+            timestamp,
+            timestamp_at,
+            line: line.no,
         };
-        if let Some(needed) = needs {
-            let found = labels.iter().position(|(k, _)| k == needed);
-            let Some(i) = found else {
-                line.pos = name_at;
-                return Err(line.err(E::MissingLabel {
-                    sample: name.to_owned(),
-                    label: needed,
-                }));
-            };
-            if parse_number(&labels[i].1).is_none() {
-                line.pos = self.value_offsets[i];
-                return Err(line.err(E::BadNumber(labels[i].1.clone())));
-            }
-        }
+        let le = check_sample(self.format, family, &incoming).map_err(|b| located(line, b))?;
         if exemplar.is_some()
             && !matches!(
                 (family.kind, suffix),
@@ -447,16 +531,67 @@ impl<'a, 'l> Parser<'a, 'l> {
             line.pos = exemplar_at;
             return Err(line.err(E::MisplacedExemplar));
         }
-        if !self
-            .series_seen
-            .insert(series_hash(&self.series_hasher, name, &labels))
-            && self.families[index]
-                .samples
-                .iter()
-                .any(|s| s.name == name && same_label_set(&s.labels, &labels))
-        {
-            line.pos = name_at;
-            return Err(line.err(E::DuplicateSeries(name.to_owned())));
+
+        // A series is its name and label set; a metric is its label set less
+        // the type's special label (a bucket's `le`). Per-label hashes are
+        // added, so label order does not matter and the special label's can
+        // be taken back out.
+        let special = Special::of(family.kind, suffix);
+        let special_label = special.label(&family.name);
+        let mut labels_sum = 0u64;
+        let mut special_hash = 0u64;
+        for label in &labels {
+            let h = self.series_hasher.hash_one(label);
+            labels_sum = labels_sum.wrapping_add(h);
+            if Some(label.0.as_str()) == special_label {
+                special_hash = h;
+            }
+        }
+        if FamilyState::tracks(self.format, family.kind) {
+            let key = match special {
+                Special::All => 0,
+                _ => labels_sum.wrapping_sub(special_hash),
+            };
+            self.family_state
+                .enter(self.format, family, &incoming, key, special)
+                .map_err(|b| located(line, b))?;
+        }
+        let series = self.series_hasher.hash_one((name, labels_sum));
+        let sample_index = family.samples.len();
+        match self.series_last.entry(series) {
+            Entry::Occupied(mut seen) => {
+                let (f, i) = *seen.get();
+                let earlier = &self.families[f].samples[i];
+                if earlier.name == name && same_label_set(&earlier.labels, &labels) {
+                    // OpenMetrics: the metric's samples were checked to all
+                    // have a timestamp (or none) that never goes back. Two
+                    // at the same millisecond: the earliest counts.
+                    match (self.format, earlier.timestamp_ms, timestamp_ms) {
+                        (Format::OpenMetrics, Some(a), Some(b)) if a == b => {
+                            self.ended_at[index] = line.no;
+                            return Ok(());
+                        }
+                        (Format::OpenMetrics, Some(_), Some(_)) => {
+                            seen.insert((index, sample_index));
+                        }
+                        _ => {
+                            line.pos = name_at;
+                            return Err(line.err(E::DuplicateSeries(name.to_owned())));
+                        }
+                    }
+                } else {
+                    // Two series with one hash: the later one is tracked.
+                    seen.insert((index, sample_index));
+                }
+            }
+            Entry::Vacant(new) => {
+                new.insert((index, sample_index));
+            }
+        }
+        if matches!(family.kind, Kind::Histogram | Kind::GaugeHistogram) {
+            self.family_state
+                .record(self.format, family, &incoming, le)
+                .map_err(|b| located(line, b))?;
         }
         self.families[index].samples.push(Sample {
             name: name.to_owned(),
@@ -517,7 +652,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                 ended_at: self.ended_at[index],
             }));
         }
-        let index = self.start_family(name, line.no);
+        line.pos = name_at;
+        let index = self.start_family(line, name)?;
         if let Some(current) = &mut self.current {
             current.has_samples = true;
         }
@@ -563,7 +699,7 @@ impl<'a, 'l> Parser<'a, 'l> {
                 line.skip_blanks();
             }
             self.value_offsets.push(line.pos);
-            let value = line.quoted(LABEL_ESCAPES)?;
+            let value = line.quoted(if om { &OM_ESCAPES } else { &TEXT_LABEL_ESCAPES })?;
             out.push((name.to_owned(), value));
             if !om {
                 line.skip_blanks();
@@ -604,18 +740,16 @@ impl<'a, 'l> Parser<'a, 'l> {
         })
     }
 
-    /// OpenMetrics timestamps are seconds (a real number); kept as rounded
-    /// milliseconds.
-    fn om_timestamp(&self, line: &mut Line<'a>) -> Result<i64, ParseError> {
+    /// OpenMetrics timestamps are seconds, any real number (fraction,
+    /// exponent); kept as rounded milliseconds, and as written for the
+    /// ordering checks. One beyond `i64` milliseconds (some 292 million
+    /// years) is valid and kept at the end of that range.
+    fn om_timestamp(&self, line: &mut Line<'a>) -> Result<(i64, f64), ParseError> {
         let at = line.pos;
         let token = line.take_while(|b| b != b' ');
-        let ms = parse_number(token)
-            .filter(|s| s.is_finite())
-            .map(|s| (s * 1000.0).round())
-            .filter(|ms| ms.abs() < 9.2e18);
-        match ms {
-            // In range by the filter above.
-            Some(ms) => Ok(ms as i64),
+        match parse_number(token).filter(|s| s.is_finite()) {
+            // `as` saturates, which is the documented clamp.
+            Some(seconds) => Ok(((seconds * 1000.0).round() as i64, seconds)),
             None => {
                 line.pos = at;
                 Err(line.err(E::BadTimestamp(token.to_owned())))
@@ -646,7 +780,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         let mut timestamp_ms = None;
         if line.peek() == Some(b' ') {
             line.pos += 1;
-            timestamp_ms = Some(self.om_timestamp(line)?);
+            timestamp_ms = Some(self.om_timestamp(line)?.0);
         }
         Ok(Exemplar {
             labels,
@@ -656,18 +790,25 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 }
 
-/// Independent of label order: the per-label hashes are added.
-fn series_hash(hasher: &RandomState, name: &str, labels: &[(String, String)]) -> u64 {
-    let labels_sum = labels
-        .iter()
-        .fold(0u64, |sum, label| sum.wrapping_add(hasher.hash_one(label)));
-    hasher.hash_one((name, labels_sum))
-}
-
 /// Label names are unique within a sample, so equal length and every pair of
 /// one found in the other means the same set.
 fn same_label_set(a: &[(String, String)], b: &[(String, String)]) -> bool {
     a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
+}
+
+/// A broken type rule as a located error.
+fn located(line: &mut Line<'_>, (at, kind): Broken) -> ParseError {
+    match at {
+        At::Here(pos) => {
+            line.pos = pos;
+            line.err(kind)
+        }
+        At::Line(no) => ParseError {
+            line: no,
+            column: 1,
+            kind,
+        },
+    }
 }
 
 enum Meta {
@@ -686,21 +827,35 @@ impl Meta {
     }
 }
 
-/// Escapes and what they stand for.
-type Escapes = &'static [(u8, char)];
-const LABEL_ESCAPES: Escapes = &[(b'\\', '\\'), (b'"', '"'), (b'n', '\n')];
-const HELP_ESCAPES_TEXT: Escapes = &[(b'\\', '\\'), (b'n', '\n')];
-
-fn escapes_list(escapes: Escapes) -> &'static str {
-    if escapes.len() == 3 {
-        "`\\\\`, `\\\"`, `\\n`"
-    } else {
-        "`\\\\`, `\\n`"
-    }
+/// Escapes, what they stand for, and what an unknown one does.
+struct Escapes {
+    known: &'static [(u8, char)],
+    /// OpenMetrics keeps an unknown escape (`\f`) as written, backslash and
+    /// all, as Prometheus' own parser does; the text format refuses it.
+    keep_unknown: bool,
+    /// For the error message.
+    list: &'static str,
 }
 
+const TEXT_LABEL_ESCAPES: Escapes = Escapes {
+    known: &[(b'\\', '\\'), (b'"', '"'), (b'n', '\n')],
+    keep_unknown: false,
+    list: "`\\\\`, `\\\"`, `\\n`",
+};
+const TEXT_HELP_ESCAPES: Escapes = Escapes {
+    known: &[(b'\\', '\\'), (b'n', '\n')],
+    keep_unknown: false,
+    list: "`\\\\`, `\\n`",
+};
+/// Label values and help text alike.
+const OM_ESCAPES: Escapes = Escapes {
+    known: &[(b'\\', '\\'), (b'"', '"'), (b'n', '\n')],
+    keep_unknown: true,
+    list: "`\\\\`, `\\\"`, `\\n`",
+};
+
 /// Unescapes `raw`, a slice of `line` (for error positions).
-fn unescape(line: &mut Line<'_>, raw: &str, escapes: Escapes) -> Result<String, ParseError> {
+fn unescape(line: &mut Line<'_>, raw: &str, escapes: &Escapes) -> Result<String, ParseError> {
     let base = raw.as_ptr() as usize - line.text.as_ptr() as usize;
     let bytes = raw.as_bytes();
     let Some(first) = bytes.iter().position(|&b| b == b'\\') else {
@@ -715,16 +870,23 @@ fn unescape(line: &mut Line<'_>, raw: &str, escapes: Escapes) -> Result<String, 
             out.push_str(&raw[segment..i]);
             match bytes
                 .get(i + 1)
-                .and_then(|b| escapes.iter().find(|(e, _)| e == b))
+                .and_then(|b| escapes.known.iter().find(|(e, _)| e == b))
             {
-                Some(&(_, c)) => out.push(c),
+                Some(&(_, c)) => {
+                    out.push(c);
+                    i += 2;
+                }
+                None if escapes.keep_unknown => {
+                    // The backslash stays; what follows is read as usual.
+                    out.push('\\');
+                    i += 1;
+                }
                 None => {
                     line.pos = base + i;
                     let c = raw[i + 1..].chars().next().unwrap_or(' ');
-                    return Err(line.err(E::BadEscape(c, escapes_list(escapes))));
+                    return Err(line.err(E::BadEscape(c, escapes.list)));
                 }
             }
-            i += 2;
             segment = i;
         } else {
             i += 1;
@@ -732,55 +894,6 @@ fn unescape(line: &mut Line<'_>, raw: &str, escapes: Escapes) -> Result<String, 
     }
     out.push_str(&raw[segment..]);
     Ok(out)
-}
-
-/// A float as both formats spell it: decimal with optional exponent, or
-/// `[+-]Inf`/`Infinity`/`NaN` in any case. (Go's `ParseFloat`, which the text
-/// format's reference parser uses, also takes hex floats; no client writes them.)
-pub(super) fn parse_number(token: &str) -> Option<f64> {
-    let b = token.as_bytes();
-    let unsigned = match b.first() {
-        Some(b'+' | b'-') => &token[1..],
-        _ => token,
-    };
-    if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
-        return Some(if b[0] == b'-' {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        });
-    }
-    if token.eq_ignore_ascii_case("nan") {
-        return Some(f64::NAN);
-    }
-    let u = unsigned.as_bytes();
-    let mut i = 0;
-    let int_digits = u.iter().take_while(|b| b.is_ascii_digit()).count();
-    i += int_digits;
-    let mut frac_digits = 0;
-    if u.get(i) == Some(&b'.') {
-        i += 1;
-        frac_digits = u[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        i += frac_digits;
-    }
-    if int_digits + frac_digits == 0 {
-        return None;
-    }
-    if matches!(u.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(u.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let exp_digits = u[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        if exp_digits == 0 {
-            return None;
-        }
-        i += exp_digits;
-    }
-    if i != u.len() {
-        return None;
-    }
-    token.parse().ok()
 }
 
 fn is_integer(token: &str) -> bool {
@@ -931,7 +1044,7 @@ impl<'a> Line<'a> {
     }
 
     /// `"..."` with escapes; the cursor ends after the closing quote.
-    fn quoted(&mut self, escapes: Escapes) -> Result<String, ParseError> {
+    fn quoted(&mut self, escapes: &Escapes) -> Result<String, ParseError> {
         let open = self.pos;
         self.expect_byte(b'"', "`\"` opening the label value")?;
         let bytes = self.text.as_bytes();

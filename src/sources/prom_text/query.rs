@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use thiserror::Error;
 
-use super::{Family, Kind, Sample, parse::parse_number};
+use super::{Family, Kind, Sample, number::parse_number};
 
 /// A metric name and label matchers, in PromQL's instant-selector syntax.
 #[derive(Debug, Clone)]
@@ -395,7 +395,9 @@ pub type Buckets = Vec<(f64, u64)>;
 type SeriesKey<'f> = Vec<(&'f str, &'f str)>;
 
 /// Bucket counts per series (labels without `le`), validated: integral,
-/// cumulative, with a `+Inf` bucket.
+/// cumulative, with a `+Inf` bucket. A series with several points (an
+/// OpenMetrics histogram with timestamps, which only increase) is read at
+/// its latest.
 fn histogram_series<'f>(
     families: &'f [Family],
     selector: &Selector,
@@ -405,7 +407,8 @@ fn histogram_series<'f>(
         _ => format!("{}_bucket", selector.name),
     };
     let family_name = &bucket_name[..bucket_name.len() - "_bucket".len()];
-    let mut out: BTreeMap<Vec<(&str, &str)>, Buckets> = BTreeMap::new();
+    // Each series' buckets at its latest timestamp.
+    let mut latest: BTreeMap<SeriesKey<'f>, (Option<i64>, Buckets)> = BTreeMap::new();
     for family in families.iter().filter(|f| f.name == family_name) {
         if !matches!(family.kind, Kind::Histogram | Kind::GaugeHistogram) {
             return Err(QueryError::WrongKind {
@@ -431,12 +434,18 @@ fn histogram_series<'f>(
                     value: v,
                 });
             }
+            let (timestamp, buckets) = latest.entry(sorted_labels(sample, Some("le"))).or_default();
+            if *timestamp != sample.timestamp_ms {
+                // A later point of the series: the earlier one is history.
+                *timestamp = sample.timestamp_ms;
+                buckets.clear();
+            }
             // Integral and below 2^53 by the check above.
-            out.entry(sorted_labels(sample, Some("le")))
-                .or_default()
-                .push((le, v as u64));
+            buckets.push((le, v as u64));
         }
     }
+    let mut out: BTreeMap<SeriesKey<'f>, Buckets> =
+        latest.into_iter().map(|(k, (_, b))| (k, b)).collect();
     for (key, buckets) in &mut out {
         let series = || {
             let labels: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
