@@ -32,7 +32,9 @@
 //!
 //! # Threat model
 //!
-//! Whoever can read `audit.key` can forge a whole valid chain: protect it
+//! `docs/threat-model.md` has the whole of it, with what `binding.rs` adds
+//! (the genesis entry, the state rows checked against the chain). In short:
+//! whoever can read `audit.key` can forge a whole valid chain: protect it
 //! like the daemon's credentials. Whoever cannot read it (someone with write
 //! access to the database file, or a restored or hand-edited copy of it)
 //! cannot edit, insert, delete or reorder entries, nor cut the tail, without
