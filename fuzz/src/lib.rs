@@ -3,47 +3,66 @@
 
 use canaryd::policy::Diagnostics;
 
-/// The input's extent: its lines (1-based, the last one may be empty) and
-/// the longest line in bytes. A line ends at LF, CRLF or a lone CR: YAML
-/// counts all three as line breaks.
+/// The input's extent under both conventions its readers use: lines ended
+/// by LF only (the exposition formats; the YAML loader's byte checks), and
+/// by LF, CRLF or a lone CR (YAML's own line breaks). A location must be
+/// inside the input under one of them.
 pub struct Extent {
-    pub lines: usize,
-    pub widest: usize,
+    lf_only: Lines,
+    any_break: Lines,
 }
 
-impl Extent {
-    pub fn of(bytes: &[u8]) -> Extent {
-        let mut lines = 1;
+/// 1-based lines (the last one may be empty) and the widest, in bytes.
+struct Lines {
+    count: usize,
+    widest: usize,
+}
+
+impl Lines {
+    fn of(bytes: &[u8], cr_breaks: bool) -> Lines {
+        let mut count = 1;
         let mut widest = 0;
         let mut width = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let crlf = b == b'\r' && bytes.get(i + 1) == Some(&b'\n');
-            if b == b'\n' || (b == b'\r' && !crlf) {
-                lines += 1;
+            if b == b'\n' || (cr_breaks && b == b'\r' && !crlf) {
+                count += 1;
                 widest = widest.max(width);
                 width = 0;
-            } else if !crlf {
+            } else if !(cr_breaks && crlf) {
                 width += 1;
             }
         }
-        Extent {
-            lines,
+        Lines {
+            count,
             widest: widest.max(width),
         }
     }
 
-    /// A 1-based line and column inside the input (a column may point one
-    /// past the end of its line, where something was expected).
+    /// A column may point one past the end of its line, where something
+    /// was expected.
+    fn contains(&self, line: u64, col: u64) -> bool {
+        line >= 1 && line as usize <= self.count && col >= 1 && col as usize <= self.widest + 1
+    }
+}
+
+impl Extent {
+    pub fn of(bytes: &[u8]) -> Extent {
+        Extent {
+            lf_only: Lines::of(bytes, false),
+            any_break: Lines::of(bytes, true),
+        }
+    }
+
+    /// A 1-based line and column inside the input.
     pub fn assert_inside(&self, line: u64, col: u64, what: &dyn std::fmt::Display) {
         assert!(
-            line >= 1 && line as usize <= self.lines,
-            "line {line} outside 1..={}: {what}",
-            self.lines
-        );
-        assert!(
-            col >= 1 && col as usize <= self.widest + 1,
-            "column {col} outside 1..={}: {what}",
-            self.widest + 1
+            self.lf_only.contains(line, col) || self.any_break.contains(line, col),
+            "{line}:{col} is outside the input ({} lines of at most {} bytes; {} counting CR as a break, at most {} bytes): {what}",
+            self.lf_only.count,
+            self.lf_only.widest,
+            self.any_break.count,
+            self.any_break.widest
         );
     }
 }

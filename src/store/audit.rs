@@ -54,8 +54,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::StoreError;
-use super::binding::{Binding, Disagreement};
+use super::{StoreError, Verification};
 use crate::time::Timestamp;
 
 pub const KEY_FILE: &str = "audit.key";
@@ -376,35 +375,6 @@ fn check_private(file: &File, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What `verify` found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verification {
-    /// Entries in the database.
-    pub entries: u64,
-    /// The database's last entry (seq 0 when empty).
-    pub last: Head,
-    /// What `audit.head` records, if it exists.
-    pub head_file: Option<Head>,
-    /// Entries past the head file: the last transaction, whose head write a
-    /// crash interrupted (or a daemon is about to make).
-    pub ahead_of_head: u64,
-    pub broken: Option<BrokenLink>,
-    /// How the chain is bound to its store (`binding.rs`); meaningful when
-    /// the chain holds.
-    pub binding: Binding,
-    /// What an operator should know of a chain that holds: entries that
-    /// predate the binding, deliberate restarts.
-    pub notes: Vec<String>,
-    /// State rows the chain does not vouch for (checked when it holds).
-    pub disagreements: Vec<Disagreement>,
-}
-
-impl Verification {
-    pub fn is_ok(&self) -> bool {
-        self.broken.is_none() && self.disagreements.is_empty()
-    }
-}
-
 /// The first place the chain does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokenLink {
@@ -533,16 +503,7 @@ pub(crate) fn walk(key: &AuditKey, rows: &[RawEntry], head_file: Option<Head>) -
     if broken.is_none() {
         (broken, ahead_of_head) = check_head(rows, last, head_file);
     }
-    Verification {
-        entries,
-        last,
-        head_file,
-        ahead_of_head,
-        broken,
-        binding: Binding::Unbound,
-        notes: Vec::new(),
-        disagreements: Vec::new(),
-    }
+    Verification::of_chain(entries, last, head_file, ahead_of_head, broken)
 }
 
 /// The chain holds; does its end agree with the head file?

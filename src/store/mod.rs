@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit, Verification};
+pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit};
 pub use binding::{Binding, Disagreement};
 pub use id::IdGen;
 pub use outbox::{HookRun, HookStatus, Notification, OutboxItem, OutboxRow};
@@ -134,6 +134,55 @@ impl StoreError {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    /// Entries in the database.
+    pub entries: u64,
+    /// The database's last entry (seq 0 when empty).
+    pub last: Head,
+    /// What `audit.head` records, if it exists.
+    pub head_file: Option<Head>,
+    /// Entries past the head file: the last transaction, whose head write a
+    /// crash interrupted (or a daemon is about to make).
+    pub ahead_of_head: u64,
+    pub broken: Option<BrokenLink>,
+    /// How the chain is bound to its store (`binding.rs`); meaningful when
+    /// the chain holds.
+    pub binding: Binding,
+    /// What an operator should know of a chain that holds: entries that
+    /// predate the binding, deliberate restarts.
+    pub notes: Vec<String>,
+    /// State rows the chain does not vouch for (checked when it holds).
+    pub disagreements: Vec<Disagreement>,
+}
+
+impl Verification {
+    /// What the walk of the chain found; the binding is checked after it.
+    pub(crate) fn of_chain(
+        entries: u64,
+        last: Head,
+        head_file: Option<Head>,
+        ahead_of_head: u64,
+        broken: Option<BrokenLink>,
+    ) -> Verification {
+        Verification {
+            entries,
+            last,
+            head_file,
+            ahead_of_head,
+            broken,
+            binding: Binding::Unbound,
+            notes: Vec::new(),
+            disagreements: Vec::new(),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.broken.is_none() && self.disagreements.is_empty()
     }
 }
 
