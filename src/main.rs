@@ -268,4 +268,11 @@ impl StateReader for DataDir {
     fn audit_verify(&self) -> anyhow::Result<AuditVerification> {
         Ok(view::audit_verification(&self.store()?)?)
     }
+
+    fn restart_audit_chain(&self, actor: &str, reason: &str) -> anyhow::Result<AuditVerification> {
+        use canaryd::daemon::clock::{Clock, SystemClock};
+        Store::restart_chain(&self.0, actor, reason, SystemClock.now())
+            .with_context(|| format!("cannot restart the audit chain in {}", self.0.display()))?;
+        Ok(view::audit_verification(&self.store()?)?)
+    }
 }

@@ -34,14 +34,24 @@ fn note(i: u64) -> NewAudit {
     }
 }
 
-/// A data dir whose audit log holds 40 entries written by 8 transactions of
-/// 5; returns the head file's text after each transaction.
+/// A data dir whose audit log holds 40 entries: the genesis (entry 1, its
+/// own transaction), then `note(i)` as entry `i`, written by transactions
+/// that end at entries 5, 10, ..., 40 (2..=5, then 5 each); returns the head
+/// file's text after each of those 8.
 fn audited_dir() -> (tempfile::TempDir, Vec<String>) {
     let dir = tempdir();
     let mut heads = Vec::new();
     let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.audit_head().seq,
+        1,
+        "a new store begins with its genesis"
+    );
     for tx in 0..8 {
-        let batch: Vec<_> = (tx * 5 + 1..=tx * 5 + 5).map(note).collect();
+        let batch: Vec<_> = (tx * 5 + 1..=tx * 5 + 5)
+            .filter(|&i| i > 1)
+            .map(note)
+            .collect();
         store.append_audit(&batch).unwrap();
         heads.push(fs::read_to_string(dir.path().join("audit.head")).unwrap());
     }
@@ -80,11 +90,13 @@ fn a_new_dir_is_created_migrated_and_reopens() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    // The genesis entry is written and the head names it.
     assert!(
         fs::read_to_string(dir.join("audit.head"))
             .unwrap()
-            .contains("seq 0")
+            .contains("seq 1")
     );
+    assert!(!dir.join("audit.key.new").exists());
     // Reopen: nothing to migrate, same key.
     let mut store = Store::open(&dir).unwrap();
     store.append_audit(&[note(1)]).unwrap();
@@ -141,7 +153,7 @@ fn one_daemon_per_data_dir_and_readers_beside_it() {
     first.append_audit(&[note(1), note(2)]).unwrap();
     let v = reader.verify().unwrap();
     assert!(v.is_ok(), "{v:?}");
-    assert_eq!(v.entries, 2);
+    assert_eq!(v.entries, 3);
     assert!(reader.is_read_only());
     assert!(matches!(
         Store::open_read_only(dir.path())
@@ -690,13 +702,13 @@ fn the_crash_window_is_accepted_and_healed_on_open() {
 fn tampering_while_the_daemon_runs_stops_its_next_append() {
     let dir = tempdir();
     let mut store = Store::open(dir.path()).unwrap();
-    store.append_audit(&[note(1), note(2), note(3)]).unwrap();
-    tamper(dir.path(), "DELETE FROM audit WHERE seq = 3");
-    let err = store.append_audit(&[note(4)]).unwrap_err();
+    store.append_audit(&[note(2), note(3), note(4)]).unwrap();
+    tamper(dir.path(), "DELETE FROM audit WHERE seq = 4");
+    let err = store.append_audit(&[note(5)]).unwrap_err();
     assert!(matches!(err, StoreError::AuditBroken { .. }), "{err}");
     // Nothing was appended over the evidence.
-    assert_eq!(store.audit_log().unwrap().len(), 2);
-    assert_broken(&verify_read_only(dir.path()), 3, Breakage::Truncated);
+    assert_eq!(store.audit_log().unwrap().len(), 3);
+    assert_broken(&verify_read_only(dir.path()), 4, Breakage::Truncated);
 }
 
 #[test]
@@ -707,10 +719,12 @@ fn the_audit_log_reads_back_as_written() {
     store.append_audit(&written[..2]).unwrap();
     store.append_audit(&written[2..]).unwrap();
     let log = store.audit_log().unwrap();
-    assert_eq!(log.len(), 6);
+    assert_eq!(log.len(), 7);
+    assert_eq!(log[0].action, "audit.genesis");
+    let log = &log[1..];
     for (i, (e, w)) in log.iter().zip(&written).enumerate() {
-        assert_eq!(e.seq, i as u64 + 1);
-        assert_eq!(e.tx, if i < 2 { 1 } else { 3 });
+        assert_eq!(e.seq, i as u64 + 2);
+        assert_eq!(e.tx, if i < 2 { 2 } else { 4 });
         assert_eq!(
             (
                 &e.actor,

@@ -1,9 +1,11 @@
-//! `canaryd audit verify|log`, through a [`StateReader`]: the daemon's
-//! API, or with `--data-dir` the state itself through a read-only store
-//! (safe while the daemon runs).
+//! `canaryd audit verify|log|restart-chain`, through a [`StateReader`]:
+//! the daemon's API, or with `--data-dir` the state itself through a
+//! read-only store (safe while the daemon runs). `restart-chain` writes,
+//! and only with `--data-dir` and the daemon stopped.
 //!
-//! Exit codes: 0 when the chain holds (or the log was printed), 1 at the
-//! first broken link (named on stderr) or on any error.
+//! Exit codes: 0 when the chain holds and the state agrees with it (or the
+//! log was printed, or the chain restarted), 1 at the first broken link or
+//! on state rows that disagree (named on stderr), or on any error.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +20,18 @@ pub enum AuditCommand {
     /// Check the audit log's HMAC chain and its head: exit 0 when it holds,
     /// 1 at the first broken entry, which it names.
     Verify,
+    /// Start a new audit chain deliberately on a data dir whose log was
+    /// emptied or lost audit.head, keeping its rollouts: the new genesis
+    /// entry records who, why, what verify found and the state as it is.
+    /// Needs --data-dir and the daemon stopped.
+    RestartChain {
+        /// Who restarts it (recorded in the genesis entry).
+        #[arg(long)]
+        actor: String,
+        /// Why (recorded in the genesis entry).
+        #[arg(long)]
+        reason: String,
+    },
     /// Print the audit log, oldest first.
     Log {
         /// One JSON array of entries instead of a table.
@@ -28,8 +42,26 @@ pub enum AuditCommand {
 
 pub fn run(cmd: AuditCommand, state: &dyn StateReader) -> anyhow::Result<ExitCode> {
     match cmd {
+        AuditCommand::RestartChain { actor, reason } => {
+            let v = state.restart_audit_chain(&actor, &reason)?;
+            println!(
+                "audit chain restarted: genesis at entry {}, head {}",
+                v.head.seq, v.head.hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Verify => {
             let v = state.audit_verify()?;
+            if v.broken.is_none() && !v.disagreements.is_empty() {
+                eprintln!(
+                    "canaryd: {} state rows disagree with the audit log:",
+                    v.disagreements.len()
+                );
+                for d in &v.disagreements {
+                    eprintln!("  {d}");
+                }
+                return Ok(ExitCode::from(1));
+            }
             match &v.broken {
                 None => {
                     let mut line =
@@ -41,6 +73,9 @@ pub fn run(cmd: AuditCommand, state: &dyn StateReader) -> anyhow::Result<ExitCod
                         ));
                     }
                     println!("{line}");
+                    for note in &v.notes {
+                        println!("note: {note}");
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(link) => {

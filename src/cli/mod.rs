@@ -28,6 +28,17 @@ pub trait StateReader {
     fn audit_log(&self) -> anyhow::Result<Vec<AuditEntry>>;
     /// The audit log's HMAC chain, checked.
     fn audit_verify(&self) -> anyhow::Result<AuditVerification>;
+    /// Start a new audit chain on the state itself (`audit restart-chain`):
+    /// only a data dir can, never the API.
+    fn restart_audit_chain(
+        &self,
+        _actor: &str,
+        _reason: &str,
+    ) -> anyhow::Result<AuditVerification> {
+        anyhow::bail!(
+            "restart-chain works on the state itself: stop the daemon and pass --data-dir"
+        )
+    }
 }
 
 impl StateReader for Client {

@@ -272,7 +272,7 @@ pub fn audit_log(store: &Store) -> Result<Vec<wire::AuditEntry>, store::StoreErr
 /// `GET /v1/audit/verify`: the chain checked from the first entry.
 pub fn audit_verification(store: &Store) -> Result<wire::AuditVerification, store::StoreError> {
     let v = store.verify()?;
-    let ok = v.broken.is_none();
+    let ok = v.is_ok();
     Ok(wire::AuditVerification {
         ahead_of_head: v.ahead_of_head,
         broken: v.broken.map(|b| wire::BrokenLink {
@@ -285,6 +285,8 @@ pub fn audit_verification(store: &Store) -> Result<wire::AuditVerification, stor
             seq: v.last.seq,
         },
         ok,
+        notes: v.notes,
+        disagreements: v.disagreements.iter().map(ToString::to_string).collect(),
     })
 }
 

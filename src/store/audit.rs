@@ -32,7 +32,9 @@
 //!
 //! # Threat model
 //!
-//! Whoever can read `audit.key` can forge a whole valid chain: protect it
+//! `docs/threat-model.md` has the whole of it, with what `binding.rs` adds
+//! (the genesis entry, the state rows checked against the chain). In short:
+//! whoever can read `audit.key` can forge a whole valid chain: protect it
 //! like the daemon's credentials. Whoever cannot read it (someone with write
 //! access to the database file, or a restored or hand-edited copy of it)
 //! cannot edit, insert, delete or reorder entries, nor cut the tail, without
@@ -52,11 +54,13 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::StoreError;
+use super::{StoreError, Verification};
 use crate::time::Timestamp;
 
 pub const KEY_FILE: &str = "audit.key";
 pub const HEAD_FILE: &str = "audit.head";
+/// A new store's key until its genesis entry is committed.
+pub const STAGED_KEY_FILE: &str = "audit.key.new";
 const HEAD_MAGIC: &str = "canaryd audit head v1";
 const DOMAIN: &[u8] = b"canaryd-audit-v1\0";
 const KEY_BYTES: usize = 32;
@@ -144,7 +148,11 @@ impl fmt::Debug for AuditKey {
 impl AuditKey {
     /// Read `<dir>/audit.key`; refuse a key that others can read.
     pub fn load(dir: &Path) -> Result<AuditKey, StoreError> {
-        let path = dir.join(KEY_FILE);
+        Self::load_from(&dir.join(KEY_FILE))
+    }
+
+    fn load_from(path: &Path) -> Result<AuditKey, StoreError> {
+        let path = path.to_path_buf();
         let file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
         check_private(&file, &path)?;
         let mut bytes = Vec::with_capacity(KEY_BYTES);
@@ -158,31 +166,61 @@ impl AuditKey {
         Ok(AuditKey(key))
     }
 
-    /// Create `<dir>/audit.key` with 32 bytes from the OS, mode 0600,
-    /// durably and atomically (a temp file renamed into place), so a crash
-    /// never leaves a short key. Callers hold the data-dir lock and call
-    /// this only when no key exists: a key is never replaced.
-    pub(crate) fn create(dir: &Path) -> Result<AuditKey, StoreError> {
-        let path = dir.join(KEY_FILE);
-        let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+    /// 32 bytes from the OS, in memory only.
+    pub(crate) fn generate(dir: &Path) -> Result<AuditKey, StoreError> {
         let mut key = [0u8; KEY_BYTES];
         getrandom::fill(&mut key).map_err(|e| StoreError::Key {
-            path: path.clone(),
+            path: dir.join(KEY_FILE),
             reason: format!("no randomness from the OS: {e}"),
         })?;
+        Ok(AuditKey(key))
+    }
+
+    /// Write the key to `<dir>/audit.key.new` (mode 0600), durably. A new
+    /// store's key is staged there until the genesis entry it MACs is
+    /// committed, then [`AuditKey::install`]ed: so `audit.key` never
+    /// exists beside an empty log, which would look like a deleted one.
+    /// Callers hold the data-dir lock; a key is never replaced.
+    pub(crate) fn stage(&self, dir: &Path) -> Result<(), StoreError> {
+        let tmp = dir.join(STAGED_KEY_FILE);
         let mut file = private_options()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)
             .map_err(|e| StoreError::io(&tmp, e))?;
-        file.write_all(&key)
+        file.write_all(&self.0)
             .and_then(|()| file.sync_all())
             .map_err(|e| StoreError::io(&tmp, e))?;
         drop(file);
-        fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-        sync_dir(dir)?;
-        Ok(AuditKey(key))
+        sync_dir(dir)
+    }
+
+    /// The staged key, if a first start staged one.
+    pub(crate) fn load_staged(dir: &Path) -> Result<Option<AuditKey>, StoreError> {
+        let path = dir.join(STAGED_KEY_FILE);
+        match fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path, e)),
+            Ok(_) => {}
+        }
+        Self::load_from(&path).map(Some)
+    }
+
+    /// Rename the staged key to `<dir>/audit.key`, atomically and durably.
+    pub(crate) fn install(dir: &Path) -> Result<(), StoreError> {
+        let path = dir.join(KEY_FILE);
+        fs::rename(dir.join(STAGED_KEY_FILE), &path).map_err(|e| StoreError::io(&path, e))?;
+        sync_dir(dir)
+    }
+
+    /// An identifier of the key that reveals nothing of it: the first 16
+    /// bytes of `HMAC-SHA256(key, "canaryd audit key id")`, in hex.
+    pub fn key_id(&self) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length"); // proved by the HMAC definition
+        mac.update(b"canaryd audit key id");
+        to_hex(&mac.finalize().into_bytes()[..16])
     }
 
     /// A stand-in for walking an empty log, which computes no mac.
@@ -337,27 +375,6 @@ fn check_private(file: &File, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What `verify` found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verification {
-    /// Entries in the database.
-    pub entries: u64,
-    /// The database's last entry (seq 0 when empty).
-    pub last: Head,
-    /// What `audit.head` records, if it exists.
-    pub head_file: Option<Head>,
-    /// Entries past the head file: the last transaction, whose head write a
-    /// crash interrupted (or a daemon is about to make).
-    pub ahead_of_head: u64,
-    pub broken: Option<BrokenLink>,
-}
-
-impl Verification {
-    pub fn is_ok(&self) -> bool {
-        self.broken.is_none()
-    }
-}
-
 /// The first place the chain does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokenLink {
@@ -393,6 +410,13 @@ pub enum Breakage {
     HeadMissing,
     /// A stored value is not what the store writes (e.g. a malformed mac).
     Malformed,
+    /// The log has no genesis entry, yet the store was used: it is empty
+    /// beside rollouts, incidents, reviews, the key or the store's
+    /// identity, or the identity names a genesis the log lacks.
+    GenesisMissing,
+    /// A genesis entry names another key or store than this one's, or the
+    /// store's identity row disagrees with it.
+    GenesisMismatch,
 }
 
 /// Walk the chain and compare its end with the head file.
@@ -479,13 +503,7 @@ pub(crate) fn walk(key: &AuditKey, rows: &[RawEntry], head_file: Option<Head>) -
     if broken.is_none() {
         (broken, ahead_of_head) = check_head(rows, last, head_file);
     }
-    Verification {
-        entries,
-        last,
-        head_file,
-        ahead_of_head,
-        broken,
-    }
+    Verification::of_chain(entries, last, head_file, ahead_of_head, broken)
 }
 
 /// The chain holds; does its end agree with the head file?

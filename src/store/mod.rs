@@ -14,6 +14,8 @@
 //!
 //! - `schema.rs`: tables and forward-only migrations.
 //! - `audit.rs`: the hash chain, the key and head files, `verify`.
+//! - `binding.rs`: the genesis entry and the store identity that bind the
+//!   chain to its store, and the check of the state rows against it.
 //! - `step.rs`: creating rollouts and committing engine steps.
 //! - `outbox.rs`: webhook deliveries and lifecycle hook runs, two tables
 //!   behind one interface: rows, the pending scan, attempts.
@@ -21,9 +23,11 @@
 //! - `id.rs`: identifiers.
 //!
 //! Files in a data dir: `canaryd.db` (+ `-wal`, `-shm`), `lock` (held by the
-//! one daemon using the dir), `audit.key` and `audit.head`.
+//! one daemon using the dir), `audit.key` (`audit.key.new` during a first
+//! start) and `audit.head`.
 
 pub mod audit;
+pub mod binding;
 pub mod id;
 pub mod outbox;
 pub mod records;
@@ -36,9 +40,10 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit, Verification};
+pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit};
+pub use binding::{Binding, Disagreement};
 pub use id::IdGen;
 pub use outbox::{HookRun, HookStatus, Notification, OutboxItem, OutboxRow};
 pub use records::{
@@ -46,6 +51,10 @@ pub use records::{
     RolloutRow,
 };
 pub use schema::SCHEMA_VERSION;
+
+/// The first schema with the store's identity: a store older than this is
+/// upgraded, and its chain bound, by `Store::open`.
+const BINDING_SCHEMA_VERSION: u32 = 4;
 pub use step::{Committed, EngineStep, PreparedStep};
 
 use audit::RawEntry;
@@ -93,9 +102,18 @@ pub enum StoreError {
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
-        "audit log in {dir} is broken at {link}; refusing to append to it (inspect with `canaryd audit verify --data-dir {dir}`)"
+        "audit log in {dir} is broken at {link}; refusing to append to it (inspect with `canaryd audit verify --data-dir {dir}`); {}",
+        recovery(.link.kind, .dir)
     )]
     AuditBroken { dir: PathBuf, link: BrokenLink },
+    #[error(
+        "{dir}: {count} state rows disagree with the audit log (first: {first}); refusing to act on state edited outside the chain (inspect with `canaryd audit verify --data-dir {dir}`); restore the database from a backup"
+    )]
+    StateDisagrees {
+        dir: PathBuf,
+        count: usize,
+        first: String,
+    },
     #[error("the store was opened read-only")]
     ReadOnly,
     #[error("{what} {id} not found")]
@@ -119,6 +137,67 @@ impl StoreError {
     }
 }
 
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    /// Entries in the database.
+    pub entries: u64,
+    /// The database's last entry (seq 0 when empty).
+    pub last: Head,
+    /// What `audit.head` records, if it exists.
+    pub head_file: Option<Head>,
+    /// Entries past the head file: the last transaction, whose head write a
+    /// crash interrupted (or a daemon is about to make).
+    pub ahead_of_head: u64,
+    pub broken: Option<BrokenLink>,
+    /// How the chain is bound to its store (`binding.rs`); meaningful when
+    /// the chain holds.
+    pub binding: Binding,
+    /// What an operator should know of a chain that holds: entries that
+    /// predate the binding, deliberate restarts.
+    pub notes: Vec<String>,
+    /// State rows the chain does not vouch for (checked when it holds).
+    pub disagreements: Vec<Disagreement>,
+}
+
+impl Verification {
+    /// What the walk of the chain found; the binding is checked after it.
+    pub(crate) fn of_chain(
+        entries: u64,
+        last: Head,
+        head_file: Option<Head>,
+        ahead_of_head: u64,
+        broken: Option<BrokenLink>,
+    ) -> Verification {
+        Verification {
+            entries,
+            last,
+            head_file,
+            ahead_of_head,
+            broken,
+            binding: Binding::Unbound,
+            notes: Vec::new(),
+            disagreements: Vec::new(),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.broken.is_none() && self.disagreements.is_empty()
+    }
+}
+
+/// How to recover, deliberately, from a broken chain of this kind.
+fn recovery(kind: Breakage, dir: &Path) -> String {
+    match kind {
+        Breakage::HeadMissing | Breakage::GenesisMissing => format!(
+            "restore {} and the database from a backup, or, to keep the state and start a new chain that records the loss, stop the daemon and run `canaryd audit restart-chain --data-dir {} --actor NAME --reason TEXT`",
+            audit::HEAD_FILE,
+            dir.display()
+        ),
+        _ => "restore the data dir from a backup: the chain cannot vouch for entries it lost or that were changed".into(),
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// An open data dir. Read-write stores hold the data-dir lock until dropped.
@@ -128,6 +207,11 @@ pub struct Store {
     conn: Connection,
     /// `None` only for a read-only store of a dir without a key.
     key: Option<AuditKey>,
+    /// The key is still `audit.key.new`: a first start before its genesis
+    /// entry committed.
+    key_staged: bool,
+    /// The schema predates the binding: opened for its upgrade.
+    upgrading: bool,
     /// The chain's end as this store last committed it.
     head: Head,
     /// The head file lags `head`: its write failed after a commit. No new
@@ -140,9 +224,121 @@ pub struct Store {
 
 impl Store {
     /// Open (creating if needed) the data dir for the one daemon that uses
-    /// it: take the lock, migrate the schema, create the audit key on first
-    /// use, check the audit chain and bring `audit.head` up to date.
+    /// it: take the lock, migrate the schema, create the audit key and the
+    /// genesis entry on first use, check the audit chain and the state it
+    /// describes, bind a chain that predates the binding, and bring
+    /// `audit.head` up to date.
+    ///
+    /// It refuses, naming what it found and how to recover, a chain that
+    /// does not hold, a log that was emptied or lost its head while the
+    /// store holds state, and state rows the chain does not vouch for: it
+    /// never starts a new chain on its own.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Store> {
+        let mut store = Store::open_unchecked(data_dir)?;
+        let v = store.verify_opening()?;
+        if let Some(link) = v.broken {
+            return Err(StoreError::AuditBroken {
+                dir: store.dir,
+                link,
+            });
+        }
+        if let Some(first) = v.disagreements.first() {
+            return Err(StoreError::StateDisagrees {
+                dir: store.dir,
+                count: v.disagreements.len(),
+                first: first.to_string(),
+            });
+        }
+        store.head = v.last;
+        if v.head_file != Some(v.last) {
+            // The crash window: the last transaction committed, its head
+            // write did not happen. Its entries chain from the recorded head.
+            audit::write_head(&store.dir, &store.head)?;
+        }
+        if matches!(v.binding, Binding::Empty | Binding::Unbound) {
+            store.append_genesis(v.entries, None)?;
+        }
+        store.install_staged_key()?;
+        Ok(store)
+    }
+
+    /// Start a new chain deliberately on a store whose log was emptied or
+    /// lost its head (`canaryd audit restart-chain`), keeping its state.
+    /// The genesis entry records `actor`, `reason`, what `verify` found and
+    /// the state rows as they are, which later checks start from. Refuses
+    /// any other breakage (restore a backup for those), a store whose log
+    /// holds, and a log that cannot be verified without its missing key.
+    pub fn restart_chain(
+        data_dir: impl AsRef<Path>,
+        actor: &str,
+        reason: &str,
+        at: crate::time::Timestamp,
+    ) -> Result<Verification> {
+        if actor.trim().is_empty() || reason.trim().is_empty() {
+            return Err(StoreError::Invalid(
+                "restarting the audit chain needs an actor and a reason".into(),
+            ));
+        }
+        let mut store = Store::open_unchecked(data_dir)?;
+        let v = store.verify_opening()?;
+        let Some(link) = v.broken else {
+            return Err(StoreError::Invalid(if v.disagreements.is_empty() {
+                "the audit log holds: there is nothing to restart".into()
+            } else {
+                format!(
+                    "the audit log holds but {} state rows disagree with it (first: {}): restore the database from a backup",
+                    v.disagreements.len(),
+                    v.disagreements[0]
+                )
+            }));
+        };
+        if !matches!(link.kind, Breakage::HeadMissing | Breakage::GenesisMissing) {
+            return Err(StoreError::AuditBroken {
+                dir: store.dir,
+                link,
+            });
+        }
+        let state = store.read_state()?;
+        if link.kind == Breakage::HeadMissing {
+            // The entries still hold: the state must still agree with them.
+            let rows = store.raw_audit_rows()?;
+            let key = store.key.as_ref().ok_or(StoreError::ReadOnly)?;
+            let checked = binding::check(
+                &rows,
+                &binding::Context {
+                    key_id: &key.key_id(),
+                    key_file_exists: true,
+                    identity: store.read_identity()?,
+                    state: &state,
+                    upgrading: false,
+                },
+            );
+            if let Some(link) = checked.broken {
+                return Err(StoreError::AuditBroken {
+                    dir: store.dir,
+                    link,
+                });
+            }
+            if let Some(first) = checked.disagreements.first() {
+                return Err(StoreError::StateDisagrees {
+                    dir: store.dir,
+                    count: checked.disagreements.len(),
+                    first: first.to_string(),
+                });
+            }
+        }
+        store.head = v.last;
+        let restart = binding::Restart {
+            found: link.to_string(),
+            state,
+        };
+        store.append_genesis(v.entries, Some((actor, reason, at, restart)))?;
+        store.install_staged_key()?;
+        store.verify()
+    }
+
+    /// Lock, migrate and load (or stage) the key; nothing checked yet.
+    fn open_unchecked(data_dir: impl AsRef<Path>) -> Result<Store> {
         let dir = data_dir.as_ref().to_path_buf();
         create_private_dir(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -162,52 +358,153 @@ impl Store {
             });
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-        schema::migrate(&mut conn, &db_path)?;
+        let found = schema::migrate(&mut conn, &db_path)?;
 
         let entries: i64 = conn.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+        let mut key_staged = false;
         let key = match AuditKey::load(&dir) {
             Ok(key) => key,
-            Err(StoreError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && entries == 0 =>
-            {
-                AuditKey::create(&dir)?
-            }
             Err(StoreError::Io { path, source })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return Err(StoreError::Key {
-                    path,
-                    reason: format!(
-                        "missing, but the audit log has {entries} entries; restore the key (a new one could not verify them)"
-                    ),
-                });
+                // A first start stages the key until its genesis commits;
+                // a crash in between leaves it staged, to be used (before
+                // the genesis) or installed (after it).
+                match AuditKey::load_staged(&dir)? {
+                    Some(staged) => {
+                        key_staged = true;
+                        staged
+                    }
+                    None if entries == 0 => {
+                        // Staged by `append_genesis`, if the store gets one.
+                        key_staged = true;
+                        AuditKey::generate(&dir)?
+                    }
+                    None => {
+                        return Err(StoreError::Key {
+                            path,
+                            reason: format!(
+                                "missing, but the audit log has {entries} entries; restore the key (a new one could not verify them)"
+                            ),
+                        });
+                    }
+                }
             }
             Err(e) => return Err(e),
         };
-        let mut store = Store {
+        Ok(Store {
             dir,
             conn,
             key: Some(key),
+            key_staged,
+            upgrading: found < BINDING_SCHEMA_VERSION,
             head: Head::EMPTY,
             head_unwritten: false,
             ids: IdGen::from_os(),
             read_only: false,
             _lock: Some(lock),
+        })
+    }
+
+    /// `verify` as `open` needs it: the key may still be staged, and a
+    /// store being upgraded may hold a key beside an empty log.
+    fn verify_opening(&self) -> Result<Verification> {
+        let key_file_exists = !self.key_staged;
+        self.verify_with(key_file_exists, self.upgrading)
+    }
+
+    /// Append a genesis entry: the chain's first, or one binding a chain
+    /// that predates the binding (`predates` entries), or a deliberate
+    /// restart; and point the store's identity at it, in one transaction.
+    fn append_genesis(
+        &mut self,
+        predates: u64,
+        restart: Option<(&str, &str, crate::time::Timestamp, binding::Restart)>,
+    ) -> Result<()> {
+        let key = self.key.as_ref().ok_or(StoreError::ReadOnly)?;
+        if self.key_staged {
+            // On disk before the genesis it MACs commits (see `stage`).
+            key.stage(&self.dir)?;
+        }
+        let key_id = key.key_id();
+        let store_id = match self.read_identity()? {
+            Some(identity) => identity.id,
+            None => {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes).map_err(|e| StoreError::Key {
+                    path: self.dir.join(DB_FILE),
+                    reason: format!("no randomness from the OS for the store's identity: {e}"),
+                })?;
+                format!("s-{}", audit::to_hex(&bytes))
+            }
         };
-        let v = store.verify()?;
-        if let Some(link) = v.broken {
-            return Err(StoreError::AuditBroken {
-                dir: store.dir,
-                link,
-            });
+        let genesis_seq = self.head.seq + 1;
+        let (actor, reason, at, restart) = match restart {
+            Some((actor, reason, at, restart)) => {
+                (actor.to_string(), reason.to_string(), at, Some(restart))
+            }
+            None => (
+                crate::engine::ENGINE.to_string(),
+                if predates == 0 {
+                    "the audit chain begins, bound to this store and its key".to_string()
+                } else {
+                    format!(
+                        "the audit chain is bound to this store and its key after {predates} earlier entries"
+                    )
+                },
+                // The store reads no clock: the genesis takes the time of the
+                // entry before it (0 for a new store); `at` orders nothing.
+                self.last_entry_at()?,
+                None,
+            ),
+        };
+        let details = serde_json::to_value(binding::Genesis {
+            store: store_id.clone(),
+            key_id,
+            predates,
+            restart,
+        })?;
+        let entry = NewAudit {
+            at,
+            actor,
+            action: binding::GENESIS_ACTION.into(),
+            rollout_id: None,
+            reason,
+            ticket: None,
+            details,
+        };
+        let (_, written) = self.write(move |tx, _| {
+            tx.execute(
+                "INSERT INTO store_identity (one, id, genesis_seq) VALUES (1, ?1, ?2)
+                 ON CONFLICT (one) DO UPDATE SET genesis_seq = excluded.genesis_seq",
+                rusqlite::params![store_id, genesis_seq],
+            )?;
+            Ok(((), vec![entry]))
+        })?;
+        if !written {
+            audit::write_head(&self.dir, &self.head)?;
+            self.head_unwritten = false;
         }
-        store.head = v.last;
-        if v.head_file != Some(v.last) {
-            // The crash window: the last transaction committed, its head
-            // write did not happen. Its entries chain from the recorded head.
-            audit::write_head(&store.dir, &store.head)?;
+        Ok(())
+    }
+
+    fn last_entry_at(&self) -> Result<crate::time::Timestamp> {
+        let at: Option<i64> = self
+            .conn
+            .query_row("SELECT max(at) FROM audit", [], |r| r.get(0))?;
+        Ok(crate::time::Timestamp::from_millis(
+            at.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
+        ))
+    }
+
+    /// Once the genesis it MACs is committed, the staged key becomes
+    /// `audit.key`.
+    fn install_staged_key(&mut self) -> Result<()> {
+        if self.key_staged {
+            AuditKey::install(&self.dir)?;
+            self.key_staged = false;
         }
-        Ok(store)
+        Ok(())
     }
 
     /// Open a data dir for reading while a daemon may be using it: no lock,
@@ -247,6 +544,8 @@ impl Store {
             dir,
             conn,
             key,
+            key_staged: false,
+            upgrading: false,
             head: Head::EMPTY,
             head_unwritten: false,
             ids: IdGen::from_os(),
@@ -278,17 +577,24 @@ impl Store {
         self.head
     }
 
-    /// Walk the whole audit chain and compare its end with `audit.head`.
-    /// Reads the head file before and after taking the database snapshot and
-    /// retries when it moved, so a daemon committing meanwhile is not
+    /// Walk the whole audit chain, compare its end with `audit.head`, and,
+    /// when it holds, check its genesis and the state rows it describes.
+    /// Reads the head file before and after taking the database snapshot
+    /// and retries when it moved, so a daemon committing meanwhile is not
     /// mistaken for tampering.
     pub fn verify(&self) -> Result<Verification> {
+        self.verify_with(self.key.is_some() && !self.key_staged, false)
+    }
+
+    fn verify_with(&self, key_file_exists: bool, upgrading: bool) -> Result<Verification> {
         let mut attempts = 0;
         loop {
             attempts += 1;
             let before = audit::read_head(&self.dir)?;
             let tx = self.conn.unchecked_transaction()?;
             let rows = self.raw_audit_rows()?;
+            let state = self.read_state()?;
+            let identity = self.read_identity()?;
             let after = audit::read_head(&self.dir)?;
             tx.finish()?;
             if before != after && attempts < 20 {
@@ -309,8 +615,84 @@ impl Store {
                     });
                 }
             };
-            return Ok(audit::walk(key, &rows, after));
+            let mut v = audit::walk(key, &rows, after);
+            if v.broken.is_none() {
+                let checked = binding::check(
+                    &rows,
+                    &binding::Context {
+                        key_id: &key.key_id(),
+                        key_file_exists,
+                        identity,
+                        state: &state,
+                        upgrading,
+                    },
+                );
+                v.binding = checked.binding;
+                v.notes = checked.notes;
+                v.broken = checked.broken;
+                v.disagreements = checked.disagreements;
+            }
+            return Ok(v);
         }
+    }
+
+    /// The state rows the chain describes, as stored.
+    fn read_state(&self) -> Result<binding::StateSnapshot> {
+        let mut state = binding::StateSnapshot::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, service, policy_version, phase, outcome FROM rollouts")?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                binding::RolloutState {
+                    service: r.get(1)?,
+                    policy_version: r.get(2)?,
+                    phase: r.get(3)?,
+                    outcome: r.get(4)?,
+                },
+            ))
+        })? {
+            let (id, rollout) = row?;
+            state.rollouts.insert(id, rollout);
+        }
+        for (table, records) in [
+            ("incidents", &mut state.incidents),
+            ("reviews", &mut state.reviews),
+        ] {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("SELECT id, rollout_id, status FROM {table}"))?;
+            for row in stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    binding::RecordState {
+                        rollout_id: r.get(1)?,
+                        status: r.get(2)?,
+                    },
+                ))
+            })? {
+                let (id, record) = row?;
+                records.insert(id, record);
+            }
+        }
+        Ok(state)
+    }
+
+    fn read_identity(&self) -> Result<Option<binding::Identity>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, genesis_seq FROM store_identity WHERE one = 1",
+                [],
+                |r| {
+                    Ok(binding::Identity {
+                        id: r.get(0)?,
+                        genesis_seq: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     fn raw_audit_rows(&self) -> Result<Vec<RawEntry>> {

@@ -171,6 +171,17 @@ CREATE TABLE hook_runs (
 ) STRICT;
 CREATE INDEX hook_runs_pending ON hook_runs(id) WHERE status = 'pending';
 "#,
+    // 4: the store's identity, which the audit chain's genesis entry names
+    // (`binding.rs`): written by the store with the genesis entry, never by
+    // this migration, so a store that predates it is told apart.
+    r#"
+CREATE TABLE store_identity (
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    id          TEXT NOT NULL CHECK (id <> ''),
+    -- The seq of the genesis entry the chain is bound by (the latest one).
+    genesis_seq INTEGER NOT NULL CHECK (genesis_seq > 0)
+) STRICT;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -193,6 +204,7 @@ pub(crate) fn version(conn: &Connection) -> Result<u32, StoreError> {
 }
 
 /// Bring the database up to [`SCHEMA_VERSION`]; refuse a newer one.
+/// Returns the version found before migrating.
 pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<u32, StoreError> {
     let found = version(conn)?;
     check_not_newer(found, db_path)?;
@@ -210,7 +222,7 @@ pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<u32, Stor
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [to])?;
         tx.commit()?;
     }
-    Ok(SCHEMA_VERSION)
+    Ok(found)
 }
 
 pub(crate) fn check_not_newer(found: u32, db_path: &Path) -> Result<(), StoreError> {

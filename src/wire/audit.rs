@@ -37,6 +37,14 @@ pub struct AuditVerification {
     /// The log's last entry.
     pub head: AuditHead,
     pub ok: bool,
+    /// What an operator should know of a chain that holds: entries that
+    /// predate its binding to the store, deliberate restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// State rows (rollouts, incidents, reviews) the chain does not vouch
+    /// for: `rollouts ID: outcome is ... but the audit log ...`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disagreements: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

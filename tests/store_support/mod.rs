@@ -190,3 +190,67 @@ pub fn tamper(dir: &Path, sql: &str) {
     .expect("drop triggers");
     conn.execute_batch(sql).expect("tamper sql");
 }
+
+/// A data dir with history: `r-em` (emergency) rolled back by its trigger
+/// (incident reviewed, post-incident review open), `r-std` (standard)
+/// paused by olga and still active, and a token entry: the state the audit
+/// chain must vouch for.
+pub fn used_store(dir: &Path) -> Store {
+    let mut store = Store::open(dir).expect("open");
+    store.set_id_seed(21);
+    let mut em = Driver::start(&mut store, "r-em", "search", ChangeType::Emergency, 0);
+    em.step(&mut store, Input::Tick, false, |_| vec![])
+        .expect("tick");
+    em.unacked = None;
+    for _ in 0..4 {
+        let input = em.next_input(true);
+        em.step(&mut store, input, false, |_| vec![]).expect("step");
+        if em.rollout.phase().is_terminal() {
+            break;
+        }
+    }
+    assert!(em.rollout.phase().is_terminal(), "r-em rolled back");
+    let incident = store.incidents().expect("incidents")[0].id.clone();
+    store
+        .review_incident(&incident, "bo", "bad build", at(600))
+        .expect("review");
+    let mut std = Driver::start(&mut store, "r-std", "checkout", ChangeType::Standard, 700);
+    for _ in 0..3 {
+        let input = std.next_input(false);
+        std.step(&mut store, input, false, |_| vec![])
+            .expect("step");
+    }
+    let pause = std.command(Command::Pause { by: actor("olga") });
+    std.step(&mut store, pause, false, |_| vec![])
+        .expect("pause");
+    store
+        .append_audit(&[NewAudit {
+            at: at(900),
+            actor: "admin".into(),
+            action: "token.create".into(),
+            rollout_id: None,
+            reason: "ci token".into(),
+            ticket: None,
+            details: serde_json::json!({ "actor": "ci" }),
+        }])
+        .expect("audit");
+    store
+}
+
+/// Copy the data dir in `tests/store_fixtures/NAME` to `to` (git keeps no
+/// file modes: the key gets 0600 back).
+pub fn copy_fixture(name: &str, to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/store_fixtures")
+        .join(name);
+    std::fs::create_dir_all(to).expect("mkdir");
+    for file in ["canaryd.db", "audit.key", "audit.head"] {
+        std::fs::copy(from.join(file), to.join(file)).expect("copy fixture");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to.join("audit.key"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+}
