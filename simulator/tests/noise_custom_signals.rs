@@ -30,7 +30,10 @@ spec:
   noise:
 {noise}"
     );
-    TrafficModel::new(&parse_scenario("subsets.yaml", text.as_bytes()).unwrap(), false)
+    TrafficModel::new(
+        &parse_scenario("subsets.yaml", text.as_bytes()).unwrap(),
+        false,
+    )
 }
 
 /// `pieces` 30 s pieces at 50%: the canary arm of each.
@@ -62,7 +65,12 @@ fn moments(xs: &[f64]) -> (f64, f64, f64, f64) {
     let mean = xs.iter().sum::<f64>() / n;
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
     let m4 = xs.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / n;
-    (mean, var, (var / n).sqrt(), ((m4 - var * var).max(0.0) / n).sqrt())
+    (
+        mean,
+        var,
+        (var / n).sqrt(),
+        ((m4 - var * var).max(0.0) / n).sqrt(),
+    )
 }
 
 fn close(what: &str, got: f64, want: f64, se: f64) {
@@ -106,7 +114,10 @@ fn check_ratio(arms: &[ArmData], num: &str, den: &str, p: f64, lift: f64) {
 fn rates_above_half_wobble_through_their_complement() {
     for (noise, sd) in [
         ("    rateSd: 0.3", 0.3f64),
-        ("    rateSd: 0.3\n    commonRateSd: 0.2", (0.09f64 + 0.04).sqrt()),
+        (
+            "    rateSd: 0.3\n    commonRateSd: 0.2",
+            (0.09f64 + 0.04).sqrt(),
+        ),
     ] {
         let lift = (sd * sd).exp();
         let arms = canary_draws(&model(noise), 20_000, 41);
