@@ -26,6 +26,8 @@ spec:
     latency: { distribution: lognormal, p50: 80ms, p95: 150ms }
     signals:
       approvals: { rate: 0.3, groups: { a: 0.6, b: 0.4 } }
+    means:
+      eta: { distribution: gamma, mean: 90, sd: 80, of: approvals }
   canary:
     from: 1h
     rampOver: 30m
@@ -34,6 +36,8 @@ spec:
     latency: { scale: 1.1, tail: { fraction: 0.02, add: 500ms } }
     signals:
       approvals: { rate: { a: 0.3, b: 0.2 } }
+    means:
+      eta: { mean: { relative: 5% }, sd: { absolute: 100 } }
 ";
 
 #[test]
