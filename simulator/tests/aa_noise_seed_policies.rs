@@ -32,60 +32,87 @@ fn read(path: &str) -> Vec<u8> {
     std::fs::read(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-/// Runs every noise kind's A/A scenario of `name` and checks the bound.
+/// The policy as written, or with `overdispersion: 1` (the correction off:
+/// what every test did before it existed).
+fn policy(name: &str, uncorrected: bool) -> Policy {
+    let file = format!("rollout-policies/{name}.yaml");
+    let mut text = String::from_utf8(read(&file)).unwrap();
+    if uncorrected {
+        text = text.replacen(
+            "\n  analysis:\n",
+            "\n  analysis:\n    overdispersion: 1\n",
+            1,
+        );
+        assert!(text.contains("overdispersion: 1"), "{file}");
+    }
+    parse_policy(&file, text.as_bytes()).unwrap()
+}
+
+/// One A/A sweep of `policy` on `aa-noise-<name>-<kind>.yaml`: the share
+/// of runs rolled back by a statistical trigger, alpha + 3 SE, and the
+/// report's line.
+fn sweep(name: &str, kind: &str, policy: &Policy, full: bool, n: u32) -> (f64, f64, String) {
+    let alpha = policy.analysis.alpha;
+    let bound = margin(alpha, n);
+    let path = format!("simulator/scenarios/aa-noise-{name}-{kind}.yaml");
+    let mut scenario = parse_scenario(&path, &read(&path)).unwrap();
+    if !full {
+        scenario.duration = policy.analysis.max_duration + Duration::from_secs(3600);
+    }
+    let opts = SimOptions {
+        runs: n,
+        seed: 1,
+        threads: None,
+        approval_delay: Duration::ZERO,
+        ..SimOptions::default()
+    };
+    let report = simulate(policy, &model_source(&scenario, policy), &opts).unwrap();
+    let r = &report.results[0];
+    let statistical: u64 = r
+        .by_trigger
+        .iter()
+        .filter(|(t, _)| {
+            policy
+                .triggers
+                .iter()
+                .any(|p| &p.name == *t && p.is_statistical())
+        })
+        .map(|(_, k)| k)
+        .sum();
+    let false_rate = statistical as f64 / f64::from(n);
+    let line = format!(
+        "{name} on aa-noise-{name}-{kind} ({n} runs): statistical rollbacks {false_rate} (alpha {alpha}, bound {bound:.4}); all rollbacks {}, promoted {}, inconclusive {}, unfinished {}, by trigger {:?}",
+        r.rollback_rate, r.promotion_rate, r.inconclusive_rate, r.unfinished_rate, r.by_trigger
+    );
+    eprintln!("{line}");
+    (false_rate, bound, line)
+}
+
+/// Every noise kind's A/A scenario of `name` within the bound.
 fn check(name: &str, compress: u32, runs: u32) {
     let full = std::env::var("CANARYD_STAT_SWEEP").as_deref() == Ok("1");
-    let file = format!("rollout-policies/{name}.yaml");
-    let written: Policy = parse_policy(&file, &read(&file)).unwrap();
+    let written = policy(name, false);
     let policy = if full {
         written
     } else {
         time_compressed(&written, compress)
     };
     let n = if full { 1000 } else { runs };
-    let alpha = policy.analysis.alpha;
-    let bound = margin(alpha, n);
     for kind in KINDS {
-        let path = format!("simulator/scenarios/aa-noise-{name}-{kind}.yaml");
-        let mut scenario = parse_scenario(&path, &read(&path)).unwrap();
-        if !full {
-            scenario.duration = policy.analysis.max_duration + Duration::from_secs(3600);
-        }
-        let opts = SimOptions {
-            runs: n,
-            seed: 1,
-            threads: None,
-            approval_delay: Duration::ZERO,
-            ..SimOptions::default()
-        };
-        let report = simulate(&policy, &model_source(&scenario, &policy), &opts).unwrap();
-        let r = &report.results[0];
-        let statistical: u64 = r
-            .by_trigger
-            .iter()
-            .filter(|(t, _)| {
-                policy
-                    .triggers
-                    .iter()
-                    .any(|p| &p.name == *t && p.is_statistical())
-            })
-            .map(|(_, k)| k)
-            .sum();
-        let false_rate = statistical as f64 / f64::from(n);
-        eprintln!(
-            "{name} on aa-noise-{name}-{kind} ({n} runs{}): statistical rollbacks {false_rate} (alpha {alpha}, bound {bound:.4}); all rollbacks {}, promoted {}, inconclusive {}, unfinished {}, by trigger {:?}",
-            if full {
-                String::new()
-            } else {
-                format!(", compressed /{compress}")
-            },
-            r.rollback_rate,
-            r.promotion_rate,
-            r.inconclusive_rate,
-            r.unfinished_rate,
-            r.by_trigger
-        );
-        assert!(false_rate <= bound, "{name} {kind}: {r:?}");
+        let (false_rate, bound, line) = sweep(name, kind, &policy, full, n);
+        assert!(false_rate <= bound, "{line}");
+    }
+}
+
+/// The scenarios are strong enough to tell: with the correction off, the
+/// same A/A runs exceed the bound many times over (fraud's count test on
+/// false positives, ride-sharing's mean test on ETA errors).
+#[test]
+fn without_the_correction_the_noise_fails_the_bound() {
+    for (name, compress, runs) in [("fraud", 24, 100), ("ride-sharing-eta", 16, 60)] {
+        let policy = time_compressed(&policy(name, true), compress);
+        let (false_rate, bound, line) = sweep(name, "rate", &policy, false, runs);
+        assert!(false_rate > 4.0 * bound, "{line}");
     }
 }
 
