@@ -91,6 +91,73 @@ fn each_recorded_arm_keeps_its_own_rates() {
     assert!((c - 0.01).abs() < 0.001, "borrowed {c}");
 }
 
+/// A replay's `of` map keeps a subset inside its parent: fraud_blocked is
+/// drawn out of fraud_total's draw, never above it, so `blocked − 0.8·total`
+/// varies by the nested binomial's `0.8·0.2·E[total]` (drawn independently
+/// of each other, as before `of`, it varied about nine times as much and
+/// blocked could exceed total).
+#[test]
+fn a_subset_is_drawn_within_its_parent() {
+    let nested = r#"{"interval": "1m", "of": {"fraud_blocked": "fraud_total"}, "intervals": [
+        {"baseline": {"counters": {"requests": 100000, "fraud_total": 200, "fraud_blocked": 160}},
+         "canary": {}}]}"#;
+    let snaps = resample(
+        parse_replay("nested.json", nested.as_bytes()).unwrap(),
+        0.5,
+        4000,
+    );
+    let mut diffs = Vec::new();
+    let mut total = 0.0;
+    for s in &snaps {
+        for arm in [&s.baseline, &s.canary] {
+            let (t, b) = (arm.counter("fraud_total"), arm.counter("fraud_blocked"));
+            assert!(b <= t, "{b} blocked of {t}");
+            diffs.push(b as f64 - 0.8 * t as f64);
+            total += t as f64;
+        }
+    }
+    let n = diffs.len() as f64;
+    let mean = diffs.iter().sum::<f64>() / n;
+    let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let want = 0.8 * 0.2 * total / n;
+    eprintln!("blocked − 0.8·total: mean {mean:.3}, variance {var:.2} (nested binomial {want:.2})");
+    assert!(mean.abs() < 4.0 * (want / n).sqrt(), "{mean}");
+    assert!((var / want - 1.0).abs() < 0.1, "{var} vs {want}");
+}
+
+/// Mistakes in `of` are refused with the place: a name that is not one, a
+/// cycle, `requests` inside something.
+#[test]
+fn replay_of_mistakes_are_located() {
+    let with = |of: &str| {
+        format!(
+            r#"{{"interval": "1m", "of": {of}, "intervals": [{{"baseline": {{}}, "canary": {{}}}}]}}"#
+        )
+    };
+    for (of, want) in [
+        (
+            r#"{"a": "b", "b": "a"}"#,
+            "r.json:1:1: of.a: `a` would count within itself (a cycle through `b`)",
+        ),
+        (
+            r#"{"x": "x"}"#,
+            "r.json:1:1: of.x: `x` would count within itself (a cycle through `x`)",
+        ),
+        (
+            r#"{"requests": "errors"}"#,
+            "r.json:1:1: of.requests: `requests` is the traffic itself and counts within nothing",
+        ),
+        (
+            r#"{"a b": "c"}"#,
+            "r.json:1:1: of.a b: `a b` is not a signal name",
+        ),
+    ] {
+        let got = parse_replay("r.json", with(of).as_bytes()).err();
+        assert_eq!(got.as_deref(), Some(want), "{of}");
+    }
+    assert!(parse_replay("r.json", with(r#"{"a": "b", "b": "c"}"#).as_bytes()).is_ok());
+}
+
 /// Variance of the per-interval z statistic of the two recorded arms'
 /// rates of `num / den` (1 for independent requests at equal rates).
 fn recorded_dispersion(replay: &Replay, num: &str, den: &str) -> f64 {
@@ -161,6 +228,7 @@ fn a_a_on_the_synthetic_replay_stays_within_alpha() {
         name: replay.name.clone(),
         interval: replay.interval,
         // By default the replay's first 6 hours (a day's low and rise).
+        of: replay.of.clone(),
         intervals: if full {
             replay.intervals
         } else {
