@@ -9,6 +9,7 @@
 //!
 //! - `scenario.rs`: scenario files → [`scenario::Scenario`] (located errors).
 //! - `traffic.rs`: the scenario's traffic model, sampled per interval.
+//! - `values.rs`: mean signals' values (for `kind: mean` metrics).
 //! - `source.rs`: model or replay; the Prometheus `query_range` converter.
 //! - `run.rs`: one rollout on a virtual clock.
 //! - `peers.rs`: the `--compare` styles (threshold, Mann-Whitney, the SPRT
@@ -30,6 +31,7 @@ pub mod sampling;
 pub mod scenario;
 pub mod source;
 pub mod traffic;
+pub mod values;
 
 pub use canaryd::policy;
 
@@ -130,12 +132,26 @@ pub fn grouped_signals(policy: &Policy) -> Vec<String> {
     out
 }
 
-/// A source from a scenario, sampling latency only when the policy reads it
-/// and group counts only for the counters it reads per group.
+/// The value signals a policy's `kind: mean` metrics read.
+pub fn mean_signals(policy: &Policy) -> Vec<String> {
+    policy
+        .metrics
+        .values()
+        .filter_map(|m| match m {
+            Metric::Mean { signal } => Some(signal.clone()),
+            Metric::Ratio { .. } | Metric::Latency { .. } => None,
+        })
+        .collect()
+}
+
+/// A source from a scenario, sampling latency only when the policy reads it,
+/// group counts only for the counters it reads per group and mean signals'
+/// values only for the ones it reads.
 pub fn model_source(scenario: &scenario::Scenario, policy: &Policy) -> Source {
     Source::Model(Box::new(
         traffic::TrafficModel::new(scenario, needs_latency(policy))
-            .grouping_only(&grouped_signals(policy)),
+            .grouping_only(&grouped_signals(policy))
+            .means_only(&mean_signals(policy)),
     ))
 }
 

@@ -10,6 +10,13 @@
 //! `clicks`), and then its `rate` is the probability that each event of
 //! `OTHER` also counts for it (sensitivity = flagged / confirmed needs the
 //! numerator to be a subset of the denominator).
+//!
+//! A second extension, for `kind: mean` metrics: `baseline.means` declares
+//! per-request values (an ETA's absolute error, a score) by their
+//! distribution, mean and standard deviation, one value per request or per
+//! event of a counter (`of`), and `canary.means` changes their mean and
+//! standard deviation. `traffic.rs` draws them into the snapshot the way a
+//! push records values (`simulator/README.md`, Mean signals).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -95,7 +102,63 @@ pub struct ArmModel {
     pub latency: Option<LognormalMs>,
     /// Custom counters in file order.
     pub signals: Vec<SignalModel>,
+    /// Value signals of `kind: mean` metrics, in file order.
+    pub means: Vec<MeanSignalModel>,
 }
+
+/// A per-request value (`baseline.means.NAME`): its distribution, given by
+/// mean and standard deviation, and what it is observed once for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeanSignalModel {
+    pub name: String,
+    pub distribution: ValueDistribution,
+    pub mean: f64,
+    pub sd: f64,
+    /// One value per event of this counter (`errors`, `clicks` or a custom
+    /// signal); `None`: one per request.
+    pub of: Option<String>,
+}
+
+/// The law of a mean signal's values: both positive, both a scale family
+/// (a factor on the values multiplies the mean and the standard deviation
+/// alike), which is how the noise moves them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueDistribution {
+    /// Shape `(mean/sd)²`, scale `sd²/mean`.
+    Gamma,
+    /// `ln X ~ N(μ, s²)` with `s² = ln(1 + (sd/mean)²)`, `μ = ln mean − s²/2`.
+    Lognormal,
+}
+
+/// A canary's change of one mean signal (`canary.means.NAME`), at full size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MeanChange {
+    pub mean: Option<ValueChange>,
+    pub sd: Option<ValueChange>,
+}
+
+/// A change of a positive quantity: relative (`+5%`) or to a value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ValueChange {
+    Relative(f64),
+    Absolute(f64),
+}
+
+impl ValueChange {
+    pub fn apply(self, base: f64) -> f64 {
+        match self {
+            ValueChange::Relative(r) => base * (1.0 + r),
+            ValueChange::Absolute(a) => a,
+        }
+    }
+}
+
+/// Smallest mean or standard deviation of a mean signal's values: values
+/// are held like latencies in ms, to the microsecond, so to 0.001.
+pub const MIN_VALUE_MOMENT: f64 = 0.01;
+/// Largest mean or standard deviation accepted (a typo guard, far below
+/// the histogram's ceiling of about 1.1e9).
+pub const MAX_VALUE_MOMENT: f64 = 1_000_000.0;
 
 /// A lognormal latency given by its median and 95th percentile.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -152,6 +215,8 @@ pub struct CanaryChange {
     pub tail: Option<Tail>,
     /// Signal name to its canary rate.
     pub signals: BTreeMap<String, Rate>,
+    /// Mean signal name to its change.
+    pub means: BTreeMap<String, MeanChange>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -261,6 +326,9 @@ fn compile_spec(sink: &mut Sink, node: &Node, path: &Path) -> Option<Scenario> {
         Some(n) => compile_noise(sink, n, &f.child("noise")),
         None => Some(Noise::default()),
     };
+    if let (Some(noise), Some((arm, _)), Some(n)) = (&noise, &baseline, f.get("noise")) {
+        check_session_correlation(sink, n, &f.child("noise"), noise, arm, canary.as_ref());
+    }
     let (rps, amplitude) = traffic?;
     let (baseline, groups) = baseline?;
     Some(Scenario {
@@ -343,6 +411,49 @@ fn compile_sessions(sink: &mut Sink, node: &Node, path: &Path) -> Option<Session
     })
 }
 
+/// Sessions correlate a mean signal's values through a shared factor on
+/// them (`traffic.rs`): the correlation `ρ` needs `ρ(1 + cv²) < 1` for each
+/// arm's coefficient of variation `cv = sd/mean`.
+fn check_session_correlation(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    noise: &Noise,
+    baseline: &ArmModel,
+    canary: Option<&Option<CanaryChange>>,
+) {
+    let Some(s) = noise.sessions else {
+        return;
+    };
+    for m in &baseline.means {
+        let mut cvs = vec![m.sd / m.mean];
+        if let Some(Some(c)) = canary
+            && let Some(change) = c.means.get(&m.name)
+        {
+            let (mean, sd) = change.at_full(m);
+            cvs.push(sd / mean);
+        }
+        for cv in cvs {
+            if s.correlation * (1.0 + cv * cv) >= 1.0 {
+                let at = entry(node, "sessions")
+                    .and_then(|n| entry(n, "correlation"))
+                    .map_or(node.pos, |n| n.pos);
+                sink.error(
+                    at,
+                    &path.key("sessions").key("correlation"),
+                    format!(
+                        "mean signal `{}` has values with a coefficient of variation of {cv:.3}: a shared session factor gives them a correlation below 1/(1 + cv²) = {:.4}, not {}",
+                        m.name,
+                        1.0 / (1.0 + cv * cv),
+                        s.correlation
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn compile_traffic(sink: &mut Sink, node: &Node, path: &Path) -> Option<(f64, f64)> {
     let f = decode::mapping(sink, node, path, &["requestsPerSecond", "diurnalAmplitude"])?;
     let rps = f.require(sink, "requestsPerSecond").and_then(|n| {
@@ -386,7 +497,7 @@ fn compile_baseline(sink: &mut Sink, node: &Node, path: &Path) -> Option<Baselin
         sink,
         node,
         path,
-        &["ctr", "errorRate", "latency", "signals"],
+        &["ctr", "errorRate", "latency", "signals", "means"],
     )?;
     let ctr = opt(sink, &f, "ctr", unit_number).unwrap_or(Some(0.0));
     let error_rate = opt(sink, &f, "errorRate", unit_number).unwrap_or(Some(0.0));
@@ -440,6 +551,10 @@ fn compile_baseline(sink: &mut Sink, node: &Node, path: &Path) -> Option<Baselin
         }
     }
     let groups = groups.map(|(g, _)| g).unwrap_or_default();
+    let means = match f.get("means") {
+        Some(n) => compile_means(sink, n, &f.child("means"), &names),
+        None => Some(Vec::new()),
+    };
     if !ok {
         return None;
     }
@@ -449,9 +564,126 @@ fn compile_baseline(sink: &mut Sink, node: &Node, path: &Path) -> Option<Baselin
             error_rate: error_rate?,
             latency: latency?,
             signals,
+            means: means?,
         },
         groups,
     ))
+}
+
+/// `baseline.means`: name to `{ distribution, mean, sd, of }`.
+fn compile_means(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    counters: &[String],
+) -> Option<Vec<MeanSignalModel>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, pos, value) in decode::free_mapping(sink, node, path)? {
+        let p = path.key(name);
+        if !decode::is_identifier(name) || is_builtin(name) || counters.iter().any(|c| c == name) {
+            sink.error(
+                pos,
+                &p,
+                format!(
+                    "expected a mean signal's name (letters, digits, `_`, `-`, `.`, `:`; not a counter: requests, impressions, errors, clicks, latency_ms or a signal under baseline.signals), found `{name}`"
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        match compile_mean_signal(sink, value, &p, name, counters) {
+            Some(m) => out.push(m),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn compile_mean_signal(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    name: &str,
+    counters: &[String],
+) -> Option<MeanSignalModel> {
+    let f = decode::mapping(sink, node, path, &["distribution", "mean", "sd", "of"])?;
+    let distribution = f.require(sink, "distribution").and_then(|n| {
+        let p = f.child("distribution");
+        match decode::string(sink, n, &p)?.as_str() {
+            "gamma" => Some(ValueDistribution::Gamma),
+            "lognormal" => Some(ValueDistribution::Lognormal),
+            other => {
+                sink.error(
+                    n.pos,
+                    &p,
+                    format!("expected `gamma` or `lognormal`, found `{other}`"),
+                );
+                None
+            }
+        }
+    });
+    let mean = f
+        .require(sink, "mean")
+        .and_then(|n| value_moment(sink, n, &f.child("mean")));
+    let sd = f
+        .require(sink, "sd")
+        .and_then(|n| value_moment(sink, n, &f.child("sd")));
+    let of = match f.get("of") {
+        Some(n) => {
+            let p = f.child("of");
+            decode::identifier(sink, n, &p, "counter name").and_then(|of| {
+                if of == "errors" || of == "clicks" || counters.contains(&of) {
+                    Some(Some(of))
+                } else {
+                    sink.error(
+                        n.pos,
+                        &p,
+                        format!(
+                            "`{of}` is not a counter: expected `errors`, `clicks` or a signal under baseline.signals (leave `of` out for one value per request)"
+                        ),
+                    );
+                    None
+                }
+            })
+        }
+        None => Some(None),
+    };
+    Some(MeanSignalModel {
+        name: name.to_owned(),
+        distribution: distribution?,
+        mean: mean?,
+        sd: sd?,
+        of: of?,
+    })
+}
+
+/// A mean or standard deviation of values: a plain number from
+/// [`MIN_VALUE_MOMENT`] to [`MAX_VALUE_MOMENT`].
+fn value_moment(sink: &mut Sink, node: &Node, path: &Path) -> Option<f64> {
+    let v = decode::number(sink, node, path)?;
+    if !(MIN_VALUE_MOMENT..=MAX_VALUE_MOMENT).contains(&v) {
+        sink.error(
+            node.pos,
+            path,
+            format!("expected a number from {MIN_VALUE_MOMENT} to {MAX_VALUE_MOMENT}, got {v}"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+/// The value of `key` in a mapping node (for locating an error in a node
+/// already decoded).
+fn entry<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    use canaryd::yaml::node::Value;
+    let Value::Map(entries) = &node.value else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+        .map(|(_, v)| v)
 }
 
 /// `(signal name, its of: node)` pairs, for the cross-reference check.
@@ -702,7 +934,15 @@ fn compile_canary(
         sink,
         node,
         path,
-        &["from", "rampOver", "ctr", "errorRate", "latency", "signals"],
+        &[
+            "from",
+            "rampOver",
+            "ctr",
+            "errorRate",
+            "latency",
+            "signals",
+            "means",
+        ],
     )?;
     let from = opt(sink, &f, "from", decode::duration).unwrap_or(Some(Duration::ZERO));
     let ramp_over = opt(sink, &f, "rampOver", decode::duration).unwrap_or(Some(Duration::ZERO));
@@ -751,6 +991,30 @@ fn compile_canary(
             }
         }
     }
+    let mut means = BTreeMap::new();
+    if let Some(n) = f.get("means") {
+        let mp = f.child("means");
+        for (name, pos, value) in decode::free_mapping(sink, n, &mp).unwrap_or_default() {
+            let p = mp.key(name);
+            let Some(model) = baseline.means.iter().find(|m| m.name == name) else {
+                sink.error(
+                    pos,
+                    &p,
+                    format!(
+                        "unknown mean signal `{name}`: the canary can only change a signal declared under spec.baseline.means"
+                    ),
+                );
+                ok = false;
+                continue;
+            };
+            match compile_mean_change(sink, value, &p, model) {
+                Some(c) => {
+                    means.insert(name.to_owned(), c);
+                }
+                None => ok = false,
+            }
+        }
+    }
     let (latency_scale, tail) = latency?;
     if !ok {
         return None;
@@ -763,7 +1027,75 @@ fn compile_canary(
         latency_scale,
         tail,
         signals,
+        means,
     })
+}
+
+/// `canary.means.NAME`: `{ mean: CHANGE, sd: CHANGE }`, each optional,
+/// `CHANGE` being `{ relative: 5% }` or `{ absolute: 98 }`; the changed
+/// value must stay within the range a baseline's may take.
+fn compile_mean_change(
+    sink: &mut Sink,
+    node: &Node,
+    path: &Path,
+    model: &MeanSignalModel,
+) -> Option<MeanChange> {
+    let f = decode::mapping(sink, node, path, &["mean", "sd"])?;
+    let mut one = |key: &str, base: f64| -> Option<Option<ValueChange>> {
+        let Some(n) = f.get(key) else {
+            return Some(None);
+        };
+        let p = f.child(key);
+        let c = decode::mapping(sink, n, &p, &["relative", "absolute"])?;
+        let change = match (c.get("relative"), c.get("absolute")) {
+            (Some(r), None) => {
+                ValueChange::Relative(decode::percent(sink, r, &c.child("relative"))?)
+            }
+            (None, Some(a)) => {
+                ValueChange::Absolute(decode::number(sink, a, &c.child("absolute"))?)
+            }
+            (Some(_), Some(a)) => {
+                sink.error(
+                    a.pos,
+                    &c.child("absolute"),
+                    "give either `relative` or `absolute`, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                sink.error(n.pos, &p, "expected `relative` or `absolute`");
+                return None;
+            }
+        };
+        let v = change.apply(base);
+        if !(MIN_VALUE_MOMENT..=MAX_VALUE_MOMENT).contains(&v) {
+            sink.error(
+                n.pos,
+                &p,
+                format!(
+                    "the canary's {key} would be {v}, expected from {MIN_VALUE_MOMENT} to {MAX_VALUE_MOMENT}"
+                ),
+            );
+            return None;
+        }
+        Some(Some(change))
+    };
+    let mean = one("mean", model.mean);
+    let sd = one("sd", model.sd);
+    Some(MeanChange {
+        mean: mean?,
+        sd: sd?,
+    })
+}
+
+impl MeanChange {
+    /// The canary's `(mean, sd)` at full size.
+    pub fn at_full(&self, base: &MeanSignalModel) -> (f64, f64) {
+        (
+            self.mean.map_or(base.mean, |c| c.apply(base.mean)),
+            self.sd.map_or(base.sd, |c| c.apply(base.sd)),
+        )
+    }
 }
 
 fn compile_change(sink: &mut Sink, node: &Node, path: &Path, base: f64) -> Option<Change> {

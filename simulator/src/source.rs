@@ -10,6 +10,9 @@
 //! weight schedule meaningful and gives Monte Carlo runs their variety.
 //! Counters with a rate above 1 (several per request) are drawn Poisson;
 //! group counters are drawn independently per group at their recorded rate.
+//! A counter the file's `of` map puts inside another (fraud_blocked within
+//! fraud_total) is drawn Binomial out of that counter's draw at the
+//! recorded share, so a ratio of the two stays a proportion.
 //! Latency is not part of the replay format yet.
 
 use std::collections::BTreeMap;
@@ -105,6 +108,11 @@ pub struct ReplayFile {
     /// Length of each recorded interval, e.g. `"1m"`.
     pub interval: String,
     pub intervals: Vec<RecordedInterval>,
+    /// Counter to the counter whose events it counts a subset of
+    /// (`"fraud_blocked": "fraud_total"`); every other counter counts
+    /// requests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub of: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -129,6 +137,8 @@ pub struct Replay {
     pub name: String,
     pub interval: Duration,
     pub intervals: Vec<RecordedInterval>,
+    /// Counter to the counter it is a subset of (checked: names, no cycle).
+    pub of: BTreeMap<String, String>,
 }
 
 /// Most recorded intervals accepted (a year of 10s intervals).
@@ -148,10 +158,37 @@ pub fn parse_replay(file: &str, bytes: &[u8]) -> Result<Replay, String> {
             raw.intervals.len()
         ));
     }
+    for (child, parent) in &raw.of {
+        let place = format!("{file}:1:1: of.{child}");
+        for name in [child, parent] {
+            if !canaryd::yaml::decode::is_identifier(name) {
+                return Err(format!("{place}: `{name}` is not a signal name"));
+            }
+        }
+        if child == "requests" {
+            return Err(format!(
+                "{place}: `requests` is the traffic itself and counts within nothing"
+            ));
+        }
+        // Follow the chain: it must end at a counter that counts requests.
+        let mut at = parent;
+        for _ in 0..=raw.of.len() {
+            if at == child {
+                return Err(format!(
+                    "{place}: `{child}` would count within itself (a cycle through `{parent}`)"
+                ));
+            }
+            match raw.of.get(at) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+    }
     Ok(Replay {
         name: raw.name.unwrap_or_else(|| file.to_owned()),
         interval,
         intervals: raw.intervals,
+        of: raw.of,
     })
 }
 
@@ -198,8 +235,8 @@ impl Replay {
                 };
                 let n_canary = binomial(rng, n, weight);
                 let (bl, ca) = (&rec.baseline, &rec.canary);
-                fill(rng, n - n_canary, bl, ca, &mut snap.baseline);
-                fill(rng, n_canary, ca, bl, &mut snap.canary);
+                fill(rng, n - n_canary, bl, ca, &self.of, &mut snap.baseline);
+                fill(rng, n_canary, ca, bl, &self.of, &mut snap.canary);
             }
             i += 1;
         }
@@ -211,6 +248,7 @@ fn fill<R: Rng + ?Sized>(
     n: u64,
     arm: &RecordedArm,
     other: &RecordedArm,
+    of: &BTreeMap<String, String>,
     out: &mut ArmData,
 ) {
     let rec = if arm.counters.get("requests").copied().unwrap_or(0) > 0 {
@@ -231,10 +269,45 @@ fn fill<R: Rng + ?Sized>(
             poisson(rng, n as f64 * rate)
         }
     };
-    for (name, &count) in &rec.counters {
-        if name != "requests" {
-            let c = draw(rng, count);
-            out.add(name, c);
+    if of.is_empty() {
+        for (name, &count) in &rec.counters {
+            if name != "requests" {
+                let c = draw(rng, count);
+                out.add(name, c);
+            }
+        }
+    } else {
+        // Parents first (depth-first from each counter, in name order), so
+        // a subset is drawn out of its parent's draw.
+        let mut drawn: BTreeMap<&str, u64> = BTreeMap::from([("requests", n)]);
+        for name in rec.counters.keys() {
+            let mut chain = vec![name.as_str()];
+            while let Some(parent) = of.get(*chain.last().unwrap_or(&"requests")) {
+                if drawn.contains_key(parent.as_str()) || chain.len() > of.len() {
+                    break;
+                }
+                chain.push(parent);
+            }
+            for c in chain.into_iter().rev() {
+                if drawn.contains_key(c) {
+                    continue;
+                }
+                let count = rec.counters.get(c).copied().unwrap_or(0);
+                let v = match of.get(c).map(String::as_str) {
+                    Some(parent) if parent != "requests" => {
+                        let recorded = rec.counters.get(parent).copied().unwrap_or(0);
+                        let within = drawn.get(parent).copied().unwrap_or(0);
+                        if recorded == 0 {
+                            0
+                        } else {
+                            binomial(rng, within, (count as f64 / recorded as f64).min(1.0))
+                        }
+                    }
+                    _ => draw(rng, count),
+                };
+                drawn.insert(c, v);
+                out.add(c, v);
+            }
         }
     }
     for (signal, groups) in &rec.groups {
@@ -351,5 +424,6 @@ pub fn replay_from_prometheus(inputs: &[(String, Vec<u8>)]) -> Result<ReplayFile
         name: None,
         interval: canaryd::time::format_duration(Duration::from_millis(step as u64)),
         intervals,
+        of: BTreeMap::new(),
     })
 }

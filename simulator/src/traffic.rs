@@ -12,14 +12,21 @@
 //! - `splitSd`: the canary's share of requests is the weight times a mean-one
 //!   lognormal factor (clamped into (0, 1); weights 0 and 1 stay exact);
 //! - `commonRateSd`, then `rateSd`: every ratio counter's rate (errors,
-//!   clicks, custom signals, per group alike) is multiplied by one factor per
-//!   counter shared by both arms, then by one per arm and counter, and
-//!   clamped to [0, 1];
+//!   clicks, custom signals, `of` signals' per-event probability, per group
+//!   alike) is moved by one factor per counter shared by both arms times one
+//!   per arm and counter: the rarer outcome's rate is multiplied (the rate
+//!   itself up to ½, its complement above; [`wobbled_rate`]), clamped to
+//!   [0, 1];
 //! - `sessions`: counters drawn out of requests (errors, clicks, custom
 //!   signals without `of`) count requests in sessions whose rate is drawn
 //!   around the arm's (`sampling::session_binomial`); a counter with `of`
 //!   stays Binomial given its parent's count, which carries the parent's
 //!   clustering.
+//!
+//! Mean signals' values (`baseline.means`) are drawn by `values.rs`, from a
+//! stream seeded per piece from the counts' (one draw, only in scenarios
+//! that declare them), so that neither the latency a policy reads nor the
+//! values it reads shift anything else.
 //!
 //! Latency takes no noise. The oracles' truth ([`TrafficModel::truth`]) is
 //! the mean rates, without the noise.
@@ -30,11 +37,12 @@ use std::f64::consts::PI;
 use std::time::Duration;
 
 use canaryd::stats::{ArmData, HistogramReads, LatencyReads};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 use crate::latency::{LATENCY_SIGNAL, LatencyRng, LatencyTruth, sample_latencies};
 use crate::sampling::{binomial, lognormal_factor, poisson, session_binomial};
 use crate::scenario::{ArmModel, Noise, Rate, Scenario, Sessions};
+use crate::values::{ValueTruth, record_values};
 
 const DAY_SECS: f64 = 86_400.0;
 
@@ -47,6 +55,8 @@ pub struct ArmTruth {
     pub latency: Option<LatencyTruth>,
     /// Custom signals: name, per-group rate (one entry when no groups), `of`.
     pub signals: Vec<(String, Vec<f64>, Option<String>)>,
+    /// Mean signals' values, in the scenario's order.
+    pub means: Vec<ValueTruth>,
 }
 
 /// The scenario's generator.
@@ -62,6 +72,9 @@ pub struct TrafficModel {
     /// Per counter (in `counter_names` order): written per group too, or
     /// only as the arm's total.
     written: Vec<bool>,
+    /// Per mean signal (the scenario's order): drawn, or skipped because
+    /// nothing reads it.
+    means_read: Vec<bool>,
 }
 
 impl TrafficModel {
@@ -73,8 +86,21 @@ impl TrafficModel {
             group_names: scenario.groups.iter().map(|(g, _)| g.clone()).collect(),
             scenario: scenario.clone(),
             written: vec![!scenario.groups.is_empty(); 4 + scenario.baseline.signals.len()],
+            means_read: vec![true; scenario.baseline.means.len()],
             latency_needed,
         }
+    }
+
+    /// Draws the values of `signals` alone among the mean signals (the ones
+    /// a policy's `kind: mean` metrics read); the others cost nothing.
+    pub fn means_only(mut self, signals: &[String]) -> Self {
+        self.means_read = self
+            .base
+            .means
+            .iter()
+            .map(|m| signals.contains(&m.name))
+            .collect();
+        self
     }
 
     /// Writes per-group counts only for `signals` (the ones a policy's
@@ -137,6 +163,13 @@ impl TrafficModel {
                 }
             }
         }
+        for (m, model) in canary.means.iter_mut().zip(&self.scenario.baseline.means) {
+            if let Some(c) = change.means.get(&m.name) {
+                let (mean, sd) = c.at_full(model);
+                m.mean = mix(m.mean, mean);
+                m.sd = mix(m.sd, sd);
+            }
+        }
         Some(canary)
     }
 
@@ -168,6 +201,16 @@ impl TrafficModel {
         let weight = canary_share(rng, weight.clamp(0.0, 1.0), noise.split_sd);
         let changed = self.canary_truth(t0 + (t1 - t0) / 2);
         let factors = rate_factors(rng, &noise, 4 + self.base.signals.len());
+        let mut values = (!self.base.means.is_empty()).then(|| {
+            let mut v = LatencyRng::seed_from_u64(rng.next_u64());
+            let common: Vec<f64> = self
+                .base
+                .means
+                .iter()
+                .map(|_| lognormal_factor(&mut v, noise.common_rate_sd))
+                .collect();
+            (v, common)
+        });
         let arms = [
             (
                 expected * (1.0 - weight),
@@ -195,7 +238,26 @@ impl TrafficModel {
                 // A reused snapshot's histogram that nothing reads now.
                 arm.latency.remove(LATENCY_SIGNAL);
             }
+            let before: Vec<u64> = truth
+                .means
+                .iter()
+                .map(|m| m.of.as_deref().map_or(0, |of| arm.counter(of)))
+                .collect();
             self.fill_counters(rng, n, truth, factors, noise.sessions, arm);
+            if let Some((values_rng, common)) = &mut values {
+                for (k, m) in truth.means.iter().enumerate() {
+                    let factor = common[k] * lognormal_factor(values_rng, noise.rate_sd);
+                    if !self.means_read.get(k).copied().unwrap_or(false) {
+                        continue;
+                    }
+                    let count = match &m.of {
+                        None => n,
+                        Some(of) => arm.counter(of).saturating_sub(before[k]),
+                    };
+                    let hist = arm.latency_mut(&m.name);
+                    record_values(values_rng, hist, count, m, factor, noise.sessions);
+                }
+            }
         }
     }
 
@@ -281,7 +343,7 @@ impl TrafficModel {
                     _ => truth.signals[j - 4].1.get(g).copied().unwrap_or(0.0),
                 };
                 let rate = |g: usize| match factors.and_then(|f| f.get(j)) {
-                    Some(f) => (mean_rate(g) * f).clamp(0.0, 1.0),
+                    Some(&f) => wobbled_rate(mean_rate(g), f),
                     None => mean_rate(g),
                 };
                 let from = if j < 4 { Some(0) } else { parent(j - 4) };
@@ -325,6 +387,23 @@ fn canary_share<R: Rng + ?Sized>(rng: &mut R, weight: f64, split_sd: f64) -> f64
         return weight;
     }
     (weight * lognormal_factor(rng, split_sd)).clamp(f64::MIN_POSITIVE, 1.0 - f64::EPSILON)
+}
+
+/// A rate `p` moved by a mean-one noise factor `f`: the rarer of the two
+/// outcomes is multiplied, `p·f` when `p ≤ ½`, else `1 − (1 − p)·f` (the
+/// complement: a sensitivity of 97% wobbles through its 3% misses), clamped
+/// to [0, 1]. Either way the rate keeps its mean (clamping aside, which
+/// needs `f > 2` for a rate at ½ and never happens for rare outcomes) and
+/// varies by `min(p, 1 − p)²·Var f`, whichever outcome a policy counts.
+/// Multiplying a rate near 1 instead would push it above 1 in about half the
+/// intervals: clamped, a 97% rate at `rateSd` 0.3 averaged 86.7% and sat at
+/// 100% in 40% of intervals.
+pub fn wobbled_rate(p: f64, f: f64) -> f64 {
+    if p <= 0.5 {
+        (p * f).clamp(0.0, 1.0)
+    } else {
+        (1.0 - (1.0 - p) * f).clamp(0.0, 1.0)
+    }
 }
 
 /// Per arm (baseline, canary), each counter's rate factor, in counter order
@@ -405,6 +484,17 @@ fn arm_truth(arm: &ArmModel, groups: usize) -> ArmTruth {
                     Rate::PerGroup(v) => v.clone(),
                 };
                 (s.name.clone(), rates, s.of.clone())
+            })
+            .collect(),
+        means: arm
+            .means
+            .iter()
+            .map(|m| ValueTruth {
+                name: m.name.clone(),
+                distribution: m.distribution,
+                mean: m.mean,
+                sd: m.sd,
+                of: m.of.clone(),
             })
             .collect(),
     }

@@ -26,6 +26,8 @@ spec:
     latency: { distribution: lognormal, p50: 80ms, p95: 150ms }
     signals:
       approvals: { rate: 0.3, groups: { a: 0.6, b: 0.4 } }
+    means:
+      eta: { distribution: gamma, mean: 90, sd: 80, of: approvals }
   canary:
     from: 1h
     rampOver: 30m
@@ -34,6 +36,8 @@ spec:
     latency: { scale: 1.1, tail: { fraction: 0.02, add: 500ms } }
     signals:
       approvals: { rate: { a: 0.3, b: 0.2 } }
+    means:
+      eta: { mean: { relative: 5% }, sd: { absolute: 100 } }
 ";
 
 #[test]
@@ -55,7 +59,7 @@ fn no_canary_section_is_an_a_a_run() {
     check(
         "apiVersion: canaryd.dev/v1\nkind: Scenario\nmetadata: { name: aa }\nspec:\n  duration: 1h\n  traffic: { requestsPerSecond: 5 }\n  baseline: { errorRate: 1% }\n",
         expect![[
-            r#"ok: Scenario { name: "aa", duration: 3600s, requests_per_second: 5.0, diurnal_amplitude: 0.0, groups: [], baseline: ArmModel { ctr: 0.0, error_rate: 0.01, latency: None, signals: [] }, canary: None, noise: Noise { rate_sd: 0.0, common_rate_sd: 0.0, sessions: None, split_sd: 0.0 } }"#
+            r#"ok: Scenario { name: "aa", duration: 3600s, requests_per_second: 5.0, diurnal_amplitude: 0.0, groups: [], baseline: ArmModel { ctr: 0.0, error_rate: 0.01, latency: None, signals: [], means: [] }, canary: None, noise: Noise { rate_sd: 0.0, common_rate_sd: 0.0, sessions: None, split_sd: 0.0 } }"#
         ]],
     );
 }
@@ -179,7 +183,7 @@ fn canary_mistakes() {
             s.yaml:15:23: spec.canary.latency.scale: must be above 0 and at most 1000, got 0
             s.yaml:17:36: spec.canary.signals.approvals.rate.c: unknown group `c`, expected one of `a`, `b`
             s.yaml:18:7: spec.canary.signals.unknown: unknown signal `unknown`: the canary can only change a signal declared under spec.baseline.signals
-            s.yaml:19:5: spec.canary.colour: unknown field `colour`, expected one of `from`, `rampOver`, `ctr`, `errorRate`, `latency`, `signals`"#]],
+            s.yaml:19:5: spec.canary.colour: unknown field `colour`, expected one of `from`, `rampOver`, `ctr`, `errorRate`, `latency`, `signals`, `means`"#]],
     );
 }
 
@@ -248,6 +252,108 @@ fn noise_mistakes() {
 /// Every kind of noise parses to its field; absent kinds are off, and an
 /// empty `noise` is the same as none.
 #[test]
+fn mean_signal_mistakes() {
+    check(
+        &with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline:
+    signals:
+      trips: { rate: 0.2 }
+    means:
+      eta_err: { distribution: weibull, mean: 0, sd: 2e7, of: rides, extra: 1 }
+      trips: { distribution: gamma, mean: 1, sd: 1 }
+      errors: { distribution: gamma, mean: 1, sd: 1 }
+      ok_one: { distribution: lognormal, mean: 90 }
+  canary:
+    means:
+      ok_two: { mean: { relative: 5% } }
+",
+        ),
+        expect![[r#"
+            s.yaml:11:32: spec.baseline.means.eta_err.distribution: expected `gamma` or `lognormal`, found `weibull`
+            s.yaml:11:47: spec.baseline.means.eta_err.mean: expected a number from 0.01 to 1000000, got 0
+            s.yaml:11:54: spec.baseline.means.eta_err.sd: expected a number from 0.01 to 1000000, got 20000000
+            s.yaml:11:63: spec.baseline.means.eta_err.of: `rides` is not a counter: expected `errors`, `clicks` or a signal under baseline.signals (leave `of` out for one value per request)
+            s.yaml:11:70: spec.baseline.means.eta_err.extra: unknown field `extra`, expected one of `distribution`, `mean`, `sd`, `of`
+            s.yaml:12:7: spec.baseline.means.trips: expected a mean signal's name (letters, digits, `_`, `-`, `.`, `:`; not a counter: requests, impressions, errors, clicks, latency_ms or a signal under baseline.signals), found `trips`
+            s.yaml:13:7: spec.baseline.means.errors: expected a mean signal's name (letters, digits, `_`, `-`, `.`, `:`; not a counter: requests, impressions, errors, clicks, latency_ms or a signal under baseline.signals), found `errors`
+            s.yaml:14:15: spec.baseline.means.ok_one: missing required field `sd`"#]],
+    );
+    check(
+        &with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline:
+    means:
+      score: { distribution: gamma, mean: 1, sd: 3 }
+  canary:
+    means:
+      score: { mean: { relative: -100% }, sd: { relative: 5%, absolute: 2 }, skew: 1 }
+  noise:
+    sessions: { size: 20, correlation: 0.2 }
+",
+        ),
+        expect![[r#"
+            s.yaml:12:22: spec.canary.means.score.mean: the canary's mean would be 0, expected from 0.01 to 1000000
+            s.yaml:12:73: spec.canary.means.score.sd.absolute: give either `relative` or `absolute`, not both
+            s.yaml:12:78: spec.canary.means.score.skew: unknown field `skew`, expected one of `mean`, `sd`
+            s.yaml:14:40: spec.noise.sessions.correlation: mean signal `score` has values with a coefficient of variation of 3.000: a shared session factor gives them a correlation below 1/(1 + cv²) = 0.1000, not 0.2"#]],
+    );
+    check(
+        &with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline:
+    means:
+      score: { distribution: gamma, mean: 1, sd: 0.5 }
+  canary:
+    means:
+      score: { sd: { absolute: 2 } }
+  noise:
+    sessions: { size: 20, correlation: 0.25 }
+",
+        ),
+        expect![
+            "s.yaml:14:40: spec.noise.sessions.correlation: mean signal `score` has values with a coefficient of variation of 2.000: a shared session factor gives them a correlation below 1/(1 + cv²) = 0.2000, not 0.25"
+        ],
+    );
+}
+
+#[test]
+fn mean_signals_parse() {
+    let s = parse_scenario(
+        "s.yaml",
+        with_spec(
+            "  duration: 1h
+  traffic: { requestsPerSecond: 10 }
+  baseline:
+    signals:
+      trips: { rate: 0.2 }
+    means:
+      eta: { distribution: gamma, mean: 90, sd: 80, of: trips }
+      score: { distribution: lognormal, mean: 0.45, sd: 0.1 }
+  canary:
+    from: 1h
+    means:
+      eta: { mean: { relative: 5% }, sd: { absolute: 100 } }
+",
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let eta = &s.baseline.means[0];
+    assert_eq!(
+        (eta.name.as_str(), eta.mean, eta.sd, eta.of.as_deref()),
+        ("eta", 90.0, 80.0, Some("trips"))
+    );
+    let change = s.canary.unwrap().means["eta"];
+    let (mean, sd) = change.at_full(eta);
+    assert!((mean - 94.5).abs() < 1e-9 && sd == 100.0, "{mean} {sd}");
+    assert_eq!(s.baseline.means[1].of, None);
+}
+
+#[test]
 fn noise_parses() {
     let spec = |noise: &str| {
         with_spec(&format!(
@@ -272,7 +378,7 @@ fn noise_parses() {
 ",
         ),
         expect![[
-            r#"ok: Scenario { name: "s", duration: 3600s, requests_per_second: 10.0, diurnal_amplitude: 0.0, groups: [], baseline: ArmModel { ctr: 0.0, error_rate: 0.01, latency: None, signals: [] }, canary: None, noise: Noise { rate_sd: 0.3, common_rate_sd: 0.2, sessions: Some(Sessions { size: 20, correlation: 0.05 }), split_sd: 0.05 } }"#
+            r#"ok: Scenario { name: "s", duration: 3600s, requests_per_second: 10.0, diurnal_amplitude: 0.0, groups: [], baseline: ArmModel { ctr: 0.0, error_rate: 0.01, latency: None, signals: [], means: [] }, canary: None, noise: Noise { rate_sd: 0.3, common_rate_sd: 0.2, sessions: Some(Sessions { size: 20, correlation: 0.05 }), split_sd: 0.05 } }"#
         ]],
     );
     assert!(parse("").is_off());
