@@ -10,7 +10,10 @@
 //! right for non-rare Bernoulli data (it tests an odds ratio, not a rate
 //! ratio), which is why common events go to the normal test.
 //! `RatioMethod::Auto` makes the choice once, from data seen before the
-//! test starts, so the choice is predictable and the guarantee holds.
+//! test starts, so the choice is predictable and the guarantee holds. The
+//! count test also takes the interval that brought that data: the choice
+//! depends on it only through its totals, which the count test conditions
+//! on (see `RatioVsBaseline::observe`).
 
 use serde::{Deserialize, Serialize};
 
