@@ -130,18 +130,12 @@ impl NormalContrast {
             self.sync_segments(0.0, 0.0);
             return;
         }
-        let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
         let f = self.null_ratio;
-        let d = self.direction.sign() * (xc / nc - f * xb / nb);
+        // Predictable: the rate pooled over earlier intervals only.
+        let (d, model) = interval_contrast(self.direction, f, pooled_before, [xc, nc, xb, nb]);
+        let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
         let var = match self.dispersion.as_mut() {
             Some(dispersion) => {
-                // Predictable: the rate pooled over earlier intervals only.
-                let p = pooled_before;
-                let unit = if p < 1.0 { p * (1.0 - p) } else { p };
-                // An interval whose events are all zero (or all one) so far
-                // carries the information of one event, not of 1e12.
-                let unit = unit.max(1.0 / (nc + nb));
-                let model = unit * (1.0 / nc + f * f / nb);
                 let var = model * self.overdispersion * dispersion.factor(model);
                 dispersion.record(d, model);
                 var
@@ -265,4 +259,25 @@ pub(crate) fn one_sided_bound(
         steps += 1;
     }
     Some(bisect(lo, hi, below))
+}
+
+/// One interval's contrast `s·(p̂_c − f·p̂_b)` and its binomial variance at
+/// the pooled rate `pooled`, from `[x_c, n_c, x_b, n_b]` (both `n` > 0). An
+/// interval whose events are all zero (or all one) so far carries the
+/// information of one event, not of 1e12.
+pub(crate) fn interval_contrast(
+    direction: Direction,
+    f: f64,
+    pooled: f64,
+    [xc, nc, xb, nb]: [u64; 4],
+) -> (f64, f64) {
+    let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
+    let d = direction.sign() * (xc / nc - f * xb / nb);
+    let unit = if pooled < 1.0 {
+        pooled * (1.0 - pooled)
+    } else {
+        pooled
+    };
+    let unit = unit.max(1.0 / (nc + nb));
+    (d, unit * (1.0 / nc + f * f / nb))
 }

@@ -26,7 +26,7 @@ use super::hypothesis::{
     Direction, GRID_POINTS, GateKind, Schedule, information_grid, log_boundary,
 };
 use super::mixture::ChangeDetection;
-use super::normal_contrast::NormalContrast;
+use super::normal_contrast::{NormalContrast, interval_contrast};
 use super::snapshot::IntervalSnapshot;
 use super::{StatsError, check_positive, check_unit_open};
 use crate::time::Timestamp;
@@ -540,28 +540,20 @@ impl RatioVsBaseline {
 /// Alias used for gates built with [`RatioVsBaseline::gate`].
 pub type RatioGate = RatioVsBaseline;
 
-/// Records one burn-in interval's contrast `s·(p̂_c − f·p̂_b)` and its
-/// binomial variance at the pooled rate `pooled` into `d`, on the normal
-/// test's scale (see `NormalContrast::update`).
+/// Records one burn-in interval's contrast and its binomial variance at the
+/// pooled rate `pooled` into `d`, on the normal test's scale.
 fn record_contrast(
     d: &mut Dispersion,
     direction: Direction,
     f: f64,
     pooled: f64,
-    [xc, nc, xb, nb]: [u64; 4],
+    counts: [u64; 4],
 ) {
-    if nc == 0 || nb == 0 {
+    if counts[1] == 0 || counts[3] == 0 {
         return;
     }
-    let (xc, nc, xb, nb) = (xc as f64, nc as f64, xb as f64, nb as f64);
-    let contrast = direction.sign() * (xc / nc - f * xb / nb);
-    let unit = if pooled < 1.0 {
-        pooled * (1.0 - pooled)
-    } else {
-        pooled
-    };
-    let unit = unit.max(1.0 / (nc + nb));
-    d.record(contrast, unit * (1.0 / nc + f * f / nb));
+    let (contrast, variance) = interval_contrast(direction, f, pooled, counts);
+    d.record(contrast, variance);
 }
 
 #[cfg(test)]
