@@ -12,9 +12,14 @@
 //! - **Idle eviction.** Near the cap, each new connection closes the
 //!   connection idle the longest (no request in flight: never used, between
 //!   kept-alive requests, or still sending its request's head), as nginx
-//!   reuses idle keep-alive connections when it runs short; at the cap with
-//!   nothing idle, a new connection gets a 503 and is closed. So idle
-//!   sockets cannot keep `/healthz` or an operator out.
+//!   reuses idle keep-alive connections when it runs short. An evicted
+//!   connection is dropped at once (no request of it is lost: none is in
+//!   flight), so at the cap a new connection waits the moment it takes the
+//!   evicted one to go ([`EVICTION_WAIT`]) and is then served. Only at the
+//!   cap with nothing idle does it get a 503, sent before it is closed and
+//!   followed by a short drain of what it sends ([`REFUSAL_LINGER`]), so the
+//!   client reads the 503 rather than a reset. So idle sockets cannot keep
+//!   `/healthz` or an operator out.
 //! - **Timeouts.** hyper's `header_read_timeout` closes a connection whose
 //!   request head has not arrived in time; its clock starts whenever hyper
 //!   waits for a head, so it is also the idle keep-alive timeout. Request
@@ -45,6 +50,17 @@ use super::config::ApiLimits;
 
 /// The largest request head (request line and headers) hyper buffers.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How long a connection that arrives at the cap waits for the idle one it
+/// evicted to go before it is refused.
+const EVICTION_WAIT: Duration = Duration::from_millis(250);
+
+/// How long a refused connection is drained after its 503, so the client
+/// reads the answer instead of a reset; [`MAX_LINGERING`] at once, past
+/// which a refused connection is closed at once (their descriptors come
+/// from the reserve).
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+const MAX_LINGERING: usize = 16;
 
 /// What a connection over the cap is told before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connections to the API; retry\r\n";
@@ -124,6 +140,10 @@ struct Conn {
 struct Table {
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     seq: AtomicU64,
+    /// Woken each time a connection leaves the table.
+    removed: Notify,
+    /// Refused connections still being drained.
+    lingering: AtomicUsize,
 }
 
 impl Table {
@@ -149,6 +169,37 @@ impl Table {
         if let Ok(mut c) = self.conns.lock() {
             c.remove(&id);
         }
+        self.removed.notify_waiters();
+    }
+
+    /// At the cap: evict the idlest connection and wait (at most
+    /// [`EVICTION_WAIT`]) until the table is below `cap`; false when
+    /// nothing is idle or it did not leave in time.
+    async fn make_room(&self, cap: usize) -> bool {
+        let deadline = tokio::time::Instant::now() + EVICTION_WAIT;
+        loop {
+            let removed = self.removed.notified();
+            tokio::pin!(removed);
+            // Registered before the check, so a removal in between wakes it.
+            removed.as_mut().enable();
+            if self.len() < cap {
+                return true;
+            }
+            if !self.evict_idlest() && !self.any_closing() {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, removed).await.is_err() {
+                return self.len() < cap;
+            }
+        }
+    }
+
+    fn any_closing(&self) -> bool {
+        self.conns.lock().is_ok_and(|c| {
+            c.values().any(|c| {
+                c.closing.load(Ordering::Acquire) && c.in_flight.load(Ordering::Acquire) == 0
+            })
+        })
     }
 
     /// Ask the connection idle the longest to close; false when none is
@@ -206,12 +257,13 @@ pub async fn serve(
         match accepted {
             Ok((stream, _peer)) => {
                 let open = table.len();
-                if open >= evict_from {
-                    table.evict_idlest();
-                }
                 if open >= cap {
-                    refuse(stream);
-                    continue;
+                    if !table.make_room(cap).await {
+                        refuse(stream, &table);
+                        continue;
+                    }
+                } else if open >= evict_from {
+                    table.evict_idlest();
                 }
                 let _ = stream.set_nodelay(true);
                 let (id, conn) = table.insert();
@@ -241,10 +293,34 @@ pub async fn serve(
     Ok(())
 }
 
-/// Over the cap: say so and close, without waiting for the client.
-fn refuse(stream: TcpStream) {
+/// Over the cap: say so, then drain what the client sends for a moment
+/// before closing, so it reads the 503 instead of a reset (closing a socket
+/// with unread data resets it). At most [`MAX_LINGERING`] drain at once.
+fn refuse(stream: TcpStream, table: &Arc<Table>) {
     tracing::debug!("API connection refused: at the connection cap");
     let _ = stream.try_write(REFUSED);
+    if table.lingering.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
+        table.lingering.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let table = table.clone();
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let mut left = MAX_HEAD_BYTES;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+        table.lingering.fetch_sub(1, Ordering::AcqRel);
+    });
 }
 
 /// One connection, until it ends or is asked to close.
@@ -274,8 +350,13 @@ async fn run(
             }
         }
         _ = conn.close.notified() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            // Evicted while idle: drop it now (nothing of it is in flight),
+            // so its descriptor is free for the connection that needs it.
+            // A request that began since finishes first.
+            if conn.in_flight.load(Ordering::Acquire) > 0 {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
         }
     }
 }
@@ -395,5 +476,28 @@ mod tests {
         drop(busy);
         assert!(table.evict_idlest());
         assert!(first.closing.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_room_is_made_by_evicting_an_idle_connection() {
+        let table = Arc::new(Table::default());
+        let (busy_id, busy) = table.insert();
+        let _in_flight = InFlight::new(busy.clone(), table.clone());
+        let (idle_id, idle) = table.insert();
+        // The idle connection's task leaves the table once asked to close.
+        let leaving = {
+            let table = table.clone();
+            tokio::spawn(async move {
+                idle.close.notified().await;
+                table.remove(idle_id);
+            })
+        };
+        assert!(table.make_room(2).await);
+        leaving.await.unwrap();
+        assert_eq!(table.len(), 1);
+        // Now only a busy connection is left: no room at a cap of one.
+        assert!(!table.make_room(1).await);
+        assert!(!busy.closing.load(Ordering::Acquire));
+        table.remove(busy_id);
     }
 }
