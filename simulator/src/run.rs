@@ -352,7 +352,10 @@ pub fn summarize(evidence: Option<&TriggerEvidence>) -> String {
                 clock(e.window_start),
                 clock(e.window_end),
                 clock(e.evidence_since)
-            )
+            ) + &e
+                .caveat
+                .as_deref()
+                .map_or(String::new(), |c| format!("; note: {c}"))
         }
         Some(TriggerEvidence::Objective(o)) => format!(
             "{}: observed {:.4}, limit {:.4}, canary n={}",

@@ -65,11 +65,7 @@ fn values(arm: &ArmData, signal: &str) -> Moments {
     arm.latency
         .get(signal)
         .and_then(|h| h.moments_ms())
-        .unwrap_or(Moments {
-            n: 0,
-            mean: 0.0,
-            variance: 0.0,
-        })
+        .unwrap_or_default()
 }
 
 /// Mean and variance of `xs`, with their standard errors.

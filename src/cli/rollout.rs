@@ -389,6 +389,13 @@ pub fn render_status(v: &Rollout) -> String {
             t.samples
         ));
     }
+    for t in v.triggers.iter().filter(|t| t.note.is_some()) {
+        out.push_str(&format!(
+            "  {}: {}\n",
+            t.name,
+            t.note.as_deref().unwrap_or("")
+        ));
+    }
     if !v.gates.is_empty() {
         out.push_str(&format!("\n{:<24} {:<6} BEFORE\n", "GATE", "SHOWN"));
         for g in &v.gates {

@@ -119,6 +119,10 @@ fn triggers(rollout: &Rollout<Monitor>) -> Vec<TriggerView> {
                 samples: r.map(|r| r.samples).unwrap_or(0),
                 statistic,
                 verdict: r.map(|r| r.verdict).unwrap_or_default(),
+                note: match r.and_then(|r| r.evidence.as_ref()) {
+                    Some(TriggerEvidence::Statistical(e)) => e.caveat.as_deref().map(str::to_owned),
+                    _ => None,
+                },
             }
         })
         .collect()

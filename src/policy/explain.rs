@@ -244,6 +244,35 @@ fn triggers(w: &mut String, policy: &Policy) {
             "objective triggers fire exactly as written and are outside alpha; the simulator reports how often they fire on healthy traffic"
         );
     }
+    let latency_vs_baseline = policy
+        .triggers
+        .iter()
+        .any(|t| matches!(t.check, TriggerCheck::QuantileVsBaseline { .. }))
+        || policy
+            .gates
+            .iter()
+            .any(|g| matches!(g.check, GateCheck::QuantileMaxIncrease { .. }));
+    if latency_vs_baseline {
+        let _ = writeln!(
+            w,
+            "latency is compared with the baseline by counting requests above a threshold: on Prometheus histograms the canary's threshold rounds to a bucket bound (up for a trigger, down for a gate), so coarse buckets test another factor than written; the status and the evidence show the factor applied when it differs by more than 2%"
+        );
+    }
+    let means = policy.triggers.iter().any(|t| {
+        matches!(
+            t.check,
+            TriggerCheck::MeanVsBaseline { .. } | TriggerCheck::MeanThreshold { .. }
+        )
+    }) || policy
+        .gates
+        .iter()
+        .any(|g| matches!(g.check, GateCheck::Mean { .. }));
+    if means {
+        let _ = writeln!(
+            w,
+            "means are read from histogram buckets; values above the largest finite bucket are known only to be above it, so a mean test stops (and reads no evidence) once they appear on the side where counting them at the bound would make evidence"
+        );
+    }
 }
 
 /// Each gate in words, and how the false-promotion budget is split.

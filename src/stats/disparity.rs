@@ -183,6 +183,7 @@ impl Disparity {
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
                 evidence_since: self.span.start.unwrap_or(self.span.end),
+                caveat: None,
             },
         }
     }
@@ -246,6 +247,7 @@ impl Disparity {
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
                 evidence_since: self.span.start.unwrap_or(self.span.end),
+                caveat: None,
             },
         }
     }

@@ -95,6 +95,13 @@ pub struct Evidence {
     /// regression that began mid-step, about when it began). The estimate and
     /// interval above still cover the whole window.
     pub evidence_since: Timestamp,
+    /// What the numbers above do not say on their own: the test reads
+    /// differently from the policy as written (a threshold rounded to a
+    /// coarse histogram bucket) or cannot use its data (values above a
+    /// histogram's largest bucket). Shown with the status, the incident and
+    /// the simulator's trace. Absent in evidence written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<Arc<str>>,
 }
 
 /// A test's answer for one interval.

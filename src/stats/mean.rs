@@ -14,6 +14,17 @@
 //! with fewer than `MIN_PER_INTERVAL` observations in an arm. The design
 //! effect (twice the tolerance) is fixed from the burn-in data, before the
 //! test starts, so the alternatives are predictable.
+//!
+//! Values in a histogram's open top bucket (Prometheus' `+Inf`) are known
+//! only to be at least its lower bound. Counted there, they understate
+//! their arm's mean, which is conservative on one side: the canary's when
+//! the test seeks evidence that the canary is higher, the baseline's when
+//! it seeks evidence that the canary is lower. On the other side they would
+//! manufacture evidence (a baseline understated makes a canary look worse;
+//! a canary understated makes it look better, and a gate shown), so the
+//! first such value stops the test for good: from that interval on it
+//! gains no evidence and reads none (a stopped e-process is still one, and
+//! reading less is always allowed), and the evidence says why.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +67,7 @@ impl Batch {
                 n: self.n,
                 mean,
                 variance: (self.sum_sq / n - mean * mean).max(0.0),
+                ..Moments::default()
             }
         })
     }
@@ -117,6 +129,19 @@ pub struct MeanTest {
     /// implies (it reads the way the decision went).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     segments: Vec<(f64, f64)>,
+    /// Set by the first interval whose values above a histogram's open top
+    /// bucket would make evidence on this test's side (module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unbounded: Option<Unbounded>,
+}
+
+/// Why a mean test stopped: values of `arm` above the open top bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Unbounded {
+    arm: String,
+    values: u64,
+    above_ms: f64,
+    since: Timestamp,
 }
 
 fn is_zero_f64(x: &f64) -> bool {
@@ -169,6 +194,7 @@ impl MeanTest {
             baseline_var_n: 0,
             dispersion: Some(Dispersion::new(Overdispersion::Auto)),
             segments: Vec::new(),
+            unbounded: None,
             span_start: None,
             span_end: Timestamp::EPOCH,
             crossed: false,
@@ -299,9 +325,12 @@ impl MeanTest {
             .and_then(|h| h.moments_ms());
         self.span_start.get_or_insert(snap.start);
         self.span_end = self.span_end.max(snap.end);
+        if self.unbounded.is_none() {
+            self.unbounded = self.unbounded_side(mc, mb, snap.start);
+        }
         // The contrast of this interval uses this interval's data only; the
         // design was fixed from earlier intervals.
-        if self.mixture.is_some() {
+        if self.mixture.is_some() && self.unbounded.is_none() {
             self.update(mc, mb, snap.start);
         }
         if let Some(m) = mc {
@@ -319,6 +348,29 @@ impl MeanTest {
     /// The verdict for an interval excluded by warm-up.
     pub fn excluded(&self) -> Verdict {
         self.clone().verdict(Status::Excluded)
+    }
+
+    /// The arm whose values above the open top bucket would make evidence
+    /// on this test's side, if it has any (module docs).
+    fn unbounded_side(
+        &self,
+        mc: Option<Moments>,
+        mb: Option<Moments>,
+        at: Timestamp,
+    ) -> Option<Unbounded> {
+        let (arm, m) = match self.direction {
+            // Evidence that the canary is higher: an understated baseline.
+            Direction::Increase if self.compares_baseline() => ("baseline", mb?),
+            Direction::Increase => return None,
+            // Evidence that the canary is lower: an understated canary.
+            Direction::Decrease => ("canary", mc?),
+        };
+        (m.above_top > 0).then(|| Unbounded {
+            arm: arm.to_string(),
+            values: m.above_top,
+            above_ms: m.top_ms,
+            since: at,
+        })
     }
 
     fn maybe_start(&mut self) {
@@ -457,6 +509,9 @@ impl MeanTest {
             .as_ref()
             .map_or((0.0, 0.0), |m| (m.log_e(), m.max_log_e()));
         self.crossed |= max_log_e >= boundary;
+        // Stopped: what it had reached still counts for `crossed` (reached
+        // before the stop), but it reads no evidence now.
+        let log_e = if self.unbounded.is_some() { 0.0 } else { log_e };
         let status = if self.crossed {
             Status::Crossed
         } else if self.mixture.is_some() {
@@ -491,6 +546,15 @@ impl MeanTest {
                     .and_then(RestartMixture::dominant_start)
                     .or(self.span_start)
                     .unwrap_or(self.span_end),
+                caveat: self.unbounded.as_ref().map(|u| {
+                    format!(
+                        "{n} {arm} value(s) above the histogram's largest bucket bound ({b}ms): the {arm}'s mean is unbounded there, so this test stopped and reads no evidence; add buckets above {b}ms or use a quantile",
+                        n = u.values,
+                        arm = u.arm,
+                        b = u.above_ms,
+                    )
+                    .into()
+                }),
             },
         }
     }
@@ -674,5 +738,63 @@ mod tests {
             assert!(v.evidence.estimate.is_finite() && v.evidence.log_e_value.is_finite());
         }
         assert!(shown);
+    }
+
+    /// Like [`interval`], on Prometheus buckets (10, 20, ..., 200 ms, then
+    /// `+Inf`), and `share` of each arm's values at 5 s, above them all.
+    fn bucketed(i: u64, canary: (u64, f64, f64), baseline: (u64, f64, f64)) -> IntervalSnapshot {
+        let bounds: Vec<f64> = (1..=20).map(|k| 10.0 * k as f64).collect();
+        let mut s = IntervalSnapshot::new(
+            Timestamp::from_millis(i * 60_000),
+            Timestamp::from_millis((i + 1) * 60_000),
+        );
+        for (arm, (n, mean, share)) in [(&mut s.canary, canary), (&mut s.baseline, baseline)] {
+            let mut h =
+                crate::stats::histogram::LatencyHistogram::with_bucket_bounds_ms(&bounds).unwrap();
+            let tail = (n as f64 * share).round() as u64;
+            for k in 0..n - tail {
+                h.record_ms(mean * (0.5 + (k % 11) as f64 / 10.0));
+            }
+            for _ in 0..tail {
+                h.record_ms(5000.0);
+            }
+            arm.latency.insert("eta_err".to_string(), h);
+        }
+        s
+    }
+
+    #[test]
+    fn values_above_the_top_bucket_make_no_evidence_on_their_unsafe_side() {
+        // Counted at 200 ms, a canary whose 5% of values at 5 s triple its
+        // mean reads 86 ms against the baseline's 100: the gate must not be
+        // shown on that.
+        let mut gate = MeanTest::gate("eta_err", GateKind::MaxIncrease(0.05), 0.05).unwrap();
+        // A baseline understated likewise (reads 105 ms, is 345 ms) must not
+        // make a better canary (120 ms) look 14% worse.
+        let mut trigger =
+            MeanTest::relative_increase("eta_err", 0.05, 0.01, ChangeDetection::OFF).unwrap();
+        // On the safe side (the canary's values understated, evidence that
+        // it is higher) they count at the bound: still 20% worse, caught.
+        let mut safe =
+            MeanTest::relative_increase("eta_err", 0.05, 0.01, ChangeDetection::OFF).unwrap();
+        let (mut g, mut t, mut fired) = (None, None, false);
+        for i in 0..200 {
+            g = Some(gate.observe(&bucketed(i, (200, 80.0, 0.05), (200, 100.0, 0.0))));
+            t = Some(trigger.observe(&bucketed(i, (200, 120.0, 0.0), (200, 100.0, 0.05))));
+            let v = safe.observe(&bucketed(i, (200, 100.0, 0.2), (200, 100.0, 0.0)));
+            fired |= v.crossed();
+            assert_eq!(v.evidence.caveat, None);
+        }
+        let (g, t) = (g.unwrap(), t.unwrap());
+        assert!(!g.crossed() && g.evidence.log_e_value == 0.0, "{g:?}");
+        let caveat = g.evidence.caveat.as_deref().unwrap_or_default();
+        assert!(
+            caveat.contains("canary value(s) above") && caveat.contains("200ms"),
+            "{caveat}"
+        );
+        assert!(!t.crossed() && t.evidence.log_e_value == 0.0, "{t:?}");
+        let caveat = t.evidence.caveat.as_deref().unwrap_or_default();
+        assert!(caveat.contains("baseline value(s) above"), "{caveat}");
+        assert!(fired);
     }
 }

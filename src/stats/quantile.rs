@@ -47,6 +47,12 @@ pub struct QuantileVsBaseline {
     /// See [`StatTest::set_lean_gate`].
     #[serde(default, skip_serializing_if = "is_false")]
     lean_gate: bool,
+    /// Where the canary's count really starts on the buckets last seen
+    /// (µs): `factor·T` rounded to a bucket edge, away from the decision
+    /// (up for a trigger, down for a gate). Shown as the effective factor
+    /// when it differs from the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    canary_edge_us: Option<u64>,
     #[serde(skip)]
     estimand: Estimand,
 }
@@ -145,6 +151,7 @@ impl QuantileVsBaseline {
             crossed: false,
             lean: false,
             lean_gate: false,
+            canary_edge_us: None,
             estimand: Estimand::default(),
         })
     }
@@ -194,6 +201,12 @@ impl QuantileVsBaseline {
         let hc = snap.canary.latency.get(&self.signal);
         let hb = snap.baseline.latency.get(&self.signal);
         let tc = self.threshold_us.map(|t| self.canary_threshold_us(t));
+        if let (Some(tc), Some(h)) = (tc, hc.filter(|h| h.total() > 0)) {
+            self.canary_edge_us = Some(match self.direction {
+                Direction::Increase => h.surely_above_edge_us(tc),
+                Direction::Decrease => h.possibly_above_edge_us(tc),
+            });
+        }
         if let (Some(t), Some(tc), Some(test)) = (self.threshold_us, tc, self.test.as_mut()) {
             let (nc, nb) = (hc.map_or(0, |h| h.total()), hb.map_or(0, |h| h.total()));
             // Count so that bucketing never helps the decision being made.
@@ -207,6 +220,7 @@ impl QuantileVsBaseline {
                     hb.map_or(0, |h| h.count_surely_above_us(t)),
                 ),
             };
+
             test.update(nc, xc, nb, xb, snap.start, self.lean);
             self.span.cover(snap);
         } else if let Some(h) = hb {
@@ -282,6 +296,7 @@ impl QuantileVsBaseline {
                 q = self.quantile
             )
         });
+        let caveat = self.caveat();
         Verdict {
             status: if self.crossed {
                 Status::Crossed
@@ -304,8 +319,44 @@ impl QuantileVsBaseline {
                     .filter(|_| !lean)
                     .and_then(|t| t.dominant_start())
                     .unwrap_or(self.span.end),
+                caveat,
             },
         }
+    }
+
+    /// When the buckets move the canary's threshold by more than 2% from
+    /// `factor·T`: the factor the test really applies, in words.
+    fn caveat(&self) -> Option<std::sync::Arc<str>> {
+        let (t, edge) = (self.threshold_us?, self.canary_edge_us?);
+        let ms = |us: u64| us as f64 / 1000.0;
+        if edge == u64::MAX {
+            return Some(
+                format!(
+                    "{f}·T = {tc}ms is in the histogram's open top bucket: no canary value can be counted above it, so this test cannot fire; add buckets above {tc}ms",
+                    f = self.factor,
+                    tc = ms(self.canary_threshold_us(t)),
+                )
+                .into(),
+            );
+        }
+        let effective = edge as f64 / t.max(1) as f64;
+        // Log-linear buckets are at most 1/64 wide: never worth a caveat.
+        if (effective / self.factor - 1.0).abs() <= 0.02 {
+            return None;
+        }
+        let reads = match self.direction {
+            Direction::Increase => "a looser test than written: it fires only on a larger increase",
+            Direction::Decrease => "a stricter test than written",
+        };
+        Some(
+            format!(
+                "coarse buckets: the canary is counted above {e}ms = {effective:.2}·T, not {f}·T = {tc}ms ({reads})",
+                e = ms(edge),
+                f = self.factor,
+                tc = ms(self.canary_threshold_us(t)),
+            )
+            .into(),
+        )
     }
 }
 
@@ -338,5 +389,90 @@ mod tests {
             .with_threshold_ms(100.0);
         let shown = (0..100).any(|i| gate.observe(&snap(i, 1000, 19_000, 0.02, 0.04)).crossed());
         assert!(shown);
+    }
+
+    /// One interval on Prometheus buckets `bounds`: `n` values per arm, 4%
+    /// of the baseline's and `tail` of the canary's at 600 ms, the rest at
+    /// 40 ms.
+    fn on_buckets(i: u64, bounds: &[f64], n: u64, tail: f64) -> IntervalSnapshot {
+        let mut s = IntervalSnapshot::new(
+            crate::time::Timestamp::from_millis(i * 60_000),
+            crate::time::Timestamp::from_millis((i + 1) * 60_000),
+        );
+        for (arm, share) in [(&mut s.canary, tail), (&mut s.baseline, 0.04)] {
+            let mut h =
+                crate::stats::histogram::LatencyHistogram::with_bucket_bounds_ms(bounds).unwrap();
+            let slow = (n as f64 * share).round() as u64;
+            for k in 0..n {
+                h.record_ms(if k < slow { 600.0 } else { 40.0 });
+            }
+            arm.latency.insert("latency_ms".to_string(), h);
+        }
+        s
+    }
+
+    #[test]
+    fn coarse_buckets_say_what_factor_the_test_really_applies() {
+        let test = || {
+            QuantileVsBaseline::relative_increase(
+                "latency_ms",
+                0.95,
+                0.1,
+                0.01,
+                ChangeDetection::OFF,
+            )
+            .unwrap()
+            .with_threshold_ms(250.0)
+        };
+        // 1.1·250 ms falls in the (250, 500] bucket: the canary is counted
+        // above 500 ms, a factor of 2.
+        let mut coarse = test();
+        let v = coarse.observe(&on_buckets(
+            0,
+            &[50.0, 100.0, 250.0, 500.0, 1000.0],
+            1000,
+            0.04,
+        ));
+        let caveat = v.evidence.caveat.as_deref().unwrap_or_default();
+        assert!(
+            caveat.contains("above 500ms = 2.00·T, not 1.1·T = 275ms"),
+            "{caveat}"
+        );
+        // Above the last finite bound nothing can be counted.
+        let mut open = test();
+        let v = open.observe(&on_buckets(0, &[50.0, 100.0, 250.0], 1000, 0.04));
+        let caveat = v.evidence.caveat.as_deref().unwrap_or_default();
+        assert!(caveat.contains("cannot fire"), "{caveat}");
+        // A bound at 1.1·T: no caveat; nor on the fine log-linear layout.
+        let mut exact = test();
+        let v = exact.observe(&on_buckets(
+            0,
+            &[50.0, 100.0, 250.0, 275.0, 1000.0],
+            1000,
+            0.04,
+        ));
+        assert_eq!(v.evidence.caveat, None);
+        let mut fine = test();
+        assert_eq!(
+            fine.observe(&snap(0, 1000, 19_000, 0.04, 0.04))
+                .evidence
+                .caveat,
+            None
+        );
+        // A gate rounds the other way: stricter than written.
+        let mut gate = QuantileVsBaseline::max_increase_gate("latency_ms", 0.95, 0.1, 0.05)
+            .unwrap()
+            .with_threshold_ms(250.0);
+        let v = gate.observe(&on_buckets(
+            0,
+            &[50.0, 100.0, 250.0, 500.0, 1000.0],
+            1000,
+            0.04,
+        ));
+        let caveat = v.evidence.caveat.as_deref().unwrap_or_default();
+        assert!(
+            caveat.contains("1.00·T") && caveat.contains("stricter"),
+            "{caveat}"
+        );
     }
 }

@@ -516,6 +516,7 @@ impl RatioVsBaseline {
                 window_start: self.span.start.unwrap_or(self.span.end),
                 window_end: self.span.end,
                 evidence_since: self.evidence_since(),
+                caveat: None,
             },
         }
     }

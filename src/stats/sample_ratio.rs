@@ -198,6 +198,7 @@ impl SampleRatioCheck {
                 } else {
                     self.mixture.dominant_start().unwrap_or(self.span.end)
                 },
+                caveat: None,
             },
         }
     }

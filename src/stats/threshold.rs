@@ -193,6 +193,7 @@ impl OneSampleRate {
                 } else {
                     self.mixture.dominant_start().unwrap_or(span.end)
                 },
+                caveat: None,
             },
         }
     }

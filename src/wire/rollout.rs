@@ -81,6 +81,11 @@ pub struct TriggerView {
     /// objective one: the trigger fires when it reaches `boundary`.
     pub statistic: Option<f64>,
     pub verdict: TriggerVerdict,
+    /// What the numbers do not say on their own (the evidence's caveat: a
+    /// threshold rounded to a coarse bucket, a test stopped by values
+    /// above a histogram's largest bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
