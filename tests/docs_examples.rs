@@ -8,6 +8,11 @@
 //!   parse;
 //! - either, with a first line `# rejected: MESSAGE` (after `# canaryd.yaml`
 //!   for a config), must be refused with MESSAGE among its diagnostics.
+//!
+//! In a ```` ```json ```` block, an API body is read as the daemon and its
+//! clients read it: an observation batch (`{"events"` or `{"counts"`) with
+//! the daemon's own decoder, an error body, an observations answer and a
+//! rollout with `crate::wire`'s types.
 
 use std::path::{Path, PathBuf};
 
@@ -119,6 +124,50 @@ fn every_policy_and_config_example_in_the_docs_is_what_the_parsers_say() {
     assert!(
         configs >= 3,
         "only {configs} config examples found in docs/"
+    );
+}
+
+#[test]
+fn every_api_body_example_in_the_docs_is_read_as_the_api_reads_it() {
+    use canaryd::wire::{ErrorBody, ObservationsAccepted, Refusal, Rollout, decode_batch};
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for file in docs() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.strip_prefix(root()).unwrap().display().to_string();
+        for (line, body) in blocks(&text, "json") {
+            let place = format!("{name}:{line}");
+            let compact: String = body.split_whitespace().collect();
+            let result = if compact.starts_with("{\"events\"") || compact.starts_with("{\"counts\"")
+            {
+                decode_batch(body.as_bytes())
+                    .map(|_| ())
+                    .map_err(|r| r.to_string())
+            } else if compact.starts_with("{\"error\"") {
+                serde_json::from_str::<ErrorBody>(&body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| Refusal::try_from(b).map(|_| ()))
+            } else if compact.starts_with("{\"accepted_counts\"") {
+                serde_json::from_str::<ObservationsAccepted>(&body)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else if compact.starts_with("{\"approvals\"") {
+                serde_json::from_str::<Rollout>(&body)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                continue;
+            };
+            checked += 1;
+            if let Err(e) = result {
+                problems.push(format!("{place}: {e}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        checked >= 4,
+        "only {checked} API body examples found in docs/"
     );
 }
 
