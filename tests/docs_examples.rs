@@ -256,3 +256,69 @@ fn lexical(path: &Path) -> Option<PathBuf> {
     }
     Some(out)
 }
+
+/// The `policy check` and `policy explain` sessions of `docs/policy.md`
+/// are what the binary prints today: each ```` ```console ```` block whose
+/// first line is `$ canaryd policy ...` is run (in a temp dir holding the
+/// page's `# rejected:` example as `broken.yaml` and the repository's
+/// `rollout-policies/`) and its output compared with the rest of the block.
+/// `UPDATE_DOCS=1` rewrites the blocks.
+#[test]
+fn the_policy_sessions_in_the_docs_are_what_the_binary_prints() {
+    let file = root().join("docs/policy.md");
+    let page = std::fs::read_to_string(&file).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rejected = blocks(&page, "yaml")
+        .into_iter()
+        .find(|(_, b)| b.starts_with("# rejected: "))
+        .expect("docs/policy.md has a `# rejected:` example");
+    std::fs::write(dir.path().join("broken.yaml"), &rejected.1).unwrap();
+    std::os::unix::fs::symlink(
+        root().join("rollout-policies"),
+        dir.path().join("rollout-policies"),
+    )
+    .unwrap();
+    let mut updated = page.clone();
+    let mut sessions = 0;
+    let mut problems = Vec::new();
+    for (line, body) in blocks(&page, "console") {
+        let Some(command) = body
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("$ canaryd "))
+        else {
+            continue;
+        };
+        if !command.starts_with("policy ") {
+            continue;
+        }
+        sessions += 1;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canaryd"))
+            .args(command.split_whitespace())
+            .current_dir(dir.path())
+            .output()
+            .expect("run canaryd");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown = body.split_once('\n').map_or("", |(_, rest)| rest);
+        if printed != shown {
+            problems.push(format!(
+                "docs/policy.md:{line}: `canaryd {command}` prints\n{printed}\nbut the page shows\n{shown}"
+            ));
+            updated = updated.replacen(&body, &format!("$ canaryd {command}\n{printed}"), 1);
+        }
+    }
+    assert!(sessions >= 2, "only {sessions} policy sessions found");
+    if !problems.is_empty() && std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&file, updated).unwrap();
+        return;
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n(UPDATE_DOCS=1 cargo test --test docs_examples rewrites them)",
+        problems.join("\n")
+    );
+}
