@@ -1,4 +1,4 @@
-//! The HTTP API (PRODUCT.md section 7), axum. JSON in and out, every body
+//! The HTTP API (docs/api.md, docs/openapi.yaml), axum. JSON in and out, every body
 //! one of `crate::wire`'s types; every bad request gets a 4xx with its
 //! [`Refusal`] (`{"error": {"status", "field", "message"}}`) and changes
 //! nothing.
@@ -22,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::OwnedSemaphorePermit;
@@ -41,26 +41,165 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// the other limits of `crate::wire::decode_batch`).
 pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 
+/// Every route the API serves. [`router`] is built from this table and
+/// nothing else, and `tests/openapi.rs` checks `docs/openapi.yaml` against
+/// it both ways, so the document cannot drift from what is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    ListRollouts,
+    StartRollout,
+    GetRollout,
+    RolloutEvents,
+    PushObservations,
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+    Approve,
+    ListIncidents,
+    GetIncident,
+    ReviewIncident,
+    AuditLog,
+    AuditVerify,
+    ListPolicies,
+    ListRegistries,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 20] = [
+        Endpoint::Healthz,
+        Endpoint::Readyz,
+        Endpoint::Metrics,
+        Endpoint::ListRollouts,
+        Endpoint::StartRollout,
+        Endpoint::GetRollout,
+        Endpoint::RolloutEvents,
+        Endpoint::PushObservations,
+        Endpoint::Pause,
+        Endpoint::Resume,
+        Endpoint::Promote,
+        Endpoint::Abort,
+        Endpoint::Approve,
+        Endpoint::ListIncidents,
+        Endpoint::GetIncident,
+        Endpoint::ReviewIncident,
+        Endpoint::AuditLog,
+        Endpoint::AuditVerify,
+        Endpoint::ListPolicies,
+        Endpoint::ListRegistries,
+    ];
+
+    /// `GET` or `POST`.
+    pub fn method(self) -> &'static str {
+        match self {
+            Endpoint::StartRollout
+            | Endpoint::PushObservations
+            | Endpoint::Pause
+            | Endpoint::Resume
+            | Endpoint::Promote
+            | Endpoint::Abort
+            | Endpoint::Approve
+            | Endpoint::ReviewIncident => "POST",
+            Endpoint::Healthz
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::ListRollouts
+            | Endpoint::GetRollout
+            | Endpoint::RolloutEvents
+            | Endpoint::ListIncidents
+            | Endpoint::GetIncident
+            | Endpoint::AuditLog
+            | Endpoint::AuditVerify
+            | Endpoint::ListPolicies
+            | Endpoint::ListRegistries => "GET",
+        }
+    }
+
+    /// The path, with `{id}` where an id goes (axum's and OpenAPI's syntax).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "/healthz",
+            Endpoint::Readyz => "/readyz",
+            Endpoint::Metrics => "/metrics",
+            Endpoint::ListRollouts | Endpoint::StartRollout => "/v1/rollouts",
+            Endpoint::GetRollout => "/v1/rollouts/{id}",
+            Endpoint::RolloutEvents => "/v1/rollouts/{id}/events",
+            Endpoint::PushObservations => "/v1/rollouts/{id}/observations",
+            Endpoint::Pause => "/v1/rollouts/{id}/pause",
+            Endpoint::Resume => "/v1/rollouts/{id}/resume",
+            Endpoint::Promote => "/v1/rollouts/{id}/promote",
+            Endpoint::Abort => "/v1/rollouts/{id}/abort",
+            Endpoint::Approve => "/v1/rollouts/{id}/approve",
+            Endpoint::ListIncidents => "/v1/incidents",
+            Endpoint::GetIncident => "/v1/incidents/{id}",
+            Endpoint::ReviewIncident => "/v1/incidents/{id}/review",
+            Endpoint::AuditLog => "/v1/audit",
+            Endpoint::AuditVerify => "/v1/audit/verify",
+            Endpoint::ListPolicies => "/v1/policies",
+            Endpoint::ListRegistries => "/v1/registries",
+        }
+    }
+
+    fn handler(self) -> MethodRouter<Arc<Shared>> {
+        match self {
+            Endpoint::Healthz => get(|| async { "ok\n" }),
+            Endpoint::Readyz => get(readyz),
+            Endpoint::Metrics => get(metrics),
+            Endpoint::ListRollouts => get(list_rollouts),
+            Endpoint::StartRollout => post(start_rollout),
+            Endpoint::GetRollout => get(get_rollout),
+            Endpoint::RolloutEvents => get(events),
+            Endpoint::PushObservations => post(observations),
+            Endpoint::Pause => command_route("pause"),
+            Endpoint::Resume => command_route("resume"),
+            Endpoint::Promote => command_route("promote"),
+            Endpoint::Abort => command_route("abort"),
+            Endpoint::Approve => command_route("approve"),
+            Endpoint::ListIncidents => get(list_incidents),
+            Endpoint::GetIncident => get(get_incident),
+            Endpoint::ReviewIncident => post(review_incident),
+            Endpoint::AuditLog => get(audit_log),
+            Endpoint::AuditVerify => get(audit_verify),
+            Endpoint::ListPolicies => get(list_policies),
+            Endpoint::ListRegistries => get(list_registries),
+        }
+    }
+}
+
+/// `POST /v1/rollouts/{id}/<action>`.
+fn command_route(action: &'static str) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |s: State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>, body: Body| {
+            command(s, headers, id, action, body)
+        },
+    )
+}
+
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/rollouts", get(list_rollouts).post(start_rollout))
-        .route("/v1/rollouts/{id}", get(get_rollout))
-        .route("/v1/rollouts/{id}/events", get(events))
-        .route("/v1/rollouts/{id}/observations", post(observations))
-        .route("/v1/rollouts/{id}/{action}", post(command))
-        .route("/v1/incidents", get(list_incidents))
-        .route("/v1/incidents/{id}", get(get_incident))
-        .route("/v1/incidents/{id}/review", post(review_incident))
-        .route("/v1/audit", get(audit_log))
-        .route("/v1/audit/verify", get(audit_verify))
-        .route("/v1/policies", get(list_policies))
-        .route("/v1/registries", get(list_registries))
-        .fallback(|| async { Refusal::not_found("no such endpoint; see PRODUCT.md section 7") })
+    // Routes of one path with different methods merge into one.
+    let mut router = Router::new();
+    for e in Endpoint::ALL {
+        router = router.route(e.path(), e.handler());
+    }
+    router
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(shared)
+}
+
+/// 404 for everything [`Endpoint::ALL`] does not serve; a rollout command
+/// that does not exist says which do.
+async fn not_found(uri: axum::http::Uri) -> Refusal {
+    let parts: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    if let ["v1", "rollouts", _, action] = parts.as_slice() {
+        return Refusal::not_found(format!(
+            "no action `{action}`; expected pause, resume, promote, abort, approve or observations"
+        ));
+    }
+    Refusal::not_found("no such endpoint; see docs/api.md")
 }
 
 /// A refusal answers with its status and error body (401 also says how
@@ -337,7 +476,8 @@ async fn start_rollout(State(s): State<Arc<Shared>>, headers: HeaderMap, body: B
 async fn command(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
+    id: String,
+    action: &'static str,
     body: Body,
 ) -> ApiResult {
     let actor = |p: &Principal, reason: String, ticket: Option<String>| Actor {
@@ -345,13 +485,13 @@ async fn command(
         reason,
         ticket,
     };
-    let command = match action.as_str() {
+    let command = match action {
         "pause" | "resume" | "abort" => {
             let p = authorize(&s, &headers, Need::Operate)?;
             admit(&s, &p, Write::Commit)?;
             let b: CommandRequest = json_body(&s, &headers, body, MAX_BODY).await?;
             let by = actor(&p, b.reason, b.ticket);
-            match action.as_str() {
+            match action {
                 "pause" => Command::Pause { by },
                 "resume" => Command::Resume { by },
                 _ => Command::Abort { by },
