@@ -105,6 +105,11 @@ impl Driver {
             ..DriverStatus::default()
         };
         let view = rollout_view(&row, &rollout, None, Some(&status), now);
+        // The first window starts now: nothing recorded before it is this
+        // rollout's.
+        for source in &service.pull {
+            source.start_fresh();
+        }
         Driver {
             shared,
             service,

@@ -1,7 +1,8 @@
 //! The `builtin` router's proxy ([`crate::proxy`]) as a source: `requests`,
 //! `errors` and `latency_ms` per arm, everything it recorded since the
 //! previous `collect` (so the daemon calls it once per analysis interval;
-//! the window's bounds are not consulted). The daemon gets it from the
+//! the window's bounds are not consulted), and nothing from before a
+//! rollout's first window (`start_fresh`). The daemon gets it from the
 //! router's build (`routers/builtin.rs`), not from a `source:` config.
 
 use futures_util::future::BoxFuture;
@@ -22,5 +23,9 @@ impl Source for BuiltinProxy {
                 canary: recorded.canary,
             })
         })
+    }
+
+    fn start_fresh(&self) {
+        drop(self.take_recorded());
     }
 }

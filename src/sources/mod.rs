@@ -110,6 +110,13 @@ pub trait Source: Send + Sync {
     /// Both arms' signals over `window`. Counters are increases over the
     /// window; latencies are histograms of the window's observations.
     fn collect<'a>(&'a self, window: &'a Window) -> BoxFuture<'a, Result<Collected, SourceError>>;
+
+    /// A rollout's first window starts now: forget anything held from
+    /// before. Sources that read a window's bounds hold nothing; one that
+    /// hands over what it recorded since its last collect (the builtin
+    /// proxy) would otherwise give a new rollout the traffic recorded
+    /// between rollouts (the previous canary at 100% counted as this one).
+    fn start_fresh(&self) {}
 }
 
 /// The pull source a service's config asks for. Checks what can be checked
