@@ -1,5 +1,7 @@
-//! The `gatewayApi` router against a fake Kubernetes API server (axum on
-//! 127.0.0.1; no cluster can run on the build machine). The fake keeps one
+//! The `gatewayApi` router against a fake Kubernetes API server over plain
+//! HTTP (axum on 127.0.0.1, as behind `kubectl proxy`; no cluster can run
+//! on the build machine; tests/router_gateway_api_kube.rs has the TLS and
+//! credential variants). The fake keeps one
 //! HTTPRoute, checks every request's method, path, content type and bearer
 //! token, applies JSON patches (`test` and `add`) the way the API server
 //! does, and records each PATCH so the test can check it exactly.
@@ -10,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use canaryd::policy::Weight;
-use canaryd::routers::gateway_api::GatewayApiRouter;
+use canaryd::routers::gateway_api::{ClusterSource, GatewayApiRouter};
 use canaryd::routers::{GatewayApiConfig, Router, RouterError, Target, Weights};
 use serde_json::{Value, json};
 
@@ -160,9 +162,11 @@ fn config(server: &str, dir: &std::path::Path) -> GatewayApiConfig {
     let token_file = dir.join("token");
     std::fs::write(&token_file, "secret-token\n").unwrap();
     GatewayApiConfig {
-        server: server.into(),
-        token_file: Some(token_file),
-        kubeconfig: None,
+        cluster: ClusterSource::Explicit {
+            server: server.into(),
+            token_file: Some(token_file),
+            tls: Default::default(),
+        },
         namespace: "prod".into(),
         route: "app".into(),
         baseline: "app-stable".into(),
@@ -296,8 +300,11 @@ users:
     )
     .unwrap();
     let mut c = config(&server, dir.path());
-    c.token_file = None;
-    c.kubeconfig = Some(kubeconfig);
+    c.cluster = ClusterSource::Kubeconfig {
+        path: kubeconfig,
+        context: None,
+        server: None,
+    };
     let r = GatewayApiRouter::new(c).unwrap();
     r.set_weight(&target(), Weight::new(10).unwrap())
         .await

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::routers::hooks::HookEvent;
 use crate::routers::{
-    BuiltinConfig, CommandConfig, FileConfig, GatewayApiConfig, HaproxyConfig, HookConfig,
-    NginxConfig, RouterConfig, WebhookConfig,
+    BuiltinConfig, CommandConfig, FileConfig, HaproxyConfig, HookConfig, NginxConfig, RouterConfig,
+    WebhookConfig,
 };
 use crate::sources::{QueryConfig, ScrapeConfig, SourceConfig};
 use crate::yaml::decode::is_http_url;
@@ -24,6 +24,9 @@ use super::auth::{Role, TokenEntry};
 // The TLS keys beside an endpoint's `url` (caFile, clientCert, clientKey).
 mod tls;
 use tls::{client_tls, with_tls_keys};
+
+// The `gatewayApi` router's block: its cluster access and the files it names.
+mod kube;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 pub const DEFAULT_DATA_DIR: &str = "./canaryd-data";
@@ -568,59 +571,7 @@ fn router(sink: &mut Sink, node: &Node, path: &Path) -> Option<RouterConfig> {
                 reload: reload?,
             })
         }
-        "gatewayApi" => {
-            let f = decode::mapping(
-                sink,
-                n,
-                &p,
-                &[
-                    "server",
-                    "tokenFile",
-                    "kubeconfig",
-                    "namespace",
-                    "route",
-                    "baseline",
-                    "canary",
-                ],
-            )?;
-            let server = req_url(sink, &f, "server");
-            let token_file = f
-                .get("tokenFile")
-                .map(|n| non_empty(sink, n, &f.child("tokenFile")));
-            let kubeconfig = f
-                .get("kubeconfig")
-                .map(|n| non_empty(sink, n, &f.child("kubeconfig")));
-            let mut auth_ok = true;
-            if token_file.is_some() == kubeconfig.is_some() {
-                sink.error(
-                    f.pos,
-                    &p,
-                    "expected exactly one of `tokenFile` and `kubeconfig`",
-                );
-                auth_ok = false;
-            }
-            let namespace = req_string(sink, &f, "namespace");
-            let route = req_string(sink, &f, "route");
-            let baseline = req_string(sink, &f, "baseline");
-            let canary = req_string(sink, &f, "canary");
-            let token_file = token_file.map(|t| t.map(PathBuf::from));
-            let kubeconfig = kubeconfig.map(|t| t.map(PathBuf::from));
-            if !auth_ok
-                || token_file.as_ref().is_some_and(Option::is_none)
-                || kubeconfig.as_ref().is_some_and(Option::is_none)
-            {
-                return None;
-            }
-            RouterConfig::GatewayApi(GatewayApiConfig {
-                server: server?,
-                token_file: token_file.flatten(),
-                kubeconfig: kubeconfig.flatten(),
-                namespace: namespace?,
-                route: route?,
-                baseline: baseline?,
-                canary: canary?,
-            })
-        }
+        "gatewayApi" => RouterConfig::GatewayApi(kube::gateway_api(sink, n, &p)?),
         "command" => RouterConfig::Command(command(sink, n, &p)?),
         "webhook" => RouterConfig::Webhook(webhook(sink, n, &p)?),
         "file" => {

@@ -21,21 +21,22 @@
 //! `round(100 * canary / (canary + baseline))` with Gateway API's default
 //! weight 1 for an omitted one; `Ok(None)` when no rule names both.
 //!
-//! Credentials: a bearer token from `tokenFile` (read on every attempt, so
-//! a rotated projected token is picked up), or from a kubeconfig's current
-//! context's user (`token` or `tokenFile`). Client certificates, `exec` and
-//! `auth-provider` plugins are not supported; the kubeconfig's cluster
-//! `server` is not used (the router config's `server` is). Plain `http://`
-//! only: reqwest is built without TLS (adding its `rustls` feature brings
-//! aws-lc-rs, a C build, into every build), so a real cluster needs a
-//! loopback `kubectl proxy` or that feature. No cluster can run on the
-//! build machine; the tests use a fake API server that checks each request.
+//! Access to the API server ([`kube`]): the router's own `server` with a
+//! `tokenFile` (or `clientCert`/`clientKey`) and optional `caFile`; a
+//! kubeconfig's context (`certificate-authority(-data)`, client
+//! certificates, `token`, `tokenFile`, `exec` plugins); or the pod's
+//! service account (`inCluster: true`). [`ClusterSource`] is which one the
+//! config chose; it is resolved into a [`kube::ClusterAccess`] when the
+//! router is built (the config check resolves it too, so a broken
+//! kubeconfig is reported before the daemon starts). No cluster can run on
+//! the build machine; the tests use fake API servers over TLS that check
+//! each request.
 
-use std::path::{Path, PathBuf};
+pub mod kube;
+
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use serde::Deserialize;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 
 use super::webhook::{http_error, snippet};
@@ -43,12 +44,16 @@ use futures_util::future::BoxFuture;
 
 use super::{GatewayApiConfig, Router, RouterError, Target, Weights};
 use crate::policy::Weight;
+use kube::client::SendError;
+use kube::{ApiClient, ClusterAccess};
+
+pub use kube::ClusterSource;
 
 pub const JSON_PATCH: &str = "application/json-patch+json";
 
 pub struct GatewayApiRouter {
     config: GatewayApiConfig,
-    client: reqwest::Client,
+    api: ApiClient,
     timeout: Duration,
 }
 
@@ -60,59 +65,39 @@ struct RulePair {
     canary: usize,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Kubeconfig {
-    current_context: Option<String>,
-    #[serde(default)]
-    contexts: Vec<NamedContext>,
-    #[serde(default)]
-    users: Vec<NamedUser>,
-}
-
-#[derive(Deserialize)]
-struct NamedContext {
-    name: String,
-    context: ContextBody,
-}
-
-#[derive(Deserialize)]
-struct ContextBody {
-    user: String,
-}
-
-#[derive(Deserialize)]
-struct NamedUser {
-    name: String,
-    #[serde(default)]
-    user: UserBody,
-}
-
-#[derive(Default, Deserialize)]
-struct UserBody {
-    token: Option<String>,
-    #[serde(rename = "tokenFile")]
-    token_file: Option<PathBuf>,
-}
-
 impl GatewayApiRouter {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// Checks the config (exactly one credential, names that fit in a URL
-    /// path) and builds the client.
+    /// Checks the names, resolves the config's cluster source (reading the
+    /// kubeconfig, the service account, the CA and certificates) and builds
+    /// the HTTPS client.
     pub fn new(config: GatewayApiConfig) -> Result<Self, RouterError> {
         Self::with_timeout(config, Self::DEFAULT_TIMEOUT)
     }
 
     pub fn with_timeout(config: GatewayApiConfig, timeout: Duration) -> Result<Self, RouterError> {
+        let access = config
+            .cluster
+            .resolve(|k| std::env::var(k).ok())
+            .map_err(|e| RouterError::Protocol {
+                router: describe(&config),
+                detail: e.to_string(),
+            })?;
+        Self::with_access(config, access, timeout)
+    }
+
+    /// The router with an access resolved by the caller (the tests lay out
+    /// a service account and pass their own environment).
+    pub fn with_access(
+        config: GatewayApiConfig,
+        access: ClusterAccess,
+        timeout: Duration,
+    ) -> Result<Self, RouterError> {
         let router = describe(&config);
         let bad = |detail: String| RouterError::Protocol {
             router: router.clone(),
             detail,
         };
-        if config.token_file.is_some() == config.kubeconfig.is_some() {
-            return Err(bad("give exactly one of tokenFile and kubeconfig".into()));
-        }
         for (what, v) in [("namespace", &config.namespace), ("route", &config.route)] {
             let ok = !v.is_empty()
                 && v.chars()
@@ -123,28 +108,25 @@ impl GatewayApiRouter {
                 )));
             }
         }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| RouterError::Io {
-                router: router.clone(),
-                detail: format!("cannot build the HTTP client: {e}"),
-            })?;
+        let api = ApiClient::new(access, timeout).map_err(|e| bad(e.to_string()))?;
         Ok(GatewayApiRouter {
             config,
-            client,
+            api,
             timeout,
         })
     }
 
+    /// The same router reading exec credentials' expiry from `clock`.
+    pub fn with_clock(mut self, clock: kube::client::WallClock) -> Self {
+        self.api = self.api.with_clock(clock);
+        self
+    }
+
     fn url(&self) -> String {
-        format!(
-            "{}/apis/gateway.networking.k8s.io/v1/namespaces/{}/httproutes/{}",
-            self.config.server.trim_end_matches('/'),
-            self.config.namespace,
-            self.config.route
-        )
+        self.api.url(&format!(
+            "/apis/gateway.networking.k8s.io/v1/namespaces/{}/httproutes/{}",
+            self.config.namespace, self.config.route
+        ))
     }
 
     fn io(&self, detail: String) -> RouterError {
@@ -154,73 +136,30 @@ impl GatewayApiRouter {
         }
     }
 
-    async fn token(&self) -> Result<String, RouterError> {
-        if let Some(path) = &self.config.token_file {
-            return self.read_token(path).await;
-        }
-        // Invariant: `new` checked that exactly one of the two is set.
-        let Some(path) = &self.config.kubeconfig else {
-            return Err(self.io("no tokenFile and no kubeconfig".into()));
-        };
-        let text = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| self.io(format!("cannot read kubeconfig {}: {e}", path.display())))?;
-        let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| {
-            self.io(format!(
-                "kubeconfig {}: cannot parse it: {e}",
-                path.display()
-            ))
-        })?;
-        let context_name = kc
-            .current_context
-            .ok_or_else(|| self.io(format!("kubeconfig {}: no current-context", path.display())))?;
-        let context = kc
-            .contexts
-            .iter()
-            .find(|c| c.name == context_name)
-            .ok_or_else(|| {
-                self.io(format!(
-                    "kubeconfig {}: no context {context_name:?}",
-                    path.display()
-                ))
-            })?;
-        let user = kc
-            .users
-            .iter()
-            .find(|u| u.name == context.context.user)
-            .ok_or_else(|| {
-                self.io(format!(
-                    "kubeconfig {}: no user {:?}",
-                    path.display(),
-                    context.context.user
-                ))
-            })?;
-        match (&user.user.token, &user.user.token_file) {
-            (Some(t), _) => Ok(t.trim().to_string()),
-            (None, Some(f)) => {
-                let f = match path.parent() {
-                    Some(dir) if f.is_relative() => dir.join(f),
-                    _ => f.clone(),
-                };
-                self.read_token(&f).await
+    /// A failed request, said with what canaryd trusted and who it was.
+    fn send_error(&self, what: &str, e: SendError) -> RouterError {
+        match e {
+            // Not reaching the plugin or the token is worth retrying (a
+            // plugin's identity provider may be down for a moment).
+            SendError::Credential(e) => self.io(format!("{what}: {e}")),
+            SendError::Http(e) => {
+                let mut err = http_error(&self.describe(), self.timeout, what, &e);
+                if let RouterError::Unreachable { detail, .. } = &mut err
+                    && detail.to_ascii_lowercase().contains("certificate")
+                {
+                    let access = self.api.access();
+                    let trusted = match &access.ca {
+                        Some(ca) => format!("the CA in {}", ca.origin),
+                        None => "the system's root certificates".into(),
+                    };
+                    detail.push_str(&format!(
+                        " (TLS to {} failed; canaryd trusts {trusted}, from {})",
+                        access.server, access.origin
+                    ));
+                }
+                err
             }
-            (None, None) => Err(self.io(format!(
-                "kubeconfig {}: user {:?} has no token or tokenFile (client certificates, exec and auth-provider are not supported)",
-                path.display(),
-                user.name
-            ))),
         }
-    }
-
-    async fn read_token(&self, path: &Path) -> Result<String, RouterError> {
-        let t = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| self.io(format!("cannot read token file {}: {e}", path.display())))?;
-        let t = t.trim();
-        if t.is_empty() {
-            return Err(self.io(format!("token file {} is empty", path.display())));
-        }
-        Ok(t.to_string())
     }
 
     async fn answer(&self, response: reqwest::Response, what: &str) -> Result<Value, RouterError> {
@@ -230,9 +169,19 @@ impl GatewayApiRouter {
             .await
             .map_err(|e| http_error(&self.describe(), self.timeout, what, &e))?;
         if !status.is_success() {
+            let who = if matches!(status.as_u16(), 401 | 403) {
+                let access = self.api.access();
+                format!(
+                    " (credential: {} from {})",
+                    access.credential.kind(),
+                    access.origin
+                )
+            } else {
+                String::new()
+            };
             return Err(RouterError::Refused {
                 router: self.describe(),
-                detail: format!("{what}: HTTP {status}: {}", snippet(&text)),
+                detail: format!("{what}: HTTP {status}: {}{who}", snippet(&text)),
             });
         }
         serde_json::from_str(&text).map_err(|e| RouterError::Protocol {
@@ -241,15 +190,13 @@ impl GatewayApiRouter {
         })
     }
 
-    async fn get_route(&self, token: &str) -> Result<Value, RouterError> {
+    async fn get_route(&self) -> Result<Value, RouterError> {
+        let url = self.url();
         let response = self
-            .client
-            .get(self.url())
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .header(ACCEPT, "application/json")
-            .send()
+            .api
+            .send(|c| c.get(&url).header(ACCEPT, "application/json"))
             .await
-            .map_err(|e| http_error(&self.describe(), self.timeout, "GET httproute", &e))?;
+            .map_err(|e| self.send_error("GET httproute", e))?;
         self.answer(response, "GET httproute").await
     }
 
@@ -313,8 +260,7 @@ impl Router for GatewayApiRouter {
         weight: Weight,
     ) -> BoxFuture<'a, Result<(), RouterError>> {
         Box::pin(async move {
-            let token = self.token().await?;
-            let route = self.get_route(&token).await?;
+            let route = self.get_route().await?;
             let pairs = self.pairs(&route);
             if pairs.is_empty() {
                 return Err(RouterError::Refused {
@@ -327,24 +273,24 @@ impl Router for GatewayApiRouter {
             }
             let body = serde_json::to_vec(&self.patch(&pairs, weight))
                 .map_err(|e| self.io(format!("cannot encode the patch: {e}")))?;
+            let url = self.url();
             let response = self
-                .client
-                .patch(self.url())
-                .header(AUTHORIZATION, format!("Bearer {token}"))
-                .header(CONTENT_TYPE, JSON_PATCH)
-                .header(ACCEPT, "application/json")
-                .body(body)
-                .send()
+                .api
+                .send(|c| {
+                    c.patch(&url)
+                        .header(CONTENT_TYPE, JSON_PATCH)
+                        .header(ACCEPT, "application/json")
+                        .body(body.clone())
+                })
                 .await
-                .map_err(|e| http_error(&self.describe(), self.timeout, "PATCH httproute", &e))?;
+                .map_err(|e| self.send_error("PATCH httproute", e))?;
             self.answer(response, "PATCH httproute").await.map(|_| ())
         })
     }
 
     fn read_weights<'a>(&'a self) -> BoxFuture<'a, Result<Option<Weights>, RouterError>> {
         Box::pin(async move {
-            let token = self.token().await?;
-            let route = self.get_route(&token).await?;
+            let route = self.get_route().await?;
             let Some(p) = self.pairs(&route).first().copied() else {
                 return Ok(None);
             };
@@ -384,9 +330,11 @@ mod tests {
 
     fn config() -> GatewayApiConfig {
         GatewayApiConfig {
-            server: "http://127.0.0.1:1".into(),
-            token_file: Some("/dev/null".into()),
-            kubeconfig: None,
+            cluster: ClusterSource::Explicit {
+                server: "http://127.0.0.1:1".into(),
+                token_file: Some("/nonexistent/token".into()),
+                tls: Default::default(),
+            },
             namespace: "prod".into(),
             route: "app".into(),
             baseline: "app-stable".into(),
@@ -394,9 +342,19 @@ mod tests {
         }
     }
 
+    fn router(config: GatewayApiConfig) -> Result<GatewayApiRouter, RouterError> {
+        let access = ClusterAccess {
+            server: "http://127.0.0.1:1".into(),
+            ca: None,
+            credential: kube::Credential::Token(kube::Secret("t".into())),
+            origin: "test".into(),
+        };
+        GatewayApiRouter::with_access(config, access, Duration::from_secs(1))
+    }
+
     #[test]
     fn patches_only_the_two_weights_in_rules_naming_both() {
-        let r = GatewayApiRouter::new(config()).unwrap();
+        let r = router(config()).unwrap();
         let route = json!({"spec": {"rules": [
             {"backendRefs": [{"name": "other", "port": 80}]},
             {"backendRefs": [{"name": "mirror"}, {"name": "app-canary", "port": 8080, "weight": 10},
@@ -423,12 +381,15 @@ mod tests {
     }
 
     #[test]
-    fn the_config_needs_one_credential_and_plain_names() {
-        let mut c = config();
-        c.kubeconfig = Some("/k".into());
-        assert!(GatewayApiRouter::new(c).is_err());
+    fn the_config_needs_a_readable_credential_and_plain_names() {
+        let e = GatewayApiRouter::new(config()).err().unwrap().to_string();
+        assert!(
+            e.contains("/nonexistent/token") && e.contains("cannot read it"),
+            "{e}"
+        );
         let mut c = config();
         c.route = "app/../../secrets".into();
-        assert!(GatewayApiRouter::new(c).is_err());
+        assert!(router(c).is_err());
+        assert!(router(config()).is_ok());
     }
 }

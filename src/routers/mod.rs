@@ -197,11 +197,8 @@ pub struct NginxConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayApiConfig {
-    /// The Kubernetes API server (`https://10.0.0.1:6443`).
-    pub server: String,
-    /// Exactly one of `token_file` and `kubeconfig`.
-    pub token_file: Option<PathBuf>,
-    pub kubeconfig: Option<PathBuf>,
+    /// The API server and the credential (`gateway_api::kube`).
+    pub cluster: gateway_api::ClusterSource,
     pub namespace: String,
     pub route: String,
     /// `backendRefs` names.
@@ -288,6 +285,14 @@ mod tests {
 
     #[tokio::test]
     async fn build_wires_every_adapter() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "current-context: c\nclusters: [{name: k, cluster: {server: \"http://127.0.0.1:1\"}}]\n\
+             contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {token: t}}]\n",
+        )
+        .unwrap();
         let command = CommandConfig {
             program: PathBuf::from("/bin/true"),
             args: vec![],
@@ -312,9 +317,11 @@ mod tests {
                 reload: vec![],
             }),
             RouterConfig::GatewayApi(GatewayApiConfig {
-                server: "http://127.0.0.1:1".into(),
-                token_file: Some(PathBuf::from("/t")),
-                kubeconfig: None,
+                cluster: gateway_api::ClusterSource::Kubeconfig {
+                    path: kubeconfig.clone(),
+                    context: None,
+                    server: None,
+                },
                 namespace: "ns".into(),
                 route: "r".into(),
                 baseline: "a".into(),
@@ -340,9 +347,11 @@ mod tests {
             assert_eq!(built.source.is_some(), kind == "builtin");
         }
         let both = RouterConfig::GatewayApi(GatewayApiConfig {
-            server: "http://127.0.0.1:1".into(),
-            token_file: Some(PathBuf::from("/t")),
-            kubeconfig: Some(PathBuf::from("/k")),
+            cluster: gateway_api::ClusterSource::Kubeconfig {
+                path: PathBuf::from("/nonexistent/kubeconfig"),
+                context: None,
+                server: None,
+            },
             namespace: "ns".into(),
             route: "r".into(),
             baseline: "a".into(),
