@@ -23,6 +23,7 @@ use super::auth::{Role, TokenEntry};
 
 // The TLS keys beside an endpoint's `url` (caFile, clientCert, clientKey).
 mod tls;
+pub use tls::ApiTls;
 use tls::{client_tls, with_tls_keys};
 
 // The `gatewayApi` router's block: its cluster access and the files it names.
@@ -42,6 +43,8 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
     /// How much of the machine the API's clients may hold (`api:`).
     pub api: ApiLimits,
+    /// The API over TLS (`tls: { cert, key }`); plain HTTP without it.
+    pub tls: Option<ApiTls>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             tokens: Vec::new(),
             registries: Vec::new(),
             api: ApiLimits::default(),
+            tls: None,
         }
     }
 }
@@ -195,6 +199,7 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
             "tokens",
             "registries",
             "api",
+            "tls",
         ],
     )?;
     let mut config = Config::default();
@@ -202,6 +207,12 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
     if let Some(n) = f.get("api") {
         match api_limits(sink, n, &f.child("api")) {
             Some(a) => config.api = a,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("tls") {
+        match tls::api_tls(sink, n, &f.child("tls")) {
+            Some(t) => config.tls = Some(t),
             None => ok = false,
         }
     }

@@ -25,6 +25,13 @@
 //!   waits for a head, so it is also the idle keep-alive timeout. Request
 //!   bodies have their own timeout where they are read (`api.rs`).
 //!
+//! - **TLS.** With `tls: { cert, key }`, each connection's handshake runs
+//!   in its task, within the header read timeout, and can be evicted like
+//!   an idle connection while it runs. [`ApiTlsAcceptor`] swaps in a
+//!   reloaded certificate (SIGHUP) for the connections that follow. A
+//!   connection refused at the cap is told so in plain HTTP, which a TLS
+//!   client reads as a failed handshake.
+//!
 //! In-flight requests are counted by wrapping each response body: a
 //! request is over when hyper drops its body (sent, or the client left).
 
@@ -46,7 +53,40 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use super::config::ApiLimits;
+use super::config::{ApiLimits, ApiTls};
+use crate::tls::{ServerTls, TlsError};
+
+/// The API's TLS acceptor, reloadable: a renewed certificate is read on
+/// SIGHUP and used by every connection accepted after it; a broken one is
+/// refused and the one in use stays.
+pub struct ApiTlsAcceptor {
+    files: ApiTls,
+    current: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+impl ApiTlsAcceptor {
+    pub fn load(files: &ApiTls) -> Result<ApiTlsAcceptor, TlsError> {
+        let acceptor = ServerTls::load(&files.cert, &files.key)?.acceptor();
+        Ok(ApiTlsAcceptor {
+            files: files.clone(),
+            current: std::sync::RwLock::new(acceptor),
+        })
+    }
+
+    /// Read the certificate and key again and use them from now on.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let acceptor = ServerTls::load(&self.files.cert, &self.files.key)?.acceptor();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
 
 /// The largest request head (request line and headers) hyper buffers.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -241,6 +281,7 @@ pub async fn serve(
     app: Router,
     cap: usize,
     header_read_timeout: Duration,
+    tls: Option<Arc<ApiTlsAcceptor>>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let table = Arc::new(Table::default());
@@ -269,8 +310,27 @@ pub async fn serve(
                 let (id, conn) = table.insert();
                 let app = app.clone();
                 let table = table.clone();
+                let tls = tls.as_ref().map(|t| t.acceptor());
                 tasks.spawn(async move {
-                    run(stream, app, &table, conn, header_read_timeout).await;
+                    match tls {
+                        None => run(stream, app, &table, conn, header_read_timeout).await,
+                        Some(acceptor) => {
+                            // The handshake shares the head's time limit and
+                            // can be evicted like an idle connection.
+                            let handshake =
+                                tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
+                            tokio::select! {
+                                r = handshake => match r {
+                                    Ok(Ok(s)) => {
+                                        run(s, app, &table, conn, header_read_timeout).await;
+                                    }
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "API TLS handshake failed"),
+                                    Err(_) => tracing::debug!("API TLS handshake timed out"),
+                                },
+                                _ = conn.close.notified() => {}
+                            }
+                        }
+                    }
                     table.remove(id);
                 });
             }
@@ -323,14 +383,16 @@ fn refuse(stream: TcpStream, table: &Arc<Table>) {
     });
 }
 
-/// One connection, until it ends or is asked to close.
-async fn run(
-    stream: TcpStream,
+/// One connection (plain or TLS), until it ends or is asked to close.
+async fn run<S>(
+    stream: S,
     app: Router,
     table: &Arc<Table>,
     conn: Arc<Conn>,
     header_read_timeout: Duration,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = Tracking {
         inner: TowerToHyperService::new(app),
         conn: conn.clone(),

@@ -114,6 +114,8 @@ pub struct Shared {
     pub write_rate: auth::WriteRate,
     /// Observation batches per token.
     pub push_rate: auth::WriteRate,
+    /// The API's TLS (`tls:`), reloaded on SIGHUP.
+    api_tls: Option<Arc<connections::ApiTlsAcceptor>>,
     // Life cycle.
     pub ready: AtomicBool,
     pub shutdown: watch::Sender<bool>,
@@ -258,7 +260,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // drains instead of killing the process with its default action.
     let signals = Signals::install()?;
     let running = start(config, listener, Arc::new(SystemClock)).await?;
-    println!("canaryd listening on http://{}", running.addr);
+    let scheme = if running.shared.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("canaryd listening on {scheme}://{}", running.addr);
     signals.run(running.shared.clone()).await;
     running.stop().await
 }
@@ -341,6 +348,12 @@ pub async fn start(
         tokens.insert(entry);
     }
     let services = services::build_all(&config.services).await?;
+    let api_tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            connections::ApiTlsAcceptor::load(files).context("cannot serve the API over TLS")?,
+        )),
+        None => None,
+    };
     let local = listener.local_addr()?;
     let (shutdown, _) = watch::channel(false);
     let (commits, commit_rx) = committer::queue();
@@ -368,6 +381,7 @@ pub async fn start(
         tasks: Mutex::new(tokio::task::JoinSet::new()),
         commits,
         outbox,
+        api_tls,
     });
     tokio::spawn(committer::run(shared.clone(), commit_rx));
     shared.spawn(outbox::run(shared.clone(), outbox_queue));
@@ -378,9 +392,17 @@ pub async fn start(
         app,
         max_connections,
         limits.header_read_timeout,
+        shared.api_tls.clone(),
         shared.shutdown.subscribe(),
     ));
-    tracing::info!(addr = %local, max_connections, descriptor_limit = nofile, "listening");
+    tracing::info!(addr = %local, tls = shared.api_tls.is_some(), max_connections, descriptor_limit = nofile, "listening");
+    if shared.api_tls.is_none() && !local.ip().is_loopback() {
+        let warning = format!(
+            "the API listens on {local}, beyond loopback, WITHOUT TLS: bearer tokens cross the network in clear text; set `tls: {{ cert, key }}` in the config (docs/tls.md) or listen on 127.0.0.1 behind a TLS proxy"
+        );
+        tracing::warn!("{warning}");
+        eprintln!("canaryd: WARNING: {warning}");
+    }
 
     let pending = shared.pending_outbox();
     shared.restore_open_rollouts().await?;
@@ -421,14 +443,22 @@ impl Signals {
                 _ = self.term.recv() => { tracing::info!("SIGTERM: draining"); return; }
                 _ = self.int.recv() => { tracing::info!("SIGINT: draining"); return; }
                 _ = stop.wait_for(|s| *s) => return,
-                _ = self.hup.recv() => match shared.reload_policies() {
-                    Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
-                    Err(errs) => {
-                        for e in &errs {
-                            tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+                _ = self.hup.recv() => {
+                    match shared.reload_policies() {
+                        Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
+                        Err(errs) => {
+                            for e in &errs {
+                                tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+                            }
                         }
                     }
-                },
+                    if let Some(tls) = &shared.api_tls {
+                        match tls.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: the API's TLS certificate reloaded"),
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: the API's TLS certificate cannot be loaded; the previous one stays"),
+                        }
+                    }
+                }
             }
         }
     }

@@ -286,3 +286,39 @@ registries:
         }
     }
 }
+
+/// The API's own TLS (`tls: { cert, key }` at the config's root): the
+/// files as written, loaded and checked now so a broken pair is reported
+/// at its key. The daemon loads them again at start and on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub(crate) fn api_tls(
+    sink: &mut Sink,
+    node: &crate::yaml::node::Node,
+    path: &crate::yaml::diag::Path,
+) -> Option<ApiTls> {
+    let f = decode::mapping(sink, node, path, &["cert", "key"])?;
+    let mut file = |key: &str| -> Option<PathBuf> {
+        let n = f.require(sink, key)?;
+        match decode::string(sink, n, &f.child(key)) {
+            Some(s) if !s.trim().is_empty() => Some(PathBuf::from(s)),
+            Some(_) => {
+                sink.error(n.pos, &f.child(key), "expected a file path");
+                None
+            }
+            None => None,
+        }
+    };
+    let (cert, key) = (file("cert"), file("key"));
+    let (cert, key) = (cert?, key?);
+    if let Err(e) = crate::tls::ServerTls::load(&cert, &key) {
+        let at = f.get("cert").map_or(node.pos, |n| n.pos);
+        sink.error(at, &f.child("cert"), e.to_string());
+        return None;
+    }
+    Some(ApiTls { cert, key })
+}
