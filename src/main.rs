@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use canaryd::cli::audit::AuditCommand;
+use canaryd::cli::config::{ConfigChecker, ConfigCommand};
 use canaryd::cli::incident::IncidentCommand;
 use canaryd::cli::policy::PolicyCommand;
 use canaryd::cli::rollout::RolloutCommand;
@@ -53,6 +54,9 @@ enum Command {
     /// Check and explain rollout policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check the daemon's config file, offline.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Read and verify the audit log (with --data-dir: directly, read-only).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -119,6 +123,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => cli::policy::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd, state),
+        Command::Config(cmd) => cli::config::run(
+            cmd,
+            &OfflineCheck {
+                data_dir: cli.data_dir.clone(),
+            },
+        ),
         Command::Serve {
             config,
             listen,
@@ -274,5 +284,60 @@ impl StateReader for DataDir {
         Store::restart_chain(&self.0, actor, reason, SystemClock.now())
             .with_context(|| format!("cannot restart the audit chain in {}", self.0.display()))?;
         Ok(view::audit_verification(&self.store()?)?)
+    }
+}
+
+/// `config check`: the daemon's own offline check (`serve` runs the same),
+/// with `--data-dir` applied as `serve` applies it.
+struct OfflineCheck {
+    data_dir: Option<PathBuf>,
+}
+
+impl ConfigChecker for OfflineCheck {
+    fn check(&self, file: &std::path::Path) -> cli::config::Report {
+        use daemon::config::offline::{self, Place, Severity};
+        let checked = offline::check_file(
+            Some(file),
+            &offline::Overrides {
+                data_dir: self.data_dir.clone(),
+                ..offline::Overrides::default()
+            },
+        );
+        let problems = checked
+            .findings
+            .iter()
+            .map(|f| {
+                let (file, pos, flag) = match &f.place {
+                    Place::At { file, pos } => (Some(file.clone()), Some(*pos), None),
+                    Place::Flag(flag) => (None, None, Some(flag.to_string())),
+                    Place::Default { file } => (file.clone(), None, None),
+                };
+                cli::config::Problem {
+                    severity: match f.severity {
+                        Severity::Error => "error",
+                        Severity::Warning => "warning",
+                    },
+                    file,
+                    line: pos.map(|p| p.line),
+                    col: pos.map(|p| p.col),
+                    flag,
+                    path: f.path.clone(),
+                    message: f.message.clone(),
+                    text: f.to_string(),
+                }
+            })
+            .collect();
+        let summary = checked.config.as_ref().map(|c| {
+            let n = |k: usize, one: &str, many: &str| {
+                format!("{k} {}", if k == 1 { one } else { many })
+            };
+            format!(
+                "valid: {}, {}, {}",
+                n(c.services.len(), "service", "services"),
+                n(c.tokens.len(), "token", "tokens"),
+                n(c.registries.len(), "registry", "registries")
+            )
+        });
+        cli::config::Report { problems, summary }
     }
 }

@@ -1,6 +1,9 @@
 //! The daemon's config file (PRODUCT.md section 7): YAML with the policies'
 //! strictness (located errors, all at once, unknown fields and duplicate
 //! keys refused, strict booleans), decoded with the same readers.
+//! `offline.rs` adds what needs the filesystem or the whole file.
+
+pub mod offline;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

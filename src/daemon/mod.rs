@@ -211,27 +211,33 @@ impl Shared {
     }
 }
 
-/// Read the config file (when given) and apply the flags.
+/// Read the config file (when given), apply the flags and check what can
+/// be checked offline: the same findings, in the same words, as `canaryd
+/// config check` (`config/offline.rs`). Warnings are logged; any error
+/// stops the start with every error listed.
 pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
-    let mut config = match &opts.config {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read the config file {}", path.display()))?;
-            config::parse_config(&path.display().to_string(), &bytes)
-                .map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?
+    let checked = config::offline::check_file(opts.config.as_deref(), &opts.overrides());
+    for w in checked.warnings() {
+        tracing::warn!(warning = %w, "config");
+    }
+    if checked.has_errors() {
+        let lines: Vec<String> = checked.errors().map(ToString::to_string).collect();
+        anyhow::bail!("invalid config:\n{}", lines.join("\n"));
+    }
+    checked
+        .into_config()
+        .context("the config check returned no config and no error")
+}
+
+impl ServeOptions {
+    /// What the flags say instead of the config file.
+    pub fn overrides(&self) -> config::offline::Overrides {
+        config::offline::Overrides {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            policies: self.policies.clone(),
         }
-        None => Config::default(),
-    };
-    if let Some(d) = &opts.data_dir {
-        config.data_dir = d.clone();
     }
-    if let Some(l) = opts.listen {
-        config.listen = l;
-    }
-    if let Some(p) = &opts.policies {
-        config.policies = p.clone();
-    }
-    Ok(config)
 }
 
 /// Run the daemon until SIGTERM/SIGINT (or a fatal store error): bind
