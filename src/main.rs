@@ -39,9 +39,13 @@ struct Cli {
         default_value = "http://127.0.0.1:7600"
     )]
     server: String,
-    /// API token (default: <data-dir>/admin.token when it exists).
-    #[arg(long, global = true, env = "CANARYD_TOKEN", hide_env_values = true)]
+    /// API token [env: CANARYD_TOKEN] (default: <data-dir>/admin.token when
+    /// it exists and no other token is given).
+    #[arg(long, global = true)]
     token: Option<String>,
+    /// A file holding the API token [env: CANARYD_TOKEN_FILE].
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// State directory (for commands that read it directly).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -113,7 +117,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let client = Client::new(&cli.server, cli.token.as_deref(), cli.data_dir.as_deref());
+    let client = Client::from_command_line(
+        &cli.server,
+        cli.token.as_deref(),
+        cli.token_file.as_deref(),
+        cli.data_dir.as_deref(),
+    );
     let data_dir = cli.data_dir.clone().map(DataDir);
     // `incident` and `audit` read the data dir when one is given.
     let state: &dyn StateReader = match &data_dir {
@@ -240,7 +249,7 @@ fn create_token(actor: &str, roles: &[String]) -> anyhow::Result<ExitCode> {
         .collect();
     println!("token: {token}");
     println!(
-        "# add to the config's `tokens:` and restart the daemon (tokens are read at start); the token itself is not stored anywhere"
+        "# add to the config's `tokens:`, check it (`canaryd config check FILE`) and reload the daemon (SIGHUP); the token itself is not stored anywhere"
     );
     println!(
         "  - {{ actor: {:?}, sha256: \"{}\", roles: [{}] }}",

@@ -1,6 +1,12 @@
 //! Bearer tokens and roles (PRODUCT.md section 7). Tokens are kept only as
 //! SHA-256 hashes; a presented token is hashed and looked up, so the daemon
 //! never holds, logs or compares the secret itself.
+//!
+//! The set in force comes from the config's `tokens:`, or, with none, from
+//! the admin token file ([`token_set`]); SIGHUP re-reads both
+//! ([`Shared::reload_tokens`]), keeping the old set when the new config has
+//! any error. With tokens configured no admin token file is left in the
+//! data dir, so no client sends a token that opens nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -236,6 +242,123 @@ pub fn ensure_admin_token(data_dir: &Path) -> std::io::Result<(TokenEntry, bool)
         },
         created,
     ))
+}
+
+/// With tokens configured: remove an admin token file left from a start
+/// without them (it no longer opens anything, and the CLI would otherwise
+/// send it). True when there was one.
+pub fn retire_admin_token(data_dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(admin_token_path(data_dir)) {
+        Ok(()) => {
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Which tokens a config's `tokens:` put in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminTokenFile {
+    /// Tokens are configured; the file is gone (`true`: it was just removed).
+    Retired(bool),
+    /// None are configured: the file's token (`true`: just created).
+    InForce(bool),
+}
+
+/// The tokens a daemon with `configured` tokens and this data dir accepts:
+/// the configured ones, or with none the admin token file's (created when
+/// missing). Used at start and on every reload.
+pub fn token_set(
+    configured: &[TokenEntry],
+    data_dir: &Path,
+) -> std::io::Result<(Tokens, AdminTokenFile)> {
+    let mut tokens = Tokens::new(configured);
+    if configured.is_empty() {
+        let (entry, created) = ensure_admin_token(data_dir)?;
+        tokens.insert(entry);
+        Ok((tokens, AdminTokenFile::InForce(created)))
+    } else {
+        Ok((
+            tokens,
+            AdminTokenFile::Retired(retire_admin_token(data_dir)?),
+        ))
+    }
+}
+
+impl super::Shared {
+    /// SIGHUP: read the config file again (with the same flags) and put its
+    /// tokens in force, audited. A config with any error (the same findings
+    /// `config check` and the start report) changes nothing: the previous
+    /// tokens stay and the findings are returned. Keys other than `tokens`
+    /// take effect at the next start; the ones that changed are named in
+    /// the log.
+    pub fn reload_tokens(&self, opts: &super::ServeOptions) -> Result<usize, Vec<String>> {
+        let checked = super::config::offline::check_file(opts.config.as_deref(), &opts.overrides());
+        for w in checked.warnings() {
+            tracing::warn!(warning = %w, "SIGHUP: config");
+        }
+        let Some(config) = checked.config.as_ref().filter(|_| !checked.has_errors()) else {
+            return Err(checked.errors().map(ToString::to_string).collect());
+        };
+        let (tokens, admin) = token_set(&config.tokens, &self.config.data_dir).map_err(|e| {
+            vec![format!(
+                "the admin token file in {}: {e}",
+                self.config.data_dir.display()
+            )]
+        })?;
+        let unapplied = restart_only_changes(&self.config, config);
+        if !unapplied.is_empty() {
+            tracing::warn!(
+                keys = %unapplied.join(", "),
+                "SIGHUP: changed in the config file, read only at start: restart to apply"
+            );
+        }
+        if admin == AdminTokenFile::Retired(true) {
+            tracing::info!("SIGHUP: tokens are configured: the admin token file was removed");
+        }
+        let n = config.tokens.len();
+        let actors: Vec<&str> = config.tokens.iter().map(|t| t.actor.as_str()).collect();
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        let _ = self.audit(crate::store::NewAudit {
+            at: self.clock.now(),
+            actor: crate::engine::ENGINE.into(),
+            action: "tokens.reload".into(),
+            rollout_id: None,
+            reason: match admin {
+                AdminTokenFile::InForce(_) => "no tokens configured: the admin token file".into(),
+                AdminTokenFile::Retired(_) => format!("{n} configured tokens"),
+            },
+            ticket: None,
+            details: serde_json::json!({
+                "actors": actors,
+                "admin_token_file": matches!(admin, AdminTokenFile::InForce(_)),
+            }),
+        });
+        Ok(n)
+    }
+}
+
+/// The top-level keys other than `tokens` that differ: a reload does not
+/// apply them.
+fn restart_only_changes(
+    running: &super::config::Config,
+    new: &super::config::Config,
+) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut differs = |key, changed: bool| {
+        if changed {
+            out.push(key);
+        }
+    };
+    differs("listen", running.listen != new.listen);
+    differs("dataDir", running.data_dir != new.data_dir);
+    differs("policies", running.policies != new.policies);
+    differs("services", running.services != new.services);
+    differs("registries", running.registries != new.registries);
+    differs("api", running.api != new.api);
+    out
 }
 
 fn write_new_token(path: &Path) -> std::io::Result<String> {

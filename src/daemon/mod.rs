@@ -265,7 +265,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let running = start(config, listener, Arc::new(SystemClock)).await?;
     println!("canaryd listening on http://{}", running.addr);
-    signals.run(running.shared.clone()).await;
+    signals.run(running.shared.clone(), &opts).await;
     running.stop().await
 }
 
@@ -331,20 +331,22 @@ pub async fn start(
         )
     })?;
     tracing::info!(count = policies.by_name.len(), dir = %config.policies.display(), "policies loaded");
-    let mut tokens = Tokens::new(&config.tokens);
-    if config.tokens.is_empty() {
-        let (entry, created) = auth::ensure_admin_token(&config.data_dir).with_context(|| {
-            format!(
-                "cannot write the admin token in {}",
-                config.data_dir.display()
-            )
-        })?;
-        tracing::info!(
+    let (tokens, admin) = auth::token_set(&config.tokens, &config.data_dir).with_context(|| {
+        format!(
+            "cannot write the admin token in {}",
+            config.data_dir.display()
+        )
+    })?;
+    match admin {
+        auth::AdminTokenFile::InForce(created) => tracing::info!(
             path = %auth::admin_token_path(&config.data_dir).display(),
             created,
             "no tokens configured: the admin token is in this file"
-        );
-        tokens.insert(entry);
+        ),
+        auth::AdminTokenFile::Retired(true) => tracing::info!(
+            "tokens are configured: the admin token file left from before was removed"
+        ),
+        auth::AdminTokenFile::Retired(false) => {}
     }
     let services = services::build_all(&config.services).await?;
     let local = listener.local_addr()?;
@@ -401,7 +403,8 @@ pub async fn start(
     })
 }
 
-/// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload policies).
+/// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload policies, then
+/// the config file's tokens: `auth.rs`).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -420,21 +423,31 @@ impl Signals {
     }
 
     /// Until a stop signal (or the daemon stops itself).
-    async fn run(mut self, shared: Arc<Shared>) {
+    async fn run(mut self, shared: Arc<Shared>, opts: &ServeOptions) {
         let mut stop = shared.shutdown.subscribe();
         loop {
             tokio::select! {
                 _ = self.term.recv() => { tracing::info!("SIGTERM: draining"); return; }
                 _ = self.int.recv() => { tracing::info!("SIGINT: draining"); return; }
                 _ = stop.wait_for(|s| *s) => return,
-                _ = self.hup.recv() => match shared.reload_policies() {
-                    Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
-                    Err(errs) => {
-                        for e in &errs {
-                            tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+                _ = self.hup.recv() => {
+                    match shared.reload_policies() {
+                        Ok(n) => tracing::info!(count = n, "SIGHUP: policies reloaded"),
+                        Err(errs) => {
+                            for e in &errs {
+                                tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+                            }
                         }
                     }
-                },
+                    match shared.reload_tokens(opts) {
+                        Ok(n) => tracing::info!(count = n, "SIGHUP: tokens reloaded"),
+                        Err(errs) => {
+                            for e in &errs {
+                                tracing::error!(error = %e, "SIGHUP: invalid config; the previous tokens stay");
+                            }
+                        }
+                    }
+                }
             }
         }
     }
