@@ -167,6 +167,33 @@ fn policies_directory_missing() {
 }
 
 #[test]
+fn a_parse_error_does_not_hide_a_missing_policies_directory() {
+    check_with(
+        "services:\n  web:\n    router: { file: { pth: {dir}/out/w.json } }\n",
+        |dir| std::fs::remove_dir_all(dir.join("policies")).unwrap(),
+        expect![[r#"
+            exit 1
+            canaryd.yaml:3:11: policies: cannot read the policies directory {dir}/policies: No such file or directory (os error 2)
+            canaryd.yaml:6:21: services.web.router.file: missing required field `path`
+            canaryd.yaml:6:23: services.web.router.file.pth: unknown field `pth`, expected one of `path`
+        "#]],
+    );
+}
+
+/// A value the parser refused is not checked again at its default.
+#[test]
+fn a_refused_value_is_not_checked_at_its_default() {
+    check(
+        "policies: 7\nregistries:\n  - mlflow: { url: http://127.0.0.1:5000, model: m, alias: a, service: nowhere, policy: fast }\n",
+        expect![[r#"
+            exit 1
+            canaryd.yaml:3:11: policies: expected a string, found an integer 7
+            canaryd.yaml:5:72: registries[0].mlflow.service: service `nowhere` is not defined under `services`
+        "#]],
+    );
+}
+
+#[test]
 fn an_invalid_policy_in_the_directory() {
     check_with(
         "",
@@ -384,6 +411,9 @@ fn token_entries() {
 fn every_problem_at_once() {
     check(
         "services:
+  Web: {}
+  c:
+    router: { file: { path: {dir}/out/c.json }, extra: 1 }
   a:
     router: { file: { path: {dir}/missing/a.json } }
     hooks:
@@ -395,11 +425,13 @@ registries:
 ",
         expect![[r#"
             exit 1
-            canaryd.yaml:6:29: services.a.router.file.path: its directory {dir}/missing: No such file or directory (os error 2)
-            canaryd.yaml:8:38: services.a.hooks.onStart.command.program: /nonexistent/hook: No such file or directory (os error 2)
-            canaryd.yaml:10:29: services.b.router.file.path: its directory {dir}/missing: No such file or directory (os error 2)
-            canaryd.yaml:10:29: services.b.router.file.path: service `a` already uses the weights file {dir}/missing/a.json; two services would fight over it
-            canaryd.yaml:12:83: registries[0].mlflow.policy: no policy named `nope` in {dir}/policies (it has: fast)
+            canaryd.yaml:5:3: services.Web: service name `Web`: expected 1 to 63 characters from `a-z`, `0-9` and `-`
+            canaryd.yaml:7:59: services.c.router.extra: unknown field `extra`, expected one of `builtin`, `haproxy`, `nginx`, `gatewayApi`, `command`, `webhook`, `file`
+            canaryd.yaml:9:29: services.a.router.file.path: its directory {dir}/missing: No such file or directory (os error 2)
+            canaryd.yaml:11:38: services.a.hooks.onStart.command.program: /nonexistent/hook: No such file or directory (os error 2)
+            canaryd.yaml:13:29: services.b.router.file.path: its directory {dir}/missing: No such file or directory (os error 2)
+            canaryd.yaml:13:29: services.b.router.file.path: service `a` already uses the weights file {dir}/missing/a.json; two services would fight over it
+            canaryd.yaml:15:83: registries[0].mlflow.policy: no policy named `nope` in {dir}/policies (it has: fast)
         "#]],
     );
 }

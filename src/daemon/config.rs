@@ -166,16 +166,26 @@ pub struct MlflowConfig {
 
 /// Parse a config file. `file` names it in diagnostics.
 pub fn parse_config(file: &str, bytes: &[u8]) -> Result<Config, Diagnostics> {
-    let mut sink = Sink::new(file);
-    let config = load_yaml(&mut sink, bytes).and_then(|root| decode_root(&mut sink, &root));
-    match (config, sink.finish()) {
-        (Some(c), None) => Ok(c),
+    match parse_config_partial(file, bytes) {
+        (Some((c, true)), None) => Ok(c),
         (_, Some(d)) => Err(d),
-        (None, None) => unreachable!("the decoder returns nothing only after reporting"),
+        (_, None) => unreachable!("the decoder returns nothing only after reporting"),
     }
 }
 
-fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
+/// As [`parse_config`], and with problems also what did decode (`false`:
+/// only part of it: sections and entries with problems are left out, or
+/// at their defaults), so `offline.rs` can check the rest in the same run.
+pub fn parse_config_partial(
+    file: &str,
+    bytes: &[u8],
+) -> (Option<(Config, bool)>, Option<Diagnostics>) {
+    let mut sink = Sink::new(file);
+    let config = load_yaml(&mut sink, bytes).and_then(|root| decode_root(&mut sink, &root));
+    (config, sink.finish())
+}
+
+fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
     let path = Path::root();
     let f = decode::mapping(
         sink,
@@ -284,7 +294,7 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
             None => ok = false,
         }
     }
-    ok.then_some(config)
+    Some((config, ok))
 }
 
 fn api_limits(sink: &mut Sink, node: &Node, path: &Path) -> Option<ApiLimits> {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Config, RegistryConfig, parse_config};
+use super::{Config, RegistryConfig, parse_config_partial};
 use crate::daemon::policies;
 use crate::routers::{HookConfig, RouterConfig};
 use crate::sources::SourceConfig;
@@ -180,16 +180,22 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// As [`check_file`], for bytes already read; `file` names them.
+///
+/// The offline checks run on whatever the parser could decode, so one
+/// mistyped service does not hide a missing policies directory; a check
+/// whose value the parser already refused (or whose place a refused entry
+/// would shift) is left out rather than reported twice or wrongly.
 pub fn check_bytes(file: Option<&str>, bytes: &[u8], overrides: &Overrides) -> Checked {
     let name = file.unwrap_or("");
-    let mut config = match parse_config(name, bytes) {
-        Ok(c) => c,
-        Err(diags) => {
-            return Checked {
-                config: None,
-                findings: diags.0.into_iter().map(Finding::from).collect(),
-            };
-        }
+    let (parsed, diags) = parse_config_partial(name, bytes);
+    let mut findings: Vec<Finding> = diags
+        .map(|d| d.0.into_iter().map(Finding::from).collect())
+        .unwrap_or_default();
+    let Some((mut config, complete)) = parsed else {
+        return Checked {
+            config: None,
+            findings,
+        };
     };
     let mut flags = BTreeMap::new();
     if let Some(d) = &overrides.data_dir {
@@ -204,17 +210,24 @@ pub fn check_bytes(file: Option<&str>, bytes: &[u8], overrides: &Overrides) -> C
         config.policies = p.clone();
         flags.insert("policies", "--policies");
     }
-    // The parser accepted the bytes, so they load again; the tree only
-    // gives places.
+    // The parser accepted the bytes as YAML, so they load again; the tree
+    // only gives places.
     let root = file.and_then(|_| load_yaml(&mut Sink::new(name), bytes));
+    let refused: Vec<String> = findings.iter().map(|f| f.path.clone()).collect();
     let mut run = Run {
         file,
         root: root.as_ref(),
         flags,
+        refused: &refused,
         findings: Vec::new(),
     };
     run.everything(&config);
-    let mut findings = run.findings;
+    let offline = run.findings;
+    findings.extend(
+        offline
+            .into_iter()
+            .filter(|f| !refused.iter().any(|r| is_under(&f.path, r))),
+    );
     // File order, then flags and defaults; stable within one place.
     findings.sort_by_key(|f| match &f.place {
         Place::At { pos, .. } => (0, *pos),
@@ -222,9 +235,18 @@ pub fn check_bytes(file: Option<&str>, bytes: &[u8], overrides: &Overrides) -> C
         Place::Default { .. } => (2, Pos::default()),
     });
     Checked {
-        config: Some(config),
+        config: complete.then_some(config),
         findings,
     }
+}
+
+/// Whether field path `path` is `parent` or inside it (an empty parent is
+/// the whole file).
+fn is_under(path: &str, parent: &str) -> bool {
+    parent.is_empty()
+        || path
+            .strip_prefix(parent)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// One segment of a field path.
@@ -295,10 +317,19 @@ struct Run<'a> {
     root: Option<&'a Node>,
     /// Top-level keys given by a flag instead.
     flags: BTreeMap<&'static str, &'static str>,
+    /// Paths the parser refused (their values are defaults or left out).
+    refused: &'a [String],
     findings: Vec<Finding>,
 }
 
 impl Run<'_> {
+    /// The parser refused something at or inside top-level `key`.
+    fn refused(&self, key: &str) -> bool {
+        self.refused
+            .iter()
+            .any(|r| is_under(r, key) || r.is_empty())
+    }
+
     fn report(&mut self, severity: Severity, at: &Field, message: String) {
         let top = match at.0.first() {
             Some(Seg::Key(k)) => k.as_str(),
@@ -336,7 +367,12 @@ impl Run<'_> {
     fn everything(&mut self, config: &Config) {
         self.listen(config);
         self.data_dir(&config.data_dir);
-        let policies = self.policies(&config.policies);
+        // Not the default directory in place of one the parser refused.
+        let policies = if self.refused("policies") {
+            None
+        } else {
+            self.policies(&config.policies)
+        };
         self.services(config);
         self.registries(config, policies.as_ref());
     }
@@ -468,6 +504,7 @@ impl Run<'_> {
                         let lf = rf.key("listen");
                         if b.listen.parse::<SocketAddr>().ok() == Some(config.listen)
                             && config.listen.port() != 0
+                            && !self.refused("listen")
                         {
                             self.error(&lf, format!("{} is the API's own `listen`", b.listen));
                         }
@@ -654,6 +691,10 @@ impl Run<'_> {
     }
 
     fn registries(&mut self, config: &Config, policies: Option<&policies::PolicySet>) {
+        // A refused entry is left out, so indexes would name the wrong one.
+        if self.refused("registries") {
+            return;
+        }
         let mut fed: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, r) in config.registries.iter().enumerate() {
             let RegistryConfig::Mlflow(m) = r;
