@@ -216,7 +216,11 @@ async fn sighup_reloads_tokens_while_the_proxy_serves() {
     assert_eq!(status_with(&d, "alice-secret").await, 401);
 
     // Tokens again: the admin token file is retired.
-    std::fs::write(&config_path, format!("{head}{}", tokens(&[alice.clone()]))).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{head}{}", tokens(std::slice::from_ref(&alice))),
+    )
+    .unwrap();
     sighup(&d);
     eventually(
         "alice's token to open again",

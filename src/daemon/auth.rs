@@ -4,8 +4,7 @@
 //!
 //! The set in force comes from the config's `tokens:`, or, with none, from
 //! the admin token file ([`token_set`]); SIGHUP re-reads both
-//! ([`Shared::reload_tokens`]), keeping the old set when the new config has
-//! any error. With tokens configured no admin token file is left in the
+//! (`reload.rs`), keeping the old set when the new config has any error. With tokens configured no admin token file is left in the
 //! data dir, so no client sends a token that opens nothing.
 
 use std::collections::HashMap;
@@ -285,80 +284,6 @@ pub fn token_set(
             AdminTokenFile::Retired(retire_admin_token(data_dir)?),
         ))
     }
-}
-
-impl super::Shared {
-    /// SIGHUP: read the config file again (with the same flags) and put its
-    /// tokens in force, audited. A config with any error (the same findings
-    /// `config check` and the start report) changes nothing: the previous
-    /// tokens stay and the findings are returned. Keys other than `tokens`
-    /// take effect at the next start; the ones that changed are named in
-    /// the log.
-    pub fn reload_tokens(&self, opts: &super::ServeOptions) -> Result<usize, Vec<String>> {
-        let checked = super::config::offline::check_file(opts.config.as_deref(), &opts.overrides());
-        for w in checked.warnings() {
-            tracing::warn!(warning = %w, "SIGHUP: config");
-        }
-        let Some(config) = checked.config.as_ref().filter(|_| !checked.has_errors()) else {
-            return Err(checked.errors().map(ToString::to_string).collect());
-        };
-        let (tokens, admin) = token_set(&config.tokens, &self.config.data_dir).map_err(|e| {
-            vec![format!(
-                "the admin token file in {}: {e}",
-                self.config.data_dir.display()
-            )]
-        })?;
-        let unapplied = restart_only_changes(&self.config, config);
-        if !unapplied.is_empty() {
-            tracing::warn!(
-                keys = %unapplied.join(", "),
-                "SIGHUP: changed in the config file, read only at start: restart to apply"
-            );
-        }
-        if admin == AdminTokenFile::Retired(true) {
-            tracing::info!("SIGHUP: tokens are configured: the admin token file was removed");
-        }
-        let n = config.tokens.len();
-        let actors: Vec<&str> = config.tokens.iter().map(|t| t.actor.as_str()).collect();
-        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
-        let _ = self.audit(crate::store::NewAudit {
-            at: self.clock.now(),
-            actor: crate::engine::ENGINE.into(),
-            action: "tokens.reload".into(),
-            rollout_id: None,
-            reason: match admin {
-                AdminTokenFile::InForce(_) => "no tokens configured: the admin token file".into(),
-                AdminTokenFile::Retired(_) => format!("{n} configured tokens"),
-            },
-            ticket: None,
-            details: serde_json::json!({
-                "actors": actors,
-                "admin_token_file": matches!(admin, AdminTokenFile::InForce(_)),
-            }),
-        });
-        Ok(n)
-    }
-}
-
-/// The top-level keys other than `tokens` that differ: a reload does not
-/// apply them.
-fn restart_only_changes(
-    running: &super::config::Config,
-    new: &super::config::Config,
-) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut differs = |key, changed: bool| {
-        if changed {
-            out.push(key);
-        }
-    };
-    differs("listen", running.listen != new.listen);
-    differs("dataDir", running.data_dir != new.data_dir);
-    differs("policies", running.policies != new.policies);
-    differs("services", running.services != new.services);
-    differs("registries", running.registries != new.registries);
-    differs("api", running.api != new.api);
-    out
 }
 
 fn write_new_token(path: &Path) -> std::io::Result<String> {

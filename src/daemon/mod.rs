@@ -11,7 +11,8 @@
 //! - `committer.rs`: the group committer, the one writer of engine steps.
 //! - `outbox.rs`: webhook deliveries and lifecycle hooks after their commit.
 //! - `push.rs`: observation batches; `policies.rs`: the policy set and
-//!   reload; `registry.rs`: model-registry watchers.
+//!   reload; `reload.rs`: the config's tokens on SIGHUP; `registry.rs`:
+//!   model-registry watchers.
 //! - `services.rs`: the configured services' routers and sources;
 //!   `config.rs`: the config file; `auth.rs`: tokens and roles.
 //! - `api.rs`: the HTTP API (axum); `connections.rs`: its connections
@@ -34,6 +35,7 @@ mod outbox;
 pub mod policies;
 pub mod push;
 pub mod registry;
+mod reload;
 mod rollouts;
 pub mod services;
 #[cfg(test)]
