@@ -402,21 +402,21 @@ impl Run<'_> {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Created at start, with its missing parents.
-                let Some(existing) = dir.ancestors().skip(1).find(|a| {
-                    let a = if a.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        a
-                    };
-                    a.exists()
-                }) else {
+                // Created at start with its missing parents: the nearest
+                // one that exists must let this user create them.
+                let existing = dir
+                    .ancestors()
+                    .skip(1)
+                    .map(|a| {
+                        if a.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            a
+                        }
+                    })
+                    .find(|a| a.exists());
+                let Some(existing) = existing else {
                     return;
-                };
-                let existing = if existing.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    existing
                 };
                 match std::fs::metadata(existing) {
                     Ok(m) if !m.is_dir() => self.error(
