@@ -5,6 +5,9 @@
 //! Every case runs in its own temp dir: `{dir}` in a config stands for it,
 //! and stands for it again in the output.
 
+// One test waits on a real child process (bounded).
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 use std::process::Command;
 
@@ -533,7 +536,9 @@ fn serve_reports_what_config_check_reports() {
         .args(["config", "check", "canaryd.yaml"])
         .output()
         .unwrap();
-    let serve = Command::new(bin())
+    // Bounded: a daemon that starts anyway is killed and fails the test.
+    let log = dir.join("serve.log");
+    let mut child = Command::new(bin())
         .current_dir(dir)
         .args([
             "serve",
@@ -543,12 +548,26 @@ fn serve_reports_what_config_check_reports() {
             "127.0.0.1:0",
         ])
         .env("CANARYD_LOG", "error")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let serve_status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started with a config that config check refuses");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(check.status.code(), Some(1));
-    assert_ne!(serve.status.code(), Some(0));
+    assert_ne!(serve_status.code(), Some(0));
     let check_lines = String::from_utf8_lossy(&check.stderr).into_owned();
-    let serve_text = String::from_utf8_lossy(&serve.stderr).into_owned();
+    let serve_text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(check_lines.lines().count(), 2, "{check_lines}");
     for line in check_lines.lines() {
         assert!(
