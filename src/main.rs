@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use canaryd::cli::audit::AuditCommand;
+use canaryd::cli::config::{ConfigChecker, ConfigCommand};
 use canaryd::cli::incident::IncidentCommand;
 use canaryd::cli::policy::PolicyCommand;
 use canaryd::cli::rollout::RolloutCommand;
@@ -38,9 +39,13 @@ struct Cli {
         default_value = "http://127.0.0.1:7600"
     )]
     server: String,
-    /// API token (default: <data-dir>/admin.token when it exists).
-    #[arg(long, global = true, env = "CANARYD_TOKEN", hide_env_values = true)]
+    /// API token [env: CANARYD_TOKEN] (default: <data-dir>/admin.token when
+    /// it exists and no other token is given).
+    #[arg(long, global = true)]
     token: Option<String>,
+    /// A file holding the API token [env: CANARYD_TOKEN_FILE].
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// State directory (for commands that read it directly).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -53,6 +58,9 @@ enum Command {
     /// Check and explain rollout policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check the daemon's config file, offline.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Read and verify the audit log (with --data-dir: directly, read-only).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -109,7 +117,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let client = Client::new(&cli.server, cli.token.as_deref(), cli.data_dir.as_deref());
+    let client = Client::from_command_line(
+        &cli.server,
+        cli.token.as_deref(),
+        cli.token_file.as_deref(),
+        cli.data_dir.as_deref(),
+    );
     let data_dir = cli.data_dir.clone().map(DataDir);
     // `incident` and `audit` read the data dir when one is given.
     let state: &dyn StateReader = match &data_dir {
@@ -119,6 +132,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => cli::policy::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd, state),
+        Command::Config(cmd) => cli::config::run(
+            cmd,
+            &OfflineCheck {
+                data_dir: cli.data_dir.clone(),
+            },
+        ),
         Command::Serve {
             config,
             listen,
@@ -230,7 +249,7 @@ fn create_token(actor: &str, roles: &[String]) -> anyhow::Result<ExitCode> {
         .collect();
     println!("token: {token}");
     println!(
-        "# add to the config's `tokens:` and restart the daemon (tokens are read at start); the token itself is not stored anywhere"
+        "# add to the config's `tokens:`, check it (`canaryd config check FILE`) and reload the daemon (SIGHUP); the token itself is not stored anywhere"
     );
     println!(
         "  - {{ actor: {:?}, sha256: \"{}\", roles: [{}] }}",
@@ -274,5 +293,60 @@ impl StateReader for DataDir {
         Store::restart_chain(&self.0, actor, reason, SystemClock.now())
             .with_context(|| format!("cannot restart the audit chain in {}", self.0.display()))?;
         Ok(view::audit_verification(&self.store()?)?)
+    }
+}
+
+/// `config check`: the daemon's own offline check (`serve` runs the same),
+/// with `--data-dir` applied as `serve` applies it.
+struct OfflineCheck {
+    data_dir: Option<PathBuf>,
+}
+
+impl ConfigChecker for OfflineCheck {
+    fn check(&self, file: &std::path::Path) -> cli::config::Report {
+        use daemon::config::offline::{self, Place, Severity};
+        let checked = offline::check_file(
+            Some(file),
+            &offline::Overrides {
+                data_dir: self.data_dir.clone(),
+                ..offline::Overrides::default()
+            },
+        );
+        let problems = checked
+            .findings
+            .iter()
+            .map(|f| {
+                let (file, pos, flag) = match &f.place {
+                    Place::At { file, pos } => (Some(file.clone()), Some(*pos), None),
+                    Place::Flag(flag) => (None, None, Some(flag.to_string())),
+                    Place::Default { file } => (file.clone(), None, None),
+                };
+                cli::config::Problem {
+                    severity: match f.severity {
+                        Severity::Error => "error",
+                        Severity::Warning => "warning",
+                    },
+                    file,
+                    line: pos.map(|p| p.line),
+                    col: pos.map(|p| p.col),
+                    flag,
+                    path: f.path.clone(),
+                    message: f.message.clone(),
+                    text: f.to_string(),
+                }
+            })
+            .collect();
+        let summary = checked.config.as_ref().map(|c| {
+            let n = |k: usize, one: &str, many: &str| {
+                format!("{k} {}", if k == 1 { one } else { many })
+            };
+            format!(
+                "valid: {}, {}, {}",
+                n(c.services.len(), "service", "services"),
+                n(c.tokens.len(), "token", "tokens"),
+                n(c.registries.len(), "registry", "registries")
+            )
+        });
+        cli::config::Report { problems, summary }
     }
 }

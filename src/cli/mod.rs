@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod config;
 pub mod incident;
 pub mod policy;
 pub mod rollout;

@@ -1,6 +1,11 @@
 //! Bearer tokens and roles (PRODUCT.md section 7). Tokens are kept only as
 //! SHA-256 hashes; a presented token is hashed and looked up, so the daemon
 //! never holds, logs or compares the secret itself.
+//!
+//! The set in force comes from the config's `tokens:`, or, with none, from
+//! the admin token file ([`token_set`]); SIGHUP re-reads both
+//! (`reload.rs`), keeping the old set when the new config has any error. With tokens configured no admin token file is left in the
+//! data dir, so no client sends a token that opens nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -236,6 +241,49 @@ pub fn ensure_admin_token(data_dir: &Path) -> std::io::Result<(TokenEntry, bool)
         },
         created,
     ))
+}
+
+/// With tokens configured: remove an admin token file left from a start
+/// without them (it no longer opens anything, and the CLI would otherwise
+/// send it). True when there was one.
+pub fn retire_admin_token(data_dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(admin_token_path(data_dir)) {
+        Ok(()) => {
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Which tokens a config's `tokens:` put in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminTokenFile {
+    /// Tokens are configured; the file is gone (`true`: it was just removed).
+    Retired(bool),
+    /// None are configured: the file's token (`true`: just created).
+    InForce(bool),
+}
+
+/// The tokens a daemon with `configured` tokens and this data dir accepts:
+/// the configured ones, or with none the admin token file's (created when
+/// missing). Used at start and on every reload.
+pub fn token_set(
+    configured: &[TokenEntry],
+    data_dir: &Path,
+) -> std::io::Result<(Tokens, AdminTokenFile)> {
+    let mut tokens = Tokens::new(configured);
+    if configured.is_empty() {
+        let (entry, created) = ensure_admin_token(data_dir)?;
+        tokens.insert(entry);
+        Ok((tokens, AdminTokenFile::InForce(created)))
+    } else {
+        Ok((
+            tokens,
+            AdminTokenFile::Retired(retire_admin_token(data_dir)?),
+        ))
+    }
 }
 
 fn write_new_token(path: &Path) -> std::io::Result<String> {

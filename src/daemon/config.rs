@@ -1,6 +1,9 @@
 //! The daemon's config file (PRODUCT.md section 7): YAML with the policies'
 //! strictness (located errors, all at once, unknown fields and duplicate
 //! keys refused, strict booleans), decoded with the same readers.
+//! `offline.rs` adds what needs the filesystem or the whole file.
+
+pub mod offline;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -176,16 +179,26 @@ pub struct MlflowConfig {
 
 /// Parse a config file. `file` names it in diagnostics.
 pub fn parse_config(file: &str, bytes: &[u8]) -> Result<Config, Diagnostics> {
-    let mut sink = Sink::new(file);
-    let config = load_yaml(&mut sink, bytes).and_then(|root| decode_root(&mut sink, &root));
-    match (config, sink.finish()) {
-        (Some(c), None) => Ok(c),
+    match parse_config_partial(file, bytes) {
+        (Some((c, true)), None) => Ok(c),
         (_, Some(d)) => Err(d),
-        (None, None) => unreachable!("the decoder returns nothing only after reporting"),
+        (_, None) => unreachable!("the decoder returns nothing only after reporting"),
     }
 }
 
-fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
+/// As [`parse_config`], and with problems also what did decode (`false`:
+/// only part of it: sections and entries with problems are left out, or
+/// at their defaults), so `offline.rs` can check the rest in the same run.
+pub fn parse_config_partial(
+    file: &str,
+    bytes: &[u8],
+) -> (Option<(Config, bool)>, Option<Diagnostics>) {
+    let mut sink = Sink::new(file);
+    let config = load_yaml(&mut sink, bytes).and_then(|root| decode_root(&mut sink, &root));
+    (config, sink.finish())
+}
+
+fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
     let path = Path::root();
     let f = decode::mapping(
         sink,
@@ -301,7 +314,7 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
             None => ok = false,
         }
     }
-    ok.then_some(config)
+    Some((config, ok))
 }
 
 fn api_limits(sink: &mut Sink, node: &Node, path: &Path) -> Option<ApiLimits> {

@@ -11,7 +11,8 @@
 //! - `committer.rs`: the group committer, the one writer of engine steps.
 //! - `outbox.rs`: webhook deliveries and lifecycle hooks after their commit.
 //! - `push.rs`: observation batches; `policies.rs`: the policy set and
-//!   reload; `registry.rs`: model-registry watchers.
+//!   reload; `reload.rs`: the config's tokens on SIGHUP; `registry.rs`:
+//!   model-registry watchers.
 //! - `services.rs`: the configured services' routers and sources;
 //!   `config.rs`: the config file; `auth.rs`: tokens and roles.
 //! - `api.rs`: the HTTP API (axum); `connections.rs`: its connections
@@ -34,6 +35,7 @@ mod outbox;
 pub mod policies;
 pub mod push;
 pub mod registry;
+mod reload;
 mod rollouts;
 pub mod services;
 #[cfg(test)]
@@ -213,27 +215,33 @@ impl Shared {
     }
 }
 
-/// Read the config file (when given) and apply the flags.
+/// Read the config file (when given), apply the flags and check what can
+/// be checked offline: the same findings, in the same words, as `canaryd
+/// config check` (`config/offline.rs`). Warnings are logged; any error
+/// stops the start with every error listed.
 pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
-    let mut config = match &opts.config {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read the config file {}", path.display()))?;
-            config::parse_config(&path.display().to_string(), &bytes)
-                .map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?
+    let checked = config::offline::check_file(opts.config.as_deref(), &opts.overrides());
+    for w in checked.warnings() {
+        tracing::warn!(warning = %w, "config");
+    }
+    if checked.has_errors() {
+        let lines: Vec<String> = checked.errors().map(ToString::to_string).collect();
+        anyhow::bail!("invalid config:\n{}", lines.join("\n"));
+    }
+    checked
+        .into_config()
+        .context("the config check returned no config and no error")
+}
+
+impl ServeOptions {
+    /// What the flags say instead of the config file.
+    pub fn overrides(&self) -> config::offline::Overrides {
+        config::offline::Overrides {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            policies: self.policies.clone(),
         }
-        None => Config::default(),
-    };
-    if let Some(d) = &opts.data_dir {
-        config.data_dir = d.clone();
     }
-    if let Some(l) = opts.listen {
-        config.listen = l;
-    }
-    if let Some(p) = &opts.policies {
-        config.policies = p.clone();
-    }
-    Ok(config)
 }
 
 /// Run the daemon until SIGTERM/SIGINT (or a fatal store error): bind
@@ -266,7 +274,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         "http"
     };
     println!("canaryd listening on {scheme}://{}", running.addr);
-    signals.run(running.shared.clone()).await;
+    signals.run(running.shared.clone(), &opts).await;
     running.stop().await
 }
 
@@ -332,20 +340,22 @@ pub async fn start(
         )
     })?;
     tracing::info!(count = policies.by_name.len(), dir = %config.policies.display(), "policies loaded");
-    let mut tokens = Tokens::new(&config.tokens);
-    if config.tokens.is_empty() {
-        let (entry, created) = auth::ensure_admin_token(&config.data_dir).with_context(|| {
-            format!(
-                "cannot write the admin token in {}",
-                config.data_dir.display()
-            )
-        })?;
-        tracing::info!(
+    let (tokens, admin) = auth::token_set(&config.tokens, &config.data_dir).with_context(|| {
+        format!(
+            "cannot write the admin token in {}",
+            config.data_dir.display()
+        )
+    })?;
+    match admin {
+        auth::AdminTokenFile::InForce(created) => tracing::info!(
             path = %auth::admin_token_path(&config.data_dir).display(),
             created,
             "no tokens configured: the admin token is in this file"
-        );
-        tokens.insert(entry);
+        ),
+        auth::AdminTokenFile::Retired(true) => tracing::info!(
+            "tokens are configured: the admin token file left from before was removed"
+        ),
+        auth::AdminTokenFile::Retired(false) => {}
     }
     let services = services::build_all(&config.services).await?;
     let api_tls = match &config.tls {
@@ -417,7 +427,8 @@ pub async fn start(
     })
 }
 
-/// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload policies).
+/// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload policies, then
+/// the config file's tokens: `auth.rs`).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -436,7 +447,7 @@ impl Signals {
     }
 
     /// Until a stop signal (or the daemon stops itself).
-    async fn run(mut self, shared: Arc<Shared>) {
+    async fn run(mut self, shared: Arc<Shared>, opts: &ServeOptions) {
         let mut stop = shared.shutdown.subscribe();
         loop {
             tokio::select! {
@@ -449,6 +460,14 @@ impl Signals {
                         Err(errs) => {
                             for e in &errs {
                                 tracing::error!(error = %e, "SIGHUP: invalid policy; the previous policies stay loaded");
+                            }
+                        }
+                    }
+                    match shared.reload_tokens(opts) {
+                        Ok(n) => tracing::info!(count = n, "SIGHUP: tokens reloaded"),
+                        Err(errs) => {
+                            for e in &errs {
+                                tracing::error!(error = %e, "SIGHUP: invalid config; the previous tokens stay");
                             }
                         }
                     }
