@@ -20,6 +20,9 @@ use crate::yaml::load_yaml;
 use crate::yaml::node::Node;
 
 use super::auth::{Role, TokenEntry};
+use super::notify::NotificationsConfig;
+
+mod notifications;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 pub const DEFAULT_DATA_DIR: &str = "./canaryd-data";
@@ -35,6 +38,8 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
     /// How much of the machine the API's clients may hold (`api:`).
     pub api: ApiLimits,
+    /// Lifecycle events to people (`notifications:`, `config/notifications.rs`).
+    pub notifications: NotificationsConfig,
 }
 
 impl Default for Config {
@@ -47,6 +52,7 @@ impl Default for Config {
             tokens: Vec::new(),
             registries: Vec::new(),
             api: ApiLimits::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -186,6 +192,7 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
             "tokens",
             "registries",
             "api",
+            "notifications",
         ],
     )?;
     let mut config = Config::default();
@@ -265,6 +272,13 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<Config> {
                 );
                 ok = false;
             }
+        }
+    }
+    if let Some(n) = f.get("notifications") {
+        let services = config.services.keys().map(String::as_str).collect();
+        match notifications::notifications(sink, n, &f.child("notifications"), &services) {
+            Some(c) => config.notifications = c,
+            None => ok = false,
         }
     }
     if let Some(n) = f.get("registries") {
