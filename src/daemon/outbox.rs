@@ -451,6 +451,7 @@ async fn delivery_attempt(shared: &Shared, row: &Notification, now: Timestamp) -
         .timeout(DELIVERY_TIMEOUT)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("x-canaryd-event", doc.kind.as_str())
+        .header("x-canaryd-rollout", &doc.rollout_id)
         .header("x-canaryd-delivery", row.id.to_string());
     if target.receiver.format == Format::Webhook
         && let Some(secret) = &target.receiver.secret

@@ -236,14 +236,21 @@ impl Check {
 }
 
 fn statistical(name: &str, what: &Check, e: &Evidence) -> EvidenceWords {
-    let show = |x: Option<f64>| x.map_or_else(|| "unbounded".to_string(), |v| what.unit.show(v));
+    let level = num(e.interval.level * 100.0);
+    let interval = match (e.interval.lower, e.interval.upper) {
+        (Some(lo), Some(hi)) => format!(
+            "{level}% anytime-valid interval {} to {}",
+            what.unit.show(lo),
+            what.unit.show(hi)
+        ),
+        (Some(lo), None) => format!("at least {} at {level}% anytime-valid", what.unit.show(lo)),
+        (None, Some(hi)) => format!("at most {} at {level}% anytime-valid", what.unit.show(hi)),
+        (None, None) => "no interval yet".to_string(),
+    };
     let headline = format!(
-        "Trigger `{name}` fired: the {} is {} ({}% anytime-valid interval {} to {}); {}.",
+        "Trigger `{name}` fired: the {} is {} ({interval}); {}.",
         what.subject,
         what.unit.show(e.estimate),
-        num(e.interval.level * 100.0),
-        show(e.interval.lower),
-        show(e.interval.upper),
         what.tolerance
     );
     let mut details = vec![format!(
@@ -253,7 +260,9 @@ fn statistical(name: &str, what: &Check, e: &Evidence) -> EvidenceWords {
         big(e.log_e_value.exp()),
         big(e.log_boundary.exp())
     )];
-    details.push(counts(&e.canary, Some(&e.baseline)));
+    // A check of the canary alone counts no baseline.
+    let baseline = (e.baseline.exposure > 0).then_some(&e.baseline);
+    details.push(counts(&e.canary, baseline));
     details.push(format!(
         "It covers {} of data; most of the evidence is from the last {}.",
         format_duration(e.window_end.saturating_since(e.window_start)),
@@ -422,6 +431,33 @@ mod tests {
         });
         expect!["Trigger `errors` fired (tolerance: at most 5%); it carried no measurement."]
             .assert_eq(&trigger_evidence(&t, None).paragraph());
+    }
+
+    #[test]
+    fn a_canary_only_check_reads_one_sided_and_counts_the_canary_alone() {
+        let t = trigger(TriggerCheck::RatioThreshold {
+            metric: Ratio::new("error-rate", "errors", "requests", None),
+            bound: Bound::Above(0.02),
+        });
+        let e = Evidence {
+            estimand: Arc::from("canary rate of errors/requests (threshold 0.02)"),
+            baseline: ArmCounts::default(),
+            canary: ArmCounts {
+                exposure: 400,
+                events: 120,
+            },
+            estimate: 0.3,
+            interval: Interval::new(0.21, f64::INFINITY, 0.95),
+            log_e_value: 9.5,
+            log_boundary: 20f64.ln(),
+            window_start: Timestamp::from_millis(0),
+            window_end: Timestamp::from_millis(2_000),
+            evidence_since: Timestamp::from_millis(0),
+        };
+        let words = trigger_evidence(&t, Some(&TriggerEvidence::Statistical(e)));
+        expect![[r#"
+            Trigger `errors` fired: the canary rate of errors/requests is 30% (at least 21% at 95% anytime-valid); tolerance: at most 2%. The evidence (log e-value 9.5) crossed its boundary 2.996 (an e-value of 13,360 against 20). Counts: canary 120 of 400 (30%). It covers 2s of data; most of the evidence is from the last 2s."#]]
+        .assert_eq(&words.paragraph());
     }
 
     #[test]
