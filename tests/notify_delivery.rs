@@ -473,3 +473,48 @@ async fn a_receiver_down_for_minutes_across_a_restart_loses_nothing() {
     )
     .await;
 }
+
+/// An incident webhook whose receiver is down for longer than the daemon's
+/// router retries (5 tries within 1.7 s) still arrives once the receiver is
+/// back, without a restart: incident webhooks use the notification
+/// schedule (hours) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_webhook_outlasts_a_receiver_down_for_seconds() {
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let policy = daemon_support::FAST_POLICY
+        .replace("name: fast", "name: paging")
+        .replace(
+            "http://127.0.0.1:9/unreachable",
+            &format!("http://127.0.0.1:{port}/oncall"),
+        );
+    let d = Daemon::start_with_policies("", &[("paging.yaml", &policy)]);
+    let api = d.client();
+    let id = api.start("web", "paging").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the rollback", Duration::from_secs(30), || async {
+        let _ = api.try_push(&id, 100, 0.0, 0.2).await;
+        api.rollout(&id).await["state"] == "rolled-back"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let receiver = Receiver::start(work.path(), port);
+    eventually(
+        "the incident webhook after the receiver came back",
+        Duration::from_secs(40),
+        || async { receiver.received().iter().any(|r| r["path"] == "/oncall") },
+    )
+    .await;
+    let incident = &receiver.received()[0];
+    let body: Value = serde_json::from_str(incident["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body["rollout_id"],
+        id.as_str(),
+        "its body as before: {body}"
+    );
+    assert_eq!(body["trigger"], "error-rate");
+    let status = &api.rollout(&id).await["notifications"][0];
+    assert_eq!(status["receiver"], "incident-webhook", "{status}");
+}

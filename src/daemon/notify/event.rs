@@ -406,6 +406,206 @@ fn sentence(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Actor, RolloutSpec};
+    use crate::policy::{ChangeType, Weight, parse_policy};
+
+    const POLICY: &str = r#"
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata:
+  name: events
+spec:
+  analysis: { interval: 1s, alpha: 0.05, minSamples: 20, sampleRatioCheck: false }
+  steps:
+    - setWeight: 10
+    - approval: { roles: [risk, sre], distinct: false }
+    - setWeight: 50
+    - bake: 1h
+    - setWeight: 100
+  metrics:
+    error_rate: { kind: ratio, numerator: errors, denominator: requests }
+  triggers:
+    - name: error-rate
+      metric: error_rate
+      threshold: { above: 2% }
+"#;
+
+    /// A rollout of this policy driven step by step, each step's events
+    /// read as the driver reads them.
+    struct Run {
+        rollout: Rollout<Monitor>,
+        now: Timestamp,
+    }
+
+    impl Run {
+        fn new() -> Run {
+            let policy = parse_policy("events.yaml", POLICY.as_bytes()).unwrap();
+            let monitor = Monitor::new(&policy).unwrap();
+            let spec = RolloutSpec {
+                id: "r-1".into(),
+                service: "web".into(),
+                baseline: "v1".into(),
+                canary: "v2".into(),
+                change_type: ChangeType::Standard,
+                dry_run: false,
+                started_by: "ana".into(),
+                reason: None,
+                ticket: Some("CHG-1".into()),
+            };
+            let now = Timestamp::from_millis(1_000_000);
+            let rollout = Rollout::new(spec, policy, monitor, now).unwrap();
+            Run { rollout, now }
+        }
+
+        /// Handle `input` (and the router's acknowledgements it asks for):
+        /// every step's events, as `kind: text`.
+        fn step(&mut self, input: Input<IntervalSnapshot>) -> Vec<EventDocument> {
+            let mut out = Vec::new();
+            let mut queue = vec![input];
+            while let Some(input) = queue.pop() {
+                self.now = self.now + std::time::Duration::from_secs(1);
+                let before = self.rollout.phase();
+                self.rollout.handle(self.now, input.clone()).unwrap();
+                let mut effects = Vec::new();
+                while let Some(e) = self.rollout.poll_effect() {
+                    if let Effect::SetWeight { weight, .. } = &e {
+                        queue.push(Input::RouterAck {
+                            weight: *weight,
+                            error: None,
+                        });
+                    }
+                    if let Effect::Rollback { .. } = &e {
+                        queue.push(Input::RouterAck {
+                            weight: Weight::ZERO,
+                            error: None,
+                        });
+                    }
+                    effects.push(e);
+                }
+                out.extend(step_events(
+                    before,
+                    &input,
+                    &effects,
+                    &self.rollout,
+                    self.now,
+                ));
+            }
+            out
+        }
+
+        fn command(&mut self, command: Command) -> Vec<EventDocument> {
+            self.step(Input::Command { command })
+        }
+    }
+
+    fn by(name: &str) -> Actor {
+        Actor {
+            name: name.into(),
+            reason: "because".into(),
+            ticket: None,
+        }
+    }
+
+    fn kinds(docs: &[EventDocument]) -> Vec<&str> {
+        docs.iter().map(|d| d.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn a_rollouts_steps_read_as_its_lifecycle_events() {
+        let mut run = Run::new();
+        let docs = run.step(Input::Tick);
+        assert_eq!(kinds(&docs), ["started", "awaiting-approval"]);
+        let wanted = docs[1].approval.as_ref().unwrap();
+        assert_eq!(wanted.roles, ["risk", "sre"]);
+        assert_eq!(
+            wanted.commands[0],
+            r#"canaryd rollout approve r-1 --role risk --reason "<why>""#
+        );
+        assert_eq!(
+            docs[1].text,
+            "The rollout waits at 10% for approval by `risk` and `sre`."
+        );
+        assert_eq!(
+            docs[0].ticket.as_deref(),
+            Some("CHG-1"),
+            "the rollout's ticket"
+        );
+
+        // One of two approvals: still awaiting the other.
+        let docs = run.command(Command::Approve {
+            by: by("rita"),
+            role: "risk".into(),
+        });
+        assert_eq!(kinds(&docs), ["awaiting-approval"]);
+        assert_eq!(docs[0].approval.as_ref().unwrap().roles, ["sre"]);
+        assert_eq!(
+            docs[0].text,
+            "rita approved as `risk`. The rollout waits at 10% for approval by `sre`."
+        );
+        assert!(
+            kinds(&run.command(Command::Approve {
+                by: by("sam"),
+                role: "sre".into()
+            }))
+            .is_empty()
+        );
+
+        let docs = run.command(Command::Pause { by: by("ops") });
+        assert_eq!(kinds(&docs), ["paused"]);
+        assert_eq!((docs[0].actor.as_str(), docs[0].weight), ("ops", 10));
+        assert_eq!(
+            kinds(&run.command(Command::Resume { by: by("ops") })),
+            ["resumed"]
+        );
+
+        // The router fails a weight: one router-failure event with its error.
+        let docs = run.step(Input::RouterAck {
+            weight: Weight::new(50).unwrap(),
+            error: Some("connection refused".into()),
+        });
+        assert_eq!(kinds(&docs), ["router-failure"]);
+        assert_eq!(docs[0].error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            docs[0].title,
+            "web: the router could not set the canary to 50%"
+        );
+
+        // Bad data: rolled back, with the evidence in words.
+        let mut snapshot =
+            IntervalSnapshot::new(run.now, run.now + std::time::Duration::from_secs(1));
+        snapshot.canary.add("requests", 500);
+        snapshot.canary.add("errors", 150);
+        snapshot.baseline.add("requests", 500);
+        let docs = run.step(Input::Data { snapshot });
+        assert_eq!(kinds(&docs), ["rolled-back"]);
+        let d = &docs[0];
+        assert_eq!(d.trigger.as_deref(), Some("error-rate"));
+        assert!(
+            d.text.starts_with(
+                "Trigger `error-rate` fired: the canary rate of errors/requests is 30% ("
+            ),
+            "{}",
+            d.text
+        );
+        assert!(d.text.ends_with("tolerance: at most 2%."), "{}", d.text);
+        assert!(
+            d.details
+                .iter()
+                .any(|x| x == "Counts: canary 150 of 500 (30%)."),
+            "{:?}",
+            d.details
+        );
+        assert_eq!(d.evidence.as_ref().unwrap()["kind"], "statistical");
+    }
+
+    #[test]
+    fn an_abort_is_one_aborted_event() {
+        let mut run = Run::new();
+        run.step(Input::Tick);
+        let docs = run.command(Command::Abort { by: by("ops") });
+        assert_eq!(kinds(&docs), ["aborted"]);
+        assert_eq!(docs[0].title, "web: v2 aborted, back to v1");
+    }
 
     #[test]
     fn every_kind_reads_back_from_its_name() {
@@ -421,10 +621,7 @@ mod tests {
 
     #[test]
     fn messages_read_as_sentences() {
-        assert_eq!(
-            sentence("paused -> progressing: resumed by ops"),
-            "Paused -> progressing: resumed by ops."
-        );
+        assert_eq!(sentence("resumed by ops"), "Resumed by ops.");
         assert_eq!(sentence("done."), "Done.");
         assert_eq!(sentence("  "), "");
     }
