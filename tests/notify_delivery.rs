@@ -105,6 +105,8 @@ impl Receiver {
             .arg(documented_verifier(dir))
             .arg("--secret-file")
             .arg(&secret)
+            .arg("--files")
+            .arg(dir)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 runs the test receiver");
@@ -517,4 +519,102 @@ async fn an_incident_webhook_outlasts_a_receiver_down_for_seconds() {
     assert_eq!(body["trigger"], "error-rate");
     let status = &api.rollout(&id).await["notifications"][0];
     assert_eq!(status["receiver"], "incident-webhook", "{status}");
+}
+
+/// An exposition with both signals' families, counters unchanged.
+const EXPOSITION: &str = "# TYPE http_requests_total counter\nhttp_requests_total{code=\"200\"} 10\nhttp_requests_total{code=\"500\"} 0\n";
+
+/// A metric source that fails, recovers and fails again is told as three
+/// edges, not once per interval; a restart while it fails tells nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_is_told_once_per_edge_also_across_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start(work.path(), port);
+    let serve = |on: bool| {
+        for arm in ["baseline", "canary"] {
+            let file = work.path().join(arm);
+            if on {
+                std::fs::write(&file, EXPOSITION).unwrap();
+            } else {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    };
+    serve(true);
+    let secret = work.path().join("log.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let config = format!(
+        r#"  scraped:
+    router: {{ file: {{ path: {{dir}}/scraped.json }} }}
+    source:
+      prometheusScrape:
+        baseline: http://127.0.0.1:{port}/files/baseline
+        canary: http://127.0.0.1:{port}/files/canary
+        timeout: 1s
+        signals: {{ requests: 'http_requests_total', errors: 'http_requests_total{{code=~"5.."}}' }}
+notifications:
+  receivers:
+    log: {{ webhook: {{ url: "http://127.0.0.1:{port}/webhook", secretFile: "{}" }} }}
+  routes:
+    - {{ events: [source-failing, source-recovered], receivers: [log] }}
+"#,
+        secret.display()
+    );
+    let mut d = Daemon::start_with_policies(&config, &[("notify.yaml", NOTIFY_POLICY)]);
+    let api = d.client();
+    let started = api.start("scraped", "notify").await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_string();
+    let source_is = |status: &'static str| {
+        let api = api.clone();
+        let id = id.clone();
+        async move {
+            eventually(status, Duration::from_secs(20), || async {
+                api.rollout(&id).await["source"]["status"] == status
+            })
+            .await
+        }
+    };
+    let told = || -> Vec<String> {
+        kinds_by_rollout(&receiver.received(), "/webhook")
+            .remove(&id)
+            .unwrap_or_default()
+    };
+    source_is("ok").await;
+    serve(false);
+    source_is("failing").await;
+    // Several failing intervals: still one event.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    serve(true);
+    source_is("ok").await;
+    serve(false);
+    source_is("failing").await;
+    eventually("three edges told", Duration::from_secs(20), || async {
+        told().len() >= 3
+    })
+    .await;
+
+    d.kill9();
+    d.spawn();
+    let api = d.client();
+    eventually(
+        "failing after the restart",
+        Duration::from_secs(20),
+        || async { api.rollout(&id).await["source"]["status"] == "failing" },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        told(),
+        ["source-failing", "source-recovered", "source-failing"]
+    );
+    let failing = receiver
+        .received()
+        .into_iter()
+        .find(|r| r["headers"]["x-canaryd-event"] == "source-failing")
+        .unwrap();
+    let body: Value = serde_json::from_str(failing["body"].as_str().unwrap()).unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("503"), "the source's error: {error}");
 }

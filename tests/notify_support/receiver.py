@@ -4,7 +4,9 @@ a certificate the test generated (Python's ssl). Every request is appended to
 --out as one JSON line: path, the canaryd headers, the body as text, the
 receive time (Unix ms), and, with --verifier, whether the documented
 signature verifier (the code block of docs/notifications.md) accepts it.
-Prints the port it listens on, then serves until killed."""
+GET /files/NAME answers the file NAME of --files (a metrics exposition a
+test turns on and off), or 503 while it is absent. Prints the port it
+listens on, then serves until killed."""
 
 import argparse
 import json
@@ -21,6 +23,7 @@ parser.add_argument("--cert")
 parser.add_argument("--key")
 parser.add_argument("--verifier", help="a Python file defining verify(secret, headers, body, now)")
 parser.add_argument("--secret-file")
+parser.add_argument("--files", help="the directory GET /files/NAME serves")
 args = parser.parse_args()
 
 verify = None
@@ -54,6 +57,20 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
+
+    def do_GET(self):
+        name = self.path.removeprefix("/files/")
+        try:
+            with open(f"{args.files}/{name}", "rb") as f:
+                body = f.read()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+        except (OSError, TypeError):
+            body = b"switched off\n"
+            self.send_response(503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *a):
         pass
