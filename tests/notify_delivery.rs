@@ -618,3 +618,55 @@ notifications:
     let error = body["error"].as_str().unwrap();
     assert!(error.contains("503"), "the source's error: {error}");
 }
+
+/// A router that keeps failing (retried every few seconds) is told once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_failing_again_and_again_is_told_once() {
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start(work.path(), port);
+    let secret = work.path().join("log.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let config = format!(
+        r#"  broken:
+    router: {{ file: {{ path: {{dir}}/no-such-dir/weights.json }} }}
+notifications:
+  receivers:
+    log: {{ webhook: {{ url: "http://127.0.0.1:{port}/webhook", secretFile: "{}" }} }}
+  routes:
+    - {{ events: [router-failure], receivers: [log] }}
+"#,
+        secret.display()
+    );
+    let d = Daemon::start_with_policies(&config, &[("notify.yaml", NOTIFY_POLICY)]);
+    let api = d.client();
+    let started = api.start("broken", "notify").await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_string();
+    let errors = || async {
+        let metrics = api.metrics().await;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("canaryd_router_errors_total{service=\"broken\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // The first apply's attempts, then at least two retries of it.
+    eventually("the router retried", Duration::from_secs(30), || async {
+        errors().await >= 15
+    })
+    .await;
+    eventually("the failure told", Duration::from_secs(10), || async {
+        !receiver.received().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let told = kinds_by_rollout(&receiver.received(), "/webhook");
+    assert_eq!(told[&id], ["router-failure"], "{told:?}");
+    let body: Value =
+        serde_json::from_str(receiver.received()[0]["body"].as_str().unwrap()).unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("no-such-dir"),
+        "{body}"
+    );
+}

@@ -555,6 +555,10 @@ impl Driver {
             return Vec::new();
         }
         docs.extend(step_events(before, input, effects, &self.rollout, now));
+        // A router failing again and again (retried every few seconds) is
+        // told once per stretch: its first failure.
+        let again = self.router_failures > 1;
+        docs.retain(|d| !(again && d.kind == EventKind::RouterFailure));
         let mut out = Vec::new();
         for doc in docs {
             let payload = match serde_json::to_string(&doc) {
