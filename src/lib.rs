@@ -10,7 +10,7 @@
 //!   between them), [`yaml`] (the located-YAML toolkit) and [`time`];
 //! - the **shell**, behind `daemon`, which reads clocks, files and sockets
 //!   and carries out the core's decisions: `daemon`, `store`, `routers`,
-//!   `sources`, `proxy`, `retry`, `cli`, `demo`;
+//!   `sources`, `proxy`, `retry`, `tls`, `cli`, `demo`;
 //! - the **wire** contract between the daemon and its clients: `wire`.
 //!
 //! See ARCHITECTURE.md for the map.
@@ -40,5 +40,7 @@ pub mod routers;
 pub mod sources;
 #[cfg(feature = "daemon")]
 pub mod store;
+#[cfg(feature = "daemon")]
+pub mod tls;
 #[cfg(feature = "daemon")]
 pub mod wire;

@@ -116,7 +116,10 @@ async fn receiver(status: StatusCode) -> (String, Arc<Mutex<Hits>>) {
 #[tokio::test]
 async fn a_webhook_answering_500_is_refused_and_retried_as_configured() {
     let (url, hits) = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let r = WebhookRouter::new(WebhookConfig { url });
+    let r = WebhookRouter::new(WebhookConfig {
+        url,
+        tls: Default::default(),
+    });
     let policy = RetryPolicy {
         attempts: 4,
         initial: Duration::from_millis(100),
@@ -160,7 +163,10 @@ async fn a_webhook_answering_500_is_refused_and_retried_as_configured() {
 #[tokio::test]
 async fn a_webhook_gets_the_weights_as_json() {
     let (url, hits) = receiver(StatusCode::NO_CONTENT).await;
-    let r = WebhookRouter::new(WebhookConfig { url });
+    let r = WebhookRouter::new(WebhookConfig {
+        url,
+        tls: Default::default(),
+    });
     r.set_weight(&target(), Weight::new(25).unwrap())
         .await
         .unwrap();
@@ -181,6 +187,7 @@ async fn an_unreachable_webhook_is_unreachable() {
         .port();
     let r = WebhookRouter::new(WebhookConfig {
         url: format!("http://127.0.0.1:{port}/split"),
+        tls: Default::default(),
     });
     let e = r.set_weight(&target(), Weight::ZERO).await.unwrap_err();
     assert!(matches!(e, RouterError::Unreachable { .. }), "{e}");
@@ -197,6 +204,7 @@ async fn a_slow_webhook_times_out() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let r = WebhookRouter::new(WebhookConfig {
         url: format!("http://{addr}/split"),
+        tls: Default::default(),
     })
     .with_timeout(Duration::from_millis(300));
     let started = tokio::time::Instant::now();
@@ -217,9 +225,15 @@ async fn a_webhook_hook_posts_its_context() {
         outcome: Some("rolled_back".into()),
         reason: Some("errors above 1%".into()),
     };
-    run_hook(&HookConfig::Webhook(WebhookConfig { url }), &ctx)
-        .await
-        .unwrap();
+    run_hook(
+        &HookConfig::Webhook(WebhookConfig {
+            url,
+            tls: Default::default(),
+        }),
+        &ctx,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         hits.lock().unwrap().bodies,
         [

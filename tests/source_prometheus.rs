@@ -92,6 +92,7 @@ fn config(url: &str, signals: &[(&str, &str)]) -> SourceConfig {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         timeout: Duration::from_secs(5),
+        tls: Default::default(),
     })
 }
 

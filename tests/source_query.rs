@@ -23,6 +23,7 @@ fn source(server: &FakeServer, signals: &[(&str, &str)], timeout: Duration) -> A
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         timeout,
+        tls: Default::default(),
     }))
     .expect("valid config")
 }
@@ -383,6 +384,7 @@ fn bad_configs_are_refused_when_built() {
             url: url.to_owned(),
             signals: [(signal.to_owned(), promql.to_owned())].into(),
             timeout: Duration::from_secs(1),
+            tls: Default::default(),
         })
     };
     for (url, signal, promql, expect) in [

@@ -94,6 +94,7 @@ fn source(baseline: &FakeServer, canary: &FakeServer, timeout: Duration) -> Arc<
         canary: canary.url("/metrics"),
         signals: signals(),
         timeout,
+        tls: Default::default(),
     }))
     .expect("valid config")
 }
@@ -359,6 +360,7 @@ async fn an_exposition_that_does_not_parse_fails_the_whole_scrape() {
         canary: p.canary.url("/metrics"),
         signals: [("latency_ms".to_owned(), "http_requests_total".to_owned())].into(),
         timeout: Duration::from_secs(2),
+        tls: Default::default(),
     }))
     .unwrap();
     let err = wrong.collect(&w(0)).await.unwrap_err();
@@ -480,6 +482,7 @@ fn bad_configs_are_refused_when_built() {
             canary: "http://127.0.0.1:1/metrics".to_owned(),
             signals: [("requests".to_owned(), signal.to_owned())].into(),
             timeout: Duration::from_secs(1),
+            tls: Default::default(),
         })
     };
     let mut zero = config("http://127.0.0.1:1/metrics", "x");

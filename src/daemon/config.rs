@@ -24,6 +24,10 @@ use super::notify::NotificationsConfig;
 
 mod notifications;
 
+// The TLS keys beside an endpoint's `url` (caFile, clientCert, clientKey).
+mod tls;
+use tls::{client_tls, with_tls_keys};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 pub const DEFAULT_DATA_DIR: &str = "./canaryd-data";
 pub const DEFAULT_POLICIES: &str = "./rollout-policies";
@@ -165,6 +169,8 @@ pub struct MlflowConfig {
     pub service: String,
     pub policy: String,
     pub poll_interval: Duration,
+    /// `caFile`, `clientCert`, `clientKey` (src/tls.rs).
+    pub tls: crate::tls::ClientTls,
 }
 
 /// Parse a config file. `file` names it in diagnostics.
@@ -652,9 +658,12 @@ fn command(sink: &mut Sink, node: &Node, path: &Path) -> Option<CommandConfig> {
 }
 
 fn webhook(sink: &mut Sink, node: &Node, path: &Path) -> Option<WebhookConfig> {
-    let f = decode::mapping(sink, node, path, &["url"])?;
+    let f = decode::mapping(sink, node, path, &with_tls_keys(&["url"]))?;
+    let url = req_url(sink, &f, "url");
+    let tls = client_tls(sink, &f, &[url.as_deref()]);
     Some(WebhookConfig {
-        url: req_url(sink, &f, "url")?,
+        url: url?,
+        tls: tls?,
     })
 }
 
@@ -717,27 +726,36 @@ fn source(sink: &mut Sink, node: &Node, path: &Path) -> Option<SourceConfig> {
             None
         }
         "prometheusScrape" => {
-            let f = decode::mapping(sink, n, &p, &["baseline", "canary", "signals", "timeout"])?;
+            let f = decode::mapping(
+                sink,
+                n,
+                &p,
+                &with_tls_keys(&["baseline", "canary", "signals", "timeout"]),
+            )?;
             let baseline = req_url(sink, &f, "baseline");
             let canary = req_url(sink, &f, "canary");
             let signals = signals(sink, &f);
             let timeout = timeout(sink, &f);
+            let tls = client_tls(sink, &f, &[baseline.as_deref(), canary.as_deref()]);
             Some(SourceConfig::PrometheusScrape(ScrapeConfig {
                 baseline: baseline?,
                 canary: canary?,
                 signals: signals?,
                 timeout: timeout?,
+                tls: tls?,
             }))
         }
         _ => {
-            let f = decode::mapping(sink, n, &p, &["url", "signals", "timeout"])?;
+            let f = decode::mapping(sink, n, &p, &with_tls_keys(&["url", "signals", "timeout"]))?;
             let url = req_url(sink, &f, "url");
             let signals = signals(sink, &f);
             let timeout = timeout(sink, &f);
+            let tls = client_tls(sink, &f, &[url.as_deref()]);
             Some(SourceConfig::PrometheusQuery(QueryConfig {
                 url: url?,
                 signals: signals?,
                 timeout: timeout?,
+                tls: tls?,
             }))
         }
     }
@@ -846,7 +864,7 @@ fn registry(
         sink,
         n,
         &p,
-        &[
+        &with_tls_keys(&[
             "url",
             "model",
             "alias",
@@ -854,9 +872,10 @@ fn registry(
             "service",
             "policy",
             "pollInterval",
-        ],
+        ]),
     )?;
     let url = req_url(sink, &f, "url");
+    let tls = client_tls(sink, &f, &[url.as_deref()]);
     let model = req_string(sink, &f, "model");
     let alias = f
         .get("alias")
@@ -899,6 +918,7 @@ fn registry(
         service: service?,
         policy: policy?,
         poll_interval: poll_interval?,
+        tls: tls?,
     };
     ok.then_some(RegistryConfig::Mlflow(config))
 }

@@ -103,6 +103,10 @@ struct Watcher {
     last_error: Option<String>,
     /// Why a recorded version has not started yet (a 409, say).
     waiting: Option<String>,
+    /// The client for this registry (its `caFile`, `clientCert`,
+    /// `clientKey`), built at the first poll and again after a failed one,
+    /// so renewed certificate files are read without a restart.
+    http: Option<reqwest::Client>,
 }
 
 /// A poll that failed: the registry could not be read (backs off).
@@ -131,6 +135,7 @@ impl Watcher {
             failures: 0,
             last_error: None,
             waiting: None,
+            http: None,
         }
     }
 
@@ -154,6 +159,8 @@ impl Watcher {
                     self.c.poll_interval
                 }
                 Err(RegistryError(e)) => {
+                    // Rebuilt (the TLS files read again) for the next poll.
+                    self.http = None;
                     self.failures = self.failures.saturating_add(1);
                     tracing::warn!(watch = %self.key, failures = self.failures, error = %e, "registry poll failed; backing off");
                     self.last_error = Some(e);
@@ -209,6 +216,13 @@ impl Watcher {
         }
     }
 
+    /// The client [`Watcher::poll`] built.
+    fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        self.http
+            .as_ref()
+            .ok_or_else(|| RegistryError("no HTTP client yet".to_owned()))
+    }
+
     fn api(&self, path: &str) -> String {
         format!("{}/api/2.0/mlflow/{path}", self.c.url)
     }
@@ -220,11 +234,9 @@ impl Watcher {
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<Option<Value>, RegistryError> {
-        let resp = req
-            .timeout(HTTP_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| RegistryError(format!("{what}: {e}")))?;
+        let resp = req.timeout(HTTP_TIMEOUT).send().await.map_err(|e| {
+            RegistryError(format!("{what}: {}", crate::sources::http::error_chain(&e)))
+        })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status == reqwest::StatusCode::NOT_FOUND || is_missing_alias(status, &text) {
@@ -241,7 +253,7 @@ impl Watcher {
 
     /// The model version the alias (or stage) points to now.
     async fn target(&self) -> Result<Option<Value>, RegistryError> {
-        let http = &self.shared.http;
+        let http = self.http()?;
         if let Some(alias) = &self.c.alias {
             let req = http
                 .get(self.api("registered-models/alias"))
@@ -272,8 +284,7 @@ impl Watcher {
     /// Whether the version still exists in the registry.
     async fn version_exists(&self, version: &str) -> Result<bool, RegistryError> {
         let req = self
-            .shared
-            .http
+            .http()?
             .get(self.api("model-versions/get"))
             .query(&[("name", self.c.model.as_str()), ("version", version)]);
         Ok(self.call(req, "get model version").await?.is_some())
@@ -330,6 +341,19 @@ impl Watcher {
     /// One poll. `Err` only when the registry could not be read; store
     /// errors and refused starts are logged and retried at the next poll.
     async fn poll(&mut self) -> Result<(), RegistryError> {
+        if self.http.is_none() {
+            let client = self
+                .c
+                .tls
+                .http_client_builder()
+                .and_then(|b| {
+                    b.build().map_err(|e| crate::tls::TlsError::Setup {
+                        detail: e.to_string(),
+                    })
+                })
+                .map_err(|e| RegistryError(format!("cannot set up the HTTP client: {e}")))?;
+            self.http = Some(client);
+        }
         let target = self.target().await?;
         let version = target.as_ref().and_then(version_of);
         // A version the API would refuse never starts a rollout (nor
@@ -693,14 +717,14 @@ impl Watcher {
         if !incident.is_empty() {
             tags.push(("canaryd.incident", incident.clone()));
         }
+        let Ok(http) = self.http() else {
+            tracing::warn!(watch = %self.key, version = %row.version, "no HTTP client to write the verdict back; retrying at the next poll");
+            return;
+        };
         for (key, value) in &tags {
-            let req = self
-                .shared
-                .http
-                .post(self.api("model-versions/set-tag"))
-                .json(&json!({
-                    "name": self.c.model, "version": row.version, "key": key, "value": value,
-                }));
+            let req = http.post(self.api("model-versions/set-tag")).json(&json!({
+                "name": self.c.model, "version": row.version, "key": key, "value": value,
+            }));
             match self.call(req, "set model version tag").await {
                 Ok(Some(_)) => {}
                 Ok(None) => break, // the version is gone: nothing to tag

@@ -107,6 +107,7 @@ pub async fn run_hook_with_timeout(
             webhook::post_json(
                 &format!("{} hook webhook {}", ctx.event, w.url),
                 &w.url,
+                &w.tls,
                 ctx,
                 timeout,
             )

@@ -35,6 +35,7 @@ use crate::policy::Weight;
 pub use crate::proxy::BuiltinConfig;
 use crate::retry::RetryPolicy;
 use crate::sources::Source;
+use crate::tls::ClientTls;
 
 /// What a weight change is about: the payload of `file` and `webhook`, the
 /// arguments of `command`.
@@ -219,6 +220,9 @@ pub struct CommandConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookConfig {
     pub url: String,
+    /// `caFile`, `clientCert`, `clientKey` (src/tls.rs).
+    #[serde(default, skip_serializing_if = "ClientTls::is_default")]
+    pub tls: ClientTls,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +323,7 @@ mod tests {
             RouterConfig::Command(command.clone()),
             RouterConfig::Webhook(WebhookConfig {
                 url: "http://127.0.0.1:1/".into(),
+                tls: Default::default(),
             }),
             RouterConfig::File(FileConfig {
                 path: PathBuf::from("/tmp/split.json"),

@@ -2,8 +2,12 @@
 //! JSON to `url` for every weight change. A 2xx answer succeeds; any other
 //! status is `Refused` with the status and the start of the body; no answer
 //! within the timeout (default 10 s) is a `Timeout`. Redirects are not
-//! followed (a weight change is not something to replay elsewhere). Plain
-//! `http://` only: reqwest is built without a TLS stack.
+//! followed (a weight change is not something to replay elsewhere).
+//! `https://` URLs verify the receiver against the system roots or the
+//! config's `caFile`, and present `clientCert`/`clientKey` when given
+//! (`crate::tls`); the files are read for each POST, so a renewed
+//! certificate needs no restart. A refused certificate is `Unreachable`
+//! with the TLS reason (`invalid peer certificate: UnknownIssuer`).
 //!
 //! A webhook cannot be asked what it applied, so `read_weights` is
 //! `Ok(None)`.
@@ -16,6 +20,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Router, RouterError, Target, WebhookConfig, Weights};
 use crate::policy::Weight;
+use crate::tls::ClientTls;
 
 pub struct WebhookRouter {
     config: WebhookConfig,
@@ -46,14 +51,21 @@ impl WebhookRouter {
     }
 }
 
-/// POSTs `body` as JSON to `url`, once; 2xx is success. Shared with hooks.
+/// POSTs `body` as JSON to `url`, once, with `tls` for https; 2xx is
+/// success. Shared with hooks.
 pub(crate) async fn post_json<T: Serialize + ?Sized>(
     router: &str,
     url: &str,
+    tls: &ClientTls,
     body: &T,
     timeout: Duration,
 ) -> Result<(), RouterError> {
-    let client = reqwest::Client::builder()
+    let client = tls
+        .http_client_builder()
+        .map_err(|e| RouterError::Io {
+            router: router.to_string(),
+            detail: e.to_string(),
+        })?
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -146,7 +158,14 @@ impl Router for WebhookRouter {
                 canary: &target.canary,
                 canary_weight: weight.percent(),
             };
-            post_json(&self.describe(), &self.config.url, &payload, self.timeout).await
+            post_json(
+                &self.describe(),
+                &self.config.url,
+                &self.config.tls,
+                &payload,
+                self.timeout,
+            )
+            .await
         })
     }
 

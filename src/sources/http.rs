@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 
 use super::SourceError;
 use crate::retry::{self, RetryPolicy};
+use crate::tls::ClientTls;
 
 /// Two attempts; the pause between them is at most 250 ms, and
 /// [`pause_draw`] keeps it at least 50 ms.
@@ -29,8 +30,18 @@ pub(crate) const SOURCE_RETRY: RetryPolicy = RetryPolicy {
     max: Duration::from_millis(250),
 };
 
-pub(crate) fn client(source_name: &str, timeout: Duration) -> Result<reqwest::Client, SourceError> {
-    reqwest::Client::builder()
+/// The source's client: `tls` (the endpoint's `caFile`, `clientCert`,
+/// `clientKey`, read now) for `https://` URLs, `timeout` per request.
+pub(crate) fn client(
+    source_name: &str,
+    timeout: Duration,
+    tls: &ClientTls,
+) -> Result<reqwest::Client, SourceError> {
+    tls.http_client_builder()
+        .map_err(|e| SourceError::Config {
+            source_name: source_name.to_owned(),
+            detail: e.to_string(),
+        })?
         .timeout(timeout)
         .connect_timeout(timeout)
         // Sources talk to fixed, configured URLs; a redirect elsewhere is
@@ -63,8 +74,8 @@ pub(crate) fn transport_error(
 }
 
 /// `e` and its causes, `: `-separated (reqwest's own message is terse:
-/// "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// "error sending request"; a refused certificate is only in the causes).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -24,7 +24,7 @@
 //! counter.
 
 pub mod builtin;
-mod http;
+pub(crate) mod http;
 pub mod prom_text;
 pub mod query;
 pub mod scrape;
@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::histogram::ms_to_us;
 use crate::stats::{ArmData, LatencyHistogram};
 use crate::time::Timestamp;
+use crate::tls::ClientTls;
 
 /// The interval a pull covers, and the versions whose signals it wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,6 +205,9 @@ pub struct ScrapeConfig {
     pub signals: BTreeMap<String, String>,
     /// Per-request timeout (default 5s).
     pub timeout: Duration,
+    /// `caFile`, `clientCert`, `clientKey` (src/tls.rs).
+    #[serde(default, skip_serializing_if = "ClientTls::is_default")]
+    pub tls: ClientTls,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +219,9 @@ pub struct QueryConfig {
     pub signals: BTreeMap<String, String>,
     /// Per-request timeout (default 5s).
     pub timeout: Duration,
+    /// `caFile`, `clientCert`, `clientKey` (src/tls.rs).
+    #[serde(default, skip_serializing_if = "ClientTls::is_default")]
+    pub tls: ClientTls,
 }
 
 #[cfg(test)]

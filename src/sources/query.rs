@@ -113,7 +113,7 @@ impl QuerySource {
             });
         }
         Ok(QuerySource {
-            client: http::client(&describe, config.timeout)?,
+            client: http::client(&describe, config.timeout, &config.tls)?,
             describe,
             timeout: config.timeout,
             endpoint,

@@ -140,7 +140,7 @@ impl ScrapeSource {
         let baseline = target("baseline", &config.baseline)?;
         let canary = target("canary", &config.canary)?;
         Ok(ScrapeSource {
-            client: http::client(&describe, config.timeout)?,
+            client: http::client(&describe, config.timeout, &config.tls)?,
             describe,
             timeout: config.timeout,
             limits: Limits::default(),
