@@ -8,11 +8,16 @@
 //!   with a daemon SIGKILL and restart in between: every event arrives, in
 //!   order per rollout, and the delivery latency after the receiver comes
 //!   back is measured (printed; bounded by the configured maximum pause).
+//! - An HTTPS receiver (Python's `ssl`, certificates from
+//!   `tests/tls_support/ca.rs`): reached with its CA as `caFile`; with
+//!   another CA refused, the reason in the rollout's notifications status.
 
 // End-to-end tests of real processes wait on the wall clock (bounded waits).
 #![allow(clippy::disallowed_methods)]
 
 mod daemon_support;
+#[path = "tls_support/ca.rs"]
+mod test_ca;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -668,5 +673,90 @@ notifications:
     assert!(
         body["error"].as_str().unwrap().contains("no-such-dir"),
         "{body}"
+    );
+}
+
+/// An HTTPS receiver with a certificate from a CA the test made: a
+/// receiver configured with that CA gets its deliveries, signed; one
+/// configured with another CA is refused, and the rollout's notifications
+/// status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_is_reached_with_its_ca_and_a_wrong_ca_is_refused_clearly() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let files = test_ca::TlsFiles::write(dir);
+    let port = free_port();
+    let out = dir.join("received-tls.jsonl");
+    std::fs::write(dir.join("receiver.secret"), SECRET).unwrap();
+    let mut child = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/notify_support/receiver.py"
+        ))
+        .args(["--port", &port.to_string(), "--out"])
+        .arg(&out)
+        .arg("--cert")
+        .arg(&files.server_cert)
+        .arg("--key")
+        .arg(&files.server_key)
+        .arg("--verifier")
+        .arg(documented_verifier(dir))
+        .arg("--secret-file")
+        .arg(dir.join("receiver.secret"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the test receiver");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let receiver = Receiver { child, out };
+    let config = format!(
+        r#"notifications:
+  retryMaxInterval: 1s
+  receivers:
+    trusted: {{ webhook: {{ url: "https://127.0.0.1:{port}/webhook", secretFile: "{d}/receiver.secret", caFile: "{ca}" }} }}
+    mistrusted: {{ slack: {{ url: "https://127.0.0.1:{port}/slack", caFile: "{wrong}" }} }}
+  routes:
+    - {{ events: [started], receivers: [trusted, mistrusted] }}
+"#,
+        d = dir.display(),
+        ca = files.ca.display(),
+        wrong = files.wrong_ca.display(),
+    );
+    let d = Daemon::start_with_policies(&config, &[("notify.yaml", NOTIFY_POLICY)]);
+    let api = d.client();
+    let started = api.start("web", "notify").await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_string();
+    eventually("the trusted delivery", Duration::from_secs(20), || async {
+        !receiver.received().is_empty()
+    })
+    .await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 1, "only the trusted receiver's: {got:?}");
+    assert_eq!(got[0]["path"], "/webhook");
+    assert_eq!(got[0]["verified"], true);
+    let mistrusted = || async {
+        api.rollout(&id).await["notifications"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["receiver"] == "mistrusted").cloned())
+    };
+    eventually("the refusal recorded", Duration::from_secs(20), || async {
+        mistrusted()
+            .await
+            .is_some_and(|s| s["last_error"].is_string())
+    })
+    .await;
+    let s = mistrusted().await.unwrap();
+    assert_eq!(
+        (s["pending"].as_u64(), s["delivered"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    let error = s["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("invalid peer certificate") && error.contains("UnknownIssuer"),
+        "the error says the certificate's issuer is not trusted: {error}"
     );
 }

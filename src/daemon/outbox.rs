@@ -124,7 +124,10 @@ pub(super) fn queue(
 ) -> anyhow::Result<(Outbox, mpsc::UnboundedReceiver<Queued>)> {
     let mut receivers = BTreeMap::new();
     for (name, receiver) in &config.receivers {
-        let http = reqwest::Client::builder()
+        let http = receiver
+            .tls
+            .http_client_builder()
+            .map_err(|e| anyhow::anyhow!("notifications.receivers.{name}: {e}"))?
             .build()
             .map_err(|e| anyhow::anyhow!("notifications.receivers.{name}: {}", chain(&e)))?;
         receivers.insert(

@@ -4,11 +4,14 @@
 //! routes (services, event kinds, receivers; each name checked against what
 //! is configured), and the delivery schedule (`retryFor`, `retryInitial`,
 //! `retryMaxInterval`). A webhook's `secretFile` is read here, so an
-//! unreadable or empty one stops the config, not the first delivery.
+//! unreadable or empty one stops the config, not the first delivery; so
+//! are the TLS keys every receiver takes beside its `url` (`caFile`,
+//! `clientCert`, `clientKey`, `config/tls.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path as FsPath;
 
+use super::tls::{client_tls, with_tls_keys};
 use crate::daemon::notify::{
     DeliverySchedule, EventKind, Format, NotificationsConfig, Receiver, Route, Secret,
 };
@@ -148,11 +151,11 @@ fn receiver(sink: &mut Sink, node: &Node, path: &Path) -> Option<Receiver> {
         "teams" => Format::Teams,
         _ => Format::Webhook,
     };
-    let allowed: &[&str] = match format {
-        Format::Webhook => &["url", "secretFile"],
-        Format::Slack | Format::Teams => &["url"],
+    let allowed = match format {
+        Format::Webhook => with_tls_keys(&["url", "secretFile"]),
+        Format::Slack | Format::Teams => with_tls_keys(&["url"]),
     };
-    let f = decode::mapping(sink, n, &p, allowed)?;
+    let f = decode::mapping(sink, n, &p, &allowed)?;
     let url = f.require(sink, "url").and_then(|n| {
         let s = decode::string(sink, n, &f.child("url"))?;
         if decode::is_http_url(&s) {
@@ -166,6 +169,7 @@ fn receiver(sink: &mut Sink, node: &Node, path: &Path) -> Option<Receiver> {
             None
         }
     });
+    let tls = client_tls(sink, &f, &[url.as_deref()]);
     let secret = match format {
         Format::Webhook => {
             let n = f.require(sink, "secretFile")?;
@@ -177,6 +181,7 @@ fn receiver(sink: &mut Sink, node: &Node, path: &Path) -> Option<Receiver> {
         format,
         url: url?,
         secret,
+        tls: tls?,
     })
 }
 
@@ -394,7 +399,7 @@ notifications:
             c.yaml:10:26: notifications.receivers.nosecret.webhook: missing required field `secretFile`
             c.yaml:11:54: notifications.receivers.short.webhook.secretFile: the secret in `TMP/hook.secret` has 5 bytes; use at least 16 (e.g. `openssl rand -hex 32 > TMP/hook.secret`)
             c.yaml:12:53: notifications.receivers.gone.webhook.secretFile: cannot read `TMP/absent.secret`: No such file or directory (os error 2)
-            c.yaml:13:41: notifications.receivers.extra.slack.channel: unknown field `channel`, expected one of `url`
+            c.yaml:13:41: notifications.receivers.extra.slack.channel: unknown field `channel`, expected one of `url`, `caFile`, `clientCert`, `clientKey`
             c.yaml:15:21: notifications.routes[0].receivers[0]: unknown receiver `nobody`; configured: `extra`
             c.yaml:16:20: notifications.routes[1].services[0]: unknown service `billing`; configured: `checkout`
             c.yaml:16:39: notifications.routes[1].events[0]: unknown event `rolledBack`, expected one of `started`, `awaiting-approval`, `paused`, `resumed`, `promoted`, `rolled-back`, `inconclusive`, `aborted`, `concluded`, `router-failure`, `source-failing`, `source-recovered`

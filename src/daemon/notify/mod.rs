@@ -40,6 +40,8 @@ pub struct Receiver {
     pub url: String,
     /// The generic webhook's signing secret (`secretFile`'s contents).
     pub secret: Option<Secret>,
+    /// `caFile`, `clientCert`, `clientKey` beside the `url`.
+    pub tls: crate::tls::ClientTls,
 }
 
 /// How a receiver wants its body.
