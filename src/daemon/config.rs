@@ -23,6 +23,9 @@ use crate::yaml::load_yaml;
 use crate::yaml::node::Node;
 
 use super::auth::{Role, TokenEntry};
+use super::notify::NotificationsConfig;
+
+mod notifications;
 
 // The TLS keys beside an endpoint's `url` (caFile, clientCert, clientKey).
 mod tls;
@@ -48,6 +51,8 @@ pub struct Config {
     pub api: ApiLimits,
     /// The API over TLS (`tls: { cert, key }`); plain HTTP without it.
     pub tls: Option<ApiTls>,
+    /// Lifecycle events to people (`notifications:`, `config/notifications.rs`).
+    pub notifications: NotificationsConfig,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             registries: Vec::new(),
             api: ApiLimits::default(),
             tls: None,
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -213,6 +219,7 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
             "registries",
             "api",
             "tls",
+            "notifications",
         ],
     )?;
     let mut config = Config::default();
@@ -298,6 +305,13 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
                 );
                 ok = false;
             }
+        }
+    }
+    if let Some(n) = f.get("notifications") {
+        let services = config.services.keys().map(String::as_str).collect();
+        match notifications::notifications(sink, n, &f.child("notifications"), &services) {
+            Some(c) => config.notifications = c,
+            None => ok = false,
         }
     }
     if let Some(n) = f.get("registries") {

@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::notify::EventKind;
+use super::notify::event::{EventDocument, source_event, step_events};
 use super::view::{DriverStatus, rollout_view};
 use super::{ServiceRuntime, Shared, StreamEvent};
 use crate::engine::{Command, Effect, Input, Phase, Rejected, Rollout, TriggerVerdict};
@@ -24,7 +26,7 @@ use crate::retry;
 use crate::routers::{Target, apply_with_retries};
 use crate::sources::{Collected, Window};
 use crate::stats::{ArmData, IntervalSnapshot};
-use crate::store::{Committed, EngineStep, NewAudit, OpenRollout, RolloutRow};
+use crate::store::{Committed, EngineStep, NewAudit, NewNotice, OpenRollout, RolloutRow};
 use crate::time::Timestamp;
 use crate::wire::{self, SourceHealth, rfc3339};
 
@@ -79,6 +81,12 @@ pub struct Driver {
     /// unknown, so it stays at the start and no event is left out).
     weight_since: Arc<std::sync::atomic::AtomicU64>,
     last_weight: Option<Weight>,
+    /// The source's last edge notified (`source-failing` or
+    /// `source-recovered`), so each edge is told once, also across restarts.
+    source_edge: Option<EventKind>,
+    /// Events seen outside an engine step (the source's edges), queued
+    /// with the next step's commit.
+    notices: Vec<EventDocument>,
 }
 
 impl Driver {
@@ -129,6 +137,8 @@ impl Driver {
             rollback_incident: false,
             weight_since: Arc::new(std::sync::atomic::AtomicU64::new(started_ms)),
             last_weight: None,
+            source_edge: None,
+            notices: Vec::new(),
         }
     }
 
@@ -175,6 +185,16 @@ impl Driver {
             .with_store(|s| s.incidents_for_rollout(&open.row.id))
             .unwrap_or_default();
         d.rollback_incident = incidents.iter().any(|i| i.trigger == "router");
+        let edges = [
+            EventKind::SourceFailing.as_str(),
+            EventKind::SourceRecovered.as_str(),
+        ];
+        d.source_edge = d
+            .shared
+            .with_store(|s| s.last_notice_of(&open.row.id, &edges))
+            .ok()
+            .flatten()
+            .and_then(|k| EventKind::parse(&k));
         d.incident = incidents
             .iter()
             .rfind(|i| i.trigger != "router")
@@ -406,9 +426,13 @@ impl Driver {
                 .get_or_create(&service_label)
                 .inc();
             self.status.source.status = "failing".into();
+            self.source_edge_to(EventKind::SourceFailing, Some(&err), now);
             self.status.source.last_error = Some(err);
             self.carry = base;
             return Ok(false);
+        }
+        if self.source_edge == Some(EventKind::SourceFailing) {
+            self.source_edge_to(EventKind::SourceRecovered, None, now);
         }
         self.status.source.status = "ok".into();
         self.status.source.last_success_at = Some(rfc3339(now));
@@ -448,6 +472,7 @@ impl Driver {
                 break;
             }
             let now = self.shared.clock.now();
+            let before = self.rollout.phase();
             match self.rollout.handle(now, input.clone()) {
                 Ok(()) => {}
                 Err(e) if first => return Err(e),
@@ -473,6 +498,7 @@ impl Driver {
                 audit: &[],
             }
             .prepare()
+            .map(|p| p.with_notices(self.notices_of(before, &input, &effects, now)))
             .map_err(|e| e.to_string());
             let committed = match prepared {
                 Ok(p) => self.shared.commit(p).await,
@@ -505,6 +531,60 @@ impl Driver {
             self.publish(now);
         }
         Ok(())
+    }
+
+    /// The source's edge: report it once (with the next step's commit).
+    fn source_edge_to(&mut self, kind: EventKind, error: Option<&str>, now: Timestamp) {
+        if self.source_edge == Some(kind) {
+            return;
+        }
+        self.source_edge = Some(kind);
+        if self.shared.config.notifications.routes_any(kind) {
+            self.notices
+                .push(source_event(kind, &self.rollout, error, now));
+        }
+    }
+
+    /// The lifecycle events of this step (and any waiting from outside a
+    /// step) as deliveries to their routed receivers, to commit with it.
+    fn notices_of(
+        &mut self,
+        before: Phase,
+        input: &Input<IntervalSnapshot>,
+        effects: &[Effect<crate::monitor::TriggerEvidence>],
+        now: Timestamp,
+    ) -> Vec<NewNotice> {
+        let config = &self.shared.config.notifications;
+        let mut docs = std::mem::take(&mut self.notices);
+        if config.routes.is_empty() {
+            return Vec::new();
+        }
+        docs.extend(step_events(before, input, effects, &self.rollout, now));
+        // A router failing again and again (retried every few seconds) is
+        // told once per stretch: its first failure.
+        let again = self.router_failures > 1;
+        docs.retain(|d| !(again && d.kind == EventKind::RouterFailure));
+        let mut out = Vec::new();
+        for doc in docs {
+            let payload = match serde_json::to_string(&doc) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(rollout = %self.id(), error = %e, "cannot serialize a notification");
+                    continue;
+                }
+            };
+            for name in config.receivers_for(&doc.service, doc.kind) {
+                if let Some(r) = config.receivers.get(name) {
+                    out.push(NewNotice {
+                        receiver: name.to_string(),
+                        target: r.url.clone(),
+                        event: doc.kind.as_str().to_string(),
+                        payload: payload.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Carry out committed effects. Returns the router acknowledgement to

@@ -46,6 +46,14 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+/// A notification's receiver (`notifications.receivers`; incident webhooks
+/// of policies are `incident-webhook`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub service: String,
+    pub receiver: String,
+}
+
 /// A model-registry watch (src/daemon/registry.rs).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegistryLabels {
@@ -69,6 +77,8 @@ pub struct Metrics {
     pub source_errors: Family<ServiceLabels, Counter>,
     pub source_up: Family<ServiceLabels, Gauge>,
     pub notification_failures: Family<ServiceLabels, Counter>,
+    pub notifications_delivered: Family<ReceiverLabels, Counter>,
+    pub notifications_given_up: Family<ReceiverLabels, Counter>,
     pub registry_up: Family<RegistryLabels, Gauge>,
     pub registry_errors: Family<RegistryLabels, Counter>,
     /// Each registry watcher's status for `GET /v1/registries`, by watch.
@@ -99,6 +109,8 @@ impl Metrics {
             source_errors: Family::default(),
             source_up: Family::default(),
             notification_failures: Family::default(),
+            notifications_delivered: Family::default(),
+            notifications_given_up: Family::default(),
             registry_up: Family::default(),
             registry_errors: Family::default(),
             registries: Mutex::new(BTreeMap::new()),
@@ -164,6 +176,16 @@ impl Metrics {
             "notification_failures",
             "Failed webhook and hook deliveries",
             m.notification_failures.clone(),
+        );
+        registry.register(
+            "notifications_delivered",
+            "Notifications and incident webhooks delivered, per receiver",
+            m.notifications_delivered.clone(),
+        );
+        registry.register(
+            "notifications_given_up",
+            "Notifications and incident webhooks given up after their retry time",
+            m.notifications_given_up.clone(),
         );
         registry.register(
             "registry_up",

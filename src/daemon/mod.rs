@@ -31,6 +31,7 @@ pub mod config;
 pub mod connections;
 pub mod driver;
 pub mod metrics;
+pub mod notify;
 mod outbox;
 pub mod policies;
 pub mod push;
@@ -181,6 +182,13 @@ impl Shared {
     /// A rollout as the API shows it: live for active ones, from the store
     /// for finished ones.
     pub fn rollout(&self, id: &str) -> Result<crate::wire::Rollout, Refusal> {
+        let mut rollout = self.rollout_state(id)?;
+        rollout.notifications = self.with_store(|s| view::notifications(s, id))?;
+        Ok(rollout)
+    }
+
+    /// [`Self::rollout`] without its notifications.
+    fn rollout_state(&self, id: &str) -> Result<crate::wire::Rollout, Refusal> {
         if let Some(h) = self.driver(id) {
             return Ok(h.view.lock().unwrap_or_else(|e| e.into_inner()).clone());
         }
@@ -367,7 +375,7 @@ pub async fn start(
     let local = listener.local_addr()?;
     let (shutdown, _) = watch::channel(false);
     let (commits, commit_rx) = committer::queue();
-    let (outbox, outbox_queue) = outbox::queue();
+    let (outbox, outbox_queue) = outbox::queue(&config.notifications)?;
     let limits = config.api.clone();
     let shared = Arc::new(Shared {
         body_memory: Arc::new(tokio::sync::Semaphore::new(limits.body_memory_bytes)),

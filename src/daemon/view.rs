@@ -60,6 +60,8 @@ pub fn rollout_view(
             .collect(),
         id: spec.id.clone(),
         incident: incident.map(str::to_string),
+        // Filled from the store by `notifications` where it is read.
+        notifications: Vec::new(),
         outcome: phase.is_terminal().then_some(phase),
         pending_weight: driver.and_then(|d| d.pending_weight),
         policy: policy.name.clone(),
@@ -161,6 +163,67 @@ pub fn incidents(store: &Store) -> Result<Vec<wire::Incident>, Refusal> {
         .iter()
         .map(|i| incident(store, &i.id))
         .collect()
+}
+
+/// A rollout's deliveries per receiver (or incident webhook URL), in the
+/// order each was first queued: the `notifications` of its view.
+pub fn notifications(
+    store: &Store,
+    rollout_id: &str,
+) -> Result<Vec<wire::NotificationStatus>, Refusal> {
+    let mut out: Vec<wire::NotificationStatus> = Vec::new();
+    for n in store.notifications_for_rollout(rollout_id)? {
+        let receiver = n
+            .receiver
+            .clone()
+            .unwrap_or_else(|| "incident-webhook".into());
+        let at = match out
+            .iter()
+            .position(|s| s.receiver == receiver && s.target == n.target)
+        {
+            Some(i) => i,
+            None => {
+                out.push(wire::NotificationStatus {
+                    receiver,
+                    target: n.target.clone(),
+                    pending: 0,
+                    delivered: 0,
+                    failed: 0,
+                    last_error: None,
+                    last_attempt_at: None,
+                    next_attempt_at: None,
+                    last_delivered_at: None,
+                });
+                out.len() - 1
+            }
+        };
+        let s = &mut out[at];
+        if n.delivered() {
+            s.delivered += 1;
+            s.last_delivered_at = n.delivered_at.map(rfc3339);
+        } else if n.failed() {
+            s.failed += 1;
+            s.last_error = n.last_error.clone();
+        } else {
+            s.pending += 1;
+            if n.last_error.is_some() {
+                s.last_error = n.last_error.clone();
+            }
+            if s.next_attempt_at.is_none() {
+                s.next_attempt_at = n.next_attempt_at.map(rfc3339);
+            }
+        }
+        if n.last_attempt_at.is_some() {
+            s.last_attempt_at = n.last_attempt_at.map(rfc3339);
+        }
+    }
+    // A line whose deliveries all went through carries no stale error.
+    for s in &mut out {
+        if s.pending == 0 && s.failed == 0 {
+            s.last_error = None;
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /v1/incidents/{id}`: with the rollout's latest post-incident review

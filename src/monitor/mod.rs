@@ -22,6 +22,7 @@
 mod build;
 mod evidence;
 mod forecast;
+pub mod words;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;

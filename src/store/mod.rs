@@ -45,7 +45,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit};
 pub use binding::{Binding, Disagreement};
 pub use id::IdGen;
-pub use outbox::{HookRun, HookStatus, Notification, OutboxItem, OutboxRow};
+pub use outbox::{
+    HookRun, HookStatus, NewNotice, NextAttempt, Notification, OutboxItem, OutboxRow,
+};
 pub use records::{
     Incident, IncidentStatus, JournalEntry, JournalKind, OpenRollout, Review, ReviewStatus,
     RolloutRow,

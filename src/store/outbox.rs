@@ -1,7 +1,9 @@
 //! The outbox: what the daemon sends out after a commit, kept in the same
 //! transaction as the state it reports so that a crash cannot lose it.
-//! Two kinds, two tables: webhook deliveries of incidents (`notifications`)
-//! and lifecycle hook runs (`hook_runs`, migration 3). [`OutboxItem`] and
+//! Two kinds, two tables: webhook deliveries (`notifications`: an
+//! incident's policy webhooks, and since migration 5 the lifecycle events
+//! routed to the config's named receivers) and lifecycle hook runs
+//! (`hook_runs`, migration 3). [`OutboxItem`] and
 //! [`OutboxRow`] put both behind one interface: one pending scan
 //! ([`Store::pending_outbox`]) and one way to record an attempt
 //! ([`Store::record_outbox_attempt`]).
@@ -13,8 +15,14 @@
 //! which can never be rewritten, so merging the tables would have to keep
 //! both id spaces anyway.
 //!
+//! A delivery is tried until it succeeds or its time is spent: each
+//! attempt records when the next one is due (`next_attempt_at`), so a
+//! restart waits where the last run left off, and giving up is a state of
+//! its own (`failed_at`), no longer retried.
+//!
 //! Rows are written by `step.rs` (in the step's transaction, through
-//! `queue_delivery` and `queue_hook`); attempts are recorded here.
+//! `queue_delivery`, `queue_notice` and `queue_hook`); attempts are
+//! recorded here.
 
 use rusqlite::{Row, Transaction, params};
 use serde::{Deserialize, Serialize};
@@ -66,7 +74,7 @@ impl OutboxRow {
     /// Still to send: a delivery not yet delivered, a hook run not closed.
     pub fn is_pending(&self) -> bool {
         match self {
-            OutboxRow::Delivery(n) => !n.delivered(),
+            OutboxRow::Delivery(n) => !n.delivered() && !n.failed(),
             OutboxRow::Hook(h) => h.status == HookStatus::Pending,
         }
     }
@@ -79,14 +87,44 @@ pub struct Notification {
     pub id: i64,
     pub rollout_id: String,
     pub incident_id: Option<String>,
-    /// The webhook URL.
+    /// The webhook URL (a receiver's, as configured when it was queued).
     pub target: String,
+    /// For an incident: the body as sent. For a lifecycle event: the
+    /// event's document, which the receiver's format renders.
     pub payload: serde_json::Value,
     pub created_at: Timestamp,
     pub attempts: u32,
     pub last_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub delivered_at: Option<Timestamp>,
+    /// The `notifications.receivers` entry; `None` for an incident's
+    /// policy webhook.
+    pub receiver: Option<String>,
+    /// The lifecycle event's kind (`rolled-back`, ...); `None` for an
+    /// incident.
+    pub event: Option<String>,
+    /// When the next attempt is due, after a failed one.
+    pub next_attempt_at: Option<Timestamp>,
+    /// Delivery was given up (its retry time spent); not tried again.
+    pub failed_at: Option<Timestamp>,
+}
+
+/// A lifecycle event's delivery to one receiver, to queue with a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewNotice {
+    pub receiver: String,
+    /// The receiver's URL now (shown in the rollout's status).
+    pub target: String,
+    pub event: String,
+    /// The event's document, JSON.
+    pub payload: String,
+}
+
+/// After a failed delivery attempt: when to try again, or give up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextAttempt {
+    At(Timestamp),
+    GiveUp,
 }
 
 /// One lifecycle event's hook, queued with the commit of the state it
@@ -132,9 +170,14 @@ impl Notification {
     pub fn delivered(&self) -> bool {
         self.delivered_at.is_some()
     }
+
+    /// Given up: every attempt of its retry time failed.
+    pub fn failed(&self) -> bool {
+        self.failed_at.is_some()
+    }
 }
 
-const NOTIFICATION_COLS: &str = "id, rollout_id, incident_id, target, payload, created_at, attempts, last_attempt_at, last_error, delivered_at";
+const NOTIFICATION_COLS: &str = "id, rollout_id, incident_id, target, payload, created_at, attempts, last_attempt_at, last_error, delivered_at, receiver, event, next_attempt_at, failed_at";
 
 fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
     Ok(Notification {
@@ -148,6 +191,10 @@ fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
         last_attempt_at: r.get::<_, Option<i64>>(7)?.map(ts),
         last_error: r.get(8)?,
         delivered_at: r.get::<_, Option<i64>>(9)?.map(ts),
+        receiver: r.get(10)?,
+        event: r.get(11)?,
+        next_attempt_at: r.get::<_, Option<i64>>(12)?.map(ts),
+        failed_at: r.get::<_, Option<i64>>(13)?.map(ts),
     })
 }
 
@@ -216,11 +263,12 @@ impl Store {
         )
     }
 
-    /// Deliveries not yet made, oldest first.
+    /// Deliveries neither made nor given up, oldest first.
     pub fn pending_notifications(&self) -> Result<Vec<Notification>> {
         self.query_all(
             &format!(
-                "SELECT {NOTIFICATION_COLS} FROM notifications WHERE delivered_at IS NULL ORDER BY id"
+                "SELECT {NOTIFICATION_COLS} FROM notifications
+                 WHERE delivered_at IS NULL AND failed_at IS NULL ORDER BY id"
             ),
             [],
             notification_row,
@@ -262,6 +310,22 @@ impl Store {
         )
     }
 
+    /// The lifecycle event kind last queued for `rollout_id` among
+    /// `kinds` (the source's edges, so a restart does not report the same
+    /// edge twice).
+    pub fn last_notice_of(&self, rollout_id: &str, kinds: &[&str]) -> Result<Option<String>> {
+        let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 2)).collect();
+        let sql = format!(
+            "SELECT event FROM notifications WHERE rollout_id = ?1 AND event IN ({})
+             ORDER BY id DESC LIMIT 1",
+            marks.join(", ")
+        );
+        let values = std::iter::once(rollout_id).chain(kinds.iter().copied());
+        let rows: Vec<String> =
+            self.query_all(&sql, rusqlite::params_from_iter(values), |r| r.get(0))?;
+        Ok(rows.into_iter().next())
+    }
+
     /// Record one delivery attempt of a webhook: `Ok(())` delivered it,
     /// `Err(message)` failed and stays pending.
     pub fn record_delivery(
@@ -270,16 +334,35 @@ impl Store {
         at: Timestamp,
         outcome: std::result::Result<(), String>,
     ) -> Result<Notification> {
+        self.record_delivery_attempt(id, at, outcome, None)
+    }
+
+    /// Record one delivery attempt: `Ok(())` delivered it; `Err(message)`
+    /// failed, and `next` says when the next attempt is due or that
+    /// delivery is given up (`None`: pending, no time set).
+    pub fn record_delivery_attempt(
+        &mut self,
+        id: i64,
+        at: Timestamp,
+        outcome: std::result::Result<(), String>,
+        next: Option<NextAttempt>,
+    ) -> Result<Notification> {
         let (error, delivered_at) = match &outcome {
             Ok(()) => (None, Some(ms(at))),
             Err(e) => (Some(e.as_str()), None),
         };
+        let (next_at, failed_at) = match (&outcome, next) {
+            (Err(_), Some(NextAttempt::At(t))) => (Some(ms(t)), None),
+            (Err(_), Some(NextAttempt::GiveUp)) => (None, Some(ms(at))),
+            _ => (None, None),
+        };
         self.write(|tx, _| {
             let n = tx.execute(
                 "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = ?2,
-                    last_error = ?3, delivered_at = coalesce(delivered_at, ?4)
+                    last_error = ?3, delivered_at = coalesce(delivered_at, ?4),
+                    next_attempt_at = ?5, failed_at = coalesce(failed_at, ?6)
                  WHERE id = ?1",
-                params![id, ms(at), error, delivered_at],
+                params![id, ms(at), error, delivered_at, next_at, failed_at],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound {
@@ -363,6 +446,29 @@ pub(super) fn queue_delivery(
         "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![rollout_id, incident_id, target, payload, at],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Queue one lifecycle event's delivery to a named receiver inside `tx`
+/// (created at `at`, ms); returns its id.
+pub(super) fn queue_notice(
+    tx: &Transaction<'_>,
+    rollout_id: &str,
+    notice: &NewNotice,
+    at: i64,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at, receiver, event)
+         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            rollout_id,
+            notice.target,
+            notice.payload,
+            at,
+            notice.receiver,
+            notice.event
+        ],
     )?;
     Ok(tx.last_insert_rowid())
 }

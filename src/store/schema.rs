@@ -182,6 +182,20 @@ CREATE TABLE store_identity (
     genesis_seq INTEGER NOT NULL CHECK (genesis_seq > 0)
 ) STRICT;
 "#,
+    // 5: lifecycle notifications (`notifications:` in the config) share the
+    // deliveries' table: the named receiver and the event kind (both NULL
+    // for an incident's policy webhook), when the next attempt is due (kept
+    // across restarts), and when delivery was given up (`retryFor` spent).
+    r#"
+ALTER TABLE notifications ADD COLUMN receiver TEXT;
+ALTER TABLE notifications ADD COLUMN event TEXT;
+ALTER TABLE notifications ADD COLUMN next_attempt_at INTEGER;
+ALTER TABLE notifications ADD COLUMN failed_at INTEGER;
+DROP INDEX notifications_pending;
+CREATE INDEX notifications_pending ON notifications(id)
+    WHERE delivered_at IS NULL AND failed_at IS NULL;
+CREATE INDEX notifications_by_rollout ON notifications(rollout_id, id);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
 use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
-use super::outbox::{queue_delivery, queue_hook};
+use super::outbox::{NewNotice, queue_delivery, queue_hook, queue_notice};
 use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, ms};
 use super::{IdGen, Incident, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
@@ -45,7 +45,8 @@ pub struct Committed {
     pub incidents: Vec<String>,
     /// Reviews opened (one per `OpenReview` effect, in order).
     pub reviews: Vec<String>,
-    /// Webhook deliveries to make.
+    /// Webhook deliveries to make: incidents' policy webhooks, then the
+    /// lifecycle events' deliveries.
     pub notifications: Vec<i64>,
     /// Lifecycle hooks queued (the step ended the rollout).
     pub hooks: Vec<i64>,
@@ -421,6 +422,16 @@ pub struct PreparedStep {
     weight: u8,
     checkpoint: Option<String>,
     audit: Vec<NewAudit>,
+    /// Lifecycle events' deliveries to queue with the step.
+    notices: Vec<NewNotice>,
+}
+
+impl PreparedStep {
+    /// Queue these lifecycle deliveries in the step's transaction.
+    pub fn with_notices(mut self, notices: Vec<NewNotice>) -> PreparedStep {
+        self.notices.extend(notices);
+        self
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -502,6 +513,7 @@ impl<A: Analysis> EngineStep<'_, A> {
                 None
             },
             audit,
+            notices: Vec::new(),
         })
     }
 }
@@ -590,6 +602,9 @@ fn apply_prepared(
             details: json!({ "incident": incident_id, "trigger": inc.trigger, "severity": inc.severity }),
         });
         incidents.push(incident_id);
+    }
+    for notice in &step.notices {
+        notifications.push(queue_notice(tx, &id, notice, at)?);
     }
     for (reason, ticket, opened_at) in step.reviews {
         let review_id = ids.next("rev", opened_at);

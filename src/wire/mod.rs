@@ -46,7 +46,8 @@ pub use policy::PolicySummary;
 pub use refusal::{ErrorBody, ErrorDetail, Refusal, RefusalKind};
 pub use rollout::{
     ApprovalGiven, Approvals, ApproveRequest, CommandRequest, GateView, MAX_VERSION_LEN,
-    PromoteRequest, Rollout, SourceHealth, StartRequest, TriggerKind, TriggerView, check_version,
+    NotificationStatus, PromoteRequest, Rollout, SourceHealth, StartRequest, TriggerKind,
+    TriggerView, check_version,
 };
 pub use stream::{StreamEvent, StreamEventError};
 

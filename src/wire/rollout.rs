@@ -33,6 +33,10 @@ pub struct Rollout {
     pub outcome: Option<Phase>,
     /// A weight asked of the router and not yet confirmed.
     pub pending_weight: Option<u8>,
+    /// Where its notifications stand, per receiver (`GET
+    /// /v1/rollouts[/{id}]`; absent when it has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationStatus>,
     /// The policy's `metadata.name`.
     pub policy: String,
     /// The SHA-256 of the policy file the rollout is pinned to.
@@ -60,6 +64,27 @@ pub struct Rollout {
     pub waiting_for: Option<String>,
     /// The canary's share of traffic, in percent.
     pub weight: u8,
+}
+
+/// A rollout's deliveries to one receiver (or one incident webhook URL).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotificationStatus {
+    /// The `notifications.receivers` name; `incident-webhook` for a
+    /// policy's `incident.notify` URL.
+    pub receiver: String,
+    /// The URL deliveries went to.
+    pub target: String,
+    /// Still being tried.
+    pub pending: u32,
+    pub delivered: u32,
+    /// Given up after their retry time.
+    pub failed: u32,
+    /// The last failed attempt's error, while one is pending or failed.
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<String>,
+    /// When the oldest pending one is tried next.
+    pub next_attempt_at: Option<String>,
+    pub last_delivered_at: Option<String>,
 }
 
 /// One trigger of the policy against its boundary.
