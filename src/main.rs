@@ -46,6 +46,10 @@ struct Cli {
     /// A file holding the API token [env: CANARYD_TOKEN_FILE].
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) to trust for an `https://` server, instead
+    /// of the system's roots.
+    #[arg(long, global = true, value_name = "FILE", env = "CANARYD_CACERT")]
+    cacert: Option<PathBuf>,
     /// State directory (for commands that read it directly).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -123,6 +127,16 @@ fn main() -> ExitCode {
         cli.token_file.as_deref(),
         cli.data_dir.as_deref(),
     );
+    let client = match &cli.cacert {
+        None => client,
+        Some(ca) => match client.trusting(ca) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: --cacert: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let data_dir = cli.data_dir.clone().map(DataDir);
     // `incident` and `audit` read the data dir when one is given.
     let state: &dyn StateReader = match &data_dir {

@@ -168,6 +168,19 @@ impl Client {
         Client::with_credential(server, credential)
     }
 
+    /// Trust the CA certificate(s) in `ca_file` (PEM) for an `https://`
+    /// daemon, instead of the system's roots (`--cacert`).
+    pub fn trusting(mut self, ca_file: &Path) -> Result<Client, crate::tls::TlsError> {
+        let tls = crate::tls::ClientTls::new(Some(ca_file.to_path_buf()), None)?;
+        self.http = tls
+            .apply(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)))?
+            .build()
+            .map_err(|e| crate::tls::TlsError::Setup {
+                detail: e.to_string(),
+            })?;
+        Ok(self)
+    }
+
     fn with_credential(server: &str, credential: Credential) -> Client {
         Client {
             base: server.trim_end_matches('/').to_string(),
