@@ -227,13 +227,16 @@ fn data_dir_is_a_file() {
     );
 }
 
+/// Not an error: another unit or a mount may make the directory; until
+/// then the router fails and is retried, and the rollout says so.
 #[test]
-fn weights_file_directory_missing() {
+fn weights_file_directory_missing_is_a_warning() {
     check(
         "services:\n  web:\n    router: { file: { path: {dir}/missing/web.json } }\n",
         expect![[r#"
-            exit 1
-            canaryd.yaml:6:29: services.web.router.file.path: its directory {dir}/missing: No such file or directory (os error 2)
+            exit 0
+            canaryd.yaml: valid: 1 service, 0 tokens, 0 registries
+            canaryd.yaml:6:29: warning: services.web.router.file.path: its directory {dir}/missing does not exist (yet): writes fail until it does
         "#]],
     );
 }
@@ -430,9 +433,9 @@ registries:
             exit 1
             canaryd.yaml:5:3: services.Web: service name `Web`: expected 1 to 63 characters from `a-z`, `0-9` and `-`
             canaryd.yaml:7:59: services.c.router.extra: unknown field `extra`, expected one of `builtin`, `haproxy`, `nginx`, `gatewayApi`, `command`, `webhook`, `file`
-            canaryd.yaml:9:29: services.a.router.file.path: its directory {dir}/missing: No such file or directory (os error 2)
+            canaryd.yaml:9:29: warning: services.a.router.file.path: its directory {dir}/missing does not exist (yet): writes fail until it does
             canaryd.yaml:11:38: services.a.hooks.onStart.command.program: /nonexistent/hook: No such file or directory (os error 2)
-            canaryd.yaml:13:29: services.b.router.file.path: its directory {dir}/missing: No such file or directory (os error 2)
+            canaryd.yaml:13:29: warning: services.b.router.file.path: its directory {dir}/missing does not exist (yet): writes fail until it does
             canaryd.yaml:13:29: services.b.router.file.path: service `a` already uses the weights file {dir}/missing/a.json; two services would fight over it
             canaryd.yaml:15:83: registries[0].mlflow.policy: no policy named `nope` in {dir}/policies (it has: fast)
         "#]],
@@ -526,7 +529,7 @@ fn serve_reports_what_config_check_reports() {
     std::fs::write(
         dir.join("canaryd.yaml"),
         format!(
-            "{HEAD}services:\n  web:\n    router: {{ file: {{ path: {{dir}}/missing/w.json }} }}\nregistries:\n  - mlflow: {{ url: http://127.0.0.1:5000, model: m, alias: a, service: web, policy: nope }}\n"
+            "{HEAD}services:\n  web:\n    router: {{ file: {{ path: {{dir}} }} }}\nregistries:\n  - mlflow: {{ url: http://127.0.0.1:5000, model: m, alias: a, service: web, policy: nope }}\n"
         )
         .replace("{dir}", &d),
     )

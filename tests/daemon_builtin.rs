@@ -47,9 +47,9 @@ fn observed(metrics: &str, arm: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_never_counts_what_the_proxy_recorded_before_it() {
-    let (up, proxy) = (upstream(), free_port());
+    let (baseline, canary, proxy) = (upstream(), upstream(), free_port());
     let d = Daemon::start(&format!(
-        "  proxied:\n    router: {{ builtin: {{ listen: 127.0.0.1:{proxy}, baseline: http://127.0.0.1:{up}, canary: http://127.0.0.1:{up} }} }}\n"
+        "  proxied:\n    router: {{ builtin: {{ listen: 127.0.0.1:{proxy}, baseline: http://127.0.0.1:{baseline}, canary: http://127.0.0.1:{canary} }} }}\n"
     ));
     let via_proxy = format!("http://127.0.0.1:{proxy}");
     eventually("the proxy serves", Duration::from_secs(10), || async {

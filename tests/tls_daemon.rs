@@ -247,19 +247,20 @@ async fn the_mlflow_watcher_reads_the_registry_through_an_nginx_tls_front() {
         )
         .await;
 
-    let entry = |model: &str, keys: String| {
+    // One registry per service (config check refuses two feeding one).
+    let entry = |model: &str, service: &str, keys: String| {
         format!(
-            "  - mlflow: {{ url: \"{}\", model: {model}, alias: champion, service: web, policy: fast, pollInterval: 1s, {keys} }}\n",
+            "  - mlflow: {{ url: \"{}\", model: {model}, alias: champion, service: {service}, policy: fast, pollInterval: 1s, {keys} }}\n",
             front.url()
         )
     };
     let config = format!(
         "registries:\n{}{}{}",
-        entry("reco", tls_keys(&f, &f.ca, true)),
+        entry("reco", "web", tls_keys(&f, &f.ca, true)),
         // The same registry with the wrong CA, and without the client
         // certificate nginx requires.
-        entry("reco-wrong-ca", tls_keys(&f, &f.wrong_ca, true)),
-        entry("reco-no-cert", tls_keys(&f, &f.ca, false)),
+        entry("reco-wrong-ca", "api", tls_keys(&f, &f.wrong_ca, true)),
+        entry("reco-no-cert", "pushonly", tls_keys(&f, &f.ca, false)),
     );
     let d = Daemon::start(&config);
     let api = &d.client();

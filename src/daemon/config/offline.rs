@@ -633,8 +633,11 @@ impl Run<'_> {
         }
     }
 
-    /// A file the daemon writes (atomically, beside itself): its directory
-    /// must exist and be writable, and it must not be a directory.
+    /// A file the daemon writes (atomically, beside itself): it must not be
+    /// a directory, and its directory must be writable. A directory not
+    /// there yet is a warning (another unit may make it, a mount may bring
+    /// it; until then the router fails and is retried, and a rollout's
+    /// status says so), as a missing HAProxy socket is.
     fn written_file(&mut self, at: &Field, path: &Path) {
         if path.is_dir() {
             self.error(at, format!("{} is a directory", path.display()));
@@ -655,6 +658,13 @@ impl Run<'_> {
                 ),
             ),
             Ok(_) => self.error(at, format!("{} is not a directory", dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.warning(
+                at,
+                format!(
+                    "its directory {} does not exist (yet): writes fail until it does",
+                    dir.display()
+                ),
+            ),
             Err(e) => self.error(at, format!("its directory {}: {e}", dir.display())),
         }
     }
