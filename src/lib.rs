@@ -10,7 +10,7 @@
 //!   between them), [`yaml`] (the located-YAML toolkit) and [`time`];
 //! - the **shell**, behind `daemon`, which reads clocks, files and sockets
 //!   and carries out the core's decisions: `daemon`, `store`, `routers`,
-//!   `sources`, `proxy`, `retry`, `tls`, `cli`, `demo`;
+//!   `sources`, `proxy`, `retry`, `tls`, `causes`, `cli`, `demo`;
 //! - the **wire** contract between the daemon and its clients: `wire`.
 //!
 //! See ARCHITECTURE.md for the map.
@@ -24,6 +24,8 @@ pub mod stats;
 pub mod time;
 pub mod yaml;
 
+#[cfg(feature = "daemon")]
+pub mod causes;
 #[cfg(feature = "daemon")]
 pub mod cli;
 #[cfg(feature = "daemon")]

@@ -129,7 +129,12 @@ pub(super) fn queue(
             .http_client_builder()
             .map_err(|e| anyhow::anyhow!("notifications.receivers.{name}: {e}"))?
             .build()
-            .map_err(|e| anyhow::anyhow!("notifications.receivers.{name}: {}", chain(&e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "notifications.receivers.{name}: {}",
+                    crate::causes::with_causes(&e)
+                )
+            })?;
         receivers.insert(
             name.clone(),
             Target {
@@ -483,24 +488,8 @@ async fn answered(sent: Result<reqwest::Response, reqwest::Error>) -> Attempt {
                 Attempt::Failed(format!("HTTP {status}: {text}"))
             }
         }
-        Err(e) => Attempt::Failed(chain(&e)),
+        Err(e) => Attempt::Failed(crate::causes::with_causes(&e)),
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest's own message only
-/// says "error sending request").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// Run one hook row with the daemon's retry policy, each attempt

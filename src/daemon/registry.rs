@@ -234,9 +234,10 @@ impl Watcher {
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<Option<Value>, RegistryError> {
-        let resp = req.timeout(HTTP_TIMEOUT).send().await.map_err(|e| {
-            RegistryError(format!("{what}: {}", crate::sources::http::error_chain(&e)))
-        })?;
+        let resp =
+            req.timeout(HTTP_TIMEOUT).send().await.map_err(|e| {
+                RegistryError(format!("{what}: {}", crate::causes::with_causes(&e)))
+            })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status == reqwest::StatusCode::NOT_FOUND || is_missing_alias(status, &text) {

@@ -68,25 +68,9 @@ pub(crate) fn transport_error(
     } else {
         SourceError::Unreachable {
             source_name: source_name.to_owned(),
-            detail: error_chain(e),
+            detail: crate::causes::with_causes(e),
         }
     }
-}
-
-/// `e` and its causes, `: `-separated (reqwest's own message is terse:
-/// "error sending request"; a refused certificate is only in the causes).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// The body, refusing more than `limit` bytes (checked as it arrives, so a

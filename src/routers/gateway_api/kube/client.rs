@@ -224,7 +224,12 @@ pub fn build_client(
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| KubeError::Tls(format!("cannot build the HTTPS client: {}", chain(&e))))
+        .map_err(|e| {
+            KubeError::Tls(format!(
+                "cannot build the HTTPS client: {}",
+                crate::causes::with_causes(&e)
+            ))
+        })
 }
 
 fn rustls_config(
@@ -316,21 +321,6 @@ fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, KubeError> {
         })?;
     }
     Ok(certs)
-}
-
-/// An error with its causes (`a: b: c`), each said once.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[allow(clippy::disallowed_methods)] // exec credentials expire at wall-clock instants the plugin writes; the router has no daemon clock
