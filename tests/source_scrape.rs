@@ -201,6 +201,51 @@ async fn a_selector_that_matches_no_series_yet_is_zero_not_missing() {
     assert_eq!(c.baseline.counter("requests"), 7);
 }
 
+/// A canary that names the status label differently: its errors selector
+/// (`code=~"5.."`) can never match, and reading it as zero would make its
+/// errors vanish. The window fails, naming the label, instead; the arm
+/// whose series carry `code` (without any 5xx yet) still reads zero.
+#[tokio::test]
+async fn a_selector_needing_a_label_no_series_has_is_missing_not_zero() {
+    let p = pair(IDLE, IDLE).await;
+    p.canary.set_body(
+        "# TYPE http_requests_total counter\nhttp_requests_total{status=\"500\"} 4\n\
+         http_requests_total{status=\"200\"} 9\n\
+         # TYPE http_request_duration_seconds histogram\n\
+         http_request_duration_seconds_bucket{le=\"+Inf\"} 0\n\
+         http_request_duration_seconds_count 0\nhttp_request_duration_seconds_sum 0\n",
+    );
+    let err = p.source.collect(&w(0)).await.unwrap_err();
+    match &err {
+        SourceError::Empty {
+            source_name,
+            signal,
+            detail,
+        } => {
+            assert_eq!(signal, "errors");
+            assert!(source_name.contains("canary"), "{err}");
+            assert!(detail.contains("label `code`"), "{err}");
+            assert!(detail.contains("not as zero"), "{err}");
+        }
+        other => panic!("expected Empty, got {other:?}"),
+    }
+    // Series that carry `code`, none of them a 5xx: a true zero.
+    p.canary.set_body(text(IDLE));
+    p.source.collect(&w(1)).await.unwrap();
+    p.canary.set_body(text(Target { ok: 3, ..IDLE }));
+    let c = p.source.collect(&w(2)).await.unwrap();
+    assert_eq!(c.canary.counters.get("errors"), Some(&0));
+    // A family without any series yet says nothing of its labels.
+    let p = pair(IDLE, IDLE).await;
+    p.canary.set_body(
+        "# TYPE http_requests_total counter\n\
+         # TYPE http_request_duration_seconds histogram\n\
+         http_request_duration_seconds_bucket{le=\"+Inf\"} 0\n\
+         http_request_duration_seconds_count 0\nhttp_request_duration_seconds_sum 0\n",
+    );
+    p.source.collect(&w(0)).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_counter_that_goes_down_was_reset_and_counts_its_new_value() {
     let before = Target {

@@ -33,7 +33,10 @@
 //! A response that does not parse fails the whole scrape (no partial data);
 //! a signal whose family is not in the exposition is [`SourceError::Empty`]
 //! (a family that is there but has no matching series yet, such as 5xx
-//! responses before the first one, is a zero).
+//! responses before the first one, is a zero), and so is one whose selector
+//! needs a label that no series of its family carries (`code=~"5.."` on a
+//! version that calls it `status`): that selector can never match, and its
+//! zero would make a canary's errors look absent.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -71,6 +74,8 @@ pub struct ScrapeSource {
 
 struct Signal {
     name: String,
+    /// The selector as configured, for messages.
+    text: String,
     selector: Selector,
     latency: bool,
     /// Latency only: milliseconds per unit of the histogram's `le`.
@@ -120,6 +125,7 @@ impl ScrapeSource {
                 .unwrap_or(&selector.name);
             signals.push(Signal {
                 name: name.clone(),
+                text: text.clone(),
                 ms_per_unit: ms_per_unit(family),
                 selector,
                 latency,
@@ -174,12 +180,23 @@ impl ScrapeSource {
             http::with_one_retry(|| fetch(&self.client, self.timeout, &self.limits, target))
                 .await?;
         for signal in &self.signals {
+            let empty = |detail: String| SourceError::Empty {
+                source_name: target.name.clone(),
+                signal: signal.name.clone(),
+                detail,
+            };
             if !has_family(&families, &signal.selector.name, signal.latency) {
-                return Err(SourceError::Empty {
-                    source_name: target.name.clone(),
-                    signal: signal.name.clone(),
-                    detail: format!("no family `{}` in the exposition", signal.selector.name),
-                });
+                return Err(empty(format!(
+                    "no family `{}` in the exposition",
+                    signal.selector.name
+                )));
+            }
+            if let Some(label) = label_never_present(&families, &signal.selector, signal.latency) {
+                return Err(empty(format!(
+                    "no series of `{}` has the label `{label}`, so `{}` can never match here \
+                     (is the label named differently in this version?); read as missing, not as zero",
+                    signal.selector.name, signal.text
+                )));
             }
         }
         let start_time = start_time(&families);
@@ -334,15 +351,50 @@ fn follows(previous_end: Timestamp, window: &Window) -> bool {
 /// Whether the exposition has the family a selector reads (with or without
 /// matching series).
 fn has_family(families: &[Family], name: &str, histogram: bool) -> bool {
+    families.iter().any(|f| is_family_of(f, name, histogram))
+}
+
+/// Whether `family` holds the samples `name` reads.
+fn is_family_of(family: &Family, name: &str, histogram: bool) -> bool {
     let suffixes: &[&str] = if histogram {
         &["", "_bucket"]
     } else {
         &["", "_total", "_count", "_sum", "_bucket", "_created"]
     };
-    families.iter().any(|f| {
-        name.strip_prefix(f.name.as_str())
-            .is_some_and(|suffix| suffixes.contains(&suffix))
-    })
+    name.strip_prefix(family.name.as_str())
+        .is_some_and(|suffix| suffixes.contains(&suffix))
+}
+
+/// The label of a matcher that needs a value (`code=~"5.."`, not
+/// `code!="200"`) when no series of the selector's families carries that
+/// label at all. Such a selector matches nothing now and never will: its
+/// zero would be a misreading, for instance of a version that names the
+/// label differently, and a canary whose errors read as zero looks
+/// healthy. A family without any series yet (a labelled counter before its
+/// first increment) says nothing of its labels and passes.
+fn label_never_present<'s>(
+    families: &[Family],
+    selector: &'s Selector,
+    histogram: bool,
+) -> Option<&'s str> {
+    let samples: Vec<_> = families
+        .iter()
+        .filter(|f| is_family_of(f, &selector.name, histogram))
+        .flat_map(|f| &f.samples)
+        .collect();
+    if samples.is_empty() {
+        return None;
+    }
+    selector
+        .matchers
+        .iter()
+        .filter(|m| !m.matches(&[]))
+        .find(|m| {
+            !samples
+                .iter()
+                .any(|s| s.labels.iter().any(|(k, _)| *k == m.label))
+        })
+        .map(|m| m.label.as_str())
 }
 
 fn start_time(families: &[Family]) -> Option<f64> {
