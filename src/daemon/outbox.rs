@@ -195,6 +195,11 @@ impl Shared {
     }
 
     fn queue_row(&self, row: &OutboxRow) {
+        let created_at = match row {
+            OutboxRow::Delivery(n) => n.created_at,
+            OutboxRow::Hook(h) => h.created_at,
+        };
+        self.metrics.outbox_queued(row.item(), created_at);
         let queued = Queued {
             line: Line::of(row),
             item: row.item(),
@@ -398,6 +403,7 @@ async fn deliver(shared: &Shared, mut row: Notification, service: &str) {
         };
         match (&outcome, next) {
             (Ok(()), _) => {
+                shared.metrics.outbox_settled(OutboxItem::Delivery(row.id));
                 shared
                     .metrics
                     .notifications_delivered
@@ -406,6 +412,7 @@ async fn deliver(shared: &Shared, mut row: Notification, service: &str) {
                 return;
             }
             (Err((e, _)), Some(NextAttempt::GiveUp)) => {
+                shared.metrics.outbox_settled(OutboxItem::Delivery(row.id));
                 shared
                     .metrics
                     .notifications_given_up
@@ -558,6 +565,7 @@ impl Parcel {
     fn load(shared: &Shared, item: OutboxItem) -> Result<Option<Parcel>, StoreError> {
         let found = shared.with_store(|s| -> Result<_, StoreError> {
             let Some(row) = s.outbox_row(item)?.filter(OutboxRow::is_pending) else {
+                shared.metrics.outbox_settled(item);
                 return Ok(None);
             };
             Ok(s.rollout(row.rollout_id())?.map(|rollout| (row, rollout)))
@@ -585,6 +593,7 @@ impl Parcel {
                     None => {
                         let now = shared.clock.now();
                         shared.with_store(|s| s.skip_hook_run(run.id, now))?;
+                        shared.metrics.outbox_settled(item);
                         None
                     }
                 }
@@ -604,6 +613,7 @@ fn finish_hook(
     error: Option<String>,
 ) {
     let event = run.event;
+    shared.metrics.outbox_settled(OutboxItem::Hook(run.id));
     if error.is_some() {
         shared
             .metrics
