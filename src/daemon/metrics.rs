@@ -60,6 +60,16 @@ pub const ALL_PHASES: [Phase; 10] = [
     Phase::Concluded,
 ];
 
+/// The `decision` label's values (`driver.rs` counts each effect as one).
+pub const DECISIONS: [&str; 6] = [
+    "set-weight",
+    "await-approval",
+    "promote",
+    "rollback",
+    "incident",
+    "review",
+];
+
 /// `Content-Type` of the OpenMetrics exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -578,6 +588,12 @@ impl Metrics {
             let _ = self.router_errors.get_or_create(&s);
             let _ = self.notification_failures.get_or_create(&s);
             let _ = self.stale_events.get_or_create(&s);
+            for decision in DECISIONS {
+                let _ = self.decisions.get_or_create(&DecisionLabels {
+                    service: service.clone(),
+                    decision: decision.into(),
+                });
+            }
             for source in sources {
                 let _ = self.source_errors.get_or_create(&SourceLabels {
                     service: service.clone(),
