@@ -218,10 +218,9 @@ async fn every_panel_returns_data_from_a_real_prometheus() {
         // The rollouts start once Prometheus has read every counter at 0.
         for _ in 0..200 {
             if let Ok((200, _, body)) = prometheus::get(prom.port, "/api/v1/query?query=up", "*/*")
+                && body.contains("\"1\"]")
             {
-                if body.contains("\"1\"]") {
-                    return Ok(prom);
-                }
+                return Ok(prom);
             }
             std::thread::sleep(Duration::from_millis(100));
         }

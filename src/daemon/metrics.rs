@@ -256,7 +256,7 @@ impl RolloutSample {
 }
 
 /// One analysis window as the engine was fed it, per arm: the counter
-/// signals, and each metric of the policy over the window.
+/// signals the policy reads, and each metric of the policy over the window.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WindowSample {
     /// (arm, signal, count in the window).
@@ -272,12 +272,28 @@ pub struct WindowSample {
 impl WindowSample {
     pub fn of(policy: &Policy, snapshot: &IntervalSnapshot) -> WindowSample {
         let mut w = WindowSample::default();
+        // Only the signals the policy reads (and `requests`): pushed batches
+        // may name others, which must not grow the series without bound.
+        let mut read: BTreeSet<&str> = BTreeSet::from(["requests"]);
+        for metric in policy.metrics.values() {
+            if let Metric::Ratio {
+                numerator,
+                denominator,
+                ..
+            } = metric
+            {
+                read.insert(numerator);
+                read.insert(denominator);
+            }
+        }
         for (arm, data) in [
             ("baseline", &snapshot.baseline),
             ("canary", &snapshot.canary),
         ] {
             for (signal, &n) in &data.counters {
-                w.signals.push((arm, signal.clone(), n));
+                if read.contains(signal.as_str()) {
+                    w.signals.push((arm, signal.clone(), n));
+                }
             }
             for (name, metric) in &policy.metrics {
                 match metric {
@@ -956,6 +972,9 @@ mod tests {
     use super::*;
     use crate::sources::prom_text::{Format, Limits, parse};
 
+    /// A sample's name, labels and value (as text).
+    type SampleKey = (String, Vec<(String, String)>, String);
+
     fn sample(id: &str, phase: Phase) -> RolloutSample {
         RolloutSample {
             id: id.into(),
@@ -1016,6 +1035,67 @@ mod tests {
         assert_eq!(lines_of(&text, "r-1"), Vec::<String>::new(), "{text}");
         assert_eq!(m.rollouts_with_series(), vec!["r-2".to_string()]);
         assert!(!lines_of(&text, "r-2").is_empty());
+    }
+
+    #[test]
+    fn a_window_gives_the_policys_signals_ratios_and_percentiles_only() {
+        let policy = crate::policy::parse_policy(
+            "p.yaml",
+            br#"
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata: { name: p }
+spec:
+  steps: [ { setWeight: 10 } ]
+  metrics:
+    error_rate: { kind: ratio, numerator: errors, denominator: requests }
+    latency: { kind: latency, signal: latency_ms }
+  triggers:
+    - { name: errors, metric: error_rate, threshold: { above: 2% } }
+"#,
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let mut snap =
+            IntervalSnapshot::new(Timestamp::from_millis(0), Timestamp::from_millis(1000));
+        for (data, errors) in [(&mut snap.baseline, 1), (&mut snap.canary, 0)] {
+            data.counters.insert("requests".into(), 100);
+            data.counters.insert("errors".into(), errors);
+            data.counters.insert("clicks-by-user-4711".into(), 3);
+            for i in 0..100 {
+                data.latency_mut("latency_ms").record_ms(f64::from(i) + 0.5);
+            }
+        }
+        let w = WindowSample::of(&policy, &snap);
+        let signals: Vec<(&str, &str, u64)> = w
+            .signals
+            .iter()
+            .map(|(a, s, n)| (*a, s.as_str(), *n))
+            .collect();
+        assert_eq!(
+            signals,
+            [
+                ("baseline", "errors", 1),
+                ("baseline", "requests", 100),
+                ("canary", "errors", 0),
+                ("canary", "requests", 100)
+            ]
+        );
+        assert_eq!(
+            w.ratios,
+            [
+                ("baseline", "error_rate".to_string(), 0.01),
+                ("canary", "error_rate".to_string(), 0.0)
+            ]
+        );
+        let p95: Vec<f64> = w
+            .latencies
+            .iter()
+            .filter(|l| l.2 == "p95")
+            .map(|l| l.3)
+            .collect();
+        assert_eq!(p95.len(), 2);
+        // 95 of 100 values 0.5..99.5 ms lie below ~95 ms: within a bucket.
+        assert!(p95.iter().all(|s| (0.09..0.1).contains(s)), "{p95:?}");
     }
 
     #[test]
@@ -1091,7 +1171,7 @@ mod tests {
         let samples = |body: &str, format| {
             let families =
                 parse(body, format, &Limits::default()).unwrap_or_else(|e| panic!("{e}\n{body}"));
-            let mut all: Vec<(String, Vec<(String, String)>, String)> = families
+            let mut all: Vec<SampleKey> = families
                 .into_iter()
                 .flat_map(|f| f.samples)
                 .map(|s| (s.name, s.labels, format!("{}", s.value)))

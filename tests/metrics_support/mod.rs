@@ -311,10 +311,7 @@ pub fn families(text: &str) -> BTreeMap<String, usize> {
             let name = rest.split(' ').next().unwrap_or("").to_string();
             out.entry(name).or_insert(0);
         } else if !line.starts_with('#') && !line.is_empty() {
-            let name = line
-                .split(|c: char| c == '{' || c == ' ')
-                .next()
-                .unwrap_or("");
+            let name = line.split(['{', ' ']).next().unwrap_or("");
             // A histogram's samples would carry suffixes; none is exported.
             if let Some(n) = out.get_mut(name) {
                 *n += 1;
