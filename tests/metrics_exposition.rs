@@ -3,7 +3,8 @@
 //! package the suite installs) passes on the text a `curl` gets, every
 //! family declared has a sample, OpenMetrics is what Prometheus' `Accept`
 //! gets, and every `canaryd_*` name the shipped dashboard and alerting
-//! rules use is one the daemon exports.
+//! rules use is one the daemon exports. After a SIGKILL and a restart the
+//! live rollouts' series and the pending deliveries are back.
 //!
 //! Skips, loudly, only when the Prometheus package cannot be installed.
 
@@ -63,6 +64,53 @@ fn names_used(path: &str) -> BTreeSet<String> {
         out.insert(name);
     }
     out
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// After a SIGKILL and a restart: the live rollouts' series are back (from
+/// their checkpoints), the ended one's are gone, and the deliveries still
+/// pending for the receiver that is down are counted again, with their age
+/// from when they were queued before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_brings_back_live_rollouts_and_pending_deliveries() {
+    if let Err(e) = prometheus::ensure_installed() {
+        println!("SKIPPED: Prometheus is not installed and cannot be: {e}");
+        return;
+    }
+    let mut s = Scenario::start().await;
+    let before = s.text().await;
+    let pending = "canaryd_notifications_pending{kind=\"delivery\"}";
+    let oldest = "canaryd_notifications_oldest_pending_age_seconds{kind=\"delivery\"}";
+    assert!(value(&before, pending).is_some_and(|v| v > 0.0), "{before}");
+    s.daemon.kill9();
+    s.daemon.spawn();
+    let api = s.daemon.client();
+    let text = api.metrics().await;
+    let (ok, said) = promtool_check_metrics(&text);
+    assert!(
+        ok && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{text}"
+    );
+    for service in ["web", "scraped", "broken"] {
+        let id = &s.rollouts[service];
+        assert!(
+            text.contains(&format!("canaryd_rollout_phase{{rollout=\"{id}\",service=\"{service}\",phase=\"progressing\"}} 1")),
+            "{service}: {text}"
+        );
+    }
+    let ended = &s.rollouts["api"];
+    assert!(!text.contains(&format!("rollout=\"{ended}\"")), "{text}");
+    assert!(value(&text, pending).is_some_and(|v| v > 0.0), "{text}");
+    assert!(value(&text, oldest).is_some_and(|v| v > 0.0), "{text}");
+    println!(
+        "after the restart: {} deliveries pending, the oldest {:.1} s old",
+        value(&text, pending).unwrap(),
+        value(&text, oldest).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
