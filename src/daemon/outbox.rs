@@ -35,7 +35,9 @@
 //! with a 10 s timeout, 2xx succeeding; every failed attempt counts in
 //! `canaryd_notification_failures_total`, each delivery in
 //! `canaryd_notifications_delivered_total`, each one given up in
-//! `canaryd_notifications_given_up_total`; a hook runs the
+//! `canaryd_notifications_given_up_total`, and each row from its queueing
+//! to its end in `canaryd_notifications_pending` (with the oldest one's
+//! age, `docs/metrics.md`); a hook runs the
 //! service's hook for its event ([`crate::routers::hooks`]), counts a run
 //! that failed every attempt, and audits its end (`hook.<event>`). A hook
 //! run whose service has no hook for the event is closed as such.
