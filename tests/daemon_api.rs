@@ -54,10 +54,26 @@ async fn root_endpoints_need_no_token_and_v1_needs_one() {
     let anon = api.with_token(None);
     assert_eq!(anon.get("/healthz").await.status, 200);
     assert_eq!(anon.get("/readyz").await.status, 200);
-    let m = reqwest::get(format!("{}/metrics", d.base)).await.unwrap();
+    // OpenMetrics when asked for (as Prometheus does), else text 0.0.4.
+    let m = reqwest::Client::new()
+        .get(format!("{}/metrics", d.base))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(m.status(), 200);
     let text = m.text().await.unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
+    let m = reqwest::get(format!("{}/metrics", d.base)).await.unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(
+        m.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = m.text().await.unwrap();
+    assert!(!text.contains("# EOF"), "{text}");
     for path in [
         "/v1/rollouts",
         "/v1/incidents",

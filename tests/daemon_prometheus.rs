@@ -491,7 +491,7 @@ async fn prometheus_stopped_mid_rollout_pauses_on_no_data_and_says_why() {
     assert_eq!(router_weight(&d, "prom"), Some(10));
     assert!(
         daemon_metrics(&d).await.lines().any(|l| l
-            .starts_with("canaryd_source_errors_total{service=\"prom\"}")
+            .starts_with("canaryd_source_errors_total{service=\"prom\",")
             && !l.ends_with(" 0")),
         "no source errors counted"
     );

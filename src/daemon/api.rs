@@ -438,15 +438,12 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
+/// OpenMetrics for a client that asks for it (Prometheus does), else text
+/// format 0.0.4 (`metrics.rs`).
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = s.metrics.exposition(accept, s.clock.now());
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn list_rollouts(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {

@@ -15,11 +15,12 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::metrics::{RolloutSample, WindowSample};
 use super::notify::EventKind;
 use super::notify::event::{EventDocument, source_event, step_events};
 use super::view::{DriverStatus, rollout_view};
 use super::{ServiceRuntime, Shared, StreamEvent};
-use crate::engine::{Command, Effect, Input, Phase, Rejected, Rollout, TriggerVerdict};
+use crate::engine::{Command, Effect, Input, Phase, Rejected, Rollout};
 use crate::monitor::Monitor;
 use crate::policy::Weight;
 use crate::retry;
@@ -386,6 +387,7 @@ impl Driver {
             canary_version: spec.canary.clone(),
         };
         let mut failure = None;
+        let mut failed_source = None;
         for source in self.service.pull.clone() {
             let pulled = tokio::time::timeout(self.interval, source.collect(&window)).await;
             match pulled {
@@ -395,9 +397,11 @@ impl Driver {
                 }
                 Ok(Err(e)) => {
                     failure = Some(e.to_string());
+                    failed_source = Some(source.describe());
                     break;
                 }
                 Err(_) => {
+                    failed_source = Some(source.describe());
                     failure = Some(format!(
                         "{}: no answer within the interval ({:?})",
                         source.describe(),
@@ -407,24 +411,13 @@ impl Driver {
                 }
             }
         }
-        let service_label = super::metrics::ServiceLabels {
-            service: self.service.name.clone(),
-        };
         if !self.service.pull.is_empty() {
-            let up = failure.is_none();
             self.shared
                 .metrics
-                .source_up
-                .get_or_create(&service_label)
-                .set(i64::from(up));
+                .source_pulled(&self.service.name, failed_source.as_deref(), now);
         }
         if let Some(err) = failure {
             tracing::warn!(rollout = %self.id(), error = %err, "metric source failed; no data for this window");
-            self.shared
-                .metrics
-                .source_errors
-                .get_or_create(&service_label)
-                .inc();
             self.status.source.status = "failing".into();
             self.source_edge_to(EventKind::SourceFailing, Some(&err), now);
             self.status.source.last_error = Some(err);
@@ -439,6 +432,11 @@ impl Driver {
         let mut snapshot = IntervalSnapshot::new(start, end);
         snapshot.baseline = data.baseline;
         snapshot.canary = data.canary;
+        self.shared.metrics.record_window(
+            self.id(),
+            &self.service.name,
+            &WindowSample::of(self.rollout.policy(), &snapshot),
+        );
         self.run(Input::Data { snapshot }).await?;
         Ok(true)
     }
@@ -780,57 +778,17 @@ impl Driver {
             now,
         );
         *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
-        let spec = self.rollout.spec();
-        let m = &self.shared.metrics;
-        for phase in ALL_PHASES {
-            m.phase
-                .get_or_create(&super::metrics::PhaseLabels {
-                    rollout: spec.id.clone(),
-                    service: spec.service.clone(),
-                    phase: phase.as_str().into(),
-                })
-                .set(i64::from(self.rollout.phase() == phase));
-        }
-        m.weight
-            .get_or_create(&super::metrics::RolloutLabels {
-                rollout: spec.id.clone(),
-                service: spec.service.clone(),
-            })
-            .set(i64::from(self.rollout.weight().percent()));
-        for (t, r) in self
-            .rollout
-            .policy()
-            .triggers
-            .iter()
-            .zip(&self.rollout.latest().triggers)
-        {
-            let l = super::metrics::TriggerLabels {
-                rollout: spec.id.clone(),
-                trigger: t.name.clone(),
-            };
-            if let Some(x) = r.estimate.filter(|x| x.is_finite()) {
-                m.trigger_estimate.get_or_create(&l).set(x);
-            }
-            if let Some(x) = r.boundary.filter(|x| x.is_finite()) {
-                m.trigger_boundary.get_or_create(&l).set(x);
-            }
-            m.trigger_fired
-                .get_or_create(&l)
-                .set(i64::from(r.verdict == TriggerVerdict::Fired));
-        }
+        self.shared
+            .metrics
+            .publish_rollout(&RolloutSample::of(&self.rollout, self.status.step_since));
     }
 
     /// The rollout ended: hooks, stream end, and leave the active set.
     async fn finish(self) {
         let spec = self.rollout.spec().clone();
-        let triggers: Vec<String> = self
-            .rollout
-            .policy()
-            .triggers
-            .iter()
-            .map(|t| t.name.clone())
-            .collect();
-        self.shared.metrics.forget_triggers(&spec.id, &triggers);
+        self.shared
+            .metrics
+            .rollout_ended(&spec.id, self.shared.clock.now());
         let _ = self.shared.events.send(StreamEvent {
             rollout_id: spec.id.clone(),
             event: wire::StreamEvent::End(Box::new(self.view())),
@@ -841,19 +799,6 @@ impl Driver {
         self.shared.run_hooks_of(&spec.id);
     }
 }
-
-const ALL_PHASES: [Phase; 10] = [
-    Phase::Pending,
-    Phase::Progressing,
-    Phase::Paused,
-    Phase::AwaitingApproval,
-    Phase::RollingBack,
-    Phase::Promoted,
-    Phase::RolledBack,
-    Phase::Aborted,
-    Phase::Inconclusive,
-    Phase::Concluded,
-];
 
 pub fn merge(into: &mut Collected, from: &Collected) {
     merge_arm(&mut into.baseline, &from.baseline);

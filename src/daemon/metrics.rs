@@ -1,7 +1,28 @@
-//! The daemon's own metrics (`GET /metrics`), with prometheus-client.
+//! The daemon's own metrics (`GET /metrics`), with prometheus-client:
+//! what they are, what each rollout's series are and when they go, and the
+//! two expositions (OpenMetrics 1.0 for a Prometheus that asks for it, text
+//! format 0.0.4 for anything else, which `promtool check metrics` reads).
+//!
+//! It reads state where its owners keep it and owns none of it: the driver
+//! hands over a rollout after each step ([`RolloutSample::of`]) and each
+//! analysis window as fed to the engine ([`WindowSample::of`]); the outbox
+//! says when a row is queued and when it is settled; pushes, routers,
+//! sources and registries count their own events. Nothing here blocks or
+//! fails a rollout: a metric is never a reason to refuse anything.
+//!
+//! **Cardinality.** Per-rollout series (`rollout` label) exist for live
+//! rollouts only: at most (10 phases + 3 + 4 per trigger + per arm one per
+//! counter signal and one (ratio, mean) or three (latency) per metric of
+//! the policy) per live rollout. An ended rollout keeps its final values
+//! for [`ENDED_SERIES_KEPT`], so a scrape sees how it ended, then its
+//! series are removed. Everything else is labelled by configured things
+//! (services, sources, receivers, registry watches) and decision kinds.
+//! `docs/metrics.md` lists every family.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -10,10 +31,73 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::engine::{Phase, Rollout, TriggerVerdict};
+use crate::monitor::{Monitor, TriggerEvidence};
+use crate::policy::{Metric, Policy};
+use crate::stats::IntervalSnapshot;
+use crate::store::OutboxItem;
+use crate::time::Timestamp;
+
+/// How long an ended rollout's series stay (with its final phase, weight
+/// and evidence) before they are removed: several scrapes at Prometheus'
+/// default interval of 1 min.
+pub const ENDED_SERIES_KEPT: Duration = Duration::from_secs(10 * 60);
+
+/// The latency quantiles exported per arm and latency metric.
+pub const LATENCY_PERCENTILES: [(&str, f64); 3] = [("p50", 0.50), ("p95", 0.95), ("p99", 0.99)];
+
+/// Every phase, in the order the phase gauge lists them.
+pub const ALL_PHASES: [Phase; 10] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::AwaitingApproval,
+    Phase::RollingBack,
+    Phase::Promoted,
+    Phase::RolledBack,
+    Phase::Aborted,
+    Phase::Inconclusive,
+    Phase::Concluded,
+];
+
+/// The `decision` label's values (`driver.rs` counts each effect as one).
+pub const DECISIONS: [&str; 6] = [
+    "set-weight",
+    "await-approval",
+    "promote",
+    "rollback",
+    "incident",
+    "review",
+];
+
+/// `Content-Type` of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the text format 0.0.4 exposition.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    /// `CANARYD_GIT_COMMIT` at build time, else `unknown`.
+    pub commit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct RolloutLabels {
     pub rollout: String,
     pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutInfoLabels {
+    pub rollout: String,
+    pub service: String,
+    pub policy: String,
+    pub baseline: String,
+    pub canary: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,9 +119,39 @@ pub struct ArmLabels {
     pub arm: String,
 }
 
+/// One counter signal (`requests`, `errors`, ...) of one arm of a rollout.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArmSignalLabels {
+    pub rollout: String,
+    pub service: String,
+    pub arm: String,
+    pub signal: String,
+}
+
+/// One metric of the policy, on one arm of a rollout.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArmMetricLabels {
+    pub rollout: String,
+    pub service: String,
+    pub arm: String,
+    pub metric: String,
+}
+
+/// One latency percentile (`p50`, `p95`, `p99`; not `quantile`, which
+/// Prometheus reserves for summaries) of one latency metric of one arm.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArmPercentileLabels {
+    pub rollout: String,
+    pub service: String,
+    pub arm: String,
+    pub metric: String,
+    pub percentile: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabels {
     pub rollout: String,
+    pub service: String,
     pub trigger: String,
 }
 
@@ -46,12 +160,26 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+/// A pull source of a service (its description, as the rollout's status
+/// names it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub service: String,
+    pub source: String,
+}
+
 /// A notification's receiver (`notifications.receivers`; incident webhooks
 /// of policies are `incident-webhook`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiverLabels {
     pub service: String,
     pub receiver: String,
+}
+
+/// The outbox's two kinds of rows: `delivery` (webhooks) and `hook`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboxKindLabels {
+    pub kind: String,
 }
 
 /// A model-registry watch (src/daemon/registry.rs).
@@ -63,22 +191,192 @@ pub struct RegistryLabels {
     pub target: String,
 }
 
+/// A rollout as its series show it, read off the driver's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutSample {
+    pub id: String,
+    pub service: String,
+    pub policy: String,
+    pub baseline: String,
+    pub canary: String,
+    pub phase: Phase,
+    pub weight_percent: u8,
+    /// When the current step (or phase) began.
+    pub step_since: Option<Timestamp>,
+    pub triggers: Vec<TriggerSample>,
+}
+
+/// One trigger's latest reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerSample {
+    pub name: String,
+    /// The tested quantity in the metric's unit (rate, ratio, quantile).
+    pub estimate: Option<f64>,
+    /// Statistical triggers only: `ln` of the e-value and the boundary it
+    /// fires at, on the same scale.
+    pub log_e_value: Option<f64>,
+    pub log_boundary: Option<f64>,
+    pub fired: bool,
+}
+
+impl RolloutSample {
+    pub fn of(rollout: &Rollout<Monitor>, step_since: Option<Timestamp>) -> RolloutSample {
+        let spec = rollout.spec();
+        let triggers = rollout
+            .policy()
+            .triggers
+            .iter()
+            .zip(&rollout.latest().triggers)
+            .map(|(t, r)| {
+                let statistical = match &r.evidence {
+                    Some(TriggerEvidence::Statistical(e)) => Some(e),
+                    _ => None,
+                };
+                TriggerSample {
+                    name: t.name.clone(),
+                    estimate: r.estimate,
+                    log_e_value: statistical.map(|e| e.log_e_value),
+                    log_boundary: statistical.map(|e| e.log_boundary),
+                    fired: r.verdict == TriggerVerdict::Fired,
+                }
+            })
+            .collect();
+        RolloutSample {
+            id: spec.id.clone(),
+            service: spec.service.clone(),
+            policy: rollout.policy().name.clone(),
+            baseline: spec.baseline.clone(),
+            canary: spec.canary.clone(),
+            phase: rollout.phase(),
+            weight_percent: rollout.weight().percent(),
+            step_since,
+            triggers,
+        }
+    }
+}
+
+/// One analysis window as the engine was fed it, per arm: the counter
+/// signals the policy reads, and each metric of the policy over the window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowSample {
+    /// (arm, signal, count in the window).
+    pub signals: Vec<(&'static str, String, u64)>,
+    /// (arm, metric, numerator / denominator), when the denominator is not 0.
+    pub ratios: Vec<(&'static str, String, f64)>,
+    /// (arm, metric, percentile, seconds), when the window has values.
+    pub latencies: Vec<(&'static str, String, &'static str, f64)>,
+    /// (arm, metric, mean of the values), when the window has values.
+    pub means: Vec<(&'static str, String, f64)>,
+}
+
+impl WindowSample {
+    pub fn of(policy: &Policy, snapshot: &IntervalSnapshot) -> WindowSample {
+        let mut w = WindowSample::default();
+        // Only the signals the policy reads (and `requests`): pushed batches
+        // may name others, which must not grow the series without bound.
+        let mut read: BTreeSet<&str> = BTreeSet::from(["requests"]);
+        for metric in policy.metrics.values() {
+            if let Metric::Ratio {
+                numerator,
+                denominator,
+                ..
+            } = metric
+            {
+                read.insert(numerator);
+                read.insert(denominator);
+            }
+        }
+        for (arm, data) in [
+            ("baseline", &snapshot.baseline),
+            ("canary", &snapshot.canary),
+        ] {
+            for (signal, &n) in &data.counters {
+                if read.contains(signal.as_str()) {
+                    w.signals.push((arm, signal.clone(), n));
+                }
+            }
+            for (name, metric) in &policy.metrics {
+                match metric {
+                    Metric::Ratio {
+                        numerator,
+                        denominator,
+                        ..
+                    } => {
+                        let d = data.counter(denominator);
+                        if d > 0 {
+                            let r = data.counter(numerator) as f64 / d as f64;
+                            w.ratios.push((arm, name.clone(), r));
+                        }
+                    }
+                    Metric::Latency { signal } => {
+                        let Some(h) = data.latency.get(signal) else {
+                            continue;
+                        };
+                        for (label, q) in LATENCY_PERCENTILES {
+                            if let Some(ms) = h.quantile_ms(q).filter(|x| x.is_finite()) {
+                                w.latencies.push((arm, name.clone(), label, ms / 1000.0));
+                            }
+                        }
+                    }
+                    Metric::Mean { signal } => {
+                        let moments = data.latency.get(signal).and_then(|h| h.moments_ms());
+                        if let Some(m) = moments.filter(|m| m.mean.is_finite()) {
+                            w.means.push((arm, name.clone(), m.mean));
+                        }
+                    }
+                }
+            }
+        }
+        w
+    }
+}
+
+/// The label sets a rollout has, so its end can remove them all.
+#[derive(Debug)]
+struct RolloutSeries {
+    info: RolloutInfoLabels,
+    triggers: BTreeSet<String>,
+    signals: BTreeSet<(&'static str, String)>,
+    ratios: BTreeSet<(&'static str, String)>,
+    latencies: BTreeSet<(&'static str, String, &'static str)>,
+    means: BTreeSet<(&'static str, String)>,
+    /// When its series go: set when the rollout ends.
+    remove_at: Option<Timestamp>,
+}
+
 pub struct Metrics {
     registry: Registry,
-    pub phase: Family<PhaseLabels, Gauge>,
-    pub weight: Family<RolloutLabels, Gauge>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    // Per rollout: written only through `publish_rollout` and
+    // `record_window`, which list what they create in `rollouts`.
+    rollout_info: Family<RolloutInfoLabels, Gauge>,
+    phase: Family<PhaseLabels, Gauge>,
+    weight: Family<RolloutLabels, Gauge>,
+    step_started: Family<RolloutLabels, FloatGauge>,
+    arm_events: Family<ArmSignalLabels, Counter>,
+    arm_ratio: Family<ArmMetricLabels, FloatGauge>,
+    arm_latency: Family<ArmPercentileLabels, FloatGauge>,
+    arm_mean: Family<ArmMetricLabels, FloatGauge>,
+    trigger_estimate: Family<TriggerLabels, FloatGauge>,
+    trigger_log_evalue: Family<TriggerLabels, FloatGauge>,
+    trigger_boundary: Family<TriggerLabels, FloatGauge>,
+    trigger_fired: Family<TriggerLabels, Gauge>,
+    rollouts: Mutex<BTreeMap<String, RolloutSeries>>,
+    // Per service and daemon-wide.
     pub decisions: Family<DecisionLabels, Counter>,
     pub observations: Family<ArmLabels, Counter>,
     pub stale_events: Family<ServiceLabels, Counter>,
-    pub trigger_estimate: Family<TriggerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub trigger_boundary: Family<TriggerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub trigger_fired: Family<TriggerLabels, Gauge>,
     pub router_errors: Family<ServiceLabels, Counter>,
-    pub source_errors: Family<ServiceLabels, Counter>,
+    pub source_errors: Family<SourceLabels, Counter>,
     pub source_up: Family<ServiceLabels, Gauge>,
+    source_last_success: Family<ServiceLabels, FloatGauge>,
     pub notification_failures: Family<ServiceLabels, Counter>,
     pub notifications_delivered: Family<ReceiverLabels, Counter>,
     pub notifications_given_up: Family<ReceiverLabels, Counter>,
+    notifications_pending: Family<OutboxKindLabels, Gauge>,
+    notifications_oldest_pending_age: Family<OutboxKindLabels, FloatGauge>,
+    /// Outbox rows queued and not yet settled, with when each was created.
+    outbox_pending: Mutex<BTreeMap<OutboxItem, Timestamp>>,
     pub registry_up: Family<RegistryLabels, Gauge>,
     pub registry_errors: Family<RegistryLabels, Counter>,
     /// Each registry watcher's status for `GET /v1/registries`, by watch.
@@ -93,115 +391,511 @@ impl Default for Metrics {
     }
 }
 
+fn seconds(t: Timestamp) -> f64 {
+    t.as_millis() as f64 / 1000.0
+}
+
+fn outbox_kind(item: &OutboxItem) -> &'static str {
+    match item {
+        OutboxItem::Delivery(_) => "delivery",
+        OutboxItem::Hook(_) => "hook",
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("canaryd");
+        let mut r = Registry::with_prefix("canaryd");
         let m = Metrics {
+            registry: Registry::default(),
+            build_info: Family::default(),
+            rollout_info: Family::default(),
             phase: Family::default(),
             weight: Family::default(),
+            step_started: Family::default(),
+            arm_events: Family::default(),
+            arm_ratio: Family::default(),
+            arm_latency: Family::default(),
+            arm_mean: Family::default(),
+            trigger_estimate: Family::default(),
+            trigger_log_evalue: Family::default(),
+            trigger_boundary: Family::default(),
+            trigger_fired: Family::default(),
+            rollouts: Mutex::new(BTreeMap::new()),
             decisions: Family::default(),
             observations: Family::default(),
             stale_events: Family::default(),
-            trigger_estimate: Family::default(),
-            trigger_boundary: Family::default(),
-            trigger_fired: Family::default(),
             router_errors: Family::default(),
             source_errors: Family::default(),
             source_up: Family::default(),
+            source_last_success: Family::default(),
             notification_failures: Family::default(),
             notifications_delivered: Family::default(),
             notifications_given_up: Family::default(),
+            notifications_pending: Family::default(),
+            notifications_oldest_pending_age: Family::default(),
+            outbox_pending: Mutex::new(BTreeMap::new()),
             registry_up: Family::default(),
             registry_errors: Family::default(),
             registries: Mutex::new(BTreeMap::new()),
-            registry: Registry::default(),
             encode_lock: Mutex::new(()),
         };
-        registry.register(
+        // Help texts carry no double quote: text format 0.0.4 has no
+        // escape for one in `# HELP`.
+        r.register(
+            "build_info",
+            "Always 1; the daemon's version and the commit it was built from",
+            m.build_info.clone(),
+        );
+        r.register(
+            "rollout_info",
+            "Always 1 for a live rollout (and one ended in the last 10 minutes): its policy and versions",
+            m.rollout_info.clone(),
+        );
+        r.register(
             "rollout_phase",
-            "1 for the rollout's current phase",
+            "1 for the rollout's current phase, 0 for the others",
             m.phase.clone(),
         );
-        registry.register(
+        r.register(
             "rollout_canary_weight_percent",
             "The canary weight the router confirmed",
             m.weight.clone(),
         );
-        registry.register(
-            "decisions",
-            "Engine decisions (weight changes, approvals asked, promotions, rollbacks, pauses)",
-            m.decisions.clone(),
+        r.register(
+            "rollout_step_started_timestamp_seconds",
+            "When the rollout's current step or phase began (or the daemon restored it)",
+            m.step_started.clone(),
         );
-        registry.register(
-            "observations",
-            "Requests ingested per arm (pushed, proxied or pulled)",
-            m.observations.clone(),
+        r.register(
+            "rollout_arm_events",
+            "Counts of each counter signal (requests, errors, ...) per arm, as fed to the analysis",
+            m.arm_events.clone(),
         );
-        registry.register(
-            "stale_events",
-            "Pushed events left out: their `at` is before the weight in force took effect",
-            m.stale_events.clone(),
+        r.register(
+            "rollout_arm_ratio",
+            "Each ratio metric of the policy per arm over the latest analysis window with data",
+            m.arm_ratio.clone(),
         );
-        registry.register(
+        r.register(
+            "rollout_arm_latency_seconds",
+            "Percentiles of each latency metric of the policy per arm over the latest analysis window with data",
+            m.arm_latency.clone(),
+        );
+        r.register(
+            "rollout_arm_mean",
+            "Each mean metric of the policy per arm over the latest analysis window with data, in the signal's unit",
+            m.arm_mean.clone(),
+        );
+        r.register(
             "trigger_estimate",
-            "Each trigger's current estimate",
+            "Each trigger's current estimate in the unit its policy states it (a rate, a ratio of rates, milliseconds for latency)",
             m.trigger_estimate.clone(),
         );
-        registry.register(
+        r.register(
+            "trigger_log_evalue",
+            "Statistical triggers: natural log of the e-value; the trigger fires at canaryd_trigger_boundary",
+            m.trigger_log_evalue.clone(),
+        );
+        r.register(
             "trigger_boundary",
-            "Each trigger's boundary",
+            "Statistical triggers: the log e-value at which the trigger fires, ln(K/alpha)",
             m.trigger_boundary.clone(),
         );
-        registry.register(
+        r.register(
             "trigger_fired",
             "1 when the trigger's condition is met",
             m.trigger_fired.clone(),
         );
-        registry.register(
+        r.register(
+            "decisions",
+            "Engine decisions (weight changes, approvals asked, promotions, rollbacks, incidents)",
+            m.decisions.clone(),
+        );
+        r.register(
+            "observations",
+            "Requests ingested per arm (pushed, proxied or pulled)",
+            m.observations.clone(),
+        );
+        r.register(
+            "stale_events",
+            "Pushed events left out: their `at` is before the weight in force took effect",
+            m.stale_events.clone(),
+        );
+        r.register(
             "router_errors",
             "Failed router attempts",
             m.router_errors.clone(),
         );
-        registry.register(
+        r.register(
             "source_errors",
-            "Failed metric source pulls",
+            "Failed metric source pulls, by source",
             m.source_errors.clone(),
         );
-        registry.register(
+        r.register(
             "source_up",
             "1 when the service's last pull succeeded",
             m.source_up.clone(),
         );
-        registry.register(
+        r.register(
+            "source_last_success_timestamp_seconds",
+            "When the service's pull sources last all succeeded",
+            m.source_last_success.clone(),
+        );
+        r.register(
             "notification_failures",
-            "Failed webhook and hook deliveries",
+            "Failed webhook delivery attempts and failed hook runs",
             m.notification_failures.clone(),
         );
-        registry.register(
+        r.register(
             "notifications_delivered",
             "Notifications and incident webhooks delivered, per receiver",
             m.notifications_delivered.clone(),
         );
-        registry.register(
+        r.register(
             "notifications_given_up",
             "Notifications and incident webhooks given up after their retry time",
             m.notifications_given_up.clone(),
         );
-        registry.register(
+        r.register(
+            "notifications_pending",
+            "Outbox rows (webhook deliveries, hook runs) queued and not yet delivered or given up",
+            m.notifications_pending.clone(),
+        );
+        r.register(
+            "notifications_oldest_pending_age_seconds",
+            "Age of the oldest pending outbox row (0 when none is pending)",
+            m.notifications_oldest_pending_age.clone(),
+        );
+        r.register(
             "registry_up",
             "1 when the model registry watch's last poll succeeded",
             m.registry_up.clone(),
         );
-        registry.register(
+        r.register(
             "registry_errors",
             "Failed model registry polls",
             m.registry_errors.clone(),
         );
-        Metrics { registry, ..m }
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: option_env!("CANARYD_GIT_COMMIT")
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("unknown")
+                    .into(),
+            })
+            .set(1);
+        for kind in ["delivery", "hook"] {
+            let l = OutboxKindLabels { kind: kind.into() };
+            let _ = m.notifications_pending.get_or_create(&l);
+            let _ = m.notifications_oldest_pending_age.get_or_create(&l);
+        }
+        Metrics { registry: r, ..m }
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// Create the series of what the config names at 0, so the first
+    /// failure is an increase `rate()` and `increase()` see, and a
+    /// dashboard shows 0 rather than nothing.
+    pub fn init_configured(&self, services: &[(String, Vec<String>)], receivers: &[String]) {
+        for (service, sources) in services {
+            let s = ServiceLabels {
+                service: service.clone(),
+            };
+            let _ = self.router_errors.get_or_create(&s);
+            let _ = self.notification_failures.get_or_create(&s);
+            let _ = self.stale_events.get_or_create(&s);
+            for decision in DECISIONS {
+                let _ = self.decisions.get_or_create(&DecisionLabels {
+                    service: service.clone(),
+                    decision: decision.into(),
+                });
+            }
+            for source in sources {
+                let _ = self.source_errors.get_or_create(&SourceLabels {
+                    service: service.clone(),
+                    source: source.clone(),
+                });
+            }
+            for receiver in receivers {
+                let r = ReceiverLabels {
+                    service: service.clone(),
+                    receiver: receiver.clone(),
+                };
+                let _ = self.notifications_delivered.get_or_create(&r);
+                let _ = self.notifications_given_up.get_or_create(&r);
+            }
+        }
+    }
+
+    /// A rollout's state after a step: its info, phase, weight, step start
+    /// and triggers.
+    pub fn publish_rollout(&self, s: &RolloutSample) {
+        let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        let info = RolloutInfoLabels {
+            rollout: s.id.clone(),
+            service: s.service.clone(),
+            policy: s.policy.clone(),
+            baseline: s.baseline.clone(),
+            canary: s.canary.clone(),
+        };
+        let series = book.entry(s.id.clone()).or_insert_with(|| RolloutSeries {
+            info: info.clone(),
+            triggers: BTreeSet::new(),
+            signals: BTreeSet::new(),
+            ratios: BTreeSet::new(),
+            latencies: BTreeSet::new(),
+            means: BTreeSet::new(),
+            remove_at: None,
+        });
+        if series.info != info {
+            self.rollout_info.remove(&series.info);
+            series.info = info.clone();
+        }
+        self.rollout_info.get_or_create(&info).set(1);
+        for phase in ALL_PHASES {
+            self.phase
+                .get_or_create(&PhaseLabels {
+                    rollout: s.id.clone(),
+                    service: s.service.clone(),
+                    phase: phase.as_str().into(),
+                })
+                .set(i64::from(s.phase == phase));
+        }
+        let l = RolloutLabels {
+            rollout: s.id.clone(),
+            service: s.service.clone(),
+        };
+        self.weight
+            .get_or_create(&l)
+            .set(i64::from(s.weight_percent));
+        if let Some(t) = s.step_since {
+            self.step_started.get_or_create(&l).set(seconds(t));
+        }
+        for t in &s.triggers {
+            let l = TriggerLabels {
+                rollout: s.id.clone(),
+                service: s.service.clone(),
+                trigger: t.name.clone(),
+            };
+            series.triggers.insert(t.name.clone());
+            if let Some(x) = t.estimate.filter(|x| x.is_finite()) {
+                self.trigger_estimate.get_or_create(&l).set(x);
+            }
+            if let Some(x) = t.log_e_value.filter(|x| x.is_finite()) {
+                self.trigger_log_evalue.get_or_create(&l).set(x);
+            }
+            if let Some(x) = t.log_boundary.filter(|x| x.is_finite()) {
+                self.trigger_boundary.get_or_create(&l).set(x);
+            }
+            self.trigger_fired.get_or_create(&l).set(i64::from(t.fired));
+        }
+    }
+
+    /// One analysis window of a rollout, as fed to the engine.
+    pub fn record_window(&self, rollout: &str, service: &str, w: &WindowSample) {
+        let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        // A window is recorded only for a rollout already published.
+        let Some(series) = book.get_mut(rollout) else {
+            return;
+        };
+        let arm_metric = |arm: &str, metric: &str| ArmMetricLabels {
+            rollout: rollout.into(),
+            service: service.into(),
+            arm: arm.into(),
+            metric: metric.into(),
+        };
+        for (arm, signal, n) in &w.signals {
+            series.signals.insert((arm, signal.clone()));
+            self.arm_events
+                .get_or_create(&ArmSignalLabels {
+                    rollout: rollout.into(),
+                    service: service.into(),
+                    arm: (*arm).into(),
+                    signal: signal.clone(),
+                })
+                .inc_by(*n);
+        }
+        for (arm, metric, x) in &w.ratios {
+            series.ratios.insert((arm, metric.clone()));
+            self.arm_ratio
+                .get_or_create(&arm_metric(arm, metric))
+                .set(*x);
+        }
+        for (arm, metric, x) in &w.means {
+            series.means.insert((arm, metric.clone()));
+            self.arm_mean
+                .get_or_create(&arm_metric(arm, metric))
+                .set(*x);
+        }
+        for (arm, metric, percentile, x) in &w.latencies {
+            series.latencies.insert((arm, metric.clone(), percentile));
+            self.arm_latency
+                .get_or_create(&ArmPercentileLabels {
+                    rollout: rollout.into(),
+                    service: service.into(),
+                    arm: (*arm).into(),
+                    metric: metric.clone(),
+                    percentile: (*percentile).into(),
+                })
+                .set(*x);
+        }
+    }
+
+    /// The rollout ended at `now`: its series stay, with their final
+    /// values, until `now + ENDED_SERIES_KEPT`.
+    pub fn rollout_ended(&self, rollout: &str, now: Timestamp) {
+        let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = book.get_mut(rollout) {
+            s.remove_at = Some(now + ENDED_SERIES_KEPT);
+        }
+    }
+
+    /// Remove the series of rollouts that ended long enough ago.
+    fn sweep_ended(&self, now: Timestamp) {
+        let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = book
+            .iter()
+            .filter(|(_, s)| s.remove_at.is_some_and(|t| now >= t))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(s) = book.remove(&id) {
+                self.remove_series(&id, &s);
+            }
+        }
+    }
+
+    fn remove_series(&self, id: &str, s: &RolloutSeries) {
+        let service = &s.info.service;
+        self.rollout_info.remove(&s.info);
+        for phase in ALL_PHASES {
+            self.phase.remove(&PhaseLabels {
+                rollout: id.into(),
+                service: service.clone(),
+                phase: phase.as_str().into(),
+            });
+        }
+        let l = RolloutLabels {
+            rollout: id.into(),
+            service: service.clone(),
+        };
+        self.weight.remove(&l);
+        self.step_started.remove(&l);
+        for t in &s.triggers {
+            let l = TriggerLabels {
+                rollout: id.into(),
+                service: service.clone(),
+                trigger: t.clone(),
+            };
+            self.trigger_estimate.remove(&l);
+            self.trigger_log_evalue.remove(&l);
+            self.trigger_boundary.remove(&l);
+            self.trigger_fired.remove(&l);
+        }
+        for (arm, signal) in &s.signals {
+            self.arm_events.remove(&ArmSignalLabels {
+                rollout: id.into(),
+                service: service.clone(),
+                arm: (*arm).into(),
+                signal: signal.clone(),
+            });
+        }
+        let arm_metric = |arm: &str, metric: &str| ArmMetricLabels {
+            rollout: id.into(),
+            service: service.clone(),
+            arm: arm.into(),
+            metric: metric.into(),
+        };
+        for (arm, metric) in &s.ratios {
+            self.arm_ratio.remove(&arm_metric(arm, metric));
+        }
+        for (arm, metric) in &s.means {
+            self.arm_mean.remove(&arm_metric(arm, metric));
+        }
+        for (arm, metric, percentile) in &s.latencies {
+            self.arm_latency.remove(&ArmPercentileLabels {
+                rollout: id.into(),
+                service: service.clone(),
+                arm: (*arm).into(),
+                metric: metric.clone(),
+                percentile: (*percentile).into(),
+            });
+        }
+    }
+
+    /// The rollouts that have series now (live, or ended within
+    /// [`ENDED_SERIES_KEPT`]).
+    pub fn rollouts_with_series(&self) -> Vec<String> {
+        let book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        book.keys().cloned().collect()
+    }
+
+    /// A service's pull sources were read: all of them (`failed: None`),
+    /// or up to `failed`, which failed.
+    pub fn source_pulled(&self, service: &str, failed: Option<&str>, now: Timestamp) {
+        let s = ServiceLabels {
+            service: service.into(),
+        };
+        self.source_up
+            .get_or_create(&s)
+            .set(i64::from(failed.is_none()));
+        match failed {
+            None => {
+                self.source_last_success.get_or_create(&s).set(seconds(now));
+            }
+            Some(source) => {
+                self.source_errors
+                    .get_or_create(&SourceLabels {
+                        service: service.into(),
+                        source: source.into(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// An outbox row was queued for sending (again, after a restart).
+    pub fn outbox_queued(&self, item: OutboxItem, created_at: Timestamp) {
+        let mut pending = self
+            .outbox_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        pending.insert(item, created_at);
+    }
+
+    /// An outbox row is settled: delivered, given up, or nothing to send.
+    pub fn outbox_settled(&self, item: OutboxItem) {
+        let mut pending = self
+            .outbox_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        pending.remove(&item);
+    }
+
+    fn refresh_outbox(&self, now: Timestamp) {
+        let pending = self
+            .outbox_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for kind in ["delivery", "hook"] {
+            let of_kind = pending.iter().filter(|(item, _)| outbox_kind(item) == kind);
+            let count = of_kind.clone().count();
+            let oldest = of_kind.map(|(_, &t)| t).min();
+            let l = OutboxKindLabels { kind: kind.into() };
+            self.notifications_pending
+                .get_or_create(&l)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+            let age = oldest.map_or(0.0, |t| now.saturating_since(t).as_secs_f64());
+            self.notifications_oldest_pending_age
+                .get_or_create(&l)
+                .set(age);
+        }
+    }
+
+    /// The OpenMetrics exposition at `now`.
+    pub fn render(&self, now: Timestamp) -> String {
+        self.sweep_ended(now);
+        self.refresh_outbox(now);
         let _guard = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -209,17 +903,293 @@ impl Metrics {
         out
     }
 
-    /// Forget a finished rollout's per-rollout series except its final
-    /// phase and weight.
-    pub fn forget_triggers(&self, rollout: &str, triggers: &[String]) {
-        for t in triggers {
-            let l = TriggerLabels {
-                rollout: rollout.to_string(),
-                trigger: t.clone(),
-            };
-            self.trigger_estimate.remove(&l);
-            self.trigger_boundary.remove(&l);
-            self.trigger_fired.remove(&l);
+    /// The exposition a client asking with `accept` gets: OpenMetrics when
+    /// it names `application/openmetrics-text` (Prometheus does), else text
+    /// format 0.0.4. Returns the content type and the body.
+    pub fn exposition(&self, accept: Option<&str>, now: Timestamp) -> (&'static str, String) {
+        let om = self.render(now);
+        if accept.is_some_and(wants_openmetrics) {
+            (OPENMETRICS_CONTENT_TYPE, om)
+        } else {
+            (TEXT_CONTENT_TYPE, openmetrics_to_text(&om))
         }
+    }
+}
+
+/// Whether an `Accept` header asks for OpenMetrics (with a q above 0).
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+    })
+}
+
+/// prometheus-client's OpenMetrics output as text format 0.0.4: a counter
+/// family `x` is declared `x_total` (its samples' name), an `info` family
+/// `x` is the gauge `x_info`, `# UNIT` and `# EOF` go, and `\"` in a help
+/// text (no escape in 0.0.4) becomes `"`. Samples are unchanged: label
+/// values escape alike in both, and this registry writes no `_created`
+/// sample, timestamp or exemplar.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<(&str, String)> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text.replace("\\\"", "\"")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (family, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "stateset" => (name.to_string(), "gauge"),
+                "gaugehistogram" => (name.to_string(), "histogram"),
+                "unknown" => (name.to_string(), "untyped"),
+                other => (name.to_string(), other),
+            };
+            if let Some((_, text)) = help.take().filter(|(n, _)| *n == name) {
+                out.push_str(&format!("# HELP {family} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::prom_text::{Format, Limits, parse};
+
+    /// A sample's name, labels and value (as text).
+    type SampleKey = (String, Vec<(String, String)>, String);
+
+    fn sample(id: &str, phase: Phase) -> RolloutSample {
+        RolloutSample {
+            id: id.into(),
+            service: "web".into(),
+            policy: "fast".into(),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+            phase,
+            weight_percent: 10,
+            step_since: Some(Timestamp::from_millis(1_000)),
+            triggers: vec![TriggerSample {
+                name: "error-rate".into(),
+                estimate: Some(0.02),
+                log_e_value: Some(1.5),
+                log_boundary: Some(3.0),
+                fired: false,
+            }],
+        }
+    }
+
+    fn window() -> WindowSample {
+        WindowSample {
+            signals: vec![("canary", "requests".into(), 100)],
+            ratios: vec![("canary", "error_rate".into(), 0.01)],
+            latencies: vec![("canary", "latency".into(), "p95", 0.25)],
+            means: vec![("baseline", "basket".into(), 12.5)],
+        }
+    }
+
+    fn lines_of(text: &str, id: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(&format!("rollout=\"{id}\"")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn an_ended_rollouts_series_stay_for_the_grace_time_then_all_go() {
+        let m = Metrics::new();
+        let t0 = Timestamp::from_millis(1_000_000);
+        m.publish_rollout(&sample("r-1", Phase::Progressing));
+        m.record_window("r-1", "web", &window());
+        m.publish_rollout(&sample("r-2", Phase::Progressing));
+        let before = lines_of(&m.render(t0), "r-1");
+        // info, 10 phases, weight, step start, 4 trigger series, 4 arm series.
+        assert_eq!(before.len(), 21, "{before:#?}");
+
+        m.publish_rollout(&sample("r-1", Phase::RolledBack));
+        m.rollout_ended("r-1", t0);
+        let text = m.render(t0 + ENDED_SERIES_KEPT - Duration::from_millis(1));
+        assert!(
+            text.contains(
+                "canaryd_rollout_phase{rollout=\"r-1\",service=\"web\",phase=\"rolled-back\"} 1"
+            ),
+            "{text}"
+        );
+        let text = m.render(t0 + ENDED_SERIES_KEPT);
+        assert_eq!(lines_of(&text, "r-1"), Vec::<String>::new(), "{text}");
+        assert_eq!(m.rollouts_with_series(), vec!["r-2".to_string()]);
+        assert!(!lines_of(&text, "r-2").is_empty());
+    }
+
+    #[test]
+    fn a_window_gives_the_policys_signals_ratios_and_percentiles_only() {
+        let policy = crate::policy::parse_policy(
+            "p.yaml",
+            br#"
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata: { name: p }
+spec:
+  steps: [ { setWeight: 10 } ]
+  metrics:
+    error_rate: { kind: ratio, numerator: errors, denominator: requests }
+    latency: { kind: latency, signal: latency_ms }
+  triggers:
+    - { name: errors, metric: error_rate, threshold: { above: 2% } }
+"#,
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let mut snap =
+            IntervalSnapshot::new(Timestamp::from_millis(0), Timestamp::from_millis(1000));
+        for (data, errors) in [(&mut snap.baseline, 1), (&mut snap.canary, 0)] {
+            data.counters.insert("requests".into(), 100);
+            data.counters.insert("errors".into(), errors);
+            data.counters.insert("clicks-by-user-4711".into(), 3);
+            for i in 0..100 {
+                data.latency_mut("latency_ms").record_ms(f64::from(i) + 0.5);
+            }
+        }
+        let w = WindowSample::of(&policy, &snap);
+        let signals: Vec<(&str, &str, u64)> = w
+            .signals
+            .iter()
+            .map(|(a, s, n)| (*a, s.as_str(), *n))
+            .collect();
+        assert_eq!(
+            signals,
+            [
+                ("baseline", "errors", 1),
+                ("baseline", "requests", 100),
+                ("canary", "errors", 0),
+                ("canary", "requests", 100)
+            ]
+        );
+        assert_eq!(
+            w.ratios,
+            [
+                ("baseline", "error_rate".to_string(), 0.01),
+                ("canary", "error_rate".to_string(), 0.0)
+            ]
+        );
+        let p95: Vec<f64> = w
+            .latencies
+            .iter()
+            .filter(|l| l.2 == "p95")
+            .map(|l| l.3)
+            .collect();
+        assert_eq!(p95.len(), 2);
+        // 95 of 100 values 0.5..99.5 ms lie below ~95 ms: within a bucket.
+        assert!(p95.iter().all(|s| (0.09..0.1).contains(s)), "{p95:?}");
+    }
+
+    #[test]
+    fn a_window_before_the_rollout_is_published_creates_nothing() {
+        let m = Metrics::new();
+        m.record_window("r-9", "web", &window());
+        assert!(lines_of(&m.render(Timestamp::from_millis(0)), "r-9").is_empty());
+    }
+
+    #[test]
+    fn pending_outbox_rows_give_count_and_oldest_age_per_kind() {
+        let m = Metrics::new();
+        let t = |s: u64| Timestamp::from_millis(s * 1000);
+        m.outbox_queued(OutboxItem::Delivery(1), t(100));
+        m.outbox_queued(OutboxItem::Delivery(2), t(130));
+        m.outbox_queued(OutboxItem::Hook(1), t(150));
+        let text = m.render(t(160));
+        assert!(text.contains("canaryd_notifications_pending{kind=\"delivery\"} 2"));
+        assert!(
+            text.contains(
+                "canaryd_notifications_oldest_pending_age_seconds{kind=\"delivery\"} 60.0"
+            )
+        );
+        assert!(
+            text.contains("canaryd_notifications_oldest_pending_age_seconds{kind=\"hook\"} 10.0")
+        );
+        m.outbox_settled(OutboxItem::Delivery(1));
+        m.outbox_settled(OutboxItem::Delivery(2));
+        let text = m.render(t(170));
+        assert!(text.contains("canaryd_notifications_pending{kind=\"delivery\"} 0"));
+        assert!(
+            text.contains(
+                "canaryd_notifications_oldest_pending_age_seconds{kind=\"delivery\"} 0.0"
+            )
+        );
+    }
+
+    #[test]
+    fn openmetrics_is_asked_for_by_prometheus_and_by_nobody_else() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(prometheus));
+        assert!(wants_openmetrics("Application/OpenMetrics-Text"));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics("text/plain"));
+        assert!(!wants_openmetrics("application/openmetrics-text;q=0"));
+    }
+
+    #[test]
+    fn both_expositions_hold_the_same_samples() {
+        let m = Metrics::new();
+        m.init_configured(&[("web".into(), vec!["scrape a".into()])], &["ops".into()]);
+        m.publish_rollout(&sample("r-1", Phase::Progressing));
+        m.record_window("r-1", "web", &window());
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                service: "web".into(),
+                decision: "set-weight".into(),
+            })
+            .inc();
+        let (om_type, om) = m.exposition(
+            Some("application/openmetrics-text"),
+            Timestamp::from_millis(5),
+        );
+        let (text_type, text) = m.exposition(Some("*/*"), Timestamp::from_millis(5));
+        assert_eq!(om_type, OPENMETRICS_CONTENT_TYPE);
+        assert_eq!(text_type, TEXT_CONTENT_TYPE);
+        assert!(om.ends_with("# EOF\n"));
+        assert!(
+            text.contains("# TYPE canaryd_decisions_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP canaryd_decisions_total Engine decisions"));
+        let samples = |body: &str, format| {
+            let families =
+                parse(body, format, &Limits::default()).unwrap_or_else(|e| panic!("{e}\n{body}"));
+            let mut all: Vec<SampleKey> = families
+                .into_iter()
+                .flat_map(|f| f.samples)
+                .map(|s| (s.name, s.labels, format!("{}", s.value)))
+                .collect();
+            all.sort();
+            all
+        };
+        let om_samples = samples(&om, Format::OpenMetrics);
+        assert!(om_samples.len() > 20);
+        assert_eq!(om_samples, samples(&text, Format::PrometheusText));
+    }
+
+    #[test]
+    fn text_format_renames_counter_and_info_families() {
+        let om = "# HELP a_b Some \\\"help\\\".\n# TYPE a_b counter\na_b_total 1\n# HELP c Info.\n# TYPE c info\nc_info{x=\"y\"} 1\n# UNIT d seconds\n# TYPE d gauge\nd 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP a_b_total Some \"help\".\n# TYPE a_b_total counter\na_b_total 1\n# HELP c_info Info.\n# TYPE c_info gauge\nc_info{x=\"y\"} 1\n# TYPE d gauge\nd 2\n"
+        );
     }
 }

@@ -401,6 +401,20 @@ pub async fn start(
         outbox,
         api_tls,
     });
+    shared.metrics.init_configured(
+        &shared
+            .services
+            .iter()
+            .map(|(name, s)| (name.clone(), s.pull.iter().map(|p| p.describe()).collect()))
+            .collect::<Vec<_>>(),
+        &shared
+            .config
+            .notifications
+            .receivers
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     tokio::spawn(committer::run(shared.clone(), commit_rx));
     shared.spawn(outbox::run(shared.clone(), outbox_queue));
 

@@ -35,7 +35,9 @@
 //! with a 10 s timeout, 2xx succeeding; every failed attempt counts in
 //! `canaryd_notification_failures_total`, each delivery in
 //! `canaryd_notifications_delivered_total`, each one given up in
-//! `canaryd_notifications_given_up_total`; a hook runs the
+//! `canaryd_notifications_given_up_total`, and each row from its queueing
+//! to its end in `canaryd_notifications_pending` (with the oldest one's
+//! age, `docs/metrics.md`); a hook runs the
 //! service's hook for its event ([`crate::routers::hooks`]), counts a run
 //! that failed every attempt, and audits its end (`hook.<event>`). A hook
 //! run whose service has no hook for the event is closed as such.
@@ -195,6 +197,11 @@ impl Shared {
     }
 
     fn queue_row(&self, row: &OutboxRow) {
+        let created_at = match row {
+            OutboxRow::Delivery(n) => n.created_at,
+            OutboxRow::Hook(h) => h.created_at,
+        };
+        self.metrics.outbox_queued(row.item(), created_at);
         let queued = Queued {
             line: Line::of(row),
             item: row.item(),
@@ -398,6 +405,7 @@ async fn deliver(shared: &Shared, mut row: Notification, service: &str) {
         };
         match (&outcome, next) {
             (Ok(()), _) => {
+                shared.metrics.outbox_settled(OutboxItem::Delivery(row.id));
                 shared
                     .metrics
                     .notifications_delivered
@@ -406,6 +414,7 @@ async fn deliver(shared: &Shared, mut row: Notification, service: &str) {
                 return;
             }
             (Err((e, _)), Some(NextAttempt::GiveUp)) => {
+                shared.metrics.outbox_settled(OutboxItem::Delivery(row.id));
                 shared
                     .metrics
                     .notifications_given_up
@@ -558,6 +567,7 @@ impl Parcel {
     fn load(shared: &Shared, item: OutboxItem) -> Result<Option<Parcel>, StoreError> {
         let found = shared.with_store(|s| -> Result<_, StoreError> {
             let Some(row) = s.outbox_row(item)?.filter(OutboxRow::is_pending) else {
+                shared.metrics.outbox_settled(item);
                 return Ok(None);
             };
             Ok(s.rollout(row.rollout_id())?.map(|rollout| (row, rollout)))
@@ -585,6 +595,7 @@ impl Parcel {
                     None => {
                         let now = shared.clock.now();
                         shared.with_store(|s| s.skip_hook_run(run.id, now))?;
+                        shared.metrics.outbox_settled(item);
                         None
                     }
                 }
@@ -604,6 +615,7 @@ fn finish_hook(
     error: Option<String>,
 ) {
     let event = run.event;
+    shared.metrics.outbox_settled(OutboxItem::Hook(run.id));
     if error.is_some() {
         shared
             .metrics
