@@ -657,3 +657,146 @@ async fn series_hold_the_pushed_counts_and_match_the_document() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A rollout as the daemon shows it once triggers carry the contract's
+/// `state`, `progress`, `tolerance`, `unit` and `summary` (issue #18): one
+/// trigger per state of evidence. The page reads it through a wrapped
+/// `fetch`, so this checks the rendering itself: every number with its
+/// unit, the share of the way to rollback, the daemon's words, never a
+/// bare "ok", and "shown" only where the daemon says so.
+const WITH_CONTRACT_FIELDS: &str = r#"
+const triggers = [
+  {name: "t-no-data", kind: "statistical", samples: 0, verdict: "inconclusive", estimate: null, interval: null,
+   statistic: null, boundary: 3.69, state: "no_data", tolerance: 1.05, unit: "× baseline", summary: "no data yet"},
+  {name: "t-gathering", kind: "statistical", samples: 900, verdict: "inconclusive", estimate: 1.1, interval: [0.93, 1.3],
+   statistic: 1.365, boundary: 3.69, state: "gathering", progress: 0.37, tolerance: 1.05, unit: "× baseline",
+   summary: "gathering: 37% of the way to rollback; canary 0.45% vs baseline 0.41% errors (×1.10, tolerance ×1.05)"},
+  {name: "t-shown", kind: "statistical", samples: 90000, verdict: "ok", estimate: 0.98, interval: [0.93, 1.02],
+   statistic: -2, boundary: 3.69, state: "shown", progress: 0, tolerance: 1.1, unit: "× baseline",
+   summary: "within tolerance, shown: p95 ×0.98 [0.93, 1.02] (tolerance ×1.10)"},
+  {name: "t-fired", kind: "objective", samples: 500, verdict: "fired", estimate: 12.9, interval: null,
+   statistic: 12.9, boundary: 2, state: "fired", progress: 1, tolerance: 2, unit: "%",
+   summary: "fired: canary errors 12.9% above the limit 2%"},
+  {name: "t-stopped", kind: "statistical", samples: 40, verdict: "inconclusive", estimate: 812, interval: [700, null],
+   statistic: 0.5, boundary: 3.69, state: "stopped", progress: 0.14, tolerance: 500, unit: "ms",
+   summary: "stopped: values above the histogram's largest bucket", note: "a test stopped by values above 5000 ms"},
+];
+const real = window.fetch.bind(window);
+window.fetch = async (url, init) => {
+  const u = String(url);
+  if (u.endsWith("/events")) return new Response("", {status: 404, statusText: "Not Found"});
+  const resp = await real(url, init);
+  if (!/\/v1\/rollouts\/[^/]+$/.test(u)) return resp;
+  const body = await resp.json();
+  body.triggers = triggers;
+  body.gates = [{name: "g", before: 50, shown: false, state: "gathering", summary: "gathering: 2,000 of about 9,000 samples"}];
+  return new Response(JSON.stringify(body), {status: resp.status, headers: {"Content-Type": "application/json"}});
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_fields_render_with_units_and_words_per_state_of_evidence() {
+    let d = start_daemon();
+    let api = d.client();
+    let id = start_rollout(&api, "web", "ui").await;
+    let b = Browser::start().await;
+    b.sign_in(&d.base, VIEWER).await;
+    b.js(WITH_CONTRACT_FIELDS, json!([])).await;
+    // A hash change keeps the page (and its wrapped fetch).
+    b.js(
+        "location.hash = arguments[0];",
+        json!([format!("#/rollouts/{id}")]),
+    )
+    .await;
+    b.wait_for("tr[data-trigger='t-stopped']", Duration::from_secs(10))
+        .await;
+    let rows = b
+        .js(
+            r#"return [...document.querySelectorAll('#triggers tr[data-trigger]')].map((tr) => {
+                 const f = (n) => tr.querySelector('[data-field="' + n + '"]').innerText.trim();
+                 return [tr.getAttribute('data-trigger'), f('evidence-state'), f('estimate'), f('interval'),
+                         f('tolerance'), f('progress'), f('summary')];
+               });"#,
+            json!([]),
+        )
+        .await;
+    let want = json!([
+        [
+            "t-no-data",
+            "no data yet",
+            "–",
+            "–",
+            "×1.05",
+            "–",
+            "no data yet"
+        ],
+        [
+            "t-gathering",
+            "gathering",
+            "×1.1",
+            "[×0.93, ×1.3]",
+            "×1.05",
+            "37% of the way",
+            "gathering: 37% of the way to rollback; canary 0.45% vs baseline 0.41% errors (×1.10, tolerance ×1.05)"
+        ],
+        [
+            "t-shown",
+            "within tolerance, shown",
+            "×0.98",
+            "[×0.93, ×1.02]",
+            "×1.1",
+            "0% of the way",
+            "within tolerance, shown: p95 ×0.98 [0.93, 1.02] (tolerance ×1.10)"
+        ],
+        [
+            "t-fired",
+            "fired",
+            "12.9%",
+            "–",
+            "2%",
+            "100% of the way",
+            "fired: canary errors 12.9% above the limit 2%"
+        ],
+        [
+            "t-stopped",
+            "stopped",
+            "812 ms",
+            "≥ 700 ms",
+            "500 ms",
+            "14% of the way",
+            "stopped: values above the histogram's largest bucket\na test stopped by values above 5000 ms"
+        ],
+    ]);
+    assert_eq!(rows, want);
+    assert_eq!(
+        b.text("tr[data-gate='g']").await,
+        "g\t50%\tgathering\tgathering: 2,000 of about 9,000 samples"
+    );
+    // The shown state is the daemon's word only: without `state`, the
+    // page derives no "shown" from a verdict of `ok`.
+    b.js(
+        "window.fetch = ((f) => async (u, i) => { const r = await f(u, i); if (!/\\/v1\\/rollouts\\/[^/]+$/.test(String(u))) return r; \
+           const b = await r.json(); b.triggers = b.triggers.map(t => { const c = Object.assign({}, t); delete c.state; delete c.summary; delete c.progress; return c; }); \
+           return new Response(JSON.stringify(b), {status: 200, headers: {'Content-Type': 'application/json'}}); })(window.fetch); \
+         location.hash = '#/'; setTimeout(() => { location.hash = arguments[0]; }, 50);",
+        json!([format!("#/rollouts/{id}")]),
+    )
+    .await;
+    b.wait_until(
+        "the page without the contract's words",
+        "const e = document.querySelector(\"tr[data-trigger='t-shown'] [data-field='evidence-state']\"); return !!e && e.getAttribute('data-value') === 'gathering';",
+        json!([]),
+        Duration::from_secs(10),
+    )
+    .await;
+    let states = b
+        .js(
+            "return [...document.querySelectorAll('#triggers [data-field=\"evidence-state\"]')].map(e => e.getAttribute('data-value'));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        states,
+        json!(["no_data", "gathering", "gathering", "fired", "gathering"])
+    );
+}
