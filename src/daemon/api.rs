@@ -755,7 +755,8 @@ async fn rollout_series(
 ) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
     let window = super::series::Window::from_query(query.as_deref())?;
-    let v = s.with_store(|st| super::series::read(st, &id, window))?;
+    let journaled = s.with_store(|st| super::series::read(st, &id, window))?;
+    let v = super::series::answer(journaled, window)?;
     Ok(axum::Json(v).into_response())
 }
 

@@ -7,7 +7,9 @@
 //! [`build`] is pure (snapshots and acknowledged weights in, the answer
 //! out); [`read`] is the one function here that touches the store, and it
 //! reads at most `limit + 2` snapshots, so a 48-hour rollout at a 1 s
-//! interval is never one giant read or answer. Nothing here writes.
+//! interval is never one giant read or answer; [`answer`] decodes them
+//! after the store's lock is let go, so drivers committing steps do not
+//! wait for it. Nothing here writes.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +18,7 @@ use crate::monitor::Monitor;
 use crate::policy::{Metric, Policy, Weight};
 use crate::stats::IntervalSnapshot;
 use crate::stats::histogram::LatencyHistogram;
-use crate::store::{Store, StoreError};
+use crate::store::{JournalEntry, Store, StoreError};
 use crate::time::Timestamp;
 use crate::wire::{Refusal, rfc3339};
 
@@ -336,9 +338,20 @@ pub fn build(
 /// change: a policy has far fewer steps).
 const MAX_ACKS: usize = 10_000;
 
+/// What [`read`] takes from the store: the rollout's policy, and its
+/// journal entries still in JSON, to be decoded by [`answer`] after the
+/// store's lock is let go.
+pub struct Journaled {
+    rollout_id: String,
+    rollout: Rollout<Monitor>,
+    data: Vec<JournalEntry>,
+    acks: Vec<JournalEntry>,
+}
+
 /// Reads the rollout's policy, its newest intervals in `window` and its
-/// confirmed weights from the store, then [`build`]s the answer.
-pub fn read(store: &Store, rollout_id: &str, window: Window) -> Result<Series, Refusal> {
+/// router acknowledgements from the store: the part done under the
+/// store's lock, SQL and the checkpoint only.
+pub fn read(store: &Store, rollout_id: &str, window: Window) -> Result<Journaled, Refusal> {
     if store.rollout(rollout_id)?.is_none() {
         return Err(Refusal::not_found(format!(
             "rollout {rollout_id} not found"
@@ -352,9 +365,26 @@ pub fn read(store: &Store, rollout_id: &str, window: Window) -> Result<Series, R
     // One more than `limit` that is kept tells `build` there are earlier
     // ones.
     let read_limit = window.limit.saturating_add(2);
-    let entries = store.journal_inputs_newest(rollout_id, "data", window.since, read_limit)?;
-    let mut intervals = Vec::with_capacity(entries.len());
-    for e in &entries {
+    let data = store.journal_inputs_newest(rollout_id, "data", window.since, read_limit)?;
+    let acks = store.journal_inputs_newest(rollout_id, "router-ack", Timestamp::EPOCH, MAX_ACKS)?;
+    Ok(Journaled {
+        rollout_id: rollout_id.to_string(),
+        rollout,
+        data,
+        acks,
+    })
+}
+
+/// Decodes what [`read`] took and [`build`]s the answer.
+pub fn answer(journaled: Journaled, window: Window) -> Result<Series, Refusal> {
+    let Journaled {
+        rollout_id,
+        rollout,
+        data,
+        acks: ack_entries,
+    } = journaled;
+    let mut intervals = Vec::with_capacity(data.len());
+    for e in &data {
         match e.decode_input::<IntervalSnapshot>()? {
             Input::Data { snapshot } => intervals.push(snapshot),
             _ => {
@@ -367,7 +397,7 @@ pub fn read(store: &Store, rollout_id: &str, window: Window) -> Result<Series, R
         }
     }
     let mut acks = Vec::new();
-    for e in store.journal_inputs_newest(rollout_id, "router-ack", Timestamp::EPOCH, MAX_ACKS)? {
+    for e in &ack_entries {
         if let Input::RouterAck {
             weight,
             error: None,
@@ -376,7 +406,13 @@ pub fn read(store: &Store, rollout_id: &str, window: Window) -> Result<Series, R
             acks.push((e.at, weight));
         }
     }
-    Ok(build(rollout_id, rollout.policy(), intervals, acks, window))
+    Ok(build(
+        &rollout_id,
+        rollout.policy(),
+        intervals,
+        acks,
+        window,
+    ))
 }
 
 #[cfg(test)]

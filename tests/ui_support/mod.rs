@@ -33,8 +33,14 @@ fn chromedriver_binary() -> String {
     std::env::var("CANARYD_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into())
 }
 
+/// One browser at a time: the tests of a binary run in parallel on a
+/// two-core machine, and four Chromiums starting at once made their
+/// bounded waits a race. The daemons still run side by side.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// chromedriver and one browser session.
 pub struct Browser {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     driver: Child,
     base: String,
     session: String,
@@ -46,6 +52,7 @@ impl Browser {
     /// chromedriver on an ephemeral loopback port, then a headless
     /// Chromium session (its own profile dir, 1280×900).
     pub async fn start() -> Browser {
+        let turn = ONE_AT_A_TIME.lock().await;
         let mut driver = Command::new(chromedriver_binary())
             .args(["--port=0", "--allowed-ips=127.0.0.1"])
             .stdout(Stdio::piped())
@@ -91,6 +98,7 @@ impl Browser {
             }
         }}});
         let mut browser = Browser {
+            _turn: turn,
             driver,
             base,
             session: String::new(),

@@ -13,6 +13,8 @@
   const RECONNECT_MAX_MS = 15000;
   // Points a chart keeps while it grows live.
   const MAX_POINTS = 2000;
+  // How often the lists are read again while shown (ms).
+  const LIST_REFRESH_MS = 5000;
 
   const state = {
     token: sessionStorage.getItem(STORAGE_KEY) || "",
@@ -260,7 +262,8 @@
     };
     service.addEventListener("input", render);
     phase.addEventListener("change", render);
-    (async () => {
+    let timer = null;
+    const load = async () => {
       try {
         all = listOf(await getJson("/v1/rollouts", ctl.signal), "rollouts");
         render();
@@ -268,8 +271,11 @@
       } catch (e) {
         if (!ctl.signal.aborted) notice(String(e.message || e), "error");
       }
-    })();
-    return { stop: () => ctl.abort() };
+      // States change while the list is open: read it again.
+      if (!ctl.signal.aborted) timer = setTimeout(load, LIST_REFRESH_MS);
+    };
+    load();
+    return { stop: () => { ctl.abort(); clearTimeout(timer); } };
   }
 
   function stepText(r) {
