@@ -770,7 +770,8 @@
         if (!ctl.signal.aborted) notice(String(e.message || e), "error");
         return;
       }
-      const ev = i.evidence || {};
+      // One evidence object today; a list of entries is shown entry by entry.
+      const evs = Array.isArray(i.evidence) ? i.evidence : [i.evidence || {}];
       const rr = i.router_result;
       main.append(
         h("h1", {}, "Incident ", h("span", { id: "incident-id" }, i.id)),
@@ -783,9 +784,9 @@
           h("dt", {}, "status"), h("dd", {}, i.status + (i.reviewed_by ? " by " + i.reviewed_by + " " + when(i.reviewed_at) + ": " + i.review_note : "")),
           h("dt", {}, "router"), h("dd", {}, rr ? (rr.error ? "failed to set " + rr.weight + "%: " + rr.error : "traffic back to " + rr.weight + "% canary " + when(rr.at)) : "no answer yet")),
         h("h2", {}, "Evidence"),
-        h("div", { class: "evidence", id: "evidence", "data-kind": ev.kind || "" },
-          h("p", { id: "evidence-summary" }, ev.summary || evidenceWords(ev)),
-          evidenceFacts(ev)),
+        ...evs.map((ev, n) => h("div", { class: "evidence", id: n ? null : "evidence", "data-kind": ev.kind || "" },
+          h("p", { id: n ? null : "evidence-summary", class: "evidence-summary" }, ev.summary || evidenceWords(ev)),
+          evidenceFacts(ev))),
         h("h2", {}, "Timeline"),
         h("ol", { class: "events", id: "timeline" }, (i.timeline || []).map((e) =>
           h("li", {}, when(e.at), " · ", stateBadge(e.phase), " · weight " + e.weight + "% · " + e.actor + ": " + e.message))),
