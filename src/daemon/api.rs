@@ -66,10 +66,12 @@ pub enum Endpoint {
     AuditVerify,
     ListPolicies,
     ListRegistries,
+    RolloutSeries,
+    WhoAmI,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 20] = [
+    pub const ALL: [Endpoint; 22] = [
         Endpoint::Healthz,
         Endpoint::Readyz,
         Endpoint::Metrics,
@@ -90,6 +92,8 @@ impl Endpoint {
         Endpoint::AuditVerify,
         Endpoint::ListPolicies,
         Endpoint::ListRegistries,
+        Endpoint::RolloutSeries,
+        Endpoint::WhoAmI,
     ];
 
     /// `GET` or `POST`.
@@ -114,7 +118,9 @@ impl Endpoint {
             | Endpoint::AuditLog
             | Endpoint::AuditVerify
             | Endpoint::ListPolicies
-            | Endpoint::ListRegistries => "GET",
+            | Endpoint::ListRegistries
+            | Endpoint::RolloutSeries
+            | Endpoint::WhoAmI => "GET",
         }
     }
 
@@ -140,6 +146,8 @@ impl Endpoint {
             Endpoint::AuditVerify => "/v1/audit/verify",
             Endpoint::ListPolicies => "/v1/policies",
             Endpoint::ListRegistries => "/v1/registries",
+            Endpoint::RolloutSeries => "/v1/rollouts/{id}/series",
+            Endpoint::WhoAmI => "/v1/whoami",
         }
     }
 
@@ -165,6 +173,8 @@ impl Endpoint {
             Endpoint::AuditVerify => get(audit_verify),
             Endpoint::ListPolicies => get(list_policies),
             Endpoint::ListRegistries => get(list_registries),
+            Endpoint::RolloutSeries => get(rollout_series),
+            Endpoint::WhoAmI => get(whoami),
         }
     }
 }
@@ -184,6 +194,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     for e in Endpoint::ALL {
         router = router.route(e.path(), e.handler());
     }
+    // The dashboard's static files (`/ui`): not API endpoints, so not in
+    // the table or docs/openapi.yaml (docs/dashboard.md).
+    router = super::ui::routes(router);
     router
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -728,6 +741,32 @@ async fn list_policies(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiR
         })
         .collect();
     Ok(axum::Json(list).into_response())
+}
+
+/// `GET /v1/rollouts/{id}/series?since=&limit=` (`series.rs`).
+async fn rollout_series(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult {
+    authorize(&s, &headers, Need::Read)?;
+    let window = super::series::Window::from_query(query.as_deref())?;
+    let journaled = s.with_store(|st| super::series::read(st, &id, window))?;
+    let v = super::series::answer(journaled, window)?;
+    Ok(axum::Json(v).into_response())
+}
+
+/// `GET /v1/whoami`: the caller's actor and roles, so a client (the
+/// dashboard) can offer only the actions the token may take. It grants
+/// nothing: every action still checks its own role.
+async fn whoami(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    let p = authorize(&s, &headers, Need::Read)?;
+    Ok(axum::Json(super::ui::WhoAmI {
+        actor: p.actor.clone(),
+        roles: p.roles.iter().map(ToString::to_string).collect(),
+    })
+    .into_response())
 }
 
 /// The model-registry watchers' status (src/daemon/registry.rs), passed

@@ -38,9 +38,12 @@ pub mod push;
 pub mod registry;
 mod reload;
 mod rollouts;
+pub mod series;
 pub mod services;
 #[cfg(test)]
 mod tests;
+/// The web dashboard at `/ui` (issue #18).
+mod ui;
 pub mod view;
 
 use std::collections::BTreeMap;

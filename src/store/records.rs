@@ -396,6 +396,37 @@ impl Store {
         )
     }
 
+    /// The newest `limit` journaled inputs of one kind (`data`,
+    /// `router-ack`, ... as `Input` names them) journaled at or after
+    /// `since`, newest first: a bounded read of a long rollout's journal
+    /// (the dashboard's series, `src/daemon/series.rs`).
+    pub fn journal_inputs_newest(
+        &self,
+        rollout_id: &str,
+        input: &str,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>> {
+        // An input's body starts with its tag (`Input` is internally
+        // tagged and serde writes the tag first).
+        let prefix = format!("{{\"input\":\"{input}\"");
+        self.query_all(
+            &format!(
+                "SELECT {JOURNAL_COLS} FROM journal
+                 WHERE rollout_id = ?1 AND kind = 'input' AND at >= ?2
+                   AND substr(body, 1, length(?3)) = ?3
+                 ORDER BY seq DESC LIMIT ?4"
+            ),
+            params![
+                rollout_id,
+                since.as_millis(),
+                prefix,
+                u64::try_from(limit).unwrap_or(u64::MAX)
+            ],
+            journal_row,
+        )
+    }
+
     pub fn incident(&self, id: &str) -> Result<Option<Incident>> {
         self.query_one(
             &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
