@@ -29,7 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::dispersion::{Dispersion, Overdispersion};
-use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite};
+use super::evidence::{ArmCounts, Evidence, Interval, Status, Verdict, finite, is_false};
 use super::histogram::{LatencyReads, Moments};
 use super::hypothesis::{Direction, GateKind, design_grid};
 use super::mixture::{ChangeDetection, RestartMixture, normal_mixture_bound, normal_mixture_rho};
@@ -133,6 +133,12 @@ pub struct MeanTest {
     /// bucket would make evidence on this test's side (module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unbounded: Option<Unbounded>,
+    /// Lean evidence (see [`StatTest::set_lean`](super::StatTest::set_lean)):
+    /// no interval until crossed, and none at all for a gate.
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    lean_gate: bool,
 }
 
 /// Why a mean test stopped: values of `arm` above the open top bucket.
@@ -195,6 +201,8 @@ impl MeanTest {
             dispersion: Some(Dispersion::new(Overdispersion::Auto)),
             segments: Vec::new(),
             unbounded: None,
+            lean: false,
+            lean_gate: false,
             span_start: None,
             span_end: Timestamp::EPOCH,
             crossed: false,
@@ -565,6 +573,9 @@ impl MeanTest {
     /// tests (tests built since `segments` exist).
     fn mixture_bound(&self) -> Option<f64> {
         let (mixture, design) = (self.mixture.as_ref()?, self.design?);
+        if self.lean_now() {
+            return None;
+        }
         if self.segments.is_empty() {
             return None;
         }
@@ -597,10 +608,28 @@ impl MeanTest {
         }
     }
 
+    /// Whether this verdict goes without an interval (lean evidence).
+    fn lean_now(&self) -> bool {
+        self.lean_gate || (self.lean && !self.crossed)
+    }
+
+    /// Lean evidence (see [`StatTest::set_lean`](super::StatTest::set_lean)).
+    pub fn set_lean(&mut self, lean: bool) {
+        self.lean = lean;
+    }
+
+    /// Lean evidence for a gate (see
+    /// [`StatTest::set_lean_gate`](super::StatTest::set_lean_gate)).
+    pub fn set_lean_gate(&mut self, lean: bool) {
+        self.lean = lean;
+        self.lean_gate = lean;
+    }
+
     fn estimate(&self) -> (String, f64, Interval) {
         let level = 1.0 - self.alpha;
         let one_sided = self.mixture_bound();
         let half = match self.design {
+            _ if self.lean_now() => None,
             Some(design) if self.v > 0.0 => {
                 let rho = (1.0 / (design * design)).max(normal_mixture_rho(1e-300, self.alpha));
                 Some(normal_mixture_bound(self.v, rho, self.alpha) / self.v)
@@ -738,6 +767,43 @@ mod tests {
             assert!(v.evidence.estimate.is_finite() && v.evidence.log_e_value.is_finite());
         }
         assert!(shown);
+    }
+
+    /// Lean evidence changes nothing but the interval: the same statuses
+    /// and e-values interval by interval, no interval before crossing (the
+    /// root search over every restart slot is what it spares), the whole
+    /// evidence once crossed, and none for a gate.
+    #[test]
+    fn lean_evidence_keeps_every_decision() {
+        let change = ChangeDetection::over_horizon(1000, 31);
+        let mut full = MeanTest::relative_increase("eta_err", 0.05, 0.01, change).unwrap();
+        let mut lean = full.clone();
+        lean.set_lean(true);
+        let mut gate = MeanTest::gate("eta_err", GateKind::MaxIncrease(0.3), 0.05).unwrap();
+        let mut lean_gate = gate.clone();
+        lean_gate.set_lean_gate(true);
+        let mut crossed = false;
+        for i in 0..200 {
+            let canary = if i < 40 { 100.0 } else { 125.0 };
+            let snap = interval(i, (50, canary), (450, 100.0));
+            let (a, b) = (full.observe(&snap), lean.observe(&snap));
+            assert_eq!(a.status, b.status, "interval {i}");
+            assert_eq!(a.evidence.log_e_value, b.evidence.log_e_value);
+            assert_eq!(a.evidence.estimate, b.evidence.estimate);
+            if a.crossed() {
+                crossed = true;
+                assert_eq!(a.evidence.interval, b.evidence.interval);
+            } else {
+                assert_eq!(b.evidence.interval, Interval::unbounded(0.99));
+                assert!(i < 40 || a.evidence.interval != b.evidence.interval);
+            }
+            let snap = interval(i, (50, 100.0), (450, 100.0));
+            let (a, b) = (gate.observe(&snap), lean_gate.observe(&snap));
+            assert_eq!(a.status, b.status, "gate, interval {i}");
+            assert_eq!(a.evidence.log_e_value, b.evidence.log_e_value);
+            assert_eq!(b.evidence.interval, Interval::unbounded(0.95));
+        }
+        assert!(crossed);
     }
 
     /// Like [`interval`], on Prometheus buckets (10, 20, ..., 200 ms, then

@@ -109,7 +109,7 @@ impl StatTest {
     /// (unbounded) and, for ratio tests, the naive estimate; the status, the
     /// e-values, the counts and a crossed verdict's whole evidence are the
     /// same as without it. The bounds cost a root search over every restart
-    /// slot each interval, and a caller that reads evidence only from the
+    /// slot each interval (the mean test's too), and a caller that reads evidence only from the
     /// trigger that fires (the simulator) need not pay for them. Disparity
     /// decides on its intervals: lean, it skips them only while it cannot
     /// fire (see `Disparity::may_fire`).
@@ -120,8 +120,7 @@ impl StatTest {
             StatTest::QuantileThreshold(t) => t.set_lean(lean),
             StatTest::QuantileVsBaseline(t) => t.set_lean(lean),
             StatTest::Disparity(t) => t.set_lean(lean),
-            // Its evidence costs no grid: nothing to spare.
-            StatTest::Mean(_) => {}
+            StatTest::Mean(t) => t.set_lean(lean),
         }
     }
 
@@ -133,10 +132,10 @@ impl StatTest {
         match self {
             StatTest::RatioVsBaseline(t) => t.set_lean_gate(lean),
             StatTest::QuantileVsBaseline(t) => t.set_lean_gate(lean),
+            StatTest::Mean(t) => t.set_lean_gate(lean),
             StatTest::RatioThreshold(_)
             | StatTest::QuantileThreshold(_)
-            | StatTest::Disparity(_)
-            | StatTest::Mean(_) => {}
+            | StatTest::Disparity(_) => {}
         }
     }
 
