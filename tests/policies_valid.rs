@@ -139,7 +139,7 @@ fn explain_estimates_time_to_detect_with_rps() {
         line.contains("at 1%:") && line.contains("at 10%:") && line.contains("at 50%:"),
         "{line}"
     );
-    assert!(line.contains("3431 canary requests"), "{line}");
+    assert!(line.contains("3428 canary requests"), "{line}");
     let ctr = text
         .lines()
         .find(|l| l.trim_start().starts_with("- ctr-drop:"))
