@@ -959,7 +959,7 @@ async fn every_answer_round_trips_through_its_wire_type() {
     let (_, text) = raw_body(&admin, "GET", &format!("/v1/incidents/{incident}"), None).await;
     let shown: wire::Incident = same_bytes("incident", &text);
     assert!(matches!(
-        shown.evidence,
+        shown.evidence.evidence,
         wire::IncidentEvidence::Statistical(_)
     ));
     let (_, text) = raw_body(&admin, "GET", "/v1/incidents", None).await;

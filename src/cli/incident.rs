@@ -174,6 +174,7 @@ mod tests {
                 "kind": "statistical",
                 "log_boundary": 2.995732273553991,
                 "log_e_value": 18.683287572504224,
+                "summary": "fired: canary rate of errors/requests 8.5714% [4.5068%, -] at 95%; tolerance: at most 2%; evidence ln e 18.683 ≥ boundary 2.996; canary 30 of 350 (8.5714%); covers 1s, most of the evidence from the last 1s",
                 "window_end": 1796420548163,
                 "window_start": 1796420547163
               }
@@ -204,6 +205,7 @@ mod tests {
                 "limit": 5000.0,
                 "measured": "lowest canary p95 bound (ms) over consecutive intervals above 5000ms",
                 "observed": 8912.896,
+                "summary": "fired: lowest canary p95 bound (ms) over consecutive intervals above 5000ms 8.913s against a limit of 5s; tolerance: at most 5s for 3s; canary 600 of 600 (100%); covers 3.001s",
                 "window_end": 1796420560652,
                 "window_start": 1796420557651
               }
@@ -234,6 +236,7 @@ mod tests {
                 "kind": "router",
                 "router": "file /srv/canaryd/flaky/split.json",
                 "still_retrying": true,
+                "summary": "the router did not set the canary weight to 0% (file /srv/canaryd/flaky/split.json) after 5 attempts: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts); still retrying",
                 "wanted_weight": 0
               }
             router: {"at":1796420563642,"error":"file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)","weight":0}

@@ -530,7 +530,7 @@ mod tests {
             waiting for: waiting for the router
 
             TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
-            error-rate               fired               0.2000       2.9957       1000
+            error-rate               fired              20.0000       2.9957       1000
 
             sources: ["push"] (ok)
             router: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)
@@ -546,7 +546,7 @@ mod tests {
             reason: trigger `error-rate` fired
 
             TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
-            error-rate               fired               0.0857       2.9957        350
+            error-rate               fired               8.5714       2.9957        350
             incident inc-01m91g4dj4q9n5zpws
         "#]]
         .assert_eq(&render_status(&fixture("rolled-back")));

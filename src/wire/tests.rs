@@ -48,17 +48,20 @@ fn rollouts_in_every_kind_of_state_round_trip() {
 fn incidents_with_each_kind_of_evidence_round_trip() {
     let statistical: Incident = round_trip(include_str!("fixtures/incident_statistical.json"));
     assert!(matches!(
-        statistical.evidence,
+        statistical.evidence.evidence,
         IncidentEvidence::Statistical(_)
     ));
     assert_eq!(statistical.notifications[0].delivered_at, None);
     let reviewed: Incident = round_trip(include_str!("fixtures/incident_reviewed.json"));
-    assert!(matches!(reviewed.evidence, IncidentEvidence::Objective(_)));
+    assert!(matches!(
+        reviewed.evidence.evidence,
+        IncidentEvidence::Objective(_)
+    ));
     assert_eq!(reviewed.status, IncidentStatus::Reviewed);
     let review = reviewed.review.expect("an emergency change's review");
     assert_eq!(review.status, ReviewStatus::Closed);
     let router: Incident = round_trip(include_str!("fixtures/incident_router.json"));
-    let IncidentEvidence::Router(failure) = &router.evidence else {
+    let IncidentEvidence::Router(failure) = &router.evidence.evidence else {
         panic!("router evidence: {:?}", router.evidence);
     };
     assert_eq!((failure.wanted_weight, failure.attempts), (0, 5));
