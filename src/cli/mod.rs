@@ -13,6 +13,8 @@ pub mod config;
 pub mod incident;
 pub mod policy;
 pub mod rollout;
+pub mod terminal;
+pub mod watch;
 
 pub use client::{Client, ClientError};
 

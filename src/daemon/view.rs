@@ -95,54 +95,53 @@ pub fn rollout_view(
 }
 
 /// Each trigger of the policy against its boundary, from the latest
-/// readings. Non-finite numbers are shown as absent.
+/// readings.
 fn triggers(rollout: &Rollout<Monitor>) -> Vec<TriggerView> {
     let latest = rollout.latest();
-    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
     rollout
         .policy()
         .triggers
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            let r = latest.triggers.get(i);
-            let (kind, statistic, interval) = match r.and_then(|r| r.evidence.as_ref()) {
-                Some(TriggerEvidence::Statistical(e)) => (
-                    TriggerKind::Statistical,
-                    finite(Some(e.log_e_value)),
-                    Some((finite(e.interval.lower), finite(e.interval.upper))),
-                ),
-                Some(TriggerEvidence::Objective(o)) => (
-                    TriggerKind::Objective,
-                    finite(Some(o.verdict.observed)),
-                    None,
-                ),
-                None if t.is_statistical() => (TriggerKind::Statistical, None, None),
-                None => (TriggerKind::Objective, None, None),
-            };
-            let status = trigger_status(t, r.unwrap_or(&TriggerReading::default()));
-            TriggerView {
-                boundary: finite(r.and_then(|r| r.boundary)),
-                // On the scale and in the unit of `tolerance`.
-                estimate: finite(status.estimate),
-                interval: interval.and(status.interval),
-                kind,
-                name: t.name.clone(),
-                progress: finite(status.progress),
-                samples: r.map(|r| r.samples).unwrap_or(0),
-                state: status.state,
-                statistic,
-                summary: status.summary,
-                tolerance: finite(status.tolerance),
-                unit: Some(status.unit),
-                verdict: r.map(|r| r.verdict).unwrap_or_default(),
-                note: match r.and_then(|r| r.evidence.as_ref()) {
-                    Some(TriggerEvidence::Statistical(e)) => e.caveat.as_deref().map(str::to_owned),
-                    _ => None,
-                },
-            }
-        })
+        .map(|(i, t)| trigger_view(t, latest.triggers.get(i)))
         .collect()
+}
+
+/// One trigger against its boundary, from its latest reading (none yet:
+/// no data). Non-finite numbers are shown as absent.
+pub fn trigger_view(t: &Trigger, r: Option<&TriggerReading<TriggerEvidence>>) -> TriggerView {
+    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+    let (kind, statistic) = match r.and_then(|r| r.evidence.as_ref()) {
+        Some(TriggerEvidence::Statistical(e)) => {
+            (TriggerKind::Statistical, finite(Some(e.log_e_value)))
+        }
+        Some(TriggerEvidence::Objective(o)) => {
+            (TriggerKind::Objective, finite(Some(o.verdict.observed)))
+        }
+        None if t.is_statistical() => (TriggerKind::Statistical, None),
+        None => (TriggerKind::Objective, None),
+    };
+    let status = trigger_status(t, r.unwrap_or(&TriggerReading::default()));
+    TriggerView {
+        boundary: finite(r.and_then(|r| r.boundary)),
+        // On the scale and in the unit of `tolerance`.
+        estimate: finite(status.estimate),
+        interval: status.interval,
+        kind,
+        name: t.name.clone(),
+        progress: finite(status.progress),
+        samples: r.map(|r| r.samples).unwrap_or(0),
+        state: status.state,
+        statistic,
+        summary: status.summary,
+        tolerance: finite(status.tolerance),
+        unit: Some(status.unit),
+        verdict: r.map(|r| r.verdict).unwrap_or_default(),
+        note: match r.and_then(|r| r.evidence.as_ref()) {
+            Some(TriggerEvidence::Statistical(e)) => e.caveat.as_deref().map(str::to_owned),
+            _ => None,
+        },
+    }
 }
 
 /// The approval step the rollout waits at, if it does.

@@ -746,7 +746,7 @@ pub fn evidence_line(trigger: Option<&Trigger>, evidence: Option<&TriggerEvidenc
 
 fn statistical_line(what: &Check, e: &Evidence) -> String {
     let mut out = format!(
-        "{}; {}; evidence ln e {} ≥ boundary {}; {}; covers {}, most of the evidence from the last {}",
+        "{}; {}; evidence ln e {} ≥ boundary {}; {}; window {}, most of the evidence from the last {}",
         estimate_phrase(what, e),
         what.tolerance,
         num(e.log_e_value),
@@ -769,7 +769,7 @@ fn objective_line(what: &Check, o: &ObjectiveEvidence) -> String {
         String::new()
     };
     format!(
-        "{} {} against a limit of {}; {}{canary}; covers {}",
+        "{} {} against a limit of {}; {}{canary}; window {}",
         o.measured,
         what.unit.show(v.observed),
         what.unit.show(v.limit),
@@ -778,19 +778,24 @@ fn objective_line(what: &Check, o: &ObjectiveEvidence) -> String {
     )
 }
 
-/// `canary/baseline rate of errors/requests ×1.1 [×0.95, ×1.32] at 99%`.
+/// `canary/baseline rate of errors/requests: estimate ×1.1, 99%
+/// anytime-valid interval [×0.95, ×1.32]`.
 fn estimate_phrase(what: &Check, e: &Evidence) -> String {
     let bound = |b: Option<f64>| b.map_or_else(|| "-".to_string(), |x| what.unit.show(x));
     let interval = match (e.interval.lower, e.interval.upper) {
         (None, None) => "no interval yet".to_string(),
         (lo, hi) => format!(
-            "[{}, {}] at {}%",
+            "{}% anytime-valid interval [{}, {}]",
+            num(e.interval.level * 100.0),
             bound(lo),
-            bound(hi),
-            num(e.interval.level * 100.0)
+            bound(hi)
         ),
     };
-    format!("{} {} {interval}", what.subject, what.unit.show(e.estimate))
+    format!(
+        "{}: estimate {}, {interval}",
+        what.subject,
+        what.unit.show(e.estimate)
+    )
 }
 
 /// `canary 48 of 2,000 (2.4%), baseline 200 of 20,000 (1%)`.

@@ -46,10 +46,10 @@ pub use policy::PolicySummary;
 pub use refusal::{ErrorBody, ErrorDetail, Refusal, RefusalKind};
 pub use rollout::{
     ApprovalGiven, Approvals, ApproveRequest, CommandRequest, EvidenceState, GateView,
-    MAX_VERSION_LEN, NotificationStatus, PromoteRequest, Rollout, SourceHealth, StartRequest,
-    TriggerKind, TriggerView, check_version,
+    MAX_VERSION_LEN, NotificationStatus, PromoteRequest, Rollout, RolloutPage, SourceHealth,
+    StartRequest, TriggerKind, TriggerView, check_version,
 };
-pub use stream::{StreamEvent, StreamEventError};
+pub use stream::{SseError, SseFrame, SseReader, StreamEvent, StreamEventError};
 
 use crate::time::Timestamp;
 

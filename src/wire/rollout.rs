@@ -67,6 +67,16 @@ pub struct Rollout {
     pub weight: u8,
 }
 
+/// `GET /v1/rollouts?limit=&cursor=` (with `service`, `state`): one page,
+/// newest first. `next` is the `cursor` of the page after this one, `None`
+/// on the last. Without `limit` and `cursor` the list is the plain array of
+/// rollouts, oldest first, as it always was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutPage {
+    pub items: Vec<Rollout>,
+    pub next: Option<String>,
+}
+
 /// A rollout's deliveries to one receiver (or one incident webhook URL).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NotificationStatus {
