@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod completions;
 pub mod config;
 pub mod incident;
 pub mod policy;
