@@ -14,6 +14,7 @@ pub mod config;
 pub mod incident;
 pub mod policy;
 pub mod rollout;
+pub mod status;
 pub mod terminal;
 pub mod watch;
 

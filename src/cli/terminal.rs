@@ -1,8 +1,9 @@
 //! How the command line fits its output to a terminal: the width it has
 //! (`COLUMNS`, else the terminal's, else 80), tables whose widest columns
 //! give way with an ellipsis, text wrapped at word boundaries, and instants
-//! as RFC 3339 with how long ago. It prints nothing itself and reads no
-//! clock: the callers pass `now`, so the same input renders the same.
+//! as RFC 3339 with how long ago. It prints nothing itself; the renderers
+//! take `now` (from [`now`], the daemon's clock), so the same input renders
+//! the same.
 
 use std::io::IsTerminal;
 
@@ -246,12 +247,11 @@ pub fn parse_rfc3339(at: &str) -> Option<Timestamp> {
         .map(Timestamp::from_millis)
 }
 
-/// The system clock, for the commands that show how long ago.
+/// The system clock (the daemon's one reader of it), for the commands
+/// that show how long ago.
 pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    Timestamp::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    use crate::daemon::clock::Clock;
+    crate::daemon::clock::SystemClock.now()
 }
 
 #[cfg(test)]

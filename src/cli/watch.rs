@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::client::{Client, ClientError};
-use super::rollout::{render_status, watch_line};
+use super::status::{render_status, watch_line};
 use super::terminal;
 use crate::wire::{Rollout, SseReader, StreamEvent, rfc3339};
 
