@@ -89,6 +89,14 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a shell completion script: `source <(canaryd completions bash)`,
+    /// or save it where your shell loads completions from.
+    Completions {
+        #[arg(value_enum)]
+        shell: cli::completions::CompletionShell,
+    },
+    /// Print the man page (roff): `canaryd man > canaryd.1; man ./canaryd.1`.
+    Man,
     /// A real rollout on this machine in under two minutes: two services,
     /// the built-in proxy, load, and the daemon; ends with a promotion or a
     /// rollback and its incident.
@@ -165,6 +173,18 @@ fn main() -> ExitCode {
         Command::Rollout(cmd) => cli::rollout::run(cmd, &client),
         Command::Incident(cmd) => cli::incident::run(cmd, state, &client),
         Command::Token(TokenCommand::Create { actor, roles }) => create_token(&actor, &roles),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            cli::completions::completions(shell, &mut command, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            cli::completions::man_page(&command, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into)
+        }
         Command::Demo { regression } => {
             init_logs(false);
             canaryd::demo::run(regression)

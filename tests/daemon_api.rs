@@ -975,7 +975,7 @@ async fn every_answer_round_trips_through_its_wire_type() {
     let (_, text) = raw_body(&admin, "GET", &format!("/v1/incidents/{incident}"), None).await;
     let shown: wire::Incident = same_bytes("incident", &text);
     assert!(matches!(
-        shown.evidence,
+        shown.evidence.evidence,
         wire::IncidentEvidence::Statistical(_)
     ));
     let (_, text) = raw_body(&admin, "GET", "/v1/incidents", None).await;
@@ -1042,11 +1042,11 @@ async fn every_answer_round_trips_through_its_wire_type() {
 
     let text = collector.await.unwrap().expect("the stream ends").unwrap();
     let mut names = Vec::new();
-    for frame in text.split("\n\n").filter(|f| f.starts_with("event: ")) {
-        let (name, data) = frame.split_once('\n').unwrap();
-        let (name, data) = (&name["event: ".len()..], &data["data: ".len()..]);
+    for frame in wire::SseReader::default().push(text.as_bytes()).unwrap() {
+        let (name, data) = (frame.event.as_str(), frame.data.as_str());
         let event = wire::StreamEvent::parse(name, data).unwrap();
         assert_eq!(event.data().unwrap(), data, "{name}");
+        assert!(frame.id.is_some(), "{name} has an id");
         names.push(name.to_string());
     }
     assert_eq!(names.first().map(String::as_str), Some("status"));

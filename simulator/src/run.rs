@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use canaryd::engine::{Actor, Analysis, Command, Effect, Input, Phase, Rollout, RolloutSpec};
 use canaryd::monitor::TriggerEvidence;
-use canaryd::policy::{Policy, Weight};
+use canaryd::monitor::words::evidence_line;
+use canaryd::policy::{Policy, Trigger, Weight};
 use canaryd::stats::{IntervalSnapshot, LatencyReads};
 use canaryd::time::{Timestamp, format_duration};
 use rand::{Rng, SeedableRng};
@@ -287,9 +288,10 @@ impl Driver {
                 } => {
                     self.result.decided_at_s = Some(self.now.as_millis() as f64 / 1000.0);
                     self.result.canary_requests_before_decision = self.canary_requests;
+                    let fired = rollout.policy().triggers.iter().find(|t| t.name == trigger);
                     self.line(format!(
                         "trigger `{trigger}` fired: {}",
-                        summarize(evidence.as_ref())
+                        summarize(fired, evidence.as_ref())
                     ));
                     self.result.trigger = Some(trigger);
                     rollout
@@ -326,40 +328,9 @@ impl Driver {
     }
 }
 
-fn clock(t: Timestamp) -> String {
-    format_duration(Duration::from_millis(t.as_millis()))
-}
-
-/// A one-line summary of a trigger's evidence.
-pub fn summarize(evidence: Option<&TriggerEvidence>) -> String {
-    match evidence {
-        None => "no evidence".into(),
-        Some(TriggerEvidence::Statistical(e)) => {
-            let bound = |b: Option<f64>| b.map_or("-".to_owned(), |x| format!("{x:.4}"));
-            format!(
-                "{}: estimate {:.4} [{}, {}] at {:.1}% anytime-valid, ln e {:.2} >= {:.2}, canary {}/{} baseline {}/{}, window {}..{} (evidence since {})",
-                e.estimand,
-                e.estimate,
-                bound(e.interval.lower),
-                bound(e.interval.upper),
-                e.interval.level * 100.0,
-                e.log_e_value,
-                e.log_boundary,
-                e.canary.events,
-                e.canary.exposure,
-                e.baseline.events,
-                e.baseline.exposure,
-                clock(e.window_start),
-                clock(e.window_end),
-                clock(e.evidence_since)
-            ) + &e
-                .caveat
-                .as_deref()
-                .map_or(String::new(), |c| format!("; note: {c}"))
-        }
-        Some(TriggerEvidence::Objective(o)) => format!(
-            "{}: observed {:.4}, limit {:.4}, canary n={}",
-            o.measured, o.verdict.observed, o.verdict.limit, o.verdict.canary.exposure
-        ),
-    }
+/// A one-line summary of a trigger's evidence: the renderer the daemon's
+/// incidents and status use (`canaryd::monitor::words`), so a trace reads
+/// as an incident does.
+pub fn summarize(trigger: Option<&Trigger>, evidence: Option<&TriggerEvidence>) -> String {
+    evidence_line(trigger, evidence)
 }

@@ -19,7 +19,12 @@ use crate::wire::{AuditEntry, rfc3339};
 pub enum AuditCommand {
     /// Check the audit log's HMAC chain and its head: exit 0 when it holds,
     /// 1 at the first broken entry, which it names.
-    Verify,
+    Verify {
+        /// The verification as the API's JSON (`GET /v1/audit/verify`);
+        /// the exit code is the same.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a new audit chain deliberately on a data dir whose log was
     /// emptied or lost audit.head, keeping its rollouts: the new genesis
     /// entry records who, why, what verify found and the state as it is.
@@ -50,8 +55,17 @@ pub fn run(cmd: AuditCommand, state: &dyn StateReader) -> anyhow::Result<ExitCod
             );
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify => {
+        AuditCommand::Verify { json } => {
             let v = state.audit_verify()?;
+            if json {
+                super::client::print_json(&v)?;
+                let holds = v.broken.is_none() && v.disagreements.is_empty();
+                return Ok(if holds {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
             if v.broken.is_none() && !v.disagreements.is_empty() {
                 eprintln!(
                     "canaryd: {} state rows disagree with the audit log:",

@@ -206,6 +206,49 @@ impl Client {
             .await
     }
 
+    /// Open an event stream (`text/event-stream`), resuming after
+    /// `last_event_id` when given. The answer's body is read as it comes,
+    /// with no overall time limit (the caller bounds the silence between
+    /// chunks); a refusal is read as [`Self::get`] reads one.
+    pub async fn open_events(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url(path))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            // The stream lives as long as the rollout: days at most.
+            .timeout(std::time::Duration::from_secs(7 * 24 * 3600));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        match &self.credential {
+            Credential::Token { token, .. } => req = req.bearer_auth(token),
+            Credential::Unreadable { source, cause } => {
+                return Err(ClientError::Token {
+                    source_name: source.to_string(),
+                    cause: cause.clone(),
+                });
+            }
+            Credential::None => {}
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            base: self.base.clone(),
+            cause: e.to_string(),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|source| ClientError::Read {
+            url: self.url(path),
+            source,
+        })?;
+        Err(self.refusal_of(status, &text))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -244,20 +287,23 @@ impl Client {
                 }
             });
         }
+        Err(self.refusal_of(status, &text))
+    }
+
+    /// A non-2xx answer: the daemon's refusal, or what else answered.
+    fn refusal_of(&self, status: u16, text: &str) -> ClientError {
         let hint = if status == 401 {
             self.refused_token_hint()
         } else {
             String::new()
         };
-        match serde_json::from_str::<Refusal>(&text) {
-            Ok(refusal) if refusal.status() == status => {
-                Err(ClientError::Refused { refusal, hint })
-            }
-            _ => Err(ClientError::Status {
+        match serde_json::from_str::<Refusal>(text) {
+            Ok(refusal) if refusal.status() == status => ClientError::Refused { refusal, hint },
+            _ => ClientError::Status {
                 status,
                 text: text.trim().to_string(),
                 hint,
-            }),
+            },
         }
     }
 }

@@ -9,10 +9,14 @@
 
 pub mod audit;
 pub mod client;
+pub mod completions;
 pub mod config;
 pub mod incident;
 pub mod policy;
 pub mod rollout;
+pub mod status;
+pub mod terminal;
+pub mod watch;
 
 pub use client::{Client, ClientError};
 

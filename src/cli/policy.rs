@@ -16,6 +16,15 @@ pub enum PolicyCommand {
     Check {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// How to report: `text` (stderr), `json` (stdout: every file with
+        /// its errors and warnings) or `github` (stdout: GitHub Actions
+        /// annotations, `::error file=F,line=L,col=C::message`). Exit codes
+        /// are the same in each.
+        #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+        format: CheckFormat,
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
     },
     /// Describe a policy in plain language; with --rps, also each
     /// statistical trigger's expected time to detect a change of twice its
@@ -36,29 +45,48 @@ pub enum PolicyCommand {
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Check { files } => {
-            let mut all_ok = true;
-            let mut stderr = std::io::stderr().lock();
+        PolicyCommand::Check {
+            files,
+            format,
+            json,
+        } => {
+            let format = if json { CheckFormat::Json } else { format };
+            let mut checked = Vec::new();
             for file in &files {
-                match load(file)? {
-                    Ok(p) => {
-                        for (field, message) in policy::warnings(&p) {
-                            writeln!(stderr, "{}: warning: {field}: {message}", file.display())?;
+                checked.push(check_file(file)?);
+            }
+            let all_ok = checked.iter().all(|c| c.valid);
+            match format {
+                CheckFormat::Text => {
+                    let mut stderr = std::io::stderr().lock();
+                    for c in &checked {
+                        for w in &c.warnings {
+                            writeln!(stderr, "{}: warning: {}: {}", c.file, w.path, w.message)?;
+                        }
+                        if !c.errors.is_empty() {
+                            let lines: Vec<String> =
+                                c.errors.iter().map(ToString::to_string).collect();
+                            writeln!(stderr, "{}", lines.join("\n"))?;
                         }
                     }
-                    Err(diags) => {
-                        all_ok = false;
-                        writeln!(stderr, "{diags}")?;
+                    if all_ok {
+                        let n = files.len();
+                        println!("{n} polic{} valid", if n == 1 { "y" } else { "ies" });
                     }
                 }
+                CheckFormat::Json => {
+                    super::client::print_json(&CheckReport {
+                        valid: all_ok,
+                        files: checked,
+                    })?;
+                }
+                CheckFormat::Github => print!("{}", github_annotations(&checked)),
             }
-            if all_ok {
-                let n = files.len();
-                println!("{n} polic{} valid", if n == 1 { "y" } else { "ies" });
-                Ok(ExitCode::SUCCESS)
+            Ok(if all_ok {
+                ExitCode::SUCCESS
             } else {
-                Ok(ExitCode::from(1))
-            }
+                ExitCode::from(1)
+            })
         }
         PolicyCommand::Explain {
             file,
@@ -83,6 +111,133 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// How `policy check` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+    Github,
+}
+
+/// `policy check --json`: every file checked, and whether all are valid.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckReport {
+    pub valid: bool,
+    pub files: Vec<CheckedFile>,
+}
+
+/// One file's findings.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckedFile {
+    pub file: String,
+    pub valid: bool,
+    /// The policy's `metadata.name` when it compiled.
+    pub policy: Option<String>,
+    pub errors: Vec<CheckError>,
+    pub warnings: Vec<CheckWarning>,
+}
+
+/// A located error: `FILE:LINE:COL: path: message`.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckError {
+    pub line: u64,
+    pub col: u64,
+    /// The field path (`spec.triggers[2].threshold.above`); empty for the
+    /// file as a whole.
+    pub path: String,
+    pub message: String,
+    #[serde(skip)]
+    file: String,
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.col)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A warning about a valid policy (it has a field path, no position).
+#[derive(Debug, serde::Serialize)]
+pub struct CheckWarning {
+    pub path: String,
+    pub message: String,
+}
+
+/// Check one file; I/O errors are the command's error, not a finding.
+pub fn check_file(file: &Path) -> anyhow::Result<CheckedFile> {
+    let name = file.display().to_string();
+    Ok(match load(file)? {
+        Ok(p) => CheckedFile {
+            file: name,
+            valid: true,
+            policy: Some(p.name.clone()),
+            errors: Vec::new(),
+            warnings: policy::warnings(&p)
+                .into_iter()
+                .map(|(path, message)| CheckWarning { path, message })
+                .collect(),
+        },
+        Err(diags) => CheckedFile {
+            file: name,
+            valid: false,
+            policy: None,
+            errors: diags
+                .0
+                .into_iter()
+                .map(|d| CheckError {
+                    line: d.pos.line,
+                    col: d.pos.col,
+                    path: d.path,
+                    message: d.message,
+                    file: d.file,
+                })
+                .collect(),
+            warnings: Vec::new(),
+        },
+    })
+}
+
+/// GitHub Actions workflow commands, one per finding: errors at their line
+/// and column, warnings on the file. Data and properties escaped as the
+/// runner reads them (`%`, CR, LF; and `:`, `,` in properties).
+pub fn github_annotations(checked: &[CheckedFile]) -> String {
+    let data = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let property = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+    let mut out = String::new();
+    for c in checked {
+        for e in &c.errors {
+            let message = if e.path.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.path, e.message)
+            };
+            out.push_str(&format!(
+                "::error file={},line={},col={},title=policy check::{}\n",
+                property(&c.file),
+                e.line,
+                e.col,
+                data(&message)
+            ));
+        }
+        for w in &c.warnings {
+            out.push_str(&format!(
+                "::warning file={},title=policy check::{}\n",
+                property(&c.file),
+                data(&format!("{}: {}", w.path, w.message))
+            ));
+        }
+    }
+    out
 }
 
 /// Read a policy file (bounded: a file over the limit is read only far enough

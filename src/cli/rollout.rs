@@ -1,15 +1,19 @@
 //! `canaryd rollout ...`: the on-call commands, through the daemon's API.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::client::{Client, block_on, or_dash, print_json, require_non_empty};
+use super::client::{Client, block_on, print_json, require_non_empty};
+pub use super::status::{render_status, step_of, watch_line};
+use super::terminal::{self, Table};
 use crate::engine::Phase;
-use crate::wire::{ApproveRequest, CommandRequest, PromoteRequest, Rollout, StartRequest};
+use crate::time::Timestamp;
+use crate::wire::{
+    ApproveRequest, CommandRequest, PromoteRequest, Rollout, RolloutPage, StartRequest,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
@@ -37,17 +41,36 @@ pub enum RolloutCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List rollouts.
+    /// List rollouts (every one, oldest first; with --limit, a page of the
+    /// newest, and the command to see the next).
     List {
+        /// Only this service's rollouts.
+        #[arg(long, value_name = "S")]
+        service: Option<String>,
+        /// Only rollouts in this state (progressing, paused,
+        /// awaiting-approval, rolled-back, promoted, ...).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// At most N, newest first (paged on the daemon).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Continue after a previous page (its `next`).
+        #[arg(long, value_name = "C")]
+        cursor: Option<String>,
+        /// The API's JSON: an array of rollouts; with --limit or --cursor,
+        /// the page `{"items", "next"}`.
         #[arg(long)]
         json: bool,
     },
-    /// One rollout: step, weights, each trigger against its boundary.
+    /// One rollout: step, weights, each trigger's estimate against its
+    /// tolerance and its evidence on the way to the boundary, in words.
     Status {
         id: String,
-        /// Redraw live until the rollout ends.
+        /// Follow the rollout's event stream and redraw on each event until
+        /// it ends; reconnects (and resumes) when the daemon restarts.
         #[arg(long)]
         watch: bool,
+        /// The API's JSON (with --watch: one rollout per line, per event).
         #[arg(long)]
         json: bool,
     },
@@ -81,6 +104,9 @@ pub enum RolloutCommand {
         /// Give up after this long (e.g. 30m, 2h).
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// Print the ended rollout as the API's JSON (exit codes unchanged).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -128,19 +154,32 @@ async fn run_async(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitC
             };
             start(client, &body, json).await
         }
-        RolloutCommand::List { json } => list(client, json).await,
+        RolloutCommand::List {
+            service,
+            state,
+            limit,
+            cursor,
+            json,
+        } => {
+            let query = ListArgs {
+                service,
+                state,
+                limit,
+                cursor,
+            };
+            list(client, &query, json).await
+        }
         RolloutCommand::Status { id, watch, json } => {
-            let path = format!("/v1/rollouts/{id}");
             if !watch {
-                let v: Rollout = client.get(&path).await?;
+                let v: Rollout = client.get(&format!("/v1/rollouts/{id}")).await?;
                 if json {
                     print_json(&v)?;
                 } else {
-                    print!("{}", render_status(&v));
+                    print!("{}", render_status(&v, terminal::width(), terminal::now()));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            watch_status(client, &path, json).await
+            super::watch::watch(client, &id, json).await
         }
         RolloutCommand::Pause(why) => command(client, "pause", why).await,
         RolloutCommand::Resume(why) => command(client, "resume", why).await,
@@ -172,7 +211,7 @@ async fn run_async(cmd: RolloutCommand, client: &Client) -> anyhow::Result<ExitC
             };
             accepted(client, "approve", &why, &body).await
         }
-        RolloutCommand::Wait { id, timeout } => wait(client, &id, timeout).await,
+        RolloutCommand::Wait { id, timeout, json } => wait(client, &id, timeout, json).await,
     }
 }
 
@@ -195,29 +234,120 @@ async fn start(client: &Client, body: &StartRequest, json: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
-    let list: Vec<Rollout> = client.get("/v1/rollouts").await?;
-    if json {
-        print_json(&list)?;
-        return Ok(ExitCode::SUCCESS);
+/// `rollout list`'s filters and page.
+#[derive(Clone, Debug, Default)]
+pub struct ListArgs {
+    pub service: Option<String>,
+    pub state: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+impl ListArgs {
+    /// `/v1/rollouts?...`, each value percent-encoded.
+    pub fn path(&self) -> String {
+        let mut params = Vec::new();
+        for (k, v) in [
+            ("service", self.service.clone()),
+            ("state", self.state.clone()),
+            ("limit", self.limit.map(|n| n.to_string())),
+            ("cursor", self.cursor.clone()),
+        ] {
+            if let Some(v) = v {
+                params.push(format!("{k}={}", percent_encode(&v)));
+            }
+        }
+        if params.is_empty() {
+            "/v1/rollouts".into()
+        } else {
+            format!("/v1/rollouts?{}", params.join("&"))
+        }
     }
-    println!(
-        "{:<28} {:<16} {:<18} {:>4} {:>6}  {:<24} POLICY",
-        "ID", "SERVICE", "STATE", "STEP", "WEIGHT", "BASELINE -> CANARY"
+
+    fn paged(&self) -> bool {
+        self.limit.is_some() || self.cursor.is_some()
+    }
+}
+
+/// Everything but unreserved characters as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn list(client: &Client, query: &ListArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let path = query.path();
+    let (items, next) = if query.paged() {
+        let page: RolloutPage = client.get(&path).await?;
+        if json {
+            print_json(&page)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (page.items, page.next)
+    } else {
+        let list: Vec<Rollout> = client.get(&path).await?;
+        if json {
+            print_json(&list)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (list, None)
+    };
+    print!(
+        "{}",
+        render_list(&items, terminal::width(), terminal::now())
     );
-    for r in &list {
-        println!(
-            "{:<28} {:<16} {:<18} {:>4} {:>5}%  {:<24} {}",
-            r.id,
-            r.service,
-            r.state.as_str(),
-            r.step,
-            r.weight,
-            format!("{} -> {}", r.baseline, r.canary),
-            r.policy
-        );
+    if let Some(next) = next {
+        let mut more = format!("more: canaryd rollout list --cursor {next}");
+        if let Some(n) = query.limit {
+            more.push_str(&format!(" --limit {n}"));
+        }
+        if let Some(s) = &query.service {
+            more.push_str(&format!(" --service {s}"));
+        }
+        if let Some(s) = &query.state {
+            more.push_str(&format!(" --state {s}"));
+        }
+        println!("{more}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rollouts as a table fitted to `width`: ids whole, long versions cut
+/// from the left (their tags stay), services cut with `…`.
+pub fn render_list(list: &[Rollout], width: usize, now: Timestamp) -> String {
+    let mut table = Table::new(&[
+        ("ID", false, false),
+        ("SERVICE", true, false),
+        ("STATE", false, false),
+        ("STEP", false, false),
+        ("WEIGHT", false, true),
+        ("STARTED", false, false),
+        ("BASELINE", true, false),
+        ("CANARY", true, false),
+    ])
+    .cut_left(6)
+    .cut_left(7);
+    for r in list {
+        table.row(vec![
+            r.id.clone(),
+            r.service.clone(),
+            r.state.as_str().into(),
+            format!("{} of {}", r.step + 1, r.steps),
+            format!("{}%", r.weight),
+            terminal::parse_rfc3339(&r.started_at)
+                .map_or_else(|| r.started_at.clone(), |t| terminal::relative(t, now)),
+            r.baseline.clone(),
+            r.canary.clone(),
+        ]);
+    }
+    table.render(width)
 }
 
 /// `pause`, `resume` or `abort`.
@@ -244,10 +374,10 @@ async fn accepted<B: serde::Serialize>(
         print_json(&v)?;
     } else {
         println!(
-            "rollout {}: {action} accepted; now {} at step {}, weight {}%",
+            "rollout {}: {action} accepted; now {} at {}, weight {}%",
             v.id,
             v.state.as_str(),
-            v.step,
+            step_of(&v),
             v.weight
         );
     }
@@ -267,7 +397,12 @@ pub fn outcome_code(outcome: Phase) -> Option<u8> {
     })
 }
 
-async fn wait(client: &Client, id: &str, timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+async fn wait(
+    client: &Client,
+    id: &str,
+    timeout: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/rollouts/{id}");
     let started = tokio::time::Instant::now();
     let mut failures = 0;
@@ -280,9 +415,13 @@ async fn wait(client: &Client, id: &str, timeout: Option<Duration>) -> anyhow::R
                     .outcome
                     .and_then(|o| outcome_code(o).map(|code| (o, code)))
                 {
-                    println!("rollout {id}: {} ({})", outcome.as_str(), v.reason);
-                    if let Some(inc) = &v.incident {
-                        println!("incident {inc}");
+                    if json {
+                        print_json(&v)?;
+                    } else {
+                        println!("rollout {id}: {} ({})", outcome.as_str(), v.reason);
+                        if let Some(inc) = &v.incident {
+                            println!("incident {inc}");
+                        }
                     }
                     return Ok(ExitCode::from(code));
                 }
@@ -300,155 +439,6 @@ async fn wait(client: &Client, id: &str, timeout: Option<Duration>) -> anyhow::R
             return Ok(ExitCode::from(6));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn watch_status(client: &Client, path: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let tty = std::io::stdout().is_terminal() && !json;
-    let mut last_line = String::new();
-    loop {
-        let v: Rollout = client.get(path).await?;
-        if json {
-            println!("{}", serde_json::to_string(&v)?);
-        } else if tty {
-            print!("\x1b[2J\x1b[H{}", render_status(&v));
-        } else {
-            let line = format!(
-                "{} step {}/{} weight {}% {}",
-                v.state.as_str(),
-                v.step,
-                v.steps,
-                v.weight,
-                v.reason
-            );
-            if line != last_line {
-                println!("{line}");
-                last_line = line;
-            }
-        }
-        if v.outcome.is_some() {
-            return Ok(ExitCode::SUCCESS);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// A trigger's number for the table: `-` when absent, scientific when very
-/// small or large.
-fn num(x: Option<f64>) -> String {
-    match x {
-        Some(x) if x != 0.0 && (x.abs() < 0.001 || x.abs() >= 1e6) => format!("{x:.3e}"),
-        Some(x) => format!("{x:.4}"),
-        None => "-".into(),
-    }
-}
-
-/// A list as the status view shows it: JSON text (`["risk","compliance"]`).
-fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_default()
-}
-
-/// The status view: what `kubectl argo rollouts get rollout` shows, plus
-/// each trigger's estimate against its boundary.
-pub fn render_status(v: &Rollout) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "rollout {}   service {}   {} -> {}   policy {} ({}{})\n",
-        v.id,
-        v.service,
-        v.baseline,
-        v.canary,
-        v.policy,
-        v.change_type.as_str(),
-        if v.dry_run { ", dry run" } else { "" }
-    ));
-    out.push_str(&format!(
-        "state {}   step {}/{}   weight {}%   in step {}s   canary requests in step {}\n",
-        v.state.as_str(),
-        v.step,
-        v.steps,
-        v.weight,
-        v.time_in_step_s,
-        v.canary_requests_in_step
-    ));
-    out.push_str(&format!("reason: {}\n", v.reason));
-    if let Some(w) = &v.waiting_for {
-        out.push_str(&format!("waiting for: {w}\n"));
-    }
-    out.push_str(&format!(
-        "\n{:<24} {:<13} {:>12} {:>12} {:>10}\n",
-        "TRIGGER", "VERDICT", "ESTIMATE", "BOUNDARY", "SAMPLES"
-    ));
-    for t in &v.triggers {
-        out.push_str(&format!(
-            "{:<24} {:<13} {:>12} {:>12} {:>10}\n",
-            t.name,
-            verdict(t.verdict),
-            num(t.estimate),
-            num(t.boundary),
-            t.samples
-        ));
-    }
-    for t in v.triggers.iter().filter(|t| t.note.is_some()) {
-        out.push_str(&format!(
-            "  {}: {}\n",
-            t.name,
-            t.note.as_deref().unwrap_or("")
-        ));
-    }
-    if !v.gates.is_empty() {
-        out.push_str(&format!("\n{:<24} {:<6} BEFORE\n", "GATE", "SHOWN"));
-        for g in &v.gates {
-            out.push_str(&format!(
-                "{:<24} {:<6} {}%\n",
-                g.name,
-                if g.shown { "yes" } else { "no" },
-                g.before
-            ));
-        }
-    }
-    if let Some(a) = &v.approvals {
-        let given: Vec<String> = a
-            .given
-            .iter()
-            .map(|g| format!("{} by {}", g.role, g.actor))
-            .collect();
-        out.push_str(&format!(
-            "\napprovals: roles {}; given: {}; deadline {}\n",
-            json_list(&a.roles),
-            if given.is_empty() {
-                "none".to_string()
-            } else {
-                given.join(", ")
-            },
-            or_dash(a.deadline.as_deref())
-        ));
-    }
-    if let Some(src) = &v.source {
-        out.push_str(&format!(
-            "\nsources: {} ({}{})\n",
-            json_list(&src.sources),
-            src.status,
-            match &src.last_error {
-                Some(e) => format!(": {e}"),
-                None => String::new(),
-            }
-        ));
-    }
-    if let Some(e) = &v.router_error {
-        out.push_str(&format!("router: {e}\n"));
-    }
-    if let Some(i) = &v.incident {
-        out.push_str(&format!("incident {i}\n"));
-    }
-    out
-}
-
-fn verdict(v: crate::engine::TriggerVerdict) -> &'static str {
-    match v {
-        crate::engine::TriggerVerdict::Ok => "ok",
-        crate::engine::TriggerVerdict::Inconclusive => "inconclusive",
-        crate::engine::TriggerVerdict::Fired => "fired",
     }
 }
 
@@ -482,73 +472,161 @@ mod tests {
         serde_json::from_str(text).unwrap()
     }
 
+    /// A few minutes after the fixtures were captured.
+    fn now() -> Timestamp {
+        terminal::parse_rfc3339("2026-12-04T21:45:00Z").unwrap()
+    }
+
     #[test]
     fn status_of_a_rollout_with_every_kind_of_trigger_and_a_gate() {
         expect_test::expect![[r#"
-            rollout r-01m91g4gvfhqwzkb3e   service api   v1 -> v2   policy mixed (standard)
-            state progressing   step 3/6   weight 50%   in step 2s   canary requests in step 240
+            rollout r-01m91g4gvfhqwzkb3e service api policy mixed (standard)
+            v1 → v2
+            progressing, step 4 of 6, weight 50%, 2s in step, 240 canary requests in step
+            started 2026-12-04T21:42:31.541Z (2m ago) by olga; updated
+            2026-12-04T21:42:37.535Z (2m ago)
             reason: rollout started
-            waiting for: baking, 2949ms of 1h
+            waiting for baking, 2949ms of 1h
 
-            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
-            error-rate               ok                  0.0000       2.9957       1020
-            p95-latency              ok                 16.8960    5000.0000          0
-            error-budget             ok                  0.0000       1.5000          0
-            no-traffic               ok                  0.0000    3600.0000          0
+            TRIGGER       STATE      ESTIMATE    TOLERANCE  EVIDENCE
+            error-rate    gathering  0% [0%, -]  2%         0% of the way
+            p95-latency   shown      16.9ms      5000ms     0% of the way
+            error-budget  shown      ×0          ×1.5       0% of the way
+            no-traffic    shown      0s          3600s      0% of the way
+              error-rate: gathering: 0% of the way to rollback; canary rate of
+              errors/requests: estimate 0%, 95% anytime-valid interval [0%, -]; canary 0 of
+              1,020 (0%)
+              p95-latency: within tolerance, shown: lowest canary p95 bound (ms) over
+              consecutive intervals above 5000ms 16.896ms against a limit of 5s (0% of the
+              way to rollback); tolerance: at most 5s for 1m
+              error-budget: within tolerance, shown: canary error-budget burn rate ×0
+              against a limit of ×1.5 (0% of the way to rollback); tolerance: the burn
+              factor of each window
+              no-traffic: within tolerance, shown: seconds without canary requests 0s
+              against a limit of 3600s (0% of the way to rollback); tolerance: less than 1h
 
-            GATE                     SHOWN  BEFORE
-            latency-no-worse         no     100%
+            GATE              STATE      BEFORE WEIGHT
+            latency-no-worse  gathering           100%
+              latency-no-worse: gathering: 0% of the way to showing canary/baseline share of
+              latency_ms beyond +10% over the baseline's p95 below ×1; canary/baseline share
+              of latency_ms beyond +10% over the baseline's p95: estimate ×1, no interval
+              yet; canary 0 of 1,020 (0%), baseline 0 of 1,020 (0%)
 
-            sources: ["push"] (ok)
+            sources: push (ok, last pulled 2026-12-04T21:42:37.535Z (2m ago))
         "#]]
-        .assert_eq(&render_status(&fixture("progressing")));
+        .assert_eq(&render_status(&fixture("progressing"), 80, now()));
     }
 
     #[test]
     fn status_of_a_rollout_waiting_for_an_approval() {
         expect_test::expect![[r#"
-            rollout r-01m91g4grpmc707hc5   service pushonly   v1 -> v2   policy slow (standard, dry run)
-            state paused   step 2/4   weight 5%   in step 0s   canary requests in step 0
+            rollout r-01m91g4grpmc707hc5 service pushonly policy slow (standard, dry run)
+            v1 → v2
+            paused, step 3 of 4, weight 5%, 0s in step, 0 canary requests in step
+            started 2026-12-04T21:42:31.461Z (2m ago) by olga; updated
+            2026-12-04T21:42:31.519Z (2m ago)
             reason: paused by olga: hold
-            waiting for: waiting for approval by compliance
+            waiting for approval by compliance
 
-            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
-            error-rate               inconclusive             -            -          0
+            TRIGGER     STATE        ESTIMATE  TOLERANCE  EVIDENCE
+            error-rate  no data yet  -         2%         -
+              error-rate: no data yet; tolerance: at most 2%
 
-            approvals: roles ["risk","compliance"]; given: risk by bo; deadline -
+            approvals at step 3: needs risk and compliance; given by bo as risk
+            (2026-12-04T21:42:31.503Z (2m ago)); still missing compliance; deadline none
 
-            sources: ["push"] (unknown)
-        "#]].assert_eq(&render_status(&fixture("approval")));
+            sources: push (unknown)
+        "#]]
+        .assert_eq(&render_status(&fixture("approval"), 80, now()));
     }
 
     #[test]
     fn status_of_a_rollback_the_router_cannot_apply() {
         expect_test::expect![[r#"
-            rollout r-01m91g4swvpn6jg6vt   service flaky   v1 -> v2   policy fast (standard)
-            state rolling-back   step 1/5   weight 10%   in step 1s   canary requests in step 600
+            rollout r-01m91g4swvpn6jg6vt service flaky policy fast (standard)
+            v1 → v2
+            rolling-back, step 2 of 5, weight 10%, 1s in step, 600 canary requests in step
+            started 2026-12-04T21:42:40.809Z (2m ago) by olga; updated
+            2026-12-04T21:42:43.796Z (2m ago)
             reason: trigger `error-rate` fired
-            waiting for: waiting for the router
+            waiting for the router
 
-            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
-            error-rate               fired               0.2000       2.9957       1000
+            TRIGGER     STATE  ESTIMATE         TOLERANCE  EVIDENCE
+            error-rate  fired  20% [16.03%, -]  2%         boundary crossed
+              error-rate: fired: canary rate of errors/requests: estimate 20%, 95%
+              anytime-valid interval [16.0313%, -]; tolerance: at most 2%; evidence ln e
+              285.068 ≥ boundary 2.996; canary 200 of 1,000 (20%); window 2s, most of the
+              evidence from the last 2s
 
-            sources: ["push"] (ok)
-            router: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such file or directory (os error 2) (after 5 attempts)
+            sources: push (ok, last pulled 2026-12-04T21:42:43.796Z (2m ago))
+            router: file /srv/canaryd/flaky/split.json: cannot write it atomically: No such
+            file or directory (os error 2) (after 5 attempts)
             incident inc-01m91g4tw52hmv2xb2
-        "#]].assert_eq(&render_status(&fixture("router")));
+        "#]]
+        .assert_eq(&render_status(&fixture("router"), 80, now()));
     }
 
     #[test]
     fn status_of_a_rolled_back_rollout() {
         expect_test::expect![[r#"
-            rollout r-01m91g4cjvakx6bjaq   service web   v1 -> v2   policy fast (standard)
-            state rolled-back   step 1/5   weight 0%   in step 0s   canary requests in step 0
+            rollout r-01m91g4cjvakx6bjaq service web policy fast (standard)
+            v1 → v2
+            rolled-back, step 2 of 5, weight 0%, 0s in step, 0 canary requests in step
+            started 2026-12-04T21:42:27.177Z (2m ago) by olga; updated
+            2026-12-04T21:42:28.181Z (2m ago)
             reason: trigger `error-rate` fired
 
-            TRIGGER                  VERDICT           ESTIMATE     BOUNDARY    SAMPLES
-            error-rate               fired               0.0857       2.9957        350
+            TRIGGER     STATE  ESTIMATE            TOLERANCE  EVIDENCE
+            error-rate  fired  8.571% [4.507%, -]  2%         boundary crossed
+              error-rate: fired: canary rate of errors/requests: estimate 8.5714%, 95%
+              anytime-valid interval [4.5068%, -]; tolerance: at most 2%; evidence ln e
+              18.683 ≥ boundary 2.996; canary 30 of 350 (8.5714%); window 1s, most of the
+              evidence from the last 1s
             incident inc-01m91g4dj4q9n5zpws
         "#]]
-        .assert_eq(&render_status(&fixture("rolled-back")));
+        .assert_eq(&render_status(&fixture("rolled-back"), 80, now()));
+    }
+
+    /// Long versions and names give way with an ellipsis; every line fits.
+    #[test]
+    fn status_and_list_fit_a_narrow_terminal() {
+        let mut v = fixture("progressing");
+        v.baseline = "registry.example.com/recommender/model-server:2026.12.04-rc.17".into();
+        v.canary = "registry.example.com/recommender/model-server:2026.12.05-rc.1".into();
+        for width in [60, 80, 120] {
+            let status = render_status(&v, width, now());
+            // The list's fixed columns (the id, the state, the step) and
+            // four characters of each other need 77.
+            let list = render_list(std::slice::from_ref(&v), width.max(80), now());
+            for line in status.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line:?}");
+            }
+            for line in list.lines() {
+                assert!(line.chars().count() <= width.max(80), "{width}: {line:?}");
+            }
+            assert!(status.contains('…') && list.contains('…'), "{status}{list}");
+            // The id is never cut: it is what the next command needs.
+            assert!(list.contains(&v.id), "{list}");
+        }
+        expect_test::expect![[r#"
+            ID                    SERVI…  STATE        STEP    WEIGHT  STARTED  …LINE  …NARY
+            r-01m91g4gvfhqwzkb3e  api     progressing  4 of 6     50%  2m ago   …c.17  …rc.1
+        "#]]
+        .assert_eq(&render_list(&[v], 80, now()));
+    }
+
+    #[test]
+    fn list_paths_carry_their_filters_encoded() {
+        let q = ListArgs {
+            service: Some("api web".into()),
+            state: Some("rolled-back".into()),
+            limit: Some(20),
+            cursor: None,
+        };
+        assert_eq!(
+            q.path(),
+            "/v1/rollouts?service=api%20web&state=rolled-back&limit=20"
+        );
+        assert_eq!(ListArgs::default().path(), "/v1/rollouts");
     }
 }

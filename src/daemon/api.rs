@@ -459,10 +459,27 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn list_rollouts(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+/// `GET /v1/rollouts[?service=&state=&limit=&cursor=]`: with `limit` or
+/// `cursor`, one page ([`wire::RolloutPage`], newest first); without, the
+/// array of every rollout (oldest first) PRODUCT.md section 7 gives list
+/// endpoints, filtered by `service` and `state` when given.
+async fn list_rollouts(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<
+        axum::extract::Query<std::collections::BTreeMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
-    let list = s.rollouts()?;
-    Ok(axum::Json(list).into_response())
+    let axum::extract::Query(query) =
+        query.map_err(|e| Refusal::malformed("query", e.body_text()))?;
+    let list = super::rollouts::ListQuery::read(&query)?;
+    if list.paged() {
+        Ok(axum::Json(s.rollout_page(&list)?).into_response())
+    } else {
+        Ok(axum::Json(s.rollouts_filtered(&list)?).into_response())
+    }
 }
 
 async fn get_rollout(
@@ -585,12 +602,34 @@ async fn observations(
         .into_response())
 }
 
+/// `GET /v1/rollouts/{id}/events`: with `Last-Event-ID`, first the
+/// transitions after it (from the journal), then the rollout's `status`,
+/// then each transition as it is committed, then `end`. Every event's `id:`
+/// is the journal seq it reflects (`wire::stream`). A stream that falls
+/// behind the live events catches up from the journal, so nothing is lost.
 async fn events(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
     authorize(&s, &headers, Need::Read)?;
+    let resume_after = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Refusal::malformed(
+                        "Last-Event-ID",
+                        format!(
+                            "expected the id of an event of this stream (a whole number), got {:?}",
+                            String::from_utf8_lossy(v.as_bytes())
+                        ),
+                    )
+                })?,
+        ),
+    };
     // Held by the stream until it ends.
     let slot = s.event_streams.clone().try_acquire_owned().map_err(|_| {
         Refusal::unavailable(
@@ -599,65 +638,131 @@ async fn events(
     })?;
     let rx = s.events.subscribe();
     let stop = s.shutdown.subscribe();
-    let first = wire::StreamEvent::Status(Box::new(s.rollout(&id)?));
-    let ended = first.ends_stream();
-    let initial = sse(&first);
-    enum St {
-        First(SseEvent, bool),
-        Live,
-        Done,
-    }
-    let stream = futures_util::stream::unfold(
-        (St::First(initial, ended), rx, id),
-        move |(state, mut rx, id)| {
-            let mut stop = stop.clone();
-            let _slot = &slot;
-            async move {
-                match state {
-                    St::Done => None,
-                    St::First(ev, ended) => {
-                        let next = if ended { St::Done } else { St::Live };
-                        Some((Ok::<_, Infallible>(ev), (next, rx, id)))
-                    }
-                    St::Live => loop {
-                        let next = tokio::select! {
-                            e = rx.recv() => e,
-                            // The daemon is stopping: end the stream.
-                            _ = stop.wait_for(|s| *s) => return None,
-                        };
-                        match next {
-                            Ok(e) if e.rollout_id == id => {
-                                let next = if e.event.ends_stream() {
-                                    St::Done
-                                } else {
-                                    St::Live
-                                };
-                                return Some((Ok(sse(&e.event)), (next, rx, id)));
-                            }
-                            Ok(_) => continue,
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                let ev = sse(&wire::StreamEvent::Lagged { missed: n });
-                                return Some((Ok(ev), (St::Live, rx, id)));
-                            }
-                            Err(_) => return None,
-                        }
-                    },
-                }
-            }
-        },
-    );
+    // The journal's length before the view: the view reflects at least
+    // that much, and live events after it are sent even if the view has
+    // them already (a repeat, never a gap).
+    let journaled = s
+        .with_store(|st| st.rollout(&id))?
+        .ok_or_else(|| Refusal::not_found(format!("rollout {id} not found")))?
+        .journal_len;
+    let status = wire::StreamEvent::Status(Box::new(s.rollout(&id)?));
+    let mut first: Vec<(u64, wire::StreamEvent)> = match resume_after {
+        Some(after) if after < journaled => s
+            .with_store(|st| st.events_between(&id, after, journaled))?
+            .into_iter()
+            .map(|(seq, e)| (seq, wire::StreamEvent::Transition(e)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let ended = status.ends_stream();
+    first.push((journaled, status));
+    let stream = EventStream {
+        shared: s.clone(),
+        id,
+        queued: first.into(),
+        sent: journaled,
+        done: ended,
+        rx,
+        _slot: slot,
+    };
+    let stream =
+        futures_util::stream::unfold((stream, stop), |(mut stream, mut stop)| async move {
+            let next = tokio::select! {
+                e = stream.next() => e,
+                // The daemon is stopping: end the stream.
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            next.map(|e| (Ok::<_, Infallible>(e), (stream, stop)))
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
+/// One rollout's event stream: what is queued to send first, then the
+/// live events of this rollout after the last seq sent.
+struct EventStream {
+    shared: Arc<Shared>,
+    id: String,
+    queued: std::collections::VecDeque<(u64, wire::StreamEvent)>,
+    /// The highest journal seq sent (an event at or below it is a repeat).
+    sent: u64,
+    /// The last event has been queued: end once the queue is empty.
+    done: bool,
+    rx: tokio::sync::broadcast::Receiver<super::StreamEvent>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl EventStream {
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some((seq, e)) = self.queued.pop_front() {
+                if e.ends_stream() {
+                    self.done = true;
+                    self.queued.clear();
+                }
+                return Some(sse(seq, &e));
+            }
+            if self.done {
+                return None;
+            }
+            match self.rx.recv().await {
+                Ok(e) if e.rollout_id == self.id => {
+                    let ends = e.event.ends_stream();
+                    // A transition already sent (from the journal) is
+                    // skipped; a status as of the last seq sent and the end
+                    // always go out.
+                    let status = matches!(e.event, wire::StreamEvent::Status(_));
+                    if e.seq > self.sent || (status && e.seq == self.sent) || ends {
+                        self.sent = self.sent.max(e.seq);
+                        self.queued.push_back((e.seq, e.event));
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    self.catch_up(missed);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Fell behind the live events: what was missed, from the journal; when
+    /// the journal cannot be read, say how many were missed (`lagged`).
+    fn catch_up(&mut self, missed: u64) {
+        let id = self.id.clone();
+        let after = self.sent;
+        let read = self.shared.with_store(|st| {
+            let len = st.rollout(&id)?.map_or(after, |r| r.journal_len);
+            st.events_between(&id, after, len).map(|e| (len, e))
+        });
+        match read {
+            Ok((len, events)) => {
+                for (seq, e) in events {
+                    self.queued
+                        .push_back((seq, wire::StreamEvent::Transition(e)));
+                }
+                self.sent = self.sent.max(len);
+            }
+            Err(e) => {
+                tracing::warn!(rollout = %id, error = %e, "an event stream fell behind and cannot catch up from the journal");
+                self.queued
+                    .push_back((self.sent, wire::StreamEvent::Lagged { missed }));
+            }
+        }
+    }
+}
+
 /// One server-sent event: the wire event's name and its JSON.
-fn sse(event: &wire::StreamEvent) -> SseEvent {
+fn sse(seq: u64, event: &wire::StreamEvent) -> SseEvent {
     let data = event.data().unwrap_or_else(|e| {
         tracing::error!(error = %e, event = event.name(), "cannot write a stream event");
         String::new()
     });
-    SseEvent::default().event(event.name()).data(data)
+    SseEvent::default()
+        .id(seq.to_string())
+        .event(event.name())
+        .data(data)
 }
 
 async fn list_incidents(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {

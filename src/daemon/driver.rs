@@ -523,10 +523,19 @@ impl Driver {
             };
             self.row.updated_at = now;
             self.row.phase = self.rollout.phase();
+            self.row.journal_len = committed.last_seq;
             if let Some(ack) = self.act(&effects, &committed).await {
                 queue.push_back(ack);
             }
             self.publish(now);
+            // Event streams redraw on the new evidence; the end is `finish`'s.
+            if self.shared.events.receiver_count() > 0 && !self.rollout.phase().is_terminal() {
+                let _ = self.shared.events.send(StreamEvent {
+                    rollout_id: self.id().to_string(),
+                    seq: committed.last_seq,
+                    event: wire::StreamEvent::Status(Box::new(self.view())),
+                });
+            }
         }
         Ok(())
     }
@@ -594,7 +603,7 @@ impl Driver {
     ) -> Option<Input<IntervalSnapshot>> {
         let mut ack = None;
         let mut incidents = committed.incidents.iter();
-        for effect in effects {
+        for (i, effect) in effects.iter().enumerate() {
             let decision = match effect {
                 Effect::SetWeight { weight, .. } => {
                     ack = Some(self.router_ack(*weight).await);
@@ -616,6 +625,8 @@ impl Driver {
                 Effect::Notify(event) => {
                     let _ = self.shared.events.send(StreamEvent {
                         rollout_id: self.id().to_string(),
+                        // Journaled right after the step's input, in order.
+                        seq: committed.input_seq + 1 + i as u64,
                         event: wire::StreamEvent::Transition(event.clone()),
                     });
                     tracing::info!(rollout = %self.id(), phase = event.phase.as_str(), weight = event.weight.percent(), actor = %event.actor, "{}", event.message);
@@ -791,6 +802,7 @@ impl Driver {
             .rollout_ended(&spec.id, self.shared.clock.now());
         let _ = self.shared.events.send(StreamEvent {
             rollout_id: spec.id.clone(),
+            seq: self.row.journal_len,
             event: wire::StreamEvent::End(Box::new(self.view())),
         });
         self.shared.finished(&spec.id);

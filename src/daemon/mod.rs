@@ -83,6 +83,8 @@ pub struct ServeOptions {
 #[derive(Clone, Debug)]
 pub struct StreamEvent {
     pub rollout_id: String,
+    /// The journal seq it reflects: the stream's `id:` (`wire::stream`).
+    pub seq: u64,
     /// `transition` (an engine event) or `end` (the final rollout).
     pub event: crate::wire::StreamEvent,
 }

@@ -1,9 +1,10 @@
 //! Rollouts as the API and the registry watchers see them: starting one
 //! (idempotent; one active per service, checked and inserted under one
 //! lock), commands to a running one, the drivers that run them, and, at
-//! start, resuming every open rollout.
+//! start, resuming every open rollout; and the list, filtered and paged
+//! (`GET /v1/rollouts?service=&state=&limit=&cursor=`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +15,10 @@ use super::driver::{Driver, DriverHandle, DriverMsg};
 use super::policies::LoadedPolicy;
 use super::services::ServiceRuntime;
 use super::{Refusal, Shared, StartRequest};
-use crate::engine::{Command, Rollout, RolloutSpec};
+use crate::engine::{Command, Phase, Rollout, RolloutSpec};
 use crate::monitor::Monitor;
 use crate::policy::ChangeType;
+use crate::time::Timestamp;
 
 /// The drivers of the rollouts running now, by id, and the lock under
 /// which a start checks and inserts.
@@ -255,5 +257,145 @@ impl Shared {
             self.launch(driver);
         }
         Ok(())
+    }
+}
+
+/// What `GET /v1/rollouts` was asked for, checked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListQuery {
+    pub service: Option<String>,
+    /// A phase's name (`progressing`, `rolled-back`, ...).
+    pub state: Option<String>,
+    pub limit: Option<usize>,
+    /// Where the previous page ended: `<created_at ms>.<id>`.
+    pub cursor: Option<(Timestamp, String)>,
+}
+
+/// The most rollouts one page holds, and a page's size when only `cursor`
+/// is given.
+pub const MAX_PAGE: usize = 500;
+pub const DEFAULT_PAGE: usize = 50;
+
+impl ListQuery {
+    /// The query string's parameters, each checked; an unknown one is
+    /// refused rather than ignored (a typo would otherwise list everything).
+    pub fn read(params: &BTreeMap<String, String>) -> Result<ListQuery, Refusal> {
+        let mut q = ListQuery::default();
+        for (key, value) in params {
+            match key.as_str() {
+                "service" => q.service = Some(value.clone()).filter(|v| !v.is_empty()),
+                "state" if value.is_empty() => {}
+                "state" => {
+                    let known = PHASES.iter().any(|p| p.as_str() == value);
+                    if !known {
+                        let names: Vec<&str> = PHASES.iter().map(|p| p.as_str()).collect();
+                        return Err(Refusal::invalid(
+                            "state",
+                            format!("expected one of {}, got {value:?}", names.join(", ")),
+                        ));
+                    }
+                    q.state = Some(value.clone());
+                }
+                "limit" => {
+                    let n = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            Refusal::invalid(
+                                "limit",
+                                format!(
+                                    "expected a whole number from 1 to {MAX_PAGE}, got {value:?}"
+                                ),
+                            )
+                        })?;
+                    q.limit = Some(n);
+                }
+                "cursor" => q.cursor = Some(read_cursor(value)?),
+                other => {
+                    return Err(Refusal::invalid(
+                        other,
+                        "unknown parameter; expected service, state, limit or cursor",
+                    ));
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    /// Asked for a page (`limit` or `cursor`) rather than the whole list.
+    pub fn paged(&self) -> bool {
+        self.limit.is_some() || self.cursor.is_some()
+    }
+}
+
+fn read_cursor(value: &str) -> Result<(Timestamp, String), Refusal> {
+    value
+        .split_once('.')
+        .and_then(|(at, id)| {
+            let at = at.parse::<u64>().ok()?;
+            (!id.is_empty()).then(|| (Timestamp::from_millis(at), id.to_string()))
+        })
+        .ok_or_else(|| {
+            Refusal::invalid(
+                "cursor",
+                format!("expected the `next` of a previous page, got {value:?}"),
+            )
+        })
+}
+
+/// Every phase, for checking a `state` filter.
+const PHASES: [Phase; 10] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::AwaitingApproval,
+    Phase::RollingBack,
+    Phase::Promoted,
+    Phase::RolledBack,
+    Phase::Aborted,
+    Phase::Inconclusive,
+    Phase::Concluded,
+];
+
+impl Shared {
+    /// Every rollout of `query`'s service and state, oldest first: the
+    /// unpaged list.
+    pub fn rollouts_filtered(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Vec<crate::wire::Rollout>, Refusal> {
+        let rows = self.with_store(|s| s.rollouts())?;
+        rows.iter()
+            .filter(|r| query.service.as_deref().is_none_or(|s| r.service == s))
+            .filter(|r| query.state.as_deref().is_none_or(|p| r.phase.as_str() == p))
+            .map(|r| self.rollout(&r.id))
+            .collect()
+    }
+
+    /// One page of rollouts, newest first, and the cursor of the next.
+    pub fn rollout_page(&self, query: &ListQuery) -> Result<crate::wire::RolloutPage, Refusal> {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+        let mut rows = self.with_store(|s| {
+            s.rollouts_page(
+                query.service.as_deref(),
+                query.state.as_deref(),
+                query.cursor.as_ref().map(|(at, id)| (*at, id.as_str())),
+                limit + 1,
+            )
+        })?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = if more {
+            rows.last()
+                .map(|r| format!("{}.{}", r.created_at.as_millis(), r.id))
+        } else {
+            None
+        };
+        let items = rows
+            .iter()
+            .map(|r| self.rollout(&r.id))
+            .collect::<Result<_, _>>()?;
+        Ok(crate::wire::RolloutPage { items, next })
     }
 }

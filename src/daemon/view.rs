@@ -4,8 +4,10 @@
 //! serves them, and the command line reads a data dir through the same
 //! functions. No JSON is built here: the wire types write it.
 
-use crate::engine::Rollout;
+use crate::engine::{Rollout, TriggerReading};
+use crate::monitor::words::{evidence_line, gate_status, trigger_status};
 use crate::monitor::{Monitor, TriggerEvidence};
+use crate::policy::Trigger;
 use crate::store::{self, RolloutRow, Store};
 use crate::time::Timestamp;
 use crate::wire::{
@@ -51,11 +53,17 @@ pub fn rollout_view(
             .gates
             .iter()
             .enumerate()
-            .map(|(i, g)| GateView {
-                before: g.before.percent(),
-                name: g.name.clone(),
+            .map(|(i, g)| {
                 // As of the latest assessment: gates are not latched.
-                shown: latest.gates.get(i).is_some_and(|r| r.shown),
+                let reading = latest.gates.get(i).cloned().unwrap_or_default();
+                let words = gate_status(g, &reading);
+                GateView {
+                    before: g.before.percent(),
+                    name: g.name.clone(),
+                    shown: reading.shown,
+                    state: words.state,
+                    summary: words.summary,
+                }
             })
             .collect(),
         id: spec.id.clone(),
@@ -87,47 +95,53 @@ pub fn rollout_view(
 }
 
 /// Each trigger of the policy against its boundary, from the latest
-/// readings. Non-finite numbers are shown as absent.
+/// readings.
 fn triggers(rollout: &Rollout<Monitor>) -> Vec<TriggerView> {
     let latest = rollout.latest();
-    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
     rollout
         .policy()
         .triggers
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            let r = latest.triggers.get(i);
-            let (kind, statistic, interval) = match r.and_then(|r| r.evidence.as_ref()) {
-                Some(TriggerEvidence::Statistical(e)) => (
-                    TriggerKind::Statistical,
-                    finite(Some(e.log_e_value)),
-                    Some((finite(e.interval.lower), finite(e.interval.upper))),
-                ),
-                Some(TriggerEvidence::Objective(o)) => (
-                    TriggerKind::Objective,
-                    finite(Some(o.verdict.observed)),
-                    None,
-                ),
-                None if t.is_statistical() => (TriggerKind::Statistical, None, None),
-                None => (TriggerKind::Objective, None, None),
-            };
-            TriggerView {
-                boundary: finite(r.and_then(|r| r.boundary)),
-                estimate: finite(r.and_then(|r| r.estimate)),
-                interval,
-                kind,
-                name: t.name.clone(),
-                samples: r.map(|r| r.samples).unwrap_or(0),
-                statistic,
-                verdict: r.map(|r| r.verdict).unwrap_or_default(),
-                note: match r.and_then(|r| r.evidence.as_ref()) {
-                    Some(TriggerEvidence::Statistical(e)) => e.caveat.as_deref().map(str::to_owned),
-                    _ => None,
-                },
-            }
-        })
+        .map(|(i, t)| trigger_view(t, latest.triggers.get(i)))
         .collect()
+}
+
+/// One trigger against its boundary, from its latest reading (none yet:
+/// no data). Non-finite numbers are shown as absent.
+pub fn trigger_view(t: &Trigger, r: Option<&TriggerReading<TriggerEvidence>>) -> TriggerView {
+    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+    let (kind, statistic) = match r.and_then(|r| r.evidence.as_ref()) {
+        Some(TriggerEvidence::Statistical(e)) => {
+            (TriggerKind::Statistical, finite(Some(e.log_e_value)))
+        }
+        Some(TriggerEvidence::Objective(o)) => {
+            (TriggerKind::Objective, finite(Some(o.verdict.observed)))
+        }
+        None if t.is_statistical() => (TriggerKind::Statistical, None),
+        None => (TriggerKind::Objective, None),
+    };
+    let status = trigger_status(t, r.unwrap_or(&TriggerReading::default()));
+    TriggerView {
+        boundary: finite(r.and_then(|r| r.boundary)),
+        // On the scale and in the unit of `tolerance`.
+        estimate: finite(status.estimate),
+        interval: status.interval,
+        kind,
+        name: t.name.clone(),
+        progress: finite(status.progress),
+        samples: r.map(|r| r.samples).unwrap_or(0),
+        state: status.state,
+        statistic,
+        summary: status.summary,
+        tolerance: finite(status.tolerance),
+        unit: Some(status.unit),
+        verdict: r.map(|r| r.verdict).unwrap_or_default(),
+        note: match r.and_then(|r| r.evidence.as_ref()) {
+            Some(TriggerEvidence::Statistical(e)) => e.caveat.as_deref().map(str::to_owned),
+            _ => None,
+        },
+    }
 }
 
 /// The approval step the rollout waits at, if it does.
@@ -250,7 +264,50 @@ pub fn incident(store: &Store, id: &str) -> Result<wire::Incident, Refusal> {
             target: n.target,
         })
         .collect();
-    incident_view(i, review, notifications)
+    // The fired trigger as the rollout's policy wrote it, for the evidence
+    // in words; a checkpoint that no longer reads leaves the words plainer.
+    let trigger = store
+        .checkpoint::<Monitor>(&i.rollout_id)
+        .ok()
+        .and_then(|c| {
+            c.rollout
+                .policy()
+                .triggers
+                .iter()
+                .find(|t| t.name == i.trigger)
+                .cloned()
+        });
+    incident_view(i, review, notifications, trigger.as_ref())
+}
+
+/// An incident's evidence in one line: the renderer of
+/// `monitor::words` for a trigger's, the router's failure in words.
+fn evidence_summary(evidence: &wire::IncidentEvidence, trigger: Option<&Trigger>) -> String {
+    match evidence {
+        wire::IncidentEvidence::Statistical(e) => format!(
+            "fired: {}",
+            evidence_line(trigger, Some(&TriggerEvidence::Statistical(e.clone())))
+        ),
+        wire::IncidentEvidence::Objective(o) => format!(
+            "fired: {}",
+            evidence_line(trigger, Some(&TriggerEvidence::Objective(o.clone())))
+        ),
+        wire::IncidentEvidence::Router(f) => format!(
+            "the router did not set the canary weight to {}%{} after {} attempt{}: {}{}",
+            f.wanted_weight,
+            f.router
+                .as_deref()
+                .map_or(String::new(), |r| format!(" ({r})")),
+            f.attempts,
+            if f.attempts == 1 { "" } else { "s" },
+            f.error,
+            if f.still_retrying {
+                "; still retrying"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// The stored incident's JSON columns (evidence, timeline, router result)
@@ -260,6 +317,7 @@ fn incident_view(
     i: store::Incident,
     review: Option<wire::Review>,
     notifications: Vec<wire::Notification>,
+    trigger: Option<&Trigger>,
 ) -> Result<wire::Incident, Refusal> {
     fn column<T: serde::de::DeserializeOwned>(
         id: &str,
@@ -276,8 +334,12 @@ fn incident_view(
         Some(v) => Some(column(&i.id, "router result", v)?),
         None => None,
     };
+    let evidence: wire::IncidentEvidence = column(&i.id, "evidence", i.evidence)?;
     Ok(wire::Incident {
-        evidence: column(&i.id, "evidence", i.evidence)?,
+        evidence: wire::EvidenceEntry {
+            summary: evidence_summary(&evidence, trigger),
+            evidence,
+        },
         notifications,
         opened_at: rfc3339(i.opened_at),
         policy_version: i.policy_version,

@@ -264,7 +264,11 @@ async fn follow(
                 "\x1b[2J\x1b[H canaryd demo (--regression {}), state in {}\n\n{}",
                 format!("{regression:?}").to_lowercase(),
                 dir.display(),
-                rollout::render_status(&v)
+                rollout::render_status(
+                    &v,
+                    crate::cli::terminal::width(),
+                    crate::cli::terminal::now()
+                )
             );
         } else {
             let line = format!(
@@ -300,7 +304,10 @@ async fn report(client: &Client, ended: Option<&Rollout>) -> anyhow::Result<()> 
     if let Some(inc) = ended.and_then(|v| v.incident.as_deref()) {
         let shown: Incident = client.get(&format!("/v1/incidents/{inc}")).await?;
         println!("incident {inc}");
-        print!("{}", incident::render(&shown));
+        print!(
+            "{}",
+            incident::render(&shown, crate::cli::terminal::width())
+        );
     }
     Ok(())
 }

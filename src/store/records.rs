@@ -323,6 +323,56 @@ impl Store {
         )
     }
 
+    /// One page of rollouts, newest first (`GET /v1/rollouts?limit=`):
+    /// those of `service` and in `phase` when given, after the `(created_at,
+    /// id)` key `after` (the previous page's last row), at most `limit`.
+    /// Keyed, not offset: rollouts started meanwhile do not shift a page.
+    pub fn rollouts_page(
+        &self,
+        service: Option<&str>,
+        phase: Option<&str>,
+        after: Option<(Timestamp, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RolloutRow>> {
+        let (after_at, after_id) = after.map_or((i64::MAX, ""), |(at, id)| {
+            (i64::try_from(at.as_millis()).unwrap_or(i64::MAX), id)
+        });
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROLLOUT_COLS} FROM rollouts
+             WHERE (?1 IS NULL OR service = ?1) AND (?2 IS NULL OR phase = ?2)
+               AND (created_at < ?3 OR (created_at = ?3 AND (?4 = '' OR id < ?4)))
+             ORDER BY created_at DESC, id DESC LIMIT ?5"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(
+            params![service, phase, after_at, after_id, limit],
+            rollout_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The rollout's timeline events (its journal's `notify` effects) with
+    /// journal seq in `(after_seq, up_to]`, oldest first, each with its seq:
+    /// what an event stream replays after `Last-Event-ID`.
+    pub fn events_between(
+        &self,
+        rollout_id: &str,
+        after_seq: u64,
+        up_to: u64,
+    ) -> Result<Vec<(u64, crate::engine::Event)>> {
+        let rows: Vec<(u64, String)> = self.query_all(
+            "SELECT seq, json_remove(body, '$.effect') FROM journal
+             WHERE rollout_id = ?1 AND seq > ?2 AND seq <= ?3 AND kind = 'effect'
+               AND json_extract(body, '$.effect') = 'notify'
+             ORDER BY seq",
+            params![rollout_id, after_seq, up_to],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        rows.into_iter()
+            .map(|(seq, body)| Ok((seq, serde_json::from_str(&body)?)))
+            .collect()
+    }
+
     /// The service's rollout that has not ended, if any (there is at most one).
     pub fn active_rollout(&self, service: &str) -> Result<Option<RolloutRow>> {
         self.query_one(

@@ -15,7 +15,7 @@ use crate::time::Timestamp;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     #[serde(serialize_with = "sorted_keys")]
-    pub evidence: IncidentEvidence,
+    pub evidence: EvidenceEntry,
     pub id: String,
     /// Every webhook the incident notifies, with its deliveries.
     pub notifications: Vec<Notification>,
@@ -56,6 +56,18 @@ impl IncidentStatus {
             IncidentStatus::Reviewed => "reviewed",
         }
     }
+}
+
+/// An incident's evidence as the API writes it: the evidence's own fields
+/// (tagged by `kind`) and `summary`, the evidence in words with units (the
+/// same renderer as notifications and the status, `monitor::words`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceEntry {
+    #[serde(flatten)]
+    pub evidence: IncidentEvidence,
+    /// Absent from daemons before it.
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// What an incident rests on: the fired trigger's evidence (tagged as the

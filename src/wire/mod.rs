@@ -35,8 +35,8 @@ use serde::{Serialize, Serializer};
 
 pub use audit::{AuditEntry, AuditHead, AuditVerification, BrokenLink};
 pub use incident::{
-    Incident, IncidentEvidence, IncidentStatus, Notification, Review, ReviewRequest, ReviewStatus,
-    RouterFailure, RouterResult,
+    EvidenceEntry, Incident, IncidentEvidence, IncidentStatus, Notification, Review, ReviewRequest,
+    ReviewStatus, RouterFailure, RouterResult,
 };
 pub use observation::{
     Arm, BatchLimit, MAX_BATCH_ITEMS, MAX_COUNTER_ENTRIES, MAX_NAMES_PER_BATCH, ObservationBatch,
@@ -45,11 +45,11 @@ pub use observation::{
 pub use policy::PolicySummary;
 pub use refusal::{ErrorBody, ErrorDetail, Refusal, RefusalKind};
 pub use rollout::{
-    ApprovalGiven, Approvals, ApproveRequest, CommandRequest, GateView, MAX_VERSION_LEN,
-    NotificationStatus, PromoteRequest, Rollout, SourceHealth, StartRequest, TriggerKind,
-    TriggerView, check_version,
+    ApprovalGiven, Approvals, ApproveRequest, CommandRequest, EvidenceState, GateView,
+    MAX_VERSION_LEN, NotificationStatus, PromoteRequest, Rollout, RolloutPage, SourceHealth,
+    StartRequest, TriggerKind, TriggerView, check_version,
 };
-pub use stream::{StreamEvent, StreamEventError};
+pub use stream::{SseError, SseFrame, SseReader, StreamEvent, StreamEventError};
 
 use crate::time::Timestamp;
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::body::objects_only;
 
 use crate::engine::{Phase, TriggerVerdict};
+pub use crate::monitor::words::EvidenceState;
 use crate::policy::ChangeType;
 
 /// `GET /v1/rollouts/{id}`; also the answer to a start and to a command.
@@ -66,6 +67,16 @@ pub struct Rollout {
     pub weight: u8,
 }
 
+/// `GET /v1/rollouts?limit=&cursor=` (with `service`, `state`): one page,
+/// newest first. `next` is the `cursor` of the page after this one, `None`
+/// on the last. Without `limit` and `cursor` the list is the plain array of
+/// rollouts, oldest first, as it always was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutPage {
+    pub items: Vec<Rollout>,
+    pub next: Option<String>,
+}
+
 /// A rollout's deliveries to one receiver (or one incident webhook URL).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NotificationStatus {
@@ -93,18 +104,39 @@ pub struct TriggerView {
     /// What `statistic` is compared with: the log boundary `ln(K/alpha)`
     /// for a statistical trigger, the rule's limit for an objective one.
     pub boundary: Option<f64>,
-    /// The tested quantity (a rate, a ratio, a quantile in ms, seconds
-    /// without data, ...).
+    /// The tested quantity in `unit` (a rate in percent, a ratio to the
+    /// baseline, a quantile in ms, seconds without data, ...).
     pub estimate: Option<f64>,
-    /// The anytime-valid interval of `estimate`, `[lower, upper]`
-    /// (statistical triggers).
+    /// The anytime-valid interval of `estimate`, `[lower, upper]`, in
+    /// `unit` (statistical triggers).
     pub interval: Option<(Option<f64>, Option<f64>)>,
     pub kind: TriggerKind,
     pub name: String,
+    /// The share of the way from no evidence to the rollback boundary, in
+    /// [0, 1] (`max(0, statistic) / boundary` for a statistical trigger,
+    /// measured/limit in the rule's direction for an objective one); `None`
+    /// without data.
+    #[serde(default)]
+    pub progress: Option<f64>,
     pub samples: u64,
+    /// Where the evidence stands: `no_data`, `gathering`, `shown`, `fired`
+    /// or `stopped` (absent from daemons before it: read as `no_data`).
+    #[serde(default)]
+    pub state: EvidenceState,
     /// The log e-value for a statistical trigger, the measured value for an
     /// objective one: the trigger fires when it reaches `boundary`.
     pub statistic: Option<f64>,
+    /// The state in words with units, one line; never a bare "ok".
+    #[serde(default)]
+    pub summary: String,
+    /// What the policy tolerates, on the scale and in the unit of
+    /// `estimate` and `interval` (a factor of the baseline, a limit).
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    /// How to read `estimate`, `interval` and `tolerance`: `× baseline`,
+    /// `ms`, `%` (then all three are percentages), `s`, or a signal's name.
+    #[serde(default)]
+    pub unit: Option<String>,
     pub verdict: TriggerVerdict,
     /// What the numbers do not say on their own (the evidence's caveat: a
     /// threshold rounded to a coarse bucket, a test stopped by values
@@ -131,6 +163,12 @@ pub struct GateView {
     pub before: u8,
     pub name: String,
     pub shown: bool,
+    /// `no_data`, `gathering` or `shown` (absent from daemons before it).
+    #[serde(default)]
+    pub state: EvidenceState,
+    /// The gate's evidence in words with units, one line.
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// The approval step a rollout waits at.

@@ -1,5 +1,12 @@
 //! The events of `GET /v1/rollouts/{id}/events` (Server-Sent Events): each
-//! is an `event:` name and one line of JSON `data:`.
+//! is an `id:` line, an `event:` name and one line of JSON `data:`; and
+//! [`SseReader`], which reads them back from the bytes of a stream.
+//!
+//! The `id` is the rollout's journal sequence number the event reflects
+//! (a transition: its own entry; `status` and `end`: the last entry the
+//! rollout had): durable across daemon restarts and never decreasing
+//! within a rollout's stream, so a client that reconnects with
+//! `Last-Event-ID` is sent every transition after it.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,8 +16,9 @@ use crate::engine::Event;
 /// One event of a rollout's stream.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamEvent {
-    /// `status`: the rollout as the stream opens; when it has already
-    /// ended, the stream closes after this one.
+    /// `status`: the rollout as the stream opens, and again after each
+    /// step the daemon commits (new evidence, a new weight); when it has
+    /// already ended, the stream closes after this one.
     Status(Box<Rollout>),
     /// `transition`: one timeline entry, as it happens.
     Transition(Event),
@@ -61,8 +69,15 @@ impl StreamEvent {
     pub fn data(&self) -> Result<String, serde_json::Error> {
         match self {
             StreamEvent::Status(r) | StreamEvent::End(r) => serde_json::to_string(r),
-            // An engine event's keys are written sorted, as in a timeline.
-            StreamEvent::Transition(e) => Ok(serde_json::to_value(e)?.to_string()),
+            // An engine event's keys are written sorted, as in a timeline,
+            // with `time`, its `at` in RFC 3339, beside it.
+            StreamEvent::Transition(e) => {
+                let mut v = serde_json::to_value(e)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("time".into(), super::rfc3339(e.at).into());
+                }
+                Ok(v.to_string())
+            }
             StreamEvent::Lagged { missed } => serde_json::to_string(&Lagged { missed: *missed }),
         }
     }
@@ -83,5 +98,80 @@ impl StreamEvent {
             }
             other => return Err(StreamEventError::Unknown(other.to_string())),
         })
+    }
+}
+
+/// One frame of a Server-Sent Events stream: its `id:`, `event:` name and
+/// `data:` (lines joined with `\n`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SseFrame {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+/// Reads frames from a stream's bytes as they arrive, in any chunking:
+/// `push` the bytes, then take the complete frames. Comments (`:`, the
+/// keep-alives) and fields it does not know are skipped; a line longer than
+/// [`SseReader::MAX_LINE`] is an error rather than memory without bound.
+#[derive(Debug, Default)]
+pub struct SseReader {
+    line: Vec<u8>,
+    frame: SseFrame,
+    has_field: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SseError {
+    #[error("an event stream line is longer than {max} bytes")]
+    LineTooLong { max: usize },
+}
+
+impl SseReader {
+    /// The longest line taken (a `status` event of a large policy is some
+    /// tens of kilobytes).
+    pub const MAX_LINE: usize = 4 * 1024 * 1024;
+
+    /// Takes `bytes`; returns the frames they complete, in order.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseFrame>, SseError> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if b != b'\n' {
+                if self.line.len() >= Self::MAX_LINE {
+                    return Err(SseError::LineTooLong {
+                        max: Self::MAX_LINE,
+                    });
+                }
+                self.line.push(b);
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(&line));
+            if line.is_empty() {
+                if self.has_field {
+                    out.push(std::mem::take(&mut self.frame));
+                    self.has_field = false;
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.frame.id = Some(value.to_string()),
+                "event" => self.frame.event = value.to_string(),
+                "data" => {
+                    if !self.frame.data.is_empty() {
+                        self.frame.data.push('\n');
+                    }
+                    self.frame.data.push_str(value);
+                }
+                _ => continue,
+            }
+            self.has_field = true;
+        }
+        Ok(out)
     }
 }

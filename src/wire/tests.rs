@@ -48,17 +48,20 @@ fn rollouts_in_every_kind_of_state_round_trip() {
 fn incidents_with_each_kind_of_evidence_round_trip() {
     let statistical: Incident = round_trip(include_str!("fixtures/incident_statistical.json"));
     assert!(matches!(
-        statistical.evidence,
+        statistical.evidence.evidence,
         IncidentEvidence::Statistical(_)
     ));
     assert_eq!(statistical.notifications[0].delivered_at, None);
     let reviewed: Incident = round_trip(include_str!("fixtures/incident_reviewed.json"));
-    assert!(matches!(reviewed.evidence, IncidentEvidence::Objective(_)));
+    assert!(matches!(
+        reviewed.evidence.evidence,
+        IncidentEvidence::Objective(_)
+    ));
     assert_eq!(reviewed.status, IncidentStatus::Reviewed);
     let review = reviewed.review.expect("an emergency change's review");
     assert_eq!(review.status, ReviewStatus::Closed);
     let router: Incident = round_trip(include_str!("fixtures/incident_router.json"));
-    let IncidentEvidence::Router(failure) = &router.evidence else {
+    let IncidentEvidence::Router(failure) = &router.evidence.evidence else {
         panic!("router evidence: {:?}", router.evidence);
     };
     assert_eq!((failure.wanted_weight, failure.attempts), (0, 5));
@@ -127,33 +130,52 @@ fn refusal_kinds_and_statuses_map_both_ways() {
     );
 }
 
-/// `event: NAME` / `data: JSON` frames separated by blank lines.
-fn frames(text: &str) -> Vec<(&str, &str)> {
-    text.split("\n\n")
-        .filter(|f| !f.trim().is_empty())
-        .map(|f| {
-            let mut lines = f.lines();
-            let name = lines.next().and_then(|l| l.strip_prefix("event: "));
-            let data = lines.next().and_then(|l| l.strip_prefix("data: "));
-            (name.unwrap(), data.unwrap())
-        })
-        .collect()
+/// The fixture's frames, read by the CLI's reader in awkward chunks.
+fn frames(text: &str) -> Vec<SseFrame> {
+    let mut reader = SseReader::default();
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(7) {
+        out.extend(reader.push(chunk).unwrap());
+    }
+    out
 }
 
 #[test]
 fn a_rollouts_event_stream_round_trips() {
     let frames = frames(include_str!("fixtures/events.txt"));
-    let names: Vec<&str> = frames.iter().map(|f| f.0).collect();
+    let names: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
     assert_eq!(
         names,
         ["status", "transition", "transition", "transition", "end"]
     );
-    for (name, data) in frames {
-        let event = StreamEvent::parse(name, data).unwrap();
-        assert_eq!(event.name(), name);
-        assert_eq!(event.data().unwrap(), data);
-        assert_eq!(event.ends_stream(), name == "end");
+    // Ids: the journal seqs, never decreasing.
+    let ids: Vec<u64> = frames
+        .iter()
+        .map(|f| f.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+    for f in frames {
+        let event = StreamEvent::parse(&f.event, &f.data).unwrap();
+        assert_eq!(event.name(), f.event);
+        assert_eq!(event.data().unwrap(), f.data);
+        assert_eq!(event.ends_stream(), f.event == "end");
+        if let StreamEvent::Transition(e) = &event {
+            assert!(f.data.contains(&format!("\"time\":\"{}\"", rfc3339(e.at))));
+        }
     }
+    // Comments (keep-alives), CRLF and multi-line data.
+    let mut r = SseReader::default();
+    let got = r
+        .push(b": keep-alive\r\n\r\nid: 7\r\nevent: x\r\ndata: a\r\ndata: b\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        got,
+        [SseFrame {
+            id: Some("7".into()),
+            event: "x".into(),
+            data: "a\nb".into()
+        }]
+    );
     let lagged = StreamEvent::parse("lagged", r#"{"missed":3}"#).unwrap();
     assert_eq!(lagged, StreamEvent::Lagged { missed: 3 });
     assert_eq!(lagged.data().unwrap(), r#"{"missed":3}"#);
