@@ -5,9 +5,10 @@
 //! functions. No JSON is built here: the wire types write it.
 
 use crate::engine::{Rollout, TriggerReading};
-use crate::monitor::words::{evidence_line, gate_status, trigger_status};
+use crate::monitor::words::{evidence_line, gate_status, shown_by_gate, trigger_status};
 use crate::monitor::{Monitor, TriggerEvidence};
 use crate::policy::Trigger;
+use crate::policy::no_harm::IMPLIED_PREFIX;
 use crate::store::{self, RolloutRow, Store};
 use crate::time::Timestamp;
 use crate::wire::{
@@ -41,6 +42,23 @@ pub fn rollout_view(
     let spec = rollout.spec();
     let phase = rollout.phase();
     let latest = rollout.latest();
+    let gates: Vec<GateView> = policy
+        .gates
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            // As of the latest assessment: gates are not latched.
+            let reading = latest.gates.get(i).cloned().unwrap_or_default();
+            let words = gate_status(g, &reading);
+            GateView {
+                before: g.before.percent(),
+                name: g.name.clone(),
+                shown: reading.shown,
+                state: words.state,
+                summary: words.summary,
+            }
+        })
+        .collect();
     wire::Rollout {
         approvals: approvals(rollout),
         baseline: spec.baseline.clone(),
@@ -49,23 +67,7 @@ pub fn rollout_view(
         change_type: spec.change_type,
         dry_run: spec.dry_run,
         fired: rollout.fired().map(|(name, _)| name.clone()),
-        gates: policy
-            .gates
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                // As of the latest assessment: gates are not latched.
-                let reading = latest.gates.get(i).cloned().unwrap_or_default();
-                let words = gate_status(g, &reading);
-                GateView {
-                    before: g.before.percent(),
-                    name: g.name.clone(),
-                    shown: reading.shown,
-                    state: words.state,
-                    summary: words.summary,
-                }
-            })
-            .collect(),
+        gates: gates.clone(),
         id: spec.id.clone(),
         incident: incident.map(str::to_string),
         // Filled from the store by `notifications` where it is read.
@@ -87,7 +89,7 @@ pub fn rollout_view(
         time_in_step_s: now
             .saturating_since(driver.and_then(|d| d.step_since).unwrap_or(row.updated_at))
             .as_secs(),
-        triggers: triggers(rollout),
+        triggers: triggers(rollout, &gates),
         updated_at: rfc3339(row.updated_at),
         waiting_for: (!phase.is_terminal()).then(|| rollout.waiting_for(now)),
         weight: rollout.weight().percent(),
@@ -95,15 +97,29 @@ pub fn rollout_view(
 }
 
 /// Each trigger of the policy against its boundary, from the latest
-/// readings.
-fn triggers(rollout: &Rollout<Monitor>) -> Vec<TriggerView> {
+/// readings; a trigger whose implied `no-harm:` gate is shown says so
+/// (see [`shown_by_gate`]).
+fn triggers(rollout: &Rollout<Monitor>, gates: &[GateView]) -> Vec<TriggerView> {
     let latest = rollout.latest();
     rollout
         .policy()
         .triggers
         .iter()
         .enumerate()
-        .map(|(i, t)| trigger_view(t, latest.triggers.get(i)))
+        .map(|(i, t)| {
+            let mut view = trigger_view(t, latest.triggers.get(i));
+            let implied = format!("{IMPLIED_PREFIX}{}", t.name);
+            if let Some(g) = gates.iter().find(|g| g.name == implied) {
+                shown_by_gate(
+                    &mut view.state,
+                    &mut view.summary,
+                    &implied,
+                    g.state,
+                    &g.summary,
+                );
+            }
+            view
+        })
         .collect()
 }
 

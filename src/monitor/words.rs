@@ -79,6 +79,8 @@ struct Check {
     /// of it harm lies; `None` where it is read from the evidence (the
     /// objective rule's own limit).
     limit: Option<Limit>,
+    /// Its evidence counts values (a mean), not events among exposures.
+    values: bool,
 }
 
 /// A tolerance on the estimate's scale.
@@ -140,6 +142,17 @@ impl Check {
     /// No catch-all arm: a new check kind says how its numbers read.
     #[deny(clippy::wildcard_enum_match_arm)]
     fn of(check: &TriggerCheck) -> Check {
+        let mut what = Check::written(check);
+        what.values = matches!(
+            check,
+            TriggerCheck::MeanVsBaseline { .. }
+                | TriggerCheck::MeanThreshold { .. }
+                | TriggerCheck::SustainedMean { .. }
+        );
+        what
+    }
+
+    fn written(check: &TriggerCheck) -> Check {
         let baseline = Unit::Factor("baseline");
         let vs = |r: &Regression| match r {
             Regression::RelativeIncrease(x) => (
@@ -192,6 +205,7 @@ impl Check {
             TriggerCheck::RatioVsBaseline { metric, regression } => {
                 let (tolerance, limit) = vs(regression);
                 Check {
+                    values: false,
                     subject: format!(
                         "canary/baseline rate of {}/{}",
                         metric.numerator, metric.denominator
@@ -204,6 +218,7 @@ impl Check {
             // The test's null: the canary's share beyond (1+X) times the
             // baseline's quantile is at most the baseline's share beyond it.
             TriggerCheck::QuantileVsBaseline { metric, increase } => Check {
+                values: false,
                 subject: format!(
                     "canary/baseline share of {} beyond the baseline's p{}",
                     metric.signal,
@@ -220,6 +235,7 @@ impl Check {
             TriggerCheck::MeanVsBaseline { metric, regression } => {
                 let (tolerance, limit) = vs(regression);
                 Check {
+                    values: false,
                     subject: format!("canary/baseline mean of {}", metric.signal),
                     unit: baseline,
                     tolerance,
@@ -229,6 +245,7 @@ impl Check {
             TriggerCheck::RatioThreshold { metric, bound: b } => {
                 let (tolerance, limit) = bound(b, &Unit::Fraction);
                 Check {
+                    values: false,
                     subject: format!("canary rate of {}/{}", metric.numerator, metric.denominator),
                     unit: Unit::Fraction,
                     tolerance,
@@ -236,6 +253,7 @@ impl Check {
                 }
             }
             TriggerCheck::QuantileThreshold { metric, above_ms } => Check {
+                values: false,
                 subject: format!(
                     "canary share of {} slower than {}",
                     metric.signal,
@@ -254,6 +272,7 @@ impl Check {
                 let unit = Unit::Own(metric.signal.clone());
                 let (tolerance, limit) = bound(b, &unit);
                 Check {
+                    values: false,
                     subject: format!("canary mean of {}", metric.signal),
                     unit,
                     tolerance,
@@ -267,6 +286,7 @@ impl Check {
             } => {
                 let (tolerance, limit) = bound(b, &Unit::Fraction);
                 Check {
+                    values: false,
                     subject: format!("canary rate of {}/{}", metric.numerator, metric.denominator),
                     unit: Unit::Fraction,
                     tolerance: tolerance + &sustained(for_duration),
@@ -278,6 +298,7 @@ impl Check {
                 above_ms,
                 for_duration,
             } => Check {
+                values: false,
                 subject: format!(
                     "canary p{} of {}",
                     num(metric.quantile * 100.0),
@@ -299,6 +320,7 @@ impl Check {
                 let unit = Unit::Own(metric.signal.clone());
                 let (tolerance, limit) = bound(b, &unit);
                 Check {
+                    values: false,
                     subject: format!("canary mean of {}", metric.signal),
                     unit,
                     tolerance: tolerance + &sustained(for_duration),
@@ -308,6 +330,7 @@ impl Check {
             // Each window has its own factor: the evidence carries the one
             // it was read against.
             TriggerCheck::BurnRate { metric, slo, .. } => Check {
+                values: false,
                 subject: format!(
                     "canary error-budget burn rate of {}/{} against a {} SLO",
                     metric.numerator,
@@ -323,6 +346,7 @@ impl Check {
                 group_by,
                 min_ratio,
             } => Check {
+                values: false,
                 subject: format!(
                     "canary lowest/highest {group_by} group rate of {}/{}",
                     metric.numerator, metric.denominator
@@ -342,6 +366,7 @@ impl Check {
                 for_duration,
                 ..
             } => Check {
+                values: false,
                 subject: format!("time without canary {signal}"),
                 unit: Unit::Seconds,
                 tolerance: format!("tolerance: less than {}", format_duration(*for_duration)),
@@ -475,6 +500,25 @@ pub struct GateStatus {
 /// test itself.
 const STOPPED_MARK: &str = "this test stopped";
 
+/// A `vsBaseline` trigger whose implied gate (`no-harm:<trigger>`) is
+/// shown: that gate's anytime-valid bound excludes harm beyond its margin
+/// times the tolerance. Most trigger tests carry only the bound on the
+/// harm side (the side they fire on), so without the gate a healthy
+/// canary reads "gathering" for the whole rollout; with it, the status
+/// says what has been shown, in the gate's words. Other states are kept.
+pub fn shown_by_gate(
+    state: &mut EvidenceState,
+    summary: &mut String,
+    gate: &str,
+    gate_state: EvidenceState,
+    gate_summary: &str,
+) {
+    if *state == EvidenceState::Gathering && gate_state == EvidenceState::Shown {
+        *state = EvidenceState::Shown;
+        *summary = format!("shown by gate `{gate}`: {gate_summary}");
+    }
+}
+
 /// `trigger`'s `reading` as the status shows it.
 pub fn trigger_status(
     trigger: &Trigger,
@@ -532,18 +576,18 @@ pub fn trigger_status(
                 EvidenceState::Shown => format!(
                     "within tolerance, shown: {}; {}",
                     estimate_phrase(&what, e),
-                    counts_phrase(e)
+                    counts_phrase(&what, e)
                 ),
                 _ if thin => format!(
                     "gathering: too little data to test yet; {}; {}",
-                    counts_phrase(e),
+                    counts_phrase(&what, e),
                     what.tolerance
                 ),
                 _ => format!(
                     "gathering: {} of the way to rollback; {}; {}",
                     way(progress),
                     estimate_phrase(&what, e),
-                    counts_phrase(e)
+                    counts_phrase(&what, e)
                 ),
             };
             TriggerStatus {
@@ -646,6 +690,7 @@ pub fn gate_status(gate: &Gate, reading: &GateReading<TriggerEvidence>) -> GateS
         };
     }
     let what = Check {
+        values: matches!(gate.check, GateCheck::Mean { .. }),
         subject,
         unit,
         tolerance: String::new(),
@@ -657,7 +702,7 @@ pub fn gate_status(gate: &Gate, reading: &GateReading<TriggerEvidence>) -> GateS
             summary: format!(
                 "shown: {} is {bound}; {}",
                 estimate_phrase(&what, e),
-                counts_phrase(e)
+                counts_phrase(&what, e)
             ),
         }
     } else {
@@ -668,7 +713,7 @@ pub fn gate_status(gate: &Gate, reading: &GateReading<TriggerEvidence>) -> GateS
                 way(progress(e.log_e_value, e.log_boundary)),
                 what.subject,
                 estimate_phrase(&what, e),
-                counts_phrase(e)
+                counts_phrase(&what, e)
             ),
         }
     }
@@ -727,6 +772,7 @@ pub fn evidence_line(trigger: Option<&Trigger>, evidence: Option<&TriggerEvidenc
     let what = match trigger {
         Some(t) => Check::of(&t.check),
         None => Check {
+            values: false,
             subject: match evidence {
                 Some(TriggerEvidence::Statistical(e)) => e.estimand.to_string(),
                 Some(TriggerEvidence::Objective(o)) => o.measured.to_string(),
@@ -751,7 +797,7 @@ fn statistical_line(what: &Check, e: &Evidence) -> String {
         what.tolerance,
         num(e.log_e_value),
         num(e.log_boundary),
-        counts_phrase(e),
+        counts_phrase(what, e),
         format_duration(e.window_end.saturating_since(e.window_start)),
         format_duration(e.window_end.saturating_since(e.evidence_since))
     );
@@ -763,7 +809,9 @@ fn statistical_line(what: &Check, e: &Evidence) -> String {
 
 fn objective_line(what: &Check, o: &ObjectiveEvidence) -> String {
     let v = &o.verdict;
-    let canary = if v.canary.exposure > 0 {
+    let canary = if v.canary.exposure > 0 && what.values {
+        format!("; canary {} values", thousands(v.canary.exposure))
+    } else if v.canary.exposure > 0 {
         format!("; canary {}", arm_counts(&v.canary))
     } else {
         String::new()
@@ -799,15 +847,18 @@ fn estimate_phrase(what: &Check, e: &Evidence) -> String {
 }
 
 /// `canary 48 of 2,000 (2.4%), baseline 200 of 20,000 (1%)`.
-fn counts_phrase(e: &Evidence) -> String {
+fn counts_phrase(what: &Check, e: &Evidence) -> String {
+    let arm = |a: &ArmCounts| {
+        if what.values {
+            format!("{} values", thousands(a.exposure))
+        } else {
+            arm_counts(a)
+        }
+    };
     if e.baseline.exposure > 0 {
-        format!(
-            "canary {}, baseline {}",
-            arm_counts(&e.canary),
-            arm_counts(&e.baseline)
-        )
+        format!("canary {}, baseline {}", arm(&e.canary), arm(&e.baseline))
     } else {
-        format!("canary {}", arm_counts(&e.canary))
+        format!("canary {}", arm(&e.canary))
     }
 }
 
@@ -896,6 +947,39 @@ mod tests {
     use expect_test::expect;
 
     use super::*;
+
+    /// A trigger test carries only its harm-side bound; its implied gate
+    /// shows the other side. Gathering becomes shown, in the gate's words,
+    /// only when the gate is shown; nothing else changes.
+    #[test]
+    fn a_shown_no_harm_gate_shows_its_trigger() {
+        let gate = "no-harm:errors";
+        let shown = "shown: canary/baseline rate of errors/requests is below ×1.5";
+        let (mut state, mut summary) = (EvidenceState::Gathering, "gathering: 3%".to_string());
+        shown_by_gate(
+            &mut state,
+            &mut summary,
+            gate,
+            EvidenceState::Gathering,
+            "gathering",
+        );
+        assert_eq!(
+            (state, summary.as_str()),
+            (EvidenceState::Gathering, "gathering: 3%")
+        );
+        shown_by_gate(&mut state, &mut summary, gate, EvidenceState::Shown, shown);
+        assert_eq!(state, EvidenceState::Shown);
+        assert_eq!(summary, format!("shown by gate `{gate}`: {shown}"));
+        for kept in [
+            EvidenceState::Fired,
+            EvidenceState::Stopped,
+            EvidenceState::NoData,
+        ] {
+            let (mut state, mut summary) = (kept, "as it was".to_string());
+            shown_by_gate(&mut state, &mut summary, gate, EvidenceState::Shown, shown);
+            assert_eq!((state, summary.as_str()), (kept, "as it was"));
+        }
+    }
     use crate::policy::{Action, Quantile, Ratio};
     use crate::stats::Interval;
     use crate::stats::objective::ObjectiveVerdict;
