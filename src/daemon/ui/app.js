@@ -15,6 +15,10 @@
   const MAX_POINTS = 2000;
   // How often the lists are read again while shown (ms).
   const LIST_REFRESH_MS = 5000;
+  // The newest rollouts the list reads (one server page): a daemon's whole
+  // history, read every few seconds by every open tab, would hold the
+  // store's lock that rollbacks commit under.
+  const LIST_LIMIT = 200;
 
   const state = {
     token: sessionStorage.getItem(STORAGE_KEY) || "",
@@ -238,6 +242,7 @@
       body),
       count);
     let all = [];
+    let more = false; // the server has older rollouts than the page read
     const render = () => {
       const sv = service.value.trim();
       const st = phase.value;
@@ -253,7 +258,8 @@
         h("td", { class: "version" }, r.baseline),
         h("td", {}, r.policy),
         h("td", {}, when(r.started_at)))));
-      count.textContent = rows.length + " of " + all.length + " rollouts shown";
+      count.textContent = rows.length + " of " + all.length + " rollouts shown" +
+        (more ? " (the newest " + LIST_LIMIT + "; older ones: canaryd rollout list --cursor)" : "");
       const q = new URLSearchParams();
       if (sv) q.set("service", sv);
       if (st) q.set("state", st);
@@ -265,7 +271,9 @@
     let timer = null;
     const load = async () => {
       try {
-        all = listOf(await getJson("/v1/rollouts", ctl.signal), "rollouts");
+        const page = await getJson("/v1/rollouts?limit=" + LIST_LIMIT, ctl.signal);
+        all = listOf(page, "rollouts");
+        more = Boolean(page && page.next);
         render();
         main.setAttribute("data-loaded", "rollouts");
       } catch (e) {
@@ -726,7 +734,7 @@
     };
     const armText = (arm) => {
       const p = latest(arm);
-      return p ? " " + withUnit(p[arm][i], m.unit) + " (n=" + p[arm + "_n"][i] + ", " + ago(new Date(p.start_ms)) + ") · " : " no data yet · ";
+      return p ? " " + withUnit(p[arm][i], m.unit || (m.kind === "mean" ? "(the signal's own unit)" : m.unit)) + " (n=" + p[arm + "_n"][i] + ", " + ago(new Date(p.start_ms)) + ") · " : " no data yet · ";
     };
     const last = pts[pts.length - 1];
     fig.append(h("div", { class: "legend" },
@@ -828,7 +836,7 @@
   function evidenceFacts(ev) {
     const keys = Object.keys(ev).filter((k) => k !== "summary" && k !== "kind").sort();
     if (!keys.length) return null;
-    return h("details", {}, h("summary", {}, "all fields"),
+    return h("details", {}, h("summary", {}, "all fields (raw, on the test's own scale; the words above give the units)"),
       h("dl", { class: "facts" }, keys.map((k) => {
         const v = ev[k];
         const text = /(_at|window_start|window_end|evidence_since)$/.test(k) && typeof v === "number" ? when(v)
