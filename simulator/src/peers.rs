@@ -71,8 +71,8 @@
 //!   canaryd runs its count test): a Gaussian likelihood on a few events an
 //!   interval throws evidence away (canaryd's exact test beat it), so the
 //!   fair oracle is the exact SPRT on the canary's share of each interval's
-//!   events given the interval's totals, Binomial with `θ(ρ) = n_c·ρ/(n_c·ρ
-//!   + n_b)`, H0 `ρ = f`, H1 the ratio at the alternative above
+//!   events given the interval's totals, Binomial with
+//!   `θ(ρ) = n_c·ρ/(n_c·ρ + n_b)`, H0 `ρ = f`, H1 the ratio at the alternative above
 //!   ([`ConditionalTest`]). It too pays for the baseline's noise, through
 //!   the share.
 //!
@@ -1016,11 +1016,18 @@ fn fair_oracle(
         return None;
     }
     if let ContrastEvents::Ratio { num, den } = &events {
-        // Rare events, as canaryd's own choice of its count test: the
-        // exact conditional test, which the normal contrast cannot match
-        // on a few events per interval.
+        // Rare events (by the true rates; canaryd decides on the pooled
+        // rate it observes, which is about the same): the exact
+        // conditional test, which the normal contrast cannot match on a
+        // few events per interval.
+        let alternative = (pb * f + sign * delta) / pb;
         if pb.max(pc) < RARE_RATE {
-            let alternative = (pb * f + sign * delta) / pb;
+            // A drop of half the rate or more has no alternative twice as
+            // far (its ratio would be 0 or below): the known-baseline
+            // test then.
+            if !(alternative > 0.0 && alternative.is_finite()) {
+                return Some(FairOracle::KnownBaseline(known));
+            }
             return Some(FairOracle::Conditional(ConditionalTest {
                 num: num.clone(),
                 den: den.clone(),
