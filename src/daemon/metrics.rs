@@ -488,7 +488,7 @@ impl Metrics {
         );
         r.register(
             "trigger_estimate",
-            "Each trigger's current estimate in the unit its policy states it (a rate, a ratio of rates, milliseconds for latency)",
+            "Each trigger's current estimate on its test's own scale (a rate as a fraction, a ratio of rates, an exceedance share or ratio for latency tests, a mean in the signal's unit); the API's rollout view gives it with its unit",
             m.trigger_estimate.clone(),
         );
         r.register(
