@@ -224,20 +224,7 @@ impl Client {
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
-        match &self.credential {
-            Credential::Token { token, .. } => req = req.bearer_auth(token),
-            Credential::Unreadable { source, cause } => {
-                return Err(ClientError::Token {
-                    source_name: source.to_string(),
-                    cause: cause.clone(),
-                });
-            }
-            Credential::None => {}
-        }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            base: self.base.clone(),
-            cause: e.to_string(),
-        })?;
+        let resp = self.authorized_send(req).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -249,16 +236,12 @@ impl Client {
         Err(self.refusal_of(status, &text))
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send<T: DeserializeOwned>(
+    /// Sends `req` with the token, if any (an unreadable token file is the
+    /// error, not an anonymous request).
+    async fn authorized_send(
         &self,
         mut req: reqwest::RequestBuilder,
-        path: &str,
-    ) -> Result<T, ClientError> {
-        let url = self.url(path);
+    ) -> Result<reqwest::Response, ClientError> {
         match &self.credential {
             Credential::Token { token, .. } => req = req.bearer_auth(token),
             Credential::Unreadable { source, cause } => {
@@ -269,10 +252,23 @@ impl Client {
             }
             Credential::None => {}
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+        req.send().await.map_err(|e| ClientError::Unreachable {
             base: self.base.clone(),
             cause: e.to_string(),
-        })?;
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let resp = self.authorized_send(req).await?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|source| ClientError::Read {
             url: url.clone(),
