@@ -142,17 +142,6 @@ impl Check {
     /// No catch-all arm: a new check kind says how its numbers read.
     #[deny(clippy::wildcard_enum_match_arm)]
     fn of(check: &TriggerCheck) -> Check {
-        let mut what = Check::written(check);
-        what.values = matches!(
-            check,
-            TriggerCheck::MeanVsBaseline { .. }
-                | TriggerCheck::MeanThreshold { .. }
-                | TriggerCheck::SustainedMean { .. }
-        );
-        what
-    }
-
-    fn written(check: &TriggerCheck) -> Check {
         let baseline = Unit::Factor("baseline");
         let vs = |r: &Regression| match r {
             Regression::RelativeIncrease(x) => (
@@ -235,7 +224,7 @@ impl Check {
             TriggerCheck::MeanVsBaseline { metric, regression } => {
                 let (tolerance, limit) = vs(regression);
                 Check {
-                    values: false,
+                    values: true,
                     subject: format!("canary/baseline mean of {}", metric.signal),
                     unit: baseline,
                     tolerance,
@@ -272,7 +261,7 @@ impl Check {
                 let unit = Unit::Own(metric.signal.clone());
                 let (tolerance, limit) = bound(b, &unit);
                 Check {
-                    values: false,
+                    values: true,
                     subject: format!("canary mean of {}", metric.signal),
                     unit,
                     tolerance,
@@ -320,7 +309,7 @@ impl Check {
                 let unit = Unit::Own(metric.signal.clone());
                 let (tolerance, limit) = bound(b, &unit);
                 Check {
-                    values: false,
+                    values: true,
                     subject: format!("canary mean of {}", metric.signal),
                     unit,
                     tolerance: tolerance + &sustained(for_duration),

@@ -264,7 +264,11 @@
       if (sv) q.set("service", sv);
       if (st) q.set("state", st);
       const want = "#/" + (q.toString() ? "?" + q : "");
-      if (location.hash !== want && !(want === "#/" && location.hash === "")) history.replaceState(null, "", want);
+      // Only while the list is still the page asked for: a navigation
+      // elsewhere may have changed the hash before its hashchange event
+      // runs, and rewriting it here would undo that navigation.
+      const onList = location.hash === "" || location.hash === "#/" || location.hash.startsWith("#/?");
+      if (onList && location.hash !== want && !(want === "#/" && location.hash === "")) history.replaceState(null, "", want);
     };
     service.addEventListener("input", render);
     phase.addEventListener("change", render);
@@ -472,8 +476,10 @@
       ["state", stateBadge(r.state)],
       ["weight", h("span", { "data-field": "weight", "data-value": r.weight }, r.weight + "% of traffic to the canary" + (r.pending_weight !== null && r.pending_weight !== undefined ? " (" + r.pending_weight + "% asked of the router)" : ""))],
       ["step", h("span", { "data-field": "step", "data-value": r.step }, stepText(r))],
-      ["waiting for", r.waiting_for || "–"],
-      ["why", r.reason],
+      // The daemon says it whole ("waiting for approval by risk"): the
+      // label must not say it twice, and "why" only when it adds something.
+      ["waiting", r.waiting_for ? r.waiting_for.replace(/^waiting for /, "for ") : "–"],
+      ["why", r.reason && r.reason !== r.waiting_for ? r.reason : "–"],
       ["policy", r.policy + " (" + String(r.policy_version).slice(0, 12) + ")"],
       ["change type", r.change_type + (r.dry_run ? ", dry run" : "")],
       ["started", when(r.started_at) + " by " + r.started_by],
