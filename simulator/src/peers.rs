@@ -381,15 +381,16 @@ impl ConditionalTest {
         let theta = |r: f64| nc as f64 * r / (nc as f64 * r + nb as f64);
         let (t0, t1) = (theta(self.null_ratio), theta(self.alternative_ratio));
         self.llr += xc as f64 * (t1 / t0).ln() + xb as f64 * ((1.0 - t1) / (1.0 - t0)).ln();
-        if self.llr >= self.log_a {
-            self.done = true;
-            return true;
-        }
-        if self.llr <= self.log_b {
-            self.done = true;
-        }
-        false
+        wald_decides(self.llr, self.log_a, self.log_b, &mut self.done)
     }
+}
+
+/// Wald's stopping rule after an interval moved the log-likelihood ratio:
+/// H1 (fire, `true`) at `log_a`; at `log_b` H0 is accepted and the test
+/// stops watching. Either way `done` is set.
+fn wald_decides(llr: f64, log_a: f64, log_b: f64, done: &mut bool) -> bool {
+    *done = llr >= log_a || llr <= log_b;
+    llr >= log_a
 }
 
 /// Wald's SPRT with known variance on the per-interval contrast between
@@ -492,14 +493,7 @@ impl ContrastTest {
         let var = pc * (1.0 - pc) / nc as f64 + f * f * pb * (1.0 - pb) / nb as f64;
         let d = self.sign * (xc as f64 / nc as f64 - f * xb as f64 / nb as f64 - self.offset);
         self.llr += (self.delta * d - 0.5 * self.delta * self.delta) / var;
-        if self.llr >= self.log_a {
-            self.done = true;
-            return true;
-        }
-        if self.llr <= self.log_b {
-            self.done = true;
-        }
-        false
+        wald_decides(self.llr, self.log_a, self.log_b, &mut self.done)
     }
 }
 
@@ -1131,14 +1125,7 @@ impl OracleTest {
         self.canary.add(n, k);
         self.llr += k as f64 * (self.p1 / self.p0).ln()
             + (n - k) as f64 * ((1.0 - self.p1) / (1.0 - self.p0)).ln();
-        if self.llr >= self.log_a {
-            self.done = true;
-            return true;
-        }
-        if self.llr <= self.log_b {
-            self.done = true;
-        }
-        false
+        wald_decides(self.llr, self.log_a, self.log_b, &mut self.done)
     }
 }
 

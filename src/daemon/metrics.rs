@@ -46,20 +46,6 @@ pub const ENDED_SERIES_KEPT: Duration = Duration::from_secs(10 * 60);
 /// The latency quantiles exported per arm and latency metric.
 pub const LATENCY_PERCENTILES: [(&str, f64); 3] = [("p50", 0.50), ("p95", 0.95), ("p99", 0.99)];
 
-/// Every phase, in the order the phase gauge lists them.
-pub const ALL_PHASES: [Phase; 10] = [
-    Phase::Pending,
-    Phase::Progressing,
-    Phase::Paused,
-    Phase::AwaitingApproval,
-    Phase::RollingBack,
-    Phase::Promoted,
-    Phase::RolledBack,
-    Phase::Aborted,
-    Phase::Inconclusive,
-    Phase::Concluded,
-];
-
 /// The `decision` label's values (`driver.rs` counts each effect as one).
 pub const DECISIONS: [&str; 6] = [
     "set-weight",
@@ -652,7 +638,7 @@ impl Metrics {
             series.info = info.clone();
         }
         self.rollout_info.get_or_create(&info).set(1);
-        for phase in ALL_PHASES {
+        for phase in Phase::ALL {
             self.phase
                 .get_or_create(&PhaseLabels {
                     rollout: s.id.clone(),
@@ -768,7 +754,7 @@ impl Metrics {
     fn remove_series(&self, id: &str, s: &RolloutSeries) {
         let service = &s.info.service;
         self.rollout_info.remove(&s.info);
-        for phase in ALL_PHASES {
+        for phase in Phase::ALL {
             self.phase.remove(&PhaseLabels {
                 rollout: id.into(),
                 service: service.clone(),

@@ -286,9 +286,9 @@ impl ListQuery {
                 "service" => q.service = Some(value.clone()).filter(|v| !v.is_empty()),
                 "state" if value.is_empty() => {}
                 "state" => {
-                    let known = PHASES.iter().any(|p| p.as_str() == value);
+                    let known = Phase::ALL.iter().any(|p| p.as_str() == value);
                     if !known {
-                        let names: Vec<&str> = PHASES.iter().map(|p| p.as_str()).collect();
+                        let names: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
                         return Err(Refusal::invalid(
                             "state",
                             format!("expected one of {}, got {value:?}", names.join(", ")),
@@ -343,20 +343,6 @@ fn read_cursor(value: &str) -> Result<(Timestamp, String), Refusal> {
             )
         })
 }
-
-/// Every phase, for checking a `state` filter.
-const PHASES: [Phase; 10] = [
-    Phase::Pending,
-    Phase::Progressing,
-    Phase::Paused,
-    Phase::AwaitingApproval,
-    Phase::RollingBack,
-    Phase::Promoted,
-    Phase::RolledBack,
-    Phase::Aborted,
-    Phase::Inconclusive,
-    Phase::Concluded,
-];
 
 impl Shared {
     /// Every rollout of `query`'s service and state, oldest first: the

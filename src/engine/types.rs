@@ -25,6 +25,20 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order they are declared (and listed).
+    pub const ALL: [Phase; 10] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::AwaitingApproval,
+        Phase::RollingBack,
+        Phase::Promoted,
+        Phase::RolledBack,
+        Phase::Aborted,
+        Phase::Inconclusive,
+        Phase::Concluded,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
