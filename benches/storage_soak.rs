@@ -1,6 +1,7 @@
 //! Storage soak: short rollouts churned through the store's real commit
 //! path (create, a tick, the router's ack, data intervals, an abort, the
-//! router's ack of weight 0: ended), many services at once, with pruning
+//! router's ack of weight 0: ended; their lifecycle hooks run as the
+//! outbox runs them), many services at once, with pruning
 //! passes throughout, as the daemon's retention task runs them. Prints the
 //! database file's size (and free pages, the WAL, the tables' rows) as the
 //! churn goes on, beside the same churn with nothing pruned (the baseline,
@@ -10,7 +11,8 @@
 //! `CANARYD_SOAK_ROLLOUTS` (default 2,000; the full run: 100000),
 //! `CANARYD_SOAK_INTERVALS` data intervals per rollout (default 8),
 //! `CANARYD_SOAK_BASELINE=0` skips the baseline (a full run's baseline
-//! file grows to gigabytes).
+//! file grows to gigabytes), `CANARYD_SOAK_RELEASE=0` keeps free pages in
+//! the file (no incremental vacuum).
 
 use std::time::{Duration, Instant};
 
@@ -154,7 +156,13 @@ struct Report {
 
 /// Churn `total` rollouts; prune with `ages` (None: never). Prints a line
 /// per tenth of the run; returns the last size and the commit cost.
-fn churn(label: &str, total: u64, intervals: u64, ages: Option<Ages>) -> Vec<Report> {
+fn churn(
+    label: &str,
+    total: u64,
+    intervals: u64,
+    ages: Option<Ages>,
+    budget: Budget,
+) -> Vec<Report> {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = Store::open(dir.path()).expect("open");
     let policy = parse_policy("soak.yaml", POLICY.as_bytes()).expect("policy");
@@ -194,6 +202,13 @@ fn churn(label: &str, total: u64, intervals: u64, ages: Option<Ages>) -> Vec<Rep
         if !steps.is_empty() {
             store.commit_prepared(steps).expect("commit");
         }
+        // The outbox runs the lifecycle hooks queued (a rollout with one
+        // pending is kept whole), one transaction each, as the daemon's.
+        for run in store.pending_hook_runs().expect("pending hooks") {
+            store
+                .record_hook_attempt(run.id, now, Ok(()), true)
+                .expect("hook ran");
+        }
         if let Some(ages) = &ages
             && t >= next_pass
         {
@@ -201,7 +216,7 @@ fn churn(label: &str, total: u64, intervals: u64, ages: Option<Ages>) -> Vec<Rep
             let p = Instant::now();
             for _ in 0..100_000 {
                 if store
-                    .prune_step(now, ages, Budget::default())
+                    .prune_step(now, ages, budget)
                     .expect("prune")
                     .is_idle()
                 {
@@ -258,9 +273,17 @@ fn main() {
     println!(
         "storage soak: {total} rollouts of {intervals} intervals, {SERVICES} services at once; retention journal 60s, rollouts 120s, audit 180s (simulated), a pass every {PASS_EVERY_S}s"
     );
-    let pruned = churn("retention", total, intervals, Some(ages));
+    let budget = Budget {
+        pages: if env("CANARYD_SOAK_RELEASE", 1) == 1 {
+            Budget::default().pages
+        } else {
+            0
+        },
+        ..Budget::default()
+    };
+    let pruned = churn("retention", total, intervals, Some(ages), budget);
     if baseline {
-        let kept = churn("baseline ", total, intervals, None);
+        let kept = churn("baseline ", total, intervals, None, budget);
         if let (Some(p), Some(k)) = (pruned.last(), kept.last()) {
             println!(
                 "at the end: file {:.2} MB with retention vs {:.2} MB without ({:.3}x); commit+prune cost per rollout {:.3} ms vs {:.3} ms ({:.2}x)",
