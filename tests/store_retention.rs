@@ -13,7 +13,7 @@ use canaryd::store::{Ages, Binding, Breakage, Budget, Store, Verification};
 
 mod store_support;
 mod support;
-use store_support::{Driver, at, tamper};
+use store_support::{Driver, at, copy_fixture, tamper};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -431,4 +431,51 @@ fn a_rollout_with_a_pending_delivery_stays_until_it_is_done() {
     prune_all(&mut store, &all(true, true, false), Budget::default());
     assert!(store.rollout("r-late").unwrap().is_none());
     holds(&store.verify().unwrap());
+}
+
+/// A data dir written by the daemon before retention (schema 5): this
+/// build migrates it, verifies it, prunes the ended rollout's journal and
+/// verifies it again; the file keeps its vacuum mode (converting it is an
+/// offline VACUUM).
+#[test]
+fn a_store_written_before_retention_is_migrated_and_pruned() {
+    let dir = tempdir();
+    copy_fixture("schema-5", dir.path());
+    let ids = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/store_fixtures/schema-5/ids"),
+    )
+    .unwrap();
+    let (ended, active) = ids.trim().split_once('\n').unwrap();
+    let mut store = Store::open(dir.path()).expect("opens and migrates");
+    holds(&store.verify().unwrap());
+    let ended_journal = store.journal(ended).unwrap().len();
+    let active_journal = store.journal(active).unwrap().len();
+    assert!(ended_journal > 0 && active_journal > 0);
+    let now = canaryd::time::Timestamp::from_millis(4_000_000_000_000);
+    let step = store
+        .prune_step(now, &all(true, false, false), Budget::default())
+        .unwrap();
+    assert_eq!(step.journals_done, vec![ended.to_string()]);
+    assert_eq!(step.journal_rows, ended_journal as u64);
+    assert!(store.journal(ended).unwrap().is_empty());
+    assert_eq!(store.journal(active).unwrap().len(), active_journal);
+    holds(&store.verify().unwrap());
+    drop(store);
+    holds(&verify_read_only(dir.path()));
+    let conn = rusqlite::Connection::open(dir.path().join("canaryd.db")).unwrap();
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 0, "an existing file keeps its mode");
+}
+
+#[test]
+fn a_new_store_frees_pages_incrementally() {
+    let dir = tempdir();
+    drop(Store::open(dir.path()).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("canaryd.db")).unwrap();
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "INCREMENTAL");
 }
