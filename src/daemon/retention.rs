@@ -5,7 +5,7 @@
 //! for at most one step. It reads the time from the daemon's clock.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Shared;
 use crate::store::{Budget, PruneStep};
@@ -55,7 +55,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// One pass: steps until nothing is due (or the daemon drains).
 async fn pass(shared: &Shared) {
     let ages = shared.config.retention.ages;
-    let started = Instant::now();
+    let started = shared.clock.now();
     let mut totals = PassTotals::default();
     loop {
         if *shared.shutdown.borrow() {
@@ -82,7 +82,11 @@ async fn pass(shared: &Shared) {
             rollouts = totals.rollouts,
             audit_entries = totals.audit_entries,
             pages_released = totals.pages_released,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = shared
+                .clock
+                .now()
+                .as_millis()
+                .saturating_sub(started.as_millis()),
             "retention: pass done"
         );
     }
