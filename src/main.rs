@@ -374,11 +374,19 @@ impl ConfigChecker for OfflineCheck {
             let n = |k: usize, one: &str, many: &str| {
                 format!("{k} {}", if k == 1 { one } else { many })
             };
+            let age = |a: Option<std::time::Duration>| {
+                a.map_or("forever".to_string(), canaryd::time::format_duration)
+            };
+            let r = &c.retention;
             format!(
-                "valid: {}, {}, {}",
+                "valid: {}, {}, {}; retention: journal {}, rollouts {}, audit {}, every {}",
                 n(c.services.len(), "service", "services"),
                 n(c.tokens.len(), "token", "tokens"),
-                n(c.registries.len(), "registry", "registries")
+                n(c.registries.len(), "registry", "registries"),
+                age(r.ages.journal),
+                age(r.ages.rollouts),
+                age(r.ages.audit),
+                canaryd::time::format_duration(r.every)
             )
         });
         cli::config::Report { problems, summary }

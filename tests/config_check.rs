@@ -96,7 +96,7 @@ registries:
 ",
         expect![[r#"
             exit 0
-            canaryd.yaml: valid: 4 services, 1 token, 1 registry
+            canaryd.yaml: valid: 4 services, 1 token, 1 registry; retention: journal 90d, rollouts forever, audit forever, every 1h
         "#]],
     );
 }
@@ -118,7 +118,7 @@ fn unknown_top_level_field() {
         "lisen: 127.0.0.1:1\n",
         expect![[r#"
             exit 1
-            canaryd.yaml:4:1: lisen: unknown field `lisen`, expected one of `listen`, `dataDir`, `policies`, `services`, `tokens`, `registries`, `api`, `tls`, `notifications`
+            canaryd.yaml:4:1: lisen: unknown field `lisen`, expected one of `listen`, `dataDir`, `policies`, `services`, `tokens`, `registries`, `api`, `tls`, `notifications`, `retention`
         "#]],
     );
 }
@@ -235,7 +235,7 @@ fn weights_file_directory_missing_is_a_warning() {
         "services:\n  web:\n    router: { file: { path: {dir}/missing/web.json } }\n",
         expect![[r#"
             exit 0
-            canaryd.yaml: valid: 1 service, 0 tokens, 0 registries
+            canaryd.yaml: valid: 1 service, 0 tokens, 0 registries; retention: journal 90d, rollouts forever, audit forever, every 1h
             canaryd.yaml:6:29: warning: services.web.router.file.path: its directory {dir}/missing does not exist (yet): writes fail until it does
         "#]],
     );
@@ -448,7 +448,7 @@ fn warnings_do_not_fail_the_check() {
         "listen: 0.0.0.0:7600\n",
         expect![[r#"
             exit 0
-            canaryd.yaml: valid: 0 services, 0 tokens, 0 registries
+            canaryd.yaml: valid: 0 services, 0 tokens, 0 registries; retention: journal 90d, rollouts forever, audit forever, every 1h
             canaryd.yaml:3:9: warning: listen: the API listens on 0.0.0.0:7600 beyond loopback and no `tokens` are configured: the admin token file is its only credential
         "#]],
     );
@@ -461,7 +461,7 @@ fn warnings_do_not_fail_the_check() {
 ",
         expect![[r#"
             exit 0
-            canaryd.yaml: valid: 2 services, 0 tokens, 0 registries
+            canaryd.yaml: valid: 2 services, 0 tokens, 0 registries; retention: journal 90d, rollouts forever, audit forever, every 1h
             canaryd.yaml:6:34: warning: services.lb.router.haproxy.socket: {dir}/haproxy.sock: No such file or directory (os error 2); weight changes fail until HAProxy listens there
             canaryd.yaml:8:35: warning: services.web.router.command.program: `canaryd-no-such-program` is not on this PATH; the daemon's PATH must have it
         "#]],
@@ -584,5 +584,33 @@ fn serve_reports_what_config_check_reports() {
             .next()
             .is_none(),
         "serve created state for a config it refused"
+    );
+}
+
+#[test]
+fn retention_is_read_and_checked() {
+    check(
+        "retention: { journal: 7d, rollouts: 30d, audit: 400d, every: 10m }\n",
+        expect![[r#"
+            exit 0
+            canaryd.yaml: valid: 0 services, 0 tokens, 0 registries; retention: journal 7d, rollouts 30d, audit 400d, every 10m
+        "#]],
+    );
+    check(
+        "retention:\n  journal: 30x\n  rollouts: 7d\n  audit: forever\n  every: 0s\n  keep: 1\n",
+        expect![[r#"
+            exit 1
+            canaryd.yaml:5:12: retention.journal: unknown duration unit `x` in `30x`: use ms, s, m, h or d
+            canaryd.yaml:8:10: retention.every: must be greater than 0s, got 0s
+            canaryd.yaml:9:3: retention.keep: unknown field `keep`, expected one of `journal`, `rollouts`, `audit`, `every`
+        "#]],
+    );
+    check(
+        "retention: { journal: forever, rollouts: 30d, audit: 1d }\n",
+        expect![[r#"
+            exit 1
+            canaryd.yaml:4:42: retention.rollouts: 30d is shorter than `journal: forever`; a rollout goes whole only after its journal went, so it must be at least as long
+            canaryd.yaml:4:54: retention.audit: 1d is shorter than `rollouts: 30d`; a rollout's audit entries go only after the rollout did, so it must be at least as long
+        "#]],
     );
 }

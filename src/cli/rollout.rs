@@ -282,6 +282,33 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The pages a whole list is read in: each one a bounded request, however
+/// many rollouts the daemon keeps.
+const WHOLE_LIST_PAGE: usize = 500;
+
+/// Every rollout of the filters, oldest first (as the unpaged list was):
+/// page after page of the newest first, following each `next`. The
+/// cursor is keyed, so rollouts started meanwhile neither repeat nor skip
+/// a row (they are newer than the first page's first row).
+async fn every_page(client: &Client, query: &ListArgs) -> anyhow::Result<Vec<Rollout>> {
+    let mut all = Vec::new();
+    let mut page_query = ListArgs {
+        limit: Some(WHOLE_LIST_PAGE),
+        cursor: None,
+        ..query.clone()
+    };
+    loop {
+        let page: RolloutPage = client.get(&page_query.path()).await?;
+        all.extend(page.items);
+        match page.next {
+            Some(next) => page_query.cursor = Some(next),
+            None => break,
+        }
+    }
+    all.reverse();
+    Ok(all)
+}
+
 async fn list(client: &Client, query: &ListArgs, json: bool) -> anyhow::Result<ExitCode> {
     let path = query.path();
     let (items, next) = if query.paged() {
@@ -292,7 +319,7 @@ async fn list(client: &Client, query: &ListArgs, json: bool) -> anyhow::Result<E
         }
         (page.items, page.next)
     } else {
-        let list: Vec<Rollout> = client.get(&path).await?;
+        let list = every_page(client, query).await?;
         if json {
             print_json(&list)?;
             return Ok(ExitCode::SUCCESS);

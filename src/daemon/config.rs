@@ -27,6 +27,10 @@ use super::notify::NotificationsConfig;
 
 mod notifications;
 
+// `retention:`: how long ended rollouts' data is kept.
+mod retention;
+pub use retention::RetentionConfig;
+
 // The TLS keys beside an endpoint's `url` (caFile, clientCert, clientKey).
 mod tls;
 pub use tls::ApiTls;
@@ -53,6 +57,8 @@ pub struct Config {
     pub tls: Option<ApiTls>,
     /// Lifecycle events to people (`notifications:`, `config/notifications.rs`).
     pub notifications: NotificationsConfig,
+    /// How long ended rollouts' data is kept (`retention:`, `config/retention.rs`).
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -67,6 +73,7 @@ impl Default for Config {
             api: ApiLimits::default(),
             tls: None,
             notifications: NotificationsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -220,6 +227,7 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
             "api",
             "tls",
             "notifications",
+            "retention",
         ],
     )?;
     let mut config = Config::default();
@@ -227,6 +235,12 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
     if let Some(n) = f.get("api") {
         match api_limits(sink, n, &f.child("api")) {
             Some(a) => config.api = a,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("retention") {
+        match retention::retention(sink, n, &f.child("retention")) {
+            Some(r) => config.retention = r,
             None => ok = false,
         }
     }

@@ -37,6 +37,7 @@ pub mod policies;
 pub mod push;
 pub mod registry;
 mod reload;
+mod retention;
 mod rollouts;
 pub mod series;
 pub mod services;
@@ -422,6 +423,8 @@ pub async fn start(
     );
     tokio::spawn(committer::run(shared.clone(), commit_rx));
     shared.spawn(outbox::run(shared.clone(), outbox_queue));
+    // Pruning of ended rollouts' data (`retention:`), online.
+    shared.spawn(retention::run(shared.clone()));
 
     let app = api::router(shared.clone());
     let server = tokio::spawn(connections::serve(

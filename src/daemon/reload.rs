@@ -79,5 +79,6 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     differs("services", running.services != new.services);
     differs("registries", running.registries != new.registries);
     differs("api", running.api != new.api);
+    differs("retention", running.retention != new.retention);
     out
 }

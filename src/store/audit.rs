@@ -419,9 +419,16 @@ pub enum Breakage {
     GenesisMismatch,
 }
 
-/// Walk the chain and compare its end with the head file.
-pub(crate) fn walk(key: &AuditKey, rows: &[RawEntry], head_file: Option<Head>) -> Verification {
-    let mut prev = Head::EMPTY;
+/// Walk the chain from `start` (the empty head, or the last entry that
+/// retention pruned, as its anchor declares it: `binding::chain_start`)
+/// and compare its end with the head file.
+pub(crate) fn walk(
+    key: &AuditKey,
+    rows: &[RawEntry],
+    start: Head,
+    head_file: Option<Head>,
+) -> Verification {
+    let mut prev = start;
     let mut broken = None;
     for (i, row) in rows.iter().enumerate() {
         let expected = prev.seq + 1;
@@ -501,13 +508,18 @@ pub(crate) fn walk(key: &AuditKey, rows: &[RawEntry], head_file: Option<Head>) -
     };
     let mut ahead_of_head = 0;
     if broken.is_none() {
-        (broken, ahead_of_head) = check_head(rows, last, head_file);
+        (broken, ahead_of_head) = check_head(rows, start, last, head_file);
     }
     Verification::of_chain(entries, last, head_file, ahead_of_head, broken)
 }
 
 /// The chain holds; does its end agree with the head file?
-fn check_head(rows: &[RawEntry], last: Head, head_file: Option<Head>) -> (Option<BrokenLink>, u64) {
+fn check_head(
+    rows: &[RawEntry],
+    start: Head,
+    last: Head,
+    head_file: Option<Head>,
+) -> (Option<BrokenLink>, u64) {
     let Some(head) = head_file else {
         if last.seq == 0 {
             return (None, 0);
@@ -544,11 +556,26 @@ fn check_head(rows: &[RawEntry], last: Head, head_file: Option<Head>) -> (Option
             0,
         );
     }
-    // Rows are dense from seq 1 here (the walk checked), so seq n is rows[n-1].
+    // Rows are dense from `start.seq + 1` here (the walk checked), so seq
+    // n is rows[n - start.seq - 1]. Retention never prunes the last entry,
+    // so a head at or before `start` is one the log has moved past.
+    if head.seq < start.seq || (head.seq == start.seq && !rows.is_empty()) {
+        return (
+            Some(BrokenLink {
+                seq: head.seq,
+                kind: Breakage::HeadStale,
+                detail: format!(
+                    "{HEAD_FILE} records entry {}, which retention pruned (entries up to {} went): the head file was replaced with an older one",
+                    head.seq, start.seq
+                ),
+            }),
+            0,
+        );
+    }
     let at_head = if head.seq == 0 {
         [0; 32]
     } else {
-        mac_from_hex(&rows[head.seq as usize - 1].mac).unwrap_or([0; 32])
+        mac_from_hex(&rows[(head.seq - start.seq) as usize - 1].mac).unwrap_or([0; 32])
     };
     if at_head != head.mac {
         return (
@@ -566,7 +593,7 @@ fn check_head(rows: &[RawEntry], last: Head, head_file: Option<Head>) -> (Option
     }
     // A crash between the commit and the head write leaves exactly the last
     // transaction's entries past the head: all with tx = head.seq + 1.
-    let pending = &rows[head.seq as usize..];
+    let pending = &rows[(head.seq - start.seq) as usize..];
     let next_tx = head.seq as i64 + 1;
     if pending.first().is_some_and(|first| first.tx != next_tx) {
         return (

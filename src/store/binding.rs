@@ -33,10 +33,93 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::audit::{Breakage, BrokenLink, RawEntry};
+use super::audit::{Breakage, BrokenLink, Head, RawEntry, mac_from_hex};
 use crate::engine::Phase;
 
 pub const GENESIS_ACTION: &str = "audit.genesis";
+/// The anchor a retention pruning transaction appends (`retention.rs`):
+/// it seals what the transaction took.
+pub const PRUNE_ACTION: &str = "audit.prune";
+
+/// The details of a pruning anchor: what went, so that `verify` can tell
+/// data that retention took (sealed here, under the key) from data that was
+/// deleted outside the chain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anchor {
+    /// Ended rollouts whose whole journal went (the rollout row stays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journals: Vec<PrunedJournal>,
+    /// Ended rollouts that went whole: row, checkpoint, incidents, reviews,
+    /// deliveries and hook runs. The chain no longer vouches for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<PrunedRollout>,
+    /// The log's oldest entries that went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<PrunedAudit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrunedJournal {
+    pub rollout: String,
+    /// Its journal's seqs `1..=through` are gone.
+    pub through: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrunedRollout {
+    pub rollout: String,
+    pub incidents: u64,
+    pub reviews: u64,
+}
+
+/// Entries `from..=through` of the log went; the walk goes on from
+/// `mac`, the mac of entry `through`, which this anchor (MACed like any
+/// entry) vouches for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrunedAudit {
+    pub from: u64,
+    pub through: u64,
+    pub mac: String,
+}
+
+/// An anchor's details, if `row` is one that reads.
+pub(crate) fn anchor_of(row: &RawEntry) -> Option<Anchor> {
+    (row.action == PRUNE_ACTION)
+        .then(|| serde_json::from_str(&row.details).ok())
+        .flatten()
+}
+
+/// Where the walk of the chain starts: before entry 1 (the empty head),
+/// or, when the log's oldest entries were pruned, after the last of them,
+/// as the anchor that pruned the most declares it. The anchor is read
+/// before the walk has vouched for it; the walk reaches it later and
+/// checks its mac, so a forged or edited anchor is still named.
+pub(crate) fn chain_start(rows: &[RawEntry]) -> Head {
+    let Some(first) = rows.first() else {
+        return Head::EMPTY;
+    };
+    if first.seq <= 1 {
+        return Head::EMPTY;
+    }
+    // The anchor that pruned the most, before the first entry kept: when
+    // it does not reach the first entry kept, the walk names the gap.
+    rows.iter()
+        .filter_map(anchor_of)
+        .filter_map(|a| a.audit)
+        .filter(|a| (a.through as i64) < first.seq)
+        .max_by_key(|a| a.through)
+        .and_then(|a| {
+            mac_from_hex(&a.mac).map(|mac| Head {
+                seq: a.through,
+                mac,
+            })
+        })
+        .unwrap_or(Head::EMPTY)
+}
 
 /// The details of a genesis entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -316,7 +399,16 @@ fn bind(
         ));
     }
     let (first_row, first) = &geneses[0];
-    if first.restart.is_none() && first.predates > 0 {
+    let pruned = rows
+        .iter()
+        .filter_map(|r| anchor_of(r).and_then(|a| a.audit).map(|a| (r.seq, a)))
+        .max_by_key(|(_, a)| a.through);
+    if let Some((anchor_seq, audit)) = &pruned {
+        notes.push(format!(
+            "entries 1..={} were pruned by retention: entry {anchor_seq} seals them, and a genesis entry after it binds the chain again",
+            audit.through
+        ));
+    } else if first.restart.is_none() && first.predates > 0 {
         notes.push(format!(
             "entries 1..={} predate the binding of the chain to its store (written by an earlier canaryd); entry {} binds it",
             first.predates, first_row.seq
@@ -341,6 +433,8 @@ fn bind(
 struct Derived {
     state: StateSnapshot,
     set_by: BTreeMap<(&'static str, String), u64>,
+    /// Rollouts a pruning anchor removed, with the anchor's seq.
+    pruned: BTreeMap<String, u64>,
 }
 
 fn text<'a>(details: &'a serde_json::Value, field: &str) -> Option<&'a str> {
@@ -372,6 +466,18 @@ fn replay(rows: &[RawEntry]) -> Result<Derived, BrokenLink> {
                 for id in d.state.reviews.keys() {
                     d.set_by.insert(("reviews", id.clone()), seq);
                 }
+            }
+            continue;
+        }
+        if row.action == PRUNE_ACTION {
+            let anchor =
+                anchor_of(row).ok_or_else(|| malformed("anchor details canaryd can read"))?;
+            for gone in anchor.rollouts {
+                let id = gone.rollout;
+                d.state.rollouts.remove(&id);
+                d.state.incidents.retain(|_, r| r.rollout_id != id);
+                d.state.reviews.retain(|_, r| r.rollout_id != id);
+                d.pruned.insert(id, seq);
             }
             continue;
         }
@@ -468,11 +574,15 @@ fn compare(derived: &Derived, rows: &StateSnapshot) -> Vec<Disagreement> {
 
     for (id, row) in &rows.rollouts {
         let Some(want) = derived.state.rollouts.get(id) else {
-            differ(
-                "rollouts",
-                id,
-                "the audit log never started it: the row was written outside the chain".into(),
-            );
+            let detail = match derived.pruned.get(id) {
+                Some(seq) => format!(
+                    "the audit log (entry {seq}) says retention pruned it, yet its row is here: the row was written outside the chain"
+                ),
+                None => {
+                    "the audit log never started it: the row was written outside the chain".into()
+                }
+            };
+            differ("rollouts", id, detail);
             continue;
         };
         let seq = at("rollouts", id);

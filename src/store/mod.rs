@@ -20,6 +20,8 @@
 //! - `outbox.rs`: webhook deliveries and lifecycle hook runs, two tables
 //!   behind one interface: rows, the pending scan, attempts.
 //! - `records.rs`: the other typed rows and the queries that read them.
+//! - `retention.rs`: pruning ended rollouts' journals, rows and the log's
+//!   oldest entries, each transaction sealed by an anchor entry.
 //! - `id.rs`: identifiers.
 //!
 //! Files in a data dir: `canaryd.db` (+ `-wal`, `-shm`), `lock` (held by the
@@ -32,6 +34,7 @@ pub mod id;
 pub mod outbox;
 pub mod records;
 pub mod registry;
+pub mod retention;
 pub mod schema;
 pub mod step;
 
@@ -52,6 +55,7 @@ pub use records::{
     Incident, IncidentStatus, JournalEntry, JournalKind, OpenRollout, Review, ReviewStatus,
     RolloutRow,
 };
+pub use retention::{Ages, Budget, PruneStep, StorageSize};
 pub use schema::SCHEMA_VERSION;
 
 /// The first schema with the store's identity: a store older than this is
@@ -352,6 +356,14 @@ impl Store {
         // NORMAL a power cut may forget the last commits, yet the daemon has
         // already acted on them (moved traffic, sent webhooks) and fsynced
         // `audit.head` past them, which would then read as truncation.
+        // A new file frees pages back to the OS incrementally
+        // (`retention.rs`); the mode must be set before its first table.
+        // An existing file keeps its mode: converting it takes a full
+        // VACUUM (docs/retention.md), too long and too much disk for a start.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables == 0 {
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt {
@@ -617,7 +629,7 @@ impl Store {
                     });
                 }
             };
-            let mut v = audit::walk(key, &rows, after);
+            let mut v = audit::walk(key, &rows, binding::chain_start(&rows), after);
             if v.broken.is_none() {
                 let checked = binding::check(
                     &rows,

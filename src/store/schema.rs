@@ -196,6 +196,45 @@ CREATE INDEX notifications_pending ON notifications(id)
     WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX notifications_by_rollout ON notifications(rollout_id, id);
 "#,
+    // 6: retention (`retention.rs`). Deletes become possible, but only
+    // inside a pruning transaction (it holds the one `prune_pass` row, which
+    // it removes again before it commits, so no committed state ever has
+    // it), and only of what pruning may take: an ended rollout whose
+    // traffic is back (promoted, or at weight 0), its journal, its
+    // incidents and reviews. Updates stay forbidden. These triggers stop a
+    // bug; the audit chain, whose anchors seal what pruning took, is what
+    // stops a person. `journal_pruned_at`: when the rollout's journal went
+    // (NULL while kept); the partial indexes find what is due.
+    r#"
+CREATE TABLE prune_pass (one INTEGER PRIMARY KEY CHECK (one = 1)) STRICT;
+ALTER TABLE rollouts ADD COLUMN journal_pruned_at INTEGER;
+CREATE INDEX rollouts_journal_due ON rollouts(updated_at)
+    WHERE outcome IS NOT NULL AND journal_pruned_at IS NULL;
+CREATE INDEX rollouts_journal_pruned ON rollouts(updated_at) WHERE journal_pruned_at IS NOT NULL;
+-- Deleting a rollout's rows finds them by index, not by a scan.
+CREATE INDEX hook_runs_by_rollout ON hook_runs(rollout_id);
+CREATE INDEX notifications_by_incident ON notifications(incident_id);
+DROP TRIGGER IF EXISTS audit_no_delete;
+DROP TRIGGER IF EXISTS journal_no_delete;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    WHEN NOT EXISTS (SELECT 1 FROM prune_pass)
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only outside retention pruning'); END;
+CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
+    WHEN NOT EXISTS (SELECT 1 FROM prune_pass)
+      OR NOT EXISTS (SELECT 1 FROM rollouts WHERE id = OLD.rollout_id
+                     AND outcome IS NOT NULL AND (outcome = 'promoted' OR weight = 0))
+    BEGIN SELECT RAISE(ABORT, 'journal is append-only outside retention pruning of an ended rollout'); END;
+CREATE TRIGGER rollouts_no_delete BEFORE DELETE ON rollouts
+    WHEN NOT EXISTS (SELECT 1 FROM prune_pass) OR OLD.outcome IS NULL
+      OR (OLD.outcome <> 'promoted' AND OLD.weight > 0)
+    BEGIN SELECT RAISE(ABORT, 'only retention pruning deletes a rollout, and only an ended one'); END;
+CREATE TRIGGER incidents_no_delete BEFORE DELETE ON incidents
+    WHEN NOT EXISTS (SELECT 1 FROM prune_pass)
+    BEGIN SELECT RAISE(ABORT, 'only retention pruning deletes an incident'); END;
+CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews
+    WHEN NOT EXISTS (SELECT 1 FROM prune_pass)
+    BEGIN SELECT RAISE(ABORT, 'only retention pruning deletes a review'); END;
+"#,
 ];
 
 /// The schema version this build writes.
