@@ -329,6 +329,9 @@ impl WindowSample {
 #[derive(Debug)]
 struct RolloutSeries {
     info: RolloutInfoLabels,
+    /// The phase its `rollout_phase` series were last set for: a step
+    /// that stays in it (most steps) sets them again for nothing.
+    phase: Option<Phase>,
     triggers: BTreeSet<String>,
     signals: BTreeSet<(&'static str, String)>,
     ratios: BTreeSet<(&'static str, String)>,
@@ -663,6 +666,7 @@ impl Metrics {
             ratios: BTreeSet::new(),
             latencies: BTreeSet::new(),
             means: BTreeSet::new(),
+            phase: None,
             remove_at: None,
         });
         if series.info != info {
@@ -670,14 +674,17 @@ impl Metrics {
             series.info = info.clone();
         }
         self.rollout_info.get_or_create(&info).set(1);
-        for phase in Phase::ALL {
-            self.phase
-                .get_or_create(&PhaseLabels {
-                    rollout: s.id.clone(),
-                    service: s.service.clone(),
-                    phase: phase.as_str().into(),
-                })
-                .set(i64::from(s.phase == phase));
+        if series.phase != Some(s.phase) {
+            series.phase = Some(s.phase);
+            for phase in Phase::ALL {
+                self.phase
+                    .get_or_create(&PhaseLabels {
+                        rollout: s.id.clone(),
+                        service: s.service.clone(),
+                        phase: phase.as_str().into(),
+                    })
+                    .set(i64::from(s.phase == phase));
+            }
         }
         let l = RolloutLabels {
             rollout: s.id.clone(),
@@ -1052,6 +1059,21 @@ mod tests {
         assert!(
             text.contains(
                 "canaryd_rollout_phase{rollout=\"r-1\",service=\"web\",phase=\"rolled-back\"} 1"
+            ),
+            "{text}"
+        );
+        // A step that stays in its phase leaves the phase series as they
+        // are (set once per phase, not per step): still exactly one at 1.
+        m.publish_rollout(&sample("r-1", Phase::RolledBack));
+        let text = m.render(t0);
+        let phases: Vec<_> = lines_of(&text, "r-1")
+            .into_iter()
+            .filter(|l| l.starts_with("canaryd_rollout_phase{") && l.ends_with(" 1"))
+            .collect();
+        assert_eq!(phases.len(), 1, "{phases:#?}");
+        assert!(
+            text.contains(
+                "canaryd_rollout_phase{rollout=\"r-1\",service=\"web\",phase=\"progressing\"} 0"
             ),
             "{text}"
         );
