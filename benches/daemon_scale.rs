@@ -28,7 +28,7 @@
 //! stays short: `CANARYD_SCALE_PARTS` (`rollouts,memory,ingest`),
 //! `CANARYD_SCALE_ROLLOUTS` (N for `rollouts`, 300), `CANARYD_SCALE_SECS`
 //! (its measured seconds, 10), `CANARYD_SCALE_MEMORY` (the N of `memory`,
-//! `200`; e.g. `1000,10000`), `CANARYD_SCALE_INTERVALS` (`30s,1s`),
+//! `100`; e.g. `1000,10000`), `CANARYD_SCALE_INTERVALS` (`30s,1s`),
 //! `CANARYD_SCALE_WINDOWS_1S` (windows filled at 1 s, 120),
 //! `CANARYD_SCALE_INGEST_SECS` (5).
 
@@ -655,7 +655,7 @@ fn core_child(n: usize, interval: Duration, windows: u64) {
 
 fn memory_part() {
     let sizes: Vec<usize> = std::env::var("CANARYD_SCALE_MEMORY")
-        .unwrap_or_else(|_| "200".into())
+        .unwrap_or_else(|_| "100".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
