@@ -30,7 +30,7 @@
 //! (its measured seconds, 10), `CANARYD_SCALE_MEMORY` (the N of `memory`,
 //! `100`; e.g. `1000,10000`), `CANARYD_SCALE_INTERVALS` (`30s,1s`),
 //! `CANARYD_SCALE_WINDOWS_1S` (windows filled at 1 s, 120),
-//! `CANARYD_SCALE_INGEST_SECS` (5).
+//! `CANARYD_SCALE_INGEST_SECS` (5), `CANARYD_SCALE_INGEST_CONNECTIONS` (8).
 
 #![allow(clippy::disallowed_methods)] // benches read the clock
 #![allow(clippy::print_stdout)]
@@ -727,6 +727,7 @@ fn memory_part() {
 
 fn ingest_part() {
     let secs: u64 = env_or("CANARYD_SCALE_INGEST_SECS", 5);
+    let connections: usize = env_or("CANARYD_SCALE_INGEST_CONNECTIONS", 8);
     let policy = policy_at("1s");
     let d = daemon(1, &policy, Arc::new(SystemClock));
     let gen_rt = runtime("loadgen", 1);
@@ -754,7 +755,7 @@ fn ingest_part() {
     gen_rt.block_on(async {
         let http = reqwest::Client::new();
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..8 {
+        for _ in 0..connections {
             let (http, url, token, body, accepted) = (
                 http.clone(),
                 url.clone(),
@@ -793,7 +794,7 @@ fn ingest_part() {
     let store = canaryd::store::Store::open_read_only(&data).unwrap();
     let seen = journaled_requests(&store, &id);
     println!(
-        "ingest: {:.0} observations/s over HTTP on loopback in batches of 1,000 ({secs} s, 8 connections); CPU {:.0}% of one core, of which the load generator {:.0}% ({:.0}% of the CPU used)",
+        "ingest: {:.0} observations/s over HTTP on loopback in batches of 1,000 ({secs} s, {connections} connections); CPU {:.0}% of one core, of which the load generator {:.0}% ({:.0}% of the CPU used)",
         accepted as f64 / wall,
         cpu / wall * 100.0,
         gen_cpu / wall * 100.0,
