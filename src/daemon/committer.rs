@@ -34,8 +34,11 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<CommitJob>) 
         }
         let (steps, replies): (Vec<_>, Vec<_>) =
             jobs.into_iter().map(|j| (j.step, j.reply)).unzip();
+        let n = steps.len() as u64;
         match shared.with_store(|s| s.commit_prepared(steps)) {
             Ok(committed) => {
+                shared.metrics.commit_groups.inc();
+                shared.metrics.committed_steps.inc_by(n);
                 for (reply, c) in replies.into_iter().zip(committed) {
                     let _ = reply.send(Ok(c));
                 }

@@ -9,6 +9,7 @@
 //! the journal and reconciling with the router's real weights.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,13 @@ pub struct DriverHandle {
     /// When the canary weight in force took effect (ms since the epoch):
     /// pushed events from before it are stale.
     pub weight_since: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the rollout may have webhook deliveries in the store: set
+    /// before the commit that queues its first one (and from the start for
+    /// a restored rollout). While it is false the rollout's view has no
+    /// notifications to read, so `GET /v1/rollouts/{id}` answers from
+    /// `view` without waiting for the store (which a group commit holds
+    /// through its fsync).
+    pub deliveries: Arc<AtomicBool>,
 }
 
 pub struct Driver {
@@ -81,6 +89,8 @@ pub struct Driver {
     /// weight (`None` until first published; after a restart the time is
     /// unknown, so it stays at the start and no event is left out).
     weight_since: Arc<std::sync::atomic::AtomicU64>,
+    /// Shared with the handle (`DriverHandle::deliveries`).
+    deliveries: Arc<AtomicBool>,
     last_weight: Option<Weight>,
     /// The source's last edge notified (`source-failing` or
     /// `source-recovered`), so each edge is told once, also across restarts.
@@ -137,6 +147,7 @@ impl Driver {
             last_step: None,
             rollback_incident: false,
             weight_since: Arc::new(std::sync::atomic::AtomicU64::new(started_ms)),
+            deliveries: Arc::new(AtomicBool::new(false)),
             last_weight: None,
             source_edge: None,
             notices: Vec::new(),
@@ -151,6 +162,7 @@ impl Driver {
             service: self.rollout.spec().service.clone(),
             started_at: self.rollout.started_at(),
             weight_since: self.weight_since.clone(),
+            deliveries: self.deliveries.clone(),
         }
     }
 
@@ -181,6 +193,8 @@ impl Driver {
             while rollout.poll_effect().is_some() {}
         }
         let mut d = Driver::new(shared, service, rollout, open.row.clone(), now);
+        // What it queued before the restart is in the store.
+        d.deliveries.store(true, Ordering::SeqCst);
         let incidents = d
             .shared
             .with_store(|s| s.incidents_for_rollout(&open.row.id))
@@ -277,6 +291,9 @@ impl Driver {
     /// The driver's loop: until the rollout ends or the daemon drains.
     pub async fn run_loop(mut self, mut rx: mpsc::Receiver<DriverMsg>) {
         let mut shutdown = self.shared.shutdown.subscribe();
+        // A clock moved by hand (tests, benches) wakes the driver when it
+        // moves; the wall clock moves with the sleep below.
+        let mut moved = self.shared.clock.moved();
         // Bounded by the rollout's own end (maxDuration) or the daemon's.
         // An ended rollout whose traffic is not yet back keeps its driver
         // until the router confirms 0.
@@ -316,6 +333,7 @@ impl Driver {
                         tracing::error!(rollout = %self.id(), error = %e.message, "driver step failed");
                     }
                 }
+                () = super::clock::clock_moved(&mut moved) => {}
             }
         }
         // Commands that arrived as the rollout ended: it no longer takes any.
@@ -377,8 +395,18 @@ impl Driver {
             Err(_) => Collected::default(),
         };
         let mut base = std::mem::take(&mut self.carry);
-        merge(&mut base, &pushed);
-        let mut data = base.clone();
+        if base == Collected::default() {
+            base = pushed;
+        } else {
+            merge(&mut base, &pushed);
+        }
+        // Only a failed pull keeps `base` (for the next window): without
+        // pull sources nothing can fail, and the window is not copied.
+        let mut data = if self.service.pull.is_empty() {
+            std::mem::take(&mut base)
+        } else {
+            base.clone()
+        };
         let spec = self.rollout.spec();
         let window = Window {
             start,
@@ -438,6 +466,9 @@ impl Driver {
             &WindowSample::of(self.rollout.policy(), &snapshot),
         );
         self.run(Input::Data { snapshot }).await?;
+        self.shared
+            .metrics
+            .window_closed(self.shared.clock.now().saturating_since(end));
         Ok(true)
     }
 
@@ -487,6 +518,15 @@ impl Driver {
             let checkpoint = effects.iter().any(|e| matches!(e, Effect::Checkpoint))
                 || self.rollout.phase().is_terminal()
                 || self.steps_since_checkpoint >= CHECKPOINT_EVERY;
+            let notices = self.notices_of(before, &input, &effects, now);
+            if !notices.is_empty()
+                || effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::OpenIncident { .. }))
+            {
+                // Before the commit: a view read after it must look.
+                self.deliveries.store(true, Ordering::SeqCst);
+            }
             let prepared = EngineStep {
                 at: now,
                 input: &input,
@@ -496,7 +536,7 @@ impl Driver {
                 audit: &[],
             }
             .prepare()
-            .map(|p| p.with_notices(self.notices_of(before, &input, &effects, now)))
+            .map(|p| p.with_notices(notices))
             .map_err(|e| e.to_string());
             let committed = match prepared {
                 Ok(p) => self.shared.commit(p).await,
@@ -744,6 +784,7 @@ impl Driver {
         });
         let id = self.id().to_string();
         let now = self.shared.clock.now();
+        self.deliveries.store(true, Ordering::SeqCst);
         match self
             .shared
             .with_store(|s| s.open_router_incident(&id, &severity, &notify, evidence, now))
@@ -776,8 +817,7 @@ impl Driver {
         let weight = self.rollout.weight();
         if self.last_weight != Some(weight) {
             if self.last_weight.is_some() {
-                self.weight_since
-                    .store(now.as_millis(), std::sync::atomic::Ordering::SeqCst);
+                self.weight_since.store(now.as_millis(), Ordering::SeqCst);
             }
             self.last_weight = Some(weight);
         }

@@ -29,6 +29,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::engine::{Phase, Rollout, TriggerVerdict};
@@ -54,6 +55,13 @@ pub const DECISIONS: [&str; 6] = [
     "rollback",
     "incident",
     "review",
+];
+
+/// Upper bounds (seconds) of `canaryd_window_lag_seconds`: from a
+/// millisecond to past the longest sensible interval, so p50 and p99 of a
+/// 1 s interval are read off it within a bucket.
+pub const WINDOW_LAG_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// `Content-Type` of the OpenMetrics exposition.
@@ -321,6 +329,9 @@ impl WindowSample {
 #[derive(Debug)]
 struct RolloutSeries {
     info: RolloutInfoLabels,
+    /// The phase its `rollout_phase` series were last set for: a step
+    /// that stays in it (most steps) sets them again for nothing.
+    phase: Option<Phase>,
     triggers: BTreeSet<String>,
     signals: BTreeSet<(&'static str, String)>,
     ratios: BTreeSet<(&'static str, String)>,
@@ -349,6 +360,12 @@ pub struct Metrics {
     trigger_fired: Family<TriggerLabels, Gauge>,
     rollouts: Mutex<BTreeMap<String, RolloutSeries>>,
     // Per service and daemon-wide.
+    /// From an analysis window's end to its step committed and acted on.
+    window_lag: Histogram,
+    /// Group commits (one transaction, so one fsync, each) and the engine
+    /// steps they held (`committer.rs`).
+    pub commit_groups: Counter,
+    pub committed_steps: Counter,
     pub decisions: Family<DecisionLabels, Counter>,
     pub observations: Family<ArmLabels, Counter>,
     pub stale_events: Family<ServiceLabels, Counter>,
@@ -407,6 +424,9 @@ impl Metrics {
             trigger_boundary: Family::default(),
             trigger_fired: Family::default(),
             rollouts: Mutex::new(BTreeMap::new()),
+            window_lag: Histogram::new(WINDOW_LAG_BUCKETS),
+            commit_groups: Counter::default(),
+            committed_steps: Counter::default(),
             decisions: Family::default(),
             observations: Family::default(),
             stale_events: Family::default(),
@@ -491,6 +511,21 @@ impl Metrics {
             "trigger_fired",
             "1 when the trigger's condition is met",
             m.trigger_fired.clone(),
+        );
+        r.register(
+            "window_lag_seconds",
+            "From an analysis window's end to its engine step committed and acted on",
+            m.window_lag.clone(),
+        );
+        r.register(
+            "commit_groups",
+            "Group commits of engine steps: one transaction and one fsync each",
+            m.commit_groups.clone(),
+        );
+        r.register(
+            "committed_steps",
+            "Engine steps committed (journal, state, outbox and audit of one step each)",
+            m.committed_steps.clone(),
         );
         r.register(
             "decisions",
@@ -631,6 +666,7 @@ impl Metrics {
             ratios: BTreeSet::new(),
             latencies: BTreeSet::new(),
             means: BTreeSet::new(),
+            phase: None,
             remove_at: None,
         });
         if series.info != info {
@@ -638,14 +674,17 @@ impl Metrics {
             series.info = info.clone();
         }
         self.rollout_info.get_or_create(&info).set(1);
-        for phase in Phase::ALL {
-            self.phase
-                .get_or_create(&PhaseLabels {
-                    rollout: s.id.clone(),
-                    service: s.service.clone(),
-                    phase: phase.as_str().into(),
-                })
-                .set(i64::from(s.phase == phase));
+        if series.phase != Some(s.phase) {
+            series.phase = Some(s.phase);
+            for phase in Phase::ALL {
+                self.phase
+                    .get_or_create(&PhaseLabels {
+                        rollout: s.id.clone(),
+                        service: s.service.clone(),
+                        phase: phase.as_str().into(),
+                    })
+                    .set(i64::from(s.phase == phase));
+            }
         }
         let l = RolloutLabels {
             rollout: s.id.clone(),
@@ -725,6 +764,12 @@ impl Metrics {
                 })
                 .set(*x);
         }
+    }
+
+    /// An analysis window's step was committed and acted on `lag` after
+    /// the window's end.
+    pub fn window_closed(&self, lag: Duration) {
+        self.window_lag.observe(lag.as_secs_f64());
     }
 
     /// The rollout ended at `now`: its series stay, with their final
@@ -1014,6 +1059,21 @@ mod tests {
         assert!(
             text.contains(
                 "canaryd_rollout_phase{rollout=\"r-1\",service=\"web\",phase=\"rolled-back\"} 1"
+            ),
+            "{text}"
+        );
+        // A step that stays in its phase leaves the phase series as they
+        // are (set once per phase, not per step): still exactly one at 1.
+        m.publish_rollout(&sample("r-1", Phase::RolledBack));
+        let text = m.render(t0);
+        let phases: Vec<_> = lines_of(&text, "r-1")
+            .into_iter()
+            .filter(|l| l.starts_with("canaryd_rollout_phase{") && l.ends_with(" 1"))
+            .collect();
+        assert_eq!(phases.len(), 1, "{phases:#?}");
+        assert!(
+            text.contains(
+                "canaryd_rollout_phase{rollout=\"r-1\",service=\"web\",phase=\"progressing\"} 0"
             ),
             "{text}"
         );

@@ -188,6 +188,13 @@ impl Shared {
     /// A rollout as the API shows it: live for active ones, from the store
     /// for finished ones.
     pub fn rollout(&self, id: &str) -> Result<crate::wire::Rollout, Refusal> {
+        // A live rollout that never queued a webhook delivery has no
+        // notifications: answered without waiting for the store.
+        if let Some(h) = self.driver(id)
+            && !h.deliveries.load(Ordering::SeqCst)
+        {
+            return Ok(h.view.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        }
         let mut rollout = self.rollout_state(id)?;
         rollout.notifications = self.with_store(|s| view::notifications(s, id))?;
         Ok(rollout)

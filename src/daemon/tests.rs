@@ -109,3 +109,58 @@ async fn start_takes_its_listener_and_its_clock() {
     assert_eq!(start_entry["at"], json!(t0), "{start_entry}");
     running.stop().await.unwrap();
 }
+
+/// Issue #19: a group commit holds the store through its fsync; a live
+/// rollout's `GET /v1/rollouts/{id}` must not wait for it. The store is
+/// held here (as a long commit would) until the answer has come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_rollout_is_answered_while_the_store_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/hour.yaml"), HOUR_POLICY).unwrap();
+    let d = dir.path().display();
+    let yaml = format!(
+        "listen: 127.0.0.1:1\ndataDir: {d}/data\npolicies: {d}/policies\nservices:\n  web: {{}}\n"
+    );
+    let config = parse_config("test.yaml", yaml.as_bytes()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000_000_000)));
+    let running = start(config, listener, clock).await.unwrap();
+    let http = reqwest::Client::new();
+    let token = read_admin_token(&dir.path().join("data")).unwrap();
+    let base = format!("http://{}", running.addr);
+    let started: Value = http
+        .post(format!("{base}/v1/rollouts"))
+        .bearer_auth(&token)
+        .json(&json!({"service": "web", "canary": "v2", "baseline": "v1",
+                      "policy": "hour", "dry_run": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let shared = running.shared.clone();
+    let holder = std::thread::spawn(move || {
+        shared.with_store(|_| {
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        })
+    });
+    locked_rx.recv().unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        get(&http, format!("{base}/v1/rollouts/{id}"), &token),
+    )
+    .await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let r = answer.expect("GET /v1/rollouts/{id} waited for the store");
+    assert_eq!(r["id"], id.as_str(), "{r}");
+    assert_eq!(r["weight"], 10, "{r}");
+    running.stop().await.unwrap();
+}

@@ -527,12 +527,12 @@ fn apply_prepared(
 ) -> Result<(Committed, Vec<NewAudit>)> {
     let id = step.rollout_id;
     let at = ms(step.at);
+    // Every step runs these two statements: parsed once per connection.
     let found: Option<(String, String, u64, Option<String>)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT service, policy_version, journal_len, outcome FROM rollouts WHERE id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        )?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     let (service, policy_version, journal_len, outcome_before) =
         found.ok_or_else(|| StoreError::NotFound {
@@ -625,24 +625,24 @@ fn apply_prepared(
         reviews.push(review_id);
     }
 
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE rollouts SET phase = ?2, outcome = ?3, reason = ?4, step = ?5, weight = ?6,
             updated_at = max(updated_at, ?7), journal_len = ?8,
             checkpoint = coalesce(?9, checkpoint),
             checkpoint_seq = CASE WHEN ?9 IS NULL THEN checkpoint_seq ELSE ?8 END
          WHERE id = ?1",
-        params![
-            id,
-            step.phase,
-            step.outcome,
-            step.reason,
-            step.step,
-            step.weight,
-            at,
-            last_seq,
-            step.checkpoint
-        ],
-    )?;
+    )?
+    .execute(params![
+        id,
+        step.phase,
+        step.outcome,
+        step.reason,
+        step.step,
+        step.weight,
+        at,
+        last_seq,
+        step.checkpoint
+    ])?;
     // The step that ends the rollout queues its lifecycle hook.
     let mut hooks = Vec::new();
     if outcome_before.is_none()

@@ -312,8 +312,13 @@ pub fn families(text: &str) -> BTreeMap<String, usize> {
             out.entry(name).or_insert(0);
         } else if !line.starts_with('#') && !line.is_empty() {
             let name = line.split(['{', ' ']).next().unwrap_or("");
-            // A histogram's samples would carry suffixes; none is exported.
-            if let Some(n) = out.get_mut(name) {
+            // A histogram's samples carry suffixes
+            // (`canaryd_window_lag_seconds_bucket`, `_sum`, `_count`).
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| out.contains_key(*f)))
+                .unwrap_or(name);
+            if let Some(n) = out.get_mut(family) {
                 *n += 1;
             }
         }
