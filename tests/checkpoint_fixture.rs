@@ -7,7 +7,10 @@
 //! `trace-v1.jsonl` is what that build's rollout did next, never stopped:
 //! every effect and every assessment, evidence included, for 40 more
 //! intervals. The test restores the old checkpoint with today's build, feeds
-//! it the same intervals and requires the same lines, byte for byte.
+//! it the same intervals and requires the same lines, byte for byte. The
+//! v1 form was what every build wrote until checkpoint version 2 (compact
+//! windows, 2026-12-05): today's build writes version 2, much smaller, and a
+//! round trip through it changes nothing the rollout does next.
 //!
 //! The fixture is never regenerated to make this test pass: a change that
 //! cannot read it bumps `CHECKPOINT_VERSION` with a tested migration.
@@ -260,7 +263,10 @@ fn a_checkpoint_of_the_reference_build_restores_and_runs_on_identically() {
         BEFORE + AFTER,
         &mut trace_v2,
     );
-    assert!(trace_v2 == trace, "restored from v2, the rollout runs on as from v1");
+    assert!(
+        trace_v2 == trace,
+        "restored from v2, the rollout runs on as from v1"
+    );
     assert!(
         trace.iter().any(|l| l.contains("set-weight")),
         "the trace covers an approval and a weight change"

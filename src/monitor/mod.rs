@@ -39,12 +39,12 @@ pub use forecast::{GateSchedule, forecast, gate_forecast, gate_schedule, margin_
 
 use crate::engine::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
 use crate::policy::{Policy, REQUESTS, Weight};
+use crate::stats::window::WindowRead;
 use crate::stats::{
     self, BurnRate, ChangeDetection, IntervalSnapshot, LatencyReads, NoData, Overdispersion,
     SampleRatioCheck, StatTest, StatsError, Status, SustainedMean, SustainedQuantile,
     SustainedRatio, Verdict, Warmup, Windows,
 };
-use crate::stats::window::WindowRead;
 use crate::time::Timestamp;
 
 /// One trigger's check, as it runs.
@@ -131,8 +131,15 @@ impl<T> PartialEq for NotState<T> {
 }
 
 type ReadsCache = NotState<std::sync::OnceLock<(String, LatencyReads)>>;
-/// The snapshot kept for reuse, and whether a caller reuses them.
-type Spare = NotState<(Option<IntervalSnapshot>, bool)>;
+type Spare = NotState<SpareSnapshot>;
+
+/// The snapshot observed last, kept for reuse once a caller has asked for
+/// one (`wanted`).
+#[derive(Clone, Debug, Default)]
+struct SpareSnapshot {
+    kept: Option<IntervalSnapshot>,
+    wanted: bool,
+}
 type Measured = NotState<Vec<Arc<str>>>;
 
 /// The policy's warm-up (`analysis.warmup`) in whole intervals: what a
@@ -378,14 +385,14 @@ impl Analysis for Monitor {
             }
         }
         self.windows.push(&snap);
-        if self.spare.0.1 {
-            self.spare.0.0 = Some(snap);
+        if self.spare.0.wanted {
+            self.spare.0.kept = Some(snap);
         }
     }
 
     fn take_spare(&mut self) -> Option<IntervalSnapshot> {
-        self.spare.0.1 = true;
-        self.spare.0.0.take()
+        self.spare.0.wanted = true;
+        self.spare.0.kept.take()
     }
 
     /// The union of what every check reads (see `Monitor::reads_of`),
@@ -539,9 +546,7 @@ mod checkpoint_form {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{
-        Check, Complement, GateState, Measured, Monitor, ReadsCache, Spare, window_read,
-    };
+    use super::{Check, Complement, GateState, Measured, Monitor, ReadsCache, Spare, window_read};
     use crate::stats::window::{InvalidWindows, WindowsForm};
     use crate::stats::{
         self, BurnRate, ChangeDetection, IntervalSnapshot, MeanTest, NoData, SampleRatioCheck,
@@ -763,5 +768,52 @@ mod checkpoint_form {
                 GateTestForm::Mean(m) => StatTest::Mean(m),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    const POLICY: &str = "\
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata: { name: spare }
+spec:
+  analysis: { interval: 1s, alpha: 0.01, minSamples: 10 }
+  steps: [ { setWeight: 10 }, { bake: 1h }, { setWeight: 100 } ]
+  metrics:
+    errors: { kind: ratio, numerator: errors, denominator: requests }
+  triggers:
+    - { name: budget, metric: errors, burnRate: { slo: 99%, windows: [ { long: 5s, short: 2s, factor: 10 } ] } }
+";
+
+    fn interval(i: u64) -> IntervalSnapshot {
+        let mut s = IntervalSnapshot::new(
+            Timestamp::from_millis(i * 1000),
+            Timestamp::from_millis((i + 1) * 1000),
+        );
+        s.canary.add("requests", 10);
+        s.canary.latency_mut("latency_ms").record_ms(20.0);
+        s
+    }
+
+    /// The daemon never takes a spare: its monitors hold no snapshot (they
+    /// held the last one their windows pushed out). A caller that takes
+    /// them gets the snapshot observed last, from the next interval on.
+    #[test]
+    fn a_spare_snapshot_is_kept_only_for_a_caller_that_takes_them() {
+        let policy = parse_policy("spare.yaml", POLICY.as_bytes()).unwrap();
+        let weight = Weight::new(10).unwrap();
+        let mut monitor = Monitor::new(&policy).unwrap();
+        for i in 0..20 {
+            monitor.observe_owned(interval(i), weight);
+        }
+        assert!(monitor.spare.0.kept.is_none());
+        assert_eq!(monitor.take_spare(), None);
+        monitor.observe_owned(interval(20), weight);
+        let spare = monitor.take_spare().expect("kept once asked for");
+        assert_eq!(spare.start, Timestamp::from_millis(20_000));
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evidence::{ArmCounts, finite};
 use super::histogram::{HistogramReads, LatencyReads, ms_to_us};
-use super::window::{RatioCounts, Span, WindowRead, Windows};
+use super::window::{RatioColumn, RatioCounts, WindowRead, Windows};
 use super::{StatsError, check_positive, check_unit_open};
 use crate::time::Timestamp;
 
@@ -79,9 +79,9 @@ impl SustainedQuantile {
 
     pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
         let t = ms_to_us(self.above_ms);
-        let read = self.window_read();
+        let column = windows.quantiles(&self.signal, self.quantile, t);
         let run = sustained_run(windows, now, self.for_ms, |i| {
-            let r = windows.quantile_at(&read, i)?;
+            let r = column?.at(i)?;
             let counts = ArmCounts {
                 exposure: r.total,
                 events: r.surely_above,
@@ -137,9 +137,9 @@ impl SustainedRatio {
     /// Every interval of the last `for_ms` had the canary's rate above
     /// `above` (see [`sustained_run`] for "exactly as written").
     pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
-        let read = self.window_read();
+        let column = windows.ratios(&self.numerator, &self.denominator);
         let run = sustained_run(windows, now, self.for_ms, |i| {
-            let RatioCounts { n, x } = windows.ratio_at(&read, i)?;
+            let RatioCounts { n, x } = column?.at(i)?;
             (n > 0).then(|| {
                 let rate = x as f64 / n as f64;
                 (
@@ -216,9 +216,9 @@ impl SustainedMean {
             MeanLimit::Above(b) => (b, |m, b| m > b),
             MeanLimit::Below(b) => (b, |m, b| m < b),
         };
-        let read = self.window_read();
+        let column = windows.means(&self.signal);
         let run = sustained_run(windows, now, self.for_ms, |i| {
-            let m = windows.mean_at(&read, i)?;
+            let m = column?.at(i)?;
             Some((
                 m.mean,
                 beyond(m.mean, limit),
@@ -352,17 +352,22 @@ impl BurnRate {
 
     fn burn(
         &self,
-        covering: impl Iterator<Item = (Span, RatioCounts)>,
+        windows: &Windows,
+        column: Option<RatioColumn<'_>>,
         now: Timestamp,
         len: Duration,
     ) -> (f64, ArmCounts, Timestamp) {
         // Only two canary counters are needed: sum them directly.
+        // (Saturating sums of counts do not depend on their order.)
         let (mut n, mut x) = (0u64, 0u64);
         let mut start = None::<Timestamp>;
-        for (span, c) in covering {
-            n = n.saturating_add(c.n);
-            x = x.saturating_add(c.x);
-            start = Some(start.map_or(span.start, |t| t.min(span.start)));
+        for (positions, first_start) in windows.covering(now, len) {
+            // (A read that is not tracked counts nothing.)
+            for c in column.iter().flat_map(|c| c.over(positions.clone())) {
+                n = n.saturating_add(c.n);
+                x = x.saturating_add(c.x);
+            }
+            start = Some(start.map_or(first_start, |t| t.min(first_start)));
         }
         // With nothing covered the window is empty and starts where it ends.
         let start = start.unwrap_or(now - len);
@@ -378,16 +383,7 @@ impl BurnRate {
     }
 
     pub fn evaluate(&self, windows: &Windows, now: Timestamp) -> ObjectiveVerdict {
-        let read = self.window_read();
-        let covering = |len| {
-            windows.covering(now, len).map(|(i, span)| {
-                // (A read that is not tracked counts nothing.)
-                let counts = windows
-                    .ratio_at(&read, i)
-                    .unwrap_or(RatioCounts { n: 0, x: 0 });
-                (span, counts)
-            })
-        };
+        let column = windows.ratios(&self.numerator, &self.denominator);
         let mut best = ObjectiveVerdict {
             fired: false,
             observed: 0.0,
@@ -397,8 +393,8 @@ impl BurnRate {
             window_end: now,
         };
         for w in &self.windows {
-            let (long, counts, start) = self.burn(covering(w.long), now, w.long);
-            let (short, _, _) = self.burn(covering(w.short), now, w.short);
+            let (long, counts, start) = self.burn(windows, column, now, w.long);
+            let (short, _, _) = self.burn(windows, column, now, w.short);
             let level = long.min(short);
             let fired = long > w.factor && short > w.factor;
             if (fired && !best.fired)
@@ -449,10 +445,7 @@ impl NoData {
         since: Timestamp,
         now: Timestamp,
     ) -> ObjectiveVerdict {
-        let last_seen = windows
-            .last_seen(&self.window_read())
-            .unwrap_or(since)
-            .max(since);
+        let last_seen = windows.last_seen(&self.signal).unwrap_or(since).max(since);
         let silent_ms = now.as_millis().saturating_sub(last_seen.as_millis());
         ObjectiveVerdict {
             fired: silent_ms >= self.for_ms,
@@ -655,7 +648,11 @@ mod reference {
         run
     }
 
-    pub fn quantile(r: &SustainedQuantile, w: &SnapshotWindows, now: Timestamp) -> ObjectiveVerdict {
+    pub fn quantile(
+        r: &SustainedQuantile,
+        w: &SnapshotWindows,
+        now: Timestamp,
+    ) -> ObjectiveVerdict {
         let t = ms_to_us(r.above_ms);
         let run = sustained_run(w, now, r.for_ms, |s| {
             let h = s.canary.latency.get(&r.signal)?;
@@ -950,18 +947,41 @@ mod differential {
         w
     }
 
-    fn assert_same(r: &Rules, new: &Windows, old: &SnapshotWindows, since: Timestamp, now: Timestamp, at: &str) {
+    fn assert_same(
+        r: &Rules,
+        new: &Windows,
+        old: &SnapshotWindows,
+        since: Timestamp,
+        now: Timestamp,
+        at: &str,
+    ) {
         for q in &r.quantiles {
-            assert_eq!(q.evaluate(new, now), reference::quantile(q, old, now), "{at} {q:?}");
+            assert_eq!(
+                q.evaluate(new, now),
+                reference::quantile(q, old, now),
+                "{at} {q:?}"
+            );
         }
         for q in &r.ratios {
-            assert_eq!(q.evaluate(new, now), reference::ratio(q, old, now), "{at} {q:?}");
+            assert_eq!(
+                q.evaluate(new, now),
+                reference::ratio(q, old, now),
+                "{at} {q:?}"
+            );
         }
         for q in &r.means {
-            assert_eq!(q.evaluate(new, now), reference::mean(q, old, now), "{at} {q:?}");
+            assert_eq!(
+                q.evaluate(new, now),
+                reference::mean(q, old, now),
+                "{at} {q:?}"
+            );
         }
         for q in &r.burns {
-            assert_eq!(q.evaluate(new, now), reference::burn(q, old, now), "{at} {q:?}");
+            assert_eq!(
+                q.evaluate(new, now),
+                reference::burn(q, old, now),
+                "{at} {q:?}"
+            );
         }
         for q in &r.no_data {
             assert_eq!(
@@ -1006,15 +1026,25 @@ mod differential {
                 };
                 // Now and then one starts within the one before (still in
                 // order of starts).
-                let start = if rng.chance(3) { t.saturating_sub(length / 2) } else { t };
+                let start = if rng.chance(3) {
+                    t.saturating_sub(length / 2)
+                } else {
+                    t
+                };
                 level = (level * (0.7 + rng.below(60) as f64 / 100.0)).clamp(5.0, 2_000.0);
-                let snap = interval(&mut rng, start.max(old.intervals.back().map_or(0, |s| s.start.as_millis())), length, level);
+                let snap = interval(
+                    &mut rng,
+                    start.max(old.intervals.back().map_or(0, |s| s.start.as_millis())),
+                    length,
+                    level,
+                );
                 t = snap.end.as_millis().max(t);
                 new.push(&snap);
                 old.push(snap);
                 if rng.chance(5) {
                     let json = serde_json::to_string(&new).unwrap();
-                    let form: crate::stats::window::WindowsForm = serde_json::from_str(&json).unwrap();
+                    let form: crate::stats::window::WindowsForm =
+                        serde_json::from_str(&json).unwrap();
                     let back = Windows::try_from(form).unwrap();
                     assert_eq!(back, new, "seed {seed} interval {i}: round trip");
                     new = back;
@@ -1022,12 +1052,26 @@ mod differential {
                 assert_eq!(new.len(), old.intervals.len());
                 for late in [0, 1, interval_ms / 2, interval_ms * 3, interval_ms * 30] {
                     let now = Timestamp::from_millis(t + late);
-                    assert_same(&rules, &new, &old, since, now, &format!("seed {seed} interval {i} +{late}ms"));
+                    assert_same(
+                        &rules,
+                        &new,
+                        &old,
+                        since,
+                        now,
+                        &format!("seed {seed} interval {i} +{late}ms"),
+                    );
                     fired += usize::from(rules.quantiles[0].evaluate(&new, now).fired);
                 }
                 // Before the newest interval ended.
                 let early = Timestamp::from_millis(t.saturating_sub(rng.below(3 * interval_ms)));
-                assert_same(&rules, &new, &old, since, early, &format!("seed {seed} interval {i} early"));
+                assert_same(
+                    &rules,
+                    &new,
+                    &old,
+                    since,
+                    early,
+                    &format!("seed {seed} interval {i} early"),
+                );
             }
         }
         assert!(fired > 0, "the sequences make the rules fire");

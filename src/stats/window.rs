@@ -15,13 +15,14 @@
 //! the newest interval that saw the signal).
 //!
 //! Memory bound: at most `capacity` intervals are kept (size it with
-//! [`Windows::for_longest_window`]): about `16 × ratios + 24 × (quantiles
-//! + means)` bytes per interval, plus 24 bytes per run of contiguous
-//!   intervals. For the PRODUCT.md example policy (one ratio, one quantile,
-//!   one seen read; a 1 h longest window), that is about 5 KiB per rollout at a
-//!   30 s interval (121 intervals) and about 140 KiB at 1 s (3,601).
-//!   (Before, every interval's whole snapshot was kept: about 2.4 MiB per
-//!   latency signal at 30 s.)
+//! [`Windows::for_longest_window`]): per interval, 16 bytes per ratio or
+//! mean read and 24 per quantile read, plus 24 bytes per run of
+//! back-to-back intervals. For the PRODUCT.md example policy (one ratio,
+//! one quantile and one seen read; a 1 h longest window) that is about
+//! 5 KiB per rollout at a 30 s interval (121 intervals) and 141 KiB at 1 s
+//! (3,601); `benches/memory.rs` measures the whole rollout. (The windows
+//! kept every interval's snapshot before: about 2.4 MiB per latency signal
+//! at 30 s.)
 //!
 //! Intervals arrive in time order (each starts no earlier than the one
 //! before); a window covering `[now − length, now]` is then a suffix of the
@@ -136,6 +137,27 @@ impl Run {
         }
     }
 
+    /// The `k` whose interval starts at or after `from` and ends by `now`
+    /// (`None` when none does).
+    fn covered(&self, from: u64, now: u64) -> Option<std::ops::Range<u64>> {
+        let step = self.step();
+        if step == 0 {
+            // Every interval of the run is the same span.
+            let s = self.span(0);
+            let inside = s.start.as_millis() >= from && s.end.as_millis() <= now;
+            return inside.then_some(0..self.count);
+        }
+        // Starts and ends grow by `step`: the first k starting at or after
+        // `from`, and one past the last k ending by `now`.
+        let first = from.saturating_sub(self.start).div_ceil(step);
+        let past = match now.checked_sub(self.end) {
+            Some(room) => (room / step).saturating_add(1),
+            None => 0,
+        };
+        let (first, past) = (first.min(self.count), past.min(self.count));
+        (first < past).then_some(first..past)
+    }
+
     /// Whether `[start, end)` continues this run.
     fn continued_by(&self, start: u64, end: u64) -> bool {
         let next = self.span(self.count);
@@ -167,6 +189,21 @@ impl Values {
             Values::Pairs(v) => Some(v.len()),
             Values::Triples(v) => Some(v.len()),
             Values::LastSeen(_) => None,
+        }
+    }
+
+    /// Room for one more value, growing by doubling but never beyond
+    /// `most` (a window of 3,601 intervals holds 3,601 values, not 4,096).
+    fn make_room(&mut self, most: usize) {
+        fn grow<T>(v: &mut VecDeque<T>, most: usize) {
+            if v.len() == v.capacity() {
+                v.reserve_exact(v.len().max(4).min(most.saturating_sub(v.len())).max(1));
+            }
+        }
+        match self {
+            Values::Pairs(v) => grow(v, most),
+            Values::Triples(v) => grow(v, most),
+            Values::LastSeen(_) => {}
         }
     }
 
@@ -329,7 +366,9 @@ impl Windows {
         self.pushed += 1;
         self.len += 1;
         let canary = &snap.canary;
+        let most = self.capacity;
         for c in &mut self.columns {
+            c.values.make_room(most);
             match (&c.read, &mut c.values) {
                 (
                     WindowRead::Ratio {
@@ -412,80 +451,146 @@ impl Windows {
         })
     }
 
-    /// The retained intervals inside `[now − length, now]`, newest first,
-    /// with their positions.
+    /// The retained intervals inside `[now − length, now]`: runs of
+    /// consecutive positions, each with the start of its first interval
+    /// (the earliest). (In time order, the ones starting at or after
+    /// `now − length` are a suffix; within a run, the ones that also end by
+    /// `now` are consecutive.)
     pub fn covering(
         &self,
         now: Timestamp,
         length: Duration,
-    ) -> impl Iterator<Item = (usize, Span)> + '_ {
-        let from = now - length;
-        // In time order, the ones starting at or after `from` are a suffix.
-        self.newest_first()
-            .take_while(move |(_, s)| s.start >= from)
-            .filter(move |(_, s)| s.end <= now)
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, Timestamp)> + '_ {
+        let (from, now) = ((now - length).as_millis(), now.as_millis());
+        let mut first_position = 0;
+        self.runs.iter().filter_map(move |r| {
+            let at = first_position;
+            first_position += r.count as usize;
+            let ks = r.covered(from, now)?;
+            let start = r.span(ks.start).start;
+            Some((at + ks.start as usize..at + ks.end as usize, start))
+        })
     }
 
-    fn values(&self, read: &WindowRead) -> Option<&Values> {
+    /// The ratio counts kept for `numerator / denominator` (`None` when
+    /// that read is not tracked). Look a column up once, then read it by
+    /// position.
+    pub fn ratios(&self, numerator: &str, denominator: &str) -> Option<RatioColumn<'_>> {
         self.columns
             .iter()
-            .find(|c| &c.read == read)
-            .map(|c| &c.values)
+            .find_map(|c| match (&c.read, &c.values) {
+                (
+                    WindowRead::Ratio {
+                        numerator: n,
+                        denominator: d,
+                    },
+                    Values::Pairs(v),
+                ) if n == numerator && d == denominator => Some(RatioColumn(v)),
+                _ => None,
+            })
     }
 
-    /// The ratio counts of the interval at `position` (`None` when the read
-    /// is not tracked).
-    pub fn ratio_at(&self, read: &WindowRead, position: usize) -> Option<RatioCounts> {
-        match (read, self.values(read)?) {
-            (WindowRead::Ratio { .. }, Values::Pairs(v)) => {
-                v.get(position).map(|&[n, x]| RatioCounts { n, x })
-            }
-            _ => None,
-        }
+    /// The quantile readings kept for `signal` (`None` when that read is not
+    /// tracked).
+    pub fn quantiles(
+        &self,
+        signal: &str,
+        quantile: f64,
+        above_us: u64,
+    ) -> Option<QuantileColumn<'_>> {
+        self.columns
+            .iter()
+            .find_map(|c| match (&c.read, &c.values) {
+                (
+                    WindowRead::Quantile {
+                        signal: s,
+                        quantile: q,
+                        above_us: a,
+                    },
+                    Values::Triples(v),
+                ) if s == signal && *q == quantile && *a == above_us => Some(QuantileColumn(v)),
+                _ => None,
+            })
     }
 
-    /// The quantile reading of the interval at `position`: `None` when the
-    /// histogram was absent or empty (or the read is not tracked).
-    pub fn quantile_at(&self, read: &WindowRead, position: usize) -> Option<QuantileReading> {
-        match self.values(read)? {
-            Values::Triples(v) => v
-                .get(position)
-                .filter(|t| t[1] > 0)
-                .map(|&[low_us, total, surely_above]| QuantileReading {
-                    low_us,
-                    total,
-                    surely_above,
-                }),
-            _ => None,
-        }
+    /// The mean readings kept for `signal` (`None` when that read is not
+    /// tracked).
+    pub fn means(&self, signal: &str) -> Option<MeanColumn<'_>> {
+        self.columns
+            .iter()
+            .find_map(|c| match (&c.read, &c.values) {
+                (WindowRead::Mean { signal: s }, Values::Pairs(v)) if s == signal => {
+                    Some(MeanColumn(v))
+                }
+                _ => None,
+            })
     }
 
-    /// The mean reading of the interval at `position`: `None` when the
-    /// histogram was absent or empty (or the read is not tracked).
-    pub fn mean_at(&self, read: &WindowRead, position: usize) -> Option<MeanReading> {
-        match (read, self.values(read)?) {
-            (WindowRead::Mean { .. }, Values::Pairs(v)) => {
-                v.get(position)
-                    .filter(|p| p[1] > 0)
-                    .map(|&[bits, n]| MeanReading {
-                        mean: f64::from_bits(bits),
-                        n,
-                    })
-            }
-            _ => None,
-        }
+    /// The end of the newest retained interval whose canary count of
+    /// `signal` was above zero (`None` too when that read is not tracked).
+    pub fn last_seen(&self, signal: &str) -> Option<Timestamp> {
+        let (number, end) = self
+            .columns
+            .iter()
+            .find_map(|c| match (&c.read, &c.values) {
+                (WindowRead::Seen { signal: s }, Values::LastSeen(last)) if s == signal => *last,
+                _ => None,
+            })?;
+        let oldest_retained = self.pushed - self.len as u64;
+        (number >= oldest_retained).then_some(end)
+    }
+}
+
+/// A ratio read's counts, by position in the windows.
+#[derive(Clone, Copy)]
+pub struct RatioColumn<'a>(&'a VecDeque<[u64; 2]>);
+
+impl<'a> RatioColumn<'a> {
+    pub fn at(&self, position: usize) -> Option<RatioCounts> {
+        self.0.get(position).map(|&[n, x]| RatioCounts { n, x })
     }
 
-    /// The end of the newest retained interval whose count of the seen
-    /// read's signal was above zero.
-    pub fn last_seen(&self, read: &WindowRead) -> Option<Timestamp> {
-        match self.values(read)? {
-            Values::LastSeen(Some((number, end))) => {
-                let oldest_retained = self.pushed - self.len() as u64;
-                (*number >= oldest_retained).then_some(*end)
-            }
-            _ => None,
-        }
+    /// The counts at `positions` (those retained).
+    pub fn over(self, positions: std::ops::Range<usize>) -> impl Iterator<Item = RatioCounts> + 'a {
+        let end = positions.end.min(self.0.len());
+        self.0
+            .range(positions.start.min(end)..end)
+            .map(|&[n, x]| RatioCounts { n, x })
+    }
+}
+
+/// A quantile read's readings, by position in the windows.
+#[derive(Clone, Copy)]
+pub struct QuantileColumn<'a>(&'a VecDeque<[u64; 3]>);
+
+impl QuantileColumn<'_> {
+    /// `None` when the histogram was absent or empty.
+    pub fn at(&self, position: usize) -> Option<QuantileReading> {
+        self.0
+            .get(position)
+            .filter(|t| t[1] > 0)
+            .map(|&[low_us, total, surely_above]| QuantileReading {
+                low_us,
+                total,
+                surely_above,
+            })
+    }
+}
+
+/// A mean read's readings, by position in the windows.
+#[derive(Clone, Copy)]
+pub struct MeanColumn<'a>(&'a VecDeque<[u64; 2]>);
+
+impl MeanColumn<'_> {
+    /// `None` when the histogram was absent or empty.
+    pub fn at(&self, position: usize) -> Option<MeanReading> {
+        self.0
+            .get(position)
+            .filter(|p| p[1] > 0)
+            .map(|&[bits, n]| MeanReading {
+                mean: f64::from_bits(bits),
+                n,
+            })
     }
 }
 
@@ -521,9 +626,10 @@ mod tests {
         assert_eq!(w.runs.len(), 1, "back-to-back intervals are one run");
         let covered: Vec<u64> = w
             .covering(Timestamp::from_millis(20_000), Duration::from_secs(3))
-            .map(|(i, _)| w.ratio_at(&requests(), i).unwrap().n)
+            .flat_map(|(positions, _)| w.ratios("requests", "requests").unwrap().over(positions))
+            .map(|c| c.n)
             .collect();
-        assert_eq!(covered, [19, 18, 17]);
+        assert_eq!(covered, [17, 18, 19]);
         assert_eq!(
             w.spans().next().unwrap().start,
             Timestamp::from_millis(14_000)
@@ -551,7 +657,11 @@ mod tests {
             .map(|s| (s.start.as_millis(), s.end.as_millis()))
             .collect();
         assert_eq!(spans, [(10, 20), (25, 30), (30, 35), (35, 45)]);
-        assert_eq!(w.last_seen(&seen), None, "the interval that saw it left");
+        assert_eq!(
+            w.last_seen("requests"),
+            None,
+            "the interval that saw it left"
+        );
     }
 
     #[test]
