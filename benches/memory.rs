@@ -135,7 +135,11 @@ fn handle(rollout: &mut Rollout<Monitor>, now: Timestamp, input: Input<IntervalS
 }
 
 struct Figures {
+    /// The rollout just started (policy, monitor, tests).
+    fresh: usize,
     held: usize,
+    /// A clone of the monitor at steady state (tests and windows).
+    monitor: usize,
     checkpoint: usize,
     journal_per_interval: usize,
     intervals: u64,
@@ -163,6 +167,7 @@ fn measure(interval_ms: u64) -> Figures {
     };
     let mut rollout = Rollout::new(spec, policy, monitor, Timestamp::EPOCH).expect("rollout");
     handle(&mut rollout, Timestamp::EPOCH, Input::Tick);
+    let fresh = LIVE.load(Ordering::Relaxed) - before;
     let mut journal = 0;
     for i in 0..intervals {
         let snapshot = interval(&mut rng, i, interval_ms, rollout.weight());
@@ -176,12 +181,18 @@ fn measure(interval_ms: u64) -> Figures {
         "steady state: baking at 10%"
     );
     let held = LIVE.load(Ordering::Relaxed) - before;
+    let base = LIVE.load(Ordering::Relaxed);
+    let monitor = rollout.analysis().clone();
+    let monitor_bytes = LIVE.load(Ordering::Relaxed) - base;
+    drop(monitor);
     let checkpoint = serde_json::to_vec(&rollout.checkpoint())
         .expect("serializes")
         .len();
     drop(rollout);
     Figures {
+        fresh,
         held,
+        monitor: monitor_bytes,
         checkpoint,
         journal_per_interval: journal / intervals as usize,
         intervals,
@@ -200,9 +211,11 @@ fn main() {
         }
         let f = measure(interval_ms);
         println!(
-            "memory/{name}: held per rollout {:.1} KiB after {} intervals; checkpoint {:.1} KiB; journal {} B per interval",
+            "memory/{name}: held per rollout {:.1} KiB after {} intervals (at start {:.1} KiB; a clone of its monitor {:.1} KiB); checkpoint {:.1} KiB; journal {} B per interval",
             f.held as f64 / 1024.0,
             f.intervals,
+            f.fresh as f64 / 1024.0,
+            f.monitor as f64 / 1024.0,
             f.checkpoint as f64 / 1024.0,
             f.journal_per_interval,
         );
