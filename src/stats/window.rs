@@ -398,12 +398,13 @@ impl Windows {
                     });
                     v.push_back(reading.unwrap_or([0; 3]));
                 }
-                (WindowRead::Seen { signal }, Values::LastSeen(last)) => {
-                    if canary.counter(signal) > 0 {
-                        *last = Some((number, snap.end));
-                    }
+                (WindowRead::Seen { signal }, Values::LastSeen(last))
+                    if canary.counter(signal) > 0 =>
+                {
+                    *last = Some((number, snap.end));
                 }
-                // `track` and `WindowsForm` pair each read with its kind.
+                // Not seen this interval; or (never: `track` and
+                // `WindowsForm` pair each read with its kind) a mismatch.
                 _ => {}
             }
         }
