@@ -7,7 +7,10 @@
 //! `trace-v1.jsonl` is what that build's rollout did next, never stopped:
 //! every effect and every assessment, evidence included, for 40 more
 //! intervals. The test restores the old checkpoint with today's build, feeds
-//! it the same intervals and requires the same lines, byte for byte.
+//! it the same intervals and requires the same lines, byte for byte. The
+//! v1 form was what every build wrote until checkpoint version 2 (compact
+//! windows, 2026-12-05): today's build writes version 2, much smaller, and a
+//! round trip through it changes nothing the rollout does next.
 //!
 //! The fixture is never regenerated to make this test pass: a change that
 //! cannot read it bumps `CHECKPOINT_VERSION` with a tested migration.
@@ -206,11 +209,22 @@ fn a_checkpoint_of_the_reference_build_restores_and_runs_on_identically() {
     let checkpoint: Checkpoint<Monitor> =
         serde_json::from_str(CHECKPOINT_V1).expect("the v1 checkpoint deserializes");
     let mut rollout = Rollout::restore(checkpoint).expect("the v1 checkpoint restores");
+    // Today's build writes version 2 (compact windows); a round trip
+    // through it changes nothing that the rollout does next.
     let again = serde_json::to_string(&rollout.checkpoint()).expect("serializes");
+    assert!(again.starts_with(r#"{"version":2,"#), "{}", &again[..40]);
     assert!(
-        again == CHECKPOINT_V1.trim_end(),
-        "today's build writes checkpoint version {} in another form than the v1 fixture: bump CHECKPOINT_VERSION and keep reading v1",
-        canaryd::engine::CHECKPOINT_VERSION
+        again.len() * 4 < CHECKPOINT_V1.len(),
+        "compact windows: {} bytes against v1's {}",
+        again.len(),
+        CHECKPOINT_V1.len()
+    );
+    let checkpoint: Checkpoint<Monitor> = serde_json::from_str(&again).expect("v2 deserializes");
+    let rollout_v2 = Rollout::restore(checkpoint).expect("v2 restores");
+    assert_eq!(
+        serde_json::to_string(&rollout_v2.checkpoint()).expect("serializes"),
+        again,
+        "v2 round trip"
     );
     assert_eq!(rollout.phase(), Phase::AwaitingApproval);
     // The reference build predates `requireNoHarm` and `overdispersion`:
@@ -240,6 +254,19 @@ fn a_checkpoint_of_the_reference_build_restores_and_runs_on_identically() {
     for (i, (got, want)) in trace.iter().zip(&expected).enumerate() {
         assert_eq!(got, want, "line {} of trace-v1.jsonl", i + 1);
     }
+    let mut rollout_v2 = rollout_v2;
+    let mut trace_v2 = Vec::new();
+    drive(
+        &mut rollout_v2,
+        &mut Rng(AFTER_SEED),
+        BEFORE,
+        BEFORE + AFTER,
+        &mut trace_v2,
+    );
+    assert!(
+        trace_v2 == trace,
+        "restored from v2, the rollout runs on as from v1"
+    );
     assert!(
         trace.iter().any(|l| l.contains("set-weight")),
         "the trace covers an approval and a weight change"

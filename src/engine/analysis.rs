@@ -38,9 +38,10 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
         self.observe(&snapshot, weight);
     }
 
-    /// A snapshot the analysis no longer needs (it kept it, then let it
-    /// go), for the caller to reset and fill again instead of allocating a
-    /// new one. By default, none.
+    /// A snapshot the analysis no longer needs (one it was handed and has
+    /// read), for the caller to reset and fill again instead of allocating
+    /// a new one. By default, none. (The monitor keeps one only once a
+    /// caller has asked: a caller that never asks holds none per rollout.)
     fn take_spare(&mut self) -> Option<Self::Snapshot> {
         None
     }

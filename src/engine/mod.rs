@@ -15,6 +15,7 @@ pub mod types;
 
 pub use analysis::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
 pub use rollout::{
-    ApprovalWait, Approved, CHECKPOINT_VERSION, Checkpoint, ENGINE, Rollout, UnsupportedCheckpoint,
+    ApprovalWait, Approved, CHECKPOINT_VERSION, Checkpoint, ENGINE, OLDEST_CHECKPOINT_VERSION,
+    Rollout, UnsupportedCheckpoint,
 };
 pub use types::*;

@@ -110,11 +110,19 @@ pub struct Checkpoint<A: Analysis> {
     pub rollout: Rollout<A>,
 }
 
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2: a monitor's windows keep what its objective rules read of
+/// each interval, not the snapshots (`stats::window`). Version 1
+/// checkpoints (whole snapshots) are still read.
+pub const CHECKPOINT_VERSION: u32 = 2;
+
+/// The oldest checkpoint version this build restores.
+pub const OLDEST_CHECKPOINT_VERSION: u32 = 1;
 
 /// A checkpoint of a version this build cannot restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("checkpoint version {version} is not supported (expected {CHECKPOINT_VERSION})")]
+#[error(
+    "checkpoint version {version} is not supported (expected {OLDEST_CHECKPOINT_VERSION} to {CHECKPOINT_VERSION})"
+)]
 pub struct UnsupportedCheckpoint {
     pub version: u32,
 }
@@ -192,7 +200,7 @@ impl<A: Analysis> Rollout<A> {
     }
 
     pub fn restore(checkpoint: Checkpoint<A>) -> Result<Self, UnsupportedCheckpoint> {
-        if checkpoint.version != CHECKPOINT_VERSION {
+        if !(OLDEST_CHECKPOINT_VERSION..=CHECKPOINT_VERSION).contains(&checkpoint.version) {
             return Err(UnsupportedCheckpoint {
                 version: checkpoint.version,
             });

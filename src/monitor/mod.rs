@@ -25,7 +25,6 @@ mod forecast;
 pub mod words;
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +39,7 @@ pub use forecast::{GateSchedule, forecast, gate_forecast, gate_schedule, margin_
 
 use crate::engine::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
 use crate::policy::{Policy, REQUESTS, Weight};
+use crate::stats::window::WindowRead;
 use crate::stats::{
     self, BurnRate, ChangeDetection, IntervalSnapshot, LatencyReads, NoData, Overdispersion,
     SampleRatioCheck, StatTest, StatsError, Status, SustainedMean, SustainedQuantile,
@@ -72,6 +72,7 @@ struct GateState {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "checkpoint_form::MonitorForm")]
 pub struct Monitor {
     checks: Vec<Check>,
     gates: Vec<GateState>,
@@ -81,6 +82,8 @@ pub struct Monitor {
     srm_evidence: Option<stats::Evidence>,
     change: ChangeDetection,
     complements: Vec<Complement>,
+    /// What the objective checks read of the intervals they look back
+    /// over (see `stats::window`).
     windows: Windows,
     warmup: Warmup,
     /// (Serialized under its checkpoint-v1 name.)
@@ -95,20 +98,16 @@ pub struct Monitor {
     /// Lean evidence (see [`Monitor::set_lean`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     lean: bool,
-    /// Per check, for burn-rate rules: the two counters the rule reads from
-    /// each interval retained in `windows`, in step with it. Derived state:
-    /// skipped by serde (rebuilt from `windows` on the next observation;
-    /// until then the rules read the windows) and ignored by equality.
-    #[serde(skip)]
-    burn_counts: BurnCache,
     /// Per check, what its objective reading says was measured: words fixed
     /// by the policy, formatted once rather than at every assessment.
     /// Derived: skipped by serde (rebuilt on the next assessment) and
     /// ignored by equality.
     #[serde(skip)]
     measured: Measured,
-    /// The snapshot the windows pushed out last, for a caller that fills a
-    /// new one in its buffers (see [`Analysis::take_spare`]). Not state:
+    /// The snapshot observed last, for a caller that fills a new one in its
+    /// buffers (see [`Analysis::take_spare`]): kept only once a caller has
+    /// taken one (the simulator does; the daemon does not, and would
+    /// otherwise hold a whole snapshot per rollout for nothing). Not state:
     /// skipped by serde and ignored by equality.
     #[serde(skip)]
     spare: Spare,
@@ -132,9 +131,16 @@ impl<T> PartialEq for NotState<T> {
 }
 
 type ReadsCache = NotState<std::sync::OnceLock<(String, LatencyReads)>>;
-type Spare = NotState<Option<IntervalSnapshot>>;
+type Spare = NotState<SpareSnapshot>;
+
+/// The snapshot observed last, kept for reuse once a caller has asked for
+/// one (`wanted`).
+#[derive(Clone, Debug, Default)]
+struct SpareSnapshot {
+    kept: Option<IntervalSnapshot>,
+    wanted: bool,
+}
 type Measured = NotState<Vec<Arc<str>>>;
-type BurnCache = NotState<Vec<VecDeque<stats::objective::BurnCounts>>>;
 
 /// The policy's warm-up (`analysis.warmup`) in whole intervals: what a
 /// monitor of `policy` keeps out of its comparative tests after each weight
@@ -195,6 +201,10 @@ impl Monitor {
         } else {
             None
         };
+        let mut windows = Windows::for_longest_window(longest, a.interval);
+        for read in checks.iter().filter_map(window_read) {
+            windows.track(read);
+        }
         Ok(Monitor {
             checks,
             gates,
@@ -202,13 +212,12 @@ impl Monitor {
             srm_evidence: None,
             change,
             complements,
-            windows: Windows::for_longest_window(longest, a.interval),
+            windows,
             warmup: warmup(policy),
             step_requests: 0,
             step_start: None,
             since: None,
             lean: false,
-            burn_counts: BurnCache::default(),
             measured: Measured::default(),
             spare: Spare::default(),
             reads: ReadsCache::default(),
@@ -257,6 +266,18 @@ impl Monitor {
 /// "the e-process ever reached its boundary"; see `policy::no_harm`).
 fn shown_now(v: &Verdict) -> bool {
     v.status != Status::Collecting && v.evidence.log_e_value >= v.evidence.log_boundary
+}
+
+/// What an objective check reads of each interval the windows keep.
+fn window_read(check: &Check) -> Option<WindowRead> {
+    match check {
+        Check::Statistical { .. } => None,
+        Check::SustainedQuantile(rule) => Some(rule.window_read()),
+        Check::SustainedRatio(rule) => Some(rule.window_read()),
+        Check::SustainedMean(rule) => Some(rule.window_read()),
+        Check::BurnRate(rule) => Some(rule.window_read()),
+        Check::NoData(rule) => Some(rule.window_read()),
+    }
 }
 
 fn verdict_of(status: Status) -> TriggerVerdict {
@@ -363,12 +384,15 @@ impl Analysis for Monitor {
                 self.srm_evidence = Some(v.evidence);
             }
         }
-        self.spare.0 = self.windows.push(snap);
-        self.sync_burn_counts();
+        self.windows.push(&snap);
+        if self.spare.0.wanted {
+            self.spare.0.kept = Some(snap);
+        }
     }
 
     fn take_spare(&mut self) -> Option<IntervalSnapshot> {
-        self.spare.0.take()
+        self.spare.0.wanted = true;
+        self.spare.0.kept.take()
     }
 
     /// The union of what every check reads (see `Monitor::reads_of`),
@@ -432,43 +456,6 @@ impl Monitor {
         reads
     }
 
-    /// Appends the burn counts of the interval just pushed (the newest in
-    /// `windows`) and keeps the cache the length of `windows`; rebuilds it
-    /// from `windows` when it was not in step (after a restore).
-    fn sync_burn_counts(&mut self) {
-        let len = self.windows.len();
-        let cache = &mut self.burn_counts.0;
-        let in_step = cache.len() == self.checks.len()
-            && self
-                .checks
-                .iter()
-                .zip(cache.iter())
-                .all(|(c, q)| !matches!(c, Check::BurnRate(_)) || q.len() + 1 >= len);
-        if in_step && let Some(newest) = self.windows.intervals().next_back() {
-            for (q, c) in cache.iter_mut().zip(&self.checks) {
-                if let Check::BurnRate(rule) = c {
-                    q.push_back(rule.counts_of(newest));
-                    while q.len() > len {
-                        q.pop_front();
-                    }
-                }
-            }
-            return;
-        }
-        *cache = self
-            .checks
-            .iter()
-            .map(|c| match c {
-                Check::BurnRate(rule) => self
-                    .windows
-                    .intervals()
-                    .map(|s| rule.counts_of(s))
-                    .collect(),
-                _ => VecDeque::new(),
-            })
-            .collect();
-    }
-
     /// What check `i` measures, in words (formatted once, see `measured`).
     fn measured_by(&self, i: usize, check: &Check) -> Arc<str> {
         match self.measured.0.get(i) {
@@ -479,7 +466,7 @@ impl Monitor {
 
     fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
         let since = self.since.unwrap_or(now);
-        let has_data = self.windows.intervals().next().is_some();
+        let has_data = !self.windows.is_empty();
         let triggers = self
             .checks
             .iter()
@@ -502,22 +489,11 @@ impl Monitor {
                     self.measured_by(i, check),
                     has_data,
                 ),
-                Check::BurnRate(rule) => match self
-                    .burn_counts
-                    .0
-                    .get(i)
-                    .filter(|q| q.len() == self.windows.len())
-                {
-                    Some(q) => objective_reading(
-                        rule.evaluate_counts(q, now),
-                        self.measured_by(i, check),
-                        has_data,
-                    ),
-                    None => match rule.evaluate(&self.windows, now) {
-                        Ok(v) => objective_reading(v, self.measured_by(i, check), has_data),
-                        Err(_) => TriggerReading::default(),
-                    },
-                },
+                Check::BurnRate(rule) => objective_reading(
+                    rule.evaluate(&self.windows, now),
+                    self.measured_by(i, check),
+                    has_data,
+                ),
                 Check::NoData(rule) => {
                     let v = rule.evaluate(&self.windows, since, now);
                     let mut r = objective_reading(v, self.measured_by(i, check), true);
@@ -562,15 +538,104 @@ pub struct BuildError {
 /// The serialized form of the running checks, as checkpoint version 1
 /// wrote them: a mean metric's test was a check (and a gate test) of its
 /// own before it joined [`StatTest`]. Serializing writes that form;
-/// deserializing reads it.
+/// deserializing reads it. The windows are read in either form: kept whole
+/// (checkpoint version 1: every retained interval's snapshot, replayed into
+/// compact windows for the checks) or compact (version 2).
 mod checkpoint_form {
+    use std::collections::VecDeque;
+
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::Check;
+    use super::{Check, Complement, GateState, Measured, Monitor, ReadsCache, Spare, window_read};
+    use crate::stats::window::{InvalidWindows, WindowsForm};
     use crate::stats::{
-        BurnRate, MeanTest, NoData, StatTest, SustainedMean, SustainedQuantile, SustainedRatio,
-        Verdict,
+        self, BurnRate, ChangeDetection, IntervalSnapshot, MeanTest, NoData, SampleRatioCheck,
+        StatTest, SustainedMean, SustainedQuantile, SustainedRatio, Verdict, Warmup, Windows,
     };
+    use crate::time::Timestamp;
+
+    /// A monitor as a checkpoint holds it (see [`Monitor`] for the fields).
+    #[derive(Deserialize)]
+    pub(super) struct MonitorForm {
+        checks: Vec<Check>,
+        gates: Vec<GateState>,
+        srm: Option<SampleRatioCheck>,
+        srm_evidence: Option<stats::Evidence>,
+        change: ChangeDetection,
+        complements: Vec<Complement>,
+        windows: WindowsInCheckpoint,
+        warmup: Warmup,
+        #[serde(rename = "stage_requests")]
+        step_requests: u64,
+        #[serde(default, rename = "stage_start")]
+        step_start: Option<Timestamp>,
+        since: Option<Timestamp>,
+        #[serde(default)]
+        lean: bool,
+    }
+
+    /// The windows in either form: version 1 kept every retained
+    /// interval's snapshot (`intervals`).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum WindowsInCheckpoint {
+        Whole {
+            capacity: usize,
+            intervals: VecDeque<IntervalSnapshot>,
+        },
+        Compact(WindowsForm),
+    }
+
+    impl TryFrom<MonitorForm> for Monitor {
+        type Error = InvalidWindows;
+
+        fn try_from(f: MonitorForm) -> Result<Monitor, InvalidWindows> {
+            let windows = match f.windows {
+                WindowsInCheckpoint::Whole {
+                    capacity,
+                    intervals,
+                } => {
+                    let mut w = Windows::new(capacity);
+                    for read in f.checks.iter().filter_map(window_read) {
+                        w.track(read);
+                    }
+                    for s in &intervals {
+                        w.push(s);
+                    }
+                    w
+                }
+                WindowsInCheckpoint::Compact(form) => {
+                    let w = Windows::try_from(form)?;
+                    if let Some(read) = f
+                        .checks
+                        .iter()
+                        .filter_map(window_read)
+                        .find(|r| !w.tracks(r))
+                    {
+                        return Err(InvalidWindows(format!("no values kept for {read:?}")));
+                    }
+                    w
+                }
+            };
+            Ok(Monitor {
+                checks: f.checks,
+                gates: f.gates,
+                srm: f.srm,
+                srm_evidence: f.srm_evidence,
+                change: f.change,
+                complements: f.complements,
+                windows,
+                warmup: f.warmup,
+                step_requests: f.step_requests,
+                step_start: f.step_start,
+                since: f.since,
+                lean: f.lean,
+                measured: Measured::default(),
+                spare: Spare::default(),
+                reads: ReadsCache::default(),
+            })
+        }
+    }
 
     #[derive(Serialize)]
     #[serde(rename_all = "kebab-case", tag = "check")]
@@ -703,5 +768,52 @@ mod checkpoint_form {
                 GateTestForm::Mean(m) => StatTest::Mean(m),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    const POLICY: &str = "\
+apiVersion: canaryd.dev/v1
+kind: RolloutPolicy
+metadata: { name: spare }
+spec:
+  analysis: { interval: 1s, alpha: 0.01, minSamples: 10 }
+  steps: [ { setWeight: 10 }, { bake: 1h }, { setWeight: 100 } ]
+  metrics:
+    errors: { kind: ratio, numerator: errors, denominator: requests }
+  triggers:
+    - { name: budget, metric: errors, burnRate: { slo: 99%, windows: [ { long: 5s, short: 2s, factor: 10 } ] } }
+";
+
+    fn interval(i: u64) -> IntervalSnapshot {
+        let mut s = IntervalSnapshot::new(
+            Timestamp::from_millis(i * 1000),
+            Timestamp::from_millis((i + 1) * 1000),
+        );
+        s.canary.add("requests", 10);
+        s.canary.latency_mut("latency_ms").record_ms(20.0);
+        s
+    }
+
+    /// The daemon never takes a spare: its monitors hold no snapshot (they
+    /// held the last one their windows pushed out). A caller that takes
+    /// them gets the snapshot observed last, from the next interval on.
+    #[test]
+    fn a_spare_snapshot_is_kept_only_for_a_caller_that_takes_them() {
+        let policy = parse_policy("spare.yaml", POLICY.as_bytes()).unwrap();
+        let weight = Weight::new(10).unwrap();
+        let mut monitor = Monitor::new(&policy).unwrap();
+        for i in 0..20 {
+            monitor.observe_owned(interval(i), weight);
+        }
+        assert!(monitor.spare.0.kept.is_none());
+        assert_eq!(monitor.take_spare(), None);
+        monitor.observe_owned(interval(20), weight);
+        let spare = monitor.take_spare().expect("kept once asked for");
+        assert_eq!(spare.start, Timestamp::from_millis(20_000));
     }
 }

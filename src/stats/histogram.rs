@@ -14,7 +14,9 @@
 //! through [`LatencyHistogram::from_hdr`].
 //!
 //! Memory: a log-linear histogram grows to the index of its largest value;
-//! values up to 10 s need about 1,200 buckets (≈ 10 KiB). Values are clamped at
+//! values up to 10 s need about 1,200 buckets (≈ 10 KiB). Serialized, the
+//! empty buckets below the smallest value are left out (`from`), so a
+//! journaled interval costs what its occupied range does. Values are clamped at
 //! [`MAX_LATENCY_US`] (about 12.7 days). This module never reads a clock.
 
 use serde::{Deserialize, Serialize};
@@ -40,11 +42,94 @@ pub enum Layout {
 }
 
 /// A latency distribution as bucket counts. See the module docs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "HistogramForm")]
 pub struct LatencyHistogram {
     layout: Layout,
     counts: Vec<u64>,
     total: u64,
+}
+
+/// The serialized form (journal rows and checkpoints): the counts from the
+/// first bucket that is not empty, `from` saying which bucket that is
+/// (absent when 0, as every histogram was written before `from` was). A
+/// log-linear histogram of latencies above a few ms otherwise spends most
+/// of its bytes on the empty buckets below them.
+#[derive(Deserialize)]
+struct HistogramForm {
+    layout: Layout,
+    #[serde(default)]
+    from: usize,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+/// [`HistogramForm`] as written, borrowing the histogram.
+#[derive(Serialize)]
+#[serde(rename = "LatencyHistogram")]
+struct HistogramRef<'a> {
+    layout: &'a Layout,
+    #[serde(skip_serializing_if = "is_zero")]
+    from: usize,
+    counts: &'a [u64],
+    total: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Serialize for LatencyHistogram {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let from = self
+            .counts
+            .iter()
+            .position(|&c| c > 0)
+            .unwrap_or(self.counts.len());
+        HistogramRef {
+            layout: &self.layout,
+            from,
+            counts: &self.counts[from..],
+            total: self.total,
+        }
+        .serialize(s)
+    }
+}
+
+/// Buckets a log-linear histogram can have: one past the bucket of
+/// [`MAX_LATENCY_US`].
+fn log_linear_buckets() -> usize {
+    log_linear_index(MAX_LATENCY_US) + 1
+}
+
+impl TryFrom<HistogramForm> for LatencyHistogram {
+    type Error = String;
+
+    fn try_from(f: HistogramForm) -> Result<LatencyHistogram, String> {
+        let counts = if f.from == 0 {
+            f.counts
+        } else {
+            let most = match &f.layout {
+                Layout::LogLinear => log_linear_buckets(),
+                Layout::Bucketed { upper_bounds_us } => upper_bounds_us.len(),
+            };
+            let len = f.from.saturating_add(f.counts.len());
+            if len > most {
+                return Err(format!(
+                    "histogram counts from bucket {} to {len}: beyond its {most} buckets",
+                    f.from
+                ));
+            }
+            let mut counts = vec![0; len];
+            counts[f.from..].copy_from_slice(&f.counts);
+            counts
+        };
+        Ok(LatencyHistogram {
+            layout: f.layout,
+            counts,
+            total: f.total,
+        })
+    }
 }
 
 impl Default for LatencyHistogram {
@@ -744,4 +829,42 @@ pub struct Moments {
     pub above_top: u64,
     #[serde(default)]
     pub top_ms: f64,
+}
+
+#[cfg(test)]
+mod serialized_form {
+    use super::*;
+
+    /// Histograms as the build of 2026-12-05 serialized them (every bucket
+    /// from 0, in a journaled interval or a checkpoint).
+    const DENSE: &str = include_str!("fixtures/histograms-2026-12-05.json");
+
+    #[test]
+    fn the_dense_form_reads_and_the_written_form_round_trips() {
+        let old: Vec<LatencyHistogram> = serde_json::from_str(DENSE).unwrap();
+        assert!(old.len() >= 3 && old.iter().any(|h| h.total() > 0));
+        let written = serde_json::to_string(&old).unwrap();
+        assert!(
+            written.len() * 2 < DENSE.len(),
+            "{} vs {}",
+            written.len(),
+            DENSE.len()
+        );
+        let back: Vec<LatencyHistogram> = serde_json::from_str(&written).unwrap();
+        assert_eq!(back, old);
+    }
+
+    #[test]
+    fn counts_beyond_the_last_bucket_are_refused() {
+        let err = serde_json::from_str::<LatencyHistogram>(
+            r#"{"layout":"LogLinear","from":1000000000000,"counts":[1],"total":1}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("beyond its"), "{err}");
+        let err = serde_json::from_str::<LatencyHistogram>(
+            r#"{"layout":{"Bucketed":{"upper_bounds_us":[5,18446744073709551615]}},"from":2,"counts":[1],"total":1}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("beyond its 2 buckets"), "{err}");
+    }
 }

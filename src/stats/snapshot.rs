@@ -196,6 +196,24 @@ impl IntervalSnapshot {
 mod tests {
     use super::*;
 
+    /// An interval as the build of 2026-12-05 journaled it (taken from the
+    /// windows of `tests/checkpoint_fixture/checkpoint-v1.json`).
+    const JOURNALED: &str = include_str!("fixtures/snapshot-2026-12-05.json");
+
+    #[test]
+    fn a_journaled_interval_of_the_dense_form_reads_the_same_and_is_written_smaller() {
+        let old: IntervalSnapshot = serde_json::from_str(JOURNALED).unwrap();
+        assert_eq!(old.canary.latency["latency_ms"].total(), 312);
+        let written = serde_json::to_string(&old).unwrap();
+        assert!(
+            written.len() * 2 < JOURNALED.len(),
+            "{} bytes",
+            written.len()
+        );
+        let back: IntervalSnapshot = serde_json::from_str(&written).unwrap();
+        assert_eq!(back, old);
+    }
+
     proptest::proptest! {
         #[test]
         fn merge_is_adding_every_count(

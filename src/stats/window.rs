@@ -1,34 +1,303 @@
-//! Sliding windows over interval snapshots. Objective triggers read these,
-//! one interval at a time; the sequential tests keep their own running state
-//! and do not need them. Nothing keeps running totals here: no reader needed
-//! them, and merging every interval's histograms into one cost more than the
-//! rest of a push. (It also meant that an interval whose histogram layout
-//! differed from the step's was left out; every interval is kept now.)
+//! Sliding windows of what the objective rules read from each interval.
+//! Objective triggers (`objective.rs`) read these; the sequential tests keep
+//! their own running state and do not need them.
 //!
-//! Memory bound: at most `capacity` snapshots are kept (the monitor may hold
-//! one more, the last one pushed out, for reuse). A snapshot costs its
-//! counters plus, per latency signal and arm, one histogram (about 10 KiB
-//! for latencies up to 10 s). With a 30 s interval and a 1 h longest window,
-//! capacity is 121 and the bound is about 121 × 2 × 10 KiB ≈ 2.4 MiB per
-//! latency signal per rollout. Size the capacity with
-//! [`Windows::for_longest_window`].
+//! A rule declares what it reads of one interval as a [`WindowRead`] (a
+//! canary ratio's two counts; a canary quantile's bucket, total and count
+//! above a threshold; a canary mean; whether the canary saw a signal at
+//! all), the windows compute exactly that when an interval is pushed, and
+//! keep it, not the snapshot: each answer a rule gives is then the one it
+//! gave when the windows kept every snapshot whole (a test in this module
+//! replays long random sequences against that representation). Per retained
+//! interval the windows keep its span (runs of back-to-back intervals of one
+//! length take one entry for the whole run), two or three `u64` per ratio,
+//! quantile or mean read, and nothing per interval for a "seen" read (only
+//! the newest interval that saw the signal).
+//!
+//! Memory bound: at most `capacity` intervals are kept (size it with
+//! [`Windows::for_longest_window`]): per interval, 16 bytes per ratio or
+//! mean read and 24 per quantile read, plus 24 bytes per run of
+//! back-to-back intervals. For the PRODUCT.md example policy (one ratio,
+//! one quantile and one seen read; a 1 h longest window) that is about
+//! 5 KiB per rollout at a 30 s interval (121 intervals) and 141 KiB at 1 s
+//! (3,601); `benches/memory.rs` measures the whole rollout. (The windows
+//! kept every interval's snapshot before: about 2.4 MiB per latency signal
+//! at 30 s.)
+//!
+//! Intervals arrive in time order (each starts no earlier than the one
+//! before); a window covering `[now − length, now]` is then a suffix of the
+//! retained intervals.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::StatsError;
+use super::histogram::ms_to_us;
 use super::snapshot::IntervalSnapshot;
 use crate::time::Timestamp;
 
-/// The retained intervals. (Checkpoints from before running totals were
-/// dropped carry `step` fields; serde ignores them. An older daemon cannot
-/// read a newer checkpoint.)
+/// What one objective rule reads of each interval's canary data. Rules that
+/// read the same thing share one column.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowRead {
+    /// The counts `n` of `denominator` and `x` of `numerator` (at most
+    /// `n`).
+    Ratio {
+        numerator: String,
+        denominator: String,
+    },
+    /// Of the histogram of `signal`: the lowest value (µs) of the bucket
+    /// holding the `quantile`, the total, and the count surely above
+    /// `above_us`.
+    Quantile {
+        signal: String,
+        quantile: f64,
+        above_us: u64,
+    },
+    /// The mean (bucket midpoints, ms) and count of the histogram of
+    /// `signal`.
+    Mean { signal: String },
+    /// Whether the count of `signal` was above zero.
+    Seen { signal: String },
+}
+
+impl WindowRead {
+    /// The quantile read of a rule over `signal` with threshold `above_ms`.
+    pub fn quantile(signal: &str, quantile: f64, above_ms: f64) -> WindowRead {
+        WindowRead::Quantile {
+            signal: signal.to_owned(),
+            quantile,
+            above_us: ms_to_us(above_ms),
+        }
+    }
+
+    fn empty_values(&self) -> Values {
+        match self {
+            WindowRead::Ratio { .. } | WindowRead::Mean { .. } => Values::Pairs(VecDeque::new()),
+            WindowRead::Quantile { .. } => Values::Triples(VecDeque::new()),
+            WindowRead::Seen { .. } => Values::LastSeen(None),
+        }
+    }
+}
+
+/// One interval's ratio counts: `n` of the denominator, `x` of the
+/// numerator (at most `n`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RatioCounts {
+    pub n: u64,
+    pub x: u64,
+}
+
+/// One interval's quantile reading: the lowest value (µs) of the bucket
+/// holding the quantile, the histogram's total and its count surely above
+/// the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantileReading {
+    pub low_us: u64,
+    pub total: u64,
+    pub surely_above: u64,
+}
+
+/// One interval's mean reading (ms) and its count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MeanReading {
+    pub mean: f64,
+    pub n: u64,
+}
+
+/// The `[start, end)` of one retained interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+/// `count` back-to-back intervals of one length, the first one
+/// `[start, end)`: interval `k` is shifted by `k × (end − start)`. An
+/// interval that ends before it starts is a run of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Run {
+    start: u64,
+    end: u64,
+    count: u64,
+}
+
+impl Run {
+    fn step(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    fn span(&self, k: u64) -> Span {
+        let shift = k.saturating_mul(self.step());
+        Span {
+            start: Timestamp::from_millis(self.start.saturating_add(shift)),
+            end: Timestamp::from_millis(self.end.saturating_add(shift)),
+        }
+    }
+
+    /// The `k` whose interval starts at or after `from` and ends by `now`
+    /// (`None` when none does).
+    fn covered(&self, from: u64, now: u64) -> Option<std::ops::Range<u64>> {
+        let step = self.step();
+        if step == 0 {
+            // Every interval of the run is the same span.
+            let s = self.span(0);
+            let inside = s.start.as_millis() >= from && s.end.as_millis() <= now;
+            return inside.then_some(0..self.count);
+        }
+        // Starts and ends grow by `step`: the first k starting at or after
+        // `from`, and one past the last k ending by `now`.
+        let first = from.saturating_sub(self.start).div_ceil(step);
+        let past = match now.checked_sub(self.end) {
+            Some(room) => (room / step).saturating_add(1),
+            None => 0,
+        };
+        let (first, past) = (first.min(self.count), past.min(self.count));
+        (first < past).then_some(first..past)
+    }
+
+    /// Whether `[start, end)` continues this run.
+    fn continued_by(&self, start: u64, end: u64) -> bool {
+        let next = self.span(self.count);
+        self.end >= self.start
+            && end.checked_sub(start) == Some(self.step())
+            && next.start.as_millis() == start
+            && next.end.as_millis() == end
+    }
+}
+
+/// Per retained interval (oldest first), or for a seen read the newest
+/// interval that saw its signal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Values {
+    /// Ratio `[n, x]`, or mean `[f64 bits of the mean, n]` (`n` = 0: no
+    /// reading).
+    Pairs(VecDeque<[u64; 2]>),
+    /// Quantile `[low_us, total, surely_above]` (`total` = 0: no reading).
+    Triples(VecDeque<[u64; 3]>),
+    /// The number (in push order) and end of the newest interval where the
+    /// signal was seen.
+    LastSeen(Option<(u64, Timestamp)>),
+}
+
+impl Values {
+    fn len(&self) -> Option<usize> {
+        match self {
+            Values::Pairs(v) => Some(v.len()),
+            Values::Triples(v) => Some(v.len()),
+            Values::LastSeen(_) => None,
+        }
+    }
+
+    /// Room for one more value, growing by doubling but never beyond
+    /// `most` (a window of 3,601 intervals holds 3,601 values, not 4,096).
+    fn make_room(&mut self, most: usize) {
+        fn grow<T>(v: &mut VecDeque<T>, most: usize) {
+            if v.len() == v.capacity() {
+                v.reserve_exact(v.len().max(4).min(most.saturating_sub(v.len())).max(1));
+            }
+        }
+        match self {
+            Values::Pairs(v) => grow(v, most),
+            Values::Triples(v) => grow(v, most),
+            Values::LastSeen(_) => {}
+        }
+    }
+
+    fn pop_front(&mut self) {
+        match self {
+            Values::Pairs(v) => {
+                v.pop_front();
+            }
+            Values::Triples(v) => {
+                v.pop_front();
+            }
+            Values::LastSeen(_) => {}
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Column {
+    read: WindowRead,
+    values: Values,
+}
+
+/// The retained intervals' spans and, per declared read, what it read of
+/// each. See the module docs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Windows {
     capacity: usize,
-    intervals: VecDeque<IntervalSnapshot>,
+    /// Intervals pushed so far, retained or not.
+    pushed: u64,
+    /// The retained intervals' spans, oldest first.
+    runs: VecDeque<Run>,
+    columns: Vec<Column>,
+    /// The intervals in `runs` (derived).
+    #[serde(skip)]
+    len: usize,
+}
+
+/// A compact windows' form that does not hold together (a corrupt or
+/// hand-edited checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("windows: {0}")]
+pub struct InvalidWindows(pub String);
+
+/// The serialized form, checked before it becomes [`Windows`].
+#[derive(Deserialize)]
+pub struct WindowsForm {
+    capacity: usize,
+    pushed: u64,
+    runs: VecDeque<Run>,
+    columns: Vec<Column>,
+}
+
+impl TryFrom<WindowsForm> for Windows {
+    type Error = InvalidWindows;
+
+    fn try_from(f: WindowsForm) -> Result<Windows, InvalidWindows> {
+        let len = f
+            .runs
+            .iter()
+            .try_fold(0u64, |a, r| a.checked_add(r.count))
+            .ok_or_else(|| InvalidWindows("run counts overflow".into()))?;
+        if f.capacity == 0 || len > f.capacity as u64 || len > f.pushed {
+            return Err(InvalidWindows(format!(
+                "{len} intervals retained of {} pushed, capacity {}",
+                f.pushed, f.capacity
+            )));
+        }
+        if f.runs.iter().any(|r| r.count == 0) {
+            return Err(InvalidWindows("an empty run".into()));
+        }
+        for c in &f.columns {
+            let kind_fits = matches!(
+                (&c.read, &c.values),
+                (
+                    WindowRead::Ratio { .. } | WindowRead::Mean { .. },
+                    Values::Pairs(_)
+                ) | (WindowRead::Quantile { .. }, Values::Triples(_))
+                    | (WindowRead::Seen { .. }, Values::LastSeen(_))
+            );
+            if !kind_fits || c.values.len().is_some_and(|n| n as u64 != len) {
+                return Err(InvalidWindows(format!(
+                    "the values of {:?} do not match its read or the {len} intervals retained",
+                    c.read
+                )));
+            }
+        }
+        Ok(Windows {
+            capacity: f.capacity,
+            pushed: f.pushed,
+            runs: f.runs,
+            columns: f.columns,
+            len: len as usize,
+        })
+    }
 }
 
 impl Windows {
@@ -36,7 +305,10 @@ impl Windows {
     pub fn new(capacity: usize) -> Self {
         Windows {
             capacity: capacity.max(1),
-            intervals: VecDeque::new(),
+            pushed: 0,
+            runs: VecDeque::new(),
+            columns: Vec::new(),
+            len: 0,
         }
     }
 
@@ -47,69 +319,279 @@ impl Windows {
         Self::new(usize::try_from(n).unwrap_or(usize::MAX).min(1 << 20))
     }
 
-    /// Appends a closed interval (intervals arrive in time order) and
-    /// returns the one it pushed out, if any, so callers can reuse its
-    /// buffers.
-    pub fn push(&mut self, snap: IntervalSnapshot) -> Option<IntervalSnapshot> {
-        let out = if self.intervals.len() == self.capacity {
-            self.intervals.pop_front()
-        } else {
-            None
-        };
-        self.intervals.push_back(snap);
-        out
+    /// Most intervals kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Keeps `read` of every interval pushed from now on (once however many
+    /// rules declare it). Declare every read before the first push: the
+    /// intervals already retained have no reading for a new one.
+    pub fn track(&mut self, read: WindowRead) {
+        if self.columns.iter().any(|c| c.read == read) {
+            return;
+        }
+        let mut values = read.empty_values();
+        let len = self.len();
+        match &mut values {
+            Values::Pairs(v) => v.resize(len, [0; 2]),
+            Values::Triples(v) => v.resize(len, [0; 3]),
+            Values::LastSeen(_) => {}
+        }
+        self.columns.push(Column { read, values });
+    }
+
+    /// Whether `read` is kept.
+    pub fn tracks(&self, read: &WindowRead) -> bool {
+        self.columns.iter().any(|c| &c.read == read)
+    }
+
+    /// Appends a closed interval (intervals arrive in time order), reading
+    /// what the declared reads need of it; drops the oldest one beyond the
+    /// capacity.
+    pub fn push(&mut self, snap: &IntervalSnapshot) {
+        if self.len() == self.capacity {
+            self.pop_front();
+        }
+        let (start, end) = (snap.start.as_millis(), snap.end.as_millis());
+        match self.runs.back_mut() {
+            Some(run) if run.continued_by(start, end) => run.count += 1,
+            _ => self.runs.push_back(Run {
+                start,
+                end,
+                count: 1,
+            }),
+        }
+        let number = self.pushed;
+        self.pushed += 1;
+        self.len += 1;
+        let canary = &snap.canary;
+        let most = self.capacity;
+        for c in &mut self.columns {
+            c.values.make_room(most);
+            match (&c.read, &mut c.values) {
+                (
+                    WindowRead::Ratio {
+                        numerator,
+                        denominator,
+                    },
+                    Values::Pairs(v),
+                ) => {
+                    let n = canary.counter(denominator);
+                    v.push_back([n, canary.counter(numerator).min(n)]);
+                }
+                (WindowRead::Mean { signal }, Values::Pairs(v)) => {
+                    let m = canary.latency.get(signal).and_then(|h| h.moments_ms());
+                    v.push_back(m.map_or([0; 2], |m| [m.mean.to_bits(), m.n]));
+                }
+                (
+                    WindowRead::Quantile {
+                        signal,
+                        quantile,
+                        above_us,
+                    },
+                    Values::Triples(v),
+                ) => {
+                    let reading = canary.latency.get(signal).and_then(|h| {
+                        let (low, _) = h.quantile_bounds_us(*quantile)?;
+                        Some([low, h.total(), h.count_surely_above_us(*above_us)])
+                    });
+                    v.push_back(reading.unwrap_or([0; 3]));
+                }
+                (WindowRead::Seen { signal }, Values::LastSeen(last))
+                    if canary.counter(signal) > 0 =>
+                {
+                    *last = Some((number, snap.end));
+                }
+                // Not seen this interval; or (never: `track` and
+                // `WindowsForm` pair each read with its kind) a mismatch.
+                _ => {}
+            }
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(run) = self.runs.front_mut() {
+            let next = run.span(1);
+            run.start = next.start.as_millis();
+            run.end = next.end.as_millis();
+            run.count -= 1;
+            if run.count == 0 {
+                self.runs.pop_front();
+            }
+            self.len -= 1;
+        }
+        for c in &mut self.columns {
+            c.values.pop_front();
+        }
     }
 
     /// Number of retained intervals.
     pub fn len(&self) -> usize {
-        self.intervals.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.intervals.is_empty()
+        self.runs.is_empty()
     }
 
-    /// Retained intervals, oldest first.
-    pub fn intervals(&self) -> impl DoubleEndedIterator<Item = &IntervalSnapshot> {
-        self.intervals.iter()
+    /// The retained intervals' spans, oldest first.
+    pub fn spans(&self) -> impl DoubleEndedIterator<Item = Span> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|r| (0..r.count).map(move |k| r.span(k)))
     }
 
-    /// The retained intervals that lie inside `[now − length, now]`, oldest
-    /// first. Reading counters from these is much cheaper than `sum_over`,
-    /// which also merges every latency histogram.
+    /// The retained intervals, newest first, each with its position
+    /// (0 = the oldest retained).
+    pub fn newest_first(&self) -> impl Iterator<Item = (usize, Span)> + '_ {
+        let mut i = self.len();
+        self.spans().rev().map(move |s| {
+            i -= 1;
+            (i, s)
+        })
+    }
+
+    /// The retained intervals inside `[now − length, now]`: runs of
+    /// consecutive positions, each with the start of its first interval
+    /// (the earliest). (In time order, the ones starting at or after
+    /// `now − length` are a suffix; within a run, the ones that also end by
+    /// `now` are consecutive.)
     pub fn covering(
         &self,
         now: Timestamp,
         length: Duration,
-    ) -> impl DoubleEndedIterator<Item = &IntervalSnapshot> {
-        let from = now - length;
-        // Intervals arrive in time order: the ones starting at or after
-        // `from` are a suffix.
-        let first = self.intervals.partition_point(|s| s.start < from);
-        self.intervals
-            .range(first..)
-            .filter(move |s| s.start >= from && s.end <= now)
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, Timestamp)> + '_ {
+        let (from, now) = ((now - length).as_millis(), now.as_millis());
+        let mut first_position = 0;
+        self.runs.iter().filter_map(move |r| {
+            let at = first_position;
+            first_position += r.count as usize;
+            let ks = r.covered(from, now)?;
+            let start = r.span(ks.start).start;
+            Some((at + ks.start as usize..at + ks.end as usize, start))
+        })
     }
 
-    /// Sum of the retained intervals that lie inside `[now − length, now]`;
-    /// `start`/`end` of the result are the span actually covered.
-    pub fn sum_over(
+    /// The ratio counts kept for `numerator / denominator` (`None` when
+    /// that read is not tracked). Look a column up once, then read it by
+    /// position.
+    pub fn ratios(&self, numerator: &str, denominator: &str) -> Option<RatioColumn<'_>> {
+        self.columns
+            .iter()
+            .find_map(|c| match (&c.read, &c.values) {
+                (
+                    WindowRead::Ratio {
+                        numerator: n,
+                        denominator: d,
+                    },
+                    Values::Pairs(v),
+                ) if n == numerator && d == denominator => Some(RatioColumn(v)),
+                _ => None,
+            })
+    }
+
+    /// The quantile readings kept for `signal` (`None` when that read is not
+    /// tracked).
+    pub fn quantiles(
         &self,
-        now: Timestamp,
-        length: Duration,
-    ) -> Result<IntervalSnapshot, StatsError> {
-        let from = now - length;
-        let mut out = IntervalSnapshot::new(now, from);
-        for s in self.covering(now, length) {
-            out.baseline.merge(&s.baseline)?;
-            out.canary.merge(&s.canary)?;
-            out.start = out.start.min(s.start);
-            out.end = out.end.max(s.end);
-        }
-        if out.start > out.end {
-            out.start = out.end;
-        }
-        Ok(out)
+        signal: &str,
+        quantile: f64,
+        above_us: u64,
+    ) -> Option<QuantileColumn<'_>> {
+        self.columns
+            .iter()
+            .find_map(|c| match (&c.read, &c.values) {
+                (
+                    WindowRead::Quantile {
+                        signal: s,
+                        quantile: q,
+                        above_us: a,
+                    },
+                    Values::Triples(v),
+                ) if s == signal && *q == quantile && *a == above_us => Some(QuantileColumn(v)),
+                _ => None,
+            })
+    }
+
+    /// The mean readings kept for `signal` (`None` when that read is not
+    /// tracked).
+    pub fn means(&self, signal: &str) -> Option<MeanColumn<'_>> {
+        self.columns
+            .iter()
+            .find_map(|c| match (&c.read, &c.values) {
+                (WindowRead::Mean { signal: s }, Values::Pairs(v)) if s == signal => {
+                    Some(MeanColumn(v))
+                }
+                _ => None,
+            })
+    }
+
+    /// The end of the newest retained interval whose canary count of
+    /// `signal` was above zero (`None` too when that read is not tracked).
+    pub fn last_seen(&self, signal: &str) -> Option<Timestamp> {
+        let (number, end) = self
+            .columns
+            .iter()
+            .find_map(|c| match (&c.read, &c.values) {
+                (WindowRead::Seen { signal: s }, Values::LastSeen(last)) if s == signal => *last,
+                _ => None,
+            })?;
+        let oldest_retained = self.pushed - self.len as u64;
+        (number >= oldest_retained).then_some(end)
+    }
+}
+
+/// A ratio read's counts, by position in the windows.
+#[derive(Clone, Copy)]
+pub struct RatioColumn<'a>(&'a VecDeque<[u64; 2]>);
+
+impl<'a> RatioColumn<'a> {
+    pub fn at(&self, position: usize) -> Option<RatioCounts> {
+        self.0.get(position).map(|&[n, x]| RatioCounts { n, x })
+    }
+
+    /// The counts at `positions` (those retained).
+    pub fn over(self, positions: std::ops::Range<usize>) -> impl Iterator<Item = RatioCounts> + 'a {
+        let end = positions.end.min(self.0.len());
+        self.0
+            .range(positions.start.min(end)..end)
+            .map(|&[n, x]| RatioCounts { n, x })
+    }
+}
+
+/// A quantile read's readings, by position in the windows.
+#[derive(Clone, Copy)]
+pub struct QuantileColumn<'a>(&'a VecDeque<[u64; 3]>);
+
+impl QuantileColumn<'_> {
+    /// `None` when the histogram was absent or empty.
+    pub fn at(&self, position: usize) -> Option<QuantileReading> {
+        self.0
+            .get(position)
+            .filter(|t| t[1] > 0)
+            .map(|&[low_us, total, surely_above]| QuantileReading {
+                low_us,
+                total,
+                surely_above,
+            })
+    }
+}
+
+/// A mean read's readings, by position in the windows.
+#[derive(Clone, Copy)]
+pub struct MeanColumn<'a>(&'a VecDeque<[u64; 2]>);
+
+impl MeanColumn<'_> {
+    /// `None` when the histogram was absent or empty.
+    pub fn at(&self, position: usize) -> Option<MeanReading> {
+        self.0
+            .get(position)
+            .filter(|p| p[1] > 0)
+            .map(|&[bits, n]| MeanReading {
+                mean: f64::from_bits(bits),
+                n,
+            })
     }
 }
 
@@ -117,29 +599,81 @@ impl Windows {
 mod tests {
     use super::*;
 
-    fn snap(i: u64, req: u64) -> IntervalSnapshot {
+    fn snap(start_ms: u64, end_ms: u64, req: u64) -> IntervalSnapshot {
         let mut s = IntervalSnapshot::new(
-            Timestamp::from_millis(i * 1000),
-            Timestamp::from_millis((i + 1) * 1000),
+            Timestamp::from_millis(start_ms),
+            Timestamp::from_millis(end_ms),
         );
         s.canary.add("requests", req);
         s.canary.latency_mut("latency_ms").record_ms(10.0);
         s
     }
 
-    #[test]
-    fn windows_are_bounded_and_sum_what_they_cover() {
-        let mut w = Windows::for_longest_window(Duration::from_secs(5), Duration::from_secs(1));
-        for i in 0..20 {
-            let out = w.push(snap(i, i));
-            assert_eq!(out.map(|o| o.canary.counter("requests")), i.checked_sub(6));
+    fn requests() -> WindowRead {
+        WindowRead::Ratio {
+            numerator: "requests".into(),
+            denominator: "requests".into(),
         }
-        assert_eq!(w.intervals().count(), 6);
-        let s = w
-            .sum_over(Timestamp::from_millis(20_000), Duration::from_secs(3))
-            .unwrap();
-        assert_eq!(s.canary.counter("requests"), 17 + 18 + 19);
-        assert_eq!(s.start, Timestamp::from_millis(17_000));
-        assert_eq!(s.canary.latency["latency_ms"].total(), 3);
+    }
+
+    #[test]
+    fn windows_are_bounded_and_cover_what_they_should() {
+        let mut w = Windows::for_longest_window(Duration::from_secs(5), Duration::from_secs(1));
+        w.track(requests());
+        for i in 0..20 {
+            w.push(&snap(i * 1000, (i + 1) * 1000, i));
+        }
+        assert_eq!(w.len(), 6);
+        assert_eq!(w.runs.len(), 1, "back-to-back intervals are one run");
+        let covered: Vec<u64> = w
+            .covering(Timestamp::from_millis(20_000), Duration::from_secs(3))
+            .flat_map(|(positions, _)| w.ratios("requests", "requests").unwrap().over(positions))
+            .map(|c| c.n)
+            .collect();
+        assert_eq!(covered, [17, 18, 19]);
+        assert_eq!(
+            w.spans().next().unwrap().start,
+            Timestamp::from_millis(14_000)
+        );
+    }
+
+    #[test]
+    fn a_gap_or_another_length_starts_a_run_and_the_oldest_leave_first() {
+        let mut w = Windows::new(4);
+        let seen = WindowRead::Seen {
+            signal: "requests".into(),
+        };
+        w.track(seen.clone());
+        for (s, e, r) in [
+            (0, 10, 1),
+            (10, 20, 0),
+            (25, 30, 0),
+            (30, 35, 0),
+            (35, 45, 0),
+        ] {
+            w.push(&snap(s, e, r));
+        }
+        let spans: Vec<(u64, u64)> = w
+            .spans()
+            .map(|s| (s.start.as_millis(), s.end.as_millis()))
+            .collect();
+        assert_eq!(spans, [(10, 20), (25, 30), (30, 35), (35, 45)]);
+        assert_eq!(
+            w.last_seen("requests"),
+            None,
+            "the interval that saw it left"
+        );
+    }
+
+    #[test]
+    fn a_compact_form_that_does_not_hold_together_is_refused() {
+        let mut w = Windows::new(4);
+        w.track(requests());
+        w.push(&snap(0, 10, 1));
+        let mut json = serde_json::to_value(&w).unwrap();
+        json["columns"][0]["values"]["pairs"] = serde_json::json!([[1, 1], [2, 2]]);
+        let form: WindowsForm = serde_json::from_value(json).unwrap();
+        let err = Windows::try_from(form).unwrap_err();
+        assert!(err.to_string().contains("1 intervals retained"), "{err}");
     }
 }
