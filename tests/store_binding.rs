@@ -170,7 +170,7 @@ fn a_rollout_row_inserted_outside_the_chain_is_named() {
     tamper(
         dir.path(),
         "INSERT INTO rollouts SELECT 'r-ghost', 'ghost', policy_name, policy_version, spec, phase,
-            outcome, reason, step, weight, created_at, updated_at, checkpoint, checkpoint_seq, 0, NULL
+            outcome, reason, step, weight, created_at, updated_at, checkpoint_seq, 0, NULL
          FROM rollouts WHERE id = 'r-em'",
     );
     let v = verify(dir.path());

@@ -365,6 +365,7 @@ fn deletes_outside_pruning_are_refused() {
         "DELETE FROM incidents",
         "DELETE FROM reviews",
         "DELETE FROM rollouts WHERE id = 'r-a'",
+        "DELETE FROM checkpoints WHERE rollout_id = 'r-a'",
         "UPDATE journal SET body = '{}' WHERE rollout_id = 'r-a'",
         "UPDATE audit SET reason = '' WHERE seq = 1",
     ] {
@@ -380,6 +381,7 @@ fn deletes_outside_pruning_are_refused() {
     for sql in [
         "DELETE FROM journal WHERE rollout_id = 'r-std'",
         "DELETE FROM rollouts WHERE id = 'r-std'",
+        "DELETE FROM checkpoints WHERE rollout_id = 'r-std'",
     ] {
         let err = conn.execute_batch(sql).expect_err(sql);
         assert!(err.to_string().contains("ended"), "{sql}: {err}");
@@ -448,6 +450,17 @@ fn a_store_written_before_retention_is_migrated_and_pruned() {
     let (ended, active) = ids.trim().split_once('\n').unwrap();
     let mut store = Store::open(dir.path()).expect("opens and migrates");
     holds(&store.verify().unwrap());
+    // Migration 7 moved every checkpoint to its own table: both still read
+    // and restore, and the active one resumes.
+    for id in [ended, active] {
+        let checkpoint = store
+            .checkpoint::<canaryd::monitor::Monitor>(id)
+            .unwrap_or_else(|e| panic!("{id}'s checkpoint after the migration: {e}"));
+        canaryd::engine::Rollout::restore(checkpoint).expect("restores");
+    }
+    let open = store.open_rollouts::<canaryd::monitor::Monitor>().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].row.id, active);
     let ended_journal = store.journal(ended).unwrap().len();
     let active_journal = store.journal(active).unwrap().len();
     assert!(ended_journal > 0 && active_journal > 0);

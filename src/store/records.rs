@@ -399,7 +399,7 @@ impl Store {
         rows.into_iter()
             .map(|row| {
                 let text: String = self.conn.query_row(
-                    "SELECT checkpoint FROM rollouts WHERE id = ?1",
+                    "SELECT checkpoint FROM checkpoints WHERE rollout_id = ?1",
                     [&row.id],
                     |r| r.get(0),
                 )?;
@@ -419,7 +419,7 @@ impl Store {
         let text: Option<String> = self
             .conn
             .query_row(
-                "SELECT checkpoint FROM rollouts WHERE id = ?1",
+                "SELECT checkpoint FROM checkpoints WHERE rollout_id = ?1",
                 [rollout_id],
                 |r| r.get(0),
             )

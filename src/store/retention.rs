@@ -265,6 +265,7 @@ impl Store {
                 let incidents =
                     tx.execute("DELETE FROM incidents WHERE rollout_id = ?1", [id])? as u64;
                 let reviews = tx.execute("DELETE FROM reviews WHERE rollout_id = ?1", [id])? as u64;
+                tx.execute("DELETE FROM checkpoints WHERE rollout_id = ?1", [id])?;
                 tx.execute("DELETE FROM rollouts WHERE id = ?1", [id])?;
                 anchor.rollouts.push(PrunedRollout {
                     rollout: id.clone(),

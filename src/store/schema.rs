@@ -235,6 +235,26 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews
     WHEN NOT EXISTS (SELECT 1 FROM prune_pass)
     BEGIN SELECT RAISE(ABORT, 'only retention pruning deletes a review'); END;
 "#,
+    // 7: checkpoints in their own table. SQLite writes a whole row again,
+    // overflow pages included, on any UPDATE of it, so a checkpoint kept in
+    // `rollouts` was rewritten by every step's update of phase, weight and
+    // journal length (tens to hundreds of KiB a step, issue #19's scale
+    // bench). Now a step rewrites a small row, and the checkpoint only when
+    // it takes one (`checkpoint_seq` stays with the rollout, written in the
+    // same transaction). Its rows go with their rollout, only in pruning.
+    r#"
+CREATE TABLE checkpoints (
+    rollout_id  TEXT PRIMARY KEY REFERENCES rollouts(id),
+    checkpoint  TEXT NOT NULL               -- engine Checkpoint, JSON
+) STRICT;
+INSERT INTO checkpoints (rollout_id, checkpoint) SELECT id, checkpoint FROM rollouts;
+ALTER TABLE rollouts DROP COLUMN checkpoint;
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+    WHEN NOT EXISTS (SELECT 1 FROM prune_pass)
+      OR NOT EXISTS (SELECT 1 FROM rollouts WHERE id = OLD.rollout_id
+                     AND outcome IS NOT NULL AND (outcome = 'promoted' OR weight = 0))
+    BEGIN SELECT RAISE(ABORT, 'only retention pruning deletes a checkpoint, and only of an ended rollout'); END;
+"#,
 ];
 
 /// The schema version this build writes.

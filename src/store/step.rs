@@ -166,8 +166,8 @@ impl Store {
         self.write(|tx, _ids| {
             tx.execute(
                 "INSERT INTO rollouts (id, service, policy_name, policy_version, spec, phase, outcome,
-                    reason, step, weight, created_at, updated_at, checkpoint, checkpoint_seq, journal_len)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, 0, 0)",
+                    reason, step, weight, created_at, updated_at, checkpoint_seq, journal_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 0, 0)",
                 params![
                     spec.id,
                     spec.service,
@@ -180,8 +180,11 @@ impl Store {
                     rollout.step(),
                     rollout.weight().percent(),
                     ms(at),
-                    checkpoint,
                 ],
+            )?;
+            tx.execute(
+                "INSERT INTO checkpoints (rollout_id, checkpoint) VALUES (?1, ?2)",
+                params![spec.id, checkpoint],
             )?;
             queue_hook(tx, &spec.id, HookEvent::OnStart, ms(at))?;
             if let Some(event) = HookEvent::ending(rollout.phase()) {
@@ -628,8 +631,7 @@ fn apply_prepared(
     tx.prepare_cached(
         "UPDATE rollouts SET phase = ?2, outcome = ?3, reason = ?4, step = ?5, weight = ?6,
             updated_at = max(updated_at, ?7), journal_len = ?8,
-            checkpoint = coalesce(?9, checkpoint),
-            checkpoint_seq = CASE WHEN ?9 IS NULL THEN checkpoint_seq ELSE ?8 END
+            checkpoint_seq = CASE WHEN ?9 THEN ?8 ELSE checkpoint_seq END
          WHERE id = ?1",
     )?
     .execute(params![
@@ -641,8 +643,13 @@ fn apply_prepared(
         step.weight,
         at,
         last_seq,
-        step.checkpoint
+        step.checkpoint.is_some()
     ])?;
+    // The checkpoint's own row (migration 7): written only when one is taken.
+    if let Some(checkpoint) = &step.checkpoint {
+        tx.prepare_cached("UPDATE checkpoints SET checkpoint = ?2 WHERE rollout_id = ?1")?
+            .execute(params![id, checkpoint])?;
+    }
     // The step that ends the rollout queues its lifecycle hook.
     let mut hooks = Vec::new();
     if outcome_before.is_none()

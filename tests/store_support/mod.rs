@@ -187,7 +187,7 @@ pub fn tamper(dir: &Path, sql: &str) {
         "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;
          DROP TRIGGER IF EXISTS journal_no_update; DROP TRIGGER IF EXISTS journal_no_delete;
          DROP TRIGGER IF EXISTS rollouts_no_delete; DROP TRIGGER IF EXISTS incidents_no_delete;
-         DROP TRIGGER IF EXISTS reviews_no_delete;",
+         DROP TRIGGER IF EXISTS reviews_no_delete; DROP TRIGGER IF EXISTS checkpoints_no_delete;",
     )
     .expect("drop triggers");
     conn.execute_batch(sql).expect("tamper sql");
