@@ -21,7 +21,19 @@ pub fn log_sum_exp(xs: impl IntoIterator<Item = f64> + Clone) -> f64 {
     if m <= f64::MIN {
         return f64::MIN;
     }
-    let s: f64 = xs.into_iter().map(|x| exp_or_zero(x - m)).sum();
+    // The largest term is e^0 = 1 exactly: no `exp` call for it (a finite
+    // `m`; at +inf the subtraction is NaN, as `exp` would see it).
+    let finite = m.is_finite();
+    let s: f64 = xs
+        .into_iter()
+        .map(|x| {
+            if x == m && finite {
+                1.0
+            } else {
+                exp_or_zero(x - m)
+            }
+        })
+        .sum();
     m + s.ln()
 }
 
