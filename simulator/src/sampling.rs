@@ -331,6 +331,15 @@ mod tests {
         }
     }
 
+    /// The table gives what `ln` gives, bit for bit, inside it and past it.
+    #[test]
+    fn whole_number_logarithms_are_lns() {
+        for k in (1..LN_TABLE_LEN as u64 + 100).chain([1 << 20, 1 << 40]) {
+            let k = k as f64;
+            assert_eq!(ln_whole(k).to_bits(), k.ln().to_bits(), "ln {k}");
+        }
+    }
+
     #[test]
     fn normal_cdf_is_accurate() {
         assert!((normal_cdf(1.644_853_626_951_472) - 0.95).abs() < 1e-7);

@@ -571,6 +571,42 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    /// Adding in key order leaves a map as adding name by name does: keys
+    /// present, missing, surrounded by others (the monitor's complements),
+    /// and a name given twice.
+    #[test]
+    fn adding_in_key_order_is_adding_name_by_name() {
+        let names = ["requests", "errors", "clicks", "zeta", "errors"];
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by_key(|&i| names[i]);
+        let starts: [&[(&str, u64)]; 4] = [
+            &[],
+            &[("clicks", 1), ("errors", 2), ("requests", 3), ("zeta", 4)],
+            &[
+                ("a", 9),
+                ("errors", 2),
+                ("m", 5),
+                ("requests", u64::MAX - 1),
+            ],
+            &[("clicks", 7), ("requests-errors", 8), ("zz", 1)],
+        ];
+        for start in starts {
+            let start: std::collections::BTreeMap<String, u64> =
+                start.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
+            let count = |i: usize| 10 * i as u64 + 1;
+            let mut want = ArmData {
+                counters: start.clone(),
+                ..ArmData::default()
+            };
+            for (i, name) in names.iter().enumerate() {
+                want.add(name, count(i));
+            }
+            let mut got = start.clone();
+            add_in_key_order(&mut got, &order, |i| names[i], count);
+            assert_eq!(got, want.counters, "from {start:?}");
+        }
+    }
+
     /// Counters a policy does not read per group get only their arm's
     /// total, drawn once: group counts appear for the grouped counters
     /// alone and add up to the totals, and every total keeps its mean
