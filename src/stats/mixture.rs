@@ -638,6 +638,24 @@ mod tests {
         assert!((a - b).abs() <= tol * b.abs().max(1.0), "{a} vs {b}");
     }
 
+    proptest::proptest! {
+        /// Taking the largest term as 1 gives the bits `exp(0)` gave.
+        #[test]
+        fn log_sum_exp_is_the_plain_formula_bit_for_bit(
+            xs in proptest::collection::vec(-800.0f64..800.0, 1..12),
+            repeat_max in proptest::bool::ANY,
+        ) {
+            let mut xs = xs;
+            if repeat_max {
+                let m = xs.iter().copied().fold(f64::MIN, f64::max);
+                xs.push(m);
+            }
+            let m = xs.iter().copied().fold(f64::MIN, f64::max);
+            let plain = m + xs.iter().map(|&x| exp_or_zero(x - m)).sum::<f64>().ln();
+            proptest::prop_assert_eq!(log_sum_exp(xs.iter().copied()).to_bits(), plain.to_bits());
+        }
+    }
+
     #[test]
     fn statistics_md_section_7_vectors() {
         close(
