@@ -1,9 +1,18 @@
-//! The speed bar of issue #5: one whole run of the product example policy
-//! (PRODUCT.md section 2: every trigger kind, two gates) on the 50 h,
-//! 200 req/s A/A scenario with an `approvals` signal in two groups, against
-//! the same run's traffic alone (the generator without the engine) measured
-//! in the same process. 10,000 runs must take under 3 minutes on 2 cores:
-//! about 36 ms of CPU per run.
+//! The simulator's speed bar (issue #19, which tightened issue #5's): one
+//! whole run of the product example policy (PRODUCT.md section 2: every
+//! trigger kind, two gates) on the 50 h, 200 req/s A/A scenario with an
+//! `approvals` signal in two groups, against the same run's traffic alone
+//! (the generator without the engine) measured in the same process, so the
+//! ratio says how the run's time splits between drawing the traffic and
+//! the engine whatever the machine's load.
+//!
+//! The goal: 10,000 runs in at most 60 s with the default thread count on
+//! 2 cores, that is at most about 12 ms of CPU per run
+//! (`canaryd_whole_run` below at most 12 ms), with reports byte-identical
+//! to earlier builds' for the same seed (`tests/reproducible.rs`). The
+//! command it stands for:
+//! `canaryd-sim --policy simulator/policies/product-example.yaml --scenario
+//! simulator/scenarios/aa-50h-approvals.yaml --runs 10000 --seed 1 --json`.
 //!
 //! Run: `cargo bench -p canaryd-sim --bench bar -- --warm-up-time 2 --measurement-time 20`.
 

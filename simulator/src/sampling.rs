@@ -60,11 +60,10 @@ fn binomial_at_most_half<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64) -> u64 {
     let a = -0.0873 + 0.0248 * b + 0.01 * p;
     let c = nf * p + 0.5;
     let v_r = 0.92 - 4.2 / b;
-    let r = p / q;
-    let alpha = (2.83 + 5.1 / b) * spq;
-    let m = ((nf + 1.0) * p).floor();
-    // The terms of the acceptance bound that do not depend on `k`, when
-    // first needed: (m+½)·ln((m+1)/(r(n−m+1))) + (n+1)·ln(n−m+1) + tails.
+    // What only the rejection step needs, computed when first needed (the
+    // fast path, most draws, returns before): `alpha`, `ln r`, and the
+    // terms of the acceptance bound that do not depend on `k`,
+    // (m+½)·ln((m+1)/(r(n−m+1))) + (n+1)·ln(n−m+1) + tails.
     let mut fixed = None;
     loop {
         let u = rng.random::<f64>() - 0.5;
@@ -77,22 +76,43 @@ fn binomial_at_most_half<R: Rng + ?Sized>(rng: &mut R, n: u64, p: f64) -> u64 {
         if k < 0.0 || k > nf {
             continue;
         }
-        let v = (v * alpha / (a / (us * us) + b)).ln();
-        let (c, ln_r) = *fixed.get_or_insert_with(|| {
-            let ln_r = r.ln();
-            let c = (m + 0.5) * ((m + 1.0).ln() - ln_r - (nf - m + 1.0).ln())
-                + (nf + 1.0) * (nf - m + 1.0).ln()
+        let (alpha, c, ln_r) = *fixed.get_or_insert_with(|| {
+            let alpha = (2.83 + 5.1 / b) * spq;
+            let m = ((nf + 1.0) * p).floor();
+            let ln_r = (p / q).ln();
+            let c = (m + 0.5) * (ln_whole(m + 1.0) - ln_r - ln_whole(nf - m + 1.0))
+                + (nf + 1.0) * ln_whole(nf - m + 1.0)
                 + stirling_tail(m)
                 + stirling_tail(nf - m);
-            (c, ln_r)
+            (alpha, c, ln_r)
         });
-        let ln_rest = (nf - k + 1.0).ln();
-        let bound = c - (nf + 1.0) * ln_rest + (k + 0.5) * (ln_r + ln_rest - (k + 1.0).ln())
+        let v = (v * alpha / (a / (us * us) + b)).ln();
+        let ln_rest = ln_whole(nf - k + 1.0);
+        let bound = c - (nf + 1.0) * ln_rest + (k + 0.5) * (ln_r + ln_rest - ln_whole(k + 1.0))
             - stirling_tail(k)
             - stirling_tail(nf - k);
         if v <= bound {
             return k as u64;
         }
+    }
+}
+
+/// Whole numbers below this have their logarithm in [`ln_whole`]'s table.
+const LN_TABLE_LEN: usize = 1 << 14;
+
+/// `k.ln()` for a whole number `k ≥ 1`, bit for bit: looked up below
+/// [`LN_TABLE_LEN`] (a table of `(i as f64).ln()` built once per process),
+/// computed above. BTRS's rejection step takes four such logarithms (of
+/// `m + 1`, `n − m + 1`, `n − k + 1`, `k + 1`) besides the one of its
+/// uniform; the lookup spares their cost and leaves every draw as it was.
+#[inline]
+fn ln_whole(k: f64) -> f64 {
+    static TABLE: std::sync::OnceLock<Box<[f64]>> = std::sync::OnceLock::new();
+    if k < LN_TABLE_LEN as f64 {
+        let table = TABLE.get_or_init(|| (0..LN_TABLE_LEN).map(|i| (i as f64).ln()).collect());
+        table[k as usize]
+    } else {
+        k.ln()
     }
 }
 
@@ -308,6 +328,15 @@ mod tests {
                 chi2 < df + 5.0 * (2.0 * df).sqrt(),
                 "n {n}, p {p}: chi-square {chi2:.1} on {df} degrees of freedom"
             );
+        }
+    }
+
+    /// The table gives what `ln` gives, bit for bit, inside it and past it.
+    #[test]
+    fn whole_number_logarithms_are_lns() {
+        for k in (1..LN_TABLE_LEN as u64 + 100).chain([1 << 20, 1 << 40]) {
+            let k = k as f64;
+            assert_eq!(ln_whole(k).to_bits(), k.ln().to_bits(), "ln {k}");
         }
     }
 

@@ -69,6 +69,11 @@ pub struct TrafficModel {
     group_names: Vec<String>,
     /// Skip latency when no trigger, gate or peer reads it.
     latency_needed: bool,
+    /// The counters' indices (`counter_names` order) sorted by name, and
+    /// the groups' indices sorted by name: the order an `ArmData`'s maps
+    /// keep them in (see [`add_in_key_order`]).
+    counter_order: Vec<usize>,
+    group_order: Vec<usize>,
     /// Per counter (in `counter_names` order): written per group too, or
     /// only as the arm's total.
     written: Vec<bool>,
@@ -80,8 +85,16 @@ pub struct TrafficModel {
 impl TrafficModel {
     pub fn new(scenario: &Scenario, latency_needed: bool) -> Self {
         let groups = scenario.groups.len().max(1);
+        let base = arm_truth(&scenario.baseline, groups);
+        let names: Vec<&str> = counter_names(&base).collect();
+        let mut counter_order: Vec<usize> = (0..names.len()).collect();
+        counter_order.sort_by_key(|&j| names[j]);
+        let mut group_order: Vec<usize> = (0..scenario.groups.len()).collect();
+        group_order.sort_by_key(|&g| &scenario.groups[g].0);
         TrafficModel {
-            base: arm_truth(&scenario.baseline, groups),
+            counter_order,
+            group_order,
+            base,
             shares: scenario.groups.iter().map(|(_, s)| *s).collect(),
             group_names: scenario.groups.iter().map(|(g, _)| g.clone()).collect(),
             scenario: scenario.clone(),
@@ -366,15 +379,57 @@ impl TrafficModel {
                     totals[j] = draw(rng, exposure, rate(0));
                 }
             }
-            for (j, name) in counter_names(truth).enumerate() {
-                arm.add(name, totals[j]);
-                if written(j) {
-                    for (group, row) in self.group_names.iter().zip(rows.chunks(width)) {
-                        arm.add_group(name, group, row[j]);
+            let name_of = |j: usize| counter_name(truth, j);
+            add_in_key_order(&mut arm.counters, &self.counter_order, name_of, |j| {
+                totals[j]
+            });
+            for &j in &self.counter_order {
+                if !written(j) {
+                    continue;
+                }
+                let name = name_of(j);
+                match arm.groups.get_mut(name) {
+                    Some(groups) => {
+                        let group_of = |g: usize| self.group_names[g].as_str();
+                        add_in_key_order(groups, &self.group_order, group_of, |g| {
+                            rows[g * width + j]
+                        });
+                    }
+                    None => {
+                        for (group, row) in self.group_names.iter().zip(rows.chunks(width)) {
+                            arm.add_group(name, group, row[j]);
+                        }
                     }
                 }
             }
         });
+    }
+}
+
+/// Adds `count(i)` to `map[names[i]]` for every `i` in `order` (the
+/// indices of `names` sorted by name), as `ArmData::add` does one by one:
+/// the keys a reused snapshot already holds are found in one walk along
+/// the map (a model writes the same names every interval), instead of one
+/// search from the root per name; missing keys are inserted after.
+fn add_in_key_order<'a>(
+    map: &mut std::collections::BTreeMap<String, u64>,
+    order: &[usize],
+    name_of: impl Fn(usize) -> &'a str,
+    count: impl Fn(usize) -> u64,
+) {
+    let mut missing = Vec::new();
+    let mut entries = map.iter_mut().peekable();
+    for &i in order {
+        let name = name_of(i);
+        while entries.next_if(|(k, _)| k.as_str() < name).is_some() {}
+        match entries.next_if(|(k, _)| k.as_str() == name) {
+            Some((_, c)) => *c = c.saturating_add(count(i)),
+            None => missing.push(i),
+        }
+    }
+    for i in missing {
+        let c = map.entry(name_of(i).to_owned()).or_default();
+        *c = c.saturating_add(count(i));
     }
 }
 
@@ -456,6 +511,17 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// Counter `j` of [`counter_names`].
+fn counter_name(truth: &ArmTruth, j: usize) -> &str {
+    match j {
+        0 => "requests",
+        1 => "impressions",
+        2 => "errors",
+        3 => "clicks",
+        _ => &truth.signals[j - 4].0,
+    }
+}
+
 fn counter_names(truth: &ArmTruth) -> impl Iterator<Item = &str> {
     ["requests", "impressions", "errors", "clicks"]
         .into_iter()
@@ -504,6 +570,42 @@ fn arm_truth(arm: &ArmModel, groups: usize) -> ArmTruth {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// Adding in key order leaves a map as adding name by name does: keys
+    /// present, missing, surrounded by others (the monitor's complements),
+    /// and a name given twice.
+    #[test]
+    fn adding_in_key_order_is_adding_name_by_name() {
+        let names = ["requests", "errors", "clicks", "zeta", "errors"];
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by_key(|&i| names[i]);
+        let starts: [&[(&str, u64)]; 4] = [
+            &[],
+            &[("clicks", 1), ("errors", 2), ("requests", 3), ("zeta", 4)],
+            &[
+                ("a", 9),
+                ("errors", 2),
+                ("m", 5),
+                ("requests", u64::MAX - 1),
+            ],
+            &[("clicks", 7), ("requests-errors", 8), ("zz", 1)],
+        ];
+        for start in starts {
+            let start: std::collections::BTreeMap<String, u64> =
+                start.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
+            let count = |i: usize| 10 * i as u64 + 1;
+            let mut want = ArmData {
+                counters: start.clone(),
+                ..ArmData::default()
+            };
+            for (i, name) in names.iter().enumerate() {
+                want.add(name, count(i));
+            }
+            let mut got = start.clone();
+            add_in_key_order(&mut got, &order, |i| names[i], count);
+            assert_eq!(got, want.counters, "from {start:?}");
+        }
+    }
 
     /// Counters a policy does not read per group get only their arm's
     /// total, drawn once: group counts appear for the grouped counters

@@ -21,7 +21,19 @@ pub fn log_sum_exp(xs: impl IntoIterator<Item = f64> + Clone) -> f64 {
     if m <= f64::MIN {
         return f64::MIN;
     }
-    let s: f64 = xs.into_iter().map(|x| exp_or_zero(x - m)).sum();
+    // The largest term is e^0 = 1 exactly: no `exp` call for it (a finite
+    // `m`; at +inf the subtraction is NaN, as `exp` would see it).
+    let finite = m.is_finite();
+    let s: f64 = xs
+        .into_iter()
+        .map(|x| {
+            if x == m && finite {
+                1.0
+            } else {
+                exp_or_zero(x - m)
+            }
+        })
+        .sum();
     m + s.ln()
 }
 
@@ -624,6 +636,24 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol * b.abs().max(1.0), "{a} vs {b}");
+    }
+
+    proptest::proptest! {
+        /// Taking the largest term as 1 gives the bits `exp(0)` gave.
+        #[test]
+        fn log_sum_exp_is_the_plain_formula_bit_for_bit(
+            xs in proptest::collection::vec(-800.0f64..800.0, 1..12),
+            repeat_max in proptest::bool::ANY,
+        ) {
+            let mut xs = xs;
+            if repeat_max {
+                let m = xs.iter().copied().fold(f64::MIN, f64::max);
+                xs.push(m);
+            }
+            let m = xs.iter().copied().fold(f64::MIN, f64::max);
+            let plain = m + xs.iter().map(|&x| exp_or_zero(x - m)).sum::<f64>().ln();
+            proptest::prop_assert_eq!(log_sum_exp(xs.iter().copied()).to_bits(), plain.to_bits());
+        }
     }
 
     #[test]
