@@ -106,20 +106,31 @@ impl TryFrom<HistogramForm> for LatencyHistogram {
     type Error = String;
 
     fn try_from(f: HistogramForm) -> Result<LatencyHistogram, String> {
+        // Bounds as `from_prometheus_bounds` makes them (strictly
+        // increasing, the last one unbounded), and no count past the last
+        // bucket, in either form: reading a bucket indexes its bound.
+        if let Layout::Bucketed { upper_bounds_us } = &f.layout
+            && (upper_bounds_us.last() != Some(&u64::MAX)
+                || upper_bounds_us.windows(2).any(|w| w[0] >= w[1]))
+        {
+            return Err(
+                "histogram bucket bounds must increase strictly and end unbounded".to_string(),
+            );
+        }
+        let most = match &f.layout {
+            Layout::LogLinear => log_linear_buckets(),
+            Layout::Bucketed { upper_bounds_us } => upper_bounds_us.len(),
+        };
+        let len = f.from.saturating_add(f.counts.len());
+        if len > most {
+            return Err(format!(
+                "histogram counts from bucket {} to {len}: beyond its {most} buckets",
+                f.from
+            ));
+        }
         let counts = if f.from == 0 {
             f.counts
         } else {
-            let most = match &f.layout {
-                Layout::LogLinear => log_linear_buckets(),
-                Layout::Bucketed { upper_bounds_us } => upper_bounds_us.len(),
-            };
-            let len = f.from.saturating_add(f.counts.len());
-            if len > most {
-                return Err(format!(
-                    "histogram counts from bucket {} to {len}: beyond its {most} buckets",
-                    f.from
-                ));
-            }
             let mut counts = vec![0; len];
             counts[f.from..].copy_from_slice(&f.counts);
             counts
@@ -866,5 +877,19 @@ mod serialized_form {
         )
         .unwrap_err();
         assert!(err.to_string().contains("beyond its 2 buckets"), "{err}");
+        // The dense form (no `from`) too: reading its third bucket would
+        // index past its bounds.
+        let err = serde_json::from_str::<LatencyHistogram>(
+            r#"{"layout":{"Bucketed":{"upper_bounds_us":[5,18446744073709551615]}},"counts":[0,0,1],"total":1}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("beyond its 2 buckets"), "{err}");
+        for bounds in ["[]", "[5,5,18446744073709551615]", "[5,9]"] {
+            let err = serde_json::from_str::<LatencyHistogram>(&format!(
+                r#"{{"layout":{{"Bucketed":{{"upper_bounds_us":{bounds}}}}},"counts":[],"total":0}}"#
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains("end unbounded"), "{bounds}: {err}");
+        }
     }
 }

@@ -37,6 +37,9 @@ use super::histogram::ms_to_us;
 use super::snapshot::IntervalSnapshot;
 use crate::time::Timestamp;
 
+/// The most intervals a window keeps (`Windows::for_longest_window` caps
+/// there; a checkpoint asking for more is refused).
+const MAX_CAPACITY: usize = 1 << 20;
 /// What one objective rule reads of each interval's canary data. Rules that
 /// read the same thing share one column.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,7 +268,10 @@ impl TryFrom<WindowsForm> for Windows {
             .iter()
             .try_fold(0u64, |a, r| a.checked_add(r.count))
             .ok_or_else(|| InvalidWindows("run counts overflow".into()))?;
-        if f.capacity == 0 || len > f.capacity as u64 || len > f.pushed {
+        // The bound `for_longest_window` sizes windows with: a larger
+        // capacity would let an edited checkpoint keep intervals forever.
+        if f.capacity == 0 || f.capacity > MAX_CAPACITY || len > f.capacity as u64 || len > f.pushed
+        {
             return Err(InvalidWindows(format!(
                 "{len} intervals retained of {} pushed, capacity {}",
                 f.pushed, f.capacity
@@ -301,10 +307,11 @@ impl TryFrom<WindowsForm> for Windows {
 }
 
 impl Windows {
-    /// Keeps the last `capacity` intervals (at least 1).
+    /// Keeps the last `capacity` intervals (at least 1, at most
+    /// `MAX_CAPACITY`).
     pub fn new(capacity: usize) -> Self {
         Windows {
-            capacity: capacity.max(1),
+            capacity: capacity.clamp(1, MAX_CAPACITY),
             pushed: 0,
             runs: VecDeque::new(),
             columns: Vec::new(),
@@ -316,7 +323,7 @@ impl Windows {
     pub fn for_longest_window(longest: Duration, interval: Duration) -> Self {
         let per = interval.as_millis().max(1);
         let n = longest.as_millis().div_ceil(per) + 1;
-        Self::new(usize::try_from(n).unwrap_or(usize::MAX).min(1 << 20))
+        Self::new(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_CAPACITY))
     }
 
     /// Most intervals kept.
@@ -675,5 +682,12 @@ mod tests {
         let form: WindowsForm = serde_json::from_value(json).unwrap();
         let err = Windows::try_from(form).unwrap_err();
         assert!(err.to_string().contains("1 intervals retained"), "{err}");
+        // A capacity past the bound would keep intervals without end.
+        let mut json = serde_json::to_value(&w).unwrap();
+        json["capacity"] = serde_json::json!(MAX_CAPACITY + 1);
+        let form: WindowsForm = serde_json::from_value(json).unwrap();
+        let err = Windows::try_from(form).unwrap_err();
+        assert!(err.to_string().contains("capacity"), "{err}");
+        assert_eq!(Windows::new(usize::MAX).capacity, MAX_CAPACITY);
     }
 }

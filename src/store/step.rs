@@ -646,9 +646,18 @@ fn apply_prepared(
         step.checkpoint.is_some()
     ])?;
     // The checkpoint's own row (migration 7): written only when one is taken.
+    // Its row exists from the start; without it `checkpoint_seq` would move
+    // past a journal no checkpoint covers, so the step fails instead.
     if let Some(checkpoint) = &step.checkpoint {
-        tx.prepare_cached("UPDATE checkpoints SET checkpoint = ?2 WHERE rollout_id = ?1")?
+        let changed = tx
+            .prepare_cached("UPDATE checkpoints SET checkpoint = ?2 WHERE rollout_id = ?1")?
             .execute(params![id, checkpoint])?;
+        if changed != 1 {
+            return Err(StoreError::NotFound {
+                what: "checkpoint of rollout",
+                id: id.clone(),
+            });
+        }
     }
     // The step that ends the rollout queues its lifecycle hook.
     let mut hooks = Vec::new();
