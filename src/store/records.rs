@@ -398,12 +398,7 @@ impl Store {
         )?;
         rows.into_iter()
             .map(|row| {
-                let text: String = self.conn.query_row(
-                    "SELECT checkpoint FROM checkpoints WHERE rollout_id = ?1",
-                    [&row.id],
-                    |r| r.get(0),
-                )?;
-                let checkpoint = serde_json::from_str(&text)?;
+                let checkpoint = self.checkpoint(&row.id)?;
                 let after_checkpoint = self.journal_after(&row.id, row.checkpoint_seq)?;
                 Ok(OpenRollout {
                     row,
