@@ -24,6 +24,13 @@
 //!   loss: the observations accepted (the 202s) equal the requests the
 //!   engine was fed (the journaled windows, read back from the store).
 //!
+//! Allocator: glibc's malloc, the `canaryd` binary's, unless
+//! `CANARYD_SCALE_ALLOCATOR=mimalloc`; `memory` runs its children with
+//! each of `CANARYD_SCALE_ALLOCATORS` (`glibc,mimalloc`) in the same run,
+//! and also counts the heap bytes they hold, to break a rollout's bytes
+//! down (the core, the API view, a push buffer, `/metrics` series, the
+//! rest).
+//!
 //! Sizes by environment, so a plain `cargo bench --bench daemon_scale`
 //! stays short: `CANARYD_SCALE_PARTS` (`rollouts,memory,ingest`),
 //! `CANARYD_SCALE_ROLLOUTS` (N for `rollouts`, 300), `CANARYD_SCALE_SECS`
@@ -44,6 +51,120 @@ use canaryd::daemon::clock::{Clock, ManualClock, SystemClock};
 use canaryd::daemon::{self, config::Config};
 use canaryd::time::Timestamp;
 use serde_json::json;
+
+/// glibc's malloc (the binary's), or mimalloc when
+/// `CANARYD_SCALE_ALLOCATOR=mimalloc`.
+/// Chosen once, on the first allocation (before `main`), from the
+/// environment through `getenv`, which does not allocate; every block is
+/// freed by the allocator that gave it.
+struct ChosenAllocator;
+
+const MIMALLOC: u8 = 1;
+const GLIBC: u8 = 2;
+/// The memory children also count the bytes they hold ([`heap_bytes`]).
+const COUNTING: u8 = 4;
+static HEAP_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Bytes allocated and not yet freed (memory children only).
+fn heap_bytes() -> i64 {
+    HEAP_BYTES.load(Ordering::Relaxed)
+}
+
+/// The heap bytes a clone of `x` holds (its own, not shared, allocations;
+/// the process is otherwise idle when this is called).
+fn heap_of<T: Clone>(x: &T) -> i64 {
+    let before = heap_bytes();
+    let copy = x.clone();
+    let held = heap_bytes() - before;
+    drop(copy);
+    held
+}
+static CHOSEN: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl ChosenAllocator {
+    fn chosen() -> u8 {
+        let c = CHOSEN.load(Ordering::Relaxed);
+        if c != 0 {
+            return c;
+        }
+        // SAFETY: a NUL-terminated name; the result is read at once,
+        // before anything could change the environment.
+        let glibc = unsafe {
+            let v = libc::getenv(c"CANARYD_SCALE_ALLOCATOR".as_ptr());
+            v.is_null() || std::ffi::CStr::from_ptr(v).to_bytes() != b"mimalloc"
+        };
+        // SAFETY: as above.
+        let child = unsafe {
+            !libc::getenv(c"CANARYD_SCALE_CHILD".as_ptr()).is_null()
+                || !libc::getenv(c"CANARYD_SCALE_CORE_CHILD".as_ptr()).is_null()
+        };
+        let c = if glibc { GLIBC } else { MIMALLOC } | if child { COUNTING } else { 0 };
+        CHOSEN.store(c, Ordering::Relaxed);
+        c
+    }
+
+    fn count(bytes: i64) {
+        if Self::chosen() & COUNTING != 0 {
+            HEAP_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn name() -> &'static str {
+        if Self::chosen() & GLIBC != 0 {
+            "glibc"
+        } else {
+            "mimalloc"
+        }
+    }
+}
+
+// SAFETY: every call goes to one allocator, the same for the whole process
+// (decided before the first block and never changed).
+unsafe impl std::alloc::GlobalAlloc for ChosenAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        Self::count(layout.size() as i64);
+        unsafe {
+            if Self::chosen() & GLIBC != 0 {
+                std::alloc::System.alloc(layout)
+            } else {
+                mimalloc::MiMalloc.alloc(layout)
+            }
+        }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        Self::count(-(layout.size() as i64));
+        unsafe {
+            if Self::chosen() & GLIBC != 0 {
+                std::alloc::System.dealloc(ptr, layout)
+            } else {
+                mimalloc::MiMalloc.dealloc(ptr, layout)
+            }
+        }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        Self::count(layout.size() as i64);
+        unsafe {
+            if Self::chosen() & GLIBC != 0 {
+                std::alloc::System.alloc_zeroed(layout)
+            } else {
+                mimalloc::MiMalloc.alloc_zeroed(layout)
+            }
+        }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        Self::count(new_size as i64 - layout.size() as i64);
+        unsafe {
+            if Self::chosen() & GLIBC != 0 {
+                std::alloc::System.realloc(ptr, layout, new_size)
+            } else {
+                mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: ChosenAllocator = ChosenAllocator;
 
 const EXAMPLE_POLICY: &str = include_str!("../simulator/policies/product-example.yaml");
 
@@ -461,7 +582,8 @@ fn rollouts_part() {
         let _ = poller.await;
     });
     println!(
-        "rollouts: {n} rollouts of the example policy at a 1 s interval, {live} live at the end; {secs} s measured"
+        "rollouts: {n} rollouts of the example policy at a 1 s interval, {live} live at the end; {secs} s measured; allocator {}",
+        ChosenAllocator::name()
     );
     println!(
         "  started in {:.1} s ({:.2} ms each)",
@@ -556,9 +678,30 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
             .unwrap();
         serde_json::to_string(&cp).unwrap().len()
     });
+    let (rss, heap) = (rss_kib(), heap_bytes());
+    // Where the heap bytes are, for one rollout: the API's view the driver
+    // keeps, its push buffer holding one window's batch, and (last, as it
+    // removes them) the `/metrics` series of every rollout.
+    let (mut view, mut buffer) = (0, 0);
+    if let Some(id) = ids.first()
+        && let Some(h) = shared.driver(id)
+    {
+        view = heap_of(&*h.view.lock().unwrap());
+        let w = h.view.lock().unwrap().weight;
+        shared
+            .push(id, batches.range(..=w.max(1)).next_back().unwrap().1)
+            .unwrap();
+        buffer = heap_of(&*h.push.lock().unwrap());
+    }
+    let before = heap_bytes();
+    let now = clock.now();
+    for id in &ids {
+        shared.metrics.rollout_ended(id, now);
+    }
+    let _ = shared.metrics.render(now + Duration::from_secs(3_600));
+    let series = before - heap_bytes();
     println!(
-        "RSS {} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint}",
-        rss_kib(),
+        "RSS {rss} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {heap} VIEW {view} PUSH {buffer} SERIES {series}",
         fill.as_millis()
     );
     d.stop();
@@ -647,10 +790,23 @@ fn core_child(n: usize, interval: Duration, windows: u64) {
         .first()
         .map_or(0, |r| serde_json::to_string(&r.checkpoint()).unwrap().len());
     println!(
-        "RSS {} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint}",
+        "RSS {} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {} VIEW 0 PUSH 0 SERIES 0",
         rss_kib(),
-        fill.as_millis()
+        fill.as_millis(),
+        heap_bytes()
     );
+}
+
+/// What one memory child printed.
+struct ChildFigures {
+    rss_kib: u64,
+    live: usize,
+    fill_ms: u64,
+    checkpoint: u64,
+    heap: i64,
+    view: i64,
+    push: i64,
+    series: i64,
 }
 
 fn memory_part() {
@@ -660,6 +816,8 @@ fn memory_part() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let intervals = std::env::var("CANARYD_SCALE_INTERVALS").unwrap_or_else(|_| "30s,1s".into());
+    let allocators =
+        std::env::var("CANARYD_SCALE_ALLOCATORS").unwrap_or_else(|_| "glibc,mimalloc".into());
     let services = sizes.iter().copied().max().unwrap_or(0);
     let exe = std::env::current_exe().unwrap();
     for interval in intervals.split(',') {
@@ -670,57 +828,78 @@ fn memory_part() {
         } else {
             3_600 / secs
         };
-        let run_as = |mode: &str, n: usize| -> (u64, usize, u64, u64) {
-            let out = std::process::Command::new(&exe)
-                .env(mode, format!("{services},{n},{secs},{windows}"))
-                .env("MALLOC_MMAP_THRESHOLD_", "131072")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("RSS "))
-                .unwrap_or_else(|| {
-                    panic!(
-                        "child failed: {text}\n{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                });
-            let f: Vec<&str> = line.split_whitespace().collect();
-            (
-                f[1].parse().unwrap(),
-                f[3].parse().unwrap(),
-                f[5].parse().unwrap(),
-                f[7].parse().unwrap(),
-            )
-        };
-        let run = |n: usize| run_as("CANARYD_SCALE_CHILD", n);
-        let (rss0, _, _, _) = run(0);
-        let (core0, _, _, _) = run_as("CANARYD_SCALE_CORE_CHILD", 0);
-        println!(
-            "memory: interval {secs} s, {windows} windows filled ({} of data), {services} services configured; RSS with no rollout: {:.1} MiB",
-            canaryd::time::format_duration(Duration::from_secs(secs * windows)),
-            rss0 as f64 / 1024.0
-        );
-        for &n in sizes.iter().filter(|&&n| n > 0) {
-            let (rss, live, fill_ms, checkpoint) = run(n);
+        for allocator in allocators.split(',').map(str::trim) {
+            let run_as = |mode: &str, n: usize| -> ChildFigures {
+                let out = std::process::Command::new(&exe)
+                    .env(mode, format!("{services},{n},{secs},{windows}"))
+                    .env("CANARYD_SCALE_ALLOCATOR", allocator)
+                    .env("MALLOC_MMAP_THRESHOLD_", "131072")
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("RSS "))
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "child failed: {text}\n{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                    });
+                let f: Vec<&str> = line.split_whitespace().collect();
+                ChildFigures {
+                    rss_kib: f[1].parse().unwrap(),
+                    live: f[3].parse().unwrap(),
+                    fill_ms: f[5].parse().unwrap(),
+                    checkpoint: f[7].parse().unwrap(),
+                    heap: f[9].parse().unwrap(),
+                    view: f[11].parse().unwrap(),
+                    push: f[13].parse().unwrap(),
+                    series: f[15].parse().unwrap(),
+                }
+            };
+            let run = |n: usize| run_as("CANARYD_SCALE_CHILD", n);
+            let zero = run(0);
+            let core0 = run_as("CANARYD_SCALE_CORE_CHILD", 0);
             println!(
-                "  {n} rollouts ({live} live): RSS {:.1} MiB, growth {:.1} KiB per rollout; filled in {:.1} s ({:.1} µs per rollout-window); a checkpoint is {:.1} KiB of JSON",
-                rss as f64 / 1024.0,
-                (rss as f64 - rss0 as f64) / n as f64,
-                fill_ms as f64 / 1000.0,
-                fill_ms as f64 * 1000.0 / (n as f64 * windows as f64),
-                checkpoint as f64 / 1024.0
+                "memory ({allocator}): interval {secs} s, {windows} windows filled ({} of data), {services} services configured; RSS with no rollout: {:.1} MiB",
+                canaryd::time::format_duration(Duration::from_secs(secs * windows)),
+                zero.rss_kib as f64 / 1024.0
             );
-            let (core, core_live, core_ms, _) = run_as("CANARYD_SCALE_CORE_CHILD", n);
-            let core_kib = (core as f64 - core0 as f64) / n as f64;
-            let daemon_kib = (rss as f64 - rss0 as f64) / n as f64;
-            println!(
-                "    the pure core alone, same rollouts and windows ({core_live} live): growth {core_kib:.1} KiB per rollout ({:.0}% of the daemon's), {:.1} µs per rollout-window; the daemon's own share: {:.1} KiB per rollout",
-                core_kib / daemon_kib * 100.0,
-                core_ms as f64 * 1000.0 / (n as f64 * windows as f64),
-                daemon_kib - core_kib
-            );
+            for &n in sizes.iter().filter(|&&n| n > 0) {
+                let d = run(n);
+                let per = |x: i64, x0: i64| (x - x0) as f64 / n as f64 / 1024.0;
+                let daemon_kib = per(d.rss_kib as i64 * 1024, zero.rss_kib as i64 * 1024);
+                println!(
+                    "  {n} rollouts ({} live): RSS {:.1} MiB, growth {daemon_kib:.1} KiB per rollout; filled in {:.1} s ({:.1} µs per rollout-window); a checkpoint is {:.1} KiB of JSON",
+                    d.live,
+                    d.rss_kib as f64 / 1024.0,
+                    d.fill_ms as f64 / 1000.0,
+                    d.fill_ms as f64 * 1000.0 / (n as f64 * windows as f64),
+                    d.checkpoint as f64 / 1024.0
+                );
+                let c = run_as("CANARYD_SCALE_CORE_CHILD", n);
+                let core_kib = per(c.rss_kib as i64 * 1024, core0.rss_kib as i64 * 1024);
+                println!(
+                    "    the pure core alone, same rollouts and windows ({} live): growth {core_kib:.1} KiB per rollout ({:.0}% of the daemon's), {:.1} µs per rollout-window; the daemon's own share: {:.1} KiB per rollout",
+                    c.live,
+                    core_kib / daemon_kib * 100.0,
+                    c.fill_ms as f64 * 1000.0 / (n as f64 * windows as f64),
+                    daemon_kib - core_kib
+                );
+                let heap = per(d.heap, zero.heap);
+                let core_heap = per(c.heap, core0.heap);
+                let (view, push, series) = (
+                    d.view as f64 / 1024.0,
+                    d.push as f64 / 1024.0,
+                    d.series as f64 / n as f64 / 1024.0,
+                );
+                println!(
+                    "    heap held per rollout (bytes allocated, not freed): {heap:.1} KiB in the daemon, {:.1} KiB of RSS beyond it; the core {core_heap:.1} KiB, the API view {view:.1} KiB, a push buffer with one window's batch {push:.1} KiB (empty between windows), /metrics series {series:.1} KiB, the rest (driver, task, row, maps, store) {:.1} KiB",
+                    daemon_kib - heap,
+                    heap - core_heap - view - series
+                );
+            }
         }
     }
 }
