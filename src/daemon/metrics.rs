@@ -15,11 +15,14 @@
 //! counter signal and one (ratio, mean) or three (latency) per metric of
 //! the policy) per live rollout. An ended rollout keeps its final values
 //! for [`ENDED_SERIES_KEPT`], so a scrape sees how it ended, then its
-//! series are removed. Everything else is labelled by configured things
+//! series are removed. A rollout's series are created once, with the
+//! label values kept for their removal and the metric handle kept for its
+//! steps ([`RolloutSeries`]): a step sets values, it does not build label
+//! sets or hash them. Everything else is labelled by configured things
 //! (services, sources, receivers, registry watches) and decision kinds.
 //! `docs/metrics.md` lists every family.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -185,25 +188,26 @@ pub struct RegistryLabels {
     pub target: String,
 }
 
-/// A rollout as its series show it, read off the driver's state.
+/// A rollout as its series show it, read off the driver's state (borrowed:
+/// a step builds one, and its strings are the rollout's own).
 #[derive(Clone, Debug, PartialEq)]
-pub struct RolloutSample {
-    pub id: String,
-    pub service: String,
-    pub policy: String,
-    pub baseline: String,
-    pub canary: String,
+pub struct RolloutSample<'a> {
+    pub id: &'a str,
+    pub service: &'a str,
+    pub policy: &'a str,
+    pub baseline: &'a str,
+    pub canary: &'a str,
     pub phase: Phase,
     pub weight_percent: u8,
     /// When the current step (or phase) began.
     pub step_since: Option<Timestamp>,
-    pub triggers: Vec<TriggerSample>,
+    pub triggers: Vec<TriggerSample<'a>>,
 }
 
 /// One trigger's latest reading.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TriggerSample {
-    pub name: String,
+pub struct TriggerSample<'a> {
+    pub name: &'a str,
     /// The tested quantity in the metric's unit (rate, ratio, quantile).
     pub estimate: Option<f64>,
     /// Statistical triggers only: `ln` of the e-value and the boundary it
@@ -213,8 +217,8 @@ pub struct TriggerSample {
     pub fired: bool,
 }
 
-impl RolloutSample {
-    pub fn of(rollout: &Rollout<Monitor>, step_since: Option<Timestamp>) -> RolloutSample {
+impl<'a> RolloutSample<'a> {
+    pub fn of(rollout: &'a Rollout<Monitor>, step_since: Option<Timestamp>) -> RolloutSample<'a> {
         let spec = rollout.spec();
         let triggers = rollout
             .policy()
@@ -227,7 +231,7 @@ impl RolloutSample {
                     _ => None,
                 };
                 TriggerSample {
-                    name: t.name.clone(),
+                    name: &t.name,
                     estimate: r.estimate,
                     log_e_value: statistical.map(|e| e.log_e_value),
                     log_boundary: statistical.map(|e| e.log_boundary),
@@ -236,11 +240,11 @@ impl RolloutSample {
             })
             .collect();
         RolloutSample {
-            id: spec.id.clone(),
-            service: spec.service.clone(),
-            policy: rollout.policy().name.clone(),
-            baseline: spec.baseline.clone(),
-            canary: spec.canary.clone(),
+            id: &spec.id,
+            service: &spec.service,
+            policy: &rollout.policy().name,
+            baseline: &spec.baseline,
+            canary: &spec.canary,
             phase: rollout.phase(),
             weight_percent: rollout.weight().percent(),
             step_since,
@@ -250,43 +254,39 @@ impl RolloutSample {
 }
 
 /// One analysis window as the engine was fed it, per arm: the counter
-/// signals the policy reads, and each metric of the policy over the window.
+/// signals the policy reads, and each metric of the policy over the window
+/// (names borrowed from the policy and the snapshot).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct WindowSample {
+pub struct WindowSample<'a> {
     /// (arm, signal, count in the window).
-    pub signals: Vec<(&'static str, String, u64)>,
+    pub signals: Vec<(&'static str, &'a str, u64)>,
     /// (arm, metric, numerator / denominator), when the denominator is not 0.
-    pub ratios: Vec<(&'static str, String, f64)>,
+    pub ratios: Vec<(&'static str, &'a str, f64)>,
     /// (arm, metric, percentile, seconds), when the window has values.
-    pub latencies: Vec<(&'static str, String, &'static str, f64)>,
+    pub latencies: Vec<(&'static str, &'a str, &'static str, f64)>,
     /// (arm, metric, mean of the values), when the window has values.
-    pub means: Vec<(&'static str, String, f64)>,
+    pub means: Vec<(&'static str, &'a str, f64)>,
 }
 
-impl WindowSample {
-    pub fn of(policy: &Policy, snapshot: &IntervalSnapshot) -> WindowSample {
+impl<'a> WindowSample<'a> {
+    pub fn of(policy: &'a Policy, snapshot: &'a IntervalSnapshot) -> WindowSample<'a> {
         let mut w = WindowSample::default();
         // Only the signals the policy reads (and `requests`): pushed batches
         // may name others, which must not grow the series without bound.
-        let mut read: BTreeSet<&str> = BTreeSet::from(["requests"]);
-        for metric in policy.metrics.values() {
-            if let Metric::Ratio {
-                numerator,
-                denominator,
-                ..
-            } = metric
-            {
-                read.insert(numerator);
-                read.insert(denominator);
-            }
-        }
+        let reads = |signal: &str| {
+            signal == "requests"
+                || policy.metrics.values().any(|metric| {
+                    matches!(metric, Metric::Ratio { numerator, denominator, .. }
+                        if numerator == signal || denominator == signal)
+                })
+        };
         for (arm, data) in [
             ("baseline", &snapshot.baseline),
             ("canary", &snapshot.canary),
         ] {
             for (signal, &n) in &data.counters {
-                if read.contains(signal.as_str()) {
-                    w.signals.push((arm, signal.clone(), n));
+                if reads(signal) {
+                    w.signals.push((arm, signal.as_str(), n));
                 }
             }
             for (name, metric) in &policy.metrics {
@@ -299,7 +299,7 @@ impl WindowSample {
                         let d = data.counter(denominator);
                         if d > 0 {
                             let r = data.counter(numerator) as f64 / d as f64;
-                            w.ratios.push((arm, name.clone(), r));
+                            w.ratios.push((arm, name.as_str(), r));
                         }
                     }
                     Metric::Latency { signal } => {
@@ -308,14 +308,14 @@ impl WindowSample {
                         };
                         for (label, q) in LATENCY_PERCENTILES {
                             if let Some(ms) = h.quantile_ms(q).filter(|x| x.is_finite()) {
-                                w.latencies.push((arm, name.clone(), label, ms / 1000.0));
+                                w.latencies.push((arm, name.as_str(), label, ms / 1000.0));
                             }
                         }
                     }
                     Metric::Mean { signal } => {
                         let moments = data.latency.get(signal).and_then(|h| h.moments_ms());
                         if let Some(m) = moments.filter(|m| m.mean.is_finite()) {
-                            w.means.push((arm, name.clone(), m.mean));
+                            w.means.push((arm, name.as_str(), m.mean));
                         }
                     }
                 }
@@ -325,20 +325,47 @@ impl WindowSample {
     }
 }
 
-/// The label sets a rollout has, so its end can remove them all.
+/// A rollout's series: the label values each was created with (so its end
+/// can remove them all) and the metric itself, which shares its value with
+/// the family's entry. A step sets the values it holds, without building
+/// label sets or looking them up again (at 10,000 rollouts at 1 s that was
+/// a large share of the daemon's allocations and string compares).
 #[derive(Debug)]
 struct RolloutSeries {
     info: RolloutInfoLabels,
     /// The phase its `rollout_phase` series were last set for: a step
     /// that stays in it (most steps) sets them again for nothing.
     phase: Option<Phase>,
-    triggers: BTreeSet<String>,
-    signals: BTreeSet<(&'static str, String)>,
-    ratios: BTreeSet<(&'static str, String)>,
-    latencies: BTreeSet<(&'static str, String, &'static str)>,
-    means: BTreeSet<(&'static str, String)>,
+    weight: Gauge,
+    step_started: Option<FloatGauge>,
+    triggers: Vec<TriggerSeries>,
+    signals: Vec<(&'static str, String, Counter)>,
+    ratios: Vec<(&'static str, String, FloatGauge)>,
+    latencies: Vec<(&'static str, String, &'static str, FloatGauge)>,
+    means: Vec<(&'static str, String, FloatGauge)>,
     /// When its series go: set when the rollout ends.
     remove_at: Option<Timestamp>,
+}
+
+/// One trigger's series; each reading series exists from its first finite
+/// value on.
+#[derive(Debug)]
+struct TriggerSeries {
+    name: String,
+    estimate: Option<FloatGauge>,
+    log_e_value: Option<FloatGauge>,
+    log_boundary: Option<FloatGauge>,
+    fired: Gauge,
+}
+
+/// The series of `family` under `labels`, created if it is not there yet;
+/// the handle shares its value with the family's entry.
+fn series_of<L, M>(family: &Family<L, M>, labels: &L) -> M
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone + Default,
+{
+    family.get_or_create(labels).clone()
 }
 
 pub struct Metrics {
@@ -652,67 +679,104 @@ impl Metrics {
     /// and triggers.
     pub fn publish_rollout(&self, s: &RolloutSample) {
         let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
-        let info = RolloutInfoLabels {
-            rollout: s.id.clone(),
-            service: s.service.clone(),
-            policy: s.policy.clone(),
-            baseline: s.baseline.clone(),
-            canary: s.canary.clone(),
+        let labels = || RolloutLabels {
+            rollout: s.id.into(),
+            service: s.service.into(),
         };
-        let series = book.entry(s.id.clone()).or_insert_with(|| RolloutSeries {
-            info: info.clone(),
-            triggers: BTreeSet::new(),
-            signals: BTreeSet::new(),
-            ratios: BTreeSet::new(),
-            latencies: BTreeSet::new(),
-            means: BTreeSet::new(),
-            phase: None,
-            remove_at: None,
-        });
-        if series.info != info {
+        let series = match book.get_mut(s.id) {
+            Some(series) => series,
+            None => {
+                let info = RolloutInfoLabels {
+                    rollout: s.id.into(),
+                    service: s.service.into(),
+                    policy: s.policy.into(),
+                    baseline: s.baseline.into(),
+                    canary: s.canary.into(),
+                };
+                self.rollout_info.get_or_create(&info).set(1);
+                book.entry(s.id.to_string()).or_insert(RolloutSeries {
+                    info,
+                    phase: None,
+                    weight: series_of(&self.weight, &labels()),
+                    step_started: None,
+                    triggers: Vec::new(),
+                    signals: Vec::new(),
+                    ratios: Vec::new(),
+                    latencies: Vec::new(),
+                    means: Vec::new(),
+                    remove_at: None,
+                })
+            }
+        };
+        let info = &series.info;
+        if (
+            info.service.as_str(),
+            info.policy.as_str(),
+            info.baseline.as_str(),
+            info.canary.as_str(),
+        ) != (s.service, s.policy, s.baseline, s.canary)
+        {
             self.rollout_info.remove(&series.info);
-            series.info = info.clone();
+            series.info = RolloutInfoLabels {
+                rollout: s.id.into(),
+                service: s.service.into(),
+                policy: s.policy.into(),
+                baseline: s.baseline.into(),
+                canary: s.canary.into(),
+            };
+            self.rollout_info.get_or_create(&series.info).set(1);
         }
-        self.rollout_info.get_or_create(&info).set(1);
         if series.phase != Some(s.phase) {
             series.phase = Some(s.phase);
             for phase in Phase::ALL {
                 self.phase
                     .get_or_create(&PhaseLabels {
-                        rollout: s.id.clone(),
-                        service: s.service.clone(),
+                        rollout: s.id.into(),
+                        service: s.service.into(),
                         phase: phase.as_str().into(),
                     })
                     .set(i64::from(s.phase == phase));
             }
         }
-        let l = RolloutLabels {
-            rollout: s.id.clone(),
-            service: s.service.clone(),
-        };
-        self.weight
-            .get_or_create(&l)
-            .set(i64::from(s.weight_percent));
+        series.weight.set(i64::from(s.weight_percent));
         if let Some(t) = s.step_since {
-            self.step_started.get_or_create(&l).set(seconds(t));
+            series
+                .step_started
+                .get_or_insert_with(|| series_of(&self.step_started, &labels()))
+                .set(seconds(t));
         }
         for t in &s.triggers {
-            let l = TriggerLabels {
-                rollout: s.id.clone(),
-                service: s.service.clone(),
-                trigger: t.name.clone(),
+            let labels = || TriggerLabels {
+                rollout: s.id.into(),
+                service: s.service.into(),
+                trigger: t.name.into(),
             };
-            series.triggers.insert(t.name.clone());
-            if let Some(x) = t.estimate.filter(|x| x.is_finite()) {
-                self.trigger_estimate.get_or_create(&l).set(x);
+            let at = match series.triggers.iter().position(|x| x.name == t.name) {
+                Some(at) => at,
+                None => {
+                    series.triggers.push(TriggerSeries {
+                        name: t.name.into(),
+                        estimate: None,
+                        log_e_value: None,
+                        log_boundary: None,
+                        fired: series_of(&self.trigger_fired, &labels()),
+                    });
+                    series.triggers.len() - 1
+                }
+            };
+            let ts = &mut series.triggers[at];
+            for (value, gauge, family) in [
+                (t.estimate, &mut ts.estimate, &self.trigger_estimate),
+                (t.log_e_value, &mut ts.log_e_value, &self.trigger_log_evalue),
+                (t.log_boundary, &mut ts.log_boundary, &self.trigger_boundary),
+            ] {
+                if let Some(x) = value.filter(|x| x.is_finite()) {
+                    gauge
+                        .get_or_insert_with(|| series_of(family, &labels()))
+                        .set(x);
+                }
             }
-            if let Some(x) = t.log_e_value.filter(|x| x.is_finite()) {
-                self.trigger_log_evalue.get_or_create(&l).set(x);
-            }
-            if let Some(x) = t.log_boundary.filter(|x| x.is_finite()) {
-                self.trigger_boundary.get_or_create(&l).set(x);
-            }
-            self.trigger_fired.get_or_create(&l).set(i64::from(t.fired));
+            ts.fired.set(i64::from(t.fired));
         }
     }
 
@@ -729,40 +793,70 @@ impl Metrics {
             arm: arm.into(),
             metric: metric.into(),
         };
-        for (arm, signal, n) in &w.signals {
-            series.signals.insert((arm, signal.clone()));
-            self.arm_events
-                .get_or_create(&ArmSignalLabels {
-                    rollout: rollout.into(),
-                    service: service.into(),
-                    arm: (*arm).into(),
-                    signal: signal.clone(),
-                })
-                .inc_by(*n);
+        for &(arm, signal, n) in &w.signals {
+            match series
+                .signals
+                .iter()
+                .find(|(a, s, _)| *a == arm && s == signal)
+            {
+                Some((_, _, counter)) => counter,
+                None => {
+                    let counter = series_of(
+                        &self.arm_events,
+                        &ArmSignalLabels {
+                            rollout: rollout.into(),
+                            service: service.into(),
+                            arm: arm.into(),
+                            signal: signal.into(),
+                        },
+                    );
+                    series.signals.push((arm, signal.into(), counter));
+                    &series.signals[series.signals.len() - 1].2
+                }
+            }
+            .inc_by(n);
         }
-        for (arm, metric, x) in &w.ratios {
-            series.ratios.insert((arm, metric.clone()));
-            self.arm_ratio
-                .get_or_create(&arm_metric(arm, metric))
-                .set(*x);
+        for (values, kept, family) in [
+            (&w.ratios, &mut series.ratios, &self.arm_ratio),
+            (&w.means, &mut series.means, &self.arm_mean),
+        ] {
+            for &(arm, metric, x) in values {
+                match kept.iter().find(|(a, m, _)| *a == arm && m == metric) {
+                    Some((_, _, gauge)) => gauge,
+                    None => {
+                        let gauge = series_of(family, &arm_metric(arm, metric));
+                        kept.push((arm, metric.into(), gauge));
+                        &kept[kept.len() - 1].2
+                    }
+                }
+                .set(x);
+            }
         }
-        for (arm, metric, x) in &w.means {
-            series.means.insert((arm, metric.clone()));
-            self.arm_mean
-                .get_or_create(&arm_metric(arm, metric))
-                .set(*x);
-        }
-        for (arm, metric, percentile, x) in &w.latencies {
-            series.latencies.insert((arm, metric.clone(), percentile));
-            self.arm_latency
-                .get_or_create(&ArmPercentileLabels {
-                    rollout: rollout.into(),
-                    service: service.into(),
-                    arm: (*arm).into(),
-                    metric: metric.clone(),
-                    percentile: (*percentile).into(),
-                })
-                .set(*x);
+        for &(arm, metric, percentile, x) in &w.latencies {
+            match series
+                .latencies
+                .iter()
+                .find(|(a, m, p, _)| *a == arm && m == metric && *p == percentile)
+            {
+                Some((_, _, _, gauge)) => gauge,
+                None => {
+                    let gauge = series_of(
+                        &self.arm_latency,
+                        &ArmPercentileLabels {
+                            rollout: rollout.into(),
+                            service: service.into(),
+                            arm: arm.into(),
+                            metric: metric.into(),
+                            percentile: percentile.into(),
+                        },
+                    );
+                    series
+                        .latencies
+                        .push((arm, metric.into(), percentile, gauge));
+                    &series.latencies[series.latencies.len() - 1].3
+                }
+            }
+            .set(x);
         }
     }
 
@@ -816,14 +910,14 @@ impl Metrics {
             let l = TriggerLabels {
                 rollout: id.into(),
                 service: service.clone(),
-                trigger: t.clone(),
+                trigger: t.name.clone(),
             };
             self.trigger_estimate.remove(&l);
             self.trigger_log_evalue.remove(&l);
             self.trigger_boundary.remove(&l);
             self.trigger_fired.remove(&l);
         }
-        for (arm, signal) in &s.signals {
+        for (arm, signal, _) in &s.signals {
             self.arm_events.remove(&ArmSignalLabels {
                 rollout: id.into(),
                 service: service.clone(),
@@ -837,13 +931,13 @@ impl Metrics {
             arm: arm.into(),
             metric: metric.into(),
         };
-        for (arm, metric) in &s.ratios {
+        for (arm, metric, _) in &s.ratios {
             self.arm_ratio.remove(&arm_metric(arm, metric));
         }
-        for (arm, metric) in &s.means {
+        for (arm, metric, _) in &s.means {
             self.arm_mean.remove(&arm_metric(arm, metric));
         }
-        for (arm, metric, percentile) in &s.latencies {
+        for (arm, metric, percentile, _) in &s.latencies {
             self.arm_latency.remove(&ArmPercentileLabels {
                 rollout: id.into(),
                 service: service.clone(),
@@ -1006,18 +1100,18 @@ mod tests {
     /// A sample's name, labels and value (as text).
     type SampleKey = (String, Vec<(String, String)>, String);
 
-    fn sample(id: &str, phase: Phase) -> RolloutSample {
+    fn sample(id: &str, phase: Phase) -> RolloutSample<'_> {
         RolloutSample {
-            id: id.into(),
-            service: "web".into(),
-            policy: "fast".into(),
-            baseline: "v1".into(),
-            canary: "v2".into(),
+            id,
+            service: "web",
+            policy: "fast",
+            baseline: "v1",
+            canary: "v2",
             phase,
             weight_percent: 10,
             step_since: Some(Timestamp::from_millis(1_000)),
             triggers: vec![TriggerSample {
-                name: "error-rate".into(),
+                name: "error-rate",
                 estimate: Some(0.02),
                 log_e_value: Some(1.5),
                 log_boundary: Some(3.0),
@@ -1026,12 +1120,12 @@ mod tests {
         }
     }
 
-    fn window() -> WindowSample {
+    fn window() -> WindowSample<'static> {
         WindowSample {
-            signals: vec![("canary", "requests".into(), 100)],
-            ratios: vec![("canary", "error_rate".into(), 0.01)],
-            latencies: vec![("canary", "latency".into(), "p95", 0.25)],
-            means: vec![("baseline", "basket".into(), 12.5)],
+            signals: vec![("canary", "requests", 100)],
+            ratios: vec![("canary", "error_rate", 0.01)],
+            latencies: vec![("canary", "latency", "p95", 0.25)],
+            means: vec![("baseline", "basket", 12.5)],
         }
     }
 
@@ -1112,13 +1206,8 @@ spec:
             }
         }
         let w = WindowSample::of(&policy, &snap);
-        let signals: Vec<(&str, &str, u64)> = w
-            .signals
-            .iter()
-            .map(|(a, s, n)| (*a, s.as_str(), *n))
-            .collect();
         assert_eq!(
-            signals,
+            w.signals,
             [
                 ("baseline", "errors", 1),
                 ("baseline", "requests", 100),
@@ -1129,8 +1218,8 @@ spec:
         assert_eq!(
             w.ratios,
             [
-                ("baseline", "error_rate".to_string(), 0.01),
-                ("canary", "error_rate".to_string(), 0.0)
+                ("baseline", "error_rate", 0.01),
+                ("canary", "error_rate", 0.0)
             ]
         );
         let p95: Vec<f64> = w
