@@ -213,7 +213,10 @@ impl Shared {
         let (reply, answer) = oneshot::channel();
         handle
             .tx
-            .send(DriverMsg::Command { command, reply })
+            .send(DriverMsg::Command {
+                command: Box::new(command),
+                reply,
+            })
             .await
             .map_err(|_| Refusal::unavailable("the rollout's driver is stopping"))?;
         match answer.await {
