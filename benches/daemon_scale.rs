@@ -300,9 +300,9 @@ impl Daemon {
 
 /// One window's traffic of one rollout at canary weight `weight`: 2,000
 /// requests split by the weight, 20 latency events per arm (5-100 ms),
-/// the rest as counts in two groups; 0.1% errors, 5% clicks, 30%
-/// approvals in both arms and both groups, so an A/A rollout that no
-/// trigger fires on.
+/// the rest as counts in two groups (and what is left of them as plain
+/// requests); 5% clicks and 30% approvals in both arms and both groups,
+/// so an A/A rollout that no trigger fires on.
 fn window_batch(weight: u8) -> serde_json::Value {
     let total = 2_000u64;
     let canary = (total * u64::from(weight.max(1)) / 100).max(1);
@@ -314,10 +314,18 @@ fn window_batch(weight: u8) -> serde_json::Value {
             events.push(json!({"arm": arm, "latency_ms": 5.0 + (k * 5) as f64}));
         }
         let rest = n - latency_events;
-        for (group, share) in [("a", rest / 2), ("b", rest - rest / 2)] {
+        // Each group's share a multiple of 20, so that clicks (5%) and
+        // approvals (30%) are exact in both arms at every weight: rounded
+        // down per arm, the canary's smaller shares read as a lower CTR,
+        // and at 1 s `ctr-drop` fired on it within the hour.
+        let share = rest / 2 / 20 * 20;
+        for group in ["a", "b"] {
             counts.push(json!({"arm": arm, "group": group, "counters": {
                 "requests": share, "errors": share / 1000, "impressions": share,
                 "clicks": share / 20, "approvals": share * 3 / 10}}));
+        }
+        if rest > 2 * share {
+            counts.push(json!({"arm": arm, "counters": {"requests": rest - 2 * share}}));
         }
     }
     json!({"events": events, "counts": counts})
