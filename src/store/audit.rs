@@ -151,6 +151,11 @@ impl AuditKey {
         Self::load_from(&dir.join(KEY_FILE))
     }
 
+    /// Read a key file named by the configuration (`audit.keyFile`).
+    pub fn load_file(path: &Path) -> Result<AuditKey, StoreError> {
+        Self::load_from(path)
+    }
+
     fn load_from(path: &Path) -> Result<AuditKey, StoreError> {
         let path = path.to_path_buf();
         let file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;

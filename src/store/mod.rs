@@ -30,12 +30,15 @@
 
 pub mod audit;
 pub mod binding;
+pub mod db;
 pub mod id;
 pub mod outbox;
+pub mod postgres;
 pub mod records;
 pub mod registry;
 pub mod retention;
 pub mod schema;
+pub mod schema_postgres;
 pub mod step;
 
 use std::fs::{self, File, OpenOptions};
@@ -43,7 +46,9 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
+
+use db::{Begin, Db, Sql, params};
 
 pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit};
 pub use binding::{Binding, Disagreement};
@@ -130,6 +135,11 @@ pub enum StoreError {
     Invalid(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// A row that does not read as the store wrote it.
+    #[error("reading a row: {0}")]
+    Decode(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -210,7 +220,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    conn: Connection,
+    db: Db,
     /// `None` only for a read-only store of a dir without a key.
     key: Option<AuditKey>,
     /// The key is still `audit.key.new`: a first start before its genesis
@@ -259,7 +269,7 @@ impl Store {
         if v.head_file != Some(v.last) {
             // The crash window: the last transaction committed, its head
             // write did not happen. Its entries chain from the recorded head.
-            audit::write_head(&store.dir, &store.head)?;
+            store.write_head_mark()?;
         }
         if matches!(v.binding, Binding::Empty | Binding::Unbound) {
             store.append_genesis(v.entries, None)?;
@@ -408,7 +418,7 @@ impl Store {
         };
         Ok(Store {
             dir,
-            conn,
+            db: Db::Sqlite(conn),
             key: Some(key),
             key_staged,
             upgrading: found < BINDING_SCHEMA_VERSION,
@@ -491,12 +501,12 @@ impl Store {
             tx.execute(
                 "INSERT INTO store_identity (one, id, genesis_seq) VALUES (1, ?1, ?2)
                  ON CONFLICT (one) DO UPDATE SET genesis_seq = excluded.genesis_seq",
-                rusqlite::params![store_id, genesis_seq],
+                params![store_id, genesis_seq],
             )?;
             Ok(((), vec![entry]))
         })?;
         if !written {
-            audit::write_head(&self.dir, &self.head)?;
+            self.write_head_mark()?;
             self.head_unwritten = false;
         }
         Ok(())
@@ -504,8 +514,8 @@ impl Store {
 
     fn last_entry_at(&self) -> Result<crate::time::Timestamp> {
         let at: Option<i64> = self
-            .conn
-            .query_row("SELECT max(at) FROM audit", [], |r| r.get(0))?;
+            .db
+            .query_one("SELECT max(at) FROM audit", params![], |r| r.get(0))?;
         Ok(crate::time::Timestamp::from_millis(
             at.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
         ))
@@ -556,7 +566,7 @@ impl Store {
         };
         Ok(Store {
             dir,
-            conn,
+            db: Db::Sqlite(conn),
             key,
             key_staged: false,
             upgrading: false,
@@ -597,21 +607,27 @@ impl Store {
     /// and retries when it moved, so a daemon committing meanwhile is not
     /// mistaken for tampering.
     pub fn verify(&self) -> Result<Verification> {
-        self.verify_with(self.key.is_some() && !self.key_staged, false)
+        // On PostgreSQL the key comes from the configuration: that it
+        // exists says nothing of the database.
+        let key_file_exists =
+            self.db.dialect() == db::Dialect::Sqlite && self.key.is_some() && !self.key_staged;
+        self.verify_with(key_file_exists, false)
     }
 
     fn verify_with(&self, key_file_exists: bool, upgrading: bool) -> Result<Verification> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let before = audit::read_head(&self.dir)?;
-            let tx = self.conn.unchecked_transaction()?;
-            let rows = self.raw_audit_rows()?;
-            let state = self.read_state()?;
-            let identity = self.read_identity()?;
-            let after = audit::read_head(&self.dir)?;
-            tx.finish()?;
-            if before != after && attempts < 20 {
+            let before = self.read_head_mark(None)?;
+            let tx = self.db.begin(Begin::Snapshot)?;
+            let rows = raw_audit_rows(&tx)?;
+            let state = read_state(&tx)?;
+            let identity = read_identity(&tx)?;
+            let after = self.read_head_mark(Some(&tx))?;
+            drop(tx);
+            // A SQLite head file is read outside the snapshot: a daemon
+            // that committed meanwhile moved it. PostgreSQL's row is in it.
+            if self.db.dialect() == db::Dialect::Sqlite && before != after && attempts < 20 {
                 continue;
             }
             let key = match &self.key {
@@ -650,15 +666,60 @@ impl Store {
         }
     }
 
-    /// The state rows the chain describes, as stored.
     fn read_state(&self) -> Result<binding::StateSnapshot> {
-        let mut state = binding::StateSnapshot::default();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, service, policy_version, phase, outcome FROM rollouts")?;
-        for row in stmt.query_map([], |r| {
+        read_state(&self.db)
+    }
+
+    fn read_identity(&self) -> Result<Option<binding::Identity>> {
+        read_identity(&self.db)
+    }
+
+    fn raw_audit_rows(&self) -> Result<Vec<RawEntry>> {
+        raw_audit_rows(&self.db)
+    }
+
+    /// The chain's end as recorded outside its entries: `audit.head` in a
+    /// SQLite data dir, the `audit_head` row on PostgreSQL (read inside
+    /// `snapshot` when given, where the walk's rows were read).
+    fn read_head_mark(&self, snapshot: Option<&db::Tx<'_>>) -> Result<Option<Head>> {
+        match self.db.dialect() {
+            db::Dialect::Sqlite => audit::read_head(&self.dir),
+            db::Dialect::Postgres => match snapshot {
+                Some(tx) => postgres::read_head_row(tx),
+                // Before the snapshot: the row is read with the entries.
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Record `self.head` as the chain's end (see [`Store::read_head_mark`]).
+    /// On PostgreSQL the row is written in each appending transaction
+    /// (`step.rs`); here only when opening found it behind.
+    fn write_head_mark(&self) -> Result<()> {
+        match self.db.dialect() {
+            db::Dialect::Sqlite => audit::write_head(&self.dir, &self.head),
+            db::Dialect::Postgres => postgres::write_head_row(&self.db, &self.head),
+        }
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(StoreError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The state rows the chain describes, as stored.
+fn read_state(sql: &impl Sql) -> Result<binding::StateSnapshot> {
+    let mut state = binding::StateSnapshot::default();
+    for (id, rollout) in sql.query_all(
+        "SELECT id, service, policy_version, phase, outcome FROM rollouts",
+        params![],
+        |r| {
             Ok((
-                r.get::<_, String>(0)?,
+                r.get::<String>(0)?,
                 binding::RolloutState {
                     service: r.get(1)?,
                     policy_version: r.get(2)?,
@@ -666,55 +727,52 @@ impl Store {
                     outcome: r.get(4)?,
                 },
             ))
-        })? {
-            let (id, rollout) = row?;
-            state.rollouts.insert(id, rollout);
-        }
-        for (table, records) in [
-            ("incidents", &mut state.incidents),
-            ("reviews", &mut state.reviews),
-        ] {
-            let mut stmt = self
-                .conn
-                .prepare_cached(&format!("SELECT id, rollout_id, status FROM {table}"))?;
-            for row in stmt.query_map([], |r| {
+        },
+    )? {
+        state.rollouts.insert(id, rollout);
+    }
+    for (table, records) in [
+        ("incidents", &mut state.incidents),
+        ("reviews", &mut state.reviews),
+    ] {
+        for (id, record) in sql.query_all(
+            &format!("SELECT id, rollout_id, status FROM {table}"),
+            params![],
+            |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<String>(0)?,
                     binding::RecordState {
                         rollout_id: r.get(1)?,
                         status: r.get(2)?,
                     },
                 ))
-            })? {
-                let (id, record) = row?;
-                records.insert(id, record);
-            }
+            },
+        )? {
+            records.insert(id, record);
         }
-        Ok(state)
     }
+    Ok(state)
+}
 
-    fn read_identity(&self) -> Result<Option<binding::Identity>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, genesis_seq FROM store_identity WHERE one = 1",
-                [],
-                |r| {
-                    Ok(binding::Identity {
-                        id: r.get(0)?,
-                        genesis_seq: r.get(1)?,
-                    })
-                },
-            )
-            .optional()?)
-    }
+fn read_identity(sql: &impl Sql) -> Result<Option<binding::Identity>> {
+    sql.query_opt(
+        "SELECT id, genesis_seq FROM store_identity WHERE one = 1",
+        params![],
+        |r| {
+            Ok(binding::Identity {
+                id: r.get(0)?,
+                genesis_seq: r.get(1)?,
+            })
+        },
+    )
+}
 
-    fn raw_audit_rows(&self) -> Result<Vec<RawEntry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac
-             FROM audit ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
+fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
+    sql.query_all(
+        "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac
+         FROM audit ORDER BY seq",
+        params![],
+        |r| {
             Ok(RawEntry {
                 seq: r.get(0)?,
                 tx: r.get(1)?,
@@ -727,17 +785,8 @@ impl Store {
                 details: r.get(8)?,
                 mac: r.get(9)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn writable(&self) -> Result<()> {
-        if self.read_only {
-            Err(StoreError::ReadOnly)
-        } else {
-            Ok(())
-        }
-    }
+        },
+    )
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

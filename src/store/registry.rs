@@ -3,7 +3,7 @@
 //! it out and what became of it. Every write here goes through the same
 //! transaction as its audit entries (`Store::write`).
 
-use rusqlite::{Row, params};
+use super::db::{Row, Sql, params};
 
 use super::audit::NewAudit;
 use super::records::ms;
@@ -63,7 +63,7 @@ pub struct VersionRow {
     pub tags_written: bool,
 }
 
-fn watch_row(r: &Row<'_>) -> rusqlite::Result<WatchRow> {
+fn watch_row(r: &Row<'_>) -> Result<WatchRow> {
     Ok(WatchRow {
         watch: r.get(0)?,
         current: r.get(1)?,
@@ -71,7 +71,7 @@ fn watch_row(r: &Row<'_>) -> rusqlite::Result<WatchRow> {
     })
 }
 
-fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionRow> {
+fn version_row(r: &Row<'_>) -> Result<VersionRow> {
     let status: String = r.get(4)?;
     let event: String = r.get(7)?;
     Ok(VersionRow {
@@ -83,7 +83,7 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionRow> {
         rollout_id: r.get(5)?,
         outcome: r.get(6)?,
         event: serde_json::from_str(&event).unwrap_or(serde_json::Value::Null),
-        tags_written: r.get::<_, i64>(8)? != 0,
+        tags_written: r.get::<i64>(8)? != 0,
     })
 }
 
@@ -94,7 +94,7 @@ impl Store {
     pub fn registry_watch(&self, watch: &str) -> Result<Option<WatchRow>> {
         self.query_one(
             "SELECT watch, current, stable FROM registry_watches WHERE watch = ?1",
-            [watch],
+            params![watch],
             watch_row,
         )
     }
@@ -105,7 +105,7 @@ impl Store {
             &format!(
                 "SELECT {VERSION_COLS} FROM registry_versions WHERE watch = ?1 ORDER BY created_at, version"
             ),
-            [watch],
+            params![watch],
             version_row,
         )
     }

@@ -6,12 +6,12 @@
 //! returned from here has been acted on yet: the caller acts only after
 //! the call returns `Ok`.
 
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
 use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
+use super::db::{Begin, Dialect, Sql, Tx, params};
 use super::outbox::{NewNotice, queue_delivery, queue_hook, queue_notice};
-use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, ms};
+use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, event_of_notify, ms};
 use super::{IdGen, Incident, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
 use crate::policy::{Notify, Weight};
@@ -244,12 +244,11 @@ impl Store {
         let id = rollout_id.to_string();
         let (out, _) = self.write(|tx, ids| {
             let (service, policy_version): (String, String) = tx
-                .query_row(
+                .query_opt(
                     "SELECT service, policy_version FROM rollouts WHERE id = ?1",
-                    [&id],
+                    params![id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?
+                )?
                 .ok_or_else(|| StoreError::NotFound {
                     what: "rollout",
                     id: id.clone(),
@@ -376,27 +375,29 @@ impl Store {
     /// then the head file is replaced. Returns whether that write worked.
     pub(super) fn write<T>(
         &mut self,
-        work: impl FnOnce(&Transaction<'_>, &mut IdGen) -> Result<(T, Vec<NewAudit>)>,
+        work: impl FnOnce(&Tx<'_>, &mut IdGen) -> Result<(T, Vec<NewAudit>)>,
     ) -> Result<(T, bool)> {
         self.writable()?;
         // Keep "the head file lags by at most one transaction" true: the
         // previous commit's head must be on disk before the next commit.
         if self.head_unwritten {
-            audit::write_head(&self.dir, &self.head)?;
+            self.write_head_mark()?;
             self.head_unwritten = false;
         }
         let key = self.key.as_ref().ok_or(StoreError::ReadOnly)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.begin(Begin::Write)?;
         let (value, entries) = work(&tx, &mut self.ids)?;
         let head = append_audit(&tx, key, self.head, &entries, &self.dir)?;
+        if head != self.head && tx.dialect() == Dialect::Postgres {
+            // PostgreSQL keeps the head with the entries (`postgres.rs`).
+            super::postgres::write_head_row(&tx, &head)?;
+        }
         tx.commit()?;
         if head == self.head {
             return Ok((value, true));
         }
         self.head = head;
-        let written = audit::write_head(&self.dir, &self.head).is_ok();
+        let written = self.write_head_mark().is_ok();
         self.head_unwritten = !written;
         Ok((value, written))
     }
@@ -524,19 +525,18 @@ impl<A: Analysis> EngineStep<'_, A> {
 /// Write one prepared step inside an open transaction; returns what it
 /// wrote and the audit entries to chain.
 fn apply_prepared(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     ids: &mut IdGen,
     step: PreparedStep,
 ) -> Result<(Committed, Vec<NewAudit>)> {
     let id = step.rollout_id;
     let at = ms(step.at);
     // Every step runs these two statements: parsed once per connection.
-    let found: Option<(String, String, u64, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT service, policy_version, journal_len, outcome FROM rollouts WHERE id = ?1",
-        )?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .optional()?;
+    let found: Option<(String, String, u64, Option<String>)> = tx.query_opt(
+        "SELECT service, policy_version, journal_len, outcome FROM rollouts WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
     let (service, policy_version, journal_len, outcome_before) =
         found.ok_or_else(|| StoreError::NotFound {
             what: "rollout",
@@ -544,40 +544,54 @@ fn apply_prepared(
         })?;
 
     let input_seq = journal_len + 1;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    insert.execute(params![
-        id,
-        input_seq,
-        input_seq,
-        at,
-        "input",
-        step.effect_json.len(),
-        step.input_json
-    ])?;
-    for (i, body) in step.effect_json.iter().enumerate() {
-        insert.execute(params![
+    const INSERT: &str = "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    tx.execute(
+        INSERT,
+        params![
             id,
-            input_seq + 1 + i as u64,
+            input_seq,
             input_seq,
             at,
-            "effect",
-            0,
-            body
-        ])?;
+            "input",
+            step.effect_json.len(),
+            step.input_json
+        ],
+    )?;
+    for (i, body) in step.effect_json.iter().enumerate() {
+        tx.execute(
+            INSERT,
+            params![
+                id,
+                input_seq + 1 + i as u64,
+                input_seq,
+                at,
+                "effect",
+                0,
+                body
+            ],
+        )?;
     }
     let last_seq = input_seq + step.effect_json.len() as u64;
 
     // Earlier incidents of this rollout: their timeline goes on, and the
     // router's answer to the rollback (weight 0) is recorded once.
-    for event in &step.events {
-        tx.execute(
-            "UPDATE incidents SET timeline = json_insert(timeline, '$[#]', json(?2))
-             WHERE rollout_id = ?1",
-            params![id, event],
+    if !step.events.is_empty() {
+        let open: Vec<(String, String)> = tx.query_all(
+            "SELECT id, timeline FROM incidents WHERE rollout_id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        for (incident, timeline) in open {
+            let mut timeline: Vec<serde_json::Value> = serde_json::from_str(&timeline)?;
+            for event in &step.events {
+                timeline.push(serde_json::from_str(event)?);
+            }
+            tx.execute(
+                "UPDATE incidents SET timeline = ?2 WHERE id = ?1",
+                params![incident, serde_json::to_string(&timeline)?],
+            )?;
+        }
     }
     if let Some(result) = &step.router_zero {
         tx.execute(
@@ -628,30 +642,31 @@ fn apply_prepared(
         reviews.push(review_id);
     }
 
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE rollouts SET phase = ?2, outcome = ?3, reason = ?4, step = ?5, weight = ?6,
-            updated_at = max(updated_at, ?7), journal_len = ?8,
-            checkpoint_seq = CASE WHEN ?9 THEN ?8 ELSE checkpoint_seq END
+            updated_at = CASE WHEN updated_at > ?7 THEN updated_at ELSE ?7 END, journal_len = ?8,
+            checkpoint_seq = CASE WHEN ?9 = 1 THEN ?8 ELSE checkpoint_seq END
          WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        step.phase,
-        step.outcome,
-        step.reason,
-        step.step,
-        step.weight,
-        at,
-        last_seq,
-        step.checkpoint.is_some()
-    ])?;
+        params![
+            id,
+            step.phase,
+            step.outcome,
+            step.reason,
+            step.step,
+            step.weight,
+            at,
+            last_seq,
+            step.checkpoint.is_some()
+        ],
+    )?;
     // The checkpoint's own row (migration 7): written only when one is taken.
     // Its row exists from the start; without it `checkpoint_seq` would move
     // past a journal no checkpoint covers, so the step fails instead.
     if let Some(checkpoint) = &step.checkpoint {
-        let changed = tx
-            .prepare_cached("UPDATE checkpoints SET checkpoint = ?2 WHERE rollout_id = ?1")?
-            .execute(params![id, checkpoint])?;
+        let changed = tx.execute(
+            "UPDATE checkpoints SET checkpoint = ?2 WHERE rollout_id = ?1",
+            params![id, checkpoint],
+        )?;
         if changed != 1 {
             return Err(StoreError::NotFound {
                 what: "checkpoint of rollout",
@@ -685,7 +700,7 @@ fn apply_prepared(
 /// webhooks (created at `queued_at`, ms); returns its id and the
 /// deliveries.
 fn insert_incident(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     ids: &mut IdGen,
     rollout_id: &str,
     service: &str,
@@ -730,23 +745,29 @@ fn insert_incident(
 }
 
 /// The rollout's events so far, from its journal's `notify` effects.
-fn timeline_so_far(tx: &Transaction<'_>, rollout_id: &str) -> Result<String> {
-    let text: String = tx.query_row(
-        "SELECT coalesce(json_group_array(json(json_remove(body, '$.effect'))), '[]') FROM (
-            SELECT body FROM journal
-            WHERE rollout_id = ?1 AND kind = 'effect' AND json_extract(body, '$.effect') = 'notify'
-            ORDER BY seq)",
-        [rollout_id],
+fn timeline_so_far(tx: &Tx<'_>, rollout_id: &str) -> Result<String> {
+    let bodies: Vec<String> = tx.query_all(
+        &format!(
+            "SELECT body FROM journal
+             WHERE rollout_id = ?1 AND kind = 'effect' AND {} = 'notify'
+             ORDER BY seq",
+            tx.dialect().json_field("body", "effect")
+        ),
+        params![rollout_id],
         |r| r.get(0),
     )?;
-    Ok(text)
+    let events = bodies
+        .iter()
+        .map(|body| event_of_notify(body))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(serde_json::to_string(&events)?)
 }
 
 /// Chain `entries` onto `head` inside `tx`. The database's last entry must
 /// be the one this store last wrote: otherwise the log changed under a
 /// running daemon, and appending would bury the evidence.
 fn append_audit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     key: &AuditKey,
     head: Head,
     entries: &[NewAudit],
@@ -755,18 +776,30 @@ fn append_audit(
     if entries.is_empty() {
         return Ok(head);
     }
-    let tail: Option<(u64, String)> = tx
-        .query_row(
-            "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    if tx.dialect() == Dialect::Postgres {
+        // Several daemons append to one chain: one at a time, each after
+        // whatever the others appended (`postgres.rs`).
+        super::postgres::lock_chain(tx)?;
+    }
+    let tail: Option<(u64, String)> = tx.query_opt(
+        "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
+        params![],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let tail = tail.map_or(Head::EMPTY, |(seq, mac)| Head {
         seq,
         mac: audit::mac_from_hex(&mac).unwrap_or([0; 32]),
     });
-    if tail != head {
+    let changed = match tx.dialect() {
+        Dialect::Sqlite => tail != head,
+        // Others append too: what this store wrote last must still be
+        // there, unchanged, at or before the end.
+        Dialect::Postgres => {
+            tail.seq < head.seq
+                || (head.seq > 0 && super::postgres::entry_mac(tx, head.seq)? != Some(head.mac))
+        }
+    };
+    if changed {
         return Err(StoreError::AuditBroken {
             dir: dir.to_path_buf(),
             link: BrokenLink {
@@ -778,11 +811,11 @@ fn append_audit(
             },
         });
     }
+    let head = tail;
     let tx_id = head.seq as i64 + 1;
-    let mut insert = tx.prepare_cached(
+    const INSERT: &str =
         "INSERT INTO audit (seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
     let mut prev = head;
     for e in entries {
         let seq = prev.seq + 1;
@@ -800,18 +833,21 @@ fn append_audit(
         };
         let mac = key.mac(&prev.mac, &raw);
         raw.mac = audit::to_hex(&mac);
-        insert.execute(params![
-            raw.seq,
-            raw.tx,
-            raw.at,
-            raw.actor,
-            raw.action,
-            raw.rollout_id,
-            raw.reason,
-            raw.ticket,
-            raw.details,
-            raw.mac
-        ])?;
+        tx.execute(
+            INSERT,
+            params![
+                raw.seq,
+                raw.tx,
+                raw.at,
+                raw.actor,
+                raw.action,
+                raw.rollout_id,
+                raw.reason,
+                raw.ticket,
+                raw.details,
+                raw.mac
+            ],
+        )?;
         prev = Head { seq, mac };
     }
     Ok(prev)

@@ -256,3 +256,97 @@ pub fn copy_fixture(name: &str, to: &Path) {
             .expect("chmod");
     }
 }
+
+/// The store's engine under test: the contract suite
+/// (`tests/store_contract.rs`) runs each of its tests on both.
+pub enum Engine {
+    /// A data dir in a temp dir.
+    Sqlite(tempfile::TempDir),
+    /// A fresh database on the binary's PostgreSQL server, its key file
+    /// and the daemon's own dir in a temp dir.
+    Postgres {
+        database: String,
+        dir: tempfile::TempDir,
+    },
+}
+
+impl Engine {
+    pub fn sqlite() -> Engine {
+        Engine::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    pub fn postgres() -> Engine {
+        let database = crate::pg_support::server().database();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("audit.key");
+        std::fs::write(&key, [7u8; 32]).expect("key file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        Engine::Postgres { database, dir }
+    }
+
+    pub fn options(&self) -> canaryd::store::postgres::PostgresOptions {
+        let Engine::Postgres { database, .. } = self else {
+            panic!("not PostgreSQL");
+        };
+        let tls = canaryd::tls::ClientTls::default()
+            .rustls_config()
+            .expect("tls config");
+        canaryd::store::postgres::PostgresOptions::parse(
+            &crate::pg_support::server().url(database),
+            tls,
+        )
+        .expect("url")
+    }
+
+    /// The dir the store (SQLite) or the daemon (PostgreSQL) keeps files in.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Engine::Sqlite(dir) => dir.path(),
+            Engine::Postgres { dir, .. } => dir.path(),
+        }
+    }
+
+    pub fn try_open(&self) -> Result<Store, StoreError> {
+        match self {
+            Engine::Sqlite(dir) => Store::open(dir.path()),
+            Engine::Postgres { dir, .. } => {
+                let key = canaryd::store::postgres::load_key_file(&dir.path().join("audit.key"))?;
+                Store::open_postgres(&self.options(), key, dir.path())
+            }
+        }
+    }
+
+    pub fn open(&self) -> Store {
+        self.try_open().expect("open store")
+    }
+
+    pub fn open_read_only(&self) -> Store {
+        match self {
+            Engine::Sqlite(dir) => Store::open_read_only(dir.path()).expect("open read-only"),
+            Engine::Postgres { dir, .. } => {
+                let key = canaryd::store::postgres::load_key_file(&dir.path().join("audit.key"))
+                    .expect("key");
+                Store::open_postgres_read_only(&self.options(), Some(key)).expect("open read-only")
+            }
+        }
+    }
+
+    /// Raw SQL, as someone with write access to the database but not the
+    /// key would run it: the append-only triggers are out of the way
+    /// (dropped in SQLite; replication role on PostgreSQL).
+    pub fn tamper(&self, sql: &str) {
+        match self {
+            Engine::Sqlite(dir) => tamper(dir.path(), sql),
+            Engine::Postgres { database, .. } => {
+                crate::pg_support::server().psql(
+                    database,
+                    &format!("SET session_replication_role = replica; {sql}"),
+                );
+            }
+        }
+    }
+}
