@@ -276,7 +276,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             // A second daemon of the same config: the data dir's lock is
             // the clearer error (one daemon per data dir), as it was when
             // the state was opened before the port.
-            if let Err(locked @ StoreError::Locked { .. }) = Store::open(&config.data_dir) {
+            if config.postgres.is_none()
+                && let Err(locked @ StoreError::Locked { .. }) = Store::open(&config.data_dir)
+            {
                 return Err(anyhow::Error::new(locked).context(format!(
                     "cannot open the state in {}",
                     config.data_dir.display()
@@ -297,6 +299,28 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     println!("canaryd listening on {scheme}://{}", running.addr);
     signals.run(running.shared.clone(), &opts).await;
     running.stop().await
+}
+
+/// The state: SQLite in the data dir, or the PostgreSQL database the
+/// config names (with the shared key). The PostgreSQL client blocks: it
+/// runs outside the async workers, as every store call does.
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    match &config.postgres {
+        None => Store::open(&config.data_dir)
+            .with_context(|| format!("cannot open the state in {}", config.data_dir.display())),
+        Some(pg) => {
+            let key_file = config
+                .audit
+                .key_file
+                .as_ref()
+                .context("storage.postgres needs audit.keyFile")?;
+            tokio::task::block_in_place(|| {
+                let key = crate::store::postgres::load_key_file(key_file)?;
+                Store::open_postgres(&pg.options, key, &config.data_dir)
+            })
+            .with_context(|| format!("cannot open the state in {}", pg.options.display))
+        }
+    }
 }
 
 /// Bind the API's address, for callers of [`start`].
@@ -351,8 +375,7 @@ pub async fn start(
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let max_connections =
         connections::connection_cap(&config.api, nofile).map_err(anyhow::Error::msg)?;
-    let store = Store::open(&config.data_dir)
-        .with_context(|| format!("cannot open the state in {}", config.data_dir.display()))?;
+    let store = open_store(&config)?;
     let policies = policies::load_dir(&config.policies).map_err(|errs| {
         anyhow::anyhow!(
             "cannot load the policies in {}:\n{}",

@@ -224,6 +224,14 @@ impl Store {
         dir: &Path,
         read_only: bool,
     ) -> Result<Store> {
+        // The daemon's own dir (proxy state, token file) is still one
+        // daemon's: locked as a SQLite data dir is.
+        let lock = if read_only {
+            None
+        } else {
+            super::create_private_dir(dir)?;
+            Some(super::lock_dir(dir)?)
+        };
         let conn = PgConn::connect(options.config.clone(), options.tls.clone())?;
         let db = Db::Postgres(std::sync::Mutex::new(conn));
         if !read_only {
@@ -239,7 +247,7 @@ impl Store {
             head_unwritten: false,
             ids: IdGen::from_os(),
             read_only,
-            _lock: None,
+            _lock: lock,
         })
     }
 
