@@ -7,7 +7,6 @@ use canaryd::engine::{Checkpoint, Command, Input, Phase, Rollout};
 use canaryd::policy::ChangeType;
 use canaryd::store::{JournalKind, StoreError};
 
-mod pg_support;
 mod store_support;
 mod support;
 use store_support::{Driver, Engine, POLICY_VERSION, actor, at};

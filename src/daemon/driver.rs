@@ -16,6 +16,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::committer::CommitError;
+use super::lease::HeldLease;
 use super::metrics::{RolloutSample, WindowSample};
 use super::notify::EventKind;
 use super::notify::event::{EventDocument, source_event, step_events};
@@ -41,6 +43,9 @@ pub enum DriverMsg {
     Command {
         command: Command,
         reply: oneshot::Sender<Result<wire::Rollout, Rejected>>,
+        /// The command's row in the queue when another daemon's API took
+        /// it (`lease.rs`): marked applied with the step it causes.
+        queued: Option<i64>,
     },
 }
 
@@ -98,6 +103,10 @@ pub struct Driver {
     /// Events seen outside an engine step (the source's edges), queued
     /// with the next step's commit.
     notices: Vec<EventDocument>,
+    /// The lease this driver commits under (`storage.postgres`; `lease.rs`).
+    lease: Option<HeldLease>,
+    /// The queued command the next step applies, if it came from the queue.
+    queued_command: Option<i64>,
 }
 
 impl Driver {
@@ -151,7 +160,29 @@ impl Driver {
             last_weight: None,
             source_edge: None,
             notices: Vec::new(),
+            lease: None,
+            queued_command: None,
         }
+    }
+
+    /// Commit every step under `lease`, and stop once it is lost.
+    pub(super) fn with_lease(mut self, lease: HeldLease) -> Driver {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Another daemon holds the rollout now: log it, and stop without
+    /// acting on anything more.
+    fn lease_gone(&self) -> bool {
+        let Some(lease) = &self.lease else {
+            return false;
+        };
+        if !lease.is_lost() {
+            return false;
+        }
+        tracing::warn!(rollout = %self.id(), epoch = lease.fence.epoch, "fenced: another daemon took this rollout over; this daemon commits nothing more for it and moves no traffic");
+        self.shared.finished(self.id());
+        true
     }
 
     pub fn handle(&self, tx: mpsc::Sender<DriverMsg>) -> DriverHandle {
@@ -298,6 +329,9 @@ impl Driver {
         // An ended rollout whose traffic is not yet back keeps its driver
         // until the router confirms 0.
         loop {
+            if self.lease_gone() {
+                return;
+            }
             let ended = self.rollout.phase().is_terminal();
             if ended && self.rollout.pending_weight().is_none() {
                 break;
@@ -322,8 +356,10 @@ impl Driver {
                 biased;
                 _ = shutdown.changed() => return,
                 msg = rx.recv() => match msg {
-                    Some(DriverMsg::Command { command, reply }) => {
+                    Some(DriverMsg::Command { command, reply, queued }) => {
+                        self.queued_command = queued;
                         let result = self.run(Input::Command { command }).await.map(|()| self.view());
+                        self.queued_command = None;
                         let _ = reply.send(result);
                     }
                     None => return,
@@ -338,7 +374,7 @@ impl Driver {
         }
         // Commands that arrived as the rollout ended: it no longer takes any.
         rx.close();
-        while let Ok(DriverMsg::Command { command, reply }) = rx.try_recv() {
+        while let Ok(DriverMsg::Command { command, reply, .. }) = rx.try_recv() {
             let _ = reply.send(Err(Rejected::conflict(format!(
                 "rollout {} is already {}; `{}` no longer applies",
                 self.id(),
@@ -536,14 +572,27 @@ impl Driver {
                 audit: &[],
             }
             .prepare()
-            .map(|p| p.with_notices(notices))
-            .map_err(|e| e.to_string());
+            .map(|p| {
+                p.with_notices(notices)
+                    .with_fence(self.lease.as_ref().map(|l| l.fence.clone()))
+                    .with_command(self.queued_command.take())
+            })
+            .map_err(|e| CommitError::Failed(e.to_string()));
             let committed = match prepared {
                 Ok(p) => self.shared.commit(p).await,
                 Err(e) => Err(e),
             };
             let committed = match committed {
                 Ok(c) => c,
+                Err(CommitError::Fenced(e)) => {
+                    // Not durable, so not acted on; the new owner goes on
+                    // from its own restore.
+                    tracing::warn!(rollout = %self.id(), error = %e, "step not committed");
+                    self.shared.lease_lost(self.id());
+                    return Err(Rejected::conflict(
+                        "another daemon took this rollout over; retry the request",
+                    ));
+                }
                 Err(e) => {
                     // Nothing may be acted on that is not durable: stop the
                     // daemon; a restart resumes from the last commit.
@@ -846,6 +895,9 @@ impl Driver {
             event: wire::StreamEvent::End(Box::new(self.view())),
         });
         self.shared.finished(&spec.id);
+        if self.lease.is_some() {
+            self.shared.release_lease(&spec.id);
+        }
         // The step that ended the rollout queued its hook (the store's
         // outbox); it runs now that traffic is back where it belongs.
         self.shared.run_hooks_of(&spec.id);

@@ -30,6 +30,7 @@ mod committer;
 pub mod config;
 pub mod connections;
 pub mod driver;
+mod lease;
 pub mod metrics;
 pub mod notify;
 mod outbox;
@@ -107,6 +108,8 @@ pub struct Shared {
     outbox: outbox::Outbox,
     /// The running rollouts (`rollouts.rs`).
     drivers: rollouts::Drivers,
+    /// The leases this daemon holds (`storage.postgres`, `lease.rs`).
+    leases: lease::Held,
     // Out of the process.
     /// Routers, deliveries and hooks retry on this schedule.
     pub retry: RetryPolicy,
@@ -351,6 +354,8 @@ impl Running {
         .await;
         if drained.is_err() {
             tracing::warn!("some tasks did not stop within 20s; exiting anyway");
+        } else {
+            shared.release_all_leases();
         }
         // Open event streams end at shutdown; bound the wait regardless.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
@@ -425,6 +430,7 @@ pub async fn start(
         policies: RwLock::new(policies),
         services,
         drivers: rollouts::Drivers::default(),
+        leases: lease::Held::default(),
         metrics: Metrics::new(),
         events: broadcast::channel(1024).0,
         ready: AtomicBool::new(false),
@@ -475,9 +481,21 @@ pub async fn start(
     }
 
     let pending = shared.pending_outbox();
-    shared.restore_open_rollouts().await?;
-    shared.ready.store(true, Ordering::SeqCst);
-    shared.resume_outbox(pending);
+    if shared.config.postgres.is_some() {
+        // Several daemons share the database: resume the open rollouts
+        // whose leases this one gets, and deliver what is theirs.
+        let taken = shared.lease_round().await;
+        tracing::info!(taken, "leases taken at start");
+        let pending = shared.outbox_of_mine(pending);
+        shared.ready.store(true, Ordering::SeqCst);
+        shared.resume_outbox(pending);
+        shared.spawn(lease::run(shared.clone()));
+        shared.spawn(lease::run_commands(shared.clone()));
+    } else {
+        shared.restore_open_rollouts().await?;
+        shared.ready.store(true, Ordering::SeqCst);
+        shared.resume_outbox(pending);
+    }
     // Model-registry intake (registries:): one watcher per registry.
     registry::spawn_all(&shared);
     Ok(Running {

@@ -230,6 +230,12 @@ impl Shared {
             let row = self.with_store(|s| s.rollout(id))?;
             return Err(match row {
                 None => Refusal::not_found(format!("rollout {id} not found")),
+                // Several daemons share the database: another drives it.
+                Some(r) if r.outcome.is_none() && self.config.postgres.is_some() => {
+                    Refusal::unavailable(format!(
+                        "rollout {id} is driven by another daemon sharing this database; push its observations to that daemon (pushing through any daemon is not yet supported)"
+                    ))
+                }
                 Some(r) => Refusal::conflict(format!(
                     "rollout {id} is {}; it takes no more observations",
                     r.phase.as_str()

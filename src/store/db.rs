@@ -453,7 +453,9 @@ pub enum Begin {
 /// A connection to the store's database.
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres(Mutex<PgConn>),
+    /// Boxed: its client, config and statement cache are large, and a
+    /// store holds one `Db` for its life.
+    Postgres(Box<Mutex<PgConn>>),
 }
 
 impl fmt::Debug for Db {

@@ -32,6 +32,7 @@ pub mod audit;
 pub mod binding;
 pub mod db;
 pub mod id;
+pub mod leases;
 pub mod outbox;
 pub mod postgres;
 pub mod records;
@@ -133,6 +134,14 @@ pub enum StoreError {
     ServiceBusy { service: String, rollout_id: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "rollout {rollout_id}: this daemon's lease (epoch {epoch}) was taken over ({holder}); it commits nothing more for it"
+    )]
+    Fenced {
+        rollout_id: String,
+        epoch: u64,
+        holder: String,
+    },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("postgres: {0}")]

@@ -233,7 +233,7 @@ impl Store {
             Some(super::lock_dir(dir)?)
         };
         let conn = PgConn::connect(options.config.clone(), options.tls.clone())?;
-        let db = Db::Postgres(std::sync::Mutex::new(conn));
+        let db = Db::Postgres(Box::new(std::sync::Mutex::new(conn)));
         if !read_only {
             schema_postgres::migrate(&db, &options.display)?;
         }

@@ -121,6 +121,21 @@ impl Store {
         policy_version: &str,
         at: Timestamp,
     ) -> Result<RolloutRow> {
+        self.create_rollout_with(rollout, policy_version, at, None)
+            .map(|(row, _)| row)
+    }
+
+    /// [`Store::create_rollout`], and with `lease` (owner, duration) the
+    /// rollout's lease taken in the same transaction: no other daemon can
+    /// claim it between its creation and its first step. Returns the
+    /// lease's epoch with it.
+    pub(super) fn create_rollout_with<A: Analysis>(
+        &mut self,
+        rollout: &Rollout<A>,
+        policy_version: &str,
+        at: Timestamp,
+        lease: Option<(&str, std::time::Duration)>,
+    ) -> Result<(RolloutRow, Option<u64>)> {
         let spec = rollout.spec();
         if spec.id.is_empty() {
             return Err(StoreError::Invalid("rollout id: must not be empty".into()));
@@ -163,7 +178,7 @@ impl Store {
                 "dry_run": spec.dry_run,
             }),
         }];
-        self.write(|tx, _ids| {
+        let epoch = self.write(|tx, _ids| {
             tx.execute(
                 "INSERT INTO rollouts (id, service, policy_name, policy_version, spec, phase, outcome,
                     reason, step, weight, created_at, updated_at, checkpoint_seq, journal_len)
@@ -190,12 +205,20 @@ impl Store {
             if let Some(event) = HookEvent::ending(rollout.phase()) {
                 queue_hook(tx, &spec.id, event, ms(at))?;
             }
-            Ok(((), audit))
+            let epoch = match lease {
+                Some((owner, duration)) => super::leases::acquire(tx, &spec.id, owner, duration)?,
+                None => None,
+            };
+            Ok((epoch, audit))
         })?;
-        self.rollout(&spec.id)?.ok_or_else(|| StoreError::NotFound {
-            what: "rollout",
-            id: spec.id.clone(),
-        })
+        let (epoch, _) = epoch;
+        let row = self
+            .rollout(&spec.id)?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "rollout",
+                id: spec.id.clone(),
+            })?;
+        Ok((row, epoch))
     }
 
     /// Persist one engine step in one transaction: the input and every
@@ -205,13 +228,13 @@ impl Store {
     /// entries. Act on the effects only after this returns `Ok`.
     pub fn commit_step<A: Analysis>(&mut self, step: &EngineStep<'_, A>) -> Result<Committed> {
         let prepared = step.prepare()?;
-        let mut all = self.commit_prepared(vec![prepared])?;
+        let mut all = self.commit_prepared(std::slice::from_ref(&prepared))?;
         Ok(all.pop().expect("one step in, one committed out"))
     }
 
     /// Group commit: several prepared steps (of any rollouts) in one
     /// transaction and one fsync, in order. All or none are committed.
-    pub fn commit_prepared(&mut self, steps: Vec<PreparedStep>) -> Result<Vec<Committed>> {
+    pub fn commit_prepared(&mut self, steps: &[PreparedStep]) -> Result<Vec<Committed>> {
         let (mut committed, head_written) = self.write(|tx, ids| {
             let mut out = Vec::with_capacity(steps.len());
             let mut audit = Vec::new();
@@ -428,12 +451,35 @@ pub struct PreparedStep {
     audit: Vec<NewAudit>,
     /// Lifecycle events' deliveries to queue with the step.
     notices: Vec<NewNotice>,
+    /// The lease the step commits under (several daemons on one database).
+    fence: Option<super::leases::Fence>,
+    /// The queued command this step applies (`leases.rs`).
+    command: Option<i64>,
 }
 
 impl PreparedStep {
     /// Queue these lifecycle deliveries in the step's transaction.
     pub fn with_notices(mut self, notices: Vec<NewNotice>) -> PreparedStep {
         self.notices.extend(notices);
+        self
+    }
+
+    /// Commit only while `fence` still holds the rollout's lease: checked
+    /// in the step's transaction, so a daemon that lost the rollout to
+    /// another commits nothing (`StoreError::Fenced`).
+    pub fn with_fence(mut self, fence: Option<super::leases::Fence>) -> PreparedStep {
+        self.fence = fence;
+        self
+    }
+
+    pub fn rollout_id(&self) -> &str {
+        &self.rollout_id
+    }
+
+    /// This step applies the queued command `id`: it is marked applied in
+    /// the step's transaction.
+    pub fn with_command(mut self, id: Option<i64>) -> PreparedStep {
+        self.command = id;
         self
     }
 }
@@ -518,6 +564,8 @@ impl<A: Analysis> EngineStep<'_, A> {
             },
             audit,
             notices: Vec::new(),
+            fence: None,
+            command: None,
         })
     }
 }
@@ -527,10 +575,16 @@ impl<A: Analysis> EngineStep<'_, A> {
 fn apply_prepared(
     tx: &Tx<'_>,
     ids: &mut IdGen,
-    step: PreparedStep,
+    step: &PreparedStep,
 ) -> Result<(Committed, Vec<NewAudit>)> {
-    let id = step.rollout_id;
+    let id = step.rollout_id.clone();
     let at = ms(step.at);
+    if let Some(fence) = &step.fence {
+        super::leases::check(tx, &id, fence)?;
+    }
+    if let Some(command) = step.command {
+        super::leases::mark_applied(tx, command, at)?;
+    }
     // Every step runs these two statements: parsed once per connection.
     let found: Option<(String, String, u64, Option<String>)> = tx.query_opt(
         "SELECT service, policy_version, journal_len, outcome FROM rollouts WHERE id = ?1",
@@ -604,10 +658,10 @@ fn apply_prepared(
     let mut incidents = Vec::new();
     let mut reviews = Vec::new();
     let mut notifications = Vec::new();
-    let mut audit = step.audit;
-    for inc in step.incidents {
+    let mut audit = step.audit.clone();
+    for inc in &step.incidents {
         let (incident_id, queued) =
-            insert_incident(tx, ids, &id, &service, &policy_version, &inc, at)?;
+            insert_incident(tx, ids, &id, &service, &policy_version, inc, at)?;
         notifications.extend(queued);
         audit.push(NewAudit {
             at: step.at,
@@ -623,7 +677,7 @@ fn apply_prepared(
     for notice in &step.notices {
         notifications.push(queue_notice(tx, &id, notice, at)?);
     }
-    for (reason, ticket, opened_at) in step.reviews {
+    for (reason, ticket, opened_at) in step.reviews.iter().cloned() {
         let review_id = ids.next("rev", opened_at);
         tx.execute(
             "INSERT INTO reviews (id, rollout_id, reason, ticket, opened_at, status)

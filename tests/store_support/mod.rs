@@ -12,6 +12,10 @@ use canaryd::time::Timestamp;
 
 use crate::support::scripted::{Scripted, Snap};
 
+// The PostgreSQL server of `Engine::postgres`: this binary's one.
+#[path = "../pg_support/mod.rs"]
+pub mod pg_support;
+
 pub const POLICY: &str = "\
 apiVersion: canaryd.dev/v1
 kind: RolloutPolicy
@@ -276,7 +280,7 @@ impl Engine {
     }
 
     pub fn postgres() -> Engine {
-        let database = crate::pg_support::server().database();
+        let database = pg_support::server().database();
         let dir = tempfile::tempdir().expect("temp dir");
         let key = dir.path().join("audit.key");
         std::fs::write(&key, [7u8; 32]).expect("key file");
@@ -295,11 +299,8 @@ impl Engine {
         let tls = canaryd::tls::ClientTls::default()
             .rustls_config()
             .expect("tls config");
-        canaryd::store::postgres::PostgresOptions::parse(
-            &crate::pg_support::server().url(database),
-            tls,
-        )
-        .expect("url")
+        canaryd::store::postgres::PostgresOptions::parse(&pg_support::server().url(database), tls)
+            .expect("url")
     }
 
     /// The dir the store (SQLite) or the daemon (PostgreSQL) keeps files in.
@@ -342,7 +343,7 @@ impl Engine {
         match self {
             Engine::Sqlite(dir) => tamper(dir.path(), sql),
             Engine::Postgres { database, .. } => {
-                crate::pg_support::server().psql(
+                pg_support::server().psql(
                     database,
                     &format!("SET session_replication_role = replica; {sql}"),
                 );
