@@ -10,6 +10,10 @@
 //! - SIGSTOP the owner past its lease, let another take over, SIGCONT:
 //!   the old owner commits nothing and moves no traffic, and says so in
 //!   its log.
+//! - Commands sent to a daemon that does not drive the rollout are
+//!   applied once, also when its owner is killed meanwhile.
+//! - PostgreSQL restarted under load: the daemons wait, and the rollouts
+//!   go on to the end they would have had.
 //!
 //! `CANARYD_HA_KILLS=N` sets the number of kills (default 3).
 
@@ -62,7 +66,11 @@ const LEASE: &str = "3s";
 
 impl Cluster {
     fn start() -> Cluster {
-        let server = pg_support::server();
+        Cluster::start_on(pg_support::server())
+    }
+
+    /// On a server of the test's own (one it may restart).
+    fn start_on(server: &pg_support::PgServer) -> Cluster {
         let database = server.database();
         let shared = tempfile::tempdir().unwrap();
         let key = shared.path().join("audit.key");
@@ -367,4 +375,80 @@ async fn commands_through_any_daemon_are_applied_once() {
     assert_eq!(paused.body["state"], "paused", "{:?}", paused.body);
     let log = other.get("/v1/audit").await.body;
     assert_eq!(audited(&log, "rollout.pause"), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_wait_for_a_restarted_database_and_go_on() {
+    // A server of its own: the other tests' server stays up.
+    let server = pg_support::PgServer::start(&[]);
+    let mut c = Cluster::start_on(&server);
+    let start = |service: &str| json!({"service": service, "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "restart test"});
+    let good = c.daemons[0]
+        .client()
+        .post("/v1/rollouts", start("good"))
+        .await;
+    assert_eq!(good.status, 201, "{:?}", good.body);
+    let good = good.body["id"].as_str().unwrap().to_string();
+    let bad = c.daemons[1]
+        .client()
+        .post("/v1/rollouts", start("bad"))
+        .await;
+    assert_eq!(bad.status, 201, "{:?}", bad.body);
+    let bad = bad.body["id"].as_str().unwrap().to_string();
+
+    // Traffic, then the database goes away mid-rollout for a few seconds.
+    for _ in 0..10 {
+        for id in [&good, &bad] {
+            let owner = c.owner(id, Duration::from_secs(10)).await;
+            let _ = c.daemons[owner].client().try_push(id, 30, 0.0, 0.0).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop("fast");
+    // Pushes meanwhile may be refused or accepted; the daemons stay up.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        for d in &c.daemons {
+            let _ = d.client().try_push(&good, 10, 0.0, 0.0).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.launch(&[]);
+    server.wait_ready();
+    for d in &mut c.daemons {
+        assert!(
+            d.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "a daemon exited while the database was away:\n{}",
+            d.log_text()
+        );
+    }
+
+    // Both go on to their ends: the healthy one promoted, the bad one
+    // rolled back with one incident; routers and chain agree.
+    eventually("both rollouts to end", Duration::from_secs(120), || async {
+        let mut ended = 0;
+        for (id, canary_err) in [(&good, 0.0), (&bad, 0.5)] {
+            for d in &c.daemons {
+                let _ = d.client().try_push(id, 30, 0.0, canary_err).await;
+            }
+            if !c.daemons[2].client().rollout(id).await["outcome"].is_null() {
+                ended += 1;
+            }
+        }
+        ended == 2
+    })
+    .await;
+    let api = c.daemons[2].client();
+    assert_eq!(api.rollout(&good).await["outcome"], "promoted");
+    assert_eq!(api.rollout(&bad).await["outcome"], "rolled-back");
+    eventually(
+        "the routers at the recorded weights",
+        Duration::from_secs(20),
+        || async { c.router_weight("good") == json!(100) && c.router_weight("bad") == json!(0) },
+    )
+    .await;
+    let incidents = api.get("/v1/incidents").await.body;
+    assert_eq!(incidents.as_array().map(Vec::len), Some(1), "{incidents}");
+    let v = api.get("/v1/audit/verify").await;
+    assert_eq!(v.body["ok"], true, "{:?}", v.body);
 }

@@ -180,7 +180,7 @@ impl Driver {
         if !lease.is_lost() {
             return false;
         }
-        tracing::warn!(rollout = %self.id(), epoch = lease.fence.epoch, "fenced: another daemon took this rollout over; this daemon commits nothing more for it and moves no traffic");
+        tracing::info!(rollout = %self.id(), epoch = lease.fence.epoch, "driver stopped: this daemon commits nothing more for the rollout and moves no traffic for it");
         self.shared.finished(self.id());
         true
     }
@@ -587,10 +587,22 @@ impl Driver {
                 Err(CommitError::Fenced(e)) => {
                     // Not durable, so not acted on; the new owner goes on
                     // from its own restore.
-                    tracing::warn!(rollout = %self.id(), error = %e, "step not committed");
+                    tracing::warn!(rollout = %self.id(), error = %e, "fenced: step not committed");
                     self.shared.lease_lost(self.id());
                     return Err(Rejected::conflict(
                         "another daemon took this rollout over; retry the request",
+                    ));
+                }
+                // A shared database that failed mid-step (restarted, cut
+                // off): whether the step committed is unknown, and nothing
+                // of it was acted on. The driver lets the rollout go; the
+                // lease's holder (this daemon, once the database is back,
+                // or another) resumes it from what the database has.
+                Err(CommitError::Failed(e)) if self.lease.is_some() => {
+                    tracing::warn!(rollout = %self.id(), error = %e, "the database failed during a step; letting the rollout go until it is back (resumed from the database, nothing of this step acted on)");
+                    self.shared.lease_lost(self.id());
+                    return Err(Rejected::conflict(
+                        "the database failed during this change; retry the request",
                     ));
                 }
                 Err(e) => {

@@ -121,6 +121,17 @@ impl Shared {
         match self.with_store(|s| s.renew_leases(&pg.instance, pg.lease)) {
             Ok(still) => {
                 let still: HashMap<String, u64> = still.into_iter().collect();
+                // Leases still this daemon's whose driver let go (the
+                // database failed mid-step): resume them now it answers.
+                for (id, epoch) in &still {
+                    if self.driver(id).is_none() && !self.holds_lease(id) {
+                        let fence = Fence {
+                            owner: pg.instance.clone(),
+                            epoch: *epoch,
+                        };
+                        self.take_over(id, fence).await;
+                    }
+                }
                 let lost: Vec<(String, HeldLease)> = {
                     let mut held = self.leases.leases.lock().unwrap_or_else(|e| e.into_inner());
                     let gone: Vec<String> = held
@@ -183,7 +194,8 @@ impl Shared {
                 return false;
             }
             Err(e) => {
-                tracing::error!(rollout = %id, error = %e, "cannot read the rollout to take over; leaving the lease to expire");
+                tracing::error!(rollout = %id, error = %e, "cannot read the rollout to take over; releasing its lease");
+                let _ = self.with_store(|s| s.release_lease(id, &fence));
                 return false;
             }
         };
@@ -198,8 +210,9 @@ impl Shared {
         let mut driver = match Driver::restore(self.clone(), service, open, now) {
             Ok(d) => d.with_lease(held),
             Err(e) => {
-                tracing::error!(rollout = %id, error = %e, "cannot restore the rollout");
+                tracing::error!(rollout = %id, error = %e, "cannot restore the rollout; releasing its lease");
                 self.lease_lost(id);
+                let _ = self.with_store(|s| s.release_lease(id, &held.fence));
                 return false;
             }
         };

@@ -171,6 +171,8 @@ impl PgServer {
     }
 
     /// Stop the server (`mode`: `fast` or `immediate`, a crash).
+    /// A server of a test's own is stopped when it is dropped; the
+    /// binary's shared one by its watchdog.
     pub fn stop(&self, mode: &str) {
         let out = pg_command(&self.bin, "pg_ctl")
             .arg("-D")
@@ -235,5 +237,18 @@ impl PgServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("PostgreSQL did not come back on port {}", self.port);
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Before its files go with the temp dir.
+        let _ = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
