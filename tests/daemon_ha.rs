@@ -60,7 +60,11 @@ spec:
 struct Cluster {
     daemons: Vec<Daemon>,
     shared: tempfile::TempDir,
+    /// The database's URL, for what the test reads of it directly.
+    url: String,
 }
+
+const INSTANCES: [&str; 3] = ["a", "b", "c"];
 
 const LEASE: &str = "3s";
 
@@ -81,45 +85,68 @@ impl Cluster {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let s = shared.path().display();
-        let daemons = ["a", "b", "c"]
+        let url = server.url(&database);
+        let daemons = INSTANCES
             .iter()
             .map(|name| {
                 Daemon::start_with_policies(
                     &format!(
                         "  good:\n    router: {{ file: {{ path: {s}/good.json }} }}\n  bad:\n    router: {{ file: {{ path: {s}/bad.json }} }}\nstorage:\n  postgres: {{ url: \"{}\", instance: {name}, lease: {LEASE} }}\naudit: {{ keyFile: {} }}\n",
-                        server.url(&database),
+                        url,
                         key.display()
                     ),
                     &[("stepped.yaml", STEPPED)],
                 )
             })
             .collect();
-        Cluster { daemons, shared }
+        Cluster {
+            daemons,
+            shared,
+            url,
+        }
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        pg_support::psql_at(&self.url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     fn router_weight(&self, service: &str) -> serde_json::Value {
         read_json(&self.shared.path().join(format!("{service}.json")))["canary_weight"].clone()
     }
 
-    /// Which daemon drives `id` now: the one that takes a push (bounded).
+    /// Which daemon drives `id` now: a running one holding its live lease
+    /// (bounded wait).
     async fn owner(&self, id: &str, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         loop {
-            for (i, d) in self.daemons.iter().enumerate() {
-                if d.child.is_none() {
-                    continue;
-                }
-                let answer = d.client().try_push(id, 5, 0.0, 0.0).await;
-                if answer.is_ok_and(|a| a.status == 202) {
-                    return i;
-                }
+            let owner = self.sql(&format!(
+                "SELECT owner FROM leases WHERE rollout_id = '{id}'
+                 AND expires_at > (extract(epoch from clock_timestamp()) * 1000)::BIGINT"
+            ));
+            if let Some(i) = INSTANCES.iter().position(|n| *n == owner)
+                && self.daemons[i].child.is_some()
+            {
+                return i;
             }
             assert!(
                 Instant::now() < deadline,
                 "nobody took rollout {id} over within {limit:?}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The requests of each arm the rollout's journaled windows hold.
+    fn journaled_requests(&self, id: &str) -> (u64, u64) {
+        let sum = |arm: &str| -> u64 {
+            self.sql(&format!(
+                "SELECT coalesce(sum((body::json->'snapshot'->'{arm}'->'counters'->>'requests')::BIGINT), 0)
+                 FROM journal WHERE rollout_id = '{id}' AND kind = 'input' AND body::json->>'input' = 'data'"
+            ))
+            .parse()
+            .unwrap()
+        };
+        (sum("baseline"), sum("canary"))
     }
 }
 
@@ -264,8 +291,16 @@ async fn a_paused_owner_is_fenced_when_it_wakes() {
         assert!(ok.success());
     };
     signal("-STOP");
-    let next = c.owner(&id, Duration::from_secs(30)).await;
-    assert_ne!(next, owner);
+    // Its lease expires (it cannot renew) and another daemon takes it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let next = loop {
+        let next = c.owner(&id, Duration::from_secs(30)).await;
+        if next != owner {
+            break next;
+        }
+        assert!(Instant::now() < deadline, "nobody took the rollout over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let api = c.daemons[next].client();
     // The new owner moves the rollout on.
     for _ in 0..20 {
@@ -292,9 +327,8 @@ async fn a_paused_owner_is_fenced_when_it_wakes() {
     assert!(api.audit_len().await >= audit_before);
     let v = api.get("/v1/audit/verify").await;
     assert_eq!(v.body["ok"], true, "{:?}", v.body);
-    // And it does not drive the rollout any more.
-    let pushed = c.daemons[owner].client().try_push(&id, 5, 0.0, 0.0).await;
-    assert_ne!(pushed.map(|a| a.status).ok(), Some(202));
+    // And it does not drive the rollout any more: the lease is another's.
+    assert_eq!(c.owner(&id, Duration::from_secs(5)).await, next);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,4 +485,61 @@ async fn the_daemons_wait_for_a_restarted_database_and_go_on() {
     assert_eq!(incidents.as_array().map(Vec::len), Some(1), "{incidents}");
     let v = api.get("/v1/audit/verify").await;
     assert_eq!(v.body["ok"], true, "{:?}", v.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observations_pushed_to_any_daemon_reach_the_owner_without_loss() {
+    let c = Cluster::start();
+    // Paused: windows go on closing and being journaled, nothing ends it.
+    let a = c.daemons[0]
+        .client()
+        .post(
+            "/v1/rollouts",
+            json!({"service": "good", "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "relay test"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_string();
+    let owner = c.owner(&id, Duration::from_secs(10)).await;
+    let paused = c.daemons[owner]
+        .client()
+        .post(
+            &format!("/v1/rollouts/{id}/pause"),
+            json!({"reason": "hold"}),
+        )
+        .await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    let before = c.journaled_requests(&id);
+
+    // Batches of 1,000 events (500 per arm) through the two other daemons.
+    let others: Vec<_> = (1..3)
+        .map(|k| c.daemons[(owner + k) % 3].client())
+        .collect();
+    let batches = 200;
+    let started = Instant::now();
+    for b in 0..batches {
+        let a = others[b % 2].push(&id, 500, 0.0, 0.0).await;
+        assert_eq!(a.status, 202, "{:?}", a.body);
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "relay: {} observations through non-owners in {took:?}: {:.0}/s (one client, sequential batches)",
+        batches * 1000,
+        (batches * 1000) as f64 / took.as_secs_f64()
+    );
+    // Relayed within a second, taken in by the next window.
+    let expected = (
+        before.0 + 500 * batches as u64,
+        before.1 + 500 * batches as u64,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.journaled_requests(&id) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "journaled {:?}, pushed {expected:?}",
+            c.journaled_requests(&id)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(c.sql("SELECT count(*) FROM relayed"), "0");
 }

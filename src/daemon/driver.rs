@@ -107,6 +107,9 @@ pub struct Driver {
     lease: Option<HeldLease>,
     /// The queued command the next step applies, if it came from the queue.
     queued_command: Option<i64>,
+    /// Relayed observations in the window being closed, deleted with the
+    /// step that feeds it.
+    relayed: Vec<i64>,
 }
 
 impl Driver {
@@ -162,6 +165,7 @@ impl Driver {
             notices: Vec::new(),
             lease: None,
             queued_command: None,
+            relayed: Vec::new(),
         }
     }
 
@@ -169,6 +173,38 @@ impl Driver {
     pub(super) fn with_lease(mut self, lease: HeldLease) -> Driver {
         self.lease = Some(lease);
         self
+    }
+
+    /// Observations other daemons relayed for this rollout (`lease.rs`),
+    /// into `into`; their rows go with the step this window feeds.
+    fn take_relayed(&mut self, into: &mut Collected) {
+        let id = self.id().to_string();
+        let rows = match self.shared.with_store(|s| s.relayed_for(&id)) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(rollout = %id, error = %e, "cannot read relayed observations; they join a later window");
+                return;
+            }
+        };
+        for (row, data) in rows {
+            if self.relayed.contains(&row) {
+                continue; // Already in the carried-over window.
+            }
+            match serde_json::from_str::<super::lease::RelayedData>(&data) {
+                Ok(d) => {
+                    let c = Collected {
+                        baseline: d.baseline,
+                        canary: d.canary,
+                    };
+                    self.count_observations(&c);
+                    merge(into, &c);
+                }
+                Err(e) => {
+                    tracing::error!(rollout = %id, row, error = %e, "unreadable relayed observations; dropped");
+                }
+            }
+            self.relayed.push(row);
+        }
     }
 
     /// Another daemon holds the rollout now: log it, and stop without
@@ -436,6 +472,9 @@ impl Driver {
         } else {
             merge(&mut base, &pushed);
         }
+        if self.lease.is_some() {
+            self.take_relayed(&mut base);
+        }
         // Only a failed pull keeps `base` (for the next window): without
         // pull sources nothing can fail, and the window is not copied.
         let mut data = if self.service.pull.is_empty() {
@@ -576,6 +615,11 @@ impl Driver {
                 p.with_notices(notices)
                     .with_fence(self.lease.as_ref().map(|l| l.fence.clone()))
                     .with_command(self.queued_command.take())
+                    .with_relayed(if matches!(input, Input::Data { .. }) {
+                        std::mem::take(&mut self.relayed)
+                    } else {
+                        Vec::new()
+                    })
             })
             .map_err(|e| CommitError::Failed(e.to_string()));
             let committed = match prepared {

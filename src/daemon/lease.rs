@@ -27,10 +27,22 @@ use crate::monitor::Monitor;
 use crate::store::leases::Fence;
 
 /// The leases this daemon holds, by rollout, each with the flag its
-/// driver watches.
+/// driver watches; and observations pushed here for rollouts other
+/// daemons drive, summed until the next relay.
 #[derive(Default)]
 pub(super) struct Held {
     leases: Mutex<HashMap<String, HeldLease>>,
+    relay: Mutex<HashMap<String, crate::sources::Collected>>,
+}
+
+/// How often observations pushed to a non-owner are relayed.
+const RELAY_EVERY: Duration = Duration::from_secs(1);
+
+/// Both arms of relayed observations, as the `relayed` rows keep them.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RelayedData {
+    pub baseline: crate::stats::ArmData,
+    pub canary: crate::stats::ArmData,
 }
 
 #[derive(Clone)]
@@ -377,6 +389,42 @@ impl Shared {
         }
     }
 
+    /// Observations for a rollout another daemon drives: summed here,
+    /// relayed to it within [`RELAY_EVERY`].
+    pub(super) fn relay_push(&self, rollout_id: &str, data: &crate::sources::Collected) {
+        let mut relay = self.leases.relay.lock().unwrap_or_else(|e| e.into_inner());
+        let open = relay.entry(rollout_id.to_string()).or_default();
+        super::driver::merge(open, data);
+    }
+
+    /// Write what was pushed here since the last relay, one row per
+    /// rollout. Kept for the next try if the database is away.
+    pub(super) fn flush_relay(&self) {
+        let taken: HashMap<String, crate::sources::Collected> =
+            std::mem::take(&mut *self.leases.relay.lock().unwrap_or_else(|e| e.into_inner()));
+        if taken.is_empty() {
+            return;
+        }
+        let rows: Vec<(String, String)> = taken
+            .iter()
+            .filter_map(|(id, c)| {
+                let data = RelayedData {
+                    baseline: c.baseline.clone(),
+                    canary: c.canary.clone(),
+                };
+                serde_json::to_string(&data).ok().map(|d| (id.clone(), d))
+            })
+            .collect();
+        let now = self.clock.now();
+        if let Err(e) = self.with_store(|s| s.relay(&rows, now)) {
+            tracing::warn!(error = %e, "cannot relay pushed observations; keeping them for the next try");
+            let mut relay = self.leases.relay.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, c) in taken {
+                super::driver::merge(relay.entry(id).or_default(), &c);
+            }
+        }
+    }
+
     fn holds_lease(&self, rollout_id: &str) -> bool {
         self.leases
             .leases
@@ -405,6 +453,25 @@ pub(super) async fn run(shared: Arc<Shared>) {
             _ = tokio::time::sleep(period.max(Duration::from_millis(100))) => {}
         }
         shared.lease_round().await;
+    }
+}
+
+/// The relay's task: pushed observations of others' rollouts, written
+/// every [`RELAY_EVERY`], and once more at shutdown.
+pub(super) async fn run_relay(shared: Arc<Shared>) {
+    if shared.config.postgres.is_none() {
+        return;
+    }
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                shared.flush_relay();
+                return;
+            }
+            _ = tokio::time::sleep(RELAY_EVERY) => {}
+        }
+        shared.flush_relay();
     }
 }
 

@@ -491,6 +491,7 @@ pub async fn start(
         shared.resume_outbox(pending);
         shared.spawn(lease::run(shared.clone()));
         shared.spawn(lease::run_commands(shared.clone()));
+        shared.spawn(lease::run_relay(shared.clone()));
     } else {
         shared.restore_open_rollouts().await?;
         shared.ready.store(true, Ordering::SeqCst);

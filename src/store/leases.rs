@@ -230,6 +230,18 @@ pub struct QueuedCommand {
     pub command: String,
 }
 
+/// Delete relayed observations `ids` of `rollout_id` (in the transaction
+/// of the step whose window they joined).
+pub(super) fn consume_relayed(sql: &impl Sql, rollout_id: &str, ids: &[i64]) -> Result<()> {
+    for id in ids {
+        sql.execute(
+            "DELETE FROM relayed WHERE id = ?1 AND rollout_id = ?2",
+            params![id, rollout_id],
+        )?;
+    }
+    Ok(())
+}
+
 /// Mark command `id` applied (in the transaction of the step it caused).
 pub(super) fn mark_applied(sql: &impl Sql, id: i64, at: i64) -> Result<()> {
     sql.execute(
@@ -287,6 +299,30 @@ impl Store {
             params![id, answer, super::records::ms(at)],
         )?;
         Ok(())
+    }
+
+    /// Relay pushed observations (`(rollout, data)`, one row each) to the
+    /// daemons that drive their rollouts, in one transaction.
+    pub fn relay(&mut self, rows: &[(String, String)], at: crate::time::Timestamp) -> Result<()> {
+        self.writable()?;
+        let tx = self.db.begin(super::db::Begin::Write)?;
+        for (rollout_id, data) in rows {
+            tx.execute(
+                "INSERT INTO relayed (rollout_id, at, data) VALUES (?1, ?2, ?3)",
+                params![rollout_id, super::records::ms(at), data],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// The observations relayed to `rollout_id` and not yet consumed, in
+    /// order: `(id, data)`.
+    pub fn relayed_for(&self, rollout_id: &str) -> Result<Vec<(i64, String)>> {
+        self.db.query_all(
+            "SELECT id, data FROM relayed WHERE rollout_id = ?1 ORDER BY id",
+            params![rollout_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Whether command `id` was applied, and its answer once written.

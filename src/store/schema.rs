@@ -255,9 +255,10 @@ CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
                      AND outcome IS NOT NULL AND (outcome = 'promoted' OR weight = 0))
     BEGIN SELECT RAISE(ABORT, 'only retention pruning deletes a checkpoint, and only of an ended rollout'); END;
 "#,
-    // 8: leases and the command queue (`leases.rs`): which daemon owns
-    // which open rollout when several share a PostgreSQL database, and
-    // the commands another daemon's API took for it. A SQLite data dir has
+    // 8: leases, the command queue and relayed observations
+    // (`leases.rs`): which daemon owns which open rollout when several
+    // share a PostgreSQL database, and the commands and pushed data
+    // another daemon's API took for it. A SQLite data dir has
     // one daemon and never writes them; the tables are here so both
     // engines keep one schema. No foreign key: a lease outlives nothing, and pruning
     // never meets one (a rollout is pruned only once its traffic is back,
@@ -285,6 +286,17 @@ CREATE TABLE commands (
     answer      TEXT                         -- JSON, for the API that queued it
 ) STRICT;
 CREATE INDEX commands_pending ON commands(rollout_id, id) WHERE applied_at IS NULL;
+
+-- Observations pushed to a daemon that does not drive their rollout,
+-- summed per second and relayed to its owner, which deletes them in the
+-- transaction of the step whose window they joined.
+CREATE TABLE relayed (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id  TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    data        TEXT NOT NULL                -- both arms' ArmData, JSON
+) STRICT;
+CREATE INDEX relayed_by_rollout ON relayed(rollout_id, id);
 "#,
 ];
 

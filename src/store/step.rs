@@ -455,6 +455,8 @@ pub struct PreparedStep {
     fence: Option<super::leases::Fence>,
     /// The queued command this step applies (`leases.rs`).
     command: Option<i64>,
+    /// Relayed observations this step's window took in (`leases.rs`).
+    relayed: Vec<i64>,
 }
 
 impl PreparedStep {
@@ -474,6 +476,13 @@ impl PreparedStep {
 
     pub fn rollout_id(&self) -> &str {
         &self.rollout_id
+    }
+
+    /// This step's window took in the relayed observations `ids`: they
+    /// are deleted in the step's transaction.
+    pub fn with_relayed(mut self, ids: Vec<i64>) -> PreparedStep {
+        self.relayed = ids;
+        self
     }
 
     /// This step applies the queued command `id`: it is marked applied in
@@ -566,6 +575,7 @@ impl<A: Analysis> EngineStep<'_, A> {
             notices: Vec::new(),
             fence: None,
             command: None,
+            relayed: Vec::new(),
         })
     }
 }
@@ -584,6 +594,9 @@ fn apply_prepared(
     }
     if let Some(command) = step.command {
         super::leases::mark_applied(tx, command, at)?;
+    }
+    if !step.relayed.is_empty() {
+        super::leases::consume_relayed(tx, &id, &step.relayed)?;
     }
     // Every step runs these two statements: parsed once per connection.
     let found: Option<(String, String, u64, Option<String>)> = tx.query_opt(

@@ -214,17 +214,7 @@ impl PgServer {
     }
 
     pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url(database))
-            .args(["-c", sql])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
+        psql_at(&self.url(database), sql)
     }
 
     /// Wait until the server accepts connections again (bounded).
@@ -237,6 +227,23 @@ impl PgServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("PostgreSQL did not come back on port {}", self.port);
+    }
+}
+
+/// Run SQL with `psql` against the database at `url`: psql's output, or
+/// its error message.
+pub fn psql_at(url: &str, sql: &str) -> Result<String, String> {
+    let bin = bin_dir().ok_or("PostgreSQL is not installed")?;
+    let out = Command::new(bin.join("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(url)
+        .args(["-c", sql])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
 
