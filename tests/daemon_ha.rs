@@ -15,7 +15,7 @@
 //! - PostgreSQL restarted under load: the daemons wait, and the rollouts
 //!   go on to the end they would have had.
 //!
-//! `CANARYD_HA_KILLS=N` sets the number of kills (default 3).
+//! `CANARYD_HA_KILLS=N` sets the number of kills (default 10).
 
 // End-to-end tests of real processes wait on the wall clock (bounded waits).
 #![allow(clippy::disallowed_methods)]
@@ -154,7 +154,7 @@ fn kills() -> usize {
     std::env::var("CANARYD_HA_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(10)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,6 +323,16 @@ async fn a_paused_owner_is_fenced_when_it_wakes() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r = api.rollout(&id).await;
     assert_eq!(c.router_weight("good"), r["weight"], "{r}");
+    // The router's last write carries the new owner's epoch.
+    let epoch: u64 = c
+        .sql(&format!(
+            "SELECT epoch FROM leases WHERE rollout_id = '{id}'"
+        ))
+        .parse()
+        .unwrap();
+    assert!(epoch >= 2, "a takeover raised the epoch");
+    let written = read_json(&c.shared.path().join("good.json"))["epoch"].clone();
+    assert_eq!(written, json!(epoch));
     // The chain goes on from the new owner's entries, and holds.
     assert!(api.audit_len().await >= audit_before);
     let v = api.get("/v1/audit/verify").await;

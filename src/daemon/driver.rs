@@ -806,6 +806,7 @@ impl Driver {
             }
         };
         let target = Target {
+            epoch: self.lease.as_ref().map(|l| l.fence.epoch),
             service: spec.service.clone(),
             baseline: spec.baseline.clone(),
             canary: spec.canary.clone(),
