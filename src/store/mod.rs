@@ -106,22 +106,24 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
-    #[error("{dir}: no canaryd state here ({DB_FILE} does not exist or was never initialized)")]
-    NoState { dir: PathBuf },
+    #[error("{place}: no canaryd state here ({})", place.no_state())]
+    NoState { place: Place },
     #[error("{path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
-        "audit log in {dir} is broken at {link}; refusing to append to it (inspect with `canaryd audit verify --data-dir {dir}`); {}",
-        recovery(.link.kind, .dir)
+        "audit log in {place} is broken at {link}; refusing to append to it (inspect with {}); {}",
+        place.verify_command(),
+        recovery(.link.kind, .place)
     )]
-    AuditBroken { dir: PathBuf, link: BrokenLink },
+    AuditBroken { place: Place, link: BrokenLink },
     #[error(
-        "{dir}: {count} state rows disagree with the audit log (first: {first}); refusing to act on state edited outside the chain (inspect with `canaryd audit verify --data-dir {dir}`); restore the database from a backup"
+        "{place}: {count} state rows disagree with the audit log (first: {first}); refusing to act on state edited outside the chain (inspect with {}); restore the database from a backup",
+        place.verify_command()
     )]
     StateDisagrees {
-        dir: PathBuf,
+        place: Place,
         count: usize,
         first: String,
     },
@@ -135,7 +137,7 @@ pub enum StoreError {
     Invalid(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", db::postgres_message(.0))]
     Postgres(#[from] ::postgres::Error),
     /// A row that does not read as the store wrote it.
     #[error("reading a row: {0}")]
@@ -149,6 +151,50 @@ impl StoreError {
         StoreError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// Where a store's state lives, as messages name it: a SQLite data dir,
+/// or a PostgreSQL database (its URL without the password).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    DataDir(PathBuf),
+    Database(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::DataDir(dir) => write!(f, "{}", dir.display()),
+            Place::Database(url) => write!(f, "database {url}"),
+        }
+    }
+}
+
+impl Place {
+    /// The command that shows an operator what `verify` found here.
+    fn verify_command(&self) -> String {
+        match self {
+            Place::DataDir(dir) => format!("`canaryd audit verify --data-dir {}`", dir.display()),
+            Place::Database(_) => {
+                "`canaryd audit verify` with the daemon's storage configuration".into()
+            }
+        }
+    }
+
+    fn no_state(&self) -> &'static str {
+        match self {
+            Place::DataDir(_) => "canaryd.db does not exist or was never initialized",
+            Place::Database(_) => "canaryd never created its tables in it",
+        }
+    }
+
+    /// How the chain's end is recorded outside its entries, in messages.
+    pub(crate) fn head_mark(&self) -> audit::HeadMark {
+        match self {
+            Place::DataDir(_) => audit::HeadMark::FILE,
+            Place::Database(_) => audit::HeadMark::ROW,
         }
     }
 }
@@ -203,7 +249,13 @@ impl Verification {
 }
 
 /// How to recover, deliberately, from a broken chain of this kind.
-fn recovery(kind: Breakage, dir: &Path) -> String {
+fn recovery(kind: Breakage, place: &Place) -> String {
+    let dir = match place {
+        Place::DataDir(dir) => dir,
+        Place::Database(_) => {
+            return "restore the database from a backup: the chain cannot vouch for entries it lost or that were changed (`canaryd audit restart-chain` is for SQLite stores only)".into();
+        }
+    };
     match kind {
         Breakage::HeadMissing | Breakage::GenesisMissing => format!(
             "restore {} and the database from a backup, or, to keep the state and start a new chain that records the loss, stop the daemon and run `canaryd audit restart-chain --data-dir {} --actor NAME --reason TEXT`",
@@ -220,6 +272,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// Where the state is, as messages name it.
+    place: Place,
     db: Db,
     /// `None` only for a read-only store of a dir without a key.
     key: Option<AuditKey>,
@@ -254,13 +308,13 @@ impl Store {
         let v = store.verify_opening()?;
         if let Some(link) = v.broken {
             return Err(StoreError::AuditBroken {
-                dir: store.dir,
+                place: store.place,
                 link,
             });
         }
         if let Some(first) = v.disagreements.first() {
             return Err(StoreError::StateDisagrees {
-                dir: store.dir,
+                place: store.place,
                 count: v.disagreements.len(),
                 first: first.to_string(),
             });
@@ -310,7 +364,7 @@ impl Store {
         };
         if !matches!(link.kind, Breakage::HeadMissing | Breakage::GenesisMissing) {
             return Err(StoreError::AuditBroken {
-                dir: store.dir,
+                place: store.place,
                 link,
             });
         }
@@ -331,13 +385,13 @@ impl Store {
             );
             if let Some(link) = checked.broken {
                 return Err(StoreError::AuditBroken {
-                    dir: store.dir,
+                    place: store.place,
                     link,
                 });
             }
             if let Some(first) = checked.disagreements.first() {
                 return Err(StoreError::StateDisagrees {
-                    dir: store.dir,
+                    place: store.place,
                     count: checked.disagreements.len(),
                     first: first.to_string(),
                 });
@@ -417,6 +471,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(Store {
+            place: Place::DataDir(dir.clone()),
             dir,
             db: Db::Sqlite(conn),
             key: Some(key),
@@ -456,7 +511,7 @@ impl Store {
             None => {
                 let mut bytes = [0u8; 16];
                 getrandom::fill(&mut bytes).map_err(|e| StoreError::Key {
-                    path: self.dir.join(DB_FILE),
+                    path: self.place.to_string().into(),
                     reason: format!("no randomness from the OS for the store's identity: {e}"),
                 })?;
                 format!("s-{}", audit::to_hex(&bytes))
@@ -537,7 +592,9 @@ impl Store {
         let dir = data_dir.as_ref().to_path_buf();
         let db_path = dir.join(DB_FILE);
         if !db_path.exists() {
-            return Err(StoreError::NoState { dir });
+            return Err(StoreError::NoState {
+                place: Place::DataDir(dir),
+            });
         }
         let conn = Connection::open_with_flags(
             &db_path,
@@ -548,7 +605,9 @@ impl Store {
         schema::check_not_newer(found, &db_path)?;
         if found == 0 {
             // A daemon was stopped before its first migration committed.
-            return Err(StoreError::NoState { dir });
+            return Err(StoreError::NoState {
+                place: Place::DataDir(dir),
+            });
         }
         if found < SCHEMA_VERSION {
             return Err(StoreError::SchemaTooOld {
@@ -565,6 +624,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(Store {
+            place: Place::DataDir(dir.clone()),
             dir,
             db: Db::Sqlite(conn),
             key,
@@ -637,7 +697,10 @@ impl Store {
                 None if rows.is_empty() => &AuditKey::unused(),
                 None => {
                     return Err(StoreError::Key {
-                        path: self.dir.join(audit::KEY_FILE),
+                        path: match &self.place {
+                            Place::DataDir(dir) => dir.join(audit::KEY_FILE),
+                            Place::Database(_) => "the audit key file (audit.keyFile)".into(),
+                        },
                         reason: format!(
                             "missing: the audit log's {} entries cannot be verified without it",
                             rows.len()
@@ -645,7 +708,31 @@ impl Store {
                     });
                 }
             };
-            let mut v = audit::walk(key, &rows, binding::chain_start(&rows), after);
+            let mut v = audit::walk(
+                key,
+                &rows,
+                binding::chain_start(&rows),
+                after,
+                self.place.head_mark(),
+            );
+            if v.broken.is_none()
+                && v.ahead_of_head > 0
+                && self.db.dialect() == db::Dialect::Postgres
+            {
+                // The row is written in the transaction that appends: it
+                // never lags its entries, not even by the crash window a
+                // head file has.
+                let head = after.map_or(0, |h| h.seq);
+                v.broken = Some(BrokenLink {
+                    seq: head + 1,
+                    kind: Breakage::HeadStale,
+                    detail: format!(
+                        "the audit_head row records entry {head} but the log goes on to entry {}; the row is written with the entries, so it was moved back",
+                        v.last.seq
+                    ),
+                });
+                v.ahead_of_head = 0;
+            }
             if v.broken.is_none() {
                 let checked = binding::check(
                     &rows,

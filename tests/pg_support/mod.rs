@@ -6,6 +6,8 @@
 //! server behind.
 #![allow(dead_code)]
 
+pub mod engine;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
