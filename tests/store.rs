@@ -10,7 +10,7 @@ use canaryd::store::{Breakage, SCHEMA_VERSION, Store, StoreError, Verification};
 
 mod store_support;
 mod support;
-use store_support::{Driver, assert_broken, note};
+use store_support::{Driver, append_forty, assert_broken, note};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -23,22 +23,9 @@ fn tempdir() -> tempfile::TempDir {
 fn audited_dir() -> (tempfile::TempDir, Vec<String>) {
     let dir = tempdir();
     let mut heads = Vec::new();
-    let mut store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store.audit_head().seq,
-        1,
-        "a new store begins with its genesis"
-    );
-    for tx in 0..8 {
-        let batch: Vec<_> = (tx * 5 + 1..=tx * 5 + 5)
-            .filter(|&i| i > 1)
-            .map(note)
-            .collect();
-        store.append_audit(&batch).unwrap();
+    append_forty(&mut Store::open(dir.path()).unwrap(), |_| {
         heads.push(fs::read_to_string(dir.path().join("audit.head")).unwrap());
-    }
-    assert_eq!(store.audit_head().seq, 40);
-    drop(store);
+    });
     (dir, heads)
 }
 

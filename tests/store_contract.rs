@@ -22,7 +22,7 @@ mod pg_support;
 mod store_support;
 mod support;
 use pg_support::engine::Engine;
-use store_support::{Driver, POLICY_VERSION, actor, assert_broken, at, holds, note};
+use store_support::{Driver, POLICY_VERSION, actor, append_forty, assert_broken, at, holds, note};
 use support::scripted::Scripted;
 
 macro_rules! contract {
@@ -93,20 +93,7 @@ fn verify_read_only(e: &Engine) -> Verification {
 /// own transaction), then `note(i)` as entry `i`, written by transactions
 /// that end at entries 5, 10, ..., 40 (2..=5, then 5 each).
 fn audited(e: &Engine) {
-    let mut store = e.open();
-    assert_eq!(
-        store.audit_head().seq,
-        1,
-        "a new store begins with its genesis"
-    );
-    for tx in 0..8 {
-        let batch: Vec<_> = (tx * 5 + 1..=tx * 5 + 5)
-            .filter(|&i| i > 1)
-            .map(note)
-            .collect();
-        store.append_audit(&batch).unwrap();
-    }
-    assert_eq!(store.audit_head().seq, 40);
+    append_forty(&mut e.open(), |_| {});
 }
 
 fn rollouts_journal_and_checkpoints_round_trip_and_restore(e: &Engine) {

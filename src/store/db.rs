@@ -453,7 +453,9 @@ pub enum Begin {
 /// A connection to the store's database.
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres(Mutex<PgConn>),
+    // Boxed: the client and its statement cache are large beside SQLite's
+    // connection, and a store holds one or the other.
+    Postgres(Box<Mutex<PgConn>>),
 }
 
 impl fmt::Debug for Db {

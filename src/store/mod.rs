@@ -854,11 +854,12 @@ fn read_identity(sql: &impl Sql) -> Result<Option<binding::Identity>> {
     )
 }
 
-fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
+/// Entries with seq at or after `from`, in order, exactly as stored.
+pub(crate) fn raw_audit_rows_from(sql: &impl Sql, from: u64) -> Result<Vec<RawEntry>> {
     sql.query_all(
         "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac
-         FROM audit ORDER BY seq",
-        params![],
+         FROM audit WHERE seq >= ?1 ORDER BY seq",
+        params![from],
         |r| {
             Ok(RawEntry {
                 seq: r.get(0)?,
@@ -874,6 +875,10 @@ fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
             })
         },
     )
+}
+
+fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
+    raw_audit_rows_from(sql, 0)
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -216,7 +216,7 @@ impl Store {
         read_only: bool,
     ) -> Result<Store> {
         let conn = PgConn::connect(options.config.clone(), options.tls.clone())?;
-        let db = Db::Postgres(std::sync::Mutex::new(conn));
+        let db = Db::Postgres(Box::new(std::sync::Mutex::new(conn)));
         let place = Place::Database(options.display.clone());
         if !read_only {
             schema_postgres::migrate(&db, &place.to_string())?;

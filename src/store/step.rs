@@ -820,25 +820,7 @@ fn append_audit(
         place: place.clone(),
         link: BrokenLink { seq, kind, detail },
     };
-    let rows: Vec<RawEntry> = tx.query_all(
-        "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac
-         FROM audit WHERE seq >= ?1 ORDER BY seq",
-        params![head.seq.saturating_sub(1)],
-        |r| {
-            Ok(RawEntry {
-                seq: r.get(0)?,
-                tx: r.get(1)?,
-                at: r.get(2)?,
-                actor: r.get(3)?,
-                action: r.get(4)?,
-                rollout_id: r.get(5)?,
-                reason: r.get(6)?,
-                ticket: r.get(7)?,
-                details: r.get(8)?,
-                mac: r.get(9)?,
-            })
-        },
-    )?;
+    let rows = super::raw_audit_rows_from(tx, head.seq.saturating_sub(1))?;
     let stored = |row: &RawEntry| audit::mac_from_hex(&row.mac).unwrap_or([0; 32]);
     let at_seq = |seq: u64| rows.iter().find(|r| r.seq == seq as i64);
     let last = rows.last().map_or(Head::EMPTY, |r| Head {

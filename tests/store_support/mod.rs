@@ -76,6 +76,27 @@ pub fn note(i: u64) -> NewAudit {
     }
 }
 
+/// Append 39 notes to a new store's log after its genesis (entry 1, its
+/// own transaction): `note(i)` as entry `i`, written by transactions that
+/// end at entries 5, 10, ..., 40 (2..=5, then 5 each); `after_each` runs
+/// after each of those 8.
+pub fn append_forty(store: &mut Store, mut after_each: impl FnMut(&Store)) {
+    assert_eq!(
+        store.audit_head().seq,
+        1,
+        "a new store begins with its genesis"
+    );
+    for tx in 0..8 {
+        let batch: Vec<_> = (tx * 5 + 1..=tx * 5 + 5)
+            .filter(|&i| i > 1)
+            .map(note)
+            .collect();
+        store.append_audit(&batch).expect("append");
+        after_each(store);
+    }
+    assert_eq!(store.audit_head().seq, 40);
+}
+
 /// The chain is broken, first at entry `seq`, this way.
 pub fn assert_broken(v: &Verification, seq: u64, kind: Breakage) {
     let link = v
