@@ -1,4 +1,6 @@
-//! The daemon's durable state: one SQLite database per data dir holding
+//! The daemon's durable state, in one SQLite database per data dir or in a
+//! PostgreSQL database several daemons share (the same contract on both:
+//! `tests/store_contract.rs` runs every test on each), holding
 //! rollouts (with their latest engine checkpoint), the per-rollout journal of
 //! every engine input and effect, the HMAC-chained audit log, incidents,
 //! post-incident reviews, and the outbox of webhook deliveries and
@@ -12,7 +14,12 @@
 //! may the daemon carry out any of those effects. A crash leaves all of a
 //! step or none of it.
 //!
-//! - `schema.rs`: tables and forward-only migrations.
+//! - `db.rs`: the one SQL layer both engines speak (parameters, rows,
+//!   transactions, a PostgreSQL connection that reconnects).
+//! - `schema.rs`: tables and forward-only migrations; `schema_postgres.rs`
+//!   the same tables on PostgreSQL.
+//! - `postgres.rs`: opening a PostgreSQL store, its head row and the lock
+//!   that serializes several daemons' appends.
 //! - `audit.rs`: the hash chain, the key and head files, `verify`.
 //! - `binding.rs`: the genesis entry and the store identity that bind the
 //!   chain to its store, and the check of the state rows against it.
