@@ -110,6 +110,8 @@ pub struct Shared {
     drivers: rollouts::Drivers,
     /// The leases this daemon holds (`storage.postgres`, `lease.rs`).
     leases: lease::Held,
+    /// The data dir's lock when the store is not there (PostgreSQL).
+    _dir_lock: Option<std::fs::File>,
     // Out of the process.
     /// Routers, deliveries and hooks retry on this schedule.
     pub retry: RetryPolicy,
@@ -307,9 +309,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 /// The state: SQLite in the data dir, or the PostgreSQL database the
 /// config names (with the shared key). The PostgreSQL client blocks: it
 /// runs outside the async workers, as every store call does.
-fn open_store(config: &Config) -> anyhow::Result<Store> {
+fn open_store(config: &Config) -> anyhow::Result<(Store, Option<std::fs::File>)> {
     match &config.postgres {
         None => Store::open(&config.data_dir)
+            .map(|s| (s, None))
             .with_context(|| format!("cannot open the state in {}", config.data_dir.display())),
         Some(pg) => {
             let key_file = config
@@ -317,11 +320,17 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
                 .key_file
                 .as_ref()
                 .context("storage.postgres needs audit.keyFile")?;
-            tokio::task::block_in_place(|| {
+            // The data dir keeps this daemon's own files (the admin
+            // token): still one daemon's.
+            let lock = crate::store::lock_data_dir(&config.data_dir).with_context(|| {
+                format!("cannot use the data dir {}", config.data_dir.display())
+            })?;
+            let store = tokio::task::block_in_place(|| {
                 let key = crate::store::postgres::load_key_file(key_file)?;
                 Store::open_postgres(&pg.options, key, &config.data_dir)
             })
-            .with_context(|| format!("cannot open the state in {}", pg.options.display))
+            .with_context(|| format!("cannot open the state in {}", pg.options.display))?;
+            Ok((store, Some(lock)))
         }
     }
 }
@@ -380,7 +389,7 @@ pub async fn start(
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let max_connections =
         connections::connection_cap(&config.api, nofile).map_err(anyhow::Error::msg)?;
-    let store = open_store(&config)?;
+    let (store, dir_lock) = open_store(&config)?;
     let policies = policies::load_dir(&config.policies).map_err(|errs| {
         anyhow::anyhow!(
             "cannot load the policies in {}:\n{}",
@@ -431,6 +440,7 @@ pub async fn start(
         services,
         drivers: rollouts::Drivers::default(),
         leases: lease::Held::default(),
+        _dir_lock: dir_lock,
         metrics: Metrics::new(),
         events: broadcast::channel(1024).0,
         ready: AtomicBool::new(false),

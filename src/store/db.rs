@@ -479,10 +479,11 @@ impl Db {
             )?),
             Db::Postgres(conn) => {
                 let mut conn = lock(conn);
-                conn.batch(match how {
+                let begin = match how {
                     Begin::Write => "BEGIN ISOLATION LEVEL READ COMMITTED",
                     Begin::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                })?;
+                };
+                conn.once_more(|c| c.batch(begin))?;
                 TxInner::Postgres(PgTx {
                     conn: RefCell::new(conn),
                     open: true,
@@ -515,7 +516,7 @@ impl Sql for Db {
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<u64> {
         match self {
             Db::Sqlite(conn) => sqlite_execute(conn, sql, params),
-            Db::Postgres(conn) => lock(conn).execute(sql, params),
+            Db::Postgres(conn) => lock(conn).once_more(|c| c.execute(sql, params)),
         }
     }
 
@@ -527,14 +528,14 @@ impl Sql for Db {
     ) -> Result<()> {
         match self {
             Db::Sqlite(conn) => sqlite_each_row(conn, sql, params, f),
-            Db::Postgres(conn) => lock(conn).each_row(sql, params, f),
+            Db::Postgres(conn) => lock(conn).once_more(|c| c.each_row(sql, params, &mut *f)),
         }
     }
 
     fn execute_batch(&self, sql: &str) -> Result<()> {
         match self {
             Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Postgres(conn) => lock(conn).batch(sql),
+            Db::Postgres(conn) => lock(conn).once_more(|c| c.batch(sql)),
         }
     }
 }
@@ -644,7 +645,11 @@ fn sqlite_each_row(
 
 /// A PostgreSQL connection that reconnects: after the server went away,
 /// the next statement connects again (a transaction that was open fails
-/// and rolls back with it). Prepared statements are kept per connection.
+/// and rolls back with it). Outside a transaction, a statement the lost
+/// connection failed is run once more on a new one: there every statement
+/// the store runs is a read, `BEGIN`, or an idempotent write (the head
+/// row moves only forward; advisory locks), so running it twice is
+/// harmless. Prepared statements are kept per connection.
 pub struct PgConn {
     config: postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
@@ -694,10 +699,24 @@ impl PgConn {
     }
 
     fn after<T>(&mut self, r: std::result::Result<T, postgres::Error>) -> Result<T> {
-        if r.is_err() && self.client.as_ref().is_some_and(|c| c.is_closed()) {
+        if let Err(e) = &r
+            && (connection_lost(e) || self.client.as_ref().is_some_and(|c| c.is_closed()))
+        {
             self.reset();
         }
         Ok(r?)
+    }
+
+    /// Run `f`; when it failed because the connection was lost, once more
+    /// on a new connection (see the type's doc for why that is safe).
+    fn once_more<T>(&mut self, mut f: impl FnMut(&mut PgConn) -> Result<T>) -> Result<T> {
+        match f(self) {
+            Err(StoreError::Postgres(e)) if connection_lost(&e) => {
+                self.reset();
+                f(self)
+            }
+            other => other,
+        }
     }
 
     fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64> {
@@ -756,6 +775,65 @@ fn postgres_placeholders(sql: &str) -> String {
         }
     }
     out
+}
+
+/// The connection is gone (the server ended it, restarted, or the network
+/// failed), as opposed to a statement the server refused.
+fn connection_lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        // Class 08: connection exception; 57P01..57P03: the server is
+        // shutting down, crashed, or not accepting connections yet.
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// A PostgreSQL error as an operator reads it: the server's message,
+/// detail and SQLSTATE, or the client's error and its cause (the `Display`
+/// of the client's error alone says only "db error").
+pub(crate) fn postgres_message(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(detail) = db.detail() {
+            out.push_str(&format!("; {detail}"));
+        }
+        return out;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// A unique index refused a row: PostgreSQL's SQLSTATE 23505, SQLite's
+/// `UNIQUE` or `PRIMARY KEY` constraint. Where two daemons may insert the
+/// same key at once, the callers map it to the error a check before the
+/// insert gives (the check alone cannot see the other's uncommitted row).
+pub fn unique_violation(e: &StoreError) -> bool {
+    match e {
+        StoreError::Postgres(_) => sqlstate(e) == Some("23505"),
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        ),
+        _ => false,
+    }
 }
 
 /// The SQLSTATE of a PostgreSQL error, if that is what `e` is.

@@ -1,4 +1,6 @@
-//! The daemon's durable state: one SQLite database per data dir holding
+//! The daemon's durable state, in one SQLite database per data dir or in a
+//! PostgreSQL database several daemons share (the same contract on both:
+//! `tests/store_contract.rs` runs every test on each), holding
 //! rollouts (with their latest engine checkpoint), the per-rollout journal of
 //! every engine input and effect, the HMAC-chained audit log, incidents,
 //! post-incident reviews, and the outbox of webhook deliveries and
@@ -12,7 +14,12 @@
 //! may the daemon carry out any of those effects. A crash leaves all of a
 //! step or none of it.
 //!
-//! - `schema.rs`: tables and forward-only migrations.
+//! - `db.rs`: the one SQL layer both engines speak (parameters, rows,
+//!   transactions, a PostgreSQL connection that reconnects).
+//! - `schema.rs`: tables and forward-only migrations; `schema_postgres.rs`
+//!   the same tables on PostgreSQL.
+//! - `postgres.rs`: opening a PostgreSQL store, its head row and the lock
+//!   that serializes several daemons' appends.
 //! - `audit.rs`: the hash chain, the key and head files, `verify`.
 //! - `binding.rs`: the genesis entry and the store identity that bind the
 //!   chain to its store, and the check of the state rows against it.
@@ -107,22 +114,24 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
-    #[error("{dir}: no canaryd state here ({DB_FILE} does not exist or was never initialized)")]
-    NoState { dir: PathBuf },
+    #[error("{place}: no canaryd state here ({})", place.no_state())]
+    NoState { place: Place },
     #[error("{path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
-        "audit log in {dir} is broken at {link}; refusing to append to it (inspect with `canaryd audit verify --data-dir {dir}`); {}",
-        recovery(.link.kind, .dir)
+        "audit log in {place} is broken at {link}; refusing to append to it (inspect with {}); {}",
+        place.verify_command(),
+        recovery(.link.kind, .place)
     )]
-    AuditBroken { dir: PathBuf, link: BrokenLink },
+    AuditBroken { place: Place, link: BrokenLink },
     #[error(
-        "{dir}: {count} state rows disagree with the audit log (first: {first}); refusing to act on state edited outside the chain (inspect with `canaryd audit verify --data-dir {dir}`); restore the database from a backup"
+        "{place}: {count} state rows disagree with the audit log (first: {first}); refusing to act on state edited outside the chain (inspect with {}); restore the database from a backup",
+        place.verify_command()
     )]
     StateDisagrees {
-        dir: PathBuf,
+        place: Place,
         count: usize,
         first: String,
     },
@@ -144,7 +153,7 @@ pub enum StoreError {
     },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", db::postgres_message(.0))]
     Postgres(#[from] ::postgres::Error),
     /// A row that does not read as the store wrote it.
     #[error("reading a row: {0}")]
@@ -158,6 +167,50 @@ impl StoreError {
         StoreError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// Where a store's state lives, as messages name it: a SQLite data dir,
+/// or a PostgreSQL database (its URL without the password).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    DataDir(PathBuf),
+    Database(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::DataDir(dir) => write!(f, "{}", dir.display()),
+            Place::Database(url) => write!(f, "database {url}"),
+        }
+    }
+}
+
+impl Place {
+    /// The command that shows an operator what `verify` found here.
+    fn verify_command(&self) -> String {
+        match self {
+            Place::DataDir(dir) => format!("`canaryd audit verify --data-dir {}`", dir.display()),
+            Place::Database(_) => {
+                "`canaryd audit verify` with the daemon's storage configuration".into()
+            }
+        }
+    }
+
+    fn no_state(&self) -> &'static str {
+        match self {
+            Place::DataDir(_) => "canaryd.db does not exist or was never initialized",
+            Place::Database(_) => "canaryd never created its tables in it",
+        }
+    }
+
+    /// How the chain's end is recorded outside its entries, in messages.
+    pub(crate) fn head_mark(&self) -> audit::HeadMark {
+        match self {
+            Place::DataDir(_) => audit::HeadMark::FILE,
+            Place::Database(_) => audit::HeadMark::ROW,
         }
     }
 }
@@ -212,7 +265,13 @@ impl Verification {
 }
 
 /// How to recover, deliberately, from a broken chain of this kind.
-fn recovery(kind: Breakage, dir: &Path) -> String {
+fn recovery(kind: Breakage, place: &Place) -> String {
+    let dir = match place {
+        Place::DataDir(dir) => dir,
+        Place::Database(_) => {
+            return "restore the database from a backup: the chain cannot vouch for entries it lost or that were changed (`canaryd audit restart-chain` is for SQLite stores only)".into();
+        }
+    };
     match kind {
         Breakage::HeadMissing | Breakage::GenesisMissing => format!(
             "restore {} and the database from a backup, or, to keep the state and start a new chain that records the loss, stop the daemon and run `canaryd audit restart-chain --data-dir {} --actor NAME --reason TEXT`",
@@ -229,6 +288,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// Where the state is, as messages name it.
+    place: Place,
     db: Db,
     /// `None` only for a read-only store of a dir without a key.
     key: Option<AuditKey>,
@@ -263,13 +324,13 @@ impl Store {
         let v = store.verify_opening()?;
         if let Some(link) = v.broken {
             return Err(StoreError::AuditBroken {
-                dir: store.dir,
+                place: store.place,
                 link,
             });
         }
         if let Some(first) = v.disagreements.first() {
             return Err(StoreError::StateDisagrees {
-                dir: store.dir,
+                place: store.place,
                 count: v.disagreements.len(),
                 first: first.to_string(),
             });
@@ -319,7 +380,7 @@ impl Store {
         };
         if !matches!(link.kind, Breakage::HeadMissing | Breakage::GenesisMissing) {
             return Err(StoreError::AuditBroken {
-                dir: store.dir,
+                place: store.place,
                 link,
             });
         }
@@ -340,13 +401,13 @@ impl Store {
             );
             if let Some(link) = checked.broken {
                 return Err(StoreError::AuditBroken {
-                    dir: store.dir,
+                    place: store.place,
                     link,
                 });
             }
             if let Some(first) = checked.disagreements.first() {
                 return Err(StoreError::StateDisagrees {
-                    dir: store.dir,
+                    place: store.place,
                     count: checked.disagreements.len(),
                     first: first.to_string(),
                 });
@@ -426,6 +487,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(Store {
+            place: Place::DataDir(dir.clone()),
             dir,
             db: Db::Sqlite(conn),
             key: Some(key),
@@ -465,7 +527,7 @@ impl Store {
             None => {
                 let mut bytes = [0u8; 16];
                 getrandom::fill(&mut bytes).map_err(|e| StoreError::Key {
-                    path: self.dir.join(DB_FILE),
+                    path: self.place.to_string().into(),
                     reason: format!("no randomness from the OS for the store's identity: {e}"),
                 })?;
                 format!("s-{}", audit::to_hex(&bytes))
@@ -546,7 +608,9 @@ impl Store {
         let dir = data_dir.as_ref().to_path_buf();
         let db_path = dir.join(DB_FILE);
         if !db_path.exists() {
-            return Err(StoreError::NoState { dir });
+            return Err(StoreError::NoState {
+                place: Place::DataDir(dir),
+            });
         }
         let conn = Connection::open_with_flags(
             &db_path,
@@ -557,7 +621,9 @@ impl Store {
         schema::check_not_newer(found, &db_path)?;
         if found == 0 {
             // A daemon was stopped before its first migration committed.
-            return Err(StoreError::NoState { dir });
+            return Err(StoreError::NoState {
+                place: Place::DataDir(dir),
+            });
         }
         if found < SCHEMA_VERSION {
             return Err(StoreError::SchemaTooOld {
@@ -574,6 +640,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(Store {
+            place: Place::DataDir(dir.clone()),
             dir,
             db: Db::Sqlite(conn),
             key,
@@ -646,7 +713,10 @@ impl Store {
                 None if rows.is_empty() => &AuditKey::unused(),
                 None => {
                     return Err(StoreError::Key {
-                        path: self.dir.join(audit::KEY_FILE),
+                        path: match &self.place {
+                            Place::DataDir(dir) => dir.join(audit::KEY_FILE),
+                            Place::Database(_) => "the audit key file (audit.keyFile)".into(),
+                        },
                         reason: format!(
                             "missing: the audit log's {} entries cannot be verified without it",
                             rows.len()
@@ -654,7 +724,31 @@ impl Store {
                     });
                 }
             };
-            let mut v = audit::walk(key, &rows, binding::chain_start(&rows), after);
+            let mut v = audit::walk(
+                key,
+                &rows,
+                binding::chain_start(&rows),
+                after,
+                self.place.head_mark(),
+            );
+            if v.broken.is_none()
+                && v.ahead_of_head > 0
+                && self.db.dialect() == db::Dialect::Postgres
+            {
+                // The row is written in the transaction that appends: it
+                // never lags its entries, not even by the crash window a
+                // head file has.
+                let head = after.map_or(0, |h| h.seq);
+                v.broken = Some(BrokenLink {
+                    seq: head + 1,
+                    kind: Breakage::HeadStale,
+                    detail: format!(
+                        "the audit_head row records entry {head} but the log goes on to entry {}; the row is written with the entries, so it was moved back",
+                        v.last.seq
+                    ),
+                });
+                v.ahead_of_head = 0;
+            }
             if v.broken.is_none() {
                 let checked = binding::check(
                     &rows,
@@ -776,11 +870,12 @@ fn read_identity(sql: &impl Sql) -> Result<Option<binding::Identity>> {
     )
 }
 
-fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
+/// Entries with seq at or after `from`, in order, exactly as stored.
+pub(crate) fn raw_audit_rows_from(sql: &impl Sql, from: u64) -> Result<Vec<RawEntry>> {
     sql.query_all(
         "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac
-         FROM audit ORDER BY seq",
-        params![],
+         FROM audit WHERE seq >= ?1 ORDER BY seq",
+        params![from],
         |r| {
             Ok(RawEntry {
                 seq: r.get(0)?,
@@ -798,6 +893,10 @@ fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
     )
 }
 
+fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
+    raw_audit_rows_from(sql, 0)
+}
+
 fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -807,6 +906,14 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir).map_err(|e| StoreError::io(dir, e))
+}
+
+/// Create `dir` (mode 0700) and take its lock as [`Store::open`] does: a
+/// daemon whose state is elsewhere (PostgreSQL) still keeps files of its
+/// own there (the admin token). Held until the file is dropped.
+pub fn lock_data_dir(dir: &Path) -> Result<File> {
+    create_private_dir(dir)?;
+    lock_dir(dir)
 }
 
 /// Take `<dir>/lock` exclusively (flock); released when the file closes,

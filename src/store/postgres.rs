@@ -21,7 +21,7 @@ use std::path::Path;
 
 use super::audit::{self, AuditKey, Head};
 use super::db::{Db, PgConn, Sql, params};
-use super::{Binding, IdGen, Result, Store, StoreError, schema_postgres};
+use super::{Binding, IdGen, Place, Result, Store, StoreError, schema_postgres};
 
 /// Where the database is and how to reach it.
 #[derive(Clone)]
@@ -98,15 +98,6 @@ pub(super) fn lock_chain(tx: &impl Sql) -> Result<()> {
     Ok(())
 }
 
-/// The MAC of entry `seq`, if it exists.
-pub(super) fn entry_mac(tx: &impl Sql, seq: u64) -> Result<Option<audit::Mac32>> {
-    let mac: Option<String> =
-        tx.query_opt("SELECT mac FROM audit WHERE seq = ?1", params![seq], |r| {
-            r.get(0)
-        })?;
-    Ok(mac.map(|m| audit::mac_from_hex(&m).unwrap_or([0; 32])))
-}
-
 pub(super) fn read_head_row(sql: &impl Sql) -> Result<Option<Head>> {
     let row: Option<(u64, String)> = sql.query_opt(
         "SELECT seq, mac FROM audit_head WHERE one = 1",
@@ -152,7 +143,7 @@ impl Store {
             params![OPEN_LOCK],
             |r| r.get::<String>(0),
         )?;
-        let opened = store.check_opening_postgres(options);
+        let opened = store.check_opening_postgres();
         // The lock is the session's: released here, or when the connection
         // closes if this fails.
         let _ = store.db.query_one(
@@ -164,17 +155,17 @@ impl Store {
         Ok(store)
     }
 
-    fn check_opening_postgres(&mut self, options: &PostgresOptions) -> Result<()> {
+    fn check_opening_postgres(&mut self) -> Result<()> {
         let v = self.verify()?;
         if let Some(link) = v.broken {
             return Err(StoreError::AuditBroken {
-                dir: options.display.clone().into(),
+                place: self.place.clone(),
                 link,
             });
         }
         if let Some(first) = v.disagreements.first() {
             return Err(StoreError::StateDisagrees {
-                dir: options.display.clone().into(),
+                place: self.place.clone(),
                 count: v.disagreements.len(),
                 first: first.to_string(),
             });
@@ -197,19 +188,19 @@ impl Store {
         let found = schema_postgres::version(&store.db)?;
         if found == 0 {
             return Err(StoreError::NoState {
-                dir: options.display.clone().into(),
+                place: store.place.clone(),
             });
         }
         if found != super::SCHEMA_VERSION {
             return Err(if found > super::SCHEMA_VERSION {
                 StoreError::SchemaTooNew {
-                    path: options.display.clone().into(),
+                    path: store.place.to_string().into(),
                     found,
                     supported: super::SCHEMA_VERSION,
                 }
             } else {
                 StoreError::SchemaTooOld {
-                    path: options.display.clone().into(),
+                    path: store.place.to_string().into(),
                     found,
                     supported: super::SCHEMA_VERSION,
                 }
@@ -224,21 +215,15 @@ impl Store {
         dir: &Path,
         read_only: bool,
     ) -> Result<Store> {
-        // The daemon's own dir (proxy state, token file) is still one
-        // daemon's: locked as a SQLite data dir is.
-        let lock = if read_only {
-            None
-        } else {
-            super::create_private_dir(dir)?;
-            Some(super::lock_dir(dir)?)
-        };
         let conn = PgConn::connect(options.config.clone(), options.tls.clone())?;
         let db = Db::Postgres(Box::new(std::sync::Mutex::new(conn)));
+        let place = Place::Database(options.display.clone());
         if !read_only {
-            schema_postgres::migrate(&db, &options.display)?;
+            schema_postgres::migrate(&db, &place.to_string())?;
         }
         Ok(Store {
             dir: dir.to_path_buf(),
+            place,
             db,
             key,
             key_staged: false,
@@ -247,7 +232,9 @@ impl Store {
             head_unwritten: false,
             ids: IdGen::from_os(),
             read_only,
-            _lock: lock,
+            // Several daemons share the database by design; the daemon
+            // locks its own dir itself (`lock_data_dir`).
+            _lock: None,
         })
     }
 

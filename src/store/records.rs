@@ -348,7 +348,8 @@ impl Store {
         self.query_all(
             &format!(
                 "SELECT {ROLLOUT_COLS} FROM rollouts
-                 WHERE (?1 IS NULL OR service = ?1) AND (?2 IS NULL OR phase = ?2)
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR service = ?1)
+                   AND (CAST(?2 AS TEXT) IS NULL OR phase = ?2)
                    AND (created_at < ?3 OR (created_at = ?3 AND (?4 = '' OR id < ?4)))
                  ORDER BY created_at DESC, id DESC LIMIT ?5"
             ),

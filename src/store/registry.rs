@@ -3,11 +3,11 @@
 //! it out and what became of it. Every write here goes through the same
 //! transaction as its audit entries (`Store::write`).
 
-use super::db::{Row, Sql, params};
+use super::db::{Row, Sql, params, unique_violation};
 
 use super::audit::NewAudit;
 use super::records::ms;
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
 use crate::time::Timestamp;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +133,7 @@ impl Store {
     }
 
     /// Record the intent to roll `version` out (status `starting`), before
-    /// the rollout is created. Refused (a SQLite constraint error) when the
+    /// the rollout is created. Refused (`StoreError::Invalid`) when the
     /// version already has a row: a version is intended at most once.
     #[allow(clippy::too_many_arguments)]
     pub fn registry_intend(
@@ -155,6 +155,15 @@ impl Store {
                 params![watch, version, baseline, reason, event, ms(at)],
             )?;
             Ok(((), audit))
+        })
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Invalid(format!(
+                    "registry watch {watch}: version {version} was already intended"
+                ))
+            } else {
+                e
+            }
         })?;
         Ok(())
     }

@@ -331,7 +331,10 @@ impl Store {
         }
         let key = self.key.as_ref().ok_or(StoreError::ReadOnly)?;
         let identity = self.read_identity()?.ok_or_else(|| StoreError::Corrupt {
-            path: self.dir.join(super::DB_FILE),
+            path: match &self.place {
+                super::Place::DataDir(dir) => dir.join(super::DB_FILE),
+                place => place.to_string().into(),
+            },
             reason: "the store's identity row is missing".into(),
         })?;
         // The anchor is entry head+1; the genesis that binds the chain

@@ -9,10 +9,10 @@
 use serde_json::json;
 
 use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
-use super::db::{Begin, Dialect, Sql, Tx, params};
+use super::db::{Begin, Dialect, Sql, Tx, params, unique_violation};
 use super::outbox::{NewNotice, queue_delivery, queue_hook, queue_notice};
 use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, event_of_notify, ms};
-use super::{IdGen, Incident, Result, Store, StoreError};
+use super::{IdGen, Incident, Place, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
 use crate::policy::{Notify, Weight};
 use crate::routers::hooks::HookEvent;
@@ -178,7 +178,7 @@ impl Store {
                 "dry_run": spec.dry_run,
             }),
         }];
-        let epoch = self.write(|tx, _ids| {
+        let written = self.write(|tx, _ids| {
             tx.execute(
                 "INSERT INTO rollouts (id, service, policy_name, policy_version, spec, phase, outcome,
                     reason, step, weight, created_at, updated_at, checkpoint_seq, journal_len)
@@ -210,8 +210,34 @@ impl Store {
                 None => None,
             };
             Ok((epoch, audit))
-        })?;
-        let (epoch, _) = epoch;
+        });
+        let epoch = match written {
+            Ok((epoch, _)) => epoch,
+            // Another daemon on the same database inserted the service's
+            // active rollout (or this id) after the checks above: the
+            // unique index refused ours. Say so as the checks do.
+            Err(e) if unique_violation(&e) => {
+                let active: Option<String> = self.db.query_opt(
+                    "SELECT id FROM rollouts WHERE service = ?1 AND outcome IS NULL",
+                    params![spec.service],
+                    |r| r.get(0),
+                )?;
+                if let Some(rollout_id) = active {
+                    return Err(StoreError::ServiceBusy {
+                        service: spec.service.clone(),
+                        rollout_id,
+                    });
+                }
+                if self.rollout(&spec.id)?.is_some() {
+                    return Err(StoreError::Invalid(format!(
+                        "rollout id: {} already exists",
+                        spec.id
+                    )));
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let row = self
             .rollout(&spec.id)?
             .ok_or_else(|| StoreError::NotFound {
@@ -410,7 +436,7 @@ impl Store {
         let key = self.key.as_ref().ok_or(StoreError::ReadOnly)?;
         let tx = self.db.begin(Begin::Write)?;
         let (value, entries) = work(&tx, &mut self.ids)?;
-        let head = append_audit(&tx, key, self.head, &entries, &self.dir)?;
+        let head = append_audit(&tx, key, self.head, &entries, &self.place)?;
         if head != self.head && tx.dialect() == Dialect::Postgres {
             // PostgreSQL keeps the head with the entries (`postgres.rs`).
             super::postgres::write_head_row(&tx, &head)?;
@@ -420,6 +446,10 @@ impl Store {
             return Ok((value, true));
         }
         self.head = head;
+        if self.db.dialect() == Dialect::Postgres {
+            // Written in the transaction, above.
+            return Ok((value, true));
+        }
         let written = self.write_head_mark().is_ok();
         self.head_unwritten = !written;
         Ok((value, written))
@@ -830,15 +860,19 @@ fn timeline_so_far(tx: &Tx<'_>, rollout_id: &str) -> Result<String> {
     Ok(serde_json::to_string(&events)?)
 }
 
-/// Chain `entries` onto `head` inside `tx`. The database's last entry must
-/// be the one this store last wrote: otherwise the log changed under a
-/// running daemon, and appending would bury the evidence.
+/// Chain `entries` onto `head` inside `tx`. This store's last entry must
+/// still be in the log as it wrote it (its mac recomputed from the entry
+/// before it, so an edit of its contents is caught, not only of its mac);
+/// after it, on SQLite nothing (one daemon per data dir), on PostgreSQL
+/// only entries other daemons appended, each chaining from the one before.
+/// Otherwise the log changed under a running daemon, and appending would
+/// bury the evidence.
 fn append_audit(
     tx: &Tx<'_>,
     key: &AuditKey,
     head: Head,
     entries: &[NewAudit],
-    dir: &std::path::Path,
+    place: &Place,
 ) -> Result<Head> {
     if entries.is_empty() {
         return Ok(head);
@@ -848,35 +882,60 @@ fn append_audit(
         // whatever the others appended (`postgres.rs`).
         super::postgres::lock_chain(tx)?;
     }
-    let tail: Option<(u64, String)> = tx.query_opt(
-        "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
-        params![],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let tail = tail.map_or(Head::EMPTY, |(seq, mac)| Head {
-        seq,
-        mac: audit::mac_from_hex(&mac).unwrap_or([0; 32]),
-    });
-    let changed = match tx.dialect() {
-        Dialect::Sqlite => tail != head,
-        // Others append too: what this store wrote last must still be
-        // there, unchanged, at or before the end.
-        Dialect::Postgres => {
-            tail.seq < head.seq
-                || (head.seq > 0 && super::postgres::entry_mac(tx, head.seq)? != Some(head.mac))
-        }
+    let broken = |seq: u64, kind: Breakage, detail: String| StoreError::AuditBroken {
+        place: place.clone(),
+        link: BrokenLink { seq, kind, detail },
     };
-    if changed {
-        return Err(StoreError::AuditBroken {
-            dir: dir.to_path_buf(),
-            link: BrokenLink {
-                seq: tail.seq.min(head.seq) + 1,
-                kind: Breakage::Forged,
-                detail: format!(
-                    "the log ends at {tail} but this daemon last wrote {head}: it was changed while the daemon ran"
+    let rows = super::raw_audit_rows_from(tx, head.seq.saturating_sub(1))?;
+    let stored = |row: &RawEntry| audit::mac_from_hex(&row.mac).unwrap_or([0; 32]);
+    let at_seq = |seq: u64| rows.iter().find(|r| r.seq == seq as i64);
+    let last = rows.last().map_or(Head::EMPTY, |r| Head {
+        seq: u64::try_from(r.seq).unwrap_or(0),
+        mac: stored(r),
+    });
+    let mut tail = Head::EMPTY;
+    if head.seq > 0 {
+        let Some(own) = at_seq(head.seq).filter(|r| stored(r) == head.mac) else {
+            return Err(broken(
+                last.seq.min(head.seq) + 1,
+                Breakage::Forged,
+                format!(
+                    "the log ends at {last} but this daemon last wrote {head}: it was changed while the daemon ran"
                 ),
-            },
-        });
+            ));
+        };
+        // The entry before it: gone only when retention pruned it, and
+        // then its mac is not at hand (the store's open checked it).
+        let before = if head.seq == 1 {
+            Some([0; 32])
+        } else {
+            at_seq(head.seq - 1).map(stored)
+        };
+        if before.is_some_and(|before| key.mac(&before, own) != head.mac) {
+            return Err(broken(
+                head.seq,
+                Breakage::Edited,
+                "edited while the daemon ran: its contents no longer match the mac this daemon wrote".into(),
+            ));
+        }
+        tail = head;
+    }
+    for row in rows.iter().filter(|r| r.seq > head.seq as i64) {
+        let chains = row.seq == tail.seq as i64 + 1 && key.mac(&tail.mac, row) == stored(row);
+        if tx.dialect() == Dialect::Sqlite || !chains {
+            return Err(broken(
+                tail.seq + 1,
+                Breakage::Forged,
+                format!(
+                    "the log ends at {last} but this daemon last wrote {head}, and entry {} does not chain from entry {}: it was changed while the daemon ran",
+                    row.seq, tail.seq
+                ),
+            ));
+        }
+        tail = Head {
+            seq: tail.seq + 1,
+            mac: stored(row),
+        };
     }
     let head = tail;
     let tx_id = head.seq as i64 + 1;
