@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
         .await
         .unwrap();
         let target = Target {
+            epoch: None,
             service: "bench".into(),
             baseline: "a".into(),
             canary: "b".into(),

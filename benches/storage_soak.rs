@@ -201,7 +201,7 @@ fn churn(
         }
         // The committer's group commit: one transaction per tick.
         if !steps.is_empty() {
-            store.commit_prepared(steps).expect("commit");
+            store.commit_prepared(&steps).expect("commit");
         }
         // The outbox runs the lifecycle hooks queued (a rollout with one
         // pending is kept whole), one transaction each, as the daemon's.

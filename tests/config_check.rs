@@ -118,7 +118,7 @@ fn unknown_top_level_field() {
         "lisen: 127.0.0.1:1\n",
         expect![[r#"
             exit 1
-            canaryd.yaml:4:1: lisen: unknown field `lisen`, expected one of `listen`, `dataDir`, `policies`, `services`, `tokens`, `registries`, `api`, `tls`, `notifications`, `retention`
+            canaryd.yaml:4:1: lisen: unknown field `lisen`, expected one of `listen`, `dataDir`, `policies`, `services`, `tokens`, `registries`, `api`, `tls`, `notifications`, `retention`, `storage`, `audit`
         "#]],
     );
 }

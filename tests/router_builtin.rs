@@ -19,6 +19,7 @@ use router_support::{REQUESTS_PER_STEP, STEPS, Upstream, check_split, free_port,
 
 fn target() -> Target {
     Target {
+        epoch: None,
         service: "checkout".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

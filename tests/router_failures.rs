@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 fn target() -> Target {
     Target {
+        epoch: None,
         service: "checkout".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

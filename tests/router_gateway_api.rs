@@ -176,6 +176,7 @@ fn config(server: &str, dir: &std::path::Path) -> GatewayApiConfig {
 
 fn target() -> Target {
     Target {
+        epoch: None,
         service: "app".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

@@ -35,6 +35,7 @@ fn gateway(cluster: ClusterSource) -> GatewayApiConfig {
 
 fn target() -> Target {
     Target {
+        epoch: None,
         service: "app".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

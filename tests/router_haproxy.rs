@@ -19,6 +19,7 @@ use router_support::{
 
 fn target() -> Target {
     Target {
+        epoch: None,
         service: "app".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

@@ -22,6 +22,7 @@ use router_support::{
 
 fn target() -> Target {
     Target {
+        epoch: None,
         service: "search".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

@@ -248,6 +248,7 @@ async fn the_scrape_source_reads_https_targets_with_mutual_tls() {
 
 fn target() -> Target {
     Target {
+        epoch: None,
         service: "checkout".into(),
         baseline: "v1".into(),
         canary: "v2".into(),

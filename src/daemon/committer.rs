@@ -3,19 +3,40 @@
 //! fsync), so a thousand rollouts cost a few fsyncs per second, not
 //! thousands. All steps of a group commit or none do; a failed group
 //! answers each of its steps with the error, and the driver then stops the
-//! daemon (fail-stop): nothing is acted on that is not durable.
+//! daemon (fail-stop): nothing is acted on that is not durable. A step
+//! refused because its daemon lost the rollout's lease (`Fenced`) is the
+//! exception: it is answered alone, and the rest of its group is
+//! committed without it.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
-use crate::store::{Committed, PreparedStep};
+use crate::store::{Committed, PreparedStep, StoreError};
+
+/// Why a step was not committed.
+#[derive(Clone, Debug)]
+pub enum CommitError {
+    /// Another daemon holds the rollout's lease now: this one must stop
+    /// driving it (and must not stop itself).
+    Fenced(String),
+    /// The store failed: nothing may be acted on.
+    Failed(String),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::Fenced(m) | CommitError::Failed(m) => f.write_str(m),
+        }
+    }
+}
 
 /// A prepared engine step waiting for the group commit.
 pub(super) struct CommitJob {
     step: PreparedStep,
-    reply: oneshot::Sender<Result<Committed, String>>,
+    reply: oneshot::Sender<Result<Committed, CommitError>>,
 }
 
 /// The most steps one transaction commits.
@@ -32,22 +53,51 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<CommitJob>) 
                 Err(_) => break,
             }
         }
-        let (steps, replies): (Vec<_>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.step, j.reply)).unzip();
+        commit_group(&shared, jobs);
+    }
+}
+
+/// Commit `jobs` as one transaction; a fenced step leaves the group and
+/// the others are tried again without it.
+fn commit_group(shared: &Shared, jobs: Vec<CommitJob>) {
+    let (mut steps, mut replies): (Vec<PreparedStep>, Vec<_>) =
+        jobs.into_iter().map(|j| (j.step, j.reply)).unzip();
+    loop {
         let n = steps.len() as u64;
-        match shared.with_store(|s| s.commit_prepared(steps)) {
+        match shared.with_store(|s| s.commit_prepared(&steps)) {
             Ok(committed) => {
                 shared.metrics.commit_groups.inc();
                 shared.metrics.committed_steps.inc_by(n);
                 for (reply, c) in replies.into_iter().zip(committed) {
                     let _ = reply.send(Ok(c));
                 }
+                return;
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                let message = e.to_string();
+                let StoreError::Fenced { rollout_id, .. } = e else {
+                    unreachable!("matched above");
+                };
+                let mut kept = (Vec::new(), Vec::new());
+                for (step, reply) in steps.into_iter().zip(replies) {
+                    if step.rollout_id() == rollout_id {
+                        let _ = reply.send(Err(CommitError::Fenced(message.clone())));
+                    } else {
+                        kept.0.push(step);
+                        kept.1.push(reply);
+                    }
+                }
+                (steps, replies) = kept;
+                if steps.is_empty() {
+                    return;
+                }
             }
             Err(e) => {
                 let message = e.to_string();
                 for reply in replies {
-                    let _ = reply.send(Err(message.clone()));
+                    let _ = reply.send(Err(CommitError::Failed(message.clone())));
                 }
+                return;
             }
         }
     }
@@ -60,14 +110,14 @@ pub(super) fn queue() -> (mpsc::Sender<CommitJob>, mpsc::Receiver<CommitJob>) {
 
 impl Shared {
     /// Commit a prepared step (with whatever else is queued) and wait for it.
-    pub async fn commit(&self, step: PreparedStep) -> Result<Committed, String> {
+    pub async fn commit(&self, step: PreparedStep) -> Result<Committed, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.commits
             .send(CommitJob { step, reply })
             .await
-            .map_err(|_| "the committer has stopped".to_string())?;
+            .map_err(|_| CommitError::Failed("the committer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| "the committer stopped before answering".to_string())?
+            .map_err(|_| CommitError::Failed("the committer stopped before answering".into()))?
     }
 }

@@ -31,6 +31,10 @@ mod notifications;
 mod retention;
 pub use retention::RetentionConfig;
 
+// `storage:` (PostgreSQL) and `audit:` (the chain's key file).
+mod storage;
+pub use storage::{AuditConfig, PostgresStorage};
+
 // The TLS keys beside an endpoint's `url` (caFile, clientCert, clientKey).
 mod tls;
 pub use tls::ApiTls;
@@ -59,6 +63,11 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// How long ended rollouts' data is kept (`retention:`, `config/retention.rs`).
     pub retention: RetentionConfig,
+    /// State on PostgreSQL (`storage.postgres`, `config/storage.rs`);
+    /// SQLite under `data_dir` without it.
+    pub postgres: Option<PostgresStorage>,
+    /// The audit chain's key file (`audit:`).
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -74,6 +83,8 @@ impl Default for Config {
             tls: None,
             notifications: NotificationsConfig::default(),
             retention: RetentionConfig::default(),
+            postgres: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -228,10 +239,24 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
             "tls",
             "notifications",
             "retention",
+            "storage",
+            "audit",
         ],
     )?;
     let mut config = Config::default();
     let mut ok = true;
+    if let Some(n) = f.get("storage") {
+        match storage::storage(sink, n, &f.child("storage")) {
+            Some(s) => config.postgres = s,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("audit") {
+        match storage::audit(sink, n, &f.child("audit")) {
+            Some(a) => config.audit = a,
+            None => ok = false,
+        }
+    }
     if let Some(n) = f.get("api") {
         match api_limits(sink, n, &f.child("api")) {
             Some(a) => config.api = a,
@@ -342,7 +367,47 @@ fn decode_root(sink: &mut Sink, root: &Node) -> Option<(Config, bool)> {
             None => ok = false,
         }
     }
+    ok &= storage_rules(sink, &f, &config);
     Some((config, ok))
+}
+
+/// What `storage.postgres` asks of the rest of the config: the shared key,
+/// and no router that lives inside one daemon.
+fn storage_rules(sink: &mut Sink, f: &Fields<'_>, config: &Config) -> bool {
+    let mut ok = true;
+    match (&config.postgres, &config.audit.key_file) {
+        (Some(_), None) if f.has("storage") => {
+            sink.error(
+                f.get("storage").map_or(f.pos, |n| n.pos),
+                &f.child("storage"),
+                "`storage.postgres` needs `audit: { keyFile: PATH }`: every daemon sharing the database names the same key (32 random bytes, mode 0600)",
+            );
+            ok = false;
+        }
+        (None, Some(_)) if !f.has("storage") => {
+            let n = f.get("audit").map_or(f.pos, |n| n.pos);
+            sink.error(
+                n,
+                &f.child("audit").key("keyFile"),
+                "`audit.keyFile` applies with `storage.postgres`; a SQLite data dir keeps its key in <dataDir>/audit.key",
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    if config.postgres.is_some() {
+        for (name, service) in &config.services {
+            if let Some(RouterConfig::Builtin(_)) = &service.router {
+                sink.error(
+                    f.get("services").map_or(f.pos, |n| n.pos),
+                    &f.child("services").key(name).key("router"),
+                    "the `builtin` router proxies inside one daemon; with `storage.postgres` several daemons share rollouts, so use a router they can all drive (haproxy, nginx, gatewayApi, file, command, webhook)",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 fn api_limits(sink: &mut Sink, node: &Node, path: &Path) -> Option<ApiLimits> {

@@ -16,6 +16,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::committer::CommitError;
+use super::lease::HeldLease;
 use super::metrics::{RolloutSample, WindowSample};
 use super::notify::EventKind;
 use super::notify::event::{EventDocument, source_event, step_events};
@@ -42,9 +44,17 @@ const MAX_CHAINED_INPUTS: usize = 64;
 /// actor's strings) cost about 3.5 KiB per live rollout; boxed, 0.5 KiB.
 pub enum DriverMsg {
     Command {
-        command: Box<Command>,
+        order: Box<Order>,
         reply: oneshot::Sender<Result<wire::Rollout, Rejected>>,
     },
+}
+
+/// A command for the driver.
+pub struct Order {
+    pub command: Command,
+    /// The command's row in the queue when another daemon's API took it
+    /// (`lease.rs`): marked applied with the step it causes.
+    pub queued: Option<i64>,
 }
 
 /// What the rest of the daemon holds of a running driver.
@@ -101,6 +111,13 @@ pub struct Driver {
     /// Events seen outside an engine step (the source's edges), queued
     /// with the next step's commit.
     notices: Vec<EventDocument>,
+    /// The lease this driver commits under (`storage.postgres`; `lease.rs`).
+    lease: Option<HeldLease>,
+    /// The queued command the next step applies, if it came from the queue.
+    queued_command: Option<i64>,
+    /// Relayed observations in the window being closed, deleted with the
+    /// step that feeds it.
+    relayed: Vec<i64>,
 }
 
 impl Driver {
@@ -154,7 +171,62 @@ impl Driver {
             last_weight: None,
             source_edge: None,
             notices: Vec::new(),
+            lease: None,
+            queued_command: None,
+            relayed: Vec::new(),
         }
+    }
+
+    /// Commit every step under `lease`, and stop once it is lost.
+    pub(super) fn with_lease(mut self, lease: HeldLease) -> Driver {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Observations other daemons relayed for this rollout (`lease.rs`),
+    /// into `into`; their rows go with the step this window feeds.
+    fn take_relayed(&mut self, into: &mut Collected) {
+        let id = self.id().to_string();
+        let rows = match self.shared.with_store(|s| s.relayed_for(&id)) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(rollout = %id, error = %e, "cannot read relayed observations; they join a later window");
+                return;
+            }
+        };
+        for (row, data) in rows {
+            if self.relayed.contains(&row) {
+                continue; // Already in the carried-over window.
+            }
+            match serde_json::from_str::<super::lease::RelayedData>(&data) {
+                Ok(d) => {
+                    let c = Collected {
+                        baseline: d.baseline,
+                        canary: d.canary,
+                    };
+                    self.count_observations(&c);
+                    merge(into, &c);
+                }
+                Err(e) => {
+                    tracing::error!(rollout = %id, row, error = %e, "unreadable relayed observations; dropped");
+                }
+            }
+            self.relayed.push(row);
+        }
+    }
+
+    /// Another daemon holds the rollout now: log it, and stop without
+    /// acting on anything more.
+    fn lease_gone(&self) -> bool {
+        let Some(lease) = &self.lease else {
+            return false;
+        };
+        if !lease.is_lost() {
+            return false;
+        }
+        tracing::info!(rollout = %self.id(), epoch = lease.fence.epoch, "driver stopped: this daemon commits nothing more for the rollout and moves no traffic for it");
+        self.shared.finished(self.id());
+        true
     }
 
     pub fn handle(&self, tx: mpsc::Sender<DriverMsg>) -> DriverHandle {
@@ -301,6 +373,9 @@ impl Driver {
         // An ended rollout whose traffic is not yet back keeps its driver
         // until the router confirms 0.
         loop {
+            if self.lease_gone() {
+                return;
+            }
             let ended = self.rollout.phase().is_terminal();
             if ended && self.rollout.pending_weight().is_none() {
                 break;
@@ -325,8 +400,11 @@ impl Driver {
                 biased;
                 _ = shutdown.changed() => return,
                 msg = rx.recv() => match msg {
-                    Some(DriverMsg::Command { command, reply }) => {
-                        let result = self.run(Input::Command { command: *command }).await.map(|()| self.view());
+                    Some(DriverMsg::Command { order, reply }) => {
+                        let Order { command, queued } = *order;
+                        self.queued_command = queued;
+                        let result = self.run(Input::Command { command }).await.map(|()| self.view());
+                        self.queued_command = None;
                         let _ = reply.send(result);
                     }
                     None => return,
@@ -341,7 +419,8 @@ impl Driver {
         }
         // Commands that arrived as the rollout ended: it no longer takes any.
         rx.close();
-        while let Ok(DriverMsg::Command { command, reply }) = rx.try_recv() {
+        while let Ok(DriverMsg::Command { order, reply }) = rx.try_recv() {
+            let command = order.command;
             let _ = reply.send(Err(Rejected::conflict(format!(
                 "rollout {} is already {}; `{}` no longer applies",
                 self.id(),
@@ -402,6 +481,9 @@ impl Driver {
             base = pushed;
         } else {
             merge(&mut base, &pushed);
+        }
+        if self.lease.is_some() {
+            self.take_relayed(&mut base);
         }
         // Only a failed pull keeps `base` (for the next window): without
         // pull sources nothing can fail, and the window is not copied.
@@ -539,14 +621,44 @@ impl Driver {
                 audit: &[],
             }
             .prepare()
-            .map(|p| p.with_notices(notices))
-            .map_err(|e| e.to_string());
+            .map(|p| {
+                p.with_notices(notices)
+                    .with_fence(self.lease.as_ref().map(|l| l.fence.clone()))
+                    .with_command(self.queued_command.take())
+                    .with_relayed(if matches!(input, Input::Data { .. }) {
+                        std::mem::take(&mut self.relayed)
+                    } else {
+                        Vec::new()
+                    })
+            })
+            .map_err(|e| CommitError::Failed(e.to_string()));
             let committed = match prepared {
                 Ok(p) => self.shared.commit(p).await,
                 Err(e) => Err(e),
             };
             let committed = match committed {
                 Ok(c) => c,
+                Err(CommitError::Fenced(e)) => {
+                    // Not durable, so not acted on; the new owner goes on
+                    // from its own restore.
+                    tracing::warn!(rollout = %self.id(), error = %e, "fenced: step not committed");
+                    self.shared.lease_lost(self.id());
+                    return Err(Rejected::conflict(
+                        "another daemon took this rollout over; retry the request",
+                    ));
+                }
+                // A shared database that failed mid-step (restarted, cut
+                // off): whether the step committed is unknown, and nothing
+                // of it was acted on. The driver lets the rollout go; the
+                // lease's holder (this daemon, once the database is back,
+                // or another) resumes it from what the database has.
+                Err(CommitError::Failed(e)) if self.lease.is_some() => {
+                    tracing::warn!(rollout = %self.id(), error = %e, "the database failed during a step; letting the rollout go until it is back (resumed from the database, nothing of this step acted on)");
+                    self.shared.lease_lost(self.id());
+                    return Err(Rejected::conflict(
+                        "the database failed during this change; retry the request",
+                    ));
+                }
                 Err(e) => {
                     // Nothing may be acted on that is not durable: stop the
                     // daemon; a restart resumes from the last commit.
@@ -704,6 +816,7 @@ impl Driver {
             }
         };
         let target = Target {
+            epoch: self.lease.as_ref().map(|l| l.fence.epoch),
             service: spec.service.clone(),
             baseline: spec.baseline.clone(),
             canary: spec.canary.clone(),
@@ -849,6 +962,9 @@ impl Driver {
             event: wire::StreamEvent::End(Box::new(self.view())),
         });
         self.shared.finished(&spec.id);
+        if self.lease.is_some() {
+            self.shared.release_lease(&spec.id);
+        }
         // The step that ended the rollout queued its hook (the store's
         // outbox); it runs now that traffic is back where it belongs.
         self.shared.run_hooks_of(&spec.id);

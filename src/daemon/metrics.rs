@@ -393,6 +393,10 @@ pub struct Metrics {
     /// steps they held (`committer.rs`).
     pub commit_groups: Counter,
     pub committed_steps: Counter,
+    /// Leases taken over from another daemon, and lost to one
+    /// (`storage.postgres`, `lease.rs`).
+    pub leases_taken: Counter,
+    pub leases_lost: Counter,
     pub decisions: Family<DecisionLabels, Counter>,
     pub observations: Family<ArmLabels, Counter>,
     pub stale_events: Family<ServiceLabels, Counter>,
@@ -454,6 +458,8 @@ impl Metrics {
             window_lag: Histogram::new(WINDOW_LAG_BUCKETS),
             commit_groups: Counter::default(),
             committed_steps: Counter::default(),
+            leases_taken: Counter::default(),
+            leases_lost: Counter::default(),
             decisions: Family::default(),
             observations: Family::default(),
             stale_events: Family::default(),
@@ -548,6 +554,16 @@ impl Metrics {
             "commit_groups",
             "Group commits of engine steps: one transaction and one fsync each",
             m.commit_groups.clone(),
+        );
+        r.register(
+            "leases_taken",
+            "Rollouts this daemon took over from another sharing its database (their owner stopped renewing its lease)",
+            m.leases_taken.clone(),
+        );
+        r.register(
+            "leases_lost",
+            "Rollouts another daemon took over from this one: their drivers here stopped",
+            m.leases_lost.clone(),
         );
         r.register(
             "committed_steps",

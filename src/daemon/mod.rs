@@ -30,6 +30,7 @@ mod committer;
 pub mod config;
 pub mod connections;
 pub mod driver;
+mod lease;
 pub mod metrics;
 pub mod notify;
 mod outbox;
@@ -107,6 +108,10 @@ pub struct Shared {
     outbox: outbox::Outbox,
     /// The running rollouts (`rollouts.rs`).
     drivers: rollouts::Drivers,
+    /// The leases this daemon holds (`storage.postgres`, `lease.rs`).
+    leases: lease::Held,
+    /// The data dir's lock when the store is not there (PostgreSQL).
+    _dir_lock: Option<std::fs::File>,
     // Out of the process.
     /// Routers, deliveries and hooks retry on this schedule.
     pub retry: RetryPolicy,
@@ -276,7 +281,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             // A second daemon of the same config: the data dir's lock is
             // the clearer error (one daemon per data dir), as it was when
             // the state was opened before the port.
-            if let Err(locked @ StoreError::Locked { .. }) = Store::open(&config.data_dir) {
+            if config.postgres.is_none()
+                && let Err(locked @ StoreError::Locked { .. }) = Store::open(&config.data_dir)
+            {
                 return Err(anyhow::Error::new(locked).context(format!(
                     "cannot open the state in {}",
                     config.data_dir.display()
@@ -297,6 +304,35 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     println!("canaryd listening on {scheme}://{}", running.addr);
     signals.run(running.shared.clone(), &opts).await;
     running.stop().await
+}
+
+/// The state: SQLite in the data dir, or the PostgreSQL database the
+/// config names (with the shared key). The PostgreSQL client blocks: it
+/// runs outside the async workers, as every store call does.
+fn open_store(config: &Config) -> anyhow::Result<(Store, Option<std::fs::File>)> {
+    match &config.postgres {
+        None => Store::open(&config.data_dir)
+            .map(|s| (s, None))
+            .with_context(|| format!("cannot open the state in {}", config.data_dir.display())),
+        Some(pg) => {
+            let key_file = config
+                .audit
+                .key_file
+                .as_ref()
+                .context("storage.postgres needs audit.keyFile")?;
+            // The data dir keeps this daemon's own files (the admin
+            // token): still one daemon's.
+            let lock = crate::store::lock_data_dir(&config.data_dir).with_context(|| {
+                format!("cannot use the data dir {}", config.data_dir.display())
+            })?;
+            let store = tokio::task::block_in_place(|| {
+                let key = crate::store::postgres::load_key_file(key_file)?;
+                Store::open_postgres(&pg.options, key, &config.data_dir)
+            })
+            .with_context(|| format!("cannot open the state in {}", pg.options.display))?;
+            Ok((store, Some(lock)))
+        }
+    }
 }
 
 /// Bind the API's address, for callers of [`start`].
@@ -327,6 +363,8 @@ impl Running {
         .await;
         if drained.is_err() {
             tracing::warn!("some tasks did not stop within 20s; exiting anyway");
+        } else {
+            shared.release_all_leases();
         }
         // Open event streams end at shutdown; bound the wait regardless.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
@@ -351,8 +389,7 @@ pub async fn start(
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let max_connections =
         connections::connection_cap(&config.api, nofile).map_err(anyhow::Error::msg)?;
-    let store = Store::open(&config.data_dir)
-        .with_context(|| format!("cannot open the state in {}", config.data_dir.display()))?;
+    let (store, dir_lock) = open_store(&config)?;
     let policies = policies::load_dir(&config.policies).map_err(|errs| {
         anyhow::anyhow!(
             "cannot load the policies in {}:\n{}",
@@ -402,6 +439,8 @@ pub async fn start(
         policies: RwLock::new(policies),
         services,
         drivers: rollouts::Drivers::default(),
+        leases: lease::Held::default(),
+        _dir_lock: dir_lock,
         metrics: Metrics::new(),
         events: broadcast::channel(1024).0,
         ready: AtomicBool::new(false),
@@ -452,9 +491,22 @@ pub async fn start(
     }
 
     let pending = shared.pending_outbox();
-    shared.restore_open_rollouts().await?;
-    shared.ready.store(true, Ordering::SeqCst);
-    shared.resume_outbox(pending);
+    if shared.config.postgres.is_some() {
+        // Several daemons share the database: resume the open rollouts
+        // whose leases this one gets, and deliver what is theirs.
+        let taken = shared.lease_round().await;
+        tracing::info!(taken, "leases taken at start");
+        let pending = shared.outbox_of_mine(pending);
+        shared.ready.store(true, Ordering::SeqCst);
+        shared.resume_outbox(pending);
+        shared.spawn(lease::run(shared.clone()));
+        shared.spawn(lease::run_commands(shared.clone()));
+        shared.spawn(lease::run_relay(shared.clone()));
+    } else {
+        shared.restore_open_rollouts().await?;
+        shared.ready.store(true, Ordering::SeqCst);
+        shared.resume_outbox(pending);
+    }
     // Model-registry intake (registries:): one watcher per registry.
     registry::spawn_all(&shared);
     Ok(Running {

@@ -142,7 +142,9 @@ impl Shared {
         let (spec, mut driver) = {
             // Held for the check and the insert only, not for router I/O.
             let _guard = self.drivers.start_lock.lock().await;
-            if let Some(active) = self.with_store(|s| s.active_rollout(&req.service))? {
+            // The same start again is answered with the rollout it made;
+            // another is refused while one is active.
+            let answer_active = |active: crate::store::RolloutRow| {
                 let s = &active.spec;
                 let same = s.canary == req.canary
                     && s.baseline == req.baseline
@@ -155,14 +157,17 @@ impl Shared {
                 if same {
                     return self.rollout(&active.id);
                 }
-                return Err(Refusal::conflict(format!(
+                Err(Refusal::conflict(format!(
                     "service {} already has an active rollout {} ({} -> {}, {}); abort it or wait for it to end",
                     req.service,
                     active.id,
                     s.baseline,
                     s.canary,
                     active.phase.as_str()
-                )));
+                )))
+            };
+            if let Some(active) = self.with_store(|s| s.active_rollout(&req.service))? {
+                return answer_active(active);
             }
             let id = self.with_store(|s| s.new_rollout_id(now));
             let spec = RolloutSpec {
@@ -179,8 +184,38 @@ impl Shared {
             let monitor =
                 Monitor::new(&loaded.policy).map_err(|e| Refusal::internal(e.to_string()))?;
             let rollout = Rollout::new(spec.clone(), (*loaded.policy).clone(), monitor, now)?;
-            let row = self.with_store(|s| s.create_rollout(&rollout, &loaded.version, now))?;
-            let driver = Driver::new(self.clone(), service.clone(), rollout, row, now);
+            let driver = match &self.config.postgres {
+                None => {
+                    let row =
+                        self.with_store(|s| s.create_rollout(&rollout, &loaded.version, now))?;
+                    Driver::new(self.clone(), service.clone(), rollout, row, now)
+                }
+                // Several daemons: leased to this one as it is created.
+                Some(pg) => {
+                    let created = self.with_store(|s| {
+                        s.create_rollout_leased(
+                            &rollout,
+                            &loaded.version,
+                            now,
+                            &pg.instance,
+                            pg.lease,
+                        )
+                    });
+                    let (row, fence) = match created {
+                        Ok(created) => created,
+                        // Another daemon started one for the service since
+                        // the check above (the database's unique index
+                        // refused this one): answered as if it had been
+                        // found there.
+                        Err(e) => match self.with_store(|s| s.active_rollout(&req.service))? {
+                            Some(active) => return answer_active(active),
+                            None => return Err(e.into()),
+                        },
+                    };
+                    let lease = self.hold_lease(&row.id, fence);
+                    Driver::new(self.clone(), service.clone(), rollout, row, now).with_lease(lease)
+                }
+            };
             (spec, driver)
         };
         // The first step (pending -> progressing, the first weight) runs
@@ -203,6 +238,11 @@ impl Shared {
             let row = self.with_store(|s| s.rollout(id))?;
             return Err(match row {
                 None => Refusal::not_found(format!("rollout {id} not found")),
+                // Several daemons share the database: the one that drives
+                // it applies the command from the queue.
+                Some(r) if r.outcome.is_none() && self.config.postgres.is_some() => {
+                    return self.command_through_queue(id, command).await;
+                }
                 Some(r) => Refusal::conflict(format!(
                     "rollout {id} is already {}; `{}` no longer applies",
                     r.phase.as_str(),
@@ -214,7 +254,10 @@ impl Shared {
         handle
             .tx
             .send(DriverMsg::Command {
-                command: Box::new(command),
+                order: Box::new(super::driver::Order {
+                    command,
+                    queued: None,
+                }),
                 reply,
             })
             .await

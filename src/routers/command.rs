@@ -2,7 +2,8 @@
 //! `{{service}}`, `{{baseline}}`, `{{canary}}` and `{{canary_weight}}`
 //! substituted in the arguments and the same values in the environment
 //! (`CANARYD_SERVICE`, `CANARYD_BASELINE`, `CANARYD_CANARY`,
-//! `CANARYD_CANARY_WEIGHT`). Exit 0 succeeds; another exit is `Refused` with
+//! `CANARYD_CANARY_WEIGHT`, and `CANARYD_EPOCH` with several daemons on
+//! one database: the lease epoch of the daemon asking). Exit 0 succeeds; another exit is `Refused` with
 //! the tail of stderr; a run longer than the timeout (default 30 s) is killed
 //! and is a `Timeout`. The program is not run through a shell.
 //!
@@ -67,12 +68,15 @@ impl Router for CommandRouter {
                 .iter()
                 .map(|a| process::substitute(a, &borrowed))
                 .collect();
-            let envs: Vec<(&str, String)> = vec![
+            let mut envs: Vec<(&str, String)> = vec![
                 ("CANARYD_SERVICE", vars[0].1.clone()),
                 ("CANARYD_BASELINE", vars[1].1.clone()),
                 ("CANARYD_CANARY", vars[2].1.clone()),
                 ("CANARYD_CANARY_WEIGHT", vars[3].1.clone()),
             ];
+            if let Some(epoch) = target.epoch {
+                envs.push(("CANARYD_EPOCH", epoch.to_string()));
+            }
             let router = self.describe();
             let done = process::run(
                 &router,
@@ -106,6 +110,7 @@ mod tests {
 
     fn target() -> Target {
         Target {
+            epoch: None,
             service: "checkout".into(),
             baseline: "v1".into(),
             canary: "v2".into(),

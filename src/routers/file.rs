@@ -1,4 +1,5 @@
 //! `file`: atomically writes `{"service","baseline","canary","canary_weight"}`
+//! (and `"epoch"`, the writing daemon's lease epoch, with several daemons)
 //! to `path` (write a temp file beside it, fsync, rename, fsync the
 //! directory), for a router or script that watches the file. Reading back
 //! parses the same file, so a reader that rewrote it is what canaryd sees.
@@ -24,6 +25,9 @@ struct WeightsFile {
     baseline: String,
     canary: String,
     canary_weight: u8,
+    /// The writing daemon's lease epoch, with several daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
 }
 
 impl FileRouter {
@@ -55,6 +59,7 @@ impl Router for FileRouter {
                 baseline: target.baseline.clone(),
                 canary: target.canary.clone(),
                 canary_weight: weight.percent(),
+                epoch: target.epoch,
             };
             let mut bytes = serde_json::to_vec_pretty(&body)
                 .map_err(|e| self.error(format!("cannot encode the weights: {e}")))?;
@@ -126,6 +131,7 @@ mod tests {
         let r = FileRouter::new(FileConfig { path: path.clone() });
         assert_eq!(r.read_weights().await.unwrap(), None);
         let t = Target {
+            epoch: None,
             service: "checkout".into(),
             baseline: "v1".into(),
             canary: "v2".into(),
@@ -155,6 +161,7 @@ mod tests {
             path: dir.path().join("nope/split.json"),
         });
         let t = Target {
+            epoch: None,
             service: "s".into(),
             baseline: "a".into(),
             canary: "b".into(),

@@ -368,6 +368,7 @@ mod tests {
             canary: "canary".into(),
         });
         let t = Target {
+            epoch: None,
             service: "s".into(),
             baseline: "a".into(),
             canary: "b".into(),

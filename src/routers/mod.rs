@@ -44,6 +44,13 @@ pub struct Target {
     pub service: String,
     pub baseline: String,
     pub canary: String,
+    /// The lease epoch of the daemon asking (several daemons on one
+    /// database): `file` writes it, `webhook` sends it, `command` gets it
+    /// as `CANARYD_EPOCH`, so a late write of a daemon that lost the
+    /// rollout can be told apart (a higher epoch is the newer owner).
+    /// `None` with one daemon (SQLite), and then not written at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// The weights a router reports it is applying now.

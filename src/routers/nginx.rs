@@ -333,6 +333,7 @@ mod tests {
     fn renders_weights_and_down_at_the_edges() {
         let r = router(&[]);
         let t = Target {
+            epoch: None,
             service: "search".into(),
             baseline: "v1".into(),
             canary: "v2".into(),

@@ -33,6 +33,9 @@ struct Payload<'a> {
     baseline: &'a str,
     canary: &'a str,
     canary_weight: u8,
+    /// The sending daemon's lease epoch, with several daemons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
 }
 
 impl WebhookRouter {
@@ -157,6 +160,7 @@ impl Router for WebhookRouter {
                 baseline: &target.baseline,
                 canary: &target.canary,
                 canary_weight: weight.percent(),
+                epoch: target.epoch,
             };
             post_json(
                 &self.describe(),

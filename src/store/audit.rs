@@ -151,6 +151,11 @@ impl AuditKey {
         Self::load_from(&dir.join(KEY_FILE))
     }
 
+    /// Read a key file named by the configuration (`audit.keyFile`).
+    pub fn load_file(path: &Path) -> Result<AuditKey, StoreError> {
+        Self::load_from(path)
+    }
+
     fn load_from(path: &Path) -> Result<AuditKey, StoreError> {
         let path = path.to_path_buf();
         let file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
@@ -419,6 +424,27 @@ pub enum Breakage {
     GenesisMismatch,
 }
 
+/// How the chain's end kept outside its entries is named in what `verify`
+/// says: the head file of a data dir, or PostgreSQL's `audit_head` row.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadMark {
+    /// As the subject of a sentence.
+    name: &'static str,
+    /// What replacing it with an older one is called.
+    replaced: &'static str,
+}
+
+impl HeadMark {
+    pub const FILE: HeadMark = HeadMark {
+        name: HEAD_FILE,
+        replaced: "the head file was replaced with an older one",
+    };
+    pub const ROW: HeadMark = HeadMark {
+        name: "the audit_head row",
+        replaced: "the audit_head row was moved back",
+    };
+}
+
 /// Walk the chain from `start` (the empty head, or the last entry that
 /// retention pruned, as its anchor declares it: `binding::chain_start`)
 /// and compare its end with the head file.
@@ -427,6 +453,7 @@ pub(crate) fn walk(
     rows: &[RawEntry],
     start: Head,
     head_file: Option<Head>,
+    mark: HeadMark,
 ) -> Verification {
     let mut prev = start;
     let mut broken = None;
@@ -508,7 +535,7 @@ pub(crate) fn walk(
     };
     let mut ahead_of_head = 0;
     if broken.is_none() {
-        (broken, ahead_of_head) = check_head(rows, start, last, head_file);
+        (broken, ahead_of_head) = check_head(rows, start, last, head_file, mark);
     }
     Verification::of_chain(entries, last, head_file, ahead_of_head, broken)
 }
@@ -519,7 +546,12 @@ fn check_head(
     start: Head,
     last: Head,
     head_file: Option<Head>,
+    mark: HeadMark,
 ) -> (Option<BrokenLink>, u64) {
+    let HeadMark {
+        name: head_name,
+        replaced,
+    } = mark;
     let Some(head) = head_file else {
         if last.seq == 0 {
             return (None, 0);
@@ -529,7 +561,7 @@ fn check_head(
                 seq: last.seq,
                 kind: Breakage::HeadMissing,
                 detail: format!(
-                    "{HEAD_FILE} is missing, so a cut tail cannot be ruled out (the log ends here)"
+                    "{head_name} is missing, so a cut tail cannot be ruled out (the log ends here)"
                 ),
             }),
             0,
@@ -538,12 +570,12 @@ fn check_head(
     if head.seq > last.seq {
         let detail = if last.seq == 0 {
             format!(
-                "truncated: the log is empty but {HEAD_FILE} records entry {}",
+                "truncated: the log is empty but {head_name} records entry {}",
                 head.seq
             )
         } else {
             format!(
-                "truncated: the log ends at entry {} but {HEAD_FILE} records entry {}",
+                "truncated: the log ends at entry {} but {head_name} records entry {}",
                 last.seq, head.seq
             )
         };
@@ -565,7 +597,7 @@ fn check_head(
                 seq: head.seq,
                 kind: Breakage::HeadStale,
                 detail: format!(
-                    "{HEAD_FILE} records entry {}, which retention pruned (entries up to {} went): the head file was replaced with an older one",
+                    "{head_name} records entry {}, which retention pruned (entries up to {} went): {replaced}",
                     head.seq, start.seq
                 ),
             }),
@@ -583,7 +615,7 @@ fn check_head(
                 seq: head.seq,
                 kind: Breakage::HeadMismatch,
                 detail: format!(
-                    "{HEAD_FILE} records mac {} for this entry, the log has {}: the log or the head was rewritten",
+                    "{head_name} records mac {} for this entry, the log has {}: the log or the head was rewritten",
                     head.mac_hex(),
                     to_hex(&at_head)
                 ),
@@ -601,7 +633,7 @@ fn check_head(
                 seq: head.seq,
                 kind: Breakage::HeadMismatch,
                 detail: format!(
-                    "{HEAD_FILE} records this entry, but it is not the last of its transaction: canaryd never writes such a head"
+                    "{head_name} records this entry, but it is not the last of its transaction: canaryd never writes such a head"
                 ),
             }),
             0,
@@ -614,7 +646,7 @@ fn check_head(
                 seq: stray.seq as u64,
                 kind: Breakage::HeadStale,
                 detail: format!(
-                    "{HEAD_FILE} records entry {} but the log goes on for {transactions} transactions after it; a crash leaves it at most one behind, so the head file was replaced with an older one",
+                    "{head_name} records entry {} but the log goes on for {transactions} transactions after it; a crash leaves it at most one behind, so {replaced}",
                     head.seq
                 ),
             }),

@@ -1,4 +1,6 @@
-//! The daemon's durable state: one SQLite database per data dir holding
+//! The daemon's durable state, in one SQLite database per data dir or in a
+//! PostgreSQL database several daemons share (the same contract on both:
+//! `tests/store_contract.rs` runs every test on each), holding
 //! rollouts (with their latest engine checkpoint), the per-rollout journal of
 //! every engine input and effect, the HMAC-chained audit log, incidents,
 //! post-incident reviews, and the outbox of webhook deliveries and
@@ -12,7 +14,12 @@
 //! may the daemon carry out any of those effects. A crash leaves all of a
 //! step or none of it.
 //!
-//! - `schema.rs`: tables and forward-only migrations.
+//! - `db.rs`: the one SQL layer both engines speak (parameters, rows,
+//!   transactions, a PostgreSQL connection that reconnects).
+//! - `schema.rs`: tables and forward-only migrations; `schema_postgres.rs`
+//!   the same tables on PostgreSQL.
+//! - `postgres.rs`: opening a PostgreSQL store, its head row and the lock
+//!   that serializes several daemons' appends.
 //! - `audit.rs`: the hash chain, the key and head files, `verify`.
 //! - `binding.rs`: the genesis entry and the store identity that bind the
 //!   chain to its store, and the check of the state rows against it.
@@ -30,12 +37,16 @@
 
 pub mod audit;
 pub mod binding;
+pub mod db;
 pub mod id;
+pub mod leases;
 pub mod outbox;
+pub mod postgres;
 pub mod records;
 pub mod registry;
 pub mod retention;
 pub mod schema;
+pub mod schema_postgres;
 pub mod step;
 
 use std::fs::{self, File, OpenOptions};
@@ -43,7 +54,9 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
+
+use db::{Begin, Db, Sql, params};
 
 pub use audit::{AuditEntry, AuditKey, Breakage, BrokenLink, Head, NewAudit};
 pub use binding::{Binding, Disagreement};
@@ -101,22 +114,24 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
-    #[error("{dir}: no canaryd state here ({DB_FILE} does not exist or was never initialized)")]
-    NoState { dir: PathBuf },
+    #[error("{place}: no canaryd state here ({})", place.no_state())]
+    NoState { place: Place },
     #[error("{path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
-        "audit log in {dir} is broken at {link}; refusing to append to it (inspect with `canaryd audit verify --data-dir {dir}`); {}",
-        recovery(.link.kind, .dir)
+        "audit log in {place} is broken at {link}; refusing to append to it (inspect with {}); {}",
+        place.verify_command(),
+        recovery(.link.kind, .place)
     )]
-    AuditBroken { dir: PathBuf, link: BrokenLink },
+    AuditBroken { place: Place, link: BrokenLink },
     #[error(
-        "{dir}: {count} state rows disagree with the audit log (first: {first}); refusing to act on state edited outside the chain (inspect with `canaryd audit verify --data-dir {dir}`); restore the database from a backup"
+        "{place}: {count} state rows disagree with the audit log (first: {first}); refusing to act on state edited outside the chain (inspect with {}); restore the database from a backup",
+        place.verify_command()
     )]
     StateDisagrees {
-        dir: PathBuf,
+        place: Place,
         count: usize,
         first: String,
     },
@@ -128,8 +143,21 @@ pub enum StoreError {
     ServiceBusy { service: String, rollout_id: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "rollout {rollout_id}: this daemon's lease (epoch {epoch}) was taken over ({holder}); it commits nothing more for it"
+    )]
+    Fenced {
+        rollout_id: String,
+        epoch: u64,
+        holder: String,
+    },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {}", db::postgres_message(.0))]
+    Postgres(#[from] ::postgres::Error),
+    /// A row that does not read as the store wrote it.
+    #[error("reading a row: {0}")]
+    Decode(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -139,6 +167,50 @@ impl StoreError {
         StoreError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// Where a store's state lives, as messages name it: a SQLite data dir,
+/// or a PostgreSQL database (its URL without the password).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    DataDir(PathBuf),
+    Database(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::DataDir(dir) => write!(f, "{}", dir.display()),
+            Place::Database(url) => write!(f, "database {url}"),
+        }
+    }
+}
+
+impl Place {
+    /// The command that shows an operator what `verify` found here.
+    fn verify_command(&self) -> String {
+        match self {
+            Place::DataDir(dir) => format!("`canaryd audit verify --data-dir {}`", dir.display()),
+            Place::Database(_) => {
+                "`canaryd audit verify` with the daemon's storage configuration".into()
+            }
+        }
+    }
+
+    fn no_state(&self) -> &'static str {
+        match self {
+            Place::DataDir(_) => "canaryd.db does not exist or was never initialized",
+            Place::Database(_) => "canaryd never created its tables in it",
+        }
+    }
+
+    /// How the chain's end is recorded outside its entries, in messages.
+    pub(crate) fn head_mark(&self) -> audit::HeadMark {
+        match self {
+            Place::DataDir(_) => audit::HeadMark::FILE,
+            Place::Database(_) => audit::HeadMark::ROW,
         }
     }
 }
@@ -193,7 +265,13 @@ impl Verification {
 }
 
 /// How to recover, deliberately, from a broken chain of this kind.
-fn recovery(kind: Breakage, dir: &Path) -> String {
+fn recovery(kind: Breakage, place: &Place) -> String {
+    let dir = match place {
+        Place::DataDir(dir) => dir,
+        Place::Database(_) => {
+            return "restore the database from a backup: the chain cannot vouch for entries it lost or that were changed (`canaryd audit restart-chain` is for SQLite stores only)".into();
+        }
+    };
     match kind {
         Breakage::HeadMissing | Breakage::GenesisMissing => format!(
             "restore {} and the database from a backup, or, to keep the state and start a new chain that records the loss, stop the daemon and run `canaryd audit restart-chain --data-dir {} --actor NAME --reason TEXT`",
@@ -210,7 +288,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    conn: Connection,
+    /// Where the state is, as messages name it.
+    place: Place,
+    db: Db,
     /// `None` only for a read-only store of a dir without a key.
     key: Option<AuditKey>,
     /// The key is still `audit.key.new`: a first start before its genesis
@@ -244,13 +324,13 @@ impl Store {
         let v = store.verify_opening()?;
         if let Some(link) = v.broken {
             return Err(StoreError::AuditBroken {
-                dir: store.dir,
+                place: store.place,
                 link,
             });
         }
         if let Some(first) = v.disagreements.first() {
             return Err(StoreError::StateDisagrees {
-                dir: store.dir,
+                place: store.place,
                 count: v.disagreements.len(),
                 first: first.to_string(),
             });
@@ -259,7 +339,7 @@ impl Store {
         if v.head_file != Some(v.last) {
             // The crash window: the last transaction committed, its head
             // write did not happen. Its entries chain from the recorded head.
-            audit::write_head(&store.dir, &store.head)?;
+            store.write_head_mark()?;
         }
         if matches!(v.binding, Binding::Empty | Binding::Unbound) {
             store.append_genesis(v.entries, None)?;
@@ -300,7 +380,7 @@ impl Store {
         };
         if !matches!(link.kind, Breakage::HeadMissing | Breakage::GenesisMissing) {
             return Err(StoreError::AuditBroken {
-                dir: store.dir,
+                place: store.place,
                 link,
             });
         }
@@ -321,13 +401,13 @@ impl Store {
             );
             if let Some(link) = checked.broken {
                 return Err(StoreError::AuditBroken {
-                    dir: store.dir,
+                    place: store.place,
                     link,
                 });
             }
             if let Some(first) = checked.disagreements.first() {
                 return Err(StoreError::StateDisagrees {
-                    dir: store.dir,
+                    place: store.place,
                     count: checked.disagreements.len(),
                     first: first.to_string(),
                 });
@@ -407,8 +487,9 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(Store {
+            place: Place::DataDir(dir.clone()),
             dir,
-            conn,
+            db: Db::Sqlite(conn),
             key: Some(key),
             key_staged,
             upgrading: found < BINDING_SCHEMA_VERSION,
@@ -446,7 +527,7 @@ impl Store {
             None => {
                 let mut bytes = [0u8; 16];
                 getrandom::fill(&mut bytes).map_err(|e| StoreError::Key {
-                    path: self.dir.join(DB_FILE),
+                    path: self.place.to_string().into(),
                     reason: format!("no randomness from the OS for the store's identity: {e}"),
                 })?;
                 format!("s-{}", audit::to_hex(&bytes))
@@ -491,12 +572,12 @@ impl Store {
             tx.execute(
                 "INSERT INTO store_identity (one, id, genesis_seq) VALUES (1, ?1, ?2)
                  ON CONFLICT (one) DO UPDATE SET genesis_seq = excluded.genesis_seq",
-                rusqlite::params![store_id, genesis_seq],
+                params![store_id, genesis_seq],
             )?;
             Ok(((), vec![entry]))
         })?;
         if !written {
-            audit::write_head(&self.dir, &self.head)?;
+            self.write_head_mark()?;
             self.head_unwritten = false;
         }
         Ok(())
@@ -504,8 +585,8 @@ impl Store {
 
     fn last_entry_at(&self) -> Result<crate::time::Timestamp> {
         let at: Option<i64> = self
-            .conn
-            .query_row("SELECT max(at) FROM audit", [], |r| r.get(0))?;
+            .db
+            .query_one("SELECT max(at) FROM audit", params![], |r| r.get(0))?;
         Ok(crate::time::Timestamp::from_millis(
             at.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
         ))
@@ -527,7 +608,9 @@ impl Store {
         let dir = data_dir.as_ref().to_path_buf();
         let db_path = dir.join(DB_FILE);
         if !db_path.exists() {
-            return Err(StoreError::NoState { dir });
+            return Err(StoreError::NoState {
+                place: Place::DataDir(dir),
+            });
         }
         let conn = Connection::open_with_flags(
             &db_path,
@@ -538,7 +621,9 @@ impl Store {
         schema::check_not_newer(found, &db_path)?;
         if found == 0 {
             // A daemon was stopped before its first migration committed.
-            return Err(StoreError::NoState { dir });
+            return Err(StoreError::NoState {
+                place: Place::DataDir(dir),
+            });
         }
         if found < SCHEMA_VERSION {
             return Err(StoreError::SchemaTooOld {
@@ -555,8 +640,9 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(Store {
+            place: Place::DataDir(dir.clone()),
             dir,
-            conn,
+            db: Db::Sqlite(conn),
             key,
             key_staged: false,
             upgrading: false,
@@ -597,21 +683,27 @@ impl Store {
     /// and retries when it moved, so a daemon committing meanwhile is not
     /// mistaken for tampering.
     pub fn verify(&self) -> Result<Verification> {
-        self.verify_with(self.key.is_some() && !self.key_staged, false)
+        // On PostgreSQL the key comes from the configuration: that it
+        // exists says nothing of the database.
+        let key_file_exists =
+            self.db.dialect() == db::Dialect::Sqlite && self.key.is_some() && !self.key_staged;
+        self.verify_with(key_file_exists, false)
     }
 
     fn verify_with(&self, key_file_exists: bool, upgrading: bool) -> Result<Verification> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let before = audit::read_head(&self.dir)?;
-            let tx = self.conn.unchecked_transaction()?;
-            let rows = self.raw_audit_rows()?;
-            let state = self.read_state()?;
-            let identity = self.read_identity()?;
-            let after = audit::read_head(&self.dir)?;
-            tx.finish()?;
-            if before != after && attempts < 20 {
+            let before = self.read_head_mark(None)?;
+            let tx = self.db.begin(Begin::Snapshot)?;
+            let rows = raw_audit_rows(&tx)?;
+            let state = read_state(&tx)?;
+            let identity = read_identity(&tx)?;
+            let after = self.read_head_mark(Some(&tx))?;
+            drop(tx);
+            // A SQLite head file is read outside the snapshot: a daemon
+            // that committed meanwhile moved it. PostgreSQL's row is in it.
+            if self.db.dialect() == db::Dialect::Sqlite && before != after && attempts < 20 {
                 continue;
             }
             let key = match &self.key {
@@ -621,7 +713,10 @@ impl Store {
                 None if rows.is_empty() => &AuditKey::unused(),
                 None => {
                     return Err(StoreError::Key {
-                        path: self.dir.join(audit::KEY_FILE),
+                        path: match &self.place {
+                            Place::DataDir(dir) => dir.join(audit::KEY_FILE),
+                            Place::Database(_) => "the audit key file (audit.keyFile)".into(),
+                        },
                         reason: format!(
                             "missing: the audit log's {} entries cannot be verified without it",
                             rows.len()
@@ -629,7 +724,31 @@ impl Store {
                     });
                 }
             };
-            let mut v = audit::walk(key, &rows, binding::chain_start(&rows), after);
+            let mut v = audit::walk(
+                key,
+                &rows,
+                binding::chain_start(&rows),
+                after,
+                self.place.head_mark(),
+            );
+            if v.broken.is_none()
+                && v.ahead_of_head > 0
+                && self.db.dialect() == db::Dialect::Postgres
+            {
+                // The row is written in the transaction that appends: it
+                // never lags its entries, not even by the crash window a
+                // head file has.
+                let head = after.map_or(0, |h| h.seq);
+                v.broken = Some(BrokenLink {
+                    seq: head + 1,
+                    kind: Breakage::HeadStale,
+                    detail: format!(
+                        "the audit_head row records entry {head} but the log goes on to entry {}; the row is written with the entries, so it was moved back",
+                        v.last.seq
+                    ),
+                });
+                v.ahead_of_head = 0;
+            }
             if v.broken.is_none() {
                 let checked = binding::check(
                     &rows,
@@ -650,15 +769,60 @@ impl Store {
         }
     }
 
-    /// The state rows the chain describes, as stored.
     fn read_state(&self) -> Result<binding::StateSnapshot> {
-        let mut state = binding::StateSnapshot::default();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, service, policy_version, phase, outcome FROM rollouts")?;
-        for row in stmt.query_map([], |r| {
+        read_state(&self.db)
+    }
+
+    fn read_identity(&self) -> Result<Option<binding::Identity>> {
+        read_identity(&self.db)
+    }
+
+    fn raw_audit_rows(&self) -> Result<Vec<RawEntry>> {
+        raw_audit_rows(&self.db)
+    }
+
+    /// The chain's end as recorded outside its entries: `audit.head` in a
+    /// SQLite data dir, the `audit_head` row on PostgreSQL (read inside
+    /// `snapshot` when given, where the walk's rows were read).
+    fn read_head_mark(&self, snapshot: Option<&db::Tx<'_>>) -> Result<Option<Head>> {
+        match self.db.dialect() {
+            db::Dialect::Sqlite => audit::read_head(&self.dir),
+            db::Dialect::Postgres => match snapshot {
+                Some(tx) => postgres::read_head_row(tx),
+                // Before the snapshot: the row is read with the entries.
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Record `self.head` as the chain's end (see [`Store::read_head_mark`]).
+    /// On PostgreSQL the row is written in each appending transaction
+    /// (`step.rs`); here only when opening found it behind.
+    fn write_head_mark(&self) -> Result<()> {
+        match self.db.dialect() {
+            db::Dialect::Sqlite => audit::write_head(&self.dir, &self.head),
+            db::Dialect::Postgres => postgres::write_head_row(&self.db, &self.head),
+        }
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(StoreError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The state rows the chain describes, as stored.
+fn read_state(sql: &impl Sql) -> Result<binding::StateSnapshot> {
+    let mut state = binding::StateSnapshot::default();
+    for (id, rollout) in sql.query_all(
+        "SELECT id, service, policy_version, phase, outcome FROM rollouts",
+        params![],
+        |r| {
             Ok((
-                r.get::<_, String>(0)?,
+                r.get::<String>(0)?,
                 binding::RolloutState {
                     service: r.get(1)?,
                     policy_version: r.get(2)?,
@@ -666,55 +830,53 @@ impl Store {
                     outcome: r.get(4)?,
                 },
             ))
-        })? {
-            let (id, rollout) = row?;
-            state.rollouts.insert(id, rollout);
-        }
-        for (table, records) in [
-            ("incidents", &mut state.incidents),
-            ("reviews", &mut state.reviews),
-        ] {
-            let mut stmt = self
-                .conn
-                .prepare_cached(&format!("SELECT id, rollout_id, status FROM {table}"))?;
-            for row in stmt.query_map([], |r| {
+        },
+    )? {
+        state.rollouts.insert(id, rollout);
+    }
+    for (table, records) in [
+        ("incidents", &mut state.incidents),
+        ("reviews", &mut state.reviews),
+    ] {
+        for (id, record) in sql.query_all(
+            &format!("SELECT id, rollout_id, status FROM {table}"),
+            params![],
+            |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<String>(0)?,
                     binding::RecordState {
                         rollout_id: r.get(1)?,
                         status: r.get(2)?,
                     },
                 ))
-            })? {
-                let (id, record) = row?;
-                records.insert(id, record);
-            }
+            },
+        )? {
+            records.insert(id, record);
         }
-        Ok(state)
     }
+    Ok(state)
+}
 
-    fn read_identity(&self) -> Result<Option<binding::Identity>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, genesis_seq FROM store_identity WHERE one = 1",
-                [],
-                |r| {
-                    Ok(binding::Identity {
-                        id: r.get(0)?,
-                        genesis_seq: r.get(1)?,
-                    })
-                },
-            )
-            .optional()?)
-    }
+fn read_identity(sql: &impl Sql) -> Result<Option<binding::Identity>> {
+    sql.query_opt(
+        "SELECT id, genesis_seq FROM store_identity WHERE one = 1",
+        params![],
+        |r| {
+            Ok(binding::Identity {
+                id: r.get(0)?,
+                genesis_seq: r.get(1)?,
+            })
+        },
+    )
+}
 
-    fn raw_audit_rows(&self) -> Result<Vec<RawEntry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac
-             FROM audit ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
+/// Entries with seq at or after `from`, in order, exactly as stored.
+pub(crate) fn raw_audit_rows_from(sql: &impl Sql, from: u64) -> Result<Vec<RawEntry>> {
+    sql.query_all(
+        "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac
+         FROM audit WHERE seq >= ?1 ORDER BY seq",
+        params![from],
+        |r| {
             Ok(RawEntry {
                 seq: r.get(0)?,
                 tx: r.get(1)?,
@@ -727,17 +889,12 @@ impl Store {
                 details: r.get(8)?,
                 mac: r.get(9)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+        },
+    )
+}
 
-    fn writable(&self) -> Result<()> {
-        if self.read_only {
-            Err(StoreError::ReadOnly)
-        } else {
-            Ok(())
-        }
-    }
+fn raw_audit_rows(sql: &impl Sql) -> Result<Vec<RawEntry>> {
+    raw_audit_rows_from(sql, 0)
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
@@ -749,6 +906,14 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir).map_err(|e| StoreError::io(dir, e))
+}
+
+/// Create `dir` (mode 0700) and take its lock as [`Store::open`] does: a
+/// daemon whose state is elsewhere (PostgreSQL) still keeps files of its
+/// own there (the admin token). Held until the file is dropped.
+pub fn lock_data_dir(dir: &Path) -> Result<File> {
+    create_private_dir(dir)?;
+    lock_dir(dir)
 }
 
 /// Take `<dir>/lock` exclusively (flock); released when the file closes,

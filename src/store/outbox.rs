@@ -24,7 +24,7 @@
 //! `queue_delivery`, `queue_notice` and `queue_hook`); attempts are
 //! recorded here.
 
-use rusqlite::{Row, Transaction, params};
+use super::db::{Row, Sql, Tx, Value, params};
 use serde::{Deserialize, Serialize};
 
 use super::records::{enum_col, json_col, ms, ts};
@@ -179,7 +179,7 @@ impl Notification {
 
 const NOTIFICATION_COLS: &str = "id, rollout_id, incident_id, target, payload, created_at, attempts, last_attempt_at, last_error, delivered_at, receiver, event, next_attempt_at, failed_at";
 
-fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
+fn notification_row(r: &Row<'_>) -> Result<Notification> {
     Ok(Notification {
         id: r.get(0)?,
         rollout_id: r.get(1)?,
@@ -188,30 +188,30 @@ fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
         payload: json_col(r, 4)?,
         created_at: ts(r.get(5)?),
         attempts: r.get(6)?,
-        last_attempt_at: r.get::<_, Option<i64>>(7)?.map(ts),
+        last_attempt_at: r.get::<Option<i64>>(7)?.map(ts),
         last_error: r.get(8)?,
-        delivered_at: r.get::<_, Option<i64>>(9)?.map(ts),
+        delivered_at: r.get::<Option<i64>>(9)?.map(ts),
         receiver: r.get(10)?,
         event: r.get(11)?,
-        next_attempt_at: r.get::<_, Option<i64>>(12)?.map(ts),
-        failed_at: r.get::<_, Option<i64>>(13)?.map(ts),
+        next_attempt_at: r.get::<Option<i64>>(12)?.map(ts),
+        failed_at: r.get::<Option<i64>>(13)?.map(ts),
     })
 }
 
 const HOOK_RUN_COLS: &str =
     "id, rollout_id, event, created_at, attempts, last_attempt_at, last_error, status, done_at";
 
-fn hook_run_row(r: &Row<'_>) -> rusqlite::Result<HookRun> {
+fn hook_run_row(r: &Row<'_>) -> Result<HookRun> {
     Ok(HookRun {
         id: r.get(0)?,
         rollout_id: r.get(1)?,
         event: enum_col(r, 2)?,
         created_at: ts(r.get(3)?),
         attempts: r.get(4)?,
-        last_attempt_at: r.get::<_, Option<i64>>(5)?.map(ts),
+        last_attempt_at: r.get::<Option<i64>>(5)?.map(ts),
         last_error: r.get(6)?,
         status: enum_col(r, 7)?,
-        done_at: r.get::<_, Option<i64>>(8)?.map(ts),
+        done_at: r.get::<Option<i64>>(8)?.map(ts),
     })
 }
 
@@ -258,7 +258,7 @@ impl Store {
     pub fn notification(&self, id: i64) -> Result<Option<Notification>> {
         self.query_one(
             &format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = ?1"),
-            [id],
+            params![id],
             notification_row,
         )
     }
@@ -270,7 +270,7 @@ impl Store {
                 "SELECT {NOTIFICATION_COLS} FROM notifications
                  WHERE delivered_at IS NULL AND failed_at IS NULL ORDER BY id"
             ),
-            [],
+            params![],
             notification_row,
         )
     }
@@ -280,7 +280,7 @@ impl Store {
             &format!(
                 "SELECT {NOTIFICATION_COLS} FROM notifications WHERE rollout_id = ?1 ORDER BY id"
             ),
-            [rollout_id],
+            params![rollout_id],
             notification_row,
         )
     }
@@ -288,7 +288,7 @@ impl Store {
     pub fn hook_run(&self, id: i64) -> Result<Option<HookRun>> {
         self.query_one(
             &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE id = ?1"),
-            [id],
+            params![id],
             hook_run_row,
         )
     }
@@ -297,7 +297,7 @@ impl Store {
     pub fn pending_hook_runs(&self) -> Result<Vec<HookRun>> {
         self.query_all(
             &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE status = 'pending' ORDER BY id"),
-            [],
+            params![],
             hook_run_row,
         )
     }
@@ -305,7 +305,7 @@ impl Store {
     pub fn hook_runs_for_rollout(&self, rollout_id: &str) -> Result<Vec<HookRun>> {
         self.query_all(
             &format!("SELECT {HOOK_RUN_COLS} FROM hook_runs WHERE rollout_id = ?1 ORDER BY id"),
-            [rollout_id],
+            params![rollout_id],
             hook_run_row,
         )
     }
@@ -320,9 +320,11 @@ impl Store {
              ORDER BY id DESC LIMIT 1",
             marks.join(", ")
         );
-        let values = std::iter::once(rollout_id).chain(kinds.iter().copied());
-        let rows: Vec<String> =
-            self.query_all(&sql, rusqlite::params_from_iter(values), |r| r.get(0))?;
+        let values: Vec<Value<'_>> = std::iter::once(rollout_id)
+            .chain(kinds.iter().copied())
+            .map(Value::Text)
+            .collect();
+        let rows: Vec<String> = self.query_all(&sql, &values, |r| r.get(0))?;
         Ok(rows.into_iter().next())
     }
 
@@ -435,32 +437,32 @@ impl Store {
 /// Queue one webhook delivery of incident `incident_id` inside `tx`
 /// (created at `at`, ms); returns its id.
 pub(super) fn queue_delivery(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     rollout_id: &str,
     incident_id: &str,
     target: &str,
     payload: &str,
     at: i64,
 ) -> Result<i64> {
-    tx.execute(
+    tx.query_one(
         "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+         VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
         params![rollout_id, incident_id, target, payload, at],
-    )?;
-    Ok(tx.last_insert_rowid())
+        |r| r.get(0),
+    )
 }
 
 /// Queue one lifecycle event's delivery to a named receiver inside `tx`
 /// (created at `at`, ms); returns its id.
 pub(super) fn queue_notice(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     rollout_id: &str,
     notice: &NewNotice,
     at: i64,
 ) -> Result<i64> {
-    tx.execute(
+    tx.query_one(
         "INSERT INTO notifications (rollout_id, incident_id, target, payload, created_at, receiver, event)
-         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6) RETURNING id",
         params![
             rollout_id,
             notice.target,
@@ -469,21 +471,16 @@ pub(super) fn queue_notice(
             notice.receiver,
             notice.event
         ],
-    )?;
-    Ok(tx.last_insert_rowid())
+        |r| r.get(0),
+    )
 }
 
 /// Queue the hook run of `event` inside `tx` (created at `at`, ms);
 /// returns its id.
-pub(super) fn queue_hook(
-    tx: &Transaction<'_>,
-    rollout_id: &str,
-    event: HookEvent,
-    at: i64,
-) -> Result<i64> {
-    tx.execute(
-        "INSERT INTO hook_runs (rollout_id, event, created_at) VALUES (?1, ?2, ?3)",
+pub(super) fn queue_hook(tx: &Tx<'_>, rollout_id: &str, event: HookEvent, at: i64) -> Result<i64> {
+    tx.query_one(
+        "INSERT INTO hook_runs (rollout_id, event, created_at) VALUES (?1, ?2, ?3) RETURNING id",
         params![rollout_id, event.as_str(), at],
-    )?;
-    Ok(tx.last_insert_rowid())
+        |r| r.get(0),
+    )
 }

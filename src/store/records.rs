@@ -1,7 +1,7 @@
 //! The typed rows the store hands out, and the read-only queries that build
 //! them. Nothing here writes; a read-only store can serve all of it.
 
-use rusqlite::{OptionalExtension, Row, params};
+use super::db::{Row, Sql, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -167,36 +167,45 @@ pub(crate) fn ms(t: Timestamp) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn json_err(idx: usize, e: serde_json::Error) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+fn json_err(idx: usize, e: serde_json::Error) -> StoreError {
+    StoreError::Decode(format!("column {idx}: {e}"))
 }
 
-pub(super) fn json_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+pub(super) fn json_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> Result<T> {
     let text: String = r.get(idx)?;
     serde_json::from_str(&text).map_err(|e| json_err(idx, e))
 }
 
-fn opt_json_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
+fn opt_json_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> Result<Option<T>> {
     let text: Option<String> = r.get(idx)?;
     text.map(|t| serde_json::from_str(&t).map_err(|e| json_err(idx, e)))
         .transpose()
 }
 
 /// A kebab-case enum stored as its serde name.
-pub(super) fn enum_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+pub(super) fn enum_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> Result<T> {
     let text: String = r.get(idx)?;
     serde_json::from_value(serde_json::Value::String(text)).map_err(|e| json_err(idx, e))
 }
 
-fn opt_enum_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
+fn opt_enum_col<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> Result<Option<T>> {
     let text: Option<String> = r.get(idx)?;
     text.map(|t| serde_json::from_value(serde_json::Value::String(t)).map_err(|e| json_err(idx, e)))
         .transpose()
 }
 
+/// A journaled `notify` effect's event: its body without the effect's tag.
+pub(super) fn event_of_notify(body: &str) -> Result<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_str(body)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("effect");
+    }
+    Ok(value)
+}
+
 const ROLLOUT_COLS: &str = "id, service, policy_name, policy_version, spec, phase, outcome, reason, step, weight, created_at, updated_at, checkpoint_seq, journal_len";
 
-fn rollout_row(r: &Row<'_>) -> rusqlite::Result<RolloutRow> {
+fn rollout_row(r: &Row<'_>) -> Result<RolloutRow> {
     let weight: u8 = r.get(9)?;
     Ok(RolloutRow {
         id: r.get(0)?,
@@ -208,8 +217,9 @@ fn rollout_row(r: &Row<'_>) -> rusqlite::Result<RolloutRow> {
         outcome: opt_enum_col(r, 6)?,
         reason: r.get(7)?,
         step: r.get(8)?,
-        weight: Weight::new(weight)
-            .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(9, i64::from(weight)))?,
+        weight: Weight::new(weight).ok_or_else(|| {
+            StoreError::Decode(format!("column 9 (weight): {weight} is not a weight"))
+        })?,
         created_at: ts(r.get(10)?),
         updated_at: ts(r.get(11)?),
         checkpoint_seq: r.get(12)?,
@@ -219,7 +229,7 @@ fn rollout_row(r: &Row<'_>) -> rusqlite::Result<RolloutRow> {
 
 const JOURNAL_COLS: &str = "rollout_id, seq, input_seq, at, kind, effects, body";
 
-fn journal_row(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {
+fn journal_row(r: &Row<'_>) -> Result<JournalEntry> {
     Ok(JournalEntry {
         rollout_id: r.get(0)?,
         seq: r.get(1)?,
@@ -233,7 +243,7 @@ fn journal_row(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {
 
 const INCIDENT_COLS: &str = "id, rollout_id, service, trigger_name, severity, opened_at, evidence, timeline, router_result, status, policy_version, review_note, reviewed_by, reviewed_at";
 
-fn incident_row(r: &Row<'_>) -> rusqlite::Result<Incident> {
+fn incident_row(r: &Row<'_>) -> Result<Incident> {
     Ok(Incident {
         id: r.get(0)?,
         rollout_id: r.get(1)?,
@@ -248,14 +258,14 @@ fn incident_row(r: &Row<'_>) -> rusqlite::Result<Incident> {
         policy_version: r.get(10)?,
         review_note: r.get(11)?,
         reviewed_by: r.get(12)?,
-        reviewed_at: r.get::<_, Option<i64>>(13)?.map(ts),
+        reviewed_at: r.get::<Option<i64>>(13)?.map(ts),
     })
 }
 
 const REVIEW_COLS: &str =
     "id, rollout_id, reason, ticket, opened_at, status, note, closed_by, closed_at";
 
-fn review_row(r: &Row<'_>) -> rusqlite::Result<Review> {
+fn review_row(r: &Row<'_>) -> Result<Review> {
     Ok(Review {
         id: r.get(0)?,
         rollout_id: r.get(1)?,
@@ -265,11 +275,11 @@ fn review_row(r: &Row<'_>) -> rusqlite::Result<Review> {
         status: enum_col(r, 5)?,
         note: r.get(6)?,
         closed_by: r.get(7)?,
-        closed_at: r.get::<_, Option<i64>>(8)?.map(ts),
+        closed_at: r.get::<Option<i64>>(8)?.map(ts),
     })
 }
 
-fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+fn audit_row(r: &Row<'_>) -> Result<AuditEntry> {
     Ok(AuditEntry {
         seq: r.get(0)?,
         tx: r.get(1)?,
@@ -288,28 +298,25 @@ impl Store {
     pub(super) fn query_all<T>(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
-        f: fn(&Row<'_>) -> rusqlite::Result<T>,
+        params: &[super::db::Value<'_>],
+        f: fn(&Row<'_>) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params, f)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.query_all(sql, params, f)
     }
 
     pub(super) fn query_one<T>(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
-        f: fn(&Row<'_>) -> rusqlite::Result<T>,
+        params: &[super::db::Value<'_>],
+        f: fn(&Row<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        Ok(stmt.query_row(params, f).optional()?)
+        self.db.query_opt(sql, params, f)
     }
 
     pub fn rollout(&self, id: &str) -> Result<Option<RolloutRow>> {
         self.query_one(
             &format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE id = ?1"),
-            [id],
+            params![id],
             rollout_row,
         )
     }
@@ -318,7 +325,7 @@ impl Store {
     pub fn rollouts(&self) -> Result<Vec<RolloutRow>> {
         self.query_all(
             &format!("SELECT {ROLLOUT_COLS} FROM rollouts ORDER BY created_at, id"),
-            [],
+            params![],
             rollout_row,
         )
     }
@@ -337,18 +344,18 @@ impl Store {
         let (after_at, after_id) = after.map_or((i64::MAX, ""), |(at, id)| {
             (i64::try_from(at.as_millis()).unwrap_or(i64::MAX), id)
         });
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ROLLOUT_COLS} FROM rollouts
-             WHERE (?1 IS NULL OR service = ?1) AND (?2 IS NULL OR phase = ?2)
-               AND (created_at < ?3 OR (created_at = ?3 AND (?4 = '' OR id < ?4)))
-             ORDER BY created_at DESC, id DESC LIMIT ?5"
-        ))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(
+        self.query_all(
+            &format!(
+                "SELECT {ROLLOUT_COLS} FROM rollouts
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR service = ?1)
+                   AND (CAST(?2 AS TEXT) IS NULL OR phase = ?2)
+                   AND (created_at < ?3 OR (created_at = ?3 AND (?4 = '' OR id < ?4)))
+                 ORDER BY created_at DESC, id DESC LIMIT ?5"
+            ),
             params![service, phase, after_at, after_id, limit],
             rollout_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        )
     }
 
     /// The rollout's timeline events (its journal's `notify` effects) with
@@ -360,16 +367,19 @@ impl Store {
         after_seq: u64,
         up_to: u64,
     ) -> Result<Vec<(u64, crate::engine::Event)>> {
-        let rows: Vec<(u64, String)> = self.query_all(
-            "SELECT seq, json_remove(body, '$.effect') FROM journal
-             WHERE rollout_id = ?1 AND seq > ?2 AND seq <= ?3 AND kind = 'effect'
-               AND json_extract(body, '$.effect') = 'notify'
-             ORDER BY seq",
+        let rows: Vec<(u64, String)> = self.db.query_all(
+            &format!(
+                "SELECT seq, body FROM journal
+                 WHERE rollout_id = ?1 AND seq > ?2 AND seq <= ?3 AND kind = 'effect'
+                   AND {} = 'notify'
+                 ORDER BY seq",
+                self.db.dialect().json_field("body", "effect")
+            ),
             params![rollout_id, after_seq, up_to],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         rows.into_iter()
-            .map(|(seq, body)| Ok((seq, serde_json::from_str(&body)?)))
+            .map(|(seq, body)| Ok((seq, serde_json::from_value(event_of_notify(&body)?)?)))
             .collect()
     }
 
@@ -377,7 +387,7 @@ impl Store {
     pub fn active_rollout(&self, service: &str) -> Result<Option<RolloutRow>> {
         self.query_one(
             &format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE service = ?1 AND outcome IS NULL"),
-            [service],
+            params![service],
             rollout_row,
         )
     }
@@ -393,7 +403,7 @@ impl Store {
                  WHERE outcome IS NULL OR (outcome <> 'promoted' AND weight > 0)
                  ORDER BY created_at, id"
             ),
-            [],
+            params![],
             rollout_row,
         )?;
         rows.into_iter()
@@ -411,14 +421,11 @@ impl Store {
 
     /// The stored checkpoint of a rollout, active or not.
     pub fn checkpoint<A: Analysis>(&self, rollout_id: &str) -> Result<Checkpoint<A>> {
-        let text: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT checkpoint FROM checkpoints WHERE rollout_id = ?1",
-                [rollout_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let text: Option<String> = self.db.query_opt(
+            "SELECT checkpoint FROM checkpoints WHERE rollout_id = ?1",
+            params![rollout_id],
+            |r| r.get(0),
+        )?;
         let text = text.ok_or_else(|| StoreError::NotFound {
             what: "rollout",
             id: rollout_id.to_string(),
@@ -475,7 +482,7 @@ impl Store {
     pub fn incident(&self, id: &str) -> Result<Option<Incident>> {
         self.query_one(
             &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
-            [id],
+            params![id],
             incident_row,
         )
     }
@@ -484,7 +491,7 @@ impl Store {
     pub fn incidents(&self) -> Result<Vec<Incident>> {
         self.query_all(
             &format!("SELECT {INCIDENT_COLS} FROM incidents ORDER BY opened_at, id"),
-            [],
+            params![],
             incident_row,
         )
     }
@@ -494,7 +501,7 @@ impl Store {
             &format!(
                 "SELECT {INCIDENT_COLS} FROM incidents WHERE rollout_id = ?1 ORDER BY opened_at, id"
             ),
-            [rollout_id],
+            params![rollout_id],
             incident_row,
         )
     }
@@ -502,7 +509,7 @@ impl Store {
     pub fn review(&self, id: &str) -> Result<Option<Review>> {
         self.query_one(
             &format!("SELECT {REVIEW_COLS} FROM reviews WHERE id = ?1"),
-            [id],
+            params![id],
             review_row,
         )
     }
@@ -512,7 +519,7 @@ impl Store {
             &format!(
                 "SELECT {REVIEW_COLS} FROM reviews WHERE rollout_id = ?1 ORDER BY opened_at, id"
             ),
-            [rollout_id],
+            params![rollout_id],
             review_row,
         )
     }
@@ -523,7 +530,7 @@ impl Store {
             &format!(
                 "SELECT {REVIEW_COLS} FROM reviews WHERE status = 'open' ORDER BY opened_at, id"
             ),
-            [],
+            params![],
             review_row,
         )
     }
@@ -532,7 +539,7 @@ impl Store {
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>> {
         self.query_all(
             "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac FROM audit ORDER BY seq",
-            [],
+            params![],
             audit_row,
         )
     }
@@ -540,7 +547,7 @@ impl Store {
     pub fn audit_for_rollout(&self, rollout_id: &str) -> Result<Vec<AuditEntry>> {
         self.query_all(
             "SELECT seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac FROM audit WHERE rollout_id = ?1 ORDER BY seq",
-            [rollout_id],
+            params![rollout_id],
             audit_row,
         )
     }

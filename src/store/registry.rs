@@ -3,11 +3,11 @@
 //! it out and what became of it. Every write here goes through the same
 //! transaction as its audit entries (`Store::write`).
 
-use rusqlite::{Row, params};
+use super::db::{Row, Sql, params, unique_violation};
 
 use super::audit::NewAudit;
 use super::records::ms;
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
 use crate::time::Timestamp;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +63,7 @@ pub struct VersionRow {
     pub tags_written: bool,
 }
 
-fn watch_row(r: &Row<'_>) -> rusqlite::Result<WatchRow> {
+fn watch_row(r: &Row<'_>) -> Result<WatchRow> {
     Ok(WatchRow {
         watch: r.get(0)?,
         current: r.get(1)?,
@@ -71,7 +71,7 @@ fn watch_row(r: &Row<'_>) -> rusqlite::Result<WatchRow> {
     })
 }
 
-fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionRow> {
+fn version_row(r: &Row<'_>) -> Result<VersionRow> {
     let status: String = r.get(4)?;
     let event: String = r.get(7)?;
     Ok(VersionRow {
@@ -83,7 +83,7 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionRow> {
         rollout_id: r.get(5)?,
         outcome: r.get(6)?,
         event: serde_json::from_str(&event).unwrap_or(serde_json::Value::Null),
-        tags_written: r.get::<_, i64>(8)? != 0,
+        tags_written: r.get::<i64>(8)? != 0,
     })
 }
 
@@ -94,7 +94,7 @@ impl Store {
     pub fn registry_watch(&self, watch: &str) -> Result<Option<WatchRow>> {
         self.query_one(
             "SELECT watch, current, stable FROM registry_watches WHERE watch = ?1",
-            [watch],
+            params![watch],
             watch_row,
         )
     }
@@ -105,7 +105,7 @@ impl Store {
             &format!(
                 "SELECT {VERSION_COLS} FROM registry_versions WHERE watch = ?1 ORDER BY created_at, version"
             ),
-            [watch],
+            params![watch],
             version_row,
         )
     }
@@ -133,7 +133,7 @@ impl Store {
     }
 
     /// Record the intent to roll `version` out (status `starting`), before
-    /// the rollout is created. Refused (a SQLite constraint error) when the
+    /// the rollout is created. Refused (`StoreError::Invalid`) when the
     /// version already has a row: a version is intended at most once.
     #[allow(clippy::too_many_arguments)]
     pub fn registry_intend(
@@ -155,6 +155,15 @@ impl Store {
                 params![watch, version, baseline, reason, event, ms(at)],
             )?;
             Ok(((), audit))
+        })
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Invalid(format!(
+                    "registry watch {watch}: version {version} was already intended"
+                ))
+            } else {
+                e
+            }
         })?;
         Ok(())
     }

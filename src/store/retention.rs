@@ -39,7 +39,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::db::{Dialect, Sql, Tx, params};
 
 use super::audit::NewAudit;
 use super::binding::{self, Anchor, PrunedAudit, PrunedJournal, PrunedRollout};
@@ -116,13 +116,13 @@ fn cutoff(now: Timestamp, age: Duration) -> i64 {
 
 /// Open the gate migration 6's triggers check; [`close_gate`] before the
 /// transaction commits, so no committed state ever holds it open.
-fn open_gate(tx: &Transaction<'_>) -> Result<()> {
-    tx.execute("INSERT INTO prune_pass (one) VALUES (1)", [])?;
+fn open_gate(tx: &Tx<'_>) -> Result<()> {
+    tx.execute("INSERT INTO prune_pass (one) VALUES (1)", params![])?;
     Ok(())
 }
 
-fn close_gate(tx: &Transaction<'_>) -> Result<()> {
-    tx.execute("DELETE FROM prune_pass", [])?;
+fn close_gate(tx: &Tx<'_>) -> Result<()> {
+    tx.execute("DELETE FROM prune_pass", params![])?;
     Ok(())
 }
 
@@ -167,18 +167,16 @@ impl Store {
     }
 
     fn prune_journals(&mut self, now: Timestamp, before: i64, budget: Budget) -> Result<PruneStep> {
-        let due: Vec<(String, u64)> = {
-            let mut stmt = self.conn.prepare_cached(&format!(
+        let due: Vec<(String, u64)> = self.db.query_all(
+            &format!(
                 "SELECT id, journal_len FROM rollouts
                  WHERE outcome IS NOT NULL AND journal_pruned_at IS NULL AND updated_at <= ?1
                    AND {PRUNABLE}
                  ORDER BY updated_at LIMIT ?2"
-            ))?;
-            stmt.query_map(params![before, budget.rollouts as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?
-        };
+            ),
+            params![before, budget.rollouts],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         if due.is_empty() {
             return Ok(PruneStep::default());
         }
@@ -194,13 +192,13 @@ impl Store {
                 let deleted = tx.execute(
                     "DELETE FROM journal WHERE rollout_id = ?1 AND seq IN
                         (SELECT seq FROM journal WHERE rollout_id = ?1 ORDER BY seq LIMIT ?2)",
-                    params![id, left as i64],
-                )? as u64;
+                    params![id, left],
+                )?;
                 left -= deleted;
                 step.journal_rows += deleted;
-                let rest: bool = tx.query_row(
+                let rest: bool = tx.query_one(
                     "SELECT EXISTS (SELECT 1 FROM journal WHERE rollout_id = ?1)",
-                    [id],
+                    params![id],
                     |r| r.get(0),
                 )?;
                 if !rest {
@@ -234,8 +232,8 @@ impl Store {
     }
 
     fn prune_rollouts(&mut self, now: Timestamp, before: i64, budget: Budget) -> Result<PruneStep> {
-        let due: Vec<String> = {
-            let mut stmt = self.conn.prepare_cached(&format!(
+        let due: Vec<String> = self.db.query_all(
+            &format!(
                 "SELECT id FROM rollouts AS r
                  WHERE journal_pruned_at IS NOT NULL AND updated_at <= ?1 AND {PRUNABLE}
                    AND NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.rollout_id = r.id
@@ -244,10 +242,10 @@ impl Store {
                                    AND h.status = 'pending')
                    AND NOT EXISTS (SELECT 1 FROM registry_versions AS v WHERE v.rollout_id = r.id)
                  ORDER BY updated_at LIMIT ?2"
-            ))?;
-            stmt.query_map(params![before, budget.rollouts as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
+            ),
+            params![before, budget.rollouts],
+            |r| r.get(0),
+        )?;
         if due.is_empty() {
             return Ok(PruneStep::default());
         }
@@ -259,14 +257,18 @@ impl Store {
                 // Rows the commit path could have added since (a late
                 // router answer journals an input): they go too.
                 step.journal_rows +=
-                    tx.execute("DELETE FROM journal WHERE rollout_id = ?1", [id])? as u64;
-                tx.execute("DELETE FROM notifications WHERE rollout_id = ?1", [id])?;
-                tx.execute("DELETE FROM hook_runs WHERE rollout_id = ?1", [id])?;
+                    tx.execute("DELETE FROM journal WHERE rollout_id = ?1", params![id])?;
+                tx.execute(
+                    "DELETE FROM notifications WHERE rollout_id = ?1",
+                    params![id],
+                )?;
+                tx.execute("DELETE FROM hook_runs WHERE rollout_id = ?1", params![id])?;
                 let incidents =
-                    tx.execute("DELETE FROM incidents WHERE rollout_id = ?1", [id])? as u64;
-                let reviews = tx.execute("DELETE FROM reviews WHERE rollout_id = ?1", [id])? as u64;
-                tx.execute("DELETE FROM checkpoints WHERE rollout_id = ?1", [id])?;
-                tx.execute("DELETE FROM rollouts WHERE id = ?1", [id])?;
+                    tx.execute("DELETE FROM incidents WHERE rollout_id = ?1", params![id])?;
+                let reviews =
+                    tx.execute("DELETE FROM reviews WHERE rollout_id = ?1", params![id])?;
+                tx.execute("DELETE FROM checkpoints WHERE rollout_id = ?1", params![id])?;
+                tx.execute("DELETE FROM rollouts WHERE id = ?1", params![id])?;
                 anchor.rollouts.push(PrunedRollout {
                     rollout: id.clone(),
                     incidents,
@@ -292,14 +294,13 @@ impl Store {
         // The oldest entries, in order, with whether their rollout is still
         // stored; the prefix that may go ends at the first that may not.
         // The last entry always stays: the chain goes on from it.
-        let rows: Vec<(u64, i64, String, bool, String, String)> = {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT seq, at, action,
-                        rollout_id IS NOT NULL AND EXISTS (SELECT 1 FROM rollouts WHERE id = audit.rollout_id),
-                        details, mac
-                 FROM audit ORDER BY seq LIMIT ?1",
-            )?;
-            stmt.query_map([budget.rows as i64], |r| {
+        let rows: Vec<(u64, i64, String, bool, String, String)> = self.db.query_all(
+            "SELECT seq, at, action,
+                    rollout_id IS NOT NULL AND EXISTS (SELECT 1 FROM rollouts WHERE id = audit.rollout_id),
+                    details, mac
+             FROM audit ORDER BY seq LIMIT ?1",
+            params![budget.rows],
+            |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -308,9 +309,8 @@ impl Store {
                     r.get(4)?,
                     r.get(5)?,
                 ))
-            })?
-            .collect::<Result<_, _>>()?
-        };
+            },
+        )?;
         let mut through = None;
         for (seq, at, action, rollout_kept, details, mac) in &rows {
             let restart = action == binding::GENESIS_ACTION
@@ -331,7 +331,10 @@ impl Store {
         }
         let key = self.key.as_ref().ok_or(StoreError::ReadOnly)?;
         let identity = self.read_identity()?.ok_or_else(|| StoreError::Corrupt {
-            path: self.dir.join(super::DB_FILE),
+            path: match &self.place {
+                super::Place::DataDir(dir) => dir.join(super::DB_FILE),
+                place => place.to_string().into(),
+            },
             reason: "the store's identity row is missing".into(),
         })?;
         // The anchor is entry head+1; the genesis that binds the chain
@@ -367,11 +370,11 @@ impl Store {
         ];
         let (step, _) = self.write(|tx, _| {
             open_gate(tx)?;
-            let deleted = tx.execute("DELETE FROM audit WHERE seq <= ?1", [through])? as u64;
+            let deleted = tx.execute("DELETE FROM audit WHERE seq <= ?1", params![through])?;
             close_gate(tx)?;
             tx.execute(
                 "UPDATE store_identity SET genesis_seq = ?1 WHERE one = 1",
-                [genesis_seq],
+                params![genesis_seq],
             )?;
             Ok((
                 PruneStep {
@@ -400,20 +403,22 @@ impl Store {
     /// INCREMENTAL`. The slack is kept for the writes to come, so the file
     /// does not shrink only to grow again.
     fn release_free_pages(&mut self, pages: u64) -> Result<PruneStep> {
+        // PostgreSQL reclaims space itself (autovacuum): nothing to do.
+        let Some(conn) = self.db.sqlite() else {
+            return Ok(PruneStep::default());
+        };
         if pages == 0 {
             return Ok(PruneStep::default());
         }
-        let mode: i64 = self
-            .conn
-            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
-        if mode != 2 {
+        let pragma = |name: &str| -> Result<u64> {
+            Ok(conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?)
+        };
+        if pragma("auto_vacuum")? != 2 {
             return Ok(PruneStep::default());
         }
-        let free: u64 = self
-            .conn
-            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-        let total: u64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let free = pragma("freelist_count")?;
+        let total = pragma("page_count")?;
+        let page_size = pragma("page_size")?;
         // Under steady churn the free pages are reused within a pass or two
         // and stay under a quarter of the file: moving pages to give them
         // back would cost more than the churn itself (the soak bench
@@ -424,56 +429,67 @@ impl Store {
             return Ok(PruneStep::default());
         }
         let n = (free - slack).min(pages);
-        self.conn
-            .execute_batch(&format!("PRAGMA incremental_vacuum({n})"))?;
-        let after: u64 = self
-            .conn
-            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        conn.execute_batch(&format!("PRAGMA incremental_vacuum({n})"))?;
+        let after = pragma("freelist_count")?;
         Ok(PruneStep {
             pages_released: free.saturating_sub(after),
             ..PruneStep::default()
         })
     }
 
-    /// The file's pages and free pages, and the WAL's size in bytes: what
-    /// the soak bench reports.
+    /// The database's size and free space (the WAL's too, for SQLite),
+    /// and its largest tables' rows: what the soak bench reports. On
+    /// PostgreSQL the size is the whole database's (`pg_database_size`)
+    /// and free space is not counted (autovacuum reuses it).
     pub fn storage_size(&self) -> Result<StorageSize> {
-        let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let pages: u64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let free: u64 = self
-            .conn
-            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-        let wal = std::fs::metadata(self.dir.join(format!("{}-wal", super::DB_FILE)))
-            .map_or(0, |m| m.len());
-        let journal_rows: u64 = self
-            .conn
-            .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))?;
-        let audit_entries: u64 = self
-            .conn
-            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
-        let rollouts: u64 = self
-            .conn
-            .query_row("SELECT count(*) FROM rollouts", [], |r| r.get(0))?;
+        let count = |table: &str| -> Result<u64> {
+            self.db
+                .query_one(&format!("SELECT count(*) FROM {table}"), params![], |r| {
+                    r.get(0)
+                })
+        };
+        let (file_bytes, free_bytes, wal_bytes) = match self.db.dialect() {
+            Dialect::Sqlite => {
+                let pragma = |name: &str| -> Result<u64> {
+                    self.db
+                        .query_one(&format!("PRAGMA {name}"), params![], |r| r.get(0))
+                };
+                let page_size = pragma("page_size")?;
+                let wal = std::fs::metadata(self.dir.join(format!("{}-wal", super::DB_FILE)))
+                    .map_or(0, |m| m.len());
+                (
+                    pragma("page_count")? * page_size,
+                    pragma("freelist_count")? * page_size,
+                    wal,
+                )
+            }
+            Dialect::Postgres => (
+                self.db.query_one(
+                    "SELECT pg_database_size(current_database())",
+                    params![],
+                    |r| r.get(0),
+                )?,
+                0,
+                0,
+            ),
+        };
         Ok(StorageSize {
-            file_bytes: pages * page_size,
-            free_bytes: free * page_size,
-            wal_bytes: wal,
-            journal_rows,
-            audit_entries,
-            rollouts,
+            file_bytes,
+            free_bytes,
+            wal_bytes,
+            journal_rows: count("journal")?,
+            audit_entries: count("audit")?,
+            rollouts: count("rollouts")?,
         })
     }
 
     /// When the rollout's journal was pruned, if it was.
     pub fn journal_pruned_at(&self, rollout_id: &str) -> Result<Option<Timestamp>> {
-        let at: Option<Option<i64>> = self
-            .conn
-            .query_row(
-                "SELECT journal_pruned_at FROM rollouts WHERE id = ?1",
-                [rollout_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let at: Option<Option<i64>> = self.db.query_opt(
+            "SELECT journal_pruned_at FROM rollouts WHERE id = ?1",
+            params![rollout_id],
+            |r| r.get(0),
+        )?;
         Ok(at
             .flatten()
             .map(|ms| Timestamp::from_millis(u64::try_from(ms).unwrap_or(0))))

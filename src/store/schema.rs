@@ -255,6 +255,49 @@ CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
                      AND outcome IS NOT NULL AND (outcome = 'promoted' OR weight = 0))
     BEGIN SELECT RAISE(ABORT, 'only retention pruning deletes a checkpoint, and only of an ended rollout'); END;
 "#,
+    // 8: leases, the command queue and relayed observations
+    // (`leases.rs`): which daemon owns which open rollout when several
+    // share a PostgreSQL database, and the commands and pushed data
+    // another daemon's API took for it. A SQLite data dir has
+    // one daemon and never writes them; the tables are here so both
+    // engines keep one schema. No foreign key: a lease outlives nothing, and pruning
+    // never meets one (a rollout is pruned only once its traffic is back,
+    // when its owner has released it).
+    r#"
+CREATE TABLE leases (
+    rollout_id  TEXT PRIMARY KEY CHECK (rollout_id <> ''),
+    owner       TEXT NOT NULL,
+    -- Raised by every takeover; a step commits only under the epoch it
+    -- was started with.
+    epoch       INTEGER NOT NULL CHECK (epoch > 0),
+    -- The database's clock, ms since the epoch.
+    expires_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX leases_by_owner ON leases(owner);
+
+CREATE TABLE commands (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id  TEXT NOT NULL,
+    command     TEXT NOT NULL,               -- engine Command, JSON
+    created_at  INTEGER NOT NULL,
+    -- Set in the transaction of the step that applied it (or that it was
+    -- refused): a command is applied once, by whoever owns the rollout.
+    applied_at  INTEGER,
+    answer      TEXT                         -- JSON, for the API that queued it
+) STRICT;
+CREATE INDEX commands_pending ON commands(rollout_id, id) WHERE applied_at IS NULL;
+
+-- Observations pushed to a daemon that does not drive their rollout,
+-- summed per second and relayed to its owner, which deletes them in the
+-- transaction of the step whose window they joined.
+CREATE TABLE relayed (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id  TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    data        TEXT NOT NULL                -- both arms' ArmData, JSON
+) STRICT;
+CREATE INDEX relayed_by_rollout ON relayed(rollout_id, id);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -6,13 +6,13 @@
 //! returned from here has been acted on yet: the caller acts only after
 //! the call returns `Ok`.
 
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
 use super::audit::{self, AuditKey, Breakage, BrokenLink, Head, NewAudit, RawEntry};
+use super::db::{Begin, Dialect, Sql, Tx, params, unique_violation};
 use super::outbox::{NewNotice, queue_delivery, queue_hook, queue_notice};
-use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, ms};
-use super::{IdGen, Incident, Result, Store, StoreError};
+use super::records::{IncidentStatus, Review, ReviewStatus, RolloutRow, event_of_notify, ms};
+use super::{IdGen, Incident, Place, Result, Store, StoreError};
 use crate::engine::{Analysis, ENGINE, Effect, Input, Rollout};
 use crate::policy::{Notify, Weight};
 use crate::routers::hooks::HookEvent;
@@ -121,6 +121,21 @@ impl Store {
         policy_version: &str,
         at: Timestamp,
     ) -> Result<RolloutRow> {
+        self.create_rollout_with(rollout, policy_version, at, None)
+            .map(|(row, _)| row)
+    }
+
+    /// [`Store::create_rollout`], and with `lease` (owner, duration) the
+    /// rollout's lease taken in the same transaction: no other daemon can
+    /// claim it between its creation and its first step. Returns the
+    /// lease's epoch with it.
+    pub(super) fn create_rollout_with<A: Analysis>(
+        &mut self,
+        rollout: &Rollout<A>,
+        policy_version: &str,
+        at: Timestamp,
+        lease: Option<(&str, std::time::Duration)>,
+    ) -> Result<(RolloutRow, Option<u64>)> {
         let spec = rollout.spec();
         if spec.id.is_empty() {
             return Err(StoreError::Invalid("rollout id: must not be empty".into()));
@@ -163,7 +178,7 @@ impl Store {
                 "dry_run": spec.dry_run,
             }),
         }];
-        self.write(|tx, _ids| {
+        let written = self.write(|tx, _ids| {
             tx.execute(
                 "INSERT INTO rollouts (id, service, policy_name, policy_version, spec, phase, outcome,
                     reason, step, weight, created_at, updated_at, checkpoint_seq, journal_len)
@@ -190,12 +205,46 @@ impl Store {
             if let Some(event) = HookEvent::ending(rollout.phase()) {
                 queue_hook(tx, &spec.id, event, ms(at))?;
             }
-            Ok(((), audit))
-        })?;
-        self.rollout(&spec.id)?.ok_or_else(|| StoreError::NotFound {
-            what: "rollout",
-            id: spec.id.clone(),
-        })
+            let epoch = match lease {
+                Some((owner, duration)) => super::leases::acquire(tx, &spec.id, owner, duration)?,
+                None => None,
+            };
+            Ok((epoch, audit))
+        });
+        let epoch = match written {
+            Ok((epoch, _)) => epoch,
+            // Another daemon on the same database inserted the service's
+            // active rollout (or this id) after the checks above: the
+            // unique index refused ours. Say so as the checks do.
+            Err(e) if unique_violation(&e) => {
+                let active: Option<String> = self.db.query_opt(
+                    "SELECT id FROM rollouts WHERE service = ?1 AND outcome IS NULL",
+                    params![spec.service],
+                    |r| r.get(0),
+                )?;
+                if let Some(rollout_id) = active {
+                    return Err(StoreError::ServiceBusy {
+                        service: spec.service.clone(),
+                        rollout_id,
+                    });
+                }
+                if self.rollout(&spec.id)?.is_some() {
+                    return Err(StoreError::Invalid(format!(
+                        "rollout id: {} already exists",
+                        spec.id
+                    )));
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let row = self
+            .rollout(&spec.id)?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "rollout",
+                id: spec.id.clone(),
+            })?;
+        Ok((row, epoch))
     }
 
     /// Persist one engine step in one transaction: the input and every
@@ -205,13 +254,13 @@ impl Store {
     /// entries. Act on the effects only after this returns `Ok`.
     pub fn commit_step<A: Analysis>(&mut self, step: &EngineStep<'_, A>) -> Result<Committed> {
         let prepared = step.prepare()?;
-        let mut all = self.commit_prepared(vec![prepared])?;
+        let mut all = self.commit_prepared(std::slice::from_ref(&prepared))?;
         Ok(all.pop().expect("one step in, one committed out"))
     }
 
     /// Group commit: several prepared steps (of any rollouts) in one
     /// transaction and one fsync, in order. All or none are committed.
-    pub fn commit_prepared(&mut self, steps: Vec<PreparedStep>) -> Result<Vec<Committed>> {
+    pub fn commit_prepared(&mut self, steps: &[PreparedStep]) -> Result<Vec<Committed>> {
         let (mut committed, head_written) = self.write(|tx, ids| {
             let mut out = Vec::with_capacity(steps.len());
             let mut audit = Vec::new();
@@ -244,12 +293,11 @@ impl Store {
         let id = rollout_id.to_string();
         let (out, _) = self.write(|tx, ids| {
             let (service, policy_version): (String, String) = tx
-                .query_row(
+                .query_opt(
                     "SELECT service, policy_version FROM rollouts WHERE id = ?1",
-                    [&id],
+                    params![id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?
+                )?
                 .ok_or_else(|| StoreError::NotFound {
                     what: "rollout",
                     id: id.clone(),
@@ -376,27 +424,33 @@ impl Store {
     /// then the head file is replaced. Returns whether that write worked.
     pub(super) fn write<T>(
         &mut self,
-        work: impl FnOnce(&Transaction<'_>, &mut IdGen) -> Result<(T, Vec<NewAudit>)>,
+        work: impl FnOnce(&Tx<'_>, &mut IdGen) -> Result<(T, Vec<NewAudit>)>,
     ) -> Result<(T, bool)> {
         self.writable()?;
         // Keep "the head file lags by at most one transaction" true: the
         // previous commit's head must be on disk before the next commit.
         if self.head_unwritten {
-            audit::write_head(&self.dir, &self.head)?;
+            self.write_head_mark()?;
             self.head_unwritten = false;
         }
         let key = self.key.as_ref().ok_or(StoreError::ReadOnly)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.begin(Begin::Write)?;
         let (value, entries) = work(&tx, &mut self.ids)?;
-        let head = append_audit(&tx, key, self.head, &entries, &self.dir)?;
+        let head = append_audit(&tx, key, self.head, &entries, &self.place)?;
+        if head != self.head && tx.dialect() == Dialect::Postgres {
+            // PostgreSQL keeps the head with the entries (`postgres.rs`).
+            super::postgres::write_head_row(&tx, &head)?;
+        }
         tx.commit()?;
         if head == self.head {
             return Ok((value, true));
         }
         self.head = head;
-        let written = audit::write_head(&self.dir, &self.head).is_ok();
+        if self.db.dialect() == Dialect::Postgres {
+            // Written in the transaction, above.
+            return Ok((value, true));
+        }
+        let written = self.write_head_mark().is_ok();
         self.head_unwritten = !written;
         Ok((value, written))
     }
@@ -427,12 +481,44 @@ pub struct PreparedStep {
     audit: Vec<NewAudit>,
     /// Lifecycle events' deliveries to queue with the step.
     notices: Vec<NewNotice>,
+    /// The lease the step commits under (several daemons on one database).
+    fence: Option<super::leases::Fence>,
+    /// The queued command this step applies (`leases.rs`).
+    command: Option<i64>,
+    /// Relayed observations this step's window took in (`leases.rs`).
+    relayed: Vec<i64>,
 }
 
 impl PreparedStep {
     /// Queue these lifecycle deliveries in the step's transaction.
     pub fn with_notices(mut self, notices: Vec<NewNotice>) -> PreparedStep {
         self.notices.extend(notices);
+        self
+    }
+
+    /// Commit only while `fence` still holds the rollout's lease: checked
+    /// in the step's transaction, so a daemon that lost the rollout to
+    /// another commits nothing (`StoreError::Fenced`).
+    pub fn with_fence(mut self, fence: Option<super::leases::Fence>) -> PreparedStep {
+        self.fence = fence;
+        self
+    }
+
+    pub fn rollout_id(&self) -> &str {
+        &self.rollout_id
+    }
+
+    /// This step's window took in the relayed observations `ids`: they
+    /// are deleted in the step's transaction.
+    pub fn with_relayed(mut self, ids: Vec<i64>) -> PreparedStep {
+        self.relayed = ids;
+        self
+    }
+
+    /// This step applies the queued command `id`: it is marked applied in
+    /// the step's transaction.
+    pub fn with_command(mut self, id: Option<i64>) -> PreparedStep {
+        self.command = id;
         self
     }
 }
@@ -517,6 +603,9 @@ impl<A: Analysis> EngineStep<'_, A> {
             },
             audit,
             notices: Vec::new(),
+            fence: None,
+            command: None,
+            relayed: Vec::new(),
         })
     }
 }
@@ -524,19 +613,27 @@ impl<A: Analysis> EngineStep<'_, A> {
 /// Write one prepared step inside an open transaction; returns what it
 /// wrote and the audit entries to chain.
 fn apply_prepared(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     ids: &mut IdGen,
-    step: PreparedStep,
+    step: &PreparedStep,
 ) -> Result<(Committed, Vec<NewAudit>)> {
-    let id = step.rollout_id;
+    let id = step.rollout_id.clone();
     let at = ms(step.at);
+    if let Some(fence) = &step.fence {
+        super::leases::check(tx, &id, fence)?;
+    }
+    if let Some(command) = step.command {
+        super::leases::mark_applied(tx, command, at)?;
+    }
+    if !step.relayed.is_empty() {
+        super::leases::consume_relayed(tx, &id, &step.relayed)?;
+    }
     // Every step runs these two statements: parsed once per connection.
-    let found: Option<(String, String, u64, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT service, policy_version, journal_len, outcome FROM rollouts WHERE id = ?1",
-        )?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .optional()?;
+    let found: Option<(String, String, u64, Option<String>)> = tx.query_opt(
+        "SELECT service, policy_version, journal_len, outcome FROM rollouts WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
     let (service, policy_version, journal_len, outcome_before) =
         found.ok_or_else(|| StoreError::NotFound {
             what: "rollout",
@@ -544,40 +641,54 @@ fn apply_prepared(
         })?;
 
     let input_seq = journal_len + 1;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    insert.execute(params![
-        id,
-        input_seq,
-        input_seq,
-        at,
-        "input",
-        step.effect_json.len(),
-        step.input_json
-    ])?;
-    for (i, body) in step.effect_json.iter().enumerate() {
-        insert.execute(params![
+    const INSERT: &str = "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    tx.execute(
+        INSERT,
+        params![
             id,
-            input_seq + 1 + i as u64,
+            input_seq,
             input_seq,
             at,
-            "effect",
-            0,
-            body
-        ])?;
+            "input",
+            step.effect_json.len(),
+            step.input_json
+        ],
+    )?;
+    for (i, body) in step.effect_json.iter().enumerate() {
+        tx.execute(
+            INSERT,
+            params![
+                id,
+                input_seq + 1 + i as u64,
+                input_seq,
+                at,
+                "effect",
+                0,
+                body
+            ],
+        )?;
     }
     let last_seq = input_seq + step.effect_json.len() as u64;
 
     // Earlier incidents of this rollout: their timeline goes on, and the
     // router's answer to the rollback (weight 0) is recorded once.
-    for event in &step.events {
-        tx.execute(
-            "UPDATE incidents SET timeline = json_insert(timeline, '$[#]', json(?2))
-             WHERE rollout_id = ?1",
-            params![id, event],
+    if !step.events.is_empty() {
+        let open: Vec<(String, String)> = tx.query_all(
+            "SELECT id, timeline FROM incidents WHERE rollout_id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        for (incident, timeline) in open {
+            let mut timeline: Vec<serde_json::Value> = serde_json::from_str(&timeline)?;
+            for event in &step.events {
+                timeline.push(serde_json::from_str(event)?);
+            }
+            tx.execute(
+                "UPDATE incidents SET timeline = ?2 WHERE id = ?1",
+                params![incident, serde_json::to_string(&timeline)?],
+            )?;
+        }
     }
     if let Some(result) = &step.router_zero {
         tx.execute(
@@ -590,10 +701,10 @@ fn apply_prepared(
     let mut incidents = Vec::new();
     let mut reviews = Vec::new();
     let mut notifications = Vec::new();
-    let mut audit = step.audit;
-    for inc in step.incidents {
+    let mut audit = step.audit.clone();
+    for inc in &step.incidents {
         let (incident_id, queued) =
-            insert_incident(tx, ids, &id, &service, &policy_version, &inc, at)?;
+            insert_incident(tx, ids, &id, &service, &policy_version, inc, at)?;
         notifications.extend(queued);
         audit.push(NewAudit {
             at: step.at,
@@ -609,7 +720,7 @@ fn apply_prepared(
     for notice in &step.notices {
         notifications.push(queue_notice(tx, &id, notice, at)?);
     }
-    for (reason, ticket, opened_at) in step.reviews {
+    for (reason, ticket, opened_at) in step.reviews.iter().cloned() {
         let review_id = ids.next("rev", opened_at);
         tx.execute(
             "INSERT INTO reviews (id, rollout_id, reason, ticket, opened_at, status)
@@ -628,30 +739,31 @@ fn apply_prepared(
         reviews.push(review_id);
     }
 
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE rollouts SET phase = ?2, outcome = ?3, reason = ?4, step = ?5, weight = ?6,
-            updated_at = max(updated_at, ?7), journal_len = ?8,
-            checkpoint_seq = CASE WHEN ?9 THEN ?8 ELSE checkpoint_seq END
+            updated_at = CASE WHEN updated_at > ?7 THEN updated_at ELSE ?7 END, journal_len = ?8,
+            checkpoint_seq = CASE WHEN ?9 = 1 THEN ?8 ELSE checkpoint_seq END
          WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        step.phase,
-        step.outcome,
-        step.reason,
-        step.step,
-        step.weight,
-        at,
-        last_seq,
-        step.checkpoint.is_some()
-    ])?;
+        params![
+            id,
+            step.phase,
+            step.outcome,
+            step.reason,
+            step.step,
+            step.weight,
+            at,
+            last_seq,
+            step.checkpoint.is_some()
+        ],
+    )?;
     // The checkpoint's own row (migration 7): written only when one is taken.
     // Its row exists from the start; without it `checkpoint_seq` would move
     // past a journal no checkpoint covers, so the step fails instead.
     if let Some(checkpoint) = &step.checkpoint {
-        let changed = tx
-            .prepare_cached("UPDATE checkpoints SET checkpoint = ?2 WHERE rollout_id = ?1")?
-            .execute(params![id, checkpoint])?;
+        let changed = tx.execute(
+            "UPDATE checkpoints SET checkpoint = ?2 WHERE rollout_id = ?1",
+            params![id, checkpoint],
+        )?;
         if changed != 1 {
             return Err(StoreError::NotFound {
                 what: "checkpoint of rollout",
@@ -685,7 +797,7 @@ fn apply_prepared(
 /// webhooks (created at `queued_at`, ms); returns its id and the
 /// deliveries.
 fn insert_incident(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     ids: &mut IdGen,
     rollout_id: &str,
     service: &str,
@@ -730,59 +842,106 @@ fn insert_incident(
 }
 
 /// The rollout's events so far, from its journal's `notify` effects.
-fn timeline_so_far(tx: &Transaction<'_>, rollout_id: &str) -> Result<String> {
-    let text: String = tx.query_row(
-        "SELECT coalesce(json_group_array(json(json_remove(body, '$.effect'))), '[]') FROM (
-            SELECT body FROM journal
-            WHERE rollout_id = ?1 AND kind = 'effect' AND json_extract(body, '$.effect') = 'notify'
-            ORDER BY seq)",
-        [rollout_id],
+fn timeline_so_far(tx: &Tx<'_>, rollout_id: &str) -> Result<String> {
+    let bodies: Vec<String> = tx.query_all(
+        &format!(
+            "SELECT body FROM journal
+             WHERE rollout_id = ?1 AND kind = 'effect' AND {} = 'notify'
+             ORDER BY seq",
+            tx.dialect().json_field("body", "effect")
+        ),
+        params![rollout_id],
         |r| r.get(0),
     )?;
-    Ok(text)
+    let events = bodies
+        .iter()
+        .map(|body| event_of_notify(body))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(serde_json::to_string(&events)?)
 }
 
-/// Chain `entries` onto `head` inside `tx`. The database's last entry must
-/// be the one this store last wrote: otherwise the log changed under a
-/// running daemon, and appending would bury the evidence.
+/// Chain `entries` onto `head` inside `tx`. This store's last entry must
+/// still be in the log as it wrote it (its mac recomputed from the entry
+/// before it, so an edit of its contents is caught, not only of its mac);
+/// after it, on SQLite nothing (one daemon per data dir), on PostgreSQL
+/// only entries other daemons appended, each chaining from the one before.
+/// Otherwise the log changed under a running daemon, and appending would
+/// bury the evidence.
 fn append_audit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     key: &AuditKey,
     head: Head,
     entries: &[NewAudit],
-    dir: &std::path::Path,
+    place: &Place,
 ) -> Result<Head> {
     if entries.is_empty() {
         return Ok(head);
     }
-    let tail: Option<(u64, String)> = tx
-        .query_row(
-            "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let tail = tail.map_or(Head::EMPTY, |(seq, mac)| Head {
-        seq,
-        mac: audit::mac_from_hex(&mac).unwrap_or([0; 32]),
-    });
-    if tail != head {
-        return Err(StoreError::AuditBroken {
-            dir: dir.to_path_buf(),
-            link: BrokenLink {
-                seq: tail.seq.min(head.seq) + 1,
-                kind: Breakage::Forged,
-                detail: format!(
-                    "the log ends at {tail} but this daemon last wrote {head}: it was changed while the daemon ran"
-                ),
-            },
-        });
+    if tx.dialect() == Dialect::Postgres {
+        // Several daemons append to one chain: one at a time, each after
+        // whatever the others appended (`postgres.rs`).
+        super::postgres::lock_chain(tx)?;
     }
+    let broken = |seq: u64, kind: Breakage, detail: String| StoreError::AuditBroken {
+        place: place.clone(),
+        link: BrokenLink { seq, kind, detail },
+    };
+    let rows = super::raw_audit_rows_from(tx, head.seq.saturating_sub(1))?;
+    let stored = |row: &RawEntry| audit::mac_from_hex(&row.mac).unwrap_or([0; 32]);
+    let at_seq = |seq: u64| rows.iter().find(|r| r.seq == seq as i64);
+    let last = rows.last().map_or(Head::EMPTY, |r| Head {
+        seq: u64::try_from(r.seq).unwrap_or(0),
+        mac: stored(r),
+    });
+    let mut tail = Head::EMPTY;
+    if head.seq > 0 {
+        let Some(own) = at_seq(head.seq).filter(|r| stored(r) == head.mac) else {
+            return Err(broken(
+                last.seq.min(head.seq) + 1,
+                Breakage::Forged,
+                format!(
+                    "the log ends at {last} but this daemon last wrote {head}: it was changed while the daemon ran"
+                ),
+            ));
+        };
+        // The entry before it: gone only when retention pruned it, and
+        // then its mac is not at hand (the store's open checked it).
+        let before = if head.seq == 1 {
+            Some([0; 32])
+        } else {
+            at_seq(head.seq - 1).map(stored)
+        };
+        if before.is_some_and(|before| key.mac(&before, own) != head.mac) {
+            return Err(broken(
+                head.seq,
+                Breakage::Edited,
+                "edited while the daemon ran: its contents no longer match the mac this daemon wrote".into(),
+            ));
+        }
+        tail = head;
+    }
+    for row in rows.iter().filter(|r| r.seq > head.seq as i64) {
+        let chains = row.seq == tail.seq as i64 + 1 && key.mac(&tail.mac, row) == stored(row);
+        if tx.dialect() == Dialect::Sqlite || !chains {
+            return Err(broken(
+                tail.seq + 1,
+                Breakage::Forged,
+                format!(
+                    "the log ends at {last} but this daemon last wrote {head}, and entry {} does not chain from entry {}: it was changed while the daemon ran",
+                    row.seq, tail.seq
+                ),
+            ));
+        }
+        tail = Head {
+            seq: tail.seq + 1,
+            mac: stored(row),
+        };
+    }
+    let head = tail;
     let tx_id = head.seq as i64 + 1;
-    let mut insert = tx.prepare_cached(
+    const INSERT: &str =
         "INSERT INTO audit (seq, tx, at, actor, action, rollout_id, reason, ticket, details, mac)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
     let mut prev = head;
     for e in entries {
         let seq = prev.seq + 1;
@@ -800,18 +959,21 @@ fn append_audit(
         };
         let mac = key.mac(&prev.mac, &raw);
         raw.mac = audit::to_hex(&mac);
-        insert.execute(params![
-            raw.seq,
-            raw.tx,
-            raw.at,
-            raw.actor,
-            raw.action,
-            raw.rollout_id,
-            raw.reason,
-            raw.ticket,
-            raw.details,
-            raw.mac
-        ])?;
+        tx.execute(
+            INSERT,
+            params![
+                raw.seq,
+                raw.tx,
+                raw.at,
+                raw.actor,
+                raw.action,
+                raw.rollout_id,
+                raw.reason,
+                raw.ticket,
+                raw.details,
+                raw.mac
+            ],
+        )?;
         prev = Head { seq, mac };
     }
     Ok(prev)

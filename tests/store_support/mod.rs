@@ -7,7 +7,7 @@ use std::path::Path;
 
 use canaryd::engine::{Actor, Command, Effect, Input, Rollout, RolloutSpec};
 use canaryd::policy::{ChangeType, Weight, parse_policy};
-use canaryd::store::{Committed, EngineStep, NewAudit, Store, StoreError};
+use canaryd::store::{Breakage, Committed, EngineStep, NewAudit, Store, StoreError, Verification};
 use canaryd::time::Timestamp;
 
 use crate::support::scripted::{Scripted, Snap};
@@ -62,8 +62,74 @@ pub fn at(secs: u64) -> Timestamp {
     Timestamp::from_millis(1_800_000_000_000 + secs * 1000)
 }
 
+/// The `i`th note of an audit log under test: varied fields (a rollout
+/// on even entries, a ticket on every fifth), nothing to do with rollouts.
+pub fn note(i: u64) -> NewAudit {
+    NewAudit {
+        at: at(i),
+        actor: format!("user{}", i % 3),
+        action: "test.note".into(),
+        rollout_id: i.is_multiple_of(2).then(|| "r-x".to_string()),
+        reason: format!("entry {i}"),
+        ticket: i.is_multiple_of(5).then(|| format!("T-{i}")),
+        details: serde_json::json!({ "i": i, "ratio": 0.1 + i as f64 }),
+    }
+}
+
+/// Append 39 notes to a new store's log after its genesis (entry 1, its
+/// own transaction): `note(i)` as entry `i`, written by transactions that
+/// end at entries 5, 10, ..., 40 (2..=5, then 5 each); `after_each` runs
+/// after each of those 8.
+pub fn append_forty(store: &mut Store, mut after_each: impl FnMut(&Store)) {
+    assert_eq!(
+        store.audit_head().seq,
+        1,
+        "a new store begins with its genesis"
+    );
+    for tx in 0..8 {
+        let batch: Vec<_> = (tx * 5 + 1..=tx * 5 + 5)
+            .filter(|&i| i > 1)
+            .map(note)
+            .collect();
+        store.append_audit(&batch).expect("append");
+        after_each(store);
+    }
+    assert_eq!(store.audit_head().seq, 40);
+}
+
+/// The chain is broken, first at entry `seq`, this way.
+pub fn assert_broken(v: &Verification, seq: u64, kind: Breakage) {
+    let link = v
+        .broken
+        .as_ref()
+        .unwrap_or_else(|| panic!("not broken: {v:?}"));
+    assert_eq!((link.seq, link.kind), (seq, kind), "{link}");
+}
+
+/// The chain holds, is bound to its store, and vouches for every row.
+pub fn holds(v: &Verification) {
+    assert_eq!(v.broken, None, "chain holds");
+    assert!(v.disagreements.is_empty(), "{:?}", v.disagreements);
+    assert!(
+        matches!(v.binding, canaryd::store::Binding::Bound { .. }),
+        "{:?}",
+        v.binding
+    );
+}
+
 /// A committed step and the effects it carried.
 pub type Stepped = (Committed, Vec<Effect<String>>);
+
+/// A new rollout of the test policy, started at second `t`, not stored.
+pub fn new_rollout(id: &str, service: &str, change_type: ChangeType, t: u64) -> Rollout<Scripted> {
+    let policy = parse_policy("store-test.yaml", POLICY.as_bytes()).expect("test policy parses");
+    let analysis = Scripted {
+        triggers: policy.triggers.len(),
+        gates: policy.gates.len(),
+        ..Default::default()
+    };
+    Rollout::new(spec(id, service, change_type), policy, analysis, at(t)).expect("valid spec")
+}
 
 /// One rollout being driven against a store.
 pub struct Driver {
@@ -82,15 +148,7 @@ impl Driver {
         change_type: ChangeType,
         t: u64,
     ) -> Driver {
-        let policy =
-            parse_policy("store-test.yaml", POLICY.as_bytes()).expect("test policy parses");
-        let analysis = Scripted {
-            triggers: policy.triggers.len(),
-            gates: policy.gates.len(),
-            ..Default::default()
-        };
-        let rollout = Rollout::new(spec(id, service, change_type), policy, analysis, at(t))
-            .expect("valid spec");
+        let rollout = new_rollout(id, service, change_type, t);
         store
             .create_rollout(&rollout, POLICY_VERSION, at(t))
             .expect("create rollout");
