@@ -79,6 +79,9 @@ contract!(
     deletes_outside_pruning_are_refused,
     nothing_is_pruned_before_its_age_or_when_kept_forever,
     a_rollout_with_a_pending_delivery_stays_until_it_is_done,
+    an_edited_outcome_is_named_and_the_store_refuses_to_act_on_it,
+    a_deleted_rollout_row_is_named,
+    a_log_from_another_store_is_named,
 );
 
 /// The daemon moves the store to its own thread.
@@ -1689,4 +1692,67 @@ mod postgres_only {
         assert!(store.rollout("r-mine").unwrap().is_none());
         assert!(store.audit_for_rollout("r-mine").unwrap().is_empty());
     }
+}
+
+/// A store with history (`store_support::fill_used`): two rollouts, an
+/// incident, a review, a token entry; the chain verifies.
+fn used_in(e: &Engine) {
+    let mut store = e.open();
+    store_support::fill_used(&mut store);
+    drop(store);
+    let v = e.open_read_only().verify().unwrap();
+    assert!(v.is_ok(), "{v:?}");
+}
+
+/// A state row edited outside the chain (moved from `store_binding.rs`).
+fn an_edited_outcome_is_named_and_the_store_refuses_to_act_on_it(e: &Engine) {
+    used_in(e);
+    e.tamper("UPDATE rollouts SET outcome = 'promoted', phase = 'promoted' WHERE id = 'r-em'");
+    let v = e.open_read_only().verify().unwrap();
+    assert!(v.broken.is_none(), "the chain itself holds");
+    let lines: Vec<String> = v.disagreements.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("rollouts r-em: phase is `promoted` but the audit log (entry ")
+            && lines[0].ends_with(") leaves it `rolled-back`"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("outcome is `promoted`"), "{lines:?}");
+    let err = e.try_open().map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::StateDisagrees { count: 2, .. }),
+        "{err}"
+    );
+}
+
+/// A rollout's row deleted outside the chain (moved from `store_binding.rs`).
+fn a_deleted_rollout_row_is_named(e: &Engine) {
+    used_in(e);
+    e.tamper(
+        "DELETE FROM hook_runs WHERE rollout_id = 'r-std';
+         DELETE FROM checkpoints WHERE rollout_id = 'r-std';
+         DELETE FROM journal WHERE rollout_id = 'r-std';
+         DELETE FROM rollouts WHERE id = 'r-std'",
+    );
+    let v = e.open_read_only().verify().unwrap();
+    let line = v.disagreements[0].to_string();
+    assert!(
+        line.starts_with("rollouts r-std: the audit log started it (entry ")
+            && line.ends_with("but its row is gone"),
+        "{line}"
+    );
+}
+
+/// A log moved from another store (moved from `store_binding.rs`).
+fn a_log_from_another_store_is_named(e: &Engine) {
+    used_in(e);
+    e.tamper("UPDATE store_identity SET id = 's-other'");
+    let v = e.open_read_only().verify().unwrap();
+    let link = v.broken.as_ref().expect("broken");
+    assert_eq!(link.kind, Breakage::GenesisMismatch, "{link}");
+    assert!(
+        link.detail
+            .contains("but this database is store s-other: the log belongs to another store"),
+        "{link}"
+    );
 }

@@ -257,14 +257,20 @@ pub fn tamper(dir: &Path, sql: &str) {
 /// chain must vouch for.
 pub fn used_store(dir: &Path) -> Store {
     let mut store = Store::open(dir).expect("open");
+    fill_used(&mut store);
+    store
+}
+
+/// [`used_store`]'s history written into an open store of any engine.
+pub fn fill_used(store: &mut Store) {
     store.set_id_seed(21);
-    let mut em = Driver::start(&mut store, "r-em", "search", ChangeType::Emergency, 0);
-    em.step(&mut store, Input::Tick, false, |_| vec![])
+    let mut em = Driver::start(store, "r-em", "search", ChangeType::Emergency, 0);
+    em.step(store, Input::Tick, false, |_| vec![])
         .expect("tick");
     em.unacked = None;
     for _ in 0..4 {
         let input = em.next_input(true);
-        em.step(&mut store, input, false, |_| vec![]).expect("step");
+        em.step(store, input, false, |_| vec![]).expect("step");
         if em.rollout.phase().is_terminal() {
             break;
         }
@@ -274,15 +280,13 @@ pub fn used_store(dir: &Path) -> Store {
     store
         .review_incident(&incident, "bo", "bad build", at(600))
         .expect("review");
-    let mut std = Driver::start(&mut store, "r-std", "checkout", ChangeType::Standard, 700);
+    let mut std = Driver::start(store, "r-std", "checkout", ChangeType::Standard, 700);
     for _ in 0..3 {
         let input = std.next_input(false);
-        std.step(&mut store, input, false, |_| vec![])
-            .expect("step");
+        std.step(store, input, false, |_| vec![]).expect("step");
     }
     let pause = std.command(Command::Pause { by: actor("olga") });
-    std.step(&mut store, pause, false, |_| vec![])
-        .expect("pause");
+    std.step(store, pause, false, |_| vec![]).expect("pause");
     store
         .append_audit(&[NewAudit {
             at: at(900),
@@ -294,7 +298,6 @@ pub fn used_store(dir: &Path) -> Store {
             details: serde_json::json!({ "actor": "ci" }),
         }])
         .expect("audit");
-    store
 }
 
 /// Copy the data dir in `tests/store_fixtures/NAME` to `to` (git keeps no
