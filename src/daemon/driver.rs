@@ -17,7 +17,6 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::committer::CommitError;
-use super::lease::HeldLease;
 use super::metrics::{RolloutSample, WindowSample};
 use super::notify::EventKind;
 use super::notify::event::{EventDocument, source_event, step_events};
@@ -30,6 +29,7 @@ use crate::retry;
 use crate::routers::{Target, apply_with_retries};
 use crate::sources::{Collected, Window};
 use crate::stats::{ArmData, IntervalSnapshot};
+use crate::store::leases::Fence;
 use crate::store::{Committed, EngineStep, NewAudit, NewNotice, OpenRollout, RolloutRow};
 use crate::time::Timestamp;
 use crate::wire::{self, SourceHealth, rfc3339};
@@ -55,6 +55,27 @@ pub struct Order {
     /// The command's row in the queue when another daemon's API took it
     /// (`lease.rs`): marked applied with the step it causes.
     pub queued: Option<i64>,
+}
+
+/// A lease this daemon holds (`lease.rs`), as its driver keeps it.
+#[derive(Clone)]
+pub(super) struct HeldLease {
+    pub fence: Fence,
+    /// Set when the lease was lost: the driver stops.
+    pub lost: Arc<AtomicBool>,
+}
+
+impl HeldLease {
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Both arms of relayed observations, as the `relayed` rows keep them.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RelayedData {
+    pub baseline: crate::stats::ArmData,
+    pub canary: crate::stats::ArmData,
 }
 
 /// What the rest of the daemon holds of a running driver.
@@ -198,7 +219,7 @@ impl Driver {
             if self.relayed.contains(&row) {
                 continue; // Already in the carried-over window.
             }
-            match serde_json::from_str::<super::lease::RelayedData>(&data) {
+            match serde_json::from_str::<RelayedData>(&data) {
                 Ok(d) => {
                     let c = Collected {
                         baseline: d.baseline,

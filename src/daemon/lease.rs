@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Shared;
-use super::driver::Driver;
+use super::driver::{Driver, HeldLease, RelayedData};
 use crate::monitor::Monitor;
 use crate::store::leases::Fence;
 
@@ -37,26 +37,6 @@ pub(super) struct Held {
 
 /// How often observations pushed to a non-owner are relayed.
 const RELAY_EVERY: Duration = Duration::from_secs(1);
-
-/// Both arms of relayed observations, as the `relayed` rows keep them.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(super) struct RelayedData {
-    pub baseline: crate::stats::ArmData,
-    pub canary: crate::stats::ArmData,
-}
-
-#[derive(Clone)]
-pub(super) struct HeldLease {
-    pub fence: Fence,
-    /// Set when the lease was lost: the driver stops.
-    pub lost: Arc<AtomicBool>,
-}
-
-impl HeldLease {
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-}
 
 /// How many open rollouts one claim pass takes at most.
 const CLAIM_BATCH: usize = 64;
