@@ -106,6 +106,16 @@ impl Cluster {
         }
     }
 
+    /// Start a `stepped` rollout of `service` through daemon `on`; its id.
+    async fn start_rollout(&self, on: usize, service: &str) -> String {
+        let a = self.daemons[on]
+            .client()
+            .post("/v1/rollouts", start_body(service))
+            .await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+        a.body["id"].as_str().unwrap().to_string()
+    }
+
     fn sql(&self, sql: &str) -> String {
         pg_support::psql_at(&self.url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
@@ -150,6 +160,10 @@ impl Cluster {
     }
 }
 
+fn start_body(service: &str) -> serde_json::Value {
+    json!({"service": service, "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "ha test"})
+}
+
 fn kills() -> usize {
     std::env::var("CANARYD_HA_KILLS")
         .ok()
@@ -161,14 +175,13 @@ fn kills() -> usize {
 async fn the_owner_killed_again_and_again_loses_nothing() {
     let mut c = Cluster::start();
     let api = c.daemons[0].client();
-    let start = |service: &str| json!({"service": service, "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "ha test"});
-    let good = api.post("/v1/rollouts", start("good")).await;
+    let good = api.post("/v1/rollouts", start_body("good")).await;
     assert_eq!(good.status, 201, "{:?}", good.body);
     let good = good.body["id"].as_str().unwrap().to_string();
     // The same start through another daemon is the same rollout.
     let again = c.daemons[1]
         .client()
-        .post("/v1/rollouts", start("good"))
+        .post("/v1/rollouts", start_body("good"))
         .await;
     assert_eq!(again.body["id"], good.as_str(), "{:?}", again.body);
 
@@ -223,7 +236,7 @@ async fn the_owner_killed_again_and_again_loses_nothing() {
     // A bad canary, its owner killed as it fails: rolled back, one incident.
     let bad = c.daemons[2]
         .client()
-        .post("/v1/rollouts", start("bad"))
+        .post("/v1/rollouts", start_body("bad"))
         .await;
     assert_eq!(bad.status, 201, "{:?}", bad.body);
     let bad = bad.body["id"].as_str().unwrap().to_string();
@@ -272,15 +285,7 @@ async fn the_owner_killed_again_and_again_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_is_fenced_when_it_wakes() {
     let c = Cluster::start();
-    let a = c.daemons[0]
-        .client()
-        .post(
-            "/v1/rollouts",
-            json!({"service": "good", "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "ha test"}),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    let id = a.body["id"].as_str().unwrap().to_string();
+    let id = c.start_rollout(0, "good").await;
     let owner = c.owner(&id, Duration::from_secs(10)).await;
     let pid = c.daemons[owner].pid();
     let signal = |sig: &str| {
@@ -344,15 +349,7 @@ async fn a_paused_owner_is_fenced_when_it_wakes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_through_any_daemon_are_applied_once() {
     let c = Cluster::start();
-    let a = c.daemons[0]
-        .client()
-        .post(
-            "/v1/rollouts",
-            json!({"service": "good", "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "ha test"}),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    let id = a.body["id"].as_str().unwrap().to_string();
+    let id = c.start_rollout(0, "good").await;
     let owner = c.owner(&id, Duration::from_secs(10)).await;
     let other = c.daemons[(owner + 1) % 3].client();
     let audited = |log: &serde_json::Value, action: &str| {
@@ -426,16 +423,15 @@ async fn the_daemons_wait_for_a_restarted_database_and_go_on() {
     // A server of its own: the other tests' server stays up.
     let server = pg_support::PgServer::start(&[]);
     let mut c = Cluster::start_on(&server);
-    let start = |service: &str| json!({"service": service, "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "restart test"});
     let good = c.daemons[0]
         .client()
-        .post("/v1/rollouts", start("good"))
+        .post("/v1/rollouts", start_body("good"))
         .await;
     assert_eq!(good.status, 201, "{:?}", good.body);
     let good = good.body["id"].as_str().unwrap().to_string();
     let bad = c.daemons[1]
         .client()
-        .post("/v1/rollouts", start("bad"))
+        .post("/v1/rollouts", start_body("bad"))
         .await;
     assert_eq!(bad.status, 201, "{:?}", bad.body);
     let bad = bad.body["id"].as_str().unwrap().to_string();
@@ -501,15 +497,7 @@ async fn the_daemons_wait_for_a_restarted_database_and_go_on() {
 async fn observations_pushed_to_any_daemon_reach_the_owner_without_loss() {
     let c = Cluster::start();
     // Paused: windows go on closing and being journaled, nothing ends it.
-    let a = c.daemons[0]
-        .client()
-        .post(
-            "/v1/rollouts",
-            json!({"service": "good", "canary": "v2", "baseline": "v1", "policy": "stepped", "reason": "relay test"}),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    let id = a.body["id"].as_str().unwrap().to_string();
+    let id = c.start_rollout(0, "good").await;
     let owner = c.owner(&id, Duration::from_secs(10)).await;
     let paused = c.daemons[owner]
         .client()
