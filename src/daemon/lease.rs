@@ -15,6 +15,12 @@
 //! A rollout this daemon starts is leased in the transaction that creates
 //! it. A driver whose rollout ended with its traffic back gives the lease
 //! up. A SQLite data dir has one daemon and no leases.
+//!
+//! Two more tasks serve rollouts other daemons drive: commands this
+//! daemon's API took for them wait in the database's queue, and the owner
+//! applies them (`run_commands`, every 100 ms); observations pushed here
+//! for them are summed and relayed through the database every second
+//! (`run_relay`), for the owner's next window.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
