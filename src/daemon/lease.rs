@@ -243,7 +243,11 @@ impl Shared {
             .filter(|row| {
                 let id = row.rollout_id();
                 self.driver(id).is_some()
-                    || matches!(self.with_store(|s| s.open_rollout::<Monitor>(id)), Ok(None))
+                    || match self.with_store(|s| s.rollout(id)) {
+                        Ok(Some(r)) => !r.is_open(),
+                        Ok(None) => true,
+                        Err(_) => false,
+                    }
             })
             .collect()
     }

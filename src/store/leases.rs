@@ -206,9 +206,7 @@ impl Store {
         let Some(row) = self.rollout(rollout_id)? else {
             return Ok(None);
         };
-        let open = row.outcome.is_none()
-            || (row.outcome != Some(crate::engine::Phase::Promoted) && row.weight.percent() > 0);
-        if !open {
+        if !row.is_open() {
             return Ok(None);
         }
         let checkpoint = self.checkpoint(&row.id)?;

@@ -34,6 +34,16 @@ pub struct RolloutRow {
     pub journal_len: u64,
 }
 
+impl RolloutRow {
+    /// Whether the rollout is open: active, or ended with canary traffic
+    /// the router has not yet confirmed back at 0 (what a restart or a
+    /// takeover resumes; `open_rollouts` selects the same in SQL).
+    pub fn is_open(&self) -> bool {
+        self.outcome.is_none()
+            || (self.outcome != Some(Phase::Promoted) && self.weight.percent() > 0)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JournalKind {
