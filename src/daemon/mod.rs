@@ -104,6 +104,9 @@ pub struct Shared {
     store: Mutex<Store>,
     /// The group committer's queue (`committer.rs`).
     commits: mpsc::Sender<CommitJob>,
+    /// Steps with a checkpoint between its serialization and its commit
+    /// (`driver.rs`, [`driver::CHECKPOINTS_IN_FLIGHT`]).
+    pub(super) checkpoints_in_flight: Arc<tokio::sync::Semaphore>,
     /// Deliveries and hook runs to send (`outbox.rs`).
     outbox: outbox::Outbox,
     /// The running rollouts (`rollouts.rs`).
@@ -450,6 +453,7 @@ pub async fn start(
         http: reqwest::Client::new(),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
         commits,
+        checkpoints_in_flight: Arc::new(tokio::sync::Semaphore::new(driver::CHECKPOINTS_IN_FLIGHT)),
         outbox,
         api_tls,
     });

@@ -46,7 +46,7 @@ impl Shared {
         if let Ok(mut d) = self.drivers.active.lock() {
             d.insert(driver.id().to_string(), handle);
         }
-        self.spawn(driver.run_loop(rx));
+        self.spawn(Box::new(driver).run_loop(rx));
     }
 
     /// `POST /v1/rollouts`: idempotent; 409 when another rollout of the

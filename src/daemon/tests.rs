@@ -164,3 +164,74 @@ async fn a_live_rollout_is_answered_while_the_store_is_busy() {
     assert_eq!(r["weight"], 10, "{r}");
     running.stop().await.unwrap();
 }
+
+/// Issue #19: steps that write a checkpoint wait for room among
+/// `CHECKPOINTS_IN_FLIGHT`, so rollouts stepping together cannot all hold
+/// their checkpoint's JSON at once. With every permit taken, an abort (a
+/// step that ends the rollout, so it checkpoints) waits; once they are
+/// given back it is committed and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointing_step_waits_for_room_among_those_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/hour.yaml"), HOUR_POLICY).unwrap();
+    let d = dir.path().display();
+    let yaml = format!(
+        "listen: 127.0.0.1:1\ndataDir: {d}/data\npolicies: {d}/policies\nservices:\n  web: {{}}\n"
+    );
+    let config = parse_config("test.yaml", yaml.as_bytes()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000_000_000)));
+    let running = start(config, listener, clock).await.unwrap();
+    let http = reqwest::Client::new();
+    let token = read_admin_token(&dir.path().join("data")).unwrap();
+    let base = format!("http://{}", running.addr);
+    let started: Value = http
+        .post(format!("{base}/v1/rollouts"))
+        .bearer_auth(&token)
+        .json(&json!({"service": "web", "canary": "v2", "baseline": "v1",
+                      "policy": "hour", "dry_run": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+
+    let taken = running
+        .shared
+        .checkpoints_in_flight
+        .clone()
+        .acquire_many_owned(super::driver::CHECKPOINTS_IN_FLIGHT as u32)
+        .await
+        .unwrap();
+    let abort = tokio::spawn({
+        let (http, url, token) = (
+            http.clone(),
+            format!("{base}/v1/rollouts/{id}/abort"),
+            token.clone(),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({"reason": "test"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    // Bounded: the abort is not answered while no permit is free.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!abort.is_finished(), "the abort committed without a permit");
+    drop(taken);
+    let status = tokio::time::timeout(Duration::from_secs(10), abort)
+        .await
+        .expect("the abort was not answered once permits were free")
+        .unwrap();
+    assert_eq!(status, 200);
+    let r = get(&http, format!("{base}/v1/rollouts/{id}"), &token).await;
+    assert_eq!(r["state"], "aborted", "{r}");
+    running.stop().await.unwrap();
+}
