@@ -11,8 +11,8 @@
 //!   `GET /v1/rollouts/{id}` latency p50/p99 from a client polling
 //!   meanwhile. Every push is a real HTTP request on loopback.
 //! - `memory`: RSS growth per rollout. One child process per N (0 and
-//!   the sizes asked), the daemon's `MALLOC_MMAP_THRESHOLD_` as `serve`
-//!   sets it, a [`ManualClock`] driven a window at a time (the drivers wake
+//!   the sizes asked), glibc's `MALLOC_MMAP_THRESHOLD_` and
+//!   `MALLOC_ARENA_MAX` as `serve` sets them, a [`ManualClock`] driven a window at a time (the drivers wake
 //!   when it moves) until the policy's 1 h window is full (120 windows at
 //!   30 s; at 1 s as many as asked, 3,600 for a full hour), a batch pushed
 //!   to every rollout in every window (in-process through
@@ -842,6 +842,7 @@ fn memory_part() {
                     .env(mode, format!("{services},{n},{secs},{windows}"))
                     .env("CANARYD_SCALE_ALLOCATOR", allocator)
                     .env("MALLOC_MMAP_THRESHOLD_", "131072")
+                    .env("MALLOC_ARENA_MAX", "2")
                     .output()
                     .unwrap();
                 let text = String::from_utf8_lossy(&out.stdout);

@@ -217,7 +217,7 @@ fn init_logs(verbose: bool) {
 }
 
 fn serve(opts: daemon::ServeOptions) -> anyhow::Result<ExitCode> {
-    fixed_mmap_threshold();
+    malloc_tuning();
     init_logs(true);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -227,21 +227,41 @@ fn serve(opts: daemon::ServeOptions) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// glibc's malloc raises its mmap threshold each time a large block is
-/// freed, so after one big request body the next ones come from heap arenas
-/// that keep the memory: 16 hostile 8 MB observation bodies in parallel
-/// left the daemon at 74 MB RSS. With a fixed threshold (which glibc reads
-/// from its environment at start, and only then) every block over 128 KiB
-/// is its own mapping, returned when freed: the same load peaks at 59 MB
-/// and leaves 16 MB. `serve` therefore runs itself again, once, with
-/// `MALLOC_MMAP_THRESHOLD_` set (the same process: `exec`), unless the
-/// environment already sets it (an operator's choice is kept). Setting it
-/// in-process would need `unsafe` (`mallopt`), which the crate forbids.
+/// glibc malloc's settings for a long-running daemon, which glibc reads
+/// from its environment at start, and only then. `serve` therefore runs
+/// itself again, once, with those of them the environment does not set
+/// (an operator's choice is kept), in the same process (`exec`). Setting
+/// them in-process would need `unsafe` (`mallopt`), which the crate
+/// forbids.
+///
+/// - `MALLOC_MMAP_THRESHOLD_=131072`: glibc raises its mmap threshold each
+///   time a large block is freed, so after one big request body the next
+///   ones come from heap arenas that keep the memory: 16 hostile 8 MB
+///   observation bodies in parallel left the daemon at 74 MB RSS. With a
+///   fixed threshold every block over 128 KiB is its own mapping, returned
+///   when freed: the same load peaks at 59 MB and leaves 16 MB.
+/// - `MALLOC_ARENA_MAX=2`: by default each thread that allocates while
+///   another holds its arena gets an arena of its own, up to 8 per core;
+///   every arena keeps what was freed in it after a step's peak (the
+///   runtime's workers and blocking threads take turns on the same
+///   rollouts). Two arenas for two cores' worth of contention: 1,000
+///   rollouts at 30 s took 184 KiB of RSS each with glibc's default and
+///   104 KiB with two (`benches/daemon_scale.rs`, `memory`), for no
+///   measurable CPU.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fixed_mmap_threshold() {
+const MALLOC_TUNING: [(&str, &str); 2] = [
+    ("MALLOC_MMAP_THRESHOLD_", "131072"),
+    ("MALLOC_ARENA_MAX", "2"),
+];
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_tuning() {
     use std::os::unix::process::CommandExt;
-    const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
-    if std::env::var_os(VAR).is_some() {
+    let missing: Vec<(&str, &str)> = MALLOC_TUNING
+        .into_iter()
+        .filter(|(var, _)| std::env::var_os(var).is_none())
+        .collect();
+    if missing.is_empty() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -252,16 +272,18 @@ fn fixed_mmap_threshold() {
     let error = std::process::Command::new(&exe)
         .arg0(argv0)
         .args(args)
-        .env(VAR, "131072")
+        .envs(missing.iter().copied())
         .exec();
     // `exec` returns only when it failed: run on with glibc's defaults.
+    let names: Vec<&str> = missing.iter().map(|(var, _)| *var).collect();
     eprintln!(
-        "canaryd: cannot run again with {VAR} set ({error}); large request bodies may leave memory held"
+        "canaryd: cannot run again with {} set ({error}); memory freed after peaks may stay held",
+        names.join(" and ")
     );
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn fixed_mmap_threshold() {}
+fn malloc_tuning() {}
 
 /// `canaryd token create`: a new bearer token and the config line that
 /// grants it. Only the SHA-256 goes into the config; the token is shown once.

@@ -221,6 +221,35 @@ async fn oversized_batches_are_refused_before_they_fill_memory() {
     assert_eq!(api.rollout(&id).await["canary_requests_in_step"], 0);
 }
 
+/// `serve` runs with glibc malloc's settings for a long-running daemon
+/// (`MALLOC_TUNING` in `src/main.rs`: a fixed mmap threshold, two arenas),
+/// and an operator's own value of one of them is kept.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn serve_runs_with_malloc_settings_and_keeps_the_operators() {
+    let environ = |pid: u32| -> std::collections::BTreeMap<String, String> {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        raw.split(|&b| b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let d = Daemon::start("");
+    let env = environ(d.pid());
+    assert_eq!(
+        env.get("MALLOC_MMAP_THRESHOLD_").map(String::as_str),
+        Some("131072")
+    );
+    assert_eq!(env.get("MALLOC_ARENA_MAX").map(String::as_str), Some("2"));
+    let d = Daemon::start_with_env("", &[("MALLOC_ARENA_MAX", "4")]);
+    let env = environ(d.pid());
+    assert_eq!(env.get("MALLOC_ARENA_MAX").map(String::as_str), Some("4"));
+    assert_eq!(
+        env.get("MALLOC_MMAP_THRESHOLD_").map(String::as_str),
+        Some("131072")
+    );
+}
+
 /// Issue item 7: versions are tags, refused with 422 naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_with_control_characters_or_spaces_are_refused() {

@@ -75,6 +75,8 @@ pub struct Daemon {
     config: PathBuf,
     /// Run the child under `prlimit --nofile=N:N` (both limits).
     pub nofile: Option<u64>,
+    /// Environment variables the child gets beyond this process's.
+    pub env: Vec<(String, String)>,
 }
 
 /// The daemon under test: this build's, or the one `CANARYD_TEST_BIN`
@@ -160,7 +162,19 @@ impl Daemon {
             token: token.unwrap_or_default(),
             config,
             nofile: None,
+            env: Vec::new(),
         }
+    }
+
+    /// As [`Daemon::start`], with `env` set in the child's environment.
+    pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::prepare(extra_config, &[], None);
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d.spawn();
+        d
     }
 
     /// As [`Daemon::start`], with the child's descriptor limit (soft and
@@ -205,6 +219,7 @@ impl Daemon {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("CANARYD_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
