@@ -43,11 +43,13 @@
 //! range (`canaryd::stats::histogram`), so a generator's histogram no
 //! longer re-grows from bucket 0 twice an interval. In the profile `memset`
 //! fell from 3.7% to 2.4% of a run and the quantile's bucket search from
-//! 2.5% to 1.6%, but the run as a whole only about 1% (user time of paired
-//! one-thread runs of `--runs 200`, old and new build alternated three
-//! times, twice, on a loaded machine: 15.55 s against 15.33 s, and 16.01 s
-//! against 15.86 s; reports identical). So about 25.6 ms of CPU a run, and
-//! the goal stays missed by the same 2.2×. Where a run goes now (`perf
+//! 2.5% to 1.6%, but the run as a whole by 1% at most, within the noise
+//! (user time, old and new build alternated on a loaded machine: one
+//! thread, `--runs 200` three times each, twice: 15.55 s against 15.33 s
+//! and 16.01 s against 15.86 s; the default two threads, `--runs 1000`
+//! twice each: 26.0 and 26.9 s against 26.2 and 26.1 s; reports
+//! identical). So still about 26 ms of CPU a run, and the goal stays
+//! missed by the same 2.2×. Where a run goes now (`perf
 //! record --call-graph fp`, a release build with frame pointers, 150 runs,
 //! one thread; shares of the run, callees included): the engine
 //! (`Rollout::handle`) 49%, of it `Monitor::observe_owned` 33%
