@@ -52,9 +52,9 @@ pub enum Layout {
 pub struct LatencyHistogram {
     layout: Layout,
     /// The bucket `counts[0]` counts. Every bucket outside `first ..
-    /// first + counts.len()` is empty (the range may hold empty buckets
-    /// too, at its ends only after a zero was added in the middle of
-    /// nothing: the queries never depend on it).
+    /// first + counts.len()` is empty; inside, only counts are added, so
+    /// the held range starts and ends at non-empty buckets (the queries do
+    /// not depend on it: `occupied` trims anyway).
     first: usize,
     counts: Vec<u64>,
     /// Buckets of the dense form: one past the highest bucket anything was
