@@ -5,7 +5,11 @@
 //! live in the heap (requested sizes, not the allocator's slack) held by the
 //! rollout: what the core adds to the daemon's RSS per active rollout.
 //! Beside it: the bytes of one checkpoint (the daemon writes one every 20
-//! steps per rollout) and of one journaled interval (`data` input).
+//! steps per rollout) and of one journaled interval (`data` input); what
+//! the rollout held at start split into its policy (held by value in the
+//! `Rollout`, one copy per rollout) and its monitor; and the bytes of one
+//! interval's snapshot with its latency histograms (the shape of the
+//! daemon's push buffer, held per rollout while a window is open).
 //!
 //! A bounded measurement, not a criterion timing: the figures are counts
 //! and do not depend on the machine's load. Run:
@@ -137,6 +141,12 @@ fn handle(rollout: &mut Rollout<Monitor>, now: Timestamp, input: Input<IntervalS
 struct Figures {
     /// The rollout just started (policy, monitor, tests).
     fresh: usize,
+    /// Of `fresh`: a copy of the compiled policy.
+    policy: usize,
+    /// Of `fresh`: the monitor as built (its tests and windows, empty).
+    fresh_monitor: usize,
+    /// One interval's snapshot, both arms with their histograms.
+    snapshot: usize,
     held: usize,
     /// A clone of the monitor at steady state (tests and windows).
     monitor: usize,
@@ -152,6 +162,8 @@ fn measure(interval_ms: u64) -> Figures {
     let policy = parse_policy("product-example.yaml", text.as_bytes()).expect("policy");
     let intervals = 3_600_000 / interval_ms * 11 / 10 + 1;
     let mut rng = Rng(7);
+    let policy_bytes = bytes_of(|| policy.clone());
+    let fresh_monitor = bytes_of(|| Monitor::new(&policy).expect("monitor"));
     let before = LIVE.load(Ordering::Relaxed);
     let monitor = Monitor::new(&policy).expect("monitor");
     let spec = RolloutSpec {
@@ -169,8 +181,11 @@ fn measure(interval_ms: u64) -> Figures {
     handle(&mut rollout, Timestamp::EPOCH, Input::Tick);
     let fresh = LIVE.load(Ordering::Relaxed) - before;
     let mut journal = 0;
+    let mut snapshot_bytes = 0;
     for i in 0..intervals {
+        let base = LIVE.load(Ordering::Relaxed);
         let snapshot = interval(&mut rng, i, interval_ms, rollout.weight());
+        snapshot_bytes = LIVE.load(Ordering::Relaxed) - base;
         journal += serde_json::to_vec(&snapshot).expect("serializes").len();
         let now = Timestamp::from_millis((i + 1) * interval_ms);
         handle(&mut rollout, now, Input::Data { snapshot });
@@ -191,12 +206,24 @@ fn measure(interval_ms: u64) -> Figures {
     drop(rollout);
     Figures {
         fresh,
+        policy: policy_bytes,
+        fresh_monitor,
+        snapshot: snapshot_bytes,
         held,
         monitor: monitor_bytes,
         checkpoint,
         journal_per_interval: journal / intervals as usize,
         intervals,
     }
+}
+
+/// Bytes the value `make` returns holds in the heap.
+fn bytes_of<T>(make: impl FnOnce() -> T) -> usize {
+    let base = LIVE.load(Ordering::Relaxed);
+    let value = make();
+    let bytes = LIVE.load(Ordering::Relaxed) - base;
+    drop(value);
+    bytes
 }
 
 fn main() {
@@ -211,11 +238,14 @@ fn main() {
         }
         let f = measure(interval_ms);
         println!(
-            "memory/{name}: held per rollout {:.1} KiB after {} intervals (at start {:.1} KiB; a clone of its monitor {:.1} KiB); checkpoint {:.1} KiB; journal {} B per interval",
+            "memory/{name}: held per rollout {:.1} KiB after {} intervals (at start {:.1} KiB: policy {:.1} KiB, monitor {:.1} KiB; a clone of its monitor {:.1} KiB); one interval's snapshot {:.1} KiB; checkpoint {:.1} KiB; journal {} B per interval",
             f.held as f64 / 1024.0,
             f.intervals,
             f.fresh as f64 / 1024.0,
+            f.policy as f64 / 1024.0,
+            f.fresh_monitor as f64 / 1024.0,
             f.monitor as f64 / 1024.0,
+            f.snapshot as f64 / 1024.0,
             f.checkpoint as f64 / 1024.0,
             f.journal_per_interval,
         );

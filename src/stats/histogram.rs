@@ -13,11 +13,16 @@
 //! merges by addition; an `hdrhistogram::Histogram` converts losslessly enough
 //! through [`LatencyHistogram::from_hdr`].
 //!
-//! Memory: a log-linear histogram grows to the index of its largest value;
-//! values up to 10 s need about 1,200 buckets (≈ 10 KiB). Serialized, the
-//! empty buckets below the smallest value are left out (`from`), so a
-//! journaled interval costs what its occupied range does. Values are clamped at
-//! [`MAX_LATENCY_US`] (about 12.7 days). This module never reads a clock.
+//! Memory: a histogram holds counts only from its first non-empty bucket to
+//! its last (`first` says which bucket its first count is), growing down or
+//! up as values arrive, so latencies around 100 ms in a 2% band cost a few
+//! dozen buckets, not the thousand below them. It still knows how many
+//! buckets its dense form (every bucket from 0) would have (`len`): the
+//! serialized form writes the counts from the first non-empty bucket
+//! (`from`) to that end, byte for byte as the dense histograms of earlier
+//! builds wrote them, and equality compares the dense forms. Values are
+//! clamped at [`MAX_LATENCY_US`] (about 12.7 days). This module never reads
+//! a clock.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,13 +47,36 @@ pub enum Layout {
 }
 
 /// A latency distribution as bucket counts. See the module docs.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "HistogramForm")]
 pub struct LatencyHistogram {
     layout: Layout,
+    /// The bucket `counts[0]` counts. Every bucket outside `first ..
+    /// first + counts.len()` is empty; inside, only counts are added, so
+    /// the held range starts and ends at non-empty buckets (the queries do
+    /// not depend on it: `occupied` trims anyway).
+    first: usize,
     counts: Vec<u64>,
+    /// Buckets of the dense form: one past the highest bucket anything was
+    /// added to (zero counts included), or every bucket of an explicit
+    /// layout. Only the serialized form and equality read it; always at
+    /// least `first + counts.len()`.
+    len: usize,
     total: u64,
 }
+
+/// Equal when the dense forms are: same layout, total and number of
+/// buckets, and the same count in every bucket.
+impl PartialEq for LatencyHistogram {
+    fn eq(&self, other: &LatencyHistogram) -> bool {
+        self.layout == other.layout
+            && self.total == other.total
+            && self.len == other.len
+            && self.occupied() == other.occupied()
+    }
+}
+
+impl Eq for LatencyHistogram {}
 
 /// The serialized form (journal rows and checkpoints): the counts from the
 /// first bucket that is not empty, `from` saying which bucket that is
@@ -71,7 +99,7 @@ struct HistogramRef<'a> {
     layout: &'a Layout,
     #[serde(skip_serializing_if = "is_zero")]
     from: usize,
-    counts: &'a [u64],
+    counts: DenseTail<'a>,
     total: u64,
 }
 
@@ -79,17 +107,36 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// The dense form's counts from its first non-empty bucket to its end:
+/// the occupied counts, then the empty buckets after them.
+struct DenseTail<'a> {
+    occupied: &'a [u64],
+    zeros_after: usize,
+}
+
+impl Serialize for DenseTail<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // An exact-size sequence, written as a slice of the dense form is.
+        s.collect_seq(
+            self.occupied
+                .iter()
+                .chain(std::iter::repeat_n(&0, self.zeros_after)),
+        )
+    }
+}
+
 impl Serialize for LatencyHistogram {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let from = self
-            .counts
-            .iter()
-            .position(|&c| c > 0)
-            .unwrap_or(self.counts.len());
+        let (from, occupied) = self.occupied();
+        // Nothing occupied: from the end, as the dense form wrote it.
+        let from = if occupied.is_empty() { self.len } else { from };
         HistogramRef {
             layout: &self.layout,
             from,
-            counts: &self.counts[from..],
+            counts: DenseTail {
+                occupied,
+                zeros_after: self.len - from - occupied.len(),
+            },
             total: self.total,
         }
         .serialize(s)
@@ -128,16 +175,24 @@ impl TryFrom<HistogramForm> for LatencyHistogram {
                 f.from
             ));
         }
-        let counts = if f.from == 0 {
-            f.counts
-        } else {
-            let mut counts = vec![0; len];
-            counts[f.from..].copy_from_slice(&f.counts);
-            counts
+        // Only the occupied range is kept (a dense row's zeros below its
+        // fastest value, and any after its slowest, are not).
+        let mut counts = f.counts;
+        let (first, occupied) = match counts.iter().position(|&c| c > 0) {
+            Some(lead) => {
+                // Invariant: a non-zero count exists, so rposition finds one.
+                let last = counts.iter().rposition(|&c| c > 0).unwrap_or(lead);
+                (f.from + lead, lead..last + 1)
+            }
+            None => (0, 0..0),
         };
+        counts.truncate(occupied.end);
+        counts.drain(..occupied.start);
         Ok(LatencyHistogram {
             layout: f.layout,
+            first,
             counts,
+            len,
             total: f.total,
         })
     }
@@ -179,7 +234,9 @@ impl LatencyHistogram {
     pub fn new() -> Self {
         LatencyHistogram {
             layout: Layout::LogLinear,
+            first: 0,
             counts: Vec::new(),
+            len: 0,
             total: 0,
         }
     }
@@ -213,12 +270,13 @@ impl LatencyHistogram {
         if upper.last() != Some(&u64::MAX) {
             upper.push(u64::MAX);
         }
-        let counts = vec![0; upper.len()];
         Ok(LatencyHistogram {
+            len: upper.len(),
             layout: Layout::Bucketed {
                 upper_bounds_us: upper,
             },
-            counts,
+            first: 0,
+            counts: Vec::new(),
             total: 0,
         })
     }
@@ -235,12 +293,53 @@ impl LatencyHistogram {
 
     /// Empties it, keeping its layout and its buffer.
     pub fn clear(&mut self) {
-        match self.layout {
-            // As new: a log-linear histogram grows to its largest value.
-            Layout::LogLinear => self.counts.clear(),
-            Layout::Bucketed { .. } => self.counts.fill(0),
+        self.counts.clear();
+        self.first = 0;
+        if matches!(self.layout, Layout::LogLinear) {
+            // As new: a log-linear histogram's dense form grows to its
+            // largest value; an explicit layout's has all its buckets.
+            self.len = 0;
         }
         self.total = 0;
+    }
+
+    /// The bucket of the first count held, and the counts from the first
+    /// non-empty bucket to the last (empty when there is none).
+    fn occupied(&self) -> (usize, &[u64]) {
+        let Some(lead) = self.counts.iter().position(|&c| c > 0) else {
+            return (0, &[]);
+        };
+        // Invariant: a non-zero count exists, so rposition finds one.
+        let last = self.counts.iter().rposition(|&c| c > 0).unwrap_or(lead);
+        (self.first + lead, &self.counts[lead..=last])
+    }
+
+    /// The held counts of buckets `from..to` (`from < to`), growing the held
+    /// range down or up to take them in.
+    fn held_mut(&mut self, from: usize, to: usize) -> &mut [u64] {
+        if self.counts.is_empty() {
+            self.first = from;
+        } else if from < self.first {
+            let below = self.first - from;
+            self.counts.splice(0..0, std::iter::repeat_n(0, below));
+            self.first = from;
+        }
+        let end = to - self.first;
+        if end > self.counts.len() {
+            self.counts.resize(end, 0);
+        }
+        &mut self.counts[from - self.first..end]
+    }
+
+    /// Adds `n` to bucket `index`, which the dense form then reaches.
+    #[inline]
+    fn add_at(&mut self, index: usize, n: u64) {
+        self.len = self.len.max(index + 1);
+        if n > 0 {
+            let c = &mut self.held_mut(index, index + 1)[0];
+            *c = c.saturating_add(n);
+        }
+        self.total = self.total.saturating_add(n);
     }
 
     pub fn layout(&self) -> &Layout {
@@ -268,25 +367,20 @@ impl LatencyHistogram {
     #[inline]
     pub fn record_n_us(&mut self, value_us: u64, n: u64) {
         let idx = self.bucket_of(value_us);
-        if idx >= self.counts.len() {
-            self.counts.resize(idx + 1, 0);
-        }
-        self.counts[idx] = self.counts[idx].saturating_add(n);
-        self.total = self.total.saturating_add(n);
+        self.add_at(idx, n);
     }
 
     /// Adds `n` observations to bucket `index` of a bucketed histogram (for
     /// sources that report per-bucket deltas).
     pub fn add_to_bucket(&mut self, index: usize, n: u64) -> Result<(), StatsError> {
-        if index >= self.counts.len() || !matches!(self.layout, Layout::Bucketed { .. }) {
+        if index >= self.len || !matches!(self.layout, Layout::Bucketed { .. }) {
             return Err(StatsError::InvalidParameter {
                 name: "bucket index",
                 value: index.to_string(),
                 expected: "an index of an explicit bucket",
             });
         }
-        self.counts[index] = self.counts[index].saturating_add(n);
-        self.total = self.total.saturating_add(n);
+        self.add_at(index, n);
         Ok(())
     }
 
@@ -295,15 +389,18 @@ impl LatencyHistogram {
         if self.layout != other.layout {
             if self.total == 0 && self.counts.iter().all(|&c| c == 0) {
                 self.layout = other.layout.clone();
-                self.counts = vec![0; other.counts.len()];
+                self.counts.clear();
+                self.first = 0;
+                self.len = other.len;
             } else {
                 return Err(StatsError::LayoutMismatch);
             }
         }
-        if other.counts.len() > self.counts.len() {
-            self.counts.resize(other.counts.len(), 0);
+        self.len = self.len.max(other.len);
+        let (from, occupied) = other.occupied();
+        if !occupied.is_empty() {
+            add_saturating(self.held_mut(from, from + occupied.len()), occupied);
         }
-        add_saturating(&mut self.counts, &other.counts);
         self.total = self.total.saturating_add(other.total);
         Ok(())
     }
@@ -332,10 +429,17 @@ impl LatencyHistogram {
         }
     }
 
-    fn sum_from(&self, first: usize) -> u64 {
-        self.counts.get(first..).map_or(0, |tail| {
-            tail.iter().fold(0u64, |a, &c| a.saturating_add(c))
-        })
+    /// The (saturating) sum of buckets `from..to`.
+    fn sum_between(&self, from: usize, to: usize) -> u64 {
+        let start = from.saturating_sub(self.first).min(self.counts.len());
+        let end = to.saturating_sub(self.first).min(self.counts.len());
+        self.counts
+            .get(start..end)
+            .map_or(0, |c| c.iter().fold(0u64, |a, &c| a.saturating_add(c)))
+    }
+
+    fn sum_from(&self, from: usize) -> u64 {
+        self.sum_between(from, usize::MAX)
     }
 
     /// Observations whose bucket lies entirely above `threshold_us`.
@@ -397,7 +501,7 @@ impl LatencyHistogram {
                 for (i, &c) in block.iter().enumerate() {
                     seen = seen.wrapping_add(c);
                     if seen >= rank {
-                        return Some(b * BLOCK + i);
+                        return Some(self.first + b * BLOCK + i);
                     }
                 }
             }
@@ -416,7 +520,7 @@ impl LatencyHistogram {
             for (i, &c) in block.iter().enumerate() {
                 seen = seen.saturating_add(c);
                 if seen >= rank {
-                    return Some(base + i);
+                    return Some(self.first + base + i);
                 }
             }
             base += block.len();
@@ -583,11 +687,7 @@ impl LatencyHistogram {
         cuts.dedup();
         let mut out = LatencyHistogram::new();
         for (from, to) in ranges_between(&cuts) {
-            let to = to.unwrap_or(usize::MAX);
-            let n = self
-                .counts
-                .get(from..to.min(self.counts.len()))
-                .map_or(0, |c| c.iter().fold(0u64, |a, &x| a.saturating_add(x)));
+            let n = self.sum_between(from, to.unwrap_or(usize::MAX));
             if n > 0 {
                 out.add_to_log_linear_bucket(from, n);
             }
@@ -607,16 +707,15 @@ impl LatencyHistogram {
         if !matches!(self.layout, Layout::LogLinear) {
             return;
         }
-        let used = counts.iter().rposition(|&c| c > 0).map_or(0, |i| i + 1);
-        let counts = &counts[..used];
-        if counts.is_empty() {
+        let Some(lead) = counts.iter().position(|&c| c > 0) else {
             return;
-        }
-        let end = first + counts.len();
-        if end > self.counts.len() {
-            self.counts.resize(end, 0);
-        }
-        add_saturating(&mut self.counts[first..end], counts);
+        };
+        // Invariant: a non-zero count exists, so rposition finds one.
+        let last = counts.iter().rposition(|&c| c > 0).unwrap_or(lead);
+        let counts = &counts[lead..=last];
+        let (from, to) = (first + lead, first + last + 1);
+        self.len = self.len.max(to);
+        add_saturating(self.held_mut(from, to), counts);
         let added = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
         self.total = self.total.saturating_add(added);
     }
@@ -628,11 +727,7 @@ impl LatencyHistogram {
         if !matches!(self.layout, Layout::LogLinear) {
             return;
         }
-        if index >= self.counts.len() {
-            self.counts.resize(index + 1, 0);
-        }
-        self.counts[index] = self.counts[index].saturating_add(n);
-        self.total = self.total.saturating_add(n);
+        self.add_at(index, n);
     }
 }
 
@@ -651,7 +746,7 @@ impl LatencyHistogram {
             if c == 0 {
                 continue;
             }
-            let (lo, hi) = self.bounds(i);
+            let (lo, hi) = self.bounds(self.first + i);
             let mid_us = if hi == u64::MAX {
                 above_top = above_top.saturating_add(c);
                 // The previous bucket's `le` (its own lower bound is 1 µs above).
@@ -704,6 +799,16 @@ pub fn ms_to_us(ms: f64) -> u64 {
         0
     } else {
         (ms * 1000.0).round().min(MAX_LATENCY_US as f64) as u64
+    }
+}
+
+#[cfg(test)]
+impl LatencyHistogram {
+    /// The dense form: every bucket's count from 0 to `len`.
+    fn dense(&self) -> Vec<u64> {
+        let mut dense = vec![0; self.len];
+        dense[self.first..self.first + self.counts.len()].copy_from_slice(&self.counts);
+        dense
     }
 }
 
@@ -775,7 +880,7 @@ mod tests {
                 h.record_us(v);
             }
             let brute = |pred: &dyn Fn(usize) -> bool| -> u64 {
-                h.counts.iter().enumerate().filter(|&(i, _)| pred(i)).map(|(_, &c)| c).sum()
+                h.dense().iter().enumerate().filter(|&(i, _)| pred(i)).map(|(_, &c)| c).sum()
             };
             proptest::prop_assert_eq!(h.count_surely_above_us(t), brute(&|i| h.bounds(i).0 > t));
             proptest::prop_assert_eq!(h.count_possibly_above_us(t), brute(&|i| h.bounds(i).1 > t));
@@ -804,7 +909,7 @@ mod tests {
                 *x = x.saturating_add(y);
             }
             proptest::prop_assert_eq!(&fast, &plain);
-            let h = LatencyHistogram { layout: Layout::LogLinear, counts: a.clone(), total: u64::MAX };
+            let h = LatencyHistogram { layout: Layout::LogLinear, first: 0, counts: a.clone(), len: a.len(), total: u64::MAX };
             let mut seen = 0u64;
             let brute = a.iter().position(|&c| {
                 seen = seen.saturating_add(c);
@@ -841,6 +946,9 @@ pub struct Moments {
     #[serde(default)]
     pub top_ms: f64,
 }
+
+#[cfg(test)]
+mod against_dense;
 
 #[cfg(test)]
 mod serialized_form {
