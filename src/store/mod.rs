@@ -857,8 +857,7 @@ impl Store {
     /// state, and the rollout is committed already.
     pub(super) fn rollout_created(&mut self) {
         self.created_since_sizing += 1;
-        if self.created_since_sizing >= page_cache::creates_between_sizings(self.cache_sized_for)
-        {
+        if self.created_since_sizing >= page_cache::creates_between_sizings(self.cache_sized_for) {
             let _ = self.size_page_cache();
         }
     }

@@ -3,10 +3,11 @@
 //! own buffers; nothing here applies to it.
 //!
 //! A committed step reads and rewrites a few pages of its rollout: the
-//! last leaf of its journal and that leaf's overflow page (a journal row
-//! of a 1 s window is larger than a `WITHOUT ROWID` cell keeps in place,
-//! and comparing keys reads the whole row), the rollout's row, and its
-//! checkpoint's leaf. SQLite's default cache (2 MiB) holds those pages for
+//! leaf of the journal's index that ends with its rows, the rollout's
+//! row, its checkpoint's leaf (and, every twentieth step, the checkpoint's
+//! overflow pages, read to free them); the journal's own rows go to the
+//! table's last pages, which every step shares (`schema.rs`, migration
+//! 9). SQLite's default cache (2 MiB) holds those pages for
 //! a few hundred rollouts; beyond that every step reads them back from the
 //! OS with a `pread` each, and a group of hundreds of steps spills dirty
 //! pages to the WAL before it commits. So the cache is sized for the
