@@ -196,6 +196,53 @@ fn the_crash_window_is_accepted_and_healed_on_open() {
     assert_eq!(verify_read_only(dir.path()).ahead_of_head, 0);
 }
 
+/// SQLite's page cache follows the open rollouts (issue #19): with its
+/// 2 MiB default, thousands of rollouts at 1 s read their journal, row and
+/// checkpoint pages back from the OS at every step. It grows as rollouts
+/// are created, shrinks when they have ended, and a reopened store sizes
+/// it from the rollouts open.
+#[test]
+fn the_page_cache_is_sized_for_the_open_rollouts() {
+    use canaryd::store::page_cache::cache_kib;
+    let dir = tempdir();
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.page_cache_kib().unwrap(), Some(cache_kib(0)));
+    let mut drivers: Vec<Driver> = (0..200)
+        .map(|i| {
+            Driver::start(
+                &mut store,
+                &format!("r{i}"),
+                &format!("s{i}"),
+                ChangeType::Standard,
+                0,
+            )
+        })
+        .collect();
+    // Resized every 64 creates at this size: 192 of the 200 are counted.
+    assert_eq!(store.page_cache_kib().unwrap(), Some(cache_kib(192)));
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.page_cache_kib().unwrap(), Some(cache_kib(200)));
+    // End 150 of them, then create 64 more: the recount sees 114 open.
+    for d in &mut drivers[..150] {
+        let abort = d.command(canaryd::engine::Command::Abort {
+            by: store_support::actor("test"),
+        });
+        d.step(&mut store, abort, false, |_| vec![]).unwrap();
+        assert!(d.rollout.phase().is_terminal());
+    }
+    for i in 200..264 {
+        Driver::start(
+            &mut store,
+            &format!("r{i}"),
+            &format!("s{i}"),
+            ChangeType::Standard,
+            0,
+        );
+    }
+    assert_eq!(store.page_cache_kib().unwrap(), Some(cache_kib(114)));
+}
+
 /// Commit latency with synchronous=FULL (fsync of the WAL, then of the head
 /// file and its directory) on this machine's disk. Not a pass/fail test:
 /// `cargo test --test store commit_latency -- --ignored --nocapture`.

@@ -71,6 +71,104 @@ fn a_store_written_before_retention_is_migrated_and_pruned() {
     assert_eq!(mode, 0, "an existing file keeps its mode");
 }
 
+/// A data dir written by the daemon before migration 9 (schema 8, the
+/// journal a `WITHOUT ROWID` table): this build moves the journal into a
+/// rowid table with its unique index, and every row reads back as it was
+/// written; the chain verifies, the open rollout restores from its
+/// checkpoint and journal, the append-only triggers still refuse an edit,
+/// and a step appends after the copied rows.
+#[test]
+fn a_store_written_before_migration_9_keeps_its_journal() {
+    let dir = tempdir();
+    copy_fixture("schema-8", dir.path());
+    let ids = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/store_fixtures/schema-8/ids"),
+    )
+    .unwrap();
+    let (ended, active) = ids.trim().split_once('\n').unwrap();
+    type Row = (String, i64, i64, i64, String, i64, String);
+    let rows = |conn: &rusqlite::Connection| -> Vec<Row> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT rollout_id, seq, input_seq, at, kind, effects, body FROM journal
+                 ORDER BY rollout_id, seq",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let table_sql = |conn: &rusqlite::Connection| -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'journal'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let db = dir.path().join("canaryd.db");
+    let before = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 8, "the fixture is today's format");
+        assert!(table_sql(&conn).contains("WITHOUT ROWID"));
+        rows(&conn)
+    };
+    assert!(before.iter().any(|r| r.0 == ended) && before.iter().any(|r| r.0 == active));
+
+    let store = Store::open(dir.path()).expect("opens and migrates");
+    holds(&store.verify().unwrap());
+    let open = store.open_rollouts::<canaryd::monitor::Monitor>().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].row.id, active);
+    let mut rollout = canaryd::engine::Rollout::restore(open[0].checkpoint.clone()).unwrap();
+    for (at, input) in open[0].inputs_to_replay().unwrap() {
+        rollout.handle(at, input).expect("replays");
+        while rollout.poll_effect().is_some() {}
+    }
+    let journal_len = store.rollout(active).unwrap().unwrap().journal_len;
+    assert_eq!(
+        store.journal(active).unwrap().len() as u64,
+        journal_len,
+        "every row of the open rollout reads"
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert!(!table_sql(&conn).contains("WITHOUT ROWID"));
+    assert_eq!(rows(&conn), before, "every row as it was written");
+    let index: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'journal_by_rollout'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("UNIQUE"), "{index}");
+    for refused in [
+        "UPDATE journal SET body = '{}'",
+        "DELETE FROM journal",
+        "INSERT INTO journal (rollout_id, seq, input_seq, at, kind, effects, body)
+         SELECT rollout_id, seq, input_seq, at, kind, effects, body FROM journal LIMIT 1",
+    ] {
+        assert!(conn.execute(refused, []).is_err(), "{refused} was allowed");
+    }
+    drop(conn);
+    holds(&Store::open_read_only(dir.path()).unwrap().verify().unwrap());
+}
+
 #[test]
 fn a_new_store_frees_pages_incrementally() {
     let dir = tempdir();

@@ -41,6 +41,7 @@ pub mod db;
 pub mod id;
 pub mod leases;
 pub mod outbox;
+pub mod page_cache;
 pub mod postgres;
 pub mod records;
 pub mod registry;
@@ -305,6 +306,10 @@ pub struct Store {
     head_unwritten: bool,
     ids: IdGen,
     read_only: bool,
+    /// The open rollouts SQLite's page cache was last sized for, and the
+    /// rollouts created since (`page_cache.rs`).
+    cache_sized_for: u64,
+    created_since_sizing: u64,
     _lock: Option<File>,
 }
 
@@ -452,6 +457,7 @@ impl Store {
             });
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        page_cache::set_wal_autocheckpoint(&conn)?;
         let found = schema::migrate(&mut conn, &db_path)?;
 
         let entries: i64 = conn.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
@@ -497,7 +503,13 @@ impl Store {
             head_unwritten: false,
             ids: IdGen::from_os(),
             read_only: false,
+            cache_sized_for: 0,
+            created_since_sizing: 0,
             _lock: Some(lock),
+        })
+        .and_then(|mut store| {
+            store.size_page_cache()?;
+            Ok(store)
         })
     }
 
@@ -650,6 +662,8 @@ impl Store {
             head_unwritten: false,
             ids: IdGen::from_os(),
             read_only: true,
+            cache_sized_for: 0,
+            created_since_sizing: 0,
             _lock: None,
         })
     }
@@ -802,6 +816,49 @@ impl Store {
         match self.db.dialect() {
             db::Dialect::Sqlite => audit::write_head(&self.dir, &self.head),
             db::Dialect::Postgres => postgres::write_head_row(&self.db, &self.head),
+        }
+    }
+
+    /// Size SQLite's page cache for the rollouts open now
+    /// (`page_cache.rs`); nothing on PostgreSQL.
+    fn size_page_cache(&mut self) -> Result<()> {
+        let Some(conn) = self.db.sqlite() else {
+            return Ok(());
+        };
+        let open: u64 = conn.query_row(
+            "SELECT count(*) FROM rollouts WHERE outcome IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        page_cache::size_for(conn, open)?;
+        self.cache_sized_for = open;
+        self.created_since_sizing = 0;
+        Ok(())
+    }
+
+    /// SQLite's page cache bound in KiB (`page_cache.rs`); `None` on
+    /// PostgreSQL.
+    pub fn page_cache_kib(&self) -> Result<Option<u64>> {
+        let Some(conn) = self.db.sqlite() else {
+            return Ok(None);
+        };
+        let size: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+        Ok(Some(if size < 0 {
+            size.unsigned_abs()
+        } else {
+            // A positive size counts pages.
+            let page: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            size as u64 * page / 1024
+        }))
+    }
+
+    /// A rollout was created: resize the cache once enough were. A
+    /// resize that fails keeps the cache as it was: that costs speed, not
+    /// state, and the rollout is committed already.
+    pub(super) fn rollout_created(&mut self) {
+        self.created_since_sizing += 1;
+        if self.created_since_sizing >= page_cache::creates_between_sizings(self.cache_sized_for) {
+            let _ = self.size_page_cache();
         }
     }
 

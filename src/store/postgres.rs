@@ -232,6 +232,8 @@ impl Store {
             head_unwritten: false,
             ids: IdGen::from_os(),
             read_only,
+            cache_sized_for: 0,
+            created_since_sizing: 0,
             // Several daemons share the database by design; the daemon
             // locks its own dir itself (`lock_data_dir`).
             _lock: None,

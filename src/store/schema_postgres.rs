@@ -16,7 +16,12 @@ use super::{Result, StoreError};
 
 /// `(version, SQL)`: the SQL takes the database from the previous entry's
 /// version (0 for the first) to `version`.
-const MIGRATIONS: &[(u32, &str)] = &[(7, BASE), (8, LEASES)];
+const MIGRATIONS: &[(u32, &str)] = &[(7, BASE), (8, LEASES), (9, JOURNAL_ROWS)];
+
+/// 9: nothing to change. `schema.rs`'s migration 9 moves SQLite's journal
+/// out of a `WITHOUT ROWID` table; PostgreSQL's journal always was a heap
+/// with its primary key's index beside it, long bodies kept out of line.
+const JOURNAL_ROWS: &str = "SELECT 1";
 
 /// 8: as `schema.rs`'s migration 8.
 const LEASES: &str = r#"

@@ -212,7 +212,10 @@ impl Store {
             Ok((epoch, audit))
         });
         let epoch = match written {
-            Ok((epoch, _)) => epoch,
+            Ok((epoch, _)) => {
+                self.rollout_created();
+                epoch
+            }
             // Another daemon on the same database inserted the service's
             // active rollout (or this id) after the checks above: the
             // unique index refused ours. Say so as the checks do.
