@@ -110,11 +110,10 @@ async fn start_takes_its_listener_and_its_clock() {
     running.stop().await.unwrap();
 }
 
-/// Issue #19: a group commit holds the store through its fsync; a live
-/// rollout's `GET /v1/rollouts/{id}` must not wait for it. The store is
-/// held here (as a long commit would) until the answer has come.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_rollout_is_answered_while_the_store_is_busy() {
+/// A daemon on a temp dir with the `hour` policy and a `web` service, on a
+/// [`ManualClock`]: the dir (kept alive), the daemon, its base URL and the
+/// admin token.
+async fn serving_hour_policy() -> (tempfile::TempDir, super::Running, String, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/hour.yaml"), HOUR_POLICY).unwrap();
@@ -126,12 +125,16 @@ async fn a_live_rollout_is_answered_while_the_store_is_busy() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000_000_000)));
     let running = start(config, listener, clock).await.unwrap();
-    let http = reqwest::Client::new();
     let token = read_admin_token(&dir.path().join("data")).unwrap();
     let base = format!("http://{}", running.addr);
+    (dir, running, base, token)
+}
+
+/// A dry-run rollout of `web` on the `hour` policy; its id.
+async fn started_rollout(http: &reqwest::Client, base: &str, token: &str) -> String {
     let started: Value = http
         .post(format!("{base}/v1/rollouts"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"service": "web", "canary": "v2", "baseline": "v1",
                       "policy": "hour", "dry_run": true}))
         .send()
@@ -140,7 +143,17 @@ async fn a_live_rollout_is_answered_while_the_store_is_busy() {
         .json()
         .await
         .unwrap();
-    let id = started["id"].as_str().unwrap().to_string();
+    started["id"].as_str().unwrap().to_string()
+}
+
+/// Issue #19: a group commit holds the store through its fsync; a live
+/// rollout's `GET /v1/rollouts/{id}` must not wait for it. The store is
+/// held here (as a long commit would) until the answer has come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_rollout_is_answered_while_the_store_is_busy() {
+    let (_dir, running, base, token) = serving_hour_policy().await;
+    let http = reqwest::Client::new();
+    let id = started_rollout(&http, &base, &token).await;
 
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -172,32 +185,9 @@ async fn a_live_rollout_is_answered_while_the_store_is_busy() {
 /// given back it is committed and answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointing_step_waits_for_room_among_those_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-    std::fs::write(dir.path().join("policies/hour.yaml"), HOUR_POLICY).unwrap();
-    let d = dir.path().display();
-    let yaml = format!(
-        "listen: 127.0.0.1:1\ndataDir: {d}/data\npolicies: {d}/policies\nservices:\n  web: {{}}\n"
-    );
-    let config = parse_config("test.yaml", yaml.as_bytes()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000_000_000)));
-    let running = start(config, listener, clock).await.unwrap();
+    let (_dir, running, base, token) = serving_hour_policy().await;
     let http = reqwest::Client::new();
-    let token = read_admin_token(&dir.path().join("data")).unwrap();
-    let base = format!("http://{}", running.addr);
-    let started: Value = http
-        .post(format!("{base}/v1/rollouts"))
-        .bearer_auth(&token)
-        .json(&json!({"service": "web", "canary": "v2", "baseline": "v1",
-                      "policy": "hour", "dry_run": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["id"].as_str().unwrap().to_string();
+    let id = started_rollout(&http, &base, &token).await;
 
     let taken = running
         .shared
