@@ -50,6 +50,7 @@ fn checkpoint_phase(id: &str) -> u32 {
     });
     hash % CHECKPOINT_EVERY
 }
+
 /// Steps with a checkpoint serialized and not yet committed, all rollouts
 /// together. A checkpoint is tens of KiB of JSON (about 26 KiB for the
 /// PRODUCT.md example at 30 s, 97 KiB at 1 s), and rollouts that step
@@ -60,6 +61,7 @@ fn checkpoint_phase(id: &str) -> u32 {
 /// wait for the next (periodic checkpoints of 10,000 rollouts at 1 s are
 /// about 500 a second).
 pub(super) const CHECKPOINTS_IN_FLIGHT: usize = 128;
+
 /// Inputs one external input may cause (router acknowledgements).
 const MAX_CHAINED_INPUTS: usize = 64;
 
