@@ -508,7 +508,12 @@ fn rollouts_part() {
             }
         })
     };
-    // The poller: GET one rollout after another, one request at a time.
+    // The poller: GET one rollout after another, one request at a time,
+    // from a thread and a connection of its own, as an operator's client
+    // in another process would (on the pusher's thread, its latency was
+    // the pusher's queue as much as the daemon's answer). Its thread
+    // counts as the load generator's.
+    let poll_rt = runtime("loadgen", 1);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let poller = {
         let (ids, weights, stop, lat) = (
@@ -517,8 +522,8 @@ fn rollouts_part() {
             stop.clone(),
             latencies.clone(),
         );
-        let (http, base, token) = (http.clone(), d.base.clone(), d.token.clone());
-        gen_rt.spawn(async move {
+        let (http, base, token) = (reqwest::Client::new(), d.base.clone(), d.token.clone());
+        poll_rt.spawn(async move {
             let mut i = 0usize;
             while !stop.load(Ordering::SeqCst) {
                 let t = Instant::now();
@@ -589,6 +594,7 @@ fn rollouts_part() {
         let _ = pusher.await;
         let _ = poller.await;
     });
+    drop(poll_rt);
     println!(
         "rollouts: {n} rollouts of the example policy at a 1 s interval, {live} live at the end; {secs} s measured; allocator {}",
         ChosenAllocator::name()

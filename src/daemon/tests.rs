@@ -225,3 +225,45 @@ async fn a_checkpointing_step_waits_for_room_among_those_in_flight() {
     assert_eq!(r["state"], "aborted", "{r}");
     running.stop().await.unwrap();
 }
+
+/// Issue #19: the API runs on threads of its own (`connections.rs`,
+/// **Threads**), so a request is answered while every worker of the
+/// drivers' runtime is busy (here its one worker is held for 3 s, as
+/// thousands of stepping rollouts would keep it). The client is a plain
+/// socket on a thread of its own: it needs no runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_api_answers_while_the_drivers_runtime_is_busy() {
+    use std::io::{Read, Write};
+    let (_dir, running, base, token) = serving_hour_policy().await;
+    let http = reqwest::Client::new();
+    let id = started_rollout(&http, &base, &token).await;
+    drop(http);
+
+    let (busy_tx, busy_rx) = std::sync::mpsc::channel();
+    let hog = tokio::spawn(async move {
+        busy_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    busy_rx.recv().unwrap();
+    let (addr, path) = (running.addr, format!("/v1/rollouts/{id}"));
+    let answer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = String::new();
+        let read = s.read_to_string(&mut got);
+        read.map(|_| got)
+    })
+    .join()
+    .unwrap();
+    let got = answer.expect("no answer while the drivers' runtime was busy");
+    assert!(!hog.is_finished(), "answered only once the runtime was free");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains(&format!("\"id\":\"{id}\"")), "{got}");
+    hog.await.unwrap();
+    running.stop().await.unwrap();
+}
