@@ -284,7 +284,7 @@ impl Daemon {
     /// traffic by it, so the sample-ratio guard sees the split it expects).
     fn weight(&self, id: &str) -> Option<u8> {
         let h = self.shared().driver(id)?;
-        let w = h.view.lock().unwrap().weight;
+        let w = h.view.lock().unwrap().facts().weight;
         Some(w)
     }
 
@@ -668,7 +668,7 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
             let behind = ids
                 .iter()
                 .filter_map(|id| shared.driver(id))
-                .filter(|h| h.view.lock().unwrap().updated_at != want)
+                .filter(|h| h.view.lock().unwrap().facts().updated_at != want)
                 .count();
             if behind == 0 {
                 break;
@@ -700,8 +700,8 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
     if let Some(id) = ids.first()
         && let Some(h) = shared.driver(id)
     {
-        view = heap_of(&*h.view.lock().unwrap());
-        let w = h.view.lock().unwrap().weight;
+        view = heap_of(&**h.view.lock().unwrap());
+        let w = h.view.lock().unwrap().facts().weight;
         shared
             .push(id, batches.range(..=w.max(1)).next_back().unwrap().1)
             .unwrap();

@@ -20,7 +20,7 @@ use super::committer::CommitError;
 use super::metrics::{RolloutSample, WindowSample};
 use super::notify::EventKind;
 use super::notify::event::{EventDocument, source_event, step_events};
-use super::view::{DriverStatus, rollout_view};
+use super::view::{Checks, DriverStatus, LiveView};
 use super::{ServiceRuntime, Shared, StreamEvent};
 use crate::engine::{Command, Effect, Input, Phase, Rejected, Rollout};
 use crate::monitor::Monitor;
@@ -104,12 +104,20 @@ pub(super) struct RelayedData {
     pub canary: crate::stats::ArmData,
 }
 
+/// The view last published in `view`, written out: the lock is held only
+/// to take the published view, not while its words are written.
+pub(super) fn live_view(view: &Mutex<Arc<LiveView>>) -> wire::Rollout {
+    let published = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    published.render()
+}
+
 /// What the rest of the daemon holds of a running driver.
 #[derive(Clone)]
 pub struct DriverHandle {
     pub tx: mpsc::Sender<DriverMsg>,
     pub push: Arc<Mutex<Collected>>,
-    pub view: Arc<Mutex<wire::Rollout>>,
+    /// The rollout as the API shows it ([`DriverHandle::view`]).
+    pub view: Arc<Mutex<Arc<LiveView>>>,
     pub service: String,
     pub started_at: Timestamp,
     /// When the canary weight in force took effect (ms since the epoch):
@@ -131,7 +139,9 @@ pub struct Driver {
     row: RolloutRow,
     push: Arc<Mutex<Collected>>,
     /// The rollout as the API shows it, refreshed after every step.
-    view: Arc<Mutex<wire::Rollout>>,
+    view: Arc<Mutex<Arc<LiveView>>>,
+    /// The policy's triggers and gates, which every view reads.
+    checks: Arc<Checks>,
     status: DriverStatus,
     interval: Duration,
     window_start: Timestamp,
@@ -190,7 +200,8 @@ impl Driver {
             },
             ..DriverStatus::default()
         };
-        let view = rollout_view(&row, &rollout, None, Some(&status), now);
+        let checks = Checks::of(&rollout);
+        let view = LiveView::new(&row, &rollout, &checks, None, Some(&status), now);
         // The first window starts now: nothing recorded before it is this
         // rollout's.
         for source in &service.pull {
@@ -203,7 +214,8 @@ impl Driver {
             rollout,
             row,
             push: Arc::new(Mutex::new(Collected::default())),
-            view: Arc::new(Mutex::new(view)),
+            view: Arc::new(Mutex::new(Arc::new(view))),
+            checks,
             status,
             interval,
             window_start: now,
@@ -294,7 +306,7 @@ impl Driver {
     }
 
     pub fn view(&self) -> wire::Rollout {
-        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        live_view(&self.view)
     }
 
     /// Rebuild a rollout from its checkpoint and the journal after it. The
@@ -1008,13 +1020,14 @@ impl Driver {
             }
             self.last_weight = Some(weight);
         }
-        let view = rollout_view(
+        let view = Arc::new(LiveView::new(
             &self.row,
             &self.rollout,
+            &self.checks,
             self.incident.as_deref(),
             Some(&self.status),
             now,
-        );
+        ));
         *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
         self.shared
             .metrics

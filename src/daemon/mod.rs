@@ -206,7 +206,7 @@ impl Shared {
         if let Some(h) = self.driver(id)
             && !h.deliveries.load(Ordering::SeqCst)
         {
-            return Ok(h.view.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            return Ok(driver::live_view(&h.view));
         }
         let mut rollout = self.rollout_state(id)?;
         rollout.notifications = self.with_store(|s| view::notifications(s, id))?;
@@ -216,7 +216,7 @@ impl Shared {
     /// [`Self::rollout`] without its notifications.
     fn rollout_state(&self, id: &str) -> Result<crate::wire::Rollout, Refusal> {
         if let Some(h) = self.driver(id) {
-            return Ok(h.view.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            return Ok(driver::live_view(&h.view));
         }
         let (row, checkpoint, incidents) = self
             .with_store(|s| {

@@ -261,7 +261,10 @@ async fn the_api_answers_while_the_drivers_runtime_is_busy() {
     .join()
     .unwrap();
     let got = answer.expect("no answer while the drivers' runtime was busy");
-    assert!(!hog.is_finished(), "answered only once the runtime was free");
+    assert!(
+        !hog.is_finished(),
+        "answered only once the runtime was free"
+    );
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert!(got.contains(&format!("\"id\":\"{id}\"")), "{got}");
     hog.await.unwrap();

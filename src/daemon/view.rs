@@ -4,11 +4,13 @@
 //! serves them, and the command line reads a data dir through the same
 //! functions. No JSON is built here: the wire types write it.
 
-use crate::engine::{Rollout, TriggerReading};
+use std::sync::Arc;
+
+use crate::engine::{Assessment, Rollout, TriggerReading};
 use crate::monitor::words::{evidence_line, gate_status, shown_by_gate, trigger_status};
 use crate::monitor::{Monitor, TriggerEvidence};
-use crate::policy::Trigger;
 use crate::policy::no_harm::IMPLIED_PREFIX;
+use crate::policy::{Gate, Trigger};
 use crate::store::{self, RolloutRow, Store};
 use crate::time::Timestamp;
 use crate::wire::{
@@ -30,8 +32,90 @@ pub struct DriverStatus {
     pub step_since: Option<Timestamp>,
 }
 
-/// `GET /v1/rollouts/{id}`.
+/// `GET /v1/rollouts/{id}`, for a rollout read from the store.
 pub fn rollout_view(
+    row: &RolloutRow,
+    rollout: &Rollout<Monitor>,
+    incident: Option<&str>,
+    driver: Option<&DriverStatus>,
+    now: Timestamp,
+) -> wire::Rollout {
+    let policy = rollout.policy();
+    let mut view = rollout_facts(row, rollout, incident, driver, now);
+    add_words(&mut view, &policy.triggers, &policy.gates, rollout.latest());
+    view
+}
+
+/// A live rollout as its driver last published it, after every step: the
+/// view without its triggers' and gates' states and summaries, and the
+/// readings they are written from. The words are written when the view
+/// is read ([`LiveView::render`]), on the reader's thread: written after
+/// every window, they were about two thirds of the cost of publishing a
+/// step (issue #19), for views that are read far less often than that.
+#[derive(Clone, Debug)]
+pub struct LiveView {
+    facts: wire::Rollout,
+    checks: Arc<Checks>,
+    latest: Assessment<TriggerEvidence>,
+}
+
+/// A rollout's triggers and gates, as its policy has them, shared by its
+/// driver's views (a rollout's policy does not change while it runs).
+#[derive(Debug)]
+pub struct Checks {
+    triggers: Vec<Trigger>,
+    gates: Vec<Gate>,
+}
+
+impl Checks {
+    pub fn of(rollout: &Rollout<Monitor>) -> Arc<Checks> {
+        let policy = rollout.policy();
+        Arc::new(Checks {
+            triggers: policy.triggers.clone(),
+            gates: policy.gates.clone(),
+        })
+    }
+}
+
+impl LiveView {
+    /// `checks` are [`Checks::of`] the same rollout.
+    pub fn new(
+        row: &RolloutRow,
+        rollout: &Rollout<Monitor>,
+        checks: &Arc<Checks>,
+        incident: Option<&str>,
+        driver: Option<&DriverStatus>,
+        now: Timestamp,
+    ) -> LiveView {
+        LiveView {
+            facts: rollout_facts(row, rollout, incident, driver, now),
+            checks: checks.clone(),
+            latest: rollout.latest().clone(),
+        }
+    }
+
+    /// The view without its triggers and gates (those are empty), for
+    /// readers of a field or two.
+    pub fn facts(&self) -> &wire::Rollout {
+        &self.facts
+    }
+
+    /// The view the API serves: what [`rollout_view`] gives for the same
+    /// rollout at the same moment.
+    pub fn render(&self) -> wire::Rollout {
+        let mut view = self.facts.clone();
+        add_words(
+            &mut view,
+            &self.checks.triggers,
+            &self.checks.gates,
+            &self.latest,
+        );
+        view
+    }
+}
+
+/// Everything of the view but its triggers and gates.
+fn rollout_facts(
     row: &RolloutRow,
     rollout: &Rollout<Monitor>,
     incident: Option<&str>,
@@ -42,23 +126,6 @@ pub fn rollout_view(
     let spec = rollout.spec();
     let phase = rollout.phase();
     let latest = rollout.latest();
-    let gates: Vec<GateView> = policy
-        .gates
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            // As of the latest assessment: gates are not latched.
-            let reading = latest.gates.get(i).cloned().unwrap_or_default();
-            let words = gate_status(g, &reading);
-            GateView {
-                before: g.before.percent(),
-                name: g.name.clone(),
-                shown: reading.shown,
-                state: words.state,
-                summary: words.summary,
-            }
-        })
-        .collect();
     wire::Rollout {
         approvals: approvals(rollout),
         baseline: spec.baseline.clone(),
@@ -67,7 +134,7 @@ pub fn rollout_view(
         change_type: spec.change_type,
         dry_run: spec.dry_run,
         fired: rollout.fired().map(|(name, _)| name.clone()),
-        gates: gates.clone(),
+        gates: Vec::new(),
         id: spec.id.clone(),
         incident: incident.map(str::to_string),
         // Filled from the store by `notifications` where it is read.
@@ -89,31 +156,62 @@ pub fn rollout_view(
         time_in_step_s: now
             .saturating_since(driver.and_then(|d| d.step_since).unwrap_or(row.updated_at))
             .as_secs(),
-        triggers: triggers(rollout, &gates),
+        triggers: Vec::new(),
         updated_at: rfc3339(row.updated_at),
         waiting_for: (!phase.is_terminal()).then(|| rollout.waiting_for(now)),
         weight: rollout.weight().percent(),
     }
 }
 
+/// Each gate and trigger in words, from the latest readings.
+fn add_words(
+    view: &mut wire::Rollout,
+    triggers: &[Trigger],
+    gates: &[Gate],
+    latest: &Assessment<TriggerEvidence>,
+) {
+    view.gates = gates
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            // As of the latest assessment: gates are not latched.
+            let reading = latest.gates.get(i).cloned().unwrap_or_default();
+            let words = gate_status(g, &reading);
+            GateView {
+                before: g.before.percent(),
+                name: g.name.clone(),
+                shown: reading.shown,
+                state: words.state,
+                summary: words.summary,
+            }
+        })
+        .collect();
+    view.triggers = trigger_views(triggers, latest, &view.gates);
+}
+
 /// Each trigger of the policy against its boundary, from the latest
 /// readings; a trigger whose implied `no-harm:` gate is shown says so
 /// (see [`shown_by_gate`]).
-fn triggers(rollout: &Rollout<Monitor>, gates: &[GateView]) -> Vec<TriggerView> {
-    let latest = rollout.latest();
-    rollout
-        .policy()
-        .triggers
+fn trigger_views(
+    triggers: &[Trigger],
+    latest: &Assessment<TriggerEvidence>,
+    gates: &[GateView],
+) -> Vec<TriggerView> {
+    triggers
         .iter()
         .enumerate()
         .map(|(i, t)| {
             let mut view = trigger_view(t, latest.triggers.get(i));
-            let implied = format!("{IMPLIED_PREFIX}{}", t.name);
-            if let Some(g) = gates.iter().find(|g| g.name == implied) {
+            let implied = gates.iter().find(|g| {
+                g.name
+                    .strip_prefix(IMPLIED_PREFIX)
+                    .is_some_and(|n| n == t.name)
+            });
+            if let Some(g) = implied {
                 shown_by_gate(
                     &mut view.state,
                     &mut view.summary,
-                    &implied,
+                    &g.name,
                     g.state,
                     &g.summary,
                 );
@@ -456,6 +554,99 @@ mod tests {
         for ms in spread.chain(days).chain(edge) {
             assert_eq!(rfc3339(Timestamp::from_millis(ms)), jiff(ms), "{ms}");
         }
+    }
+
+    /// A live rollout's view, its words written when it is read, is the
+    /// view written at once from the same state: the PRODUCT.md example
+    /// policy (every trigger kind, gates written and implied) through
+    /// 600 windows of 30 s in which the canary's errors climb until a
+    /// trigger fires, compared at every step, from gathering to fired.
+    #[test]
+    fn a_live_view_renders_as_the_view_written_at_once() {
+        use crate::engine::{Effect, Input};
+        use crate::policy::{ChangeType, Weight, parse_policy};
+        use crate::stats::IntervalSnapshot;
+
+        let text = include_str!("../../simulator/policies/product-example.yaml");
+        let policy = parse_policy("product-example.yaml", text.as_bytes()).unwrap();
+        let monitor = Monitor::new(&policy).unwrap();
+        let spec = crate::engine::RolloutSpec {
+            id: "r-1".into(),
+            service: "web".into(),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+            change_type: ChangeType::Standard,
+            dry_run: false,
+            started_by: "ana".into(),
+            reason: None,
+            ticket: Some("CHG-1".into()),
+        };
+        let mut now = Timestamp::from_millis(1_900_000_000_000);
+        let mut rollout = Rollout::new(spec.clone(), policy, monitor, now).unwrap();
+        let row = RolloutRow {
+            id: spec.id.clone(),
+            service: spec.service.clone(),
+            policy_name: "recommender-ctr".into(),
+            policy_version: "v-hash".into(),
+            spec,
+            phase: rollout.phase(),
+            outcome: None,
+            reason: String::new(),
+            step: 0,
+            weight: Weight::ZERO,
+            created_at: now,
+            updated_at: now,
+            checkpoint_seq: 0,
+            journal_len: 0,
+        };
+        let checks = Checks::of(&rollout);
+        let status = DriverStatus::default();
+        let mut states = std::collections::BTreeSet::new();
+        let mut input = Input::Tick;
+        for i in 0..600u64 {
+            rollout.handle(now, input).unwrap();
+            while let Some(e) = rollout.poll_effect() {
+                if let Effect::SetWeight { weight, .. } = e {
+                    rollout
+                        .handle(
+                            now,
+                            Input::RouterAck {
+                                weight,
+                                error: None,
+                            },
+                        )
+                        .unwrap();
+                }
+            }
+            let live = LiveView::new(&row, &rollout, &checks, Some("inc-1"), Some(&status), now);
+            let at_once = rollout_view(&row, &rollout, Some("inc-1"), Some(&status), now);
+            assert_eq!(live.render(), at_once, "window {i}");
+            states.extend(at_once.triggers.iter().map(|t| format!("{:?}", t.state)));
+            states.extend(at_once.gates.iter().map(|g| format!("{:?}", g.state)));
+            if rollout.phase().is_terminal() {
+                break;
+            }
+            let end = now + std::time::Duration::from_secs(30);
+            let mut snapshot = IntervalSnapshot::new(now, end);
+            for (arm, errors) in [(&mut snapshot.baseline, 10), (&mut snapshot.canary, 10 + i)] {
+                arm.add("requests", 2_000);
+                arm.add("errors", errors);
+                arm.add("impressions", 2_000);
+                arm.add("clicks", 100);
+                arm.add_group("requests", "a", 1_000);
+                arm.add_group("requests", "b", 1_000);
+                arm.add_group("approvals", "a", 500);
+                arm.add_group("approvals", "b", 500);
+                arm.add("approvals", 1_000);
+                for ms in [20.0, 40.0, 80.0, 120.0] {
+                    arm.latency_mut("latency_ms").record_ms(ms);
+                }
+            }
+            now = end;
+            input = Input::Data { snapshot };
+        }
+        assert!(rollout.fired().is_some(), "no trigger fired");
+        assert!(states.len() >= 3, "states seen: {states:?}");
     }
 
     /// What the daemon writes and what a local CLI looks for.
