@@ -37,6 +37,22 @@ spec:
       threshold: { above: 5% }
 "#;
 
+/// A standard change of `web` from v1 to v2, for tests that drive an
+/// engine rollout by hand.
+pub(super) fn web_spec() -> crate::engine::RolloutSpec {
+    crate::engine::RolloutSpec {
+        id: "r-1".into(),
+        service: "web".into(),
+        baseline: "v1".into(),
+        canary: "v2".into(),
+        change_type: crate::policy::ChangeType::Standard,
+        dry_run: false,
+        started_by: "ana".into(),
+        reason: None,
+        ticket: Some("CHG-1".into()),
+    }
+}
+
 async fn get(http: &reqwest::Client, url: String, token: &str) -> Value {
     http.get(url)
         .bearer_auth(token)

@@ -564,23 +564,13 @@ mod tests {
     #[test]
     fn a_live_view_renders_as_the_view_written_at_once() {
         use crate::engine::{Effect, Input};
-        use crate::policy::{ChangeType, Weight, parse_policy};
+        use crate::policy::{Weight, parse_policy};
         use crate::stats::IntervalSnapshot;
 
         let text = include_str!("../../simulator/policies/product-example.yaml");
         let policy = parse_policy("product-example.yaml", text.as_bytes()).unwrap();
         let monitor = Monitor::new(&policy).unwrap();
-        let spec = crate::engine::RolloutSpec {
-            id: "r-1".into(),
-            service: "web".into(),
-            baseline: "v1".into(),
-            canary: "v2".into(),
-            change_type: ChangeType::Standard,
-            dry_run: false,
-            started_by: "ana".into(),
-            reason: None,
-            ticket: Some("CHG-1".into()),
-        };
+        let spec = super::super::tests::web_spec();
         let mut now = Timestamp::from_millis(1_900_000_000_000);
         let mut rollout = Rollout::new(spec.clone(), policy, monitor, now).unwrap();
         let row = RolloutRow {

@@ -406,8 +406,8 @@ fn sentence(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Actor, RolloutSpec};
-    use crate::policy::{ChangeType, Weight, parse_policy};
+    use crate::engine::Actor;
+    use crate::policy::{Weight, parse_policy};
 
     const POLICY: &str = r#"
 apiVersion: canaryd.dev/v1
@@ -441,17 +441,7 @@ spec:
         fn new() -> Run {
             let policy = parse_policy("events.yaml", POLICY.as_bytes()).unwrap();
             let monitor = Monitor::new(&policy).unwrap();
-            let spec = RolloutSpec {
-                id: "r-1".into(),
-                service: "web".into(),
-                baseline: "v1".into(),
-                canary: "v2".into(),
-                change_type: ChangeType::Standard,
-                dry_run: false,
-                started_by: "ana".into(),
-                reason: None,
-                ticket: Some("CHG-1".into()),
-            };
+            let spec = crate::daemon::tests::web_spec();
             let now = Timestamp::from_millis(1_000_000);
             let rollout = Rollout::new(spec, policy, monitor, now).unwrap();
             Run { rollout, now }
