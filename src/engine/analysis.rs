@@ -59,6 +59,15 @@ pub trait Analysis: Clone + Debug + Serialize + DeserializeOwned {
     /// feeding it (data, a new weight step).
     fn assess(&mut self, now: Timestamp) -> Assessment<Self::Evidence>;
 
+    /// [`Analysis::assess`] written over the previous answer, `out`: the
+    /// same result as `*out = self.assess(now)`. An analysis that answers
+    /// every interval can refresh its readings in place instead of building
+    /// new ones and dropping the old (the engine keeps one assessment and
+    /// asks for this).
+    fn assess_into(&mut self, now: Timestamp, out: &mut Assessment<Self::Evidence>) {
+        *out = self.assess(now);
+    }
+
     /// The instants a snapshot covers, `[start, end)`.
     fn span(snapshot: &Self::Snapshot) -> (Timestamp, Timestamp);
 }

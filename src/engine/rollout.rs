@@ -327,7 +327,7 @@ impl<A: Analysis> Rollout<A> {
         }
         if !self.phase.is_terminal() {
             if self.assessed_at != Some(now) {
-                self.latest = self.analysis.assess(now);
+                self.analysis.assess_into(now, &mut self.latest);
                 self.assessed_at = Some(now);
             }
             self.act_on_readings(now);

@@ -39,6 +39,7 @@ pub use forecast::{GateSchedule, forecast, gate_forecast, gate_schedule, margin_
 
 use crate::engine::{Analysis, Assessment, GateReading, TriggerReading, TriggerVerdict};
 use crate::policy::{Policy, REQUESTS, Weight};
+use crate::stats::evidence::assign_shared;
 use crate::stats::window::WindowRead;
 use crate::stats::{
     self, BurnRate, ChangeDetection, IntervalSnapshot, LatencyReads, NoData, Overdispersion,
@@ -288,36 +289,53 @@ fn verdict_of(status: Status) -> TriggerVerdict {
     }
 }
 
-fn statistical_reading(v: &Verdict) -> TriggerReading<TriggerEvidence> {
-    TriggerReading {
-        verdict: verdict_of(v.status),
-        estimate: Some(v.evidence.estimate),
-        boundary: Some(v.evidence.log_boundary),
-        samples: v.evidence.canary.exposure,
-        evidence: Some(TriggerEvidence::Statistical(v.evidence.clone())),
+/// Writes a statistical verdict's reading over `r` (see
+/// [`Analysis::assess_into`]).
+fn write_statistical(r: &mut TriggerReading<TriggerEvidence>, v: &Verdict) {
+    r.verdict = verdict_of(v.status);
+    r.estimate = Some(v.evidence.estimate);
+    r.boundary = Some(v.evidence.log_boundary);
+    r.samples = v.evidence.canary.exposure;
+    write_statistical_evidence(&mut r.evidence, &v.evidence);
+}
+
+/// `*slot = Some(Statistical(evidence.clone()))`, reusing what `slot`
+/// holds (see `stats::Evidence::assign_from`).
+fn write_statistical_evidence(slot: &mut Option<TriggerEvidence>, evidence: &stats::Evidence) {
+    match slot {
+        Some(TriggerEvidence::Statistical(mine)) => mine.assign_from(evidence),
+        _ => *slot = Some(TriggerEvidence::Statistical(evidence.clone())),
     }
 }
 
-fn objective_reading(
+/// Writes an objective verdict's reading over `r`.
+fn write_objective(
+    r: &mut TriggerReading<TriggerEvidence>,
     v: stats::objective::ObjectiveVerdict,
-    measured: Arc<str>,
+    measured: &Arc<str>,
     has_data: bool,
-) -> TriggerReading<TriggerEvidence> {
-    TriggerReading {
-        verdict: if v.fired {
-            TriggerVerdict::Fired
-        } else if has_data {
-            TriggerVerdict::Ok
-        } else {
-            TriggerVerdict::Inconclusive
-        },
-        estimate: Some(v.observed),
-        boundary: Some(v.limit),
-        samples: v.canary.exposure,
-        evidence: Some(TriggerEvidence::Objective(ObjectiveEvidence {
-            measured,
-            verdict: v,
-        })),
+) {
+    r.verdict = if v.fired {
+        TriggerVerdict::Fired
+    } else if has_data {
+        TriggerVerdict::Ok
+    } else {
+        TriggerVerdict::Inconclusive
+    };
+    r.estimate = Some(v.observed);
+    r.boundary = Some(v.limit);
+    r.samples = v.canary.exposure;
+    match &mut r.evidence {
+        Some(TriggerEvidence::Objective(mine)) => {
+            assign_shared(&mut mine.measured, measured);
+            mine.verdict = v;
+        }
+        slot => {
+            *slot = Some(TriggerEvidence::Objective(ObjectiveEvidence {
+                measured: measured.clone(),
+                verdict: v,
+            }));
+        }
     }
 }
 
@@ -413,10 +431,16 @@ impl Analysis for Monitor {
     /// twice at one instant without new data (see `Rollout::handle`), so
     /// nothing is memoized here.
     fn assess(&mut self, now: Timestamp) -> Assessment<TriggerEvidence> {
+        let mut out = Assessment::empty(self.checks.len(), self.gates.len());
+        self.assess_into(now, &mut out);
+        out
+    }
+
+    fn assess_into(&mut self, now: Timestamp, out: &mut Assessment<TriggerEvidence>) {
         if self.measured.0.len() != self.checks.len() {
             self.measured = NotState(self.checks.iter().map(|c| measured(c).into()).collect());
         }
-        self.assess_now(now)
+        self.write_assessment(now, out);
     }
 
     fn span(snapshot: &IntervalSnapshot) -> (Timestamp, Timestamp) {
@@ -456,71 +480,63 @@ impl Monitor {
         reads
     }
 
-    /// What check `i` measures, in words (formatted once, see `measured`).
-    fn measured_by(&self, i: usize, check: &Check) -> Arc<str> {
-        match self.measured.0.get(i) {
-            Some(words) => words.clone(),
-            None => measured(check).into(),
-        }
-    }
-
-    fn assess_now(&self, now: Timestamp) -> Assessment<TriggerEvidence> {
+    /// Writes the assessment at `now` over `out`, reading by reading, so
+    /// that nothing is allocated and no shared text is cloned again when
+    /// `out` holds the previous interval's (see [`Analysis::assess_into`]).
+    fn write_assessment(&self, now: Timestamp, out: &mut Assessment<TriggerEvidence>) {
         let since = self.since.unwrap_or(now);
         let has_data = !self.windows.is_empty();
-        let triggers = self
-            .checks
-            .iter()
-            .enumerate()
-            .map(|(i, check)| match check {
-                Check::Statistical { last: Some(v), .. } => statistical_reading(v),
-                Check::Statistical { last: None, .. } => TriggerReading::default(),
-                Check::SustainedMean(rule) => objective_reading(
-                    rule.evaluate(&self.windows, now),
-                    self.measured_by(i, check),
-                    has_data,
-                ),
-                Check::SustainedQuantile(rule) => objective_reading(
-                    rule.evaluate(&self.windows, now),
-                    self.measured_by(i, check),
-                    has_data,
-                ),
-                Check::SustainedRatio(rule) => objective_reading(
-                    rule.evaluate(&self.windows, now),
-                    self.measured_by(i, check),
-                    has_data,
-                ),
-                Check::BurnRate(rule) => objective_reading(
-                    rule.evaluate(&self.windows, now),
-                    self.measured_by(i, check),
-                    has_data,
-                ),
+        out.triggers
+            .resize_with(self.checks.len(), TriggerReading::default);
+        for (i, (check, r)) in self.checks.iter().zip(&mut out.triggers).enumerate() {
+            // What the check measures, in words (formatted once, see
+            // `measured`; a monitor always has them when assessed).
+            let fresh: Arc<str>;
+            let measured = match self.measured.0.get(i) {
+                Some(words) => words,
+                None => {
+                    fresh = measured(check).into();
+                    &fresh
+                }
+            };
+            match check {
+                Check::Statistical { last: Some(v), .. } => write_statistical(r, v),
+                Check::Statistical { last: None, .. } => *r = TriggerReading::default(),
+                Check::SustainedMean(rule) => {
+                    write_objective(r, rule.evaluate(&self.windows, now), measured, has_data);
+                }
+                Check::SustainedQuantile(rule) => {
+                    write_objective(r, rule.evaluate(&self.windows, now), measured, has_data);
+                }
+                Check::SustainedRatio(rule) => {
+                    write_objective(r, rule.evaluate(&self.windows, now), measured, has_data);
+                }
+                Check::BurnRate(rule) => {
+                    write_objective(r, rule.evaluate(&self.windows, now), measured, has_data);
+                }
                 Check::NoData(rule) => {
                     let v = rule.evaluate(&self.windows, since, now);
-                    let mut r = objective_reading(v, self.measured_by(i, check), true);
+                    write_objective(r, v, measured, true);
                     if r.verdict == TriggerVerdict::Ok && !has_data {
                         r.verdict = TriggerVerdict::Inconclusive;
                     }
-                    r
                 }
-            })
-            .collect();
-        let gates = self
-            .gates
-            .iter()
-            .map(|g| GateReading {
-                shown: g.last.as_ref().is_some_and(shown_now),
-                evidence: g
-                    .last
-                    .as_ref()
-                    .map(|v| TriggerEvidence::Statistical(v.evidence.clone())),
-            })
-            .collect();
-        Assessment {
-            triggers,
-            gates,
-            sample_ratio_mismatch: self.srm_evidence.clone().map(TriggerEvidence::Statistical),
-            canary_requests_in_step: self.step_requests,
+            }
         }
+        out.gates
+            .resize_with(self.gates.len(), GateReading::default);
+        for (g, r) in self.gates.iter().zip(&mut out.gates) {
+            r.shown = g.last.as_ref().is_some_and(shown_now);
+            match &g.last {
+                Some(v) => write_statistical_evidence(&mut r.evidence, &v.evidence),
+                None => r.evidence = None,
+            }
+        }
+        match &self.srm_evidence {
+            Some(e) => write_statistical_evidence(&mut out.sample_ratio_mismatch, e),
+            None => out.sample_ratio_mismatch = None,
+        }
+        out.canary_requests_in_step = self.step_requests;
     }
 }
 
@@ -815,5 +831,66 @@ spec:
         monitor.observe_owned(interval(20), weight);
         let spare = monitor.take_spare().expect("kept once asked for");
         assert_eq!(spare.start, Timestamp::from_millis(20_000));
+    }
+
+    /// Assessing in place gives what assessing afresh gives, over the
+    /// previous interval's assessment, over an empty one and over one of
+    /// another shape; and the readings' shared texts stay the monitor's.
+    #[test]
+    fn assessing_in_place_is_assessing_afresh() {
+        let policy = parse_policy(
+            "example.yaml",
+            include_bytes!("../../simulator/policies/product-example.yaml"),
+        )
+        .unwrap();
+        let weight = Weight::new(10).unwrap();
+        let mut monitor = Monitor::new(&policy).unwrap();
+        monitor.set_lean(true);
+        let mut kept = Assessment::empty(0, 0);
+        let mut odd = Assessment::empty(9, 1);
+        odd.sample_ratio_mismatch = Some(TriggerEvidence::Objective(ObjectiveEvidence {
+            measured: "nothing".into(),
+            verdict: stats::objective::ObjectiveVerdict {
+                fired: true,
+                observed: 1.0,
+                limit: 0.0,
+                canary: stats::ArmCounts::default(),
+                window_start: Timestamp::EPOCH,
+                window_end: Timestamp::EPOCH,
+            },
+        }));
+        monitor.step_started(Timestamp::EPOCH, weight);
+        for i in 0..200u64 {
+            let mut s = IntervalSnapshot::new(
+                Timestamp::from_millis(i * 30_000),
+                Timestamp::from_millis((i + 1) * 30_000),
+            );
+            for (arm, n) in [(&mut s.baseline, 5_400), (&mut s.canary, 600 + i % 7)] {
+                arm.add("requests", n);
+                arm.add("impressions", n);
+                arm.add("errors", n / 400 + i % 3);
+                arm.add("clicks", n / 20 - i % 5);
+                arm.add_group("approvals", "a", n / 5);
+                arm.add_group("approvals", "b", n / 8 + i % 2);
+                arm.add_group("requests", "a", n * 6 / 10);
+                arm.add_group("requests", "b", n - n * 6 / 10);
+                let h = arm.latency_mut("latency_ms");
+                for k in 0..20 {
+                    h.record_ms(60.0 + 7.0 * k as f64 + (i % 11) as f64);
+                }
+            }
+            monitor.observe_owned(s, weight);
+            let now = Timestamp::from_millis((i + 1) * 30_000);
+            let fresh = monitor.assess(now);
+            monitor.assess_into(now, &mut kept);
+            assert_eq!(kept, fresh, "interval {i}");
+            let mut empty = Assessment::empty(0, 0);
+            monitor.assess_into(now, &mut empty);
+            assert_eq!(empty, fresh, "interval {i}, from empty");
+            let mut other = odd.clone();
+            monitor.assess_into(now, &mut other);
+            assert_eq!(other, fresh, "interval {i}, from another shape");
+        }
+        assert!(kept.gates.iter().all(|g| g.evidence.is_some()));
     }
 }

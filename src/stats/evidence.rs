@@ -104,6 +104,50 @@ pub struct Evidence {
     pub caveat: Option<Arc<str>>,
 }
 
+impl Evidence {
+    /// Makes `self` equal to `src`, as `*self = src.clone()` would, but
+    /// clones a shared text only when it is another one: a reading
+    /// refreshed every interval from the same test points at the same
+    /// texts, and each clone of an `Arc` is an atomic increment (and its
+    /// drop a decrement).
+    pub fn assign_from(&mut self, src: &Evidence) {
+        let Evidence {
+            estimand,
+            baseline,
+            canary,
+            estimate,
+            interval,
+            log_e_value,
+            log_boundary,
+            window_start,
+            window_end,
+            evidence_since,
+            caveat,
+        } = src;
+        assign_shared(&mut self.estimand, estimand);
+        self.baseline = *baseline;
+        self.canary = *canary;
+        self.estimate = *estimate;
+        self.interval = *interval;
+        self.log_e_value = *log_e_value;
+        self.log_boundary = *log_boundary;
+        self.window_start = *window_start;
+        self.window_end = *window_end;
+        self.evidence_since = *evidence_since;
+        match (&mut self.caveat, caveat) {
+            (Some(mine), Some(theirs)) => assign_shared(mine, theirs),
+            (mine, theirs) => *mine = theirs.clone(),
+        }
+    }
+}
+
+/// `*dst = src.clone()`, skipped when both already point at one text.
+pub fn assign_shared(dst: &mut Arc<str>, src: &Arc<str>) {
+    if !Arc::ptr_eq(dst, src) {
+        *dst = src.clone();
+    }
+}
+
 /// A test's answer for one interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {

@@ -357,15 +357,17 @@ impl BurnRate {
         now: Timestamp,
         len: Duration,
     ) -> (f64, ArmCounts, Timestamp) {
-        // Only two canary counters are needed: sum them directly.
-        // (Saturating sums of counts do not depend on their order.)
+        // Only two canary counters are needed: sum them from the column's
+        // running totals. (Saturating sums of counts do not depend on their
+        // order or grouping.)
         let (mut n, mut x) = (0u64, 0u64);
         let mut start = None::<Timestamp>;
         for (positions, first_start) in windows.covering(now, len) {
             // (A read that is not tracked counts nothing.)
-            for c in column.iter().flat_map(|c| c.over(positions.clone())) {
-                n = n.saturating_add(c.n);
-                x = x.saturating_add(c.x);
+            if let Some(c) = column {
+                let t = c.total(positions);
+                n = n.saturating_add(t.n);
+                x = x.saturating_add(t.x);
             }
             start = Some(start.map_or(first_start, |t| t.min(first_start)));
         }

@@ -11,7 +11,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::dispersion::{Dispersion, Overdispersion};
-use super::evidence::{ArmCounts, Evidence, Interval, Span, Status, Verdict, finite, is_false};
+use super::evidence::{
+    ArmCounts, Estimand, Evidence, Interval, Span, Status, Verdict, finite, is_false,
+};
 use super::hypothesis::log_boundary;
 use super::mixture::{ChangeDetection, LikelihoodGrid, LogLikCache, RestartMixture, logit};
 use super::snapshot::IntervalSnapshot;
@@ -48,6 +50,10 @@ pub struct SampleRatioCheck {
     /// chain of differences for the dispersion estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_weight: Option<f64>,
+    /// The estimand's text, made once (every interval's verdict points at
+    /// it instead of allocating its own).
+    #[serde(skip)]
+    estimand: Estimand,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -78,6 +84,7 @@ impl SampleRatioCheck {
             lik_below: LogLikCache::default(),
             dispersion: Some(Dispersion::new(Overdispersion::Auto)),
             last_weight: None,
+            estimand: Estimand::default(),
         })
     }
 
@@ -180,7 +187,9 @@ impl SampleRatioCheck {
                 Status::Monitoring
             },
             evidence: Evidence {
-                estimand: "odds ratio of observed canary share to set weight".into(),
+                estimand: self.estimand.text(None, || {
+                    "odds ratio of observed canary share to set weight".into()
+                }),
                 baseline: self.baseline,
                 canary: self.canary,
                 estimate: finite(self.grid.estimate().exp()),
