@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -392,96 +393,126 @@ fn gauge(
     e.encode_family(labels)?.encode_gauge(&v)
 }
 
+/// Rollouts encoded under one hold of the book's lock: a scrape of 10,000
+/// rollouts' series takes tens of milliseconds, which would stall every
+/// driver's step behind it if the lock were held throughout.
+const ROLLOUTS_PER_LOCK: usize = 256;
+
 impl Collector for RolloutFamilies {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         for (family, (name, help, kind)) in ROLLOUT_FAMILIES.iter().enumerate() {
             let mut e = encoder.encode_descriptor(name, help, None, kind.clone())?;
-            for (id, s) in book.iter() {
-                let (rollout, service) =
-                    (("rollout", id.as_str()), ("service", s.service.as_str()));
-                match family {
-                    0 => gauge(
-                        &mut e,
-                        &[
-                            rollout,
-                            service,
-                            ("policy", s.policy.as_str()),
-                            ("baseline", s.baseline.as_str()),
-                            ("canary", s.canary.as_str()),
-                        ],
-                        1i64,
-                    )?,
-                    1 => {
-                        if let Some(current) = s.phase {
-                            for phase in Phase::ALL {
-                                gauge(
-                                    &mut e,
-                                    &[rollout, service, ("phase", phase.as_str())],
-                                    i64::from(phase == current),
-                                )?;
-                            }
-                        }
+            // The last rollout encoded: the next batch starts after it (a
+            // rollout added or removed meanwhile is in the scrape or not).
+            let mut after: Option<String> = None;
+            loop {
+                let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+                let batch: Vec<(&String, &RolloutSeries)> = match &after {
+                    None => book.iter().take(ROLLOUTS_PER_LOCK).collect(),
+                    Some(last) => book
+                        .range::<str, _>((Bound::Excluded(last.as_str()), Bound::Unbounded))
+                        .take(ROLLOUTS_PER_LOCK)
+                        .collect(),
+                };
+                for &(id, s) in &batch {
+                    encode_rollout(&mut e, family, id, s)?;
+                }
+                match batch.last() {
+                    Some((id, _)) if batch.len() == ROLLOUTS_PER_LOCK => {
+                        after = Some((*id).clone());
                     }
-                    2 => gauge(&mut e, &[rollout, service], s.weight)?,
-                    3 => {
-                        if let Some(t) = s.step_started {
-                            gauge(&mut e, &[rollout, service], t)?;
-                        }
-                    }
-                    4 => {
-                        for (arm, signal, n) in &s.signals {
-                            e.encode_family(&[rollout, service, ("arm", arm), ("signal", signal)])?
-                                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-                        }
-                    }
-                    5 | 7 => {
-                        let values = if family == 5 { &s.ratios } else { &s.means };
-                        for (arm, metric, x) in values {
-                            gauge(
-                                &mut e,
-                                &[rollout, service, ("arm", arm), ("metric", metric)],
-                                *x,
-                            )?;
-                        }
-                    }
-                    6 => {
-                        for (arm, metric, percentile, x) in &s.latencies {
-                            gauge(
-                                &mut e,
-                                &[
-                                    rollout,
-                                    service,
-                                    ("arm", arm),
-                                    ("metric", metric),
-                                    ("percentile", percentile),
-                                ],
-                                *x,
-                            )?;
-                        }
-                    }
-                    _ => {
-                        for t in &s.triggers {
-                            let labels = [rollout, service, ("trigger", &*t.name)];
-                            let value = match family {
-                                8 => t.estimate,
-                                9 => t.log_e_value,
-                                10 => t.log_boundary,
-                                _ => {
-                                    gauge(&mut e, &labels, i64::from(t.fired))?;
-                                    continue;
-                                }
-                            };
-                            if let Some(x) = value {
-                                gauge(&mut e, &labels, x)?;
-                            }
-                        }
-                    }
+                    _ => break,
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The series of family number `family` (in [`ROLLOUT_FAMILIES`]) of one
+/// rollout.
+fn encode_rollout(
+    e: &mut MetricEncoder,
+    family: usize,
+    id: &str,
+    s: &RolloutSeries,
+) -> fmt::Result {
+    let (rollout, service) = (("rollout", id), ("service", s.service.as_str()));
+    match family {
+        0 => gauge(
+            e,
+            &[
+                rollout,
+                service,
+                ("policy", s.policy.as_str()),
+                ("baseline", s.baseline.as_str()),
+                ("canary", s.canary.as_str()),
+            ],
+            1i64,
+        )?,
+        1 => {
+            if let Some(current) = s.phase {
+                for phase in Phase::ALL {
+                    gauge(
+                        e,
+                        &[rollout, service, ("phase", phase.as_str())],
+                        i64::from(phase == current),
+                    )?;
+                }
+            }
+        }
+        2 => gauge(e, &[rollout, service], s.weight)?,
+        3 => {
+            if let Some(t) = s.step_started {
+                gauge(e, &[rollout, service], t)?;
+            }
+        }
+        4 => {
+            for (arm, signal, n) in &s.signals {
+                e.encode_family(&[rollout, service, ("arm", arm), ("signal", signal)])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        5 | 7 => {
+            let values = if family == 5 { &s.ratios } else { &s.means };
+            for (arm, metric, x) in values {
+                gauge(e, &[rollout, service, ("arm", arm), ("metric", metric)], *x)?;
+            }
+        }
+        6 => {
+            for (arm, metric, percentile, x) in &s.latencies {
+                gauge(
+                    e,
+                    &[
+                        rollout,
+                        service,
+                        ("arm", arm),
+                        ("metric", metric),
+                        ("percentile", percentile),
+                    ],
+                    *x,
+                )?;
+            }
+        }
+        _ => {
+            for t in &s.triggers {
+                let labels = [rollout, service, ("trigger", &*t.name)];
+                let value = match family {
+                    8 => t.estimate,
+                    9 => t.log_e_value,
+                    10 => t.log_boundary,
+                    _ => {
+                        gauge(e, &labels, i64::from(t.fired))?;
+                        continue;
+                    }
+                };
+                if let Some(x) = value {
+                    gauge(e, &labels, x)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub struct Metrics {
@@ -1150,6 +1181,28 @@ spec:
         assert_eq!(p95.len(), 2);
         // 95 of 100 values 0.5..99.5 ms lie below ~95 ms: within a bucket.
         assert!(p95.iter().all(|s| (0.09..0.1).contains(s)), "{p95:?}");
+    }
+
+    #[test]
+    fn a_scrape_encodes_every_rollout_in_id_order_across_lock_batches() {
+        let m = Metrics::new();
+        let n = 2 * ROLLOUTS_PER_LOCK + 3;
+        let ids: Vec<String> = (0..n).map(|i| format!("r-{i:04}")).collect();
+        for id in &ids {
+            m.publish_rollout(&sample(id, Phase::Progressing));
+        }
+        let text = m.render(Timestamp::from_millis(0));
+        let info: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("canaryd_rollout_info{rollout=\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(info, ids);
+        let fired = text
+            .lines()
+            .filter(|l| l.starts_with("canaryd_trigger_fired{"))
+            .count();
+        assert_eq!(fired, n);
     }
 
     #[test]
