@@ -401,7 +401,7 @@ const ROLLOUTS_PER_LOCK: usize = 256;
 impl Collector for RolloutFamilies {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         for (family, (name, help, kind)) in ROLLOUT_FAMILIES.iter().enumerate() {
-            let mut e = encoder.encode_descriptor(name, help, None, kind.clone())?;
+            let mut e = encoder.encode_descriptor(name, help, None, *kind)?;
             // The last rollout encoded: the next batch starts after it (a
             // rollout added or removed meanwhile is in the scrape or not).
             let mut after: Option<String> = None;
