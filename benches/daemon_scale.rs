@@ -25,11 +25,17 @@
 //!   engine was fed (the journaled windows, read back from the store).
 //!
 //! Allocator: glibc's malloc, the `canaryd` binary's, unless
-//! `CANARYD_SCALE_ALLOCATOR=mimalloc`; `memory` runs its children with
-//! each of `CANARYD_SCALE_ALLOCATORS` (`glibc,mimalloc`) in the same run,
+//! `CANARYD_SCALE_ALLOCATOR` is `mimalloc` or `jemalloc`; `memory` runs
+//! its children with each of `CANARYD_SCALE_ALLOCATORS` (`glibc,mimalloc`;
+//! `jemalloc:OPTS` sets jemalloc's options, `/` between them, e.g.
+//! `jemalloc:background_thread:true/dirty_decay_ms:1000`) in the same run,
 //! and also counts the heap bytes they hold, to break a rollout's bytes
 //! down (the core, the API view, a push buffer, `/metrics` series, the
-//! rest).
+//! rest), and SQLite's own (its page cache, on glibc's malloc whatever the
+//! Rust allocator). It prints the peak RSS too, and reads RSS
+//! `CANARYD_SCALE_SETTLE_SECS` (2) after the last window: jemalloc returns
+//! freed pages over its decay time (10 s), which a daemon at 30 s spends
+//! idle between windows.
 //!
 //! Sizes by environment, so a plain `cargo bench --bench daemon_scale`
 //! stays short: `CANARYD_SCALE_PARTS` (`rollouts,memory,ingest`),
@@ -52,15 +58,18 @@ use canaryd::daemon::{self, config::Config};
 use canaryd::time::Timestamp;
 use serde_json::json;
 
-/// glibc's malloc (the binary's), or mimalloc when
-/// `CANARYD_SCALE_ALLOCATOR=mimalloc`.
+/// glibc's malloc (the binary's), or mimalloc or jemalloc when
+/// `CANARYD_SCALE_ALLOCATOR` names one.
 /// Chosen once, on the first allocation (before `main`), from the
 /// environment through `getenv`, which does not allocate; every block is
 /// freed by the allocator that gave it.
 struct ChosenAllocator;
 
-const MIMALLOC: u8 = 1;
-const GLIBC: u8 = 2;
+/// The allocator in the low bits of [`CHOSEN`].
+const GLIBC: u8 = 1;
+const MIMALLOC: u8 = 2;
+const JEMALLOC: u8 = 3;
+const WHICH: u8 = 3;
 /// The memory children also count the bytes they hold ([`heap_bytes`]).
 const COUNTING: u8 = 4;
 static HEAP_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
@@ -89,16 +98,24 @@ impl ChosenAllocator {
         }
         // SAFETY: a NUL-terminated name; the result is read at once,
         // before anything could change the environment.
-        let glibc = unsafe {
+        let which = unsafe {
             let v = libc::getenv(c"CANARYD_SCALE_ALLOCATOR".as_ptr());
-            v.is_null() || std::ffi::CStr::from_ptr(v).to_bytes() != b"mimalloc"
+            if v.is_null() {
+                GLIBC
+            } else {
+                match std::ffi::CStr::from_ptr(v).to_bytes() {
+                    b"mimalloc" => MIMALLOC,
+                    b"jemalloc" => JEMALLOC,
+                    _ => GLIBC,
+                }
+            }
         };
         // SAFETY: as above.
         let child = unsafe {
             !libc::getenv(c"CANARYD_SCALE_CHILD".as_ptr()).is_null()
                 || !libc::getenv(c"CANARYD_SCALE_CORE_CHILD".as_ptr()).is_null()
         };
-        let c = if glibc { GLIBC } else { MIMALLOC } | if child { COUNTING } else { 0 };
+        let c = which | if child { COUNTING } else { 0 };
         CHOSEN.store(c, Ordering::Relaxed);
         c
     }
@@ -110,10 +127,10 @@ impl ChosenAllocator {
     }
 
     fn name() -> &'static str {
-        if Self::chosen() & GLIBC != 0 {
-            "glibc"
-        } else {
-            "mimalloc"
+        match Self::chosen() & WHICH {
+            MIMALLOC => "mimalloc",
+            JEMALLOC => "jemalloc",
+            _ => "glibc",
         }
     }
 }
@@ -124,40 +141,40 @@ unsafe impl std::alloc::GlobalAlloc for ChosenAllocator {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         Self::count(layout.size() as i64);
         unsafe {
-            if Self::chosen() & GLIBC != 0 {
-                std::alloc::System.alloc(layout)
-            } else {
-                mimalloc::MiMalloc.alloc(layout)
+            match Self::chosen() & WHICH {
+                MIMALLOC => mimalloc::MiMalloc.alloc(layout),
+                JEMALLOC => tikv_jemallocator::Jemalloc.alloc(layout),
+                _ => std::alloc::System.alloc(layout),
             }
         }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         Self::count(-(layout.size() as i64));
         unsafe {
-            if Self::chosen() & GLIBC != 0 {
-                std::alloc::System.dealloc(ptr, layout)
-            } else {
-                mimalloc::MiMalloc.dealloc(ptr, layout)
+            match Self::chosen() & WHICH {
+                MIMALLOC => mimalloc::MiMalloc.dealloc(ptr, layout),
+                JEMALLOC => tikv_jemallocator::Jemalloc.dealloc(ptr, layout),
+                _ => std::alloc::System.dealloc(ptr, layout),
             }
         }
     }
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         Self::count(layout.size() as i64);
         unsafe {
-            if Self::chosen() & GLIBC != 0 {
-                std::alloc::System.alloc_zeroed(layout)
-            } else {
-                mimalloc::MiMalloc.alloc_zeroed(layout)
+            match Self::chosen() & WHICH {
+                MIMALLOC => mimalloc::MiMalloc.alloc_zeroed(layout),
+                JEMALLOC => tikv_jemallocator::Jemalloc.alloc_zeroed(layout),
+                _ => std::alloc::System.alloc_zeroed(layout),
             }
         }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         Self::count(new_size as i64 - layout.size() as i64);
         unsafe {
-            if Self::chosen() & GLIBC != 0 {
-                std::alloc::System.realloc(ptr, layout, new_size)
-            } else {
-                mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+            match Self::chosen() & WHICH {
+                MIMALLOC => mimalloc::MiMalloc.realloc(ptr, layout, new_size),
+                JEMALLOC => tikv_jemallocator::Jemalloc.realloc(ptr, layout, new_size),
+                _ => std::alloc::System.realloc(ptr, layout, new_size),
             }
         }
     }
@@ -370,18 +387,29 @@ fn cpu_seconds(prefix: Option<&str>) -> f64 {
 /// Bytes this process has had written (`write_bytes` of /proc/self/io:
 /// what reached the block layer, WAL, database and checkpoints).
 fn written_bytes() -> u64 {
+    io_figure("write_bytes:")
+}
+
+/// A figure of /proc/self/io (`write_bytes:`; `syscr:`, read calls, a
+/// `pread` of a page SQLite's cache no longer holds among them).
+fn io_figure(field: &str) -> u64 {
     let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
     io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
 
 fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A `/proc/self/status` figure in KiB (`VmRSS:`, `VmHWM:`, the peak).
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
@@ -563,7 +591,7 @@ fn rollouts_part() {
         Instant::now(),
     );
     let late0 = pushed_late.load(Ordering::SeqCst);
-    let written0 = written_bytes();
+    let (written0, reads0) = (written_bytes(), io_figure("syscr:"));
     let ok0 = pushed_ok.load(Ordering::SeqCst);
     for _ in 0..secs {
         std::thread::sleep(Duration::from_secs(1));
@@ -577,6 +605,7 @@ fn rollouts_part() {
     let cpu = (cpu_seconds(None) - c0) / wall;
     let gen_cpu = (cpu_seconds(Some("loadgen")) - g0) / wall;
     let written = written_bytes() - written0;
+    let reads = io_figure("syscr:") - reads0;
     let render1 = metrics.render(now());
     let groups = metrics.commit_groups.get() - groups0;
     let steps = metrics.committed_steps.get() - steps0;
@@ -624,9 +653,10 @@ fn rollouts_part() {
         pushes as f64 / wall
     );
     println!(
-        "  written to the data dir's disk: {:.1} MiB/s, {:.1} KiB per committed step",
+        "  written to the data dir's disk: {:.1} MiB/s, {:.1} KiB per committed step; {:.1} read calls per committed step (sockets and files)",
         written as f64 / wall / 1048576.0,
-        written as f64 / steps.max(1) as f64 / 1024.0
+        written as f64 / steps.max(1) as f64 / 1024.0,
+        reads as f64 / steps.max(1) as f64
     );
     println!(
         "  GET /v1/rollouts/{{id}}: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -681,8 +711,10 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
         }
     }
     let fill = wall.elapsed();
-    // Let the allocator and the committer settle, then read.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let the allocator and the committer settle, then read. jemalloc
+    // returns freed pages over its decay time (10 s by default), which a
+    // daemon at 30 s spends idle between windows.
+    std::thread::sleep(Duration::from_secs(env_or("CANARYD_SCALE_SETTLE_SECS", 2)));
     let live = ids.iter().filter(|id| shared.driver(id).is_some()).count();
     // The size of one rollout's checkpoint (the core's state as JSON, the
     // row every step rewrites).
@@ -692,7 +724,9 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
             .unwrap();
         serde_json::to_string(&cp).unwrap().len()
     });
-    let (rss, heap) = (rss_kib(), heap_bytes());
+    let (rss, heap, hwm) = (rss_kib(), heap_bytes(), status_kib("VmHWM:"));
+    // SAFETY: a read of SQLite's global memory counter, no arguments.
+    let sqlite = unsafe { rusqlite::ffi::sqlite3_memory_used() };
     // Where the heap bytes are, for one rollout: the API's view the driver
     // keeps, its push buffer holding one window's batch, and (last, as it
     // removes them) the `/metrics` series of every rollout.
@@ -715,7 +749,7 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
     let _ = shared.metrics.render(now + Duration::from_secs(3_600));
     let series = before - heap_bytes();
     println!(
-        "RSS {rss} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {heap} VIEW {view} PUSH {buffer} SERIES {series}",
+        "RSS {rss} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {heap} VIEW {view} PUSH {buffer} SERIES {series} HWM {hwm} SQLITE {sqlite}",
         fill.as_millis()
     );
     d.stop();
@@ -804,10 +838,11 @@ fn core_child(n: usize, interval: Duration, windows: u64) {
         .first()
         .map_or(0, |r| serde_json::to_string(&r.checkpoint()).unwrap().len());
     println!(
-        "RSS {} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {} VIEW 0 PUSH 0 SERIES 0",
+        "RSS {} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {} VIEW 0 PUSH 0 SERIES 0 HWM {} SQLITE 0",
         rss_kib(),
         fill.as_millis(),
-        heap_bytes()
+        heap_bytes(),
+        status_kib("VmHWM:")
     );
 }
 
@@ -821,6 +856,11 @@ struct ChildFigures {
     view: i64,
     push: i64,
     series: i64,
+    /// Peak RSS (KiB).
+    hwm_kib: u64,
+    /// Bytes SQLite holds (its own malloc, outside [`heap_bytes`]): the
+    /// page cache, mostly.
+    sqlite: i64,
 }
 
 fn memory_part() {
@@ -843,14 +883,20 @@ fn memory_part() {
             3_600 / secs
         };
         for allocator in allocators.split(',').map(str::trim) {
+            // `jemalloc:background_thread:true/dirty_decay_ms:1000`: jemalloc
+            // with those options (`/` for the `,` between them).
+            let (name, conf) = allocator.split_once(':').unwrap_or((allocator, ""));
             let run_as = |mode: &str, n: usize| -> ChildFigures {
-                let out = std::process::Command::new(&exe)
+                let mut child = std::process::Command::new(&exe);
+                child
                     .env(mode, format!("{services},{n},{secs},{windows}"))
-                    .env("CANARYD_SCALE_ALLOCATOR", allocator)
+                    .env("CANARYD_SCALE_ALLOCATOR", name)
                     .env("MALLOC_MMAP_THRESHOLD_", "131072")
-                    .env("MALLOC_ARENA_MAX", "2")
-                    .output()
-                    .unwrap();
+                    .env("MALLOC_ARENA_MAX", "2");
+                if !conf.is_empty() {
+                    child.env("_RJEM_MALLOC_CONF", conf.replace('/', ","));
+                }
+                let out = child.output().unwrap();
                 let text = String::from_utf8_lossy(&out.stdout);
                 let line = text
                     .lines()
@@ -871,6 +917,8 @@ fn memory_part() {
                     view: f[11].parse().unwrap(),
                     push: f[13].parse().unwrap(),
                     series: f[15].parse().unwrap(),
+                    hwm_kib: f[17].parse().unwrap(),
+                    sqlite: f[19].parse().unwrap(),
                 }
             };
             let run = |n: usize| run_as("CANARYD_SCALE_CHILD", n);
@@ -886,9 +934,10 @@ fn memory_part() {
                 let per = |x: i64, x0: i64| (x - x0) as f64 / n as f64 / 1024.0;
                 let daemon_kib = per(d.rss_kib as i64 * 1024, zero.rss_kib as i64 * 1024);
                 println!(
-                    "  {n} rollouts ({} live): RSS {:.1} MiB, growth {daemon_kib:.1} KiB per rollout; filled in {:.1} s ({:.1} µs per rollout-window); a checkpoint is {:.1} KiB of JSON",
+                    "  {n} rollouts ({} live): RSS {:.1} MiB, growth {daemon_kib:.1} KiB per rollout (peak {:.1} KiB per rollout); filled in {:.1} s ({:.1} µs per rollout-window); a checkpoint is {:.1} KiB of JSON",
                     d.live,
                     d.rss_kib as f64 / 1024.0,
+                    per(d.hwm_kib as i64 * 1024, zero.hwm_kib as i64 * 1024),
                     d.fill_ms as f64 / 1000.0,
                     d.fill_ms as f64 * 1000.0 / (n as f64 * windows as f64),
                     d.checkpoint as f64 / 1024.0
@@ -910,9 +959,10 @@ fn memory_part() {
                     d.series as f64 / n as f64 / 1024.0,
                 );
                 println!(
-                    "    heap held per rollout (bytes allocated, not freed): {heap:.1} KiB in the daemon, {:.1} KiB of RSS beyond it; the core {core_heap:.1} KiB, the API view {view:.1} KiB, a push buffer with one window's batch {push:.1} KiB (empty between windows), /metrics series {series:.1} KiB, the rest (driver, task, row, maps, store) {:.1} KiB",
+                    "    heap held per rollout (bytes allocated, not freed): {heap:.1} KiB in the daemon, {:.1} KiB of RSS beyond it; the core {core_heap:.1} KiB, the API view {view:.1} KiB, a push buffer with one window's batch {push:.1} KiB (empty between windows), /metrics series {series:.1} KiB, the rest (driver, task, row, maps, store) {:.1} KiB; SQLite (its own malloc, mostly the page cache) {:.1} KiB",
                     daemon_kib - heap,
-                    heap - core_heap - view - series
+                    heap - core_heap - view - series,
+                    per(d.sqlite, zero.sqlite)
                 );
             }
         }

@@ -15,20 +15,28 @@
 //! counter signal and one (ratio, mean) or three (latency) per metric of
 //! the policy) per live rollout. An ended rollout keeps its final values
 //! for [`ENDED_SERIES_KEPT`], so a scrape sees how it ended, then its
-//! series are removed. A rollout's series are created once, with the
-//! label values kept for their removal and the metric handle kept for its
-//! steps ([`RolloutSeries`]): a step sets values, it does not build label
-//! sets or hash them. Everything else is labelled by configured things
-//! (services, sources, receivers, registry watches) and decision kinds.
+//! series are removed. A rollout's series are plain values in one entry
+//! per rollout ([`RolloutSeries`]), written by its steps and encoded with
+//! their labels only when `/metrics` is read ([`RolloutFamilies`]): a step
+//! sets values, it does not build label sets or hash them, and a live
+//! rollout holds each label value once. Everything else is labelled by
+//! configured things (services, sources, receivers, registry watches) and
+//! decision kinds.
 //! `docs/metrics.md` lists every family.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::fmt;
+use std::ops::Bound;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -82,28 +90,6 @@ pub struct BuildLabels {
     pub commit: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-pub struct RolloutLabels {
-    pub rollout: String,
-    pub service: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RolloutInfoLabels {
-    pub rollout: String,
-    pub service: String,
-    pub policy: String,
-    pub baseline: String,
-    pub canary: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabels {
-    pub rollout: String,
-    pub service: String,
-    pub phase: String,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub service: String,
@@ -114,42 +100,6 @@ pub struct DecisionLabels {
 pub struct ArmLabels {
     pub service: String,
     pub arm: String,
-}
-
-/// One counter signal (`requests`, `errors`, ...) of one arm of a rollout.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ArmSignalLabels {
-    pub rollout: String,
-    pub service: String,
-    pub arm: String,
-    pub signal: String,
-}
-
-/// One metric of the policy, on one arm of a rollout.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ArmMetricLabels {
-    pub rollout: String,
-    pub service: String,
-    pub arm: String,
-    pub metric: String,
-}
-
-/// One latency percentile (`p50`, `p95`, `p99`; not `quantile`, which
-/// Prometheus reserves for summaries) of one latency metric of one arm.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ArmPercentileLabels {
-    pub rollout: String,
-    pub service: String,
-    pub arm: String,
-    pub metric: String,
-    pub percentile: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TriggerLabels {
-    pub rollout: String,
-    pub service: String,
-    pub trigger: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -325,24 +275,27 @@ impl<'a> WindowSample<'a> {
     }
 }
 
-/// A rollout's series: the label values each was created with (so its end
-/// can remove them all) and the metric itself, which shares its value with
-/// the family's entry. A step sets the values it holds, without building
-/// label sets or looking them up again (at 10,000 rollouts at 1 s that was
-/// a large share of the daemon's allocations and string compares).
+/// A rollout's series as plain values, encoded at scrape time
+/// ([`RolloutFamilies`]). A family entry per label set (prometheus-client's
+/// `Family`) held each label value again per series, in a hash map, with
+/// a shared handle per metric: 5.9 KiB per rollout of the example policy
+/// (`benches/daemon_scale.rs`, `memory`), which the daemon kept for every
+/// live rollout for a scrape that reads them once a minute at most.
 #[derive(Debug)]
 struct RolloutSeries {
-    info: RolloutInfoLabels,
-    /// The phase its `rollout_phase` series were last set for: a step
-    /// that stays in it (most steps) sets them again for nothing.
+    service: String,
+    policy: String,
+    baseline: String,
+    canary: String,
+    /// Its `rollout_phase` series exist from the first step on.
     phase: Option<Phase>,
-    weight: Gauge,
-    step_started: Option<FloatGauge>,
+    weight: i64,
+    step_started: Option<f64>,
     triggers: Vec<TriggerSeries>,
-    signals: Vec<(&'static str, String, Counter)>,
-    ratios: Vec<(&'static str, String, FloatGauge)>,
-    latencies: Vec<(&'static str, String, &'static str, FloatGauge)>,
-    means: Vec<(&'static str, String, FloatGauge)>,
+    signals: Vec<(&'static str, Box<str>, u64)>,
+    ratios: Vec<(&'static str, Box<str>, f64)>,
+    latencies: Vec<(&'static str, Box<str>, &'static str, f64)>,
+    means: Vec<(&'static str, Box<str>, f64)>,
     /// When its series go: set when the rollout ends.
     remove_at: Option<Timestamp>,
 }
@@ -351,41 +304,227 @@ struct RolloutSeries {
 /// value on.
 #[derive(Debug)]
 struct TriggerSeries {
-    name: String,
-    estimate: Option<FloatGauge>,
-    log_e_value: Option<FloatGauge>,
-    log_boundary: Option<FloatGauge>,
-    fired: Gauge,
+    name: Box<str>,
+    estimate: Option<f64>,
+    log_e_value: Option<f64>,
+    log_boundary: Option<f64>,
+    fired: bool,
 }
 
-/// The series of `family` under `labels`, created if it is not there yet;
-/// the handle shares its value with the family's entry.
-fn series_of<L, M>(family: &Family<L, M>, labels: &L) -> M
-where
-    L: Clone + std::hash::Hash + Eq,
-    M: Clone + Default,
-{
-    family.get_or_create(labels).clone()
+/// The per-rollout families, in the order they are exposed: name (without
+/// the `canaryd_` prefix), help, type.
+const ROLLOUT_FAMILIES: [(&str, &str, MetricType); 12] = [
+    (
+        "rollout_info",
+        "Always 1 for a live rollout (and one ended in the last 10 minutes): its policy and versions",
+        MetricType::Gauge,
+    ),
+    (
+        "rollout_phase",
+        "1 for the rollout's current phase, 0 for the others",
+        MetricType::Gauge,
+    ),
+    (
+        "rollout_canary_weight_percent",
+        "The canary weight the router confirmed",
+        MetricType::Gauge,
+    ),
+    (
+        "rollout_step_started_timestamp_seconds",
+        "When the rollout's current step or phase began (or the daemon restored it)",
+        MetricType::Gauge,
+    ),
+    (
+        "rollout_arm_events",
+        "Counts of each counter signal (requests, errors, ...) per arm, as fed to the analysis",
+        MetricType::Counter,
+    ),
+    (
+        "rollout_arm_ratio",
+        "Each ratio metric of the policy per arm over the latest analysis window with data",
+        MetricType::Gauge,
+    ),
+    (
+        "rollout_arm_latency_seconds",
+        "Percentiles of each latency metric of the policy per arm over the latest analysis window with data",
+        MetricType::Gauge,
+    ),
+    (
+        "rollout_arm_mean",
+        "Each mean metric of the policy per arm over the latest analysis window with data, in the signal's unit",
+        MetricType::Gauge,
+    ),
+    (
+        "trigger_estimate",
+        "Each trigger's current estimate on its test's own scale (a rate as a fraction, a ratio of rates, an exceedance share or ratio for latency tests, a mean in the signal's unit); the API's rollout view gives it with its unit",
+        MetricType::Gauge,
+    ),
+    (
+        "trigger_log_evalue",
+        "Statistical triggers: natural log of the e-value; the trigger fires at canaryd_trigger_boundary",
+        MetricType::Gauge,
+    ),
+    (
+        "trigger_boundary",
+        "Statistical triggers: the log e-value at which the trigger fires, ln(K/alpha)",
+        MetricType::Gauge,
+    ),
+    (
+        "trigger_fired",
+        "1 when the trigger's condition is met",
+        MetricType::Gauge,
+    ),
+];
+
+type Book = Arc<Mutex<BTreeMap<String, RolloutSeries>>>;
+
+/// The per-rollout families, encoded from the book at each scrape (a
+/// prometheus-client [`Collector`]), rollouts in id order.
+#[derive(Debug)]
+struct RolloutFamilies {
+    book: Book,
+}
+
+fn gauge(
+    e: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    v: impl EncodeGaugeValue,
+) -> fmt::Result {
+    e.encode_family(labels)?.encode_gauge(&v)
+}
+
+/// Rollouts encoded under one hold of the book's lock: a scrape of 10,000
+/// rollouts' series takes tens of milliseconds, which would stall every
+/// driver's step behind it if the lock were held throughout.
+const ROLLOUTS_PER_LOCK: usize = 256;
+
+impl Collector for RolloutFamilies {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        for (family, (name, help, kind)) in ROLLOUT_FAMILIES.iter().enumerate() {
+            let mut e = encoder.encode_descriptor(name, help, None, *kind)?;
+            // The last rollout encoded: the next batch starts after it (a
+            // rollout added or removed meanwhile is in the scrape or not).
+            let mut after: Option<String> = None;
+            loop {
+                let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+                let batch: Vec<(&String, &RolloutSeries)> = match &after {
+                    None => book.iter().take(ROLLOUTS_PER_LOCK).collect(),
+                    Some(last) => book
+                        .range::<str, _>((Bound::Excluded(last.as_str()), Bound::Unbounded))
+                        .take(ROLLOUTS_PER_LOCK)
+                        .collect(),
+                };
+                for &(id, s) in &batch {
+                    encode_rollout(&mut e, family, id, s)?;
+                }
+                match batch.last() {
+                    Some((id, _)) if batch.len() == ROLLOUTS_PER_LOCK => {
+                        after = Some((*id).clone());
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The series of family number `family` (in [`ROLLOUT_FAMILIES`]) of one
+/// rollout.
+fn encode_rollout(
+    e: &mut MetricEncoder,
+    family: usize,
+    id: &str,
+    s: &RolloutSeries,
+) -> fmt::Result {
+    let (rollout, service) = (("rollout", id), ("service", s.service.as_str()));
+    match family {
+        0 => gauge(
+            e,
+            &[
+                rollout,
+                service,
+                ("policy", s.policy.as_str()),
+                ("baseline", s.baseline.as_str()),
+                ("canary", s.canary.as_str()),
+            ],
+            1i64,
+        )?,
+        1 => {
+            if let Some(current) = s.phase {
+                for phase in Phase::ALL {
+                    gauge(
+                        e,
+                        &[rollout, service, ("phase", phase.as_str())],
+                        i64::from(phase == current),
+                    )?;
+                }
+            }
+        }
+        2 => gauge(e, &[rollout, service], s.weight)?,
+        3 => {
+            if let Some(t) = s.step_started {
+                gauge(e, &[rollout, service], t)?;
+            }
+        }
+        4 => {
+            for (arm, signal, n) in &s.signals {
+                e.encode_family(&[rollout, service, ("arm", arm), ("signal", signal)])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        5 | 7 => {
+            let values = if family == 5 { &s.ratios } else { &s.means };
+            for (arm, metric, x) in values {
+                gauge(e, &[rollout, service, ("arm", arm), ("metric", metric)], *x)?;
+            }
+        }
+        6 => {
+            for (arm, metric, percentile, x) in &s.latencies {
+                gauge(
+                    e,
+                    &[
+                        rollout,
+                        service,
+                        ("arm", arm),
+                        ("metric", metric),
+                        ("percentile", percentile),
+                    ],
+                    *x,
+                )?;
+            }
+        }
+        _ => {
+            for t in &s.triggers {
+                let labels = [rollout, service, ("trigger", &*t.name)];
+                let value = match family {
+                    8 => t.estimate,
+                    9 => t.log_e_value,
+                    10 => t.log_boundary,
+                    _ => {
+                        gauge(e, &labels, i64::from(t.fired))?;
+                        continue;
+                    }
+                };
+                if let Some(x) = value {
+                    gauge(e, &labels, x)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub struct Metrics {
-    registry: Registry,
+    /// Encoded one after the other, so the families keep the order they
+    /// had in one registry: `build_info`, the per-rollout families (a
+    /// collector, which a registry would encode after all its metrics),
+    /// then the rest.
+    parts: [Registry; 3],
     pub build_info: Family<BuildLabels, Gauge>,
-    // Per rollout: written only through `publish_rollout` and
-    // `record_window`, which list what they create in `rollouts`.
-    rollout_info: Family<RolloutInfoLabels, Gauge>,
-    phase: Family<PhaseLabels, Gauge>,
-    weight: Family<RolloutLabels, Gauge>,
-    step_started: Family<RolloutLabels, FloatGauge>,
-    arm_events: Family<ArmSignalLabels, Counter>,
-    arm_ratio: Family<ArmMetricLabels, FloatGauge>,
-    arm_latency: Family<ArmPercentileLabels, FloatGauge>,
-    arm_mean: Family<ArmMetricLabels, FloatGauge>,
-    trigger_estimate: Family<TriggerLabels, FloatGauge>,
-    trigger_log_evalue: Family<TriggerLabels, FloatGauge>,
-    trigger_boundary: Family<TriggerLabels, FloatGauge>,
-    trigger_fired: Family<TriggerLabels, Gauge>,
-    rollouts: Mutex<BTreeMap<String, RolloutSeries>>,
+    /// Per rollout: written only through `publish_rollout` and
+    /// `record_window`, encoded by [`RolloutFamilies`].
+    rollouts: Book,
     // Per service and daemon-wide.
     /// From an analysis window's end to its step committed and acted on.
     window_lag: Histogram,
@@ -438,23 +577,13 @@ fn outbox_kind(item: &OutboxItem) -> &'static str {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        let mut head = Registry::with_prefix("canaryd");
+        let mut per_rollout = Registry::with_prefix("canaryd");
         let mut r = Registry::with_prefix("canaryd");
         let m = Metrics {
-            registry: Registry::default(),
+            parts: Default::default(),
             build_info: Family::default(),
-            rollout_info: Family::default(),
-            phase: Family::default(),
-            weight: Family::default(),
-            step_started: Family::default(),
-            arm_events: Family::default(),
-            arm_ratio: Family::default(),
-            arm_latency: Family::default(),
-            arm_mean: Family::default(),
-            trigger_estimate: Family::default(),
-            trigger_log_evalue: Family::default(),
-            trigger_boundary: Family::default(),
-            trigger_fired: Family::default(),
-            rollouts: Mutex::new(BTreeMap::new()),
+            rollouts: Book::default(),
             window_lag: Histogram::new(WINDOW_LAG_BUCKETS),
             commit_groups: Counter::default(),
             committed_steps: Counter::default(),
@@ -480,71 +609,14 @@ impl Metrics {
         };
         // Help texts carry no double quote: text format 0.0.4 has no
         // escape for one in `# HELP`.
-        r.register(
+        head.register(
             "build_info",
             "Always 1; the daemon's version and the commit it was built from",
             m.build_info.clone(),
         );
-        r.register(
-            "rollout_info",
-            "Always 1 for a live rollout (and one ended in the last 10 minutes): its policy and versions",
-            m.rollout_info.clone(),
-        );
-        r.register(
-            "rollout_phase",
-            "1 for the rollout's current phase, 0 for the others",
-            m.phase.clone(),
-        );
-        r.register(
-            "rollout_canary_weight_percent",
-            "The canary weight the router confirmed",
-            m.weight.clone(),
-        );
-        r.register(
-            "rollout_step_started_timestamp_seconds",
-            "When the rollout's current step or phase began (or the daemon restored it)",
-            m.step_started.clone(),
-        );
-        r.register(
-            "rollout_arm_events",
-            "Counts of each counter signal (requests, errors, ...) per arm, as fed to the analysis",
-            m.arm_events.clone(),
-        );
-        r.register(
-            "rollout_arm_ratio",
-            "Each ratio metric of the policy per arm over the latest analysis window with data",
-            m.arm_ratio.clone(),
-        );
-        r.register(
-            "rollout_arm_latency_seconds",
-            "Percentiles of each latency metric of the policy per arm over the latest analysis window with data",
-            m.arm_latency.clone(),
-        );
-        r.register(
-            "rollout_arm_mean",
-            "Each mean metric of the policy per arm over the latest analysis window with data, in the signal's unit",
-            m.arm_mean.clone(),
-        );
-        r.register(
-            "trigger_estimate",
-            "Each trigger's current estimate on its test's own scale (a rate as a fraction, a ratio of rates, an exceedance share or ratio for latency tests, a mean in the signal's unit); the API's rollout view gives it with its unit",
-            m.trigger_estimate.clone(),
-        );
-        r.register(
-            "trigger_log_evalue",
-            "Statistical triggers: natural log of the e-value; the trigger fires at canaryd_trigger_boundary",
-            m.trigger_log_evalue.clone(),
-        );
-        r.register(
-            "trigger_boundary",
-            "Statistical triggers: the log e-value at which the trigger fires, ln(K/alpha)",
-            m.trigger_boundary.clone(),
-        );
-        r.register(
-            "trigger_fired",
-            "1 when the trigger's condition is met",
-            m.trigger_fired.clone(),
-        );
+        per_rollout.register_collector(Box::new(RolloutFamilies {
+            book: m.rollouts.clone(),
+        }));
         r.register(
             "window_lag_seconds",
             "From an analysis window's end to its engine step committed and acted on",
@@ -654,7 +726,10 @@ impl Metrics {
             let _ = m.notifications_pending.get_or_create(&l);
             let _ = m.notifications_oldest_pending_age.get_or_create(&l);
         }
-        Metrics { registry: r, ..m }
+        Metrics {
+            parts: [head, per_rollout, r],
+            ..m
+        }
     }
 
     /// Create the series of what the config names at 0, so the first
@@ -695,79 +770,41 @@ impl Metrics {
     /// and triggers.
     pub fn publish_rollout(&self, s: &RolloutSample) {
         let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
-        let labels = || RolloutLabels {
-            rollout: s.id.into(),
-            service: s.service.into(),
-        };
         let series = match book.get_mut(s.id) {
             Some(series) => series,
-            None => {
-                let info = RolloutInfoLabels {
-                    rollout: s.id.into(),
-                    service: s.service.into(),
-                    policy: s.policy.into(),
-                    baseline: s.baseline.into(),
-                    canary: s.canary.into(),
-                };
-                self.rollout_info.get_or_create(&info).set(1);
-                book.entry(s.id.to_string()).or_insert(RolloutSeries {
-                    info,
-                    phase: None,
-                    weight: series_of(&self.weight, &labels()),
-                    step_started: None,
-                    triggers: Vec::new(),
-                    signals: Vec::new(),
-                    ratios: Vec::new(),
-                    latencies: Vec::new(),
-                    means: Vec::new(),
-                    remove_at: None,
-                })
-            }
-        };
-        let info = &series.info;
-        if (
-            info.service.as_str(),
-            info.policy.as_str(),
-            info.baseline.as_str(),
-            info.canary.as_str(),
-        ) != (s.service, s.policy, s.baseline, s.canary)
-        {
-            self.rollout_info.remove(&series.info);
-            series.info = RolloutInfoLabels {
-                rollout: s.id.into(),
+            None => book.entry(s.id.to_string()).or_insert(RolloutSeries {
                 service: s.service.into(),
                 policy: s.policy.into(),
                 baseline: s.baseline.into(),
                 canary: s.canary.into(),
-            };
-            self.rollout_info.get_or_create(&series.info).set(1);
-        }
-        if series.phase != Some(s.phase) {
-            series.phase = Some(s.phase);
-            for phase in Phase::ALL {
-                self.phase
-                    .get_or_create(&PhaseLabels {
-                        rollout: s.id.into(),
-                        service: s.service.into(),
-                        phase: phase.as_str().into(),
-                    })
-                    .set(i64::from(s.phase == phase));
+                phase: None,
+                weight: 0,
+                step_started: None,
+                triggers: Vec::new(),
+                signals: Vec::new(),
+                ratios: Vec::new(),
+                latencies: Vec::new(),
+                means: Vec::new(),
+                remove_at: None,
+            }),
+        };
+        for (kept, now) in [
+            (&mut series.service, s.service),
+            (&mut series.policy, s.policy),
+            (&mut series.baseline, s.baseline),
+            (&mut series.canary, s.canary),
+        ] {
+            if kept != now {
+                *kept = now.into();
             }
         }
-        series.weight.set(i64::from(s.weight_percent));
+        series.phase = Some(s.phase);
+        series.weight = i64::from(s.weight_percent);
         if let Some(t) = s.step_since {
-            series
-                .step_started
-                .get_or_insert_with(|| series_of(&self.step_started, &labels()))
-                .set(seconds(t));
+            series.step_started = Some(seconds(t));
         }
         for t in &s.triggers {
-            let labels = || TriggerLabels {
-                rollout: s.id.into(),
-                service: s.service.into(),
-                trigger: t.name.into(),
-            };
-            let at = match series.triggers.iter().position(|x| x.name == t.name) {
+            let at = match series.triggers.iter().position(|x| *x.name == *t.name) {
                 Some(at) => at,
                 None => {
                     series.triggers.push(TriggerSeries {
@@ -775,104 +812,65 @@ impl Metrics {
                         estimate: None,
                         log_e_value: None,
                         log_boundary: None,
-                        fired: series_of(&self.trigger_fired, &labels()),
+                        fired: false,
                     });
                     series.triggers.len() - 1
                 }
             };
             let ts = &mut series.triggers[at];
-            for (value, gauge, family) in [
-                (t.estimate, &mut ts.estimate, &self.trigger_estimate),
-                (t.log_e_value, &mut ts.log_e_value, &self.trigger_log_evalue),
-                (t.log_boundary, &mut ts.log_boundary, &self.trigger_boundary),
+            for (value, kept) in [
+                (t.estimate, &mut ts.estimate),
+                (t.log_e_value, &mut ts.log_e_value),
+                (t.log_boundary, &mut ts.log_boundary),
             ] {
                 if let Some(x) = value.filter(|x| x.is_finite()) {
-                    gauge
-                        .get_or_insert_with(|| series_of(family, &labels()))
-                        .set(x);
+                    *kept = Some(x);
                 }
             }
-            ts.fired.set(i64::from(t.fired));
+            ts.fired = t.fired;
         }
     }
 
     /// One analysis window of a rollout, as fed to the engine.
-    pub fn record_window(&self, rollout: &str, service: &str, w: &WindowSample) {
+    pub fn record_window(&self, rollout: &str, _service: &str, w: &WindowSample) {
         let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
         // A window is recorded only for a rollout already published.
         let Some(series) = book.get_mut(rollout) else {
             return;
         };
-        let arm_metric = |arm: &str, metric: &str| ArmMetricLabels {
-            rollout: rollout.into(),
-            service: service.into(),
-            arm: arm.into(),
-            metric: metric.into(),
-        };
         for &(arm, signal, n) in &w.signals {
             match series
                 .signals
-                .iter()
-                .find(|(a, s, _)| *a == arm && s == signal)
+                .iter_mut()
+                .find(|(a, s, _)| *a == arm && **s == *signal)
             {
-                Some((_, _, counter)) => counter,
-                None => {
-                    let counter = series_of(
-                        &self.arm_events,
-                        &ArmSignalLabels {
-                            rollout: rollout.into(),
-                            service: service.into(),
-                            arm: arm.into(),
-                            signal: signal.into(),
-                        },
-                    );
-                    series.signals.push((arm, signal.into(), counter));
-                    &series.signals[series.signals.len() - 1].2
-                }
+                Some((_, _, count)) => *count = count.saturating_add(n),
+                None => series.signals.push((arm, signal.into(), n)),
             }
-            .inc_by(n);
         }
-        for (values, kept, family) in [
-            (&w.ratios, &mut series.ratios, &self.arm_ratio),
-            (&w.means, &mut series.means, &self.arm_mean),
+        for (values, kept) in [
+            (&w.ratios, &mut series.ratios),
+            (&w.means, &mut series.means),
         ] {
             for &(arm, metric, x) in values {
-                match kept.iter().find(|(a, m, _)| *a == arm && m == metric) {
-                    Some((_, _, gauge)) => gauge,
-                    None => {
-                        let gauge = series_of(family, &arm_metric(arm, metric));
-                        kept.push((arm, metric.into(), gauge));
-                        &kept[kept.len() - 1].2
-                    }
+                match kept
+                    .iter_mut()
+                    .find(|(a, m, _)| *a == arm && **m == *metric)
+                {
+                    Some((_, _, value)) => *value = x,
+                    None => kept.push((arm, metric.into(), x)),
                 }
-                .set(x);
             }
         }
         for &(arm, metric, percentile, x) in &w.latencies {
             match series
                 .latencies
-                .iter()
-                .find(|(a, m, p, _)| *a == arm && m == metric && *p == percentile)
+                .iter_mut()
+                .find(|(a, m, p, _)| *a == arm && **m == *metric && *p == percentile)
             {
-                Some((_, _, _, gauge)) => gauge,
-                None => {
-                    let gauge = series_of(
-                        &self.arm_latency,
-                        &ArmPercentileLabels {
-                            rollout: rollout.into(),
-                            service: service.into(),
-                            arm: arm.into(),
-                            metric: metric.into(),
-                            percentile: percentile.into(),
-                        },
-                    );
-                    series
-                        .latencies
-                        .push((arm, metric.into(), percentile, gauge));
-                    &series.latencies[series.latencies.len() - 1].3
-                }
+                Some((_, _, _, value)) => *value = x,
+                None => series.latencies.push((arm, metric.into(), percentile, x)),
             }
-            .set(x);
         }
     }
 
@@ -894,74 +892,7 @@ impl Metrics {
     /// Remove the series of rollouts that ended long enough ago.
     fn sweep_ended(&self, now: Timestamp) {
         let mut book = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<String> = book
-            .iter()
-            .filter(|(_, s)| s.remove_at.is_some_and(|t| now >= t))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            if let Some(s) = book.remove(&id) {
-                self.remove_series(&id, &s);
-            }
-        }
-    }
-
-    fn remove_series(&self, id: &str, s: &RolloutSeries) {
-        let service = &s.info.service;
-        self.rollout_info.remove(&s.info);
-        for phase in Phase::ALL {
-            self.phase.remove(&PhaseLabels {
-                rollout: id.into(),
-                service: service.clone(),
-                phase: phase.as_str().into(),
-            });
-        }
-        let l = RolloutLabels {
-            rollout: id.into(),
-            service: service.clone(),
-        };
-        self.weight.remove(&l);
-        self.step_started.remove(&l);
-        for t in &s.triggers {
-            let l = TriggerLabels {
-                rollout: id.into(),
-                service: service.clone(),
-                trigger: t.name.clone(),
-            };
-            self.trigger_estimate.remove(&l);
-            self.trigger_log_evalue.remove(&l);
-            self.trigger_boundary.remove(&l);
-            self.trigger_fired.remove(&l);
-        }
-        for (arm, signal, _) in &s.signals {
-            self.arm_events.remove(&ArmSignalLabels {
-                rollout: id.into(),
-                service: service.clone(),
-                arm: (*arm).into(),
-                signal: signal.clone(),
-            });
-        }
-        let arm_metric = |arm: &str, metric: &str| ArmMetricLabels {
-            rollout: id.into(),
-            service: service.clone(),
-            arm: arm.into(),
-            metric: metric.into(),
-        };
-        for (arm, metric, _) in &s.ratios {
-            self.arm_ratio.remove(&arm_metric(arm, metric));
-        }
-        for (arm, metric, _) in &s.means {
-            self.arm_mean.remove(&arm_metric(arm, metric));
-        }
-        for (arm, metric, percentile, _) in &s.latencies {
-            self.arm_latency.remove(&ArmPercentileLabels {
-                rollout: id.into(),
-                service: service.clone(),
-                arm: (*arm).into(),
-                metric: metric.clone(),
-                percentile: (*percentile).into(),
-            });
-        }
+        book.retain(|_, s| s.remove_at.is_none_or(|t| now < t));
     }
 
     /// The rollouts that have series now (live, or ended within
@@ -1040,7 +971,10 @@ impl Metrics {
         let _guard = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        for part in &self.parts {
+            let _ = encode_registry(&mut out, part);
+        }
+        let _ = encode_eof(&mut out);
         out
     }
 
@@ -1247,6 +1181,28 @@ spec:
         assert_eq!(p95.len(), 2);
         // 95 of 100 values 0.5..99.5 ms lie below ~95 ms: within a bucket.
         assert!(p95.iter().all(|s| (0.09..0.1).contains(s)), "{p95:?}");
+    }
+
+    #[test]
+    fn a_scrape_encodes_every_rollout_in_id_order_across_lock_batches() {
+        let m = Metrics::new();
+        let n = 2 * ROLLOUTS_PER_LOCK + 3;
+        let ids: Vec<String> = (0..n).map(|i| format!("r-{i:04}")).collect();
+        for id in &ids {
+            m.publish_rollout(&sample(id, Phase::Progressing));
+        }
+        let text = m.render(Timestamp::from_millis(0));
+        let info: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("canaryd_rollout_info{rollout=\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(info, ids);
+        let fired = text
+            .lines()
+            .filter(|l| l.starts_with("canaryd_trigger_fired{"))
+            .count();
+        assert_eq!(fired, n);
     }
 
     #[test]
