@@ -32,15 +32,15 @@
 //!   connection refused at the cap is told so in plain HTTP, which a TLS
 //!   client reads as a failed handshake.
 //!
-//! - **Threads.** The API runs on a runtime of its own ([`ApiRuntime`]),
-//!   apart from the one the drivers, the committer and the routers run on.
-//!   With thousands of rollouts stepping, the drivers' runtime has a queue
-//!   of ready tasks; a request served from that queue waits behind all of
-//!   them (`GET /v1/rollouts/{id}` took 138 to 201 ms p99 with 10,000
-//!   rollouts at 1 s). On its own threads it waits only for the kernel's
-//!   scheduler, which shares the cores between the two runtimes' threads:
-//!   a flood of requests cannot take more than the API's threads' share
-//!   from the drivers either.
+//! - **Threads.** The API shares the drivers' runtime, on purpose. On a
+//!   runtime of its own (measured in issue #19, 10,000 rollouts at 1 s
+//!   on 2 cores with a batch pushed to each every second) the kernel
+//!   split the cores evenly between the API's threads and the drivers':
+//!   pushes took the drivers' share, windows fell to 0.73 a second per
+//!   rollout and lag p99 to 10 s (0.92 and 5 s with the API's threads at
+//!   nice 10), against 1.01 and 0.5 s on one runtime, where `GET` p99 was
+//!   27 ms. tokio's queue gives a rollout's step its turn among the
+//!   requests; the kernel gives a flood of requests its threads' share.
 //!
 //! In-flight requests are counted by wrapping each response body: a
 //! request is over when hyper drops its body (sent, or the client left).
@@ -65,51 +65,6 @@ use tokio::sync::{Notify, watch};
 
 use super::config::{ApiLimits, ApiTls};
 use crate::tls::{ServerTls, TlsError};
-
-/// The API's own runtime (see the module's **Threads**): one worker per
-/// core, threads named `canaryd-api`. Dropped, it stops at once without
-/// waiting (a runtime that waits cannot be dropped inside another's task):
-/// by then [`serve`] has returned, and what the API spawned elsewhere
-/// (a rollout's start) runs on the drivers' runtime.
-pub struct ApiRuntime(Option<tokio::runtime::Runtime>);
-
-impl ApiRuntime {
-    pub fn new() -> std::io::Result<ApiRuntime> {
-        tokio::runtime::Builder::new_multi_thread()
-            .thread_name("canaryd-api")
-            .enable_all()
-            .build()
-            .map(|rt| ApiRuntime(Some(rt)))
-    }
-
-    /// Serve `app` on `listener` from this runtime ([`serve`]). The
-    /// listener moves to this runtime's reactor, so its sockets are
-    /// polled by the API's threads, not the drivers'.
-    pub fn serve(
-        &self,
-        listener: TcpListener,
-        app: Router,
-        cap: usize,
-        header_read_timeout: Duration,
-        tls: Option<Arc<ApiTlsAcceptor>>,
-        stop: watch::Receiver<bool>,
-    ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-        let listener = listener.into_std()?;
-        let rt = self.0.as_ref().expect("present until dropped");
-        Ok(rt.spawn(async move {
-            let listener = TcpListener::from_std(listener)?;
-            serve(listener, app, cap, header_read_timeout, tls, stop).await
-        }))
-    }
-}
-
-impl Drop for ApiRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
 
 /// The API's TLS acceptor, reloadable: a renewed certificate is read on
 /// SIGHUP and used by every connection accepted after it; a broken one is

@@ -138,9 +138,6 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     fatal: Mutex<Option<String>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
-    /// The runtime [`start`] was called on: the drivers', the committer's
-    /// and the routers'. The API has its own (`connections.rs`).
-    runtime: tokio::runtime::Handle,
 }
 
 /// Why an operation was refused (the API answers it with its status and
@@ -190,11 +187,9 @@ impl Shared {
         let _ = self.shutdown.send(true);
     }
 
-    /// A task of the daemon's own (a driver, a watcher) on the drivers'
-    /// runtime, also when an API request (on the API's runtime) starts it.
     fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         if let Ok(mut t) = self.tasks.lock() {
-            t.spawn_on(fut, &self.runtime);
+            t.spawn(fut);
         }
     }
 
@@ -355,9 +350,6 @@ pub struct Running {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Where `server` runs (`connections.rs`, **Threads**); stopped when
-    /// this is dropped, after `server` ended.
-    _api_runtime: connections::ApiRuntime,
 }
 
 impl Running {
@@ -464,7 +456,6 @@ pub async fn start(
         checkpoints_in_flight: Arc::new(tokio::sync::Semaphore::new(driver::CHECKPOINTS_IN_FLIGHT)),
         outbox,
         api_tls,
-        runtime: tokio::runtime::Handle::current(),
     });
     shared.metrics.init_configured(
         &shared
@@ -486,17 +477,14 @@ pub async fn start(
     shared.spawn(retention::run(shared.clone()));
 
     let app = api::router(shared.clone());
-    let api_runtime = connections::ApiRuntime::new().context("cannot start the API's runtime")?;
-    let server = api_runtime
-        .serve(
-            listener,
-            app,
-            max_connections,
-            limits.header_read_timeout,
-            shared.api_tls.clone(),
-            shared.shutdown.subscribe(),
-        )
-        .context("cannot serve the API")?;
+    let server = tokio::spawn(connections::serve(
+        listener,
+        app,
+        max_connections,
+        limits.header_read_timeout,
+        shared.api_tls.clone(),
+        shared.shutdown.subscribe(),
+    ));
     tracing::info!(addr = %local, tls = shared.api_tls.is_some(), max_connections, descriptor_limit = nofile, "listening");
     if shared.api_tls.is_none() && !local.ip().is_loopback() {
         let warning = format!(
@@ -529,7 +517,6 @@ pub async fn start(
         addr: local,
         shared,
         server,
-        _api_runtime: api_runtime,
     })
 }
 

@@ -119,17 +119,15 @@ impl Shared {
         };
         // The rest runs in its own task: a client that disconnects
         // mid-request must not leave a stored rollout without a driver.
-        // On the drivers' runtime, which outlives the API's at a stop.
         let shared = self.clone();
         let by = by.clone();
-        self.runtime
-            .spawn(async move {
-                shared
-                    .create_and_launch(req, by, loaded, change_type, service)
-                    .await
-            })
-            .await
-            .map_err(|e| Refusal::internal(format!("the start task failed: {e}")))?
+        tokio::spawn(async move {
+            shared
+                .create_and_launch(req, by, loaded, change_type, service)
+                .await
+        })
+        .await
+        .map_err(|e| Refusal::internal(format!("the start task failed: {e}")))?
     }
 
     async fn create_and_launch(
