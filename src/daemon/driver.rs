@@ -116,7 +116,7 @@ pub(super) fn live_view(view: &Mutex<Arc<LiveView>>) -> wire::Rollout {
 pub struct DriverHandle {
     pub tx: mpsc::Sender<DriverMsg>,
     pub push: Arc<Mutex<Collected>>,
-    /// The rollout as the API shows it ([`DriverHandle::view`]).
+    /// The rollout as the API shows it, written out by [`live_view`].
     pub view: Arc<Mutex<Arc<LiveView>>>,
     pub service: String,
     pub started_at: Timestamp,
