@@ -311,69 +311,92 @@ struct TriggerSeries {
     fired: bool,
 }
 
-/// The per-rollout families, in the order they are exposed: name (without
-/// the `canaryd_` prefix), help, type.
-const ROLLOUT_FAMILIES: [(&str, &str, MetricType); 12] = [
-    (
-        "rollout_info",
-        "Always 1 for a live rollout (and one ended in the last 10 minutes): its policy and versions",
-        MetricType::Gauge,
-    ),
-    (
-        "rollout_phase",
-        "1 for the rollout's current phase, 0 for the others",
-        MetricType::Gauge,
-    ),
-    (
-        "rollout_canary_weight_percent",
-        "The canary weight the router confirmed",
-        MetricType::Gauge,
-    ),
-    (
-        "rollout_step_started_timestamp_seconds",
-        "When the rollout's current step or phase began (or the daemon restored it)",
-        MetricType::Gauge,
-    ),
-    (
-        "rollout_arm_events",
-        "Counts of each counter signal (requests, errors, ...) per arm, as fed to the analysis",
-        MetricType::Counter,
-    ),
-    (
-        "rollout_arm_ratio",
-        "Each ratio metric of the policy per arm over the latest analysis window with data",
-        MetricType::Gauge,
-    ),
-    (
-        "rollout_arm_latency_seconds",
-        "Percentiles of each latency metric of the policy per arm over the latest analysis window with data",
-        MetricType::Gauge,
-    ),
-    (
-        "rollout_arm_mean",
-        "Each mean metric of the policy per arm over the latest analysis window with data, in the signal's unit",
-        MetricType::Gauge,
-    ),
-    (
-        "trigger_estimate",
-        "Each trigger's current estimate on its test's own scale (a rate as a fraction, a ratio of rates, an exceedance share or ratio for latency tests, a mean in the signal's unit); the API's rollout view gives it with its unit",
-        MetricType::Gauge,
-    ),
-    (
-        "trigger_log_evalue",
-        "Statistical triggers: natural log of the e-value; the trigger fires at canaryd_trigger_boundary",
-        MetricType::Gauge,
-    ),
-    (
-        "trigger_boundary",
-        "Statistical triggers: the log e-value at which the trigger fires, ln(K/alpha)",
-        MetricType::Gauge,
-    ),
-    (
-        "trigger_fired",
-        "1 when the trigger's condition is met",
-        MetricType::Gauge,
-    ),
+/// One family of per-rollout series: name (without the `canaryd_`
+/// prefix), help, type, and how one rollout's series of it are encoded.
+struct RolloutFamily {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    encode: fn(&mut MetricEncoder, Labels, &RolloutSeries) -> fmt::Result,
+}
+
+/// The labels every series of a rollout carries.
+type Labels<'a> = [(&'static str, &'a str); 2];
+
+/// The per-rollout families, in the order they are exposed.
+const ROLLOUT_FAMILIES: [RolloutFamily; 12] = [
+    RolloutFamily {
+        name: "rollout_info",
+        help: "Always 1 for a live rollout (and one ended in the last 10 minutes): its policy and versions",
+        kind: MetricType::Gauge,
+        encode: encode_info,
+    },
+    RolloutFamily {
+        name: "rollout_phase",
+        help: "1 for the rollout's current phase, 0 for the others",
+        kind: MetricType::Gauge,
+        encode: encode_phase,
+    },
+    RolloutFamily {
+        name: "rollout_canary_weight_percent",
+        help: "The canary weight the router confirmed",
+        kind: MetricType::Gauge,
+        encode: encode_weight,
+    },
+    RolloutFamily {
+        name: "rollout_step_started_timestamp_seconds",
+        help: "When the rollout's current step or phase began (or the daemon restored it)",
+        kind: MetricType::Gauge,
+        encode: encode_step_started,
+    },
+    RolloutFamily {
+        name: "rollout_arm_events",
+        help: "Counts of each counter signal (requests, errors, ...) per arm, as fed to the analysis",
+        kind: MetricType::Counter,
+        encode: encode_events,
+    },
+    RolloutFamily {
+        name: "rollout_arm_ratio",
+        help: "Each ratio metric of the policy per arm over the latest analysis window with data",
+        kind: MetricType::Gauge,
+        encode: encode_ratios,
+    },
+    RolloutFamily {
+        name: "rollout_arm_latency_seconds",
+        help: "Percentiles of each latency metric of the policy per arm over the latest analysis window with data",
+        kind: MetricType::Gauge,
+        encode: encode_latencies,
+    },
+    RolloutFamily {
+        name: "rollout_arm_mean",
+        help: "Each mean metric of the policy per arm over the latest analysis window with data, in the signal's unit",
+        kind: MetricType::Gauge,
+        encode: encode_means,
+    },
+    RolloutFamily {
+        name: "trigger_estimate",
+        help: "Each trigger's current estimate on its test's own scale (a rate as a fraction, a ratio of rates, an exceedance share or ratio for latency tests, a mean in the signal's unit); the API's rollout view gives it with its unit",
+        kind: MetricType::Gauge,
+        encode: encode_estimate,
+    },
+    RolloutFamily {
+        name: "trigger_log_evalue",
+        help: "Statistical triggers: natural log of the e-value; the trigger fires at canaryd_trigger_boundary",
+        kind: MetricType::Gauge,
+        encode: encode_log_e_value,
+    },
+    RolloutFamily {
+        name: "trigger_boundary",
+        help: "Statistical triggers: the log e-value at which the trigger fires, ln(K/alpha)",
+        kind: MetricType::Gauge,
+        encode: encode_boundary,
+    },
+    RolloutFamily {
+        name: "trigger_fired",
+        help: "1 when the trigger's condition is met",
+        kind: MetricType::Gauge,
+        encode: encode_fired,
+    },
 ];
 
 type Book = Arc<Mutex<BTreeMap<String, RolloutSeries>>>;
@@ -400,8 +423,8 @@ const ROLLOUTS_PER_LOCK: usize = 256;
 
 impl Collector for RolloutFamilies {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        for (family, (name, help, kind)) in ROLLOUT_FAMILIES.iter().enumerate() {
-            let mut e = encoder.encode_descriptor(name, help, None, *kind)?;
+        for family in &ROLLOUT_FAMILIES {
+            let mut e = encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
             // The last rollout encoded: the next batch starts after it (a
             // rollout added or removed meanwhile is in the scrape or not).
             let mut after: Option<String> = None;
@@ -415,7 +438,7 @@ impl Collector for RolloutFamilies {
                         .collect(),
                 };
                 for &(id, s) in &batch {
-                    encode_rollout(&mut e, family, id, s)?;
+                    (family.encode)(&mut e, [("rollout", id), ("service", &s.service)], s)?;
                 }
                 match batch.last() {
                     Some((id, _)) if batch.len() == ROLLOUTS_PER_LOCK => {
@@ -429,90 +452,112 @@ impl Collector for RolloutFamilies {
     }
 }
 
-/// The series of family number `family` (in [`ROLLOUT_FAMILIES`]) of one
-/// rollout.
-fn encode_rollout(
-    e: &mut MetricEncoder,
-    family: usize,
-    id: &str,
-    s: &RolloutSeries,
-) -> fmt::Result {
-    let (rollout, service) = (("rollout", id), ("service", s.service.as_str()));
-    match family {
-        0 => gauge(
-            e,
-            &[
-                rollout,
-                service,
-                ("policy", s.policy.as_str()),
-                ("baseline", s.baseline.as_str()),
-                ("canary", s.canary.as_str()),
-            ],
-            1i64,
-        )?,
-        1 => {
-            if let Some(current) = s.phase {
-                for phase in Phase::ALL {
-                    gauge(
-                        e,
-                        &[rollout, service, ("phase", phase.as_str())],
-                        i64::from(phase == current),
-                    )?;
-                }
-            }
-        }
-        2 => gauge(e, &[rollout, service], s.weight)?,
-        3 => {
-            if let Some(t) = s.step_started {
-                gauge(e, &[rollout, service], t)?;
-            }
-        }
-        4 => {
-            for (arm, signal, n) in &s.signals {
-                e.encode_family(&[rollout, service, ("arm", arm), ("signal", signal)])?
-                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-            }
-        }
-        5 | 7 => {
-            let values = if family == 5 { &s.ratios } else { &s.means };
-            for (arm, metric, x) in values {
-                gauge(e, &[rollout, service, ("arm", arm), ("metric", metric)], *x)?;
-            }
-        }
-        6 => {
-            for (arm, metric, percentile, x) in &s.latencies {
-                gauge(
-                    e,
-                    &[
-                        rollout,
-                        service,
-                        ("arm", arm),
-                        ("metric", metric),
-                        ("percentile", percentile),
-                    ],
-                    *x,
-                )?;
-            }
-        }
-        _ => {
-            for t in &s.triggers {
-                let labels = [rollout, service, ("trigger", &*t.name)];
-                let value = match family {
-                    8 => t.estimate,
-                    9 => t.log_e_value,
-                    10 => t.log_boundary,
-                    _ => {
-                        gauge(e, &labels, i64::from(t.fired))?;
-                        continue;
-                    }
-                };
-                if let Some(x) = value {
-                    gauge(e, &labels, x)?;
-                }
-            }
+fn encode_info(e: &mut MetricEncoder, [r, sv]: Labels, s: &RolloutSeries) -> fmt::Result {
+    let labels = [
+        r,
+        sv,
+        ("policy", s.policy.as_str()),
+        ("baseline", s.baseline.as_str()),
+        ("canary", s.canary.as_str()),
+    ];
+    gauge(e, &labels, 1i64)
+}
+
+fn encode_phase(e: &mut MetricEncoder, [r, sv]: Labels, s: &RolloutSeries) -> fmt::Result {
+    if let Some(current) = s.phase {
+        for phase in Phase::ALL {
+            gauge(
+                e,
+                &[r, sv, ("phase", phase.as_str())],
+                i64::from(phase == current),
+            )?;
         }
     }
     Ok(())
+}
+
+fn encode_weight(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    gauge(e, &labels, s.weight)
+}
+
+fn encode_step_started(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    match s.step_started {
+        Some(t) => gauge(e, &labels, t),
+        None => Ok(()),
+    }
+}
+
+fn encode_events(e: &mut MetricEncoder, [r, sv]: Labels, s: &RolloutSeries) -> fmt::Result {
+    for (arm, signal, n) in &s.signals {
+        e.encode_family(&[r, sv, ("arm", arm), ("signal", signal)])?
+            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+    }
+    Ok(())
+}
+
+/// Per arm and metric: `rollout_arm_ratio` and `rollout_arm_mean`.
+fn encode_arm_values(
+    e: &mut MetricEncoder,
+    [r, sv]: Labels,
+    values: &[(&'static str, Box<str>, f64)],
+) -> fmt::Result {
+    for (arm, metric, x) in values {
+        gauge(e, &[r, sv, ("arm", arm), ("metric", metric)], *x)?;
+    }
+    Ok(())
+}
+
+fn encode_ratios(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    encode_arm_values(e, labels, &s.ratios)
+}
+
+fn encode_means(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    encode_arm_values(e, labels, &s.means)
+}
+
+fn encode_latencies(e: &mut MetricEncoder, [r, sv]: Labels, s: &RolloutSeries) -> fmt::Result {
+    for (arm, metric, percentile, x) in &s.latencies {
+        let labels = [
+            r,
+            sv,
+            ("arm", *arm),
+            ("metric", &**metric),
+            ("percentile", *percentile),
+        ];
+        gauge(e, &labels, *x)?;
+    }
+    Ok(())
+}
+
+/// Per trigger, `value` where it has one.
+fn encode_triggers<V: EncodeGaugeValue>(
+    e: &mut MetricEncoder,
+    [r, sv]: Labels,
+    s: &RolloutSeries,
+    value: impl Fn(&TriggerSeries) -> Option<V>,
+) -> fmt::Result {
+    for t in &s.triggers {
+        if let Some(x) = value(t) {
+            gauge(e, &[r, sv, ("trigger", &*t.name)], x)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_estimate(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    encode_triggers(e, labels, s, |t| t.estimate)
+}
+
+fn encode_log_e_value(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    encode_triggers(e, labels, s, |t| t.log_e_value)
+}
+
+fn encode_boundary(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    encode_triggers(e, labels, s, |t| t.log_boundary)
+}
+
+fn encode_fired(e: &mut MetricEncoder, labels: Labels, s: &RolloutSeries) -> fmt::Result {
+    encode_triggers(e, labels, s, |t| Some(i64::from(t.fired)))
 }
 
 pub struct Metrics {
