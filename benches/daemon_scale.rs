@@ -17,7 +17,11 @@
 //!   30 s; at 1 s as many as asked, 3,600 for a full hour), a batch pushed
 //!   to every rollout in every window (in-process through
 //!   `Shared::push`, the same validation and merge as the HTTP route);
-//!   then (RSS_N - RSS_0) / N.
+//!   then (RSS_N - RSS_0) / N, after the last window closed and again
+//!   mid-window (a batch pushed into every rollout's open window), with
+//!   what glibc's malloc then holds in blocks in use and free between
+//!   them (`mallinfo2` after `malloc_trim`): whether RSS beyond the live
+//!   heap is live blocks' headers or fragmentation.
 //! - `ingest`: batches of 1,000 events over HTTP on loopback from a load
 //!   generator on its own runtime and threads, for a while: observations
 //!   per second, the generator threads' share of the CPU used, and no
@@ -741,6 +745,15 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
             .unwrap();
         buffer = heap_of(&*h.push.lock().unwrap());
     }
+    // Mid-window: every rollout's open window holding a batch, as between
+    // two window closes at steady state.
+    for id in &ids {
+        let Some(w) = d.weight(id) else { continue };
+        let _ = shared.push(id, batches.range(..=w.max(1)).next_back().unwrap().1);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_open = rss_kib();
+    let (in_use, held_free) = glibc_blocks();
     let before = heap_bytes();
     let now = clock.now();
     for id in &ids {
@@ -749,7 +762,7 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
     let _ = shared.metrics.render(now + Duration::from_secs(3_600));
     let series = before - heap_bytes();
     println!(
-        "RSS {rss} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {heap} VIEW {view} PUSH {buffer} SERIES {series} HWM {hwm} SQLITE {sqlite}",
+        "RSS {rss} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {heap} VIEW {view} PUSH {buffer} SERIES {series} HWM {hwm} SQLITE {sqlite} INUSE {in_use} FREE {held_free} OPEN {rss_open}",
         fill.as_millis()
     );
     d.stop();
@@ -838,7 +851,7 @@ fn core_child(n: usize, interval: Duration, windows: u64) {
         .first()
         .map_or(0, |r| serde_json::to_string(&r.checkpoint()).unwrap().len());
     println!(
-        "RSS {} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {} VIEW 0 PUSH 0 SERIES 0 HWM {} SQLITE 0",
+        "RSS {} LIVE {live} FILL_MS {} CHECKPOINT {checkpoint} HEAP {} VIEW 0 PUSH 0 SERIES 0 HWM {} SQLITE 0 INUSE 0 FREE 0 OPEN 0",
         rss_kib(),
         fill.as_millis(),
         heap_bytes(),
@@ -861,6 +874,27 @@ struct ChildFigures {
     /// Bytes SQLite holds (its own malloc, outside [`heap_bytes`]): the
     /// page cache, mostly.
     sqlite: i64,
+    /// glibc malloc's blocks in use (live, with their headers; Rust's
+    /// under glibc, and SQLite's) and free but held in its arenas, in
+    /// bytes, mid-window (see [`glibc_blocks`]).
+    in_use: i64,
+    held_free: i64,
+    /// RSS (KiB) with a window's batch pushed into every rollout's open
+    /// window: between two closes at steady state.
+    rss_open_kib: u64,
+}
+
+/// glibc malloc's bytes in use and free but held in its arenas (after
+/// `malloc_trim`, so what is left free is what sits between live blocks
+/// and cannot be returned): where RSS beyond the live heap goes.
+fn glibc_blocks() -> (i64, i64) {
+    // SAFETY: glibc calls without pointers; `malloc_trim` only returns
+    // whole free pages.
+    let info = unsafe {
+        libc::malloc_trim(0);
+        libc::mallinfo2()
+    };
+    (info.uordblks as i64, info.fordblks as i64)
 }
 
 fn memory_part() {
@@ -919,6 +953,9 @@ fn memory_part() {
                     series: f[15].parse().unwrap(),
                     hwm_kib: f[17].parse().unwrap(),
                     sqlite: f[19].parse().unwrap(),
+                    in_use: f[21].parse().unwrap(),
+                    held_free: f[23].parse().unwrap(),
+                    rss_open_kib: f[25].parse().unwrap(),
                 }
             };
             let run = |n: usize| run_as("CANARYD_SCALE_CHILD", n);
@@ -963,6 +1000,15 @@ fn memory_part() {
                     daemon_kib - heap,
                     heap - core_heap - view - series,
                     per(d.sqlite, zero.sqlite)
+                );
+                println!(
+                    "    mid-window (a window's batch pushed into every rollout's open window): RSS growth {:.1} KiB per rollout; then glibc's malloc (after malloc_trim) holds {:.1} KiB per rollout in blocks in use (live, with their headers) and {:.1} KiB free between them",
+                    per(
+                        d.rss_open_kib as i64 * 1024,
+                        zero.rss_open_kib as i64 * 1024
+                    ),
+                    per(d.in_use, zero.in_use),
+                    per(d.held_free, zero.held_free),
                 );
             }
         }
