@@ -365,9 +365,18 @@ impl LatencyTable {
                     self.split_down_to(rng, ranges, pieces, rank);
                 }
             }
-            for &(from, c) in ranges.iter() {
+            // Each range's count goes to its first bucket that the table
+            // holds (none below it carries mass): every read is the same
+            // as at the range's own first bucket, and the histogram holds
+            // no run of empty buckets from 0 up to the table (its dense
+            // form then spans the table alone, which is what clearing,
+            // growing and the quantile's walk go through every interval).
+            let table_first = self.first;
+            for (i, &(from, c)) in ranges.iter().enumerate() {
                 if c > 0 {
-                    h.add_to_log_linear_bucket(from, c);
+                    let end = ranges.get(i + 1).map_or(usize::MAX, |r| r.0);
+                    let at = from.max(table_first);
+                    h.add_to_log_linear_bucket(if at < end { at } else { from }, c);
                 }
             }
         });
