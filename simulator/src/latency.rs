@@ -369,18 +369,24 @@ impl LatencyTable {
             if !ranks.is_empty() {
                 self.place_ranks(rng, ranges, pieces, ranks);
             }
-            // Each range's count goes to its first bucket that the table
-            // holds (none below it carries mass): every read is the same
-            // as at the range's own first bucket, and the histogram holds
-            // no run of empty buckets from 0 up to the table (its dense
-            // form then spans the table alone, which is what clearing,
-            // growing and the quantile's walk go through every interval).
-            let table_first = self.first;
+            // Each range's count goes to one of its buckets that the table
+            // holds, next to the cuts: the first range's to its last, the
+            // others' to their first. Every read is the same wherever in
+            // its range a count lies, and the histogram's dense form then
+            // spans little more than the cuts (not every bucket from 0 up),
+            // which is what clearing, growing and every quantile's walk go
+            // through each interval.
+            let (table_first, table_end) = (self.first, self.first + self.probs.len());
             for (i, &(from, c)) in ranges.iter().enumerate() {
                 if c > 0 {
                     let end = ranges.get(i + 1).map_or(usize::MAX, |r| r.0);
-                    let at = from.max(table_first);
-                    h.add_to_log_linear_bucket(if at < end { at } else { from }, c);
+                    let (lo, hi) = (from.max(table_first), end.min(table_end));
+                    let at = match (i, hi > lo) {
+                        (_, false) => from,
+                        (0, true) => hi - 1,
+                        (_, true) => lo,
+                    };
+                    h.add_to_log_linear_bucket(at, c);
                 }
             }
         });
