@@ -419,7 +419,11 @@ impl LatencyTable {
             let to = ranges.get(i + 1).map_or(usize::MAX, |r| r.0);
             // Only the table's buckets carry mass.
             let (lo, hi) = (from.max(self.first), to.min(self.first + self.probs.len()));
-            let whole = if hi > lo { self.mass_between(lo, hi) } else { 0.0 };
+            let whole = if hi > lo {
+                self.mass_between(lo, hi)
+            } else {
+                0.0
+            };
             if inside == 0 || whole <= 0.0 {
                 pieces.push((from, c));
             } else {
@@ -463,9 +467,8 @@ fn add_piece(pieces: &mut Vec<(usize, u64)>, start: usize, count: u64) {
 
 /// A Beta(`a`, `b`) draw (`a, b ≥ 1`) as `X / (X + Y)` of two Gamma draws.
 fn beta(rng: &mut LatencyRng, a: f64, b: f64) -> f64 {
-    let gamma = |rng: &mut LatencyRng, shape: f64| {
-        Gamma::new(shape, 1.0).map_or(shape, |g| g.sample(rng))
-    };
+    let gamma =
+        |rng: &mut LatencyRng, shape: f64| Gamma::new(shape, 1.0).map_or(shape, |g| g.sample(rng));
     let x = gamma(rng, a);
     let y = gamma(rng, b);
     if x + y > 0.0 { x / (x + y) } else { 0.5 }
