@@ -8,102 +8,65 @@
 //!
 //! The goal: 10,000 runs in at most 60 s with the default thread count on
 //! 2 cores, that is at most about 12 ms of CPU per run
-//! (`canaryd_whole_run` below at most 12 ms), with reports byte-identical
-//! to earlier builds' for the same seed (`tests/reproducible.rs`). The
-//! command it stands for:
+//! (`canaryd_whole_run` below at most 12 ms). Reports are reproducible for
+//! the same seed (`tests/reproducible.rs`); a change of random streams is
+//! deliberate and documented (the last: session 32, below). The command it
+//! stands for:
 //! `canaryd-sim --policy simulator/policies/product-example.yaml --scenario
 //! simulator/scenarios/aa-50h-approvals.yaml --runs 10000 --seed 1 --json`.
 //!
 //! Run: `cargo bench -p canaryd-sim --bench bar -- --warm-up-time 2 --measurement-time 20`.
 //!
-//! Where it stands (9962b42, 2 cores): about 26 ms of CPU a run, so the
-//! command takes about 132 s (1,000 runs: 24 s wall, 26 s user), 2.2× from
-//! the goal. The cost is spread thin: at one thread an interval costs about
-//! 4.3 µs, about 45% drawing traffic (about twenty exact binomials and two
-//! Poisson draws: about 25% with their `ln`s; the rest bookkeeping, dense latency
-//! histograms re-grown and cleared, string-keyed counters) and about 50%
-//! the engine (seven statistical tests' updates about 19%, of it the
-//! mixtures' `log_sum_exp` about 6%; the windows' reads about 5%; assessing
-//! about 8%, of it the burn rate's sums over its hour about 4%; verdicts
-//! copied about 3%). No function holds more than 13%: bit-identical
-//! rewrites of the hottest ones (the binomial's rejection step without its
-//! `ln` where a bound decides, `ln(1 − p)` remembered per rate, counters
-//! found by length before bytes, the burn rate's sums in `u128`) each
-//! measured within ±2% of the run, and were not kept. And an experiment
-//! with every draw free (each binomial and Poisson its mean rounded, not
-//! kept; its own checks cost about 1 ms) took about 20.8 ms a run against
-//! 25.7 ms in the same conditions, two thirds of it the engine
-//! (`Rollout::handle`): about 13.5 ms a run for the engine alone, above
-//! the whole budget. So no cheaper draw, with
-//! or without a change of random streams, meets the goal unless the pure
-//! core's cost per interval also falls about 2× (at this policy, from
-//! about 2.2 µs to about 1 µs).
+//! Where it stands (session 32, branch s32-sim): about 17 ms of CPU a run,
+//! so on two idle cores the command takes about 87 s, 1.45× from the goal
+//! (it was about 19.7 ms, 99 s, after session 31). Measured with the real
+//! command, old (main at bf744b5) and new release builds alternated on a
+//! machine loaded by other sessions (load average 2 to 5): default two
+//! threads, `--runs 1000`, four times each: user 26.69, 25.82, 25.73 and
+//! 25.37 s against 22.82, 22.15, 22.52 and 22.46 s (−13%); one thread,
+//! `--runs 200`: user 4.95 and 4.99 s against 4.46 and 4.42 s (−11%); the
+//! reports of both sizes byte-identical (an A/A run's outcome does not
+//! move with its latency draws). What was kept:
+//! - a change of random streams: each latency quantile's bucket is drawn
+//!   as the order statistic of its rank within its range (one Beta draw,
+//!   two Gammas, and a search of the table's CDF) instead of binomial
+//!   splits down to one bucket (about five draws, each with its `ln`s);
+//!   same law (`latency.rs`'s tests against full draws), new digests and
+//!   traces; alone −7% (one thread, `--runs 200`, alternated: 4.91 and
+//!   4.85 s against 4.59 and 4.44 s);
+//! - without a change of streams (reports and digests identical): the
+//!   counts of a latency histogram's ranges lie next to the cuts, not from
+//!   bucket 0 up (the dense form spans a few dozen buckets, not about 800,
+//!   to clear, grow and walk every interval); `log_boundary` remembers its
+//!   few budgets' logarithms; a lean ratio gate skips its dominant restart
+//!   segment, as the quantile gate did. Each within the noise alone
+//!   (±2%), about −3% together.
 //!
-//! Since then (branch s30-core): latency histograms hold only their occupied
-//! range (`canaryd::stats::histogram`), so a generator's histogram no
-//! longer re-grows from bucket 0 twice an interval. In the profile `memset`
-//! fell from 3.7% to 2.4% of a run and the quantile's bucket search from
-//! 2.5% to 1.6%, but the run as a whole by 1% at most, within the noise
-//! (user time, old and new build alternated on a loaded machine: one
-//! thread, `--runs 200` three times each, twice: 15.55 s against 15.33 s
-//! and 16.01 s against 15.86 s; the default two threads, `--runs 1000`
-//! twice each: 26.0 and 26.9 s against 26.2 and 26.1 s; reports
-//! identical). So still about 26 ms of CPU a run, and the goal stays
-//! missed by the same 2.2×. Where a run goes now (`perf
-//! record --call-graph fp`, a release build with frame pointers, 150 runs,
-//! one thread; shares of the run, callees included): the engine
-//! (`Rollout::handle`) 49%, of it `Monitor::observe_owned` 33%
-//! (`StatTest::observe` 17.5%, `RestartMixture::update` 3.3%,
-//! `OneSampleRate::update` 2.9%, `TwoArmCount::update` 2.6%) and
-//! `Monitor::assess` 7.7% (`BurnRate::burn` 4.5%); the generator
-//! (`Source::generate`) 39.5%, of it exact binomials 13.8%, `ln` 10.2%,
-//! `exp` 6.3%, Poisson 1.7%; and spread over both, string compares of the
-//! string-keyed counters (`memcmp`) 6.5%, `memmove` 4.0%, `memset` 2.4%.
-//! The engine is about 12.5 ms a run, about 2.1 µs an interval: still above
-//! the whole budget on its own.
+//! Tried in earlier sessions and not kept (each within ±2% of the run):
+//! the binomial's rejection step without its `ln` where a bound decides,
+//! `ln(1 − p)` remembered per rate, counters found by length before bytes,
+//! the burn rate's sums in `u128`. Kept in sessions 30 and 31: histograms
+//! holding only their occupied range; one assessment written over the
+//! previous one; the windows' `u128` totals per ratio read (−9%).
 //!
-//! Since then (branch s31-sim), three changes to the pure core, decisions
-//! and reports unchanged (`tests/reproducible.rs`; the 1,000-run report
-//! below byte-identical to the earlier build's): the engine keeps one
-//! assessment and the monitor writes each reading over the previous one
-//! (`Analysis::assess_into`), cloning a shared text (`Arc<str>`: estimand,
-//! what was measured) only when it changed, where it built a new
-//! assessment and dropped the old every interval (a `Vec` allocated and
-//! freed, two atomic operations per text per reading); the windows keep
-//! the `u128` totals of each ratio read over the intervals they retain
-//! (no memory per interval), so the burn rate sums its hour as those
-//! totals less the one interval outside it, instead of 120 additions, and
-//! its 5 minutes directly; and the sample-ratio check formats its
-//! estimand once. In
-//! the profile (same method) `Monitor::assess` fell from 9.0% of a run to
-//! 3.5% and `BurnRate::burn` from 5.2% to 0.9%. Measured old and new
-//! release builds alternated, the default two threads, `--runs 1000`, a
-//! machine loaded by two other sessions (load average 4 to 6): user time
-//! 21.60 and 21.75 s against 19.71 and 19.77 s (−9%), wall 36.8 and
-//! 35.8 s against 33.6 and 30.1 s; one thread, `--runs 200`, three times
-//! each: user 4.53, 4.68 and 4.53 s against 4.16, 4.29 and 4.07 s (−9%;
-//! reports identical); the final build (the ratio totals without memory
-//! per interval; the first measurements were of running totals kept per
-//! interval, as fast) again at `--runs 1000`, alternated: user 21.20 and
-//! 21.78 s against 19.45 and 20.07 s (−8%), wall about equal to user (the
-//! other sessions left about one core). So about 19.7 ms of CPU a run: on two
-//! idle cores 10,000 runs take about 99 s (about 108 s before, in the same
-//! conditions), still 1.65× from the goal. This bench, alternated twice on
-//! the same loaded machine, is noisier still (`traffic_only`, unchanged
-//! code, read 18.2 to 24.6 ms): `canaryd_whole_run` 29.5 and 30.8 ms
-//! before, 22.0 and 22.9 ms after. Where a run goes now (150 runs, one
-//! thread): the engine (`Rollout::handle`) 48%, of it
-//! `Monitor::observe_owned` 38% (`StatTest::observe` 20.5%,
-//! `OneSampleRate::update` 4.1%, `RestartMixture::update` 4.0%,
-//! `TwoArmCount::update` 2.7%) and the assessment 3.5%; the generator 42%
-//! (binomials 14.8% with their `ln`s and `exp`s about 9% more); `memcmp`
-//! 6.2% over both. Still no function above 15%: what is left is the seven
-//! tests' arithmetic (their `ln`s and `exp`s included, which decide
-//! e-values bit for bit) and exact draws, about 18 binomials and 2
-//! Poissons an interval (counted: 11.9 by BTRS, 6.4 by inversion, each
-//! inversion an `ln` and an `exp`). The remaining idea with a size to
-//! match the gap, a documented change of random streams, was not tried:
-//! even free draws leave the engine alone near the budget (above).
+//! What stands in the way, from a profile of the final build (`perf record
+//! --call-graph dwarf`, 40 runs, one thread; shares of the run, callees
+//! included): the engine (`Rollout::handle`) 54%, about 9.3 ms a run, of it
+//! `StatTest::observe` 24% (the mixtures' updates 11%, their `ln`s and
+//! `exp`s deciding e-values bit for bit) and `Monitor::assess_into` 5%;
+//! the generator 40%, of it exact binomials 22.5% with their `ln`s and
+//! `exp`s (counted per interval: 11.5 BTRS draws, of which 45% reach the
+//! rejection step with its `ln`, and 4.5 inversions, each an `ln` and an
+//! `exp`) and Poisson 2%; string-keyed counters' `memcmp` 7% over both
+//! (flat, `perf record -F 2000`, 150 runs: binomials 13.9% self, `ln`
+//! 10.5%, `Source::generate` 11.0%, `memcmp` 6.6%, `observe_owned` 6.6%,
+//! `StatTest::observe` 6.4%, `exp` 4.8%, `RestartMixture::update` 4.0%).
+//! The engine alone is about 9.3 ms of the 12 ms budget: free draws would
+//! still leave about 13 ms (the engine, the generator's bookkeeping about
+//! 2.8 ms, the driver about 0.9 ms), so the goal needs both halves cut:
+//! the engine's arithmetic per interval, bit for bit, and the exact draws
+//! (about 4 ms; no exact sampler here comes near free: BTRS at these
+//! `n·p` spends much of its time in rejections).
 
 use std::hint::black_box;
 use std::time::Duration;

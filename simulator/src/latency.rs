@@ -8,6 +8,7 @@ use canaryd::stats::histogram::{
 };
 use canaryd::stats::{HistogramReads, LatencyHistogram};
 use rand::Rng;
+use rand_distr::{Distribution, Gamma};
 
 use crate::sampling::{binomial, normal_cdf, poisson};
 
@@ -71,10 +72,13 @@ pub type LatencyRng = rand::rngs::Xoshiro256PlusPlus;
 /// Multinomial(`n`, probabilities), drawn:
 /// - for [`HistogramReads::Partial`], one count per range that the
 ///   thresholds cut ([`canaryd::stats::histogram::log_linear_cuts`]), by
-///   conditional binomials, each put in its range's first bucket; then, for
-///   each quantile, the range holding its rank is split by binomial draws
-///   down to one bucket (first where the rank is expected, then in halves):
-///   about a dozen draws for all that the analysis will read;
+///   conditional binomials, each put in its range's first bucket (of the
+///   table's); then each quantile's bucket, as the order statistic of its
+///   rank within the range holding it: one Beta draw (two Gamma draws) and
+///   a search of the table's CDF per quantile (see
+///   [`LatencyTable::place_ranks`]). Until December 2026 (session 32) the
+///   range was split by binomial draws down to one bucket, about five
+///   draws per quantile: the same law, another random stream;
 /// - for [`HistogramReads::Everything`], bucket by bucket. Independent
 ///   Poisson counts at a mean a little below `n` (busy buckets, expecting at
 ///   least [`BUSY_MEAN`], one draw each; the quiet rest request by request
@@ -118,15 +122,12 @@ struct PartialScratch {
     cuts: Vec<usize>,
     ranges: Vec<(usize, u64)>,
     pieces: Vec<(usize, u64)>,
+    ranks: Vec<u64>,
 }
 
 thread_local! {
     static PARTIAL: std::cell::RefCell<PartialScratch> = std::cell::RefCell::new(PartialScratch::default());
 }
-
-/// Splits of a quantile's range made where its rank is expected before
-/// [`LatencyTable::sample_partial`] falls back to halving.
-const INTERPOLATED_SPLITS: usize = 6;
 
 /// Poisson attempts before [`LatencyTable::sample_buckets`] draws every
 /// request by alias instead (each fails with probability about 0.1%).
@@ -341,6 +342,7 @@ impl LatencyTable {
                 cuts,
                 ranges,
                 pieces,
+                ranks,
             } = scratch;
             // Ranges as (first bucket, count); each ends where the next
             // begins.
@@ -360,85 +362,90 @@ impl LatencyTable {
                 ranges.push((from, c));
                 left -= c;
             }
-            for &q in quantiles {
-                if let Some(rank) = quantile_rank(q, n) {
-                    self.split_down_to(rng, ranges, pieces, rank);
-                }
+            ranks.clear();
+            ranks.extend(quantiles.iter().filter_map(|&q| quantile_rank(q, n)));
+            ranks.sort_unstable();
+            ranks.dedup();
+            if !ranks.is_empty() {
+                self.place_ranks(rng, ranges, pieces, ranks);
             }
-            for &(from, c) in ranges.iter() {
+            // Each range's count goes to one of its buckets that the table
+            // holds, next to the cuts: the first range's to its last, the
+            // others' to their first. Every read is the same wherever in
+            // its range a count lies, and the histogram's dense form then
+            // spans little more than the cuts (not every bucket from 0 up),
+            // which is what clearing, growing and every quantile's walk go
+            // through each interval.
+            let (table_first, table_end) = (self.first, self.first + self.probs.len());
+            for (i, &(from, c)) in ranges.iter().enumerate() {
                 if c > 0 {
-                    h.add_to_log_linear_bucket(from, c);
+                    let end = ranges.get(i + 1).map_or(usize::MAX, |r| r.0);
+                    let (lo, hi) = (from.max(table_first), end.min(table_end));
+                    let at = match (i, hi > lo) {
+                        (_, false) => from,
+                        (0, true) => hi - 1,
+                        (_, true) => lo,
+                    };
+                    h.add_to_log_linear_bucket(at, c);
                 }
             }
         });
     }
 
-    /// Halves the range holding the `rank`-th smallest latency, by binomial
-    /// draws, until that range is one bucket; the halves left behind become
-    /// ranges of their own.
-    fn split_down_to(
+    /// Puts each of `ranks` (ascending, among all the ranges' requests)
+    /// in the bucket of that order statistic, drawn exactly: within a range
+    /// of `c` requests, the `k`-th smallest of `c` uniforms is
+    /// Beta(`k`, `c − k + 1`), and the next rank's is drawn above it among
+    /// those left (the `j`-th smallest of `m` uniforms on `(u, 1)` is `u`
+    /// plus `(1 − u)` times a Beta(`j`, `m − j + 1`)); the range's inverse
+    /// CDF takes each to its bucket, in which the requests up to that rank
+    /// are put (the rest of the range in the last rank's). Every count
+    /// above a threshold (a range's border) and every declared quantile's
+    /// bucket is then what a full draw gives them, in law.
+    fn place_ranks(
         &self,
         rng: &mut LatencyRng,
         ranges: &mut Vec<(usize, u64)>,
         pieces: &mut Vec<(usize, u64)>,
-        rank: u64,
+        ranks: &[u64],
     ) {
-        let mut before = 0;
-        let Some(i) = ranges.iter().position(|&(_, c)| {
-            before += c;
-            before >= rank
-        }) else {
-            return;
-        };
-        let (from, mut c) = ranges[i];
-        let mut before = before - c;
-        let to = ranges.get(i + 1).map_or(usize::MAX, |r| r.0);
-        // Only the table's buckets carry mass: the rest of the range is empty.
-        let (mut lo, mut hi) = (from.max(self.first), to.min(self.first + self.probs.len()));
-        if hi <= lo {
-            return;
-        }
         pieces.clear();
-        let mut steps = 0;
-        while hi - lo > 1 {
-            let whole = self.mass_between(lo, hi);
-            // Split where the rank is expected (interpolation search): the
-            // piece holding it is then seldom more than a bucket or two.
-            // Halving after a few tries bounds the steps; any split point
-            // chosen from what is drawn so far keeps the draw exact.
-            let mid = if steps < INTERPOLATED_SPLITS && whole > 0.0 {
-                let share = ((rank - before) as f64 - 0.5) / c as f64;
-                let target = self.cumulative[lo - self.first] + share * whole;
-                let above = &self.cumulative[lo - self.first + 1..=hi - self.first];
-                let expected = lo + above.partition_point(|&x| x < target);
-                expected.clamp(lo + 1, hi - 1)
+        let (mut before, mut next) = (0u64, 0usize);
+        for (i, &(from, c)) in ranges.iter().enumerate() {
+            let inside = ranks[next..]
+                .iter()
+                .take_while(|&&r| r <= before + c)
+                .count();
+            let to = ranges.get(i + 1).map_or(usize::MAX, |r| r.0);
+            // Only the table's buckets carry mass.
+            let (lo, hi) = (from.max(self.first), to.min(self.first + self.probs.len()));
+            let whole = if hi > lo {
+                self.mass_between(lo, hi)
             } else {
-                lo + (hi - lo) / 2
+                0.0
             };
-            steps += 1;
-            let c_left = if whole > 0.0 {
-                binomial(rng, c, self.mass_between(lo, mid) / whole)
+            if inside == 0 || whole <= 0.0 {
+                pieces.push((from, c));
             } else {
-                c
-            };
-            if before + c_left >= rank {
-                pieces.push((mid, c - c_left));
-                hi = mid;
-                c = c_left;
-            } else {
-                pieces.push((lo, c_left));
-                before += c_left;
-                lo = mid;
-                c -= c_left;
+                pieces.push((from, 0));
+                let (mut u, mut placed) = (0.0f64, 0u64);
+                for &rank in &ranks[next..next + inside] {
+                    let (k, left) = (rank - before - placed, c - placed);
+                    u += (1.0 - u) * beta(rng, k as f64, (left - k + 1) as f64);
+                    let target = self.cumulative[lo - self.first] + u * whole;
+                    let cum = &self.cumulative[lo - self.first + 1..=hi - self.first];
+                    let bucket = (lo + cum.partition_point(|&x| x <= target)).min(hi - 1);
+                    add_piece(pieces, bucket, k);
+                    placed += k;
+                }
+                if let Some(last) = pieces.last_mut() {
+                    last.1 += c - placed;
+                }
             }
+            before += c;
+            next += inside;
         }
-        pieces.push((lo, c));
-        // The range's own start keeps whatever lies below the table (none).
-        if pieces.iter().all(|&(start, _)| start != from) {
-            pieces.push((from, 0));
-        }
-        pieces.sort_unstable_by_key(|&(start, _)| start);
-        ranges.splice(i..=i, pieces.drain(..));
+        std::mem::swap(ranges, pieces);
     }
 
     /// The probability of the histogram buckets `[from, to)`.
@@ -447,6 +454,24 @@ impl LatencyTable {
         let at = |idx: usize| self.cumulative[idx.saturating_sub(self.first).min(len)];
         (at(to) - at(from)).max(0.0)
     }
+}
+
+/// Adds `(start, count)` after the pieces so far (starts ascending), into
+/// the last one when it starts there too.
+fn add_piece(pieces: &mut Vec<(usize, u64)>, start: usize, count: u64) {
+    match pieces.last_mut() {
+        Some(last) if last.0 == start => last.1 += count,
+        _ => pieces.push((start, count)),
+    }
+}
+
+/// A Beta(`a`, `b`) draw (`a, b ≥ 1`) as `X / (X + Y)` of two Gamma draws.
+fn beta(rng: &mut LatencyRng, a: f64, b: f64) -> f64 {
+    let gamma =
+        |rng: &mut LatencyRng, shape: f64| Gamma::new(shape, 1.0).map_or(shape, |g| g.sample(rng));
+    let x = gamma(rng, a);
+    let y = gamma(rng, b);
+    if x + y > 0.0 { x / (x + y) } else { 0.5 }
 }
 
 /// The buckets of `exp(N(mu, sigma²)) + add_ms`: the first bucket's index

@@ -529,7 +529,10 @@ impl RatioVsBaseline {
 
     fn evidence_since(&self) -> Timestamp {
         let dominant = match &self.engine {
-            _ if self.lean && !self.crossed => None,
+            // Lean (as the interval): the dominant segment costs an `exp`
+            // per restart slot and alternative, every interval, for a gate
+            // that stays shown for days.
+            _ if self.lean_gate || (self.lean && !self.crossed) => None,
             RatioEngine::Collecting => None,
             RatioEngine::Count(t) => t.dominant_start(),
             RatioEngine::Normal(t) => t.dominant_start(),

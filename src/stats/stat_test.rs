@@ -125,8 +125,10 @@ impl StatTest {
     }
 
     /// Lean evidence for a gate, whose caller asks only whether it is shown:
-    /// as [`StatTest::set_lean`], and no interval even once crossed (the
-    /// e-value, the counts and the status are the same).
+    /// as [`StatTest::set_lean`], and no interval even once crossed, nor the
+    /// start of the segment carrying the evidence (`evidence_since` is the
+    /// window's end, as before it crossed); the e-value, the counts and the
+    /// status are the same.
     pub fn set_lean_gate(&mut self, lean: bool) {
         self.set_lean(lean);
         match self {
