@@ -17,10 +17,14 @@
 //!
 //! Run: `cargo bench -p canaryd-sim --bench bar -- --warm-up-time 2 --measurement-time 20`.
 //!
-//! Where it stands (session 32, branch s32-sim): about 17 ms of CPU a run,
-//! so on two idle cores the command takes about 87 s, 1.45× from the goal
-//! (it was about 19.7 ms, 99 s, after session 31). Measured with the real
-//! command, old (main at bf744b5) and new release builds alternated on a
+//! Where it stands (session 32): the command itself, 10,000 runs, on a
+//! quiet machine (load average about 1), old (main at bf744b5) and new
+//! release builds one after the other: 127.0 s wall and 248.5 s user
+//! before, 110.8 s wall and 216.8 s user now (about 21.7 ms of CPU a run;
+//! −13%), reports byte-identical; 1.85× from the goal. (Session 31's
+//! "about 99 s" was a projection from 1,000 runs on a loaded machine; the
+//! same build measured whole here took 127 s.) Measured too with the real
+//! command, old and new release builds alternated on a
 //! machine loaded by other sessions (load average 2 to 5): default two
 //! threads, `--runs 1000`, four times each: user 26.69, 25.82, 25.73 and
 //! 25.37 s against 22.82, 22.15, 22.52 and 22.46 s (−13%); one thread,
@@ -51,7 +55,7 @@
 //!
 //! What stands in the way, from a profile of the final build (`perf record
 //! --call-graph dwarf`, 40 runs, one thread; shares of the run, callees
-//! included): the engine (`Rollout::handle`) 54%, about 9.3 ms a run, of it
+//! included): the engine (`Rollout::handle`) 54%, about 11.7 ms of the 21.7 ms a run, of it
 //! `StatTest::observe` 24% (the mixtures' updates 11%, their `ln`s and
 //! `exp`s deciding e-values bit for bit) and `Monitor::assess_into` 5%;
 //! the generator 40%, of it exact binomials 22.5% with their `ln`s and
@@ -61,11 +65,11 @@
 //! (flat, `perf record -F 2000`, 150 runs: binomials 13.9% self, `ln`
 //! 10.5%, `Source::generate` 11.0%, `memcmp` 6.6%, `observe_owned` 6.6%,
 //! `StatTest::observe` 6.4%, `exp` 4.8%, `RestartMixture::update` 4.0%).
-//! The engine alone is about 9.3 ms of the 12 ms budget: free draws would
-//! still leave about 13 ms (the engine, the generator's bookkeeping about
-//! 2.8 ms, the driver about 0.9 ms), so the goal needs both halves cut:
+//! The engine alone is about 11.7 ms, the whole 12 ms budget: free draws
+//! would still leave about 16 ms (the engine, the generator's bookkeeping
+//! about 3.5 ms, the driver about 1 ms), so the goal needs both halves cut:
 //! the engine's arithmetic per interval, bit for bit, and the exact draws
-//! (about 4 ms; no exact sampler here comes near free: BTRS at these
+//! (about 5 ms; no exact sampler here comes near free: BTRS at these
 //! `n·p` spends much of its time in rejections).
 
 use std::hint::black_box;
