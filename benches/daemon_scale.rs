@@ -687,13 +687,16 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
         .into_iter()
         .map(|w| (w, serde_json::from_value(window_batch(w)).unwrap()))
         .collect();
-    let wall = Instant::now();
-    for _ in 0..windows {
-        for id in &ids {
-            let Some(w) = d.weight(id) else { continue };
+    // One window's batch into a live rollout's open window, for its weight.
+    let push_window = |id: &str| {
+        if let Some(w) = d.weight(id) {
             let batch = batches.range(..=w.max(1)).next_back().unwrap().1;
             shared.push(id, batch).unwrap();
         }
+    };
+    let wall = Instant::now();
+    for _ in 0..windows {
+        ids.iter().for_each(|id| push_window(id));
         clock.advance(interval);
         let want = canaryd::wire::rfc3339(clock.now());
         // Every live rollout has closed the window (its view says so).
@@ -731,6 +734,12 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
     let (rss, heap, hwm) = (rss_kib(), heap_bytes(), status_kib("VmHWM:"));
     // SAFETY: a read of SQLite's global memory counter, no arguments.
     let sqlite = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    // Mid-window: every rollout's open window holding a batch, as between
+    // two window closes at steady state.
+    ids.iter().for_each(|id| push_window(id));
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_open = rss_kib();
+    let (in_use, held_free) = glibc_blocks();
     // Where the heap bytes are, for one rollout: the API's view the driver
     // keeps, its push buffer holding one window's batch, and (last, as it
     // removes them) the `/metrics` series of every rollout.
@@ -739,21 +748,8 @@ fn memory_child(services: usize, n: usize, interval: Duration, windows: u64) {
         && let Some(h) = shared.driver(id)
     {
         view = heap_of(&**h.view.lock().unwrap());
-        let w = h.view.lock().unwrap().facts().weight;
-        shared
-            .push(id, batches.range(..=w.max(1)).next_back().unwrap().1)
-            .unwrap();
         buffer = heap_of(&*h.push.lock().unwrap());
     }
-    // Mid-window: every rollout's open window holding a batch, as between
-    // two window closes at steady state.
-    for id in &ids {
-        let Some(w) = d.weight(id) else { continue };
-        let _ = shared.push(id, batches.range(..=w.max(1)).next_back().unwrap().1);
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let rss_open = rss_kib();
-    let (in_use, held_free) = glibc_blocks();
     let before = heap_bytes();
     let now = clock.now();
     for id in &ids {
